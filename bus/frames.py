@@ -1,0 +1,48 @@
+"""Wire constants of the AMB/1 bus protocol (see bus/PROTOCOL.md). Leaf module: no project imports."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgpack
+
+PROTOCOL: Final = b"AMB1"
+
+# Commands (frame 1).
+REQUEST: Final = b"\x01"
+CANCEL: Final = b"\x02"
+PARTIAL: Final = b"\x03"
+REPLY: Final = b"\x04"
+ERROR: Final = b"\x05"
+READY: Final = b"\x10"
+HEARTBEAT: Final = b"\x11"
+DISCONNECT: Final = b"\x12"
+UPDATE: Final = b"\x13"
+
+COMMAND_NAMES: Final = {
+    REQUEST: "REQUEST", CANCEL: "CANCEL", PARTIAL: "PARTIAL", REPLY: "REPLY", ERROR: "ERROR",
+    READY: "READY", HEARTBEAT: "HEARTBEAT", DISCONNECT: "DISCONNECT", UPDATE: "UPDATE",
+}
+
+# Error codes (HTTP-like, so front-ends map them directly).
+BAD_REQUEST: Final = 400
+NOT_FOUND: Final = 404
+CANCELLED: Final = 499
+INTERNAL: Final = 500
+WORKER_DIED: Final = 502
+UNAVAILABLE: Final = 503
+TIMEOUT: Final = 504
+
+# Liveness: any message counts as a heartbeat; a peer silent for LIVENESS intervals is dead.
+HEARTBEAT_INTERVAL: Final = 0.5
+LIVENESS: Final = 3
+
+EMPTY_HEADER: Final = msgpack.packb({})
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)

@@ -1,0 +1,297 @@
+"""The broker's routing state machine on plain data: no sockets, so it is unit-testable.
+
+`Router` takes decoded messages and clock ticks and fills `outbox` (multipart messages for the
+ROUTER socket, identity first) and `events` (topic, body) for the broker to flush.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from bus import frames
+
+log = logging.getLogger(__name__)
+
+Key = tuple[bytes, int]  # (client identity, correlation id)
+
+
+@dataclass(eq=False)
+class Worker:
+    identity: bytes
+    service: str
+    slot: str
+    capacity: int
+    meta: Any
+    expiry: float
+    idle_since: float
+    inflight: set[Key] = field(default_factory=set)
+    served: int = 0
+
+    def load(self) -> float:
+        return len(self.inflight) / self.capacity
+
+
+@dataclass(eq=False)
+class Pending:
+    client: bytes
+    id: int
+    service: str
+    deadline: float
+    key: str | None
+    body: bytes
+    worker: Worker | None = None
+
+
+@dataclass(eq=False)
+class Service:
+    name: str
+    workers: dict[bytes, Worker] = field(default_factory=dict)
+    queue: deque[Pending] = field(default_factory=deque)
+
+
+class Router:
+    def __init__(self) -> None:
+        self.services: dict[str, Service] = {}
+        self.workers: dict[bytes, Worker] = {}
+        self.pending: dict[Key, Pending] = {}
+        self._deadlines: list[tuple[float, bytes, int]] = []
+        self.outbox: list[list[bytes]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    # -- input -------------------------------------------------------------------------------
+
+    def on_message(self, identity: bytes, msg: list[bytes], now: float) -> None:
+        """One multipart message from the ROUTER socket, identity frame removed."""
+        if len(msg) < 3 or msg[0] != frames.PROTOCOL:
+            log.warning("dropping malformed message from %r (%d frames)", identity, len(msg))
+            return
+        command = msg[1]
+        try:
+            header = frames.unpack(msg[2])
+        except Exception:
+            header = None
+        if not isinstance(header, dict):
+            log.warning("dropping message with undecodable header from %r", identity)
+            return
+        body = msg[3] if len(msg) > 3 else b""
+        worker = self.workers.get(identity)
+        if worker is not None:
+            worker.expiry = now + frames.HEARTBEAT_INTERVAL * frames.LIVENESS
+        try:
+            self._dispatch_command(identity, worker, command, header, body, now)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("dropping bad %s from %r: %r", frames.COMMAND_NAMES.get(command), identity, exc)
+
+    def _dispatch_command(
+        self, identity: bytes, worker: Worker | None, command: bytes, header: dict[str, Any],
+        body: bytes, now: float,
+    ) -> None:
+        if command == frames.REQUEST:
+            self._client_request(identity, header, body, now)
+        elif command == frames.CANCEL:
+            self._client_cancel(identity, int(header["id"]), now)
+        elif command == frames.HEARTBEAT:
+            if worker is None:
+                self._send(identity, frames.HEARTBEAT, frames.EMPTY_HEADER)
+        elif command == frames.READY:
+            self._worker_ready(identity, header, body, now)
+        elif worker is None:
+            # A worker we do not know (we restarted): make it say READY again.
+            self._send(identity, frames.DISCONNECT, frames.EMPTY_HEADER)
+        elif command in (frames.REPLY, frames.ERROR, frames.PARTIAL):
+            self._worker_answer(worker, command, header, body, now)
+        elif command == frames.UPDATE:
+            worker.meta = frames.unpack(body) if body else None
+            self.events.append((f"worker.{worker.service}.updated", {"slot": worker.slot}))
+        elif command == frames.DISCONNECT:
+            self._remove_worker(worker, "worker disconnected")
+        else:
+            log.warning("unknown command %r from %r", command, identity)
+
+    def tick(self, now: float) -> None:
+        """Heartbeats, dead workers, passed deadlines. Call every HEARTBEAT_INTERVAL or sooner."""
+        for worker in list(self.workers.values()):
+            if worker.expiry < now:
+                self._remove_worker(worker, "worker died")
+        self.expire(now)
+
+    def heartbeat(self) -> None:
+        for identity in self.workers:
+            self._send(identity, frames.HEARTBEAT, frames.EMPTY_HEADER)
+
+    def expire(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, client, rid = heapq.heappop(self._deadlines)
+            pending = self.pending.pop((client, rid), None)
+            if pending is None:
+                continue
+            self._error(client, rid, frames.TIMEOUT, f"{pending.service}: deadline exceeded")
+            if pending.worker is not None:
+                self._release(pending.worker, (client, rid), now)
+                self._send(pending.worker.identity, frames.CANCEL, frames.pack({"c": client, "id": rid}))
+            else:
+                self._services_queue_remove(pending)
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def _client_request(self, client: bytes, header: dict[str, Any], body: bytes, now: float) -> None:
+        rid = int(header["id"])
+        service_name = str(header["s"])
+        timeout_ms = int(header.get("t") or 0)
+        if timeout_ms <= 0:
+            self._error(client, rid, frames.BAD_REQUEST, "request without a positive timeout")
+            return
+        if service_name.startswith("mmi."):
+            self._mmi(client, rid, service_name)
+            return
+        service = self.services.get(service_name)
+        if service is None or not service.workers:
+            self._error(client, rid, frames.UNAVAILABLE, f"{service_name}: no live worker")
+            return
+        key = header.get("k")
+        pending = Pending(client, rid, service_name, now + timeout_ms / 1000, key and str(key), body)
+        self.pending[(client, rid)] = pending
+        heapq.heappush(self._deadlines, (pending.deadline, client, rid))
+        if pending.key is not None:
+            self._assign(self._affine_worker(service, pending.key), pending, now)
+        else:
+            service.queue.append(pending)
+            self._drain(service, now)
+
+    def _client_cancel(self, client: bytes, rid: int, now: float) -> None:
+        pending = self.pending.pop((client, rid), None)
+        if pending is None:
+            return
+        if pending.worker is not None:
+            self._release(pending.worker, (client, rid), now)
+            self._send(pending.worker.identity, frames.CANCEL, frames.pack({"c": client, "id": rid}))
+        else:
+            self._services_queue_remove(pending)
+        self._error(client, rid, frames.CANCELLED, f"{pending.service}: cancelled by client")
+
+    def _mmi(self, client: bytes, rid: int, name: str) -> None:
+        if name != "mmi.services":
+            self._error(client, rid, frames.NOT_FOUND, f"unknown broker service {name}")
+            return
+        report = {
+            s.name: {
+                "queued": len(s.queue),
+                "workers": [
+                    {"slot": w.slot, "capacity": w.capacity, "inflight": len(w.inflight),
+                     "served": w.served, "meta": w.meta}
+                    for w in s.workers.values()
+                ],
+            }
+            for s in self.services.values()
+        }
+        self._send(client, frames.REPLY, frames.pack({"id": rid}), frames.pack(report))
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def _worker_ready(self, identity: bytes, header: dict[str, Any], body: bytes, now: float) -> None:
+        old = self.workers.get(identity)
+        if old is not None:
+            self._remove_worker(old, "worker restarted")
+        service_name = str(header["s"])
+        capacity = max(1, int(header.get("n", 1)))
+        slot = str(header.get("slot") or identity.hex())
+        meta = frames.unpack(body) if body else None
+        expiry = now + frames.HEARTBEAT_INTERVAL * frames.LIVENESS
+        worker = Worker(identity, service_name, slot, capacity, meta, expiry, now)
+        service = self.services.setdefault(service_name, Service(service_name))
+        service.workers[identity] = worker
+        self.workers[identity] = worker
+        self.events.append((f"worker.{service_name}.ready", {"slot": slot, "capacity": capacity}))
+        self._drain(service, now)
+
+    def _worker_answer(
+        self, worker: Worker, command: bytes, header: dict[str, Any], body: bytes, now: float
+    ) -> None:
+        key: Key = (bytes(header["c"]), int(header["id"]))
+        pending = self.pending.get(key)
+        if pending is None or pending.worker is not worker:
+            return  # late answer (timed out, cancelled, or from before a restart)
+        out_header = frames.pack({"id": key[1]}) if command != frames.ERROR else frames.pack(
+            {"id": key[1], "code": int(header.get("code", frames.INTERNAL)), "msg": str(header.get("msg", ""))}
+        )
+        self._send(key[0], command, out_header, body)
+        if command != frames.PARTIAL:
+            del self.pending[key]
+            worker.served += 1
+            self._release(worker, key, now)
+
+    def _remove_worker(self, worker: Worker, reason: str) -> None:
+        self.workers.pop(worker.identity, None)
+        service = self.services[worker.service]
+        service.workers.pop(worker.identity, None)
+        for key in worker.inflight:
+            if self.pending.pop(key, None) is not None:
+                self._error(key[0], key[1], frames.WORKER_DIED, f"{worker.service}: {reason}")
+        worker.inflight.clear()
+        if not service.workers:
+            while service.queue:
+                pending = service.queue.popleft()
+                if self.pending.pop((pending.client, pending.id), None) is not None:
+                    self._error(pending.client, pending.id, frames.UNAVAILABLE, f"{service.name}: no live worker")
+        log.warning("%s %s: %s", worker.service, worker.slot, reason)
+        self.events.append((f"worker.{worker.service}.down", {"slot": worker.slot, "reason": reason}))
+
+    # -- routing -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _affine_worker(service: Service, key: str) -> Worker:
+        # Rendezvous hashing over stable slot names: deterministic across broker restarts.
+        encoded = key.encode()
+        return max(service.workers.values(), key=lambda w: zlib.crc32(w.slot.encode() + b"\0" + encoded))
+
+    def _drain(self, service: Service, now: float) -> None:
+        while service.queue:
+            free = [w for w in service.workers.values() if len(w.inflight) < w.capacity]
+            if not free:
+                return
+            pending = service.queue.popleft()
+            if (pending.client, pending.id) not in self.pending:
+                continue
+            self._assign(min(free, key=lambda w: (w.load(), w.idle_since)), pending, now)
+
+    def _assign(self, worker: Worker, pending: Pending, now: float) -> None:
+        pending.worker = worker
+        worker.inflight.add((pending.client, pending.id))
+        remaining = max(1, int((pending.deadline - now) * 1000))
+        header = {"c": pending.client, "id": pending.id, "t": remaining}
+        if pending.key is not None:
+            header["k"] = pending.key
+        self._send(worker.identity, frames.REQUEST, frames.pack(header), pending.body)
+        pending.body = b""
+
+    def _release(self, worker: Worker, key: Key, now: float) -> None:
+        worker.inflight.discard(key)
+        if not worker.inflight:
+            worker.idle_since = now
+        service = self.services.get(worker.service)
+        if service is not None and service.queue:
+            self._drain(service, now)
+
+    def _services_queue_remove(self, pending: Pending) -> None:
+        service = self.services.get(pending.service)
+        if service is not None:
+            try:
+                service.queue.remove(pending)
+            except ValueError:
+                pass
+
+    # -- output ------------------------------------------------------------------------------
+
+    def _send(self, identity: bytes, command: bytes, header: bytes, body: bytes | None = None) -> None:
+        msg = [identity, frames.PROTOCOL, command, header]
+        if body is not None:
+            msg.append(body)
+        self.outbox.append(msg)
+
+    def _error(self, client: bytes, rid: int, code: int, message: str) -> None:
+        self._send(client, frames.ERROR, frames.pack({"id": rid, "code": code, "msg": message}))

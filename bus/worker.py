@@ -1,0 +1,188 @@
+"""Async worker helper: serve one service on the bus. A worker on it is a handler function:
+
+    async def echo(request: Request) -> Any:
+        return request.body
+
+    await BusWorker(endpoint, "echo", echo, capacity=16).run()
+
+Each request runs as its own task (up to `capacity` at once, enforced by the broker); the
+helper owns the socket, heartbeats, reconnects after a broker restart and maps exceptions to
+ERROR replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from bus import frames
+from bus.errors import BusError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Request:
+    body: Any
+    key: str | None
+    deadline: float  # time.monotonic() value
+    _worker: BusWorker
+    _client: bytes
+    _id: int
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def partial(self, body: Any) -> None:
+        """Stream a partial answer (progress, log message) to the caller."""
+        self._worker._send(frames.PARTIAL, {"c": self._client, "id": self._id}, frames.pack(body))
+
+
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+class BusWorker:
+    def __init__(
+        self,
+        endpoint: str,
+        service: str,
+        handler: Handler,
+        *,
+        capacity: int = 1,
+        slot: str | None = None,
+        meta: Any = None,
+        ctx: zmq.asyncio.Context | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.service = service
+        self.handler = handler
+        self.capacity = capacity
+        self.slot = slot
+        self.meta = meta
+        self.ctx = ctx or zmq.asyncio.Context.instance()
+        self._sock: zmq.asyncio.Socket | None = None
+        self._tasks: dict[tuple[bytes, int], asyncio.Task[None]] = {}
+        self._stopping = False
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Serve until stop(); reconnects whenever the broker goes silent."""
+        while not self._stopping:
+            await self._session()
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._sock is not None:
+            self._send(frames.DISCONNECT, {})
+
+    def update_meta(self, meta: Any) -> None:
+        self.meta = meta
+        if self._sock is not None:
+            self._send(frames.UPDATE, {}, frames.pack(meta))
+
+    async def _session(self) -> None:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.connect(self.endpoint)
+        self._sock = sock
+        self._ready()
+        interval = frames.HEARTBEAT_INTERVAL
+        heard = time.monotonic()
+        next_beat = heard + interval
+        try:
+            while not self._stopping:
+                if await sock.poll(timeout=max(0, int((next_beat - time.monotonic()) * 1000)), flags=zmq.POLLIN):
+                    heard = time.monotonic()
+                    while True:  # drain what is queued
+                        future = sock.recv_multipart(flags=zmq.NOBLOCK)
+                        if future.exception() is not None:
+                            break
+                        self._on_message(future.result())
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._send(frames.HEARTBEAT, {})
+                    next_beat = now + interval
+                if now - heard > interval * frames.LIVENESS:
+                    log.warning("%s: broker silent, reconnecting", self.service)
+                    break
+        finally:
+            self.connected.clear()
+            for task in self._tasks.values():
+                task.cancel()  # the broker has already failed these requests
+            self._tasks.clear()
+            sock.close(0)
+            self._sock = None
+
+    def _ready(self) -> None:
+        header: dict[str, Any] = {"s": self.service, "n": self.capacity}
+        if self.slot:
+            header["slot"] = self.slot
+        self._send(frames.READY, header, frames.pack(self.meta))
+        self.connected.set()
+
+    def _send(self, command: bytes, header: dict[str, Any], body: bytes | None = None) -> None:
+        if self._sock is None:
+            return
+        msg = [frames.PROTOCOL, command, frames.pack(header)]
+        if body is not None:
+            msg.append(body)
+        self._sock.send_multipart(msg, flags=zmq.NOBLOCK)
+
+    def _on_message(self, msg: list[bytes]) -> None:
+        if len(msg) < 3 or msg[0] != frames.PROTOCOL:
+            log.warning("%s: dropping malformed message", self.service)
+            return
+        command = msg[1]
+        if command == frames.HEARTBEAT:
+            return
+        if command == frames.DISCONNECT:
+            self._ready()  # broker restarted and does not know us
+            return
+        try:
+            header = frames.unpack(msg[2])
+            key = (bytes(header["c"]), int(header["id"]))
+        except Exception:
+            log.warning("%s: dropping message with bad header", self.service)
+            return
+        if command == frames.REQUEST:
+            try:
+                body = frames.unpack(msg[3])
+            except Exception:
+                self._reply_error(key, BusError(frames.BAD_REQUEST, "undecodable request body"))
+                return
+            deadline = time.monotonic() + int(header.get("t", 1000)) / 1000
+            request = Request(body, header.get("k"), deadline, self, key[0], key[1])
+            self._tasks[key] = asyncio.create_task(self._serve(key, request))
+        elif command == frames.CANCEL:
+            task = self._tasks.pop(key, None)
+            if task is not None:
+                task.cancel()
+
+    async def _serve(self, key: tuple[bytes, int], request: Request) -> None:
+        try:
+            result = await self.handler(request)
+        except asyncio.CancelledError:
+            return  # cancelled by the caller or the broker: nobody waits for an answer
+        except BusError as exc:
+            self._reply_error(key, exc)
+        except Exception as exc:
+            log.exception("%s: handler failed", self.service)
+            self._reply_error(key, BusError(frames.INTERNAL, f"{self.service}: {type(exc).__name__}: {exc}"))
+        else:
+            if self._tasks.pop(key, None) is not None:
+                self._send(frames.REPLY, {"c": key[0], "id": key[1]}, frames.pack(result))
+            return
+        self._tasks.pop(key, None)
+
+    def _reply_error(self, key: tuple[bytes, int], error: BusError) -> None:
+        self._send(frames.ERROR, {"c": key[0], "id": key[1], "code": error.code, "msg": error.message})

@@ -1,0 +1,147 @@
+"""The bus end to end over real ipc sockets: broker (thread), workers and clients (asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from bus import frames
+from bus.broker import Broker
+from bus.client import BusClient
+from bus.endpoints import Endpoints
+from bus.errors import BusError
+from bus.worker import BusWorker, Request
+
+
+async def _start_worker(endpoints: Endpoints, service: str, handler: Any, **kw: Any) -> tuple[BusWorker, asyncio.Task[None]]:
+    worker = BusWorker(endpoints.requests, service, handler, **kw)
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.connected.wait(), 2)
+    return worker, task
+
+
+async def _wait_for_service(client: BusClient, service: str, workers: int = 1) -> None:
+    for _ in range(100):
+        report = await client.request("mmi.services", {}, timeout=1)
+        if len(report.get(service, {}).get("workers", [])) >= workers:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{service} never registered")
+
+
+async def echo(request: Request) -> Any:
+    return {"echo": request.body}
+
+
+async def test_request_reply(broker: Broker, endpoints: Endpoints) -> None:
+    _, task = await _start_worker(endpoints, "echo", echo, capacity=8)
+    async with BusClient(endpoints.requests) as client:
+        await _wait_for_service(client, "echo")
+        replies = await asyncio.gather(*(client.request("echo", {"n": i}, timeout=2) for i in range(200)))
+        assert replies == [{"echo": {"n": i}} for i in range(200)]
+    task.cancel()
+
+
+async def test_unknown_service_is_unavailable_at_once(broker: Broker, endpoints: Endpoints) -> None:
+    async with BusClient(endpoints.requests) as client:
+        with pytest.raises(BusError) as err:
+            await client.request("nope", {}, timeout=5)
+        assert err.value.code == frames.UNAVAILABLE
+        assert "nope" in err.value.message
+
+
+async def test_handler_errors_are_answered(broker: Broker, endpoints: Endpoints) -> None:
+    async def failing(request: Request) -> Any:
+        if request.body == "bus":
+            raise BusError(frames.NOT_FOUND, "no such thing")
+        raise ValueError("boom")
+
+    _, task = await _start_worker(endpoints, "f", failing)
+    async with BusClient(endpoints.requests) as client:
+        await _wait_for_service(client, "f")
+        with pytest.raises(BusError) as err:
+            await client.request("f", "bus", timeout=2)
+        assert (err.value.code, err.value.message) == (404, "no such thing")
+        with pytest.raises(BusError) as err:
+            await client.request("f", "x", timeout=2)
+        assert err.value.code == frames.INTERNAL and "ValueError: boom" in err.value.message
+    task.cancel()
+
+
+async def test_deadline_and_cancel_reach_worker(broker: Broker, endpoints: Endpoints) -> None:
+    cancelled = asyncio.Event()
+
+    async def slow(request: Request) -> Any:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    _, task = await _start_worker(endpoints, "slow", slow)
+    async with BusClient(endpoints.requests) as client:
+        await _wait_for_service(client, "slow")
+        with pytest.raises(BusError) as err:
+            await client.request("slow", {}, timeout=0.2)
+        assert err.value.code == frames.TIMEOUT and "slow" in err.value.message
+        await asyncio.wait_for(cancelled.wait(), 2)
+    task.cancel()
+
+
+async def test_partials_arrive_before_reply(broker: Broker, endpoints: Endpoints) -> None:
+    async def progress(request: Request) -> Any:
+        for i in range(3):
+            request.partial({"progress": i})
+            await asyncio.sleep(0)
+        return "done"
+
+    _, task = await _start_worker(endpoints, "p", progress)
+    seen: list[Any] = []
+    async with BusClient(endpoints.requests) as client:
+        await _wait_for_service(client, "p")
+        assert await client.request("p", {}, timeout=2, on_partial=seen.append) == "done"
+    assert seen == [{"progress": 0}, {"progress": 1}, {"progress": 2}]
+    task.cancel()
+
+
+async def test_load_is_shared_and_affinity_is_sticky(broker: Broker, endpoints: Endpoints) -> None:
+    def named(name: str) -> Any:
+        async def handler(request: Request) -> Any:
+            await asyncio.sleep(0.01)
+            return name
+        return handler
+
+    tasks = [(await _start_worker(endpoints, "s", named(f"w{i}"), slot=f"s:{i}", capacity=2))[1] for i in range(3)]
+    async with BusClient(endpoints.requests) as client:
+        await _wait_for_service(client, "s", 3)
+        spread = await asyncio.gather(*(client.request("s", {}, timeout=5) for _ in range(60)))
+        assert set(spread) == {"w0", "w1", "w2"}
+        for agent in ("alice", "bob", "carol", "dave"):
+            served = await asyncio.gather(*(client.request("s", {}, timeout=5, key=agent) for _ in range(20)))
+            assert len(set(served)) == 1, (agent, served)
+    for t in tasks:
+        t.cancel()
+
+
+async def test_worker_death_fails_inflight_with_clear_error(broker: Broker, endpoints: Endpoints) -> None:
+    async def hang(request: Request) -> Any:
+        await asyncio.sleep(30)
+
+    worker, task = await _start_worker(endpoints, "upstream.fs", hang)
+    async with BusClient(endpoints.requests) as client:
+        await _wait_for_service(client, "upstream.fs")
+        call = asyncio.create_task(client.request("upstream.fs", {}, timeout=20))
+        await asyncio.sleep(0.1)
+        task.cancel()  # the worker vanishes without a word, like kill -9
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(BusError) as err:
+            await call
+        assert err.value.code == frames.WORKER_DIED
+        assert err.value.message == "upstream.fs: worker died"
+        assert loop.time() - started < frames.HEARTBEAT_INTERVAL * (frames.LIVENESS + 2)
+        with pytest.raises(BusError) as err:
+            await client.request("upstream.fs", {}, timeout=2)
+        assert err.value.code == frames.UNAVAILABLE

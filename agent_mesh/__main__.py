@@ -1,0 +1,3 @@
+from agent_mesh.cli import main
+
+main()

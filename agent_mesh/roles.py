@@ -1,0 +1,65 @@
+"""`agent-mesh run <role>`: the entry point of each process in the tree (what supervisord runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from agent_mesh.config import LoadedConfig
+from bus.endpoints import Endpoints
+
+ROLES = ("broker", "gateway", "policy", "tracer", "upstream")
+
+
+def endpoints_for(loaded: LoadedConfig, connect: str | None) -> Endpoints:
+    if connect:
+        host, _, port = connect.removeprefix("tcp://").rpartition(":")
+        return Endpoints.tcp(host, int(port))
+    return Endpoints.in_dir(loaded.state_dir())
+
+
+def run_role(
+    role: str,
+    loaded: LoadedConfig,
+    *,
+    server: str | None = None,
+    slot: int = 0,
+    port: int | None = None,
+    connect: str | None = None,
+) -> None:
+    name = f"{role}:{server}:{slot}" if server else f"{role}:{slot}"
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    endpoints = endpoints_for(loaded, connect)
+    config = loaded.config
+    if role == "broker":
+        from bus.broker import Broker
+
+        Broker(endpoints).run()
+    elif role == "tracer":
+        from workers import tracer
+
+        asyncio.run(tracer.run(endpoints.requests, loaded.state_dir() / "traces.db", loaded.trace_path))
+    elif role == "policy":
+        from workers import policy
+
+        asyncio.run(policy.run(endpoints.requests, list(config.policies), slot=f"policy:{slot}"))
+    elif role == "upstream":
+        from workers import upstream
+
+        spec = config.server(server or "")
+        if spec is None:
+            sys.exit(f"agent-mesh run upstream: no mcp_servers entry named {server!r} in {loaded.path}")
+        sys.exit(asyncio.run(upstream.run(endpoints.requests, spec, slot=f"{spec.name}:{slot}",
+                                              default_cwd=str(loaded.path.parent))))
+    elif role == "gateway":
+        import uvicorn
+
+        from gateway.http import create_app
+
+        app = create_app(loaded, endpoints.requests)
+        uvicorn.run(app, host=config.host, port=port or config.port, log_level="warning",
+                    access_log=False, lifespan="on")
+    else:
+        sys.exit(f"agent-mesh run: unknown role {role!r} (one of {', '.join(ROLES)})")

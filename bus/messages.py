@@ -1,0 +1,106 @@
+"""Typed bodies of every request, reply and event on the bus (see bus/PROTOCOL.md).
+
+Bodies travel as msgpack maps. Senders build them with `.dump()`; receivers validate them at
+the edge with `Model.model_validate(body)` so a confused peer gets a 400, never a crash.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Service names.
+POLICY = "policy"
+TRACES = "traces"
+UPSTREAM_PREFIX = "upstream."
+
+
+def upstream_service(server: str) -> str:
+    return UPSTREAM_PREFIX + server
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+# -- policy ------------------------------------------------------------------------------------
+
+
+class PolicyCheck(Body):
+    """→ `policy` (affinity key: agent). Reply: `policy.model.Decision` as a map."""
+
+    agent: str
+    tool: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+# -- upstream.<server> -------------------------------------------------------------------------
+
+
+class ToolCall(Body):
+    """→ `upstream.<server>`. Reply: the MCP CallToolResult exactly as the upstream sent it.
+
+    Partial replies: `{"progress": <notifications/progress params>}` while the call runs.
+    """
+
+    tool: str  # the upstream's own tool name (no `<server>.` prefix)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    timeout: float | None = None  # seconds; default: the server's timeout_seconds
+
+
+class UpstreamMeta(Body):
+    """READY/UPDATE body of an upstream worker: what the gateway's catalogue is built from."""
+
+    server: str
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    server_info: dict[str, Any] = Field(default_factory=dict)
+    pid: int = 0
+    upstream_pid: int | None = None
+
+
+# -- traces ------------------------------------------------------------------------------------
+
+
+class TraceRecord(Body):
+    """One tool call (compat.md §6). Also the JSONL line format."""
+
+    model_config = ConfigDict(extra="allow")
+
+    trace_id: str
+    session_id: str = ""
+    agent_id: str
+    tool: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    policy: str
+    policy_rule: str = ""
+    status_code: int
+    latency_ms: float
+    error: str = ""
+    timestamp: str  # RFC 3339, UTC
+    approval_id: str | None = None
+    approval_status: Literal["approved", "denied", "timeout"] | None = None
+    approved_by: str | None = None
+    approval_ms: float | None = None
+    supervisor_reasoning: str | None = None
+    supervisor_confidence: float | None = None
+
+
+class TraceBatch(Body):
+    """→ `traces`: record these (idempotent by trace_id). Reply: `{"stored": n}`."""
+
+    op: Literal["record"] = "record"
+    records: list[TraceRecord]
+
+
+class TraceQuery(Body):
+    """→ `traces`: newest first. Reply: `{"traces": [TraceRecord, ...]}`."""
+
+    op: Literal["query"] = "query"
+    agent: str | None = None
+    tool: str | None = None  # glob, as in policies
+    session_id: str | None = None
+    limit: int = Field(default=100, ge=1, le=10_000)

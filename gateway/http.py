@@ -1,0 +1,186 @@
+"""The HTTP gateway: REST API of compat.md §3 on Starlette. Every answer is JSON, errors too.
+
+Owns the HTTP edge only (parsing, identity, status codes); the call itself is `Pipeline`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import agent_mesh
+from agent_mesh.config import LoadedConfig
+from bus.client import BusClient
+from bus.errors import BusError
+from bus.messages import POLICY, TRACES, TraceQuery
+from gateway.catalog import Catalog
+from gateway.identity import IdentityError, agent_from_authorization
+from gateway.pipeline import Pipeline
+from gateway.trace_outbox import TraceOutbox
+
+MAX_BODY_BYTES = 1 << 20
+
+
+def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+class Gateway:
+    """State shared by the routes: one bus client, the catalogue, the trace outbox, the pipeline."""
+
+    def __init__(self, loaded: LoadedConfig, bus_endpoint: str) -> None:
+        self.loaded = loaded
+        config = loaded.config
+        self.client = BusClient(bus_endpoint)
+        self.catalog = Catalog(self.client, [s.name for s in config.mcp_servers])
+        self.outbox = TraceOutbox(self.client)
+        self.pipeline = Pipeline(
+            self.client, self.catalog, self.outbox, {s.name: s.timeout_seconds for s in config.mcp_servers}
+        )
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.client.start()
+        self.outbox.start()
+        self.catalog.start()
+        try:
+            yield
+        finally:
+            await self.catalog.stop()
+            await self.outbox.stop()
+            await self.client.close()
+
+    # -- routes --------------------------------------------------------------------------------
+
+    async def call_tool(self, request: Request) -> Response:
+        tool = request.path_params["tool"]
+        try:
+            agent = agent_from_authorization(request.headers.get("authorization"))
+        except IdentityError as exc:
+            return error(401, str(exc))
+        body = await _read_json(request)
+        if isinstance(body, Response):
+            return body
+        params = body.get("params", {}) if isinstance(body, dict) else None
+        if not isinstance(params, dict):
+            return error(400, 'invalid request body: expected {"params": {...}} (params must be an object)')
+        outcome = await self.pipeline.call_tool(
+            agent,
+            tool,
+            params,
+            session_id=request.headers.get("x-session-id", ""),
+            trace_id=request.headers.get("x-trace-id") or None,
+        )
+        return JSONResponse(outcome.body(), status_code=outcome.status)
+
+    async def tools(self, request: Request) -> Response:
+        return JSONResponse({"tools": self.catalog.tools()})
+
+    async def mcp_servers(self, request: Request) -> Response:
+        servers = []
+        for spec in self.loaded.config.mcp_servers:
+            view = self.catalog.servers[spec.name]
+            servers.append({
+                "name": spec.name,
+                "transport": spec.transport,
+                "status": "up" if view.up else "down",
+                "tools": len(view.tools),
+                "workers": [
+                    {k: w.get(k) for k in ("slot", "inflight", "served")} | {"pid": (w.get("meta") or {}).get("pid")}
+                    for w in view.workers
+                ],
+                "configured_workers": spec.workers,
+                "queued": view.queued,
+            })
+        return JSONResponse({"servers": servers})
+
+    async def traces(self, request: Request) -> Response:
+        q = request.query_params
+        try:
+            query = TraceQuery(agent=q.get("agent"), tool=q.get("tool"), session_id=q.get("session"),
+                               limit=int(q.get("limit", 100)))
+        except ValueError as exc:
+            return error(400, f"invalid query: {exc}")
+        try:
+            reply = await self.client.request(TRACES, query.dump(), timeout=5.0)
+        except BusError as exc:
+            return error(503, f"trace store unavailable: {exc.message}")
+        return JSONResponse({"traces": reply["traces"], "count": len(reply["traces"])})
+
+    async def health(self, request: Request) -> Response:
+        await self.catalog.refresh()
+        upstreams = {name: ("up" if view.up else "down") for name, view in self.catalog.servers.items()}
+        services = {
+            "policy": self.catalog.service_workers(POLICY),
+            "traces": self.catalog.service_workers(TRACES),
+        }
+        ok = self.catalog.bus_ok and all(services.values()) and all(v == "up" for v in upstreams.values())
+        body = {
+            "status": "ok" if ok else "degraded",
+            "bus": "up" if self.catalog.bus_ok else "down",
+            "services": services,
+            "upstreams": upstreams,
+            "trace_backlog": self.outbox.backlog,
+            "pid": os.getpid(),
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def version(self, request: Request) -> Response:
+        return JSONResponse({"name": "agent-mesh", "version": agent_mesh.__version__, "implementation": "python"})
+
+
+async def _read_json(request: Request) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return error(413, f"request body too large: limit is {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return error(413, f"request body too large: limit is {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return error(400, f"invalid JSON body: {exc}")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: f"no route {request.url.path}", 405: f"method {request.method} not allowed on {request.url.path}"}
+    return error(exc.status_code, message.get(exc.status_code, str(exc.detail)))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    return error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def create_app(loaded: LoadedConfig, bus_endpoint: str) -> Starlette:
+    gw = Gateway(loaded, bus_endpoint)
+    routes = [
+        Route("/tool/{tool:path}", gw.call_tool, methods=["POST"]),
+        Route("/tools", gw.tools, methods=["GET"]),
+        Route("/mcp-servers", gw.mcp_servers, methods=["GET"]),
+        Route("/traces", gw.traces, methods=["GET"]),
+        Route("/health", gw.health, methods=["GET"]),
+        Route("/version", gw.version, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=gw.lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+    )
+    app.state.gateway = gw
+    return app

@@ -1,0 +1,146 @@
+"""The decision for one tool call (compat.md §2): limits, then policies, then grants.
+
+Pure: no I/O, no clock; the caller passes `now` (seconds; the same clock as grant expiry).
+
+Order of evaluation in `PolicyEngine.evaluate`:
+1. Rate limit of the *selected* policy (the most specific one whose agent pattern matches;
+   max_total, then max_per_minute), then loop detection. Either refuses with
+   action "rate_limited" and rule "rate_limit" / "loop_detection".
+2. Every call that gets past step 1 is counted (rate limiter and loop detector), whatever the
+   rules then decide: a denied call still costs budget, so an agent hammering a denied tool
+   is throttled too. Refused calls (step 1) are not counted, so agents recover.
+3. Matching policies are tried from the most specific agent pattern to the least (exact id,
+   globs with more literal characters first, then `*`; ties keep config order). Within a
+   policy the first rule whose tool glob matches and whose condition holds decides. If no
+   rule of a policy decides, the next less specific matching policy is tried.
+4. A `human_approval` decision becomes `allow` if a live grant (expires_at > now) matches the
+   agent and the tool; rule "grant:<id>". Grants never turn a deny into anything else.
+5. Nothing decided -> deny, rule "default" (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from policy.conditions import condition_holds
+from policy.globs import agent_specificity, glob_matches
+from policy.model import Decision, Grant, Policy, Rule
+from policy.ratelimit import LoopDetector, RateLimiter
+
+DEFAULT_DENY = Decision(action="deny", rule="default", reason="no matching policy — fail closed")
+
+
+def _matched_glob(rule: Rule, tool: str) -> str | None:
+    return next((pattern for pattern in rule.tools if glob_matches(pattern, tool)), None)
+
+
+def _live_grant(grants: Sequence[Grant], agent: str, tool: str, now: float) -> Grant | None:
+    # First live match in the given order wins; the order is the caller's (e.g. creation order).
+    for grant in grants:
+        if (
+            grant.expires_at > now
+            and glob_matches(grant.agent, agent)
+            and any(glob_matches(pattern, tool) for pattern in grant.tools)
+        ):
+            return grant
+    return None
+
+
+class PolicyEngine:
+    """Evaluates calls against policies; owns the per-agent counters. Not thread-safe."""
+
+    def __init__(
+        self,
+        policies: Sequence[Policy],
+        *,
+        rate_limiter: RateLimiter | None = None,
+        loop_detector: LoopDetector | None = None,
+    ) -> None:
+        # sorted() is stable: equal specificity keeps config order.
+        self.policies: tuple[Policy, ...] = tuple(
+            sorted(policies, key=lambda p: agent_specificity(p.agent))
+        )
+        self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter()
+        self.loop_detector = loop_detector if loop_detector is not None else LoopDetector()
+
+    def matching_policies(self, agent: str) -> list[Policy]:
+        """Policies whose agent pattern matches, most specific first."""
+        return [p for p in self.policies if glob_matches(p.agent, agent)]
+
+    def select_policy(self, agent: str) -> Policy | None:
+        """The most specific matching policy: the one whose rate limit applies to `agent`."""
+        return next((p for p in self.policies if glob_matches(p.agent, agent)), None)
+
+    def evaluate(
+        self,
+        agent: str,
+        tool: str,
+        params: Mapping[str, Any],
+        now: float,
+        grants: Sequence[Grant] = (),
+    ) -> Decision:
+        """Decide one call (see the module docstring for the order) and count it."""
+        selected = self.select_policy(agent)
+        limit = selected.rate_limit if selected is not None else None
+        if selected is not None and limit is not None:
+            error = self.rate_limiter.check((selected.name, agent), limit, now)
+            if error is not None:
+                return Decision(action="rate_limited", rule="rate_limit", reason=error)
+        error = self.loop_detector.check(agent, tool, params, now)
+        if error is not None:
+            return Decision(action="rate_limited", rule="loop_detection", reason=error)
+
+        # Only policies with a limit are counted: nothing else reads the rate counters.
+        if selected is not None and limit is not None:
+            self.rate_limiter.record((selected.name, agent), now)
+        self.loop_detector.record(agent, tool, params, now)
+
+        decision = self._first_rule(agent, tool, params)
+        if decision.action == "human_approval":
+            grant = _live_grant(grants, agent, tool, now)
+            if grant is not None:
+                return Decision(
+                    action="allow",
+                    rule=f"grant:{grant.id}",
+                    reason=f"{tool} allowed by grant {grant.id} "
+                    f"(instead of human_approval from policy {decision.rule})",
+                )
+        return decision
+
+    def _first_rule(self, agent: str, tool: str, params: Mapping[str, Any]) -> Decision:
+        call: dict[str, Any] = {"params": params, "tool": tool, "agent": agent}
+        for policy in self.matching_policies(agent):
+            for rule in policy.rules:
+                pattern = _matched_glob(rule, tool)
+                if pattern is None:
+                    continue
+                cond = rule.condition
+                if cond is not None and not condition_holds(cond, call):
+                    continue
+                reason = f"{tool} matched {pattern} in policy {policy.name}"
+                if cond is not None:
+                    reason += f" (condition {cond.field} {cond.operator} {cond.value!r} holds)"
+                return Decision(action=rule.action, rule=policy.name, reason=reason)
+        return DEFAULT_DENY
+
+    def evaluate_static(self, agent: str, tool: str) -> Decision:
+        """What the policies say about `tool` for `agent` without params, for catalog views.
+
+        No counting, no limits, no grants. A rule with a condition counts as matching (its
+        outcome depends on params) and the reason says "conditional"; the first rule whose
+        glob matches decides, falling through policies as in `evaluate`.
+        """
+        for policy in self.matching_policies(agent):
+            for rule in policy.rules:
+                pattern = _matched_glob(rule, tool)
+                if pattern is None:
+                    continue
+                reason = f"{tool} matched {pattern} in policy {policy.name}"
+                cond = rule.condition
+                if cond is not None:
+                    reason += (
+                        f" (conditional: only when {cond.field} {cond.operator} {cond.value!r})"
+                    )
+                return Decision(action=rule.action, rule=policy.name, reason=reason)
+        return DEFAULT_DENY

@@ -1,0 +1,632 @@
+"""Config loading and validation (compat.md §1)."""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent_mesh.config import Config, ConfigError, LoadedConfig, load_config
+from agent_mesh.durations import parse_duration
+
+# The full example of compat.md §1, verbatim.
+FULL_EXAMPLE = """\
+port: 9090                      # HTTP port; default 9090
+trace_file: traces.jsonl        # append-only JSONL trace log (optional)
+otel_endpoint: stdout           # "stdout" | "http://host:4318" (OTLP/HTTP) | omitted
+approval:
+  timeout_seconds: 300          # default 300; on timeout the call is denied
+  notify_url: http://...        # webhook POSTed when an approval becomes pending
+supervisor:
+  enabled: false                # true: hide approval.resolve / approval.pending, calls block
+  expose_content: true          # false: redact large/content params in the approvals API
+policy_dir: policies/           # optional; every *.yaml in it is one policy (relative to config)
+mcp_servers:
+  - name: filesystem            # tools become "filesystem.<tool>"
+    transport: stdio            # stdio | sse  (we add: streamable_http / http)
+    command: npx
+    args: ["-y", "@modelcontextprotocol/server-filesystem", "/home/me/projects"]
+    env: {KEY: value}
+  - name: remote
+    transport: sse
+    url: http://localhost:8080/sse
+    headers: {Authorization: "Bearer ..."}
+cli_tools:                      # governed command-line tools (no shell, ever)
+  - name: git
+    bin: git
+    default_action: deny        # allow | deny | human_approval; default deny
+    strict: false               # true: only declared commands exist
+    working_dir: /repo
+    env: {}
+    commands:
+      status: {}
+      log: {allowed_args: ["--oneline", "-n"], timeout: 30s}
+openapi:                        # import REST endpoints as tools
+  - file: petstore.yaml         # or url: ...; exactly one of the two
+    backend_url: http://localhost:8080
+policies:
+  - name: claude
+    agent: "claude"             # exact id, glob ("support-*") or "*"
+    rate_limit: {max_per_minute: 60, max_total: 1000}
+    rules:
+      - tools: ["filesystem.read_*", "filesystem.list_*"]
+        action: allow
+      - tools: ["payments.refund"]
+        action: allow
+        condition: {field: params.amount, operator: "<", value: 100}
+      - tools: ["filesystem.write_file"]
+        action: human_approval
+      - tools: ["*"]
+        action: deny
+"""
+
+SPEC_EXAMPLES = [
+    Path(__file__).resolve().parent.parent / "examples" / "filesystem.yaml",
+    Path("/work/shared/spec/examples/filesystem.yaml"),
+]
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def load_error(directory: Path, text: str, name: str = "mesh.yaml") -> ConfigError:
+    path = write(directory, name, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.file == path
+    assert info.value.problems
+    return info.value
+
+
+# --- files that load -----------------------------------------------------------------------
+
+
+def test_full_spec_example_loads(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, "config.yaml", FULL_EXAMPLE))
+    c = loaded.config
+    assert (c.port, c.host, c.otel_endpoint, c.policy_workers) == (9090, "127.0.0.1", "stdout", 1)
+    assert c.approval.timeout_seconds == 300 and c.approval.notify_url == "http://..."
+    assert (c.supervisor.enabled, c.supervisor.expose_content) == (False, True)
+    fs, remote = c.mcp_servers
+    assert (fs.name, fs.transport, fs.command) == ("filesystem", "stdio", "npx")
+    assert fs.env == {"KEY": "value"}
+    assert fs.args[-1] == "/home/me/projects" and (fs.workers, fs.timeout_seconds) == (1, 60.0)
+    assert (remote.transport, remote.command) == ("sse", None)
+    assert remote.url == "http://localhost:8080/sse"
+    assert remote.headers == {"Authorization": "Bearer ..."}
+    git = c.cli_tools[0]
+    assert (git.bin, git.default_action, git.strict) == ("git", "deny", False)
+    assert git.working_dir == "/repo"
+    assert git.commands["status"].allowed_args == [] and git.commands["status"].timeout is None
+    assert git.commands["log"].allowed_args == ["--oneline", "-n"]
+    assert git.commands["log"].timeout_seconds == 30.0
+    assert (c.openapi[0].file, c.openapi[0].url) == ("petstore.yaml", None)
+    [claude] = c.policies
+    assert claude.rate_limit is not None and claude.rate_limit.max_per_minute == 60
+    assert [r.action for r in claude.rules] == ["allow", "allow", "human_approval", "deny"]
+    cond = claude.rules[1].condition
+    assert cond is not None
+    assert (cond.field, cond.operator, cond.value) == ("params.amount", "<", 100)
+    assert "cli_tools: parsed, not supported yet (git)" in loaded.warnings
+    assert "openapi: parsed, not supported yet (petstore.yaml)" in loaded.warnings
+    # policies/ does not exist next to this config: a warning, not an error.
+    assert any("policy_dir" in w and "does not exist" in w for w in loaded.warnings)
+    assert loaded.trace_path == tmp_path.resolve() / "traces.jsonl"
+    assert loaded.policy_dir_path == tmp_path.resolve() / "policies"
+    assert c.server("remote") is remote and c.server("nope") is None
+
+
+def test_spec_filesystem_example_loads() -> None:
+    path = next((p for p in SPEC_EXAMPLES if p.exists()), None)
+    if path is None:
+        pytest.skip("examples/filesystem.yaml not found")
+    loaded = load_config(path)
+    assert loaded.warnings == []
+    assert [p.name for p in loaded.config.policies] == ["claude", "default"]
+    assert loaded.config.policies[0].rules[2].tools == ["filesystem.move_file"]
+    assert loaded.config.server("filesystem") is not None
+    assert loaded.path == path.resolve()
+    assert loaded.trace_path == path.resolve().parent / "traces.jsonl"
+
+
+def test_empty_mapping_gives_defaults(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, "c.yaml", "{}\n"))
+    assert loaded.config == Config()
+    c = loaded.config
+    assert (c.port, c.host, c.policy_workers) == (9090, "127.0.0.1", 1)
+    assert c.approval.timeout_seconds == 300
+    assert (c.trace_file, c.otel_endpoint, c.policy_dir, c.policies) == (None, None, None, [])
+    assert loaded.warnings == [] and loaded.trace_path is None and loaded.policy_dir_path is None
+
+
+def test_extensions_and_aliases(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, "sub/c.yaml", """\
+        host: 0.0.0.0
+        policy_workers: 4
+        otel_endpoint: https://collector:4318
+        trace_file: /var/log/mesh.jsonl
+        mcp_servers:
+          - name: web-api_2
+            transport: http
+            url: https://example.com/mcp
+            workers: 3
+            timeout_seconds: 2.5
+          - name: local
+            command: ./server
+            cwd: ../tools
+          - name: abs
+            command: srv
+            cwd: /opt/srv
+        cli_tools:
+          - name: ls
+            bin: ls
+            strict: true
+            commands:
+              run:
+        """))
+    c = loaded.config
+    assert (c.host, c.policy_workers, c.otel_endpoint) == ("0.0.0.0", 4, "https://collector:4318")
+    web = c.server("web-api_2")
+    assert web is not None
+    assert (web.transport, web.workers, web.timeout_seconds) == ("streamable_http", 3, 2.5)
+    local = c.server("local")
+    assert local is not None and local.transport == "stdio"
+    assert local.cwd == str(tmp_path.resolve() / "tools")
+    assert c.mcp_servers[2].cwd == "/opt/srv"
+    assert loaded.trace_path == Path("/var/log/mesh.jsonl")
+    assert c.cli_tools[0].commands["run"].allowed_args == []  # `run:` (null) is `run: {}`
+
+
+def test_null_sections_mean_defaults(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, "c.yaml", "approval:\npolicies:\nmcp_servers:\n"))
+    assert loaded.config == Config()
+
+
+def test_config_hash_and_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "c.yaml", "port: 9091\n")
+    loaded = load_config(path)
+    expected = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    assert loaded.config_hash == expected and len(expected) == 12
+    monkeypatch.setenv("AGENT_MESH_HOME", str(tmp_path / "home"))
+    assert loaded.state_dir() == tmp_path / "home" / expected
+    monkeypatch.delenv("AGENT_MESH_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert loaded.state_dir() == tmp_path / "user" / ".agent-mesh" / expected
+    assert not (tmp_path / "user").exists()  # not created
+    # The same file reached through another relative spelling has the same hash.
+    monkeypatch.chdir(tmp_path)
+    assert load_config("./c.yaml").config_hash == expected
+    other = load_config(write(tmp_path, "d.yaml", "port: 9091\n"))
+    assert other.config_hash != expected
+
+
+def test_loaded_config_is_frozen(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, "c.yaml", "port: 1\n"))
+    assert isinstance(loaded, LoadedConfig)
+    with pytest.raises(AttributeError):
+        loaded.path = tmp_path  # type: ignore[misc]
+    with pytest.raises(ValueError, match="frozen"):
+        loaded.config.port = 2
+
+
+# --- errors: file, field path, problem -----------------------------------------------------
+
+ACTION_PROBLEM = "Input should be 'allow', 'deny' or 'human_approval'"
+
+ERROR_CASES = [
+    pytest.param(
+        """\
+        policies:
+          - name: ok
+            agent: a
+            rules: [{tools: ["*"], action: allow}]
+          - name: claude
+            agent: claude
+            rules:
+              - tools: ["*"]
+                action: alow
+        """,
+        [f"policies[1] (name=claude).rules[0].action: {ACTION_PROBLEM}", "got 'alow'", "(line 9)"],
+        id="unknown-action",
+    ),
+    pytest.param(
+        """\
+        policies:
+          - {name: claude, agent: a}
+          - {name: other, agent: b}
+          - {name: claude, agent: c}
+        """,
+        ["policies[2] (name=claude): duplicate policy name 'claude' (also policies[0])"],
+        id="duplicate-policy-names",
+    ),
+    pytest.param(
+        """\
+        openapi:
+          - file: petstore.yaml
+            url: http://example.com/openapi.json
+        """,
+        ["openapi[0]: exactly one of 'file' or 'url' is required; both were given"],
+        id="openapi-both",
+    ),
+    pytest.param(
+        """\
+        openapi:
+          - backend_url: http://localhost:8080
+        """,
+        ["openapi[0]: exactly one of 'file' or 'url' is required; neither was given"],
+        id="openapi-neither",
+    ),
+    pytest.param(
+        "cli_tools:\n  - bin: git\n",
+        ["cli_tools[0].name: Field required"],
+        id="cli-tool-without-name",
+    ),
+    pytest.param(
+        "cli_tools:\n  - name: git\n",
+        ["cli_tools[0] (name=git).bin: Field required"],
+        id="cli-tool-without-bin",
+    ),
+    pytest.param(
+        "cli_tools:\n  - {name: git, bin: git, strict: true}\n",
+        ["cli_tools[0] (name=git): commands: strict: true needs at least one command"],
+        id="strict-without-commands",
+    ),
+    pytest.param(
+        """\
+        cli_tools:
+          - name: git
+            bin: git
+            commands:
+              log: {timeout: 30x}
+        """,
+        ["cli_tools[0] (name=git).commands.log.timeout: invalid duration '30x': unknown unit 'x'"],
+        id="bad-timeout",
+    ),
+    pytest.param(
+        "cli_tools:\n  - {name: git, bin: git, commands: {log: {timeout: 0s}}}\n",
+        ["cli_tools[0] (name=git).commands.log.timeout: must be a positive duration"],
+        id="zero-timeout",
+    ),
+    pytest.param(
+        "cli_tools:\n  - {name: git, bin: git, default_action: maybe}\n",
+        [f"cli_tools[0] (name=git).default_action: {ACTION_PROBLEM}"],
+        id="cli-default-action",
+    ),
+    pytest.param(
+        "cli_tools:\n  - {name: git, bin: git}\n  - {name: git, bin: git2}\n",
+        ["cli_tools[1] (name=git): duplicate cli tool name 'git' (also cli_tools[0])"],
+        id="duplicate-cli-tools",
+    ),
+    pytest.param(
+        "mcp_servers:\n  - name: fs\n    transport: stdio\n",
+        ["mcp_servers[0] (name=fs): command: required for transport 'stdio'"],
+        id="stdio-without-command",
+    ),
+    pytest.param(
+        "mcp_servers:\n  - {name: fs, command: npx, url: http://x/sse}\n",
+        ["mcp_servers[0] (name=fs): url: not allowed for transport 'stdio'"],
+        id="stdio-with-url",
+    ),
+    pytest.param(
+        "mcp_servers:\n  - name: remote\n    transport: sse\n",
+        ["mcp_servers[0] (name=remote): url: required for transport 'sse'"],
+        id="sse-without-url",
+    ),
+    pytest.param(
+        "mcp_servers:\n  - {name: r, transport: streamable_http, url: http://x/mcp, command: y}\n",
+        ["mcp_servers[0] (name=r): command: not allowed for transport 'streamable_http'"],
+        id="http-with-command",
+    ),
+    pytest.param(
+        "mcp_servers:\n  - {name: remote, transport: sse, url: ftp://host/sse}\n",
+        ["mcp_servers[0] (name=remote).url: must be an http:// or https:// URL"],
+        id="sse-url-not-http",
+    ),
+    pytest.param(
+        "mcp_servers:\n  - {name: remote, transport: websocket, url: http://x}\n",
+        ["mcp_servers[0] (name=remote).transport: Input should be 'stdio', 'sse'"],
+        id="unknown-transport",
+    ),
+    pytest.param(
+        "mcp_servers:\n  - {name: file.system, command: npx}\n",
+        ["mcp_servers[0] (name=file.system).name: must contain only letters, digits, '_' and '-'"],
+        id="server-name-with-dot",
+    ),
+    pytest.param(
+        "mcp_servers:\n  - {name: a, command: x}\n  - {name: a, command: y}\n",
+        ["mcp_servers[1] (name=a): duplicate server name 'a' (also mcp_servers[0])"],
+        id="duplicate-servers",
+    ),
+    pytest.param(
+        "mcp_servers:\n  - {name: fs, command: npx, workers: 0}\n",
+        ["mcp_servers[0] (name=fs).workers: Input should be greater than or equal to 1"],
+        id="workers-0",
+    ),
+    pytest.param(
+        "mcp_servers:\n  - {name: fs, command: npx, timeout_seconds: 0}\n",
+        ["mcp_servers[0] (name=fs).timeout_seconds: Input should be greater than 0"],
+        id="server-timeout-0",
+    ),
+    pytest.param(
+        "port: 9090\nlisten: 1\n",
+        ["listen: unknown key", "(line 2)"],
+        id="unknown-top-level-key",
+    ),
+    pytest.param(
+        "trace_fle: t.jsonl\n",
+        ["trace_fle: unknown key; did you mean 'trace_file'?"],
+        id="typo-suggestion",
+    ),
+    pytest.param(
+        "mcp_servers:\n  - {name: fs, command: npx, comand: x}\n",
+        ["mcp_servers[0] (name=fs).comand: unknown key; did you mean 'command'?"],
+        id="unknown-nested-key",
+    ),
+    pytest.param(
+        "port: 70000\n",
+        ["port: Input should be less than or equal to 65535", "got 70000"],
+        id="port-too-high",
+    ),
+    pytest.param("port: 0\n", ["port: Input should be greater than or equal to 1"], id="port-0"),
+    pytest.param(
+        "policy_workers: 65\n",
+        ["policy_workers: Input should be less than or equal to 64"],
+        id="policy-workers-65",
+    ),
+    pytest.param(
+        "otel_endpoint: grpc://collector:4317\n",
+        ["otel_endpoint: must be 'stdout' or an http:// or https:// URL"],
+        id="otel-endpoint",
+    ),
+    pytest.param(
+        "approval: {timeout_seconds: 0}\n",
+        ["approval.timeout_seconds: Input should be greater than 0"],
+        id="approval-timeout-0",
+    ),
+    pytest.param(
+        "supervisor: {enabled: maybe}\n",
+        ["supervisor.enabled: Input should be a valid boolean"],
+        id="supervisor-enabled",
+    ),
+    pytest.param(
+        "policies:\n  - {name: p, agent: a, rules: [{tools: [x], action: allow, "
+        "condition: {field: params.a, operator: '=~', value: 1}}]}\n",
+        ["policies[0] (name=p).rules[0].condition.operator: Input should be '<'"],
+        id="bad-operator",
+    ),
+    pytest.param(
+        "policies:\n  - {name: p, agent: a, rate_limit: {max_per_minute: 0}}\n",
+        ["policies[0] (name=p).rate_limit.max_per_minute: Input should be greater than or equal"],
+        id="rate-limit-0",
+    ),
+    pytest.param(
+        "policies:\n  - {agent: a}\n",
+        ["policies[0].name: Field required"],
+        id="policy-without-name",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), ERROR_CASES)
+def test_validation_errors(tmp_path: Path, text: str, expected: list[str]) -> None:
+    error = load_error(tmp_path, text)
+    message = str(error)
+    for problem in error.problems:
+        assert problem.startswith(f"{tmp_path / 'mesh.yaml'}: ")
+    for fragment in expected:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_all_problems_in_one_error(tmp_path: Path) -> None:
+    error = load_error(tmp_path, """\
+        port: 0
+        bogus: true
+        mcp_servers:
+          - {name: a.b, command: x}
+        policies:
+          - {name: p, agent: a, rules: [{tools: ["*"], action: nope}]}
+        """)
+    assert len(error.problems) == 4
+    message = str(error)
+    assert message.startswith(f"4 problems in config {tmp_path / 'mesh.yaml'}:")
+    for fragment in ("port:", "bogus: unknown key", "mcp_servers[0] (name=a.b).name:",
+                     "policies[0] (name=p).rules[0].action:"):
+        assert fragment in message
+
+
+def test_env_and_header_values_are_not_echoed(tmp_path: Path) -> None:
+    error = load_error(tmp_path, "mcp_servers:\n  - {name: a, command: x, env: {TOKEN: 123456}}\n")
+    assert "mcp_servers[0] (name=a).env.TOKEN: Input should be a valid string" in str(error)
+    assert "123456" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("port: 9090\nmcp_servers:\n  - name: [x\n",
+                     "invalid YAML: line 4, column 1: expected ',' or ']'", id="unclosed"),
+        pytest.param("port: 9090\npolicies: a: b\n",
+                     "invalid YAML: line 2, column 12: mapping values are not allowed here",
+                     id="mapping-in-scalar"),
+        pytest.param("port: 1\n\tmcp_servers: []\n", "invalid YAML: line 2, column 1:", id="tab"),
+        pytest.param("port: 1\n---\nport: 2\n", "invalid YAML: line 2, column 1:", id="two-docs"),
+        pytest.param("x: !!python/object:os.system y\n", "invalid YAML: line 1, column 4:",
+                     id="unsafe-tag"),
+        pytest.param("port: 1\npolicies: []\nport: 2\n",
+                     "line 3: duplicate key 'port' (first at line 1)", id="duplicate-key"),
+        pytest.param("", "the top level must be a mapping; the file is empty", id="empty"),
+        pytest.param("# only a comment\n", "the file is empty", id="only-comment"),
+        pytest.param("- port: 1\n", "the top level must be a mapping; got list", id="list"),
+        pytest.param("9090\n", "the top level must be a mapping; got int", id="scalar"),
+    ],
+)
+def test_unreadable_yaml(tmp_path: Path, text: str, expected: str) -> None:
+    error = load_error(tmp_path, text)
+    assert str(error).startswith(f"{tmp_path / 'mesh.yaml'}: ")
+    assert expected in str(error)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml: file not found") as info:
+        load_config(tmp_path / "nope.yaml")
+    assert info.value.file == tmp_path / "nope.yaml"
+
+
+def test_config_path_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path)
+
+
+# --- policy_dir ----------------------------------------------------------------------------
+
+POLICY = """\
+name: {name}
+agent: "{agent}"
+rules:
+  - tools: ["*"]
+    action: {action}
+"""
+
+
+def test_missing_policy_dir_is_a_warning(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, "c.yaml", "policy_dir: nowhere/\n"))
+    assert loaded.config.policies == []
+    assert len(loaded.warnings) == 1
+    assert "policy_dir" in loaded.warnings[0] and "nowhere" in loaded.warnings[0]
+    assert "does not exist" in loaded.warnings[0]
+
+
+def test_policy_dir_files_load_in_name_order_after_inline(tmp_path: Path) -> None:
+    write(tmp_path, "pol/b_second.yaml", POLICY.format(name="second", agent="b", action="deny"))
+    write(tmp_path, "pol/a_first.yml", POLICY.format(name="first", agent="a", action="allow"))
+    write(tmp_path, "pol/README.md", "not a policy")
+    write(tmp_path, "pol/.hidden.yaml", "garbage: [")
+    path = write(tmp_path, "c.yaml", """\
+        policy_dir: pol
+        policies:
+          - {name: inline, agent: "*"}
+        """)
+    loaded = load_config(path)
+    assert [p.name for p in loaded.config.policies] == ["inline", "first", "second"]
+    assert loaded.config.policies[1].rules[0].action == "allow"
+    assert loaded.warnings == []
+    assert loaded.policy_dir_path == tmp_path.resolve() / "pol"
+
+
+def test_policy_dir_is_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "etc/policies/p.yaml", POLICY.format(name="p", agent="a", action="allow"))
+    write(tmp_path, "etc/c.yaml", "policy_dir: policies/\n")
+    monkeypatch.chdir(tmp_path)
+    assert [p.name for p in load_config("etc/c.yaml").config.policies] == ["p"]
+
+
+def test_error_in_policy_dir_file_names_that_file(tmp_path: Path) -> None:
+    write(tmp_path, "pol/a.yaml", POLICY.format(name="a", agent="x", action="allow"))
+    write(tmp_path, "pol/b.yaml", POLICY.format(name="b", agent="x", action="sometimes"))
+    write(tmp_path, "pol/c.yaml", "name: c\nagent: x\nrules: [\n")
+    path = write(tmp_path, "c.yaml", "policy_dir: pol\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problems = info.value.problems
+    assert len(problems) == 2
+    b_file, c_file = tmp_path / "pol" / "b.yaml", tmp_path / "pol" / "c.yaml"
+    assert problems[0].startswith(f"{b_file}: rules[0].action: {ACTION_PROBLEM}")
+    assert "(line 5)" in problems[0]
+    assert problems[1].startswith(f"{c_file}: invalid YAML: line 4")
+
+
+def test_policy_dir_file_must_be_a_mapping(tmp_path: Path) -> None:
+    write(tmp_path, "pol/a.yaml", "- name: a\n")
+    write(tmp_path, "pol/b.yaml", "name: b\nagent: x\ncolor: red\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "c.yaml", "policy_dir: pol\n"))
+    message = str(info.value)
+    assert f"{tmp_path / 'pol' / 'a.yaml'}: the top level must be a mapping; got list" in message
+    assert f"{tmp_path / 'pol' / 'b.yaml'}: color: unknown key" in message
+
+
+def test_duplicate_policy_names_across_inline_and_policy_dir(tmp_path: Path) -> None:
+    write(tmp_path, "pol/one.yaml", POLICY.format(name="claude", agent="c", action="allow"))
+    write(tmp_path, "pol/two.yaml", POLICY.format(name="other", agent="o", action="allow"))
+    write(tmp_path, "pol/zzz.yaml", POLICY.format(name="other", agent="p", action="deny"))
+    path = write(tmp_path, "c.yaml", "policy_dir: pol\npolicies:\n  - {name: claude, agent: x}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    one, two, zzz = (tmp_path / "pol" / n for n in ("one.yaml", "two.yaml", "zzz.yaml"))
+    assert info.value.problems == [
+        f"{one}: name: duplicate policy name 'claude' (also {path}: policies[0])",
+        f"{zzz}: name: duplicate policy name 'other' (also {two})",
+    ]
+
+
+def test_policy_dir_that_is_a_file_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path, "pol", "not a dir")
+    with pytest.raises(ConfigError, match="policy_dir: cannot list"):
+        load_config(write(tmp_path, "c.yaml", "policy_dir: pol\n"))
+
+
+# --- parse_duration ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30.0),
+        ("30m", 1800.0),
+        ("5m", 300.0),
+        ("2h", 7200.0),
+        ("1h30m", 5400.0),
+        ("1h30m15s", 5415.0),
+        ("500ms", 0.5),
+        ("1.5h", 5400.0),
+        (".5s", 0.5),
+        ("1m0.5s", 60.5),
+        ("250us", 0.00025),
+        ("250µs", 0.00025),
+        ("100ns", 1e-7),
+        ("0", 0.0),
+        ("0s", 0.0),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "empty duration"),
+        ("   ", "empty duration"),
+        ("-5s", "negative duration '-5s'"),
+        ("-0", "negative duration"),
+        ("+5s", "expected a number"),
+        ("30", "missing unit after '30'"),
+        ("1h30", "missing unit after '30'"),
+        ("30x", "unknown unit 'x'"),
+        ("5d", "unknown unit 'd'"),
+        ("s", "expected a number"),
+        ("abc", "expected a number"),
+        ("1h 30m", "expected a number"),
+        ("1..5s", "unknown unit '.5s'"),
+        ("30sec", "expected a number at 'ec'"),
+        ("inf", "expected a number"),
+        ("1" + "0" * 400 + "h", "too large"),
+    ],
+)
+def test_parse_duration_rejects(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match="duration") as info:
+        parse_duration(text)
+    assert problem in str(info.value)
+
+
+def test_parse_duration_rejects_non_strings() -> None:
+    with pytest.raises(ValueError, match="must be a string"):
+        parse_duration(30)  # type: ignore[arg-type]

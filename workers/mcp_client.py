@@ -1,0 +1,456 @@
+"""One live MCP client session to one upstream MCP server.
+
+An `UpstreamClient` owns, for its lifetime: the transport (a spawned stdio
+server and its whole process group, or an SSE / streamable-HTTP connection),
+the SDK `ClientSession` over it, the upstream's `server_info` and `tools`, and
+the routing of progress notifications back to the calls that asked for them.
+
+Results cross this boundary as MCP wire dicts, exactly as the upstream sent
+them (the raw JSON-RPC `result`, never re-serialised through pydantic), and
+every failure is one of `UpstreamError`, `UpstreamTimeout` or `UpstreamGone`.
+`closed` is set as soon as the upstream exits or the connection drops, so the
+owning worker can notice and exit or restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import anyio
+import httpx2
+import mcp_types as types
+from mcp import ClientSession
+from mcp.client.session import IncomingMessage
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.os.posix.utilities import terminate_posix_process_tree
+from mcp.shared.dispatcher import CallOptions
+from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp.shared.message import SessionMessage
+
+__all__ = [
+    "ProgressCallback",
+    "UpstreamClient",
+    "UpstreamError",
+    "UpstreamException",
+    "UpstreamGone",
+    "UpstreamSpec",
+    "UpstreamTimeout",
+]
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[dict[str, Any]], Awaitable[None]]
+TRANSPORTS = frozenset({"stdio", "sse", "streamable_http", "http"})
+_CLIENT_INFO = types.Implementation(name="agent-mesh", version="0.1.0")
+_EXIT_POLL = 0.05  # s between liveness polls of the stdio child
+_STOP_GRACE = 2.0  # s a stdio server gets to exit after its stdin closes
+_MAX_TOOL_PAGES = 1000
+
+
+class UpstreamException(Exception):
+    """Base of everything `UpstreamClient` raises for upstream trouble."""
+
+
+class UpstreamError(UpstreamException):
+    """The upstream answered with a JSON-RPC error."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(code, message)
+        self.code, self.message, self.data = code, message, data
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+class UpstreamTimeout(UpstreamException):
+    """No answer within the deadline (`notifications/cancelled` was sent upstream)."""
+
+
+class UpstreamGone(UpstreamException):
+    """The upstream process exited, the connection dropped, or the client was closed."""
+
+
+@dataclass(frozen=True)
+class UpstreamSpec:
+    name: str
+    transport: str  # "stdio" | "sse" | "streamable_http" | "http"
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)  # merged over os.environ (stdio)
+    cwd: str | None = None
+    url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"{self.name}: unknown transport {self.transport!r}")
+        if self.transport == "stdio" and not self.command:
+            raise ValueError(f"{self.name}: stdio transport needs a command")
+        if self.transport != "stdio" and not self.url:
+            raise ValueError(f"{self.name}: {self.transport} transport needs a url")
+
+
+class _Receiver(Protocol):
+    async def receive(self) -> SessionMessage | Exception: ...
+    async def aclose(self) -> None: ...
+
+
+class _ProgressSink:
+    """Delivers one call's progress notifications, in wire order, one at a time."""
+
+    __slots__ = ("callback", "tail", "tasks")
+
+    def __init__(self, callback: ProgressCallback, tasks: set[asyncio.Task[None]]) -> None:
+        self.callback, self.tasks = callback, tasks
+        self.tail: asyncio.Task[None] | None = None
+
+    def push(self, params: dict[str, Any]) -> None:
+        # Runs on the dispatcher's read loop, which must never wait on a user
+        # callback; each delivery is a task chained behind the previous one.
+        self.tail = task = asyncio.ensure_future(self._deliver(self.tail, params))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _deliver(self, previous: asyncio.Task[None] | None, params: dict[str, Any]) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            await self.callback(params)
+        except Exception:
+            log.exception("progress callback raised")
+
+
+class _Tap:
+    """Read stream between the transport and the SDK dispatcher.
+
+    It is the one place that sees every inbound message in wire order and sees
+    the stream end, whatever the transport: that end is how a dropped
+    connection is noticed, and our calls' progress is taken here raw.
+    """
+
+    def __init__(self, inner: _Receiver, client: UpstreamClient) -> None:
+        self._inner, self._client = inner, client
+
+    @property
+    def last_context(self) -> Any:  # the HTTP transports' per-message contextvars
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self) -> SessionMessage | Exception:
+        while True:
+            try:
+                item = await self._inner.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._client._lost("connection closed")
+                raise
+            if not isinstance(item, SessionMessage) or not isinstance(item.message, types.JSONRPCNotification):
+                return item
+            if not self._client._intercept(item.message.method, item.message.params):
+                return item
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _as_upstream(exc: BaseException | None, what: str) -> UpstreamException:
+    if isinstance(exc, UpstreamException):
+        return exc
+    if isinstance(exc, MCPError):
+        return UpstreamError(exc.code, exc.message, exc.data)
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(f"{what}: timed out")
+    gone = UpstreamGone(f"{what}: {exc!r}" if exc else what)
+    gone.__cause__ = exc
+    return gone
+
+
+class UpstreamClient:
+    """A live MCP session to one upstream; use `async with` or `start()`/`close()`."""
+
+    def __init__(self, spec: UpstreamSpec, *, connect_timeout: float = 30.0) -> None:
+        self.spec = spec
+        self.connect_timeout = connect_timeout  # initialize + tools/list, each page
+        self.tools: list[dict[str, Any]] = []
+        self.server_info: dict[str, Any] = {}
+        self.pid: int | None = None  # stdio only: leader of the server's process group
+        self.closed = asyncio.Event()
+        self.tools_changed = asyncio.Event()  # set on notifications/tools/list_changed
+        self._scope: anyio.CancelScope | None = None  # cancelling it tears the session down
+        self._stopping = False
+        self._dispatcher: JSONRPCDispatcher[Any] | None = None
+        self._headers: dict[str, str] = {}
+        self._sinks: dict[str, _ProgressSink] = {}
+        self._bg: set[asyncio.Task[None]] = set()
+        self._tokens = itertools.count(1)
+        self._task: asyncio.Task[None] | None = None
+        self._started: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Spawn/connect, initialize and list tools; raises an `UpstreamException` on failure."""
+        if self._task is not None:
+            raise RuntimeError("UpstreamClient can only be started once")
+        self._started = asyncio.get_running_loop().create_future()
+        self._scope = anyio.CancelScope()
+        # The session lives in its own task: anyio scopes must be exited by the
+        # task that entered them, and this way any task may call or close.
+        self._task = asyncio.create_task(self._run(), name=f"upstream:{self.spec.name}")
+        try:
+            await asyncio.shield(self._started)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        self._stop()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        if self._started is not None and self._started.done() and not self._started.cancelled():
+            self._started.exception()  # mark retrieved: start() may have been abandoned
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], timeout: float,
+                        on_progress: ProgressCallback | None = None, *,
+                        meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Call a tool; returns the upstream's CallToolResult wire dict untouched.
+
+        `on_progress` gets each `notifications/progress` params dict (raw), all of
+        them before this returns. `meta` is sent as the request's `_meta`.
+        """
+        params: dict[str, Any] = {"name": name, "arguments": arguments}
+        if meta:
+            params["_meta"] = dict(meta)
+        if on_progress is None:
+            return await self._request("tools/call", params, timeout)
+        token = f"{self.spec.name}/{next(self._tokens)}"  # ours, so we can route without the SDK
+        params["_meta"] = {**params.get("_meta", {}), "progressToken": token}
+        sink = self._sinks[token] = _ProgressSink(on_progress, self._bg)
+        try:
+            result = await self._request("tools/call", params, timeout)
+        finally:
+            del self._sinks[token]
+        if sink.tail is not None:
+            await asyncio.wait([sink.tail])  # every progress callback lands before the result
+        return result
+
+    async def refresh_tools(self) -> list[dict[str, Any]]:
+        """Re-list tools (following `nextCursor`), store them in `tools` and return them."""
+        tools: list[dict[str, Any]] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _ in range(_MAX_TOOL_PAGES):
+            page = await self._request("tools/list", {"cursor": cursor} if cursor else None, self.connect_timeout)
+            tools.extend(page.get("tools", []))
+            cursor = page.get("nextCursor")
+            if not cursor:
+                break
+            if cursor in seen:
+                raise UpstreamError(types.INTERNAL_ERROR, f"tools/list repeated cursor {cursor!r}")
+            seen.add(cursor)
+        self.tools_changed.clear()
+        self.tools = tools
+        return tools
+
+    async def _request(self, method: str, params: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+        disp = self._dispatcher
+        if disp is None or self.closed.is_set():
+            raise UpstreamGone(f"upstream {self.spec.name!r} is closed")
+        # Straight to the dispatcher, not session.call_tool: that path re-validates
+        # into pydantic models (and against outputSchema); we forward raw dicts.
+        opts: CallOptions = {"timeout": timeout}
+        if self._headers:
+            opts["headers"] = dict(self._headers)  # what the session's stamp adds over HTTP
+        t0 = anyio.current_time()
+        try:
+            return await disp.send_raw_request(method, params, opts)
+        except MCPError as e:
+            if e.code == types.CONNECTION_CLOSED and (self.closed.is_set() or self._stopping):
+                raise UpstreamGone(f"upstream {self.spec.name!r} went away during {method}") from None
+            if e.code == types.REQUEST_TIMEOUT and anyio.current_time() - t0 >= timeout:
+                raise UpstreamTimeout(f"{method} to {self.spec.name!r} timed out after {timeout}s") from None
+            raise UpstreamError(e.code, e.message, e.data) from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as e:
+            raise UpstreamGone(f"upstream {self.spec.name!r} went away during {method}") from e
+
+    def _stop(self) -> None:
+        self._stopping = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _lost(self, why: str) -> None:
+        if not self.closed.is_set():
+            if not self._stopping:
+                log.warning("upstream %r: %s", self.spec.name, why)
+            self.closed.set()
+        self._stop()
+
+    def _intercept(self, method: str, params: dict[str, Any] | None) -> bool:
+        """Take our calls' progress off the wire; True means consumed."""
+        if method == "notifications/progress" and params is not None and self._sinks:
+            token = params.get("progressToken")
+            sink = self._sinks.get(token) if isinstance(token, str) else None
+            if sink is not None:
+                sink.push(params)
+                return True
+        elif method == "notifications/tools/list_changed":
+            self.tools_changed.set()
+        return False
+
+    async def _run(self) -> None:
+        assert self._started is not None and self._scope is not None
+        error: BaseException | None = None
+        try:
+            with self._scope:
+                async with AsyncExitStack() as stack:
+                    read, write = await stack.enter_async_context(self._open_transport())
+                    self._dispatcher = JSONRPCDispatcher(_Tap(read, self), write)
+                    session = ClientSession(dispatcher=self._dispatcher, client_info=_CLIENT_INFO,
+                                            message_handler=self._on_message)
+                    await stack.enter_async_context(session)
+                    with anyio.fail_after(self.connect_timeout):
+                        init = await session.initialize()
+                    if self.spec.transport != "stdio":
+                        self._headers = {MCP_PROTOCOL_VERSION_HEADER: init.protocol_version}
+                    self.server_info = init.model_dump(by_alias=True, mode="json", exclude_unset=True)
+                    await self.refresh_tools()
+                    self._started.set_result(None)
+                    await anyio.sleep_forever()
+        except Exception as exc:  # noqa: BLE001 - reported through start() or, once running, logged
+            error = exc
+            if self._started.done():
+                log.warning("upstream %r: session ended: %r", self.spec.name, exc)
+        finally:
+            self.closed.set()
+            if not self._started.done():
+                self._started.set_exception(_as_upstream(error, f"upstream {self.spec.name!r} failed to start"))
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        if isinstance(message, Exception):  # e.g. an unparseable line from the server
+            log.warning("upstream %r: transport error: %r", self.spec.name, message)
+
+    def _open_transport(self) -> AbstractAsyncContextManager[tuple[Any, Any]]:
+        spec = self.spec
+        if spec.transport == "stdio":
+            return self._stdio()
+        assert spec.url is not None
+        if spec.transport == "sse":
+            return sse_client(spec.url, headers=dict(spec.headers))
+        return self._http(spec.url)
+
+    @asynccontextmanager
+    async def _http(self, url: str) -> AsyncIterator[tuple[Any, Any]]:
+        # Headers go on our own httpx2 client, the SDK's documented way; same
+        # timeouts as its default client (30 s, 300 s to read a stream).
+        timeout = httpx2.Timeout(30.0, read=300.0)
+        async with (
+            httpx2.AsyncClient(headers=dict(self.spec.headers), timeout=timeout) as http,
+            streamable_http_client(url, http_client=http) as streams,
+        ):
+            yield streams
+
+    @asynccontextmanager
+    async def _stdio(self) -> AsyncIterator[tuple[Any, Any]]:
+        # Our own stdio transport, not mcp.client.stdio: that one hides the
+        # process, and only watches stdout EOF, which never comes when a wrapper
+        # (npx -> sh -> node) dies but its child still holds the pipe.
+        spec = self.spec
+        assert spec.command is not None
+        proc = await anyio.open_process(
+            [spec.command, *spec.args], env={**os.environ, **spec.env}, cwd=spec.cwd,
+            stderr=None,  # inherit our fd 2: nothing to drain, nothing to block on
+            start_new_session=True)  # own process group, so the whole tree can be killed
+        self.pid = proc.pid
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin, stdout = proc.stdin, proc.stdout
+        read_tx, read_rx = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        write_tx, write_rx = anyio.create_memory_object_stream[SessionMessage](0)
+
+        async def pump_out() -> None:
+            parts: list[bytes] = []
+            async with read_tx:
+                with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                    async for chunk in stdout:
+                        *lines, rest = chunk.split(b"\n")
+                        if lines:
+                            lines[0] = b"".join((*parts, lines[0]))
+                            parts.clear()
+                            for line in lines:
+                                if line.strip():
+                                    await read_tx.send(_parse_line(line))
+                        if rest:
+                            parts.append(rest)
+
+        async def pump_in() -> None:
+            try:
+                async with write_rx:
+                    async for msg in write_rx:
+                        data = msg.message.model_dump_json(by_alias=True, exclude_unset=True)
+                        await stdin.send(data.encode() + b"\n")
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                await stdout.aclose()  # can't write to it any more: treat it as gone
+
+        async def watch() -> None:
+            # Poll, not proc.wait(): on 3.11 that also waits for pipe EOF.
+            while proc.returncode is None:
+                await anyio.sleep(_EXIT_POLL)
+            self._lost(f"process {proc.pid} exited with {proc.returncode}")
+            await stdout.aclose()  # orphans may hold stdout open; end the reader anyway
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump_out)
+            tg.start_soon(pump_in)
+            tg.start_soon(watch)
+            try:
+                yield read_rx, write_tx
+            finally:
+                with anyio.CancelScope(shield=True):
+                    with suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        await stdin.aclose()  # MCP shutdown: close stdin, then signal
+                    with anyio.move_on_after(_STOP_GRACE):
+                        while proc.returncode is None:
+                            await anyio.sleep(_EXIT_POLL)
+                    await terminate_posix_process_tree(proc, 1.0)  # also reaps orphans
+                    await stdout.aclose()
+                    with anyio.move_on_after(1.0):
+                        await proc.wait()
+                    read_rx.close()
+                    write_tx.close()
+                    tg.cancel_scope.cancel()
+
+
+def _parse_line(line: bytes) -> SessionMessage | Exception:
+    try:
+        return SessionMessage(types.jsonrpc_message_adapter.validate_json(line, by_name=False))
+    except ValueError as exc:  # surfaced to the session, which logs it via _on_message
+        return exc

@@ -1,0 +1,37 @@
+"""Policy worker: answers `policy` requests with a decision from the pure engine.
+
+The broker routes by agent id (affinity), so one worker owns each agent's rate-limit window and
+loop-detection history: limits stay exact with N workers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from bus.errors import bad_request
+from bus.messages import POLICY, PolicyCheck
+from bus.worker import BusWorker, Request
+from policy.engine import PolicyEngine
+from policy.model import Policy
+
+
+class PolicyService:
+    def __init__(self, policies: list[Policy]) -> None:
+        self.engine = PolicyEngine(policies)
+
+    async def handle(self, request: Request) -> Any:
+        try:
+            check = PolicyCheck.model_validate(request.body)
+        except ValidationError as exc:
+            raise bad_request(f"policy: invalid request: {exc.errors()[0]['msg']}") from None
+        decision = self.engine.evaluate(check.agent, check.tool, check.params, time.time())
+        return decision.model_dump()
+
+
+async def run(endpoint: str, policies: list[Policy], slot: str) -> None:
+    service = PolicyService(policies)
+    # Decisions are pure CPU and quick: many may be queued here, they run one after another.
+    await BusWorker(endpoint, POLICY, service.handle, capacity=256, slot=slot).run()

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 import anyio
 import httpx2
@@ -37,16 +37,6 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.message import SessionMessage
-
-__all__ = [
-    "ProgressCallback",
-    "UpstreamClient",
-    "UpstreamError",
-    "UpstreamException",
-    "UpstreamGone",
-    "UpstreamSpec",
-    "UpstreamTimeout",
-]
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +91,6 @@ class UpstreamSpec:
             raise ValueError(f"{self.name}: {self.transport} transport needs a url")
 
 
-class _Receiver(Protocol):
-    async def receive(self) -> SessionMessage | Exception: ...
-    async def aclose(self) -> None: ...
-
-
 class _ProgressSink:
     """Delivers one call's progress notifications, in wire order, one at a time."""
 
@@ -139,7 +124,7 @@ class _Tap:
     connection is noticed, and our calls' progress is taken here raw.
     """
 
-    def __init__(self, inner: _Receiver, client: UpstreamClient) -> None:
+    def __init__(self, inner: Any, client: UpstreamClient) -> None:
         self._inner, self._client = inner, client
 
     @property
@@ -149,11 +134,13 @@ class _Tap:
     async def receive(self) -> SessionMessage | Exception:
         while True:
             try:
-                item = await self._inner.receive()
+                item: SessionMessage | Exception = await self._inner.receive()
             except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
                 self._client._lost("connection closed")
                 raise
-            if not isinstance(item, SessionMessage) or not isinstance(item.message, types.JSONRPCNotification):
+            if not isinstance(item, SessionMessage) or not isinstance(
+                item.message, types.JSONRPCNotification
+            ):
                 return item
             if not self._client._intercept(item.message.method, item.message.params):
                 return item
@@ -214,8 +201,9 @@ class UpstreamClient:
         await self.start()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def start(self) -> None:
@@ -240,9 +228,15 @@ class UpstreamClient:
         if self._started is not None and self._started.done() and not self._started.cancelled():
             self._started.exception()  # mark retrieved: start() may have been abandoned
 
-    async def call_tool(self, name: str, arguments: dict[str, Any], timeout: float,
-                        on_progress: ProgressCallback | None = None, *,
-                        meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        timeout: float,
+        on_progress: ProgressCallback | None = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Call a tool; returns the upstream's CallToolResult wire dict untouched.
 
         `on_progress` gets each `notifications/progress` params dict (raw), all of
@@ -270,7 +264,9 @@ class UpstreamClient:
         cursor: str | None = None
         seen: set[str] = set()
         for _ in range(_MAX_TOOL_PAGES):
-            page = await self._request("tools/list", {"cursor": cursor} if cursor else None, self.connect_timeout)
+            page = await self._request(
+                "tools/list", {"cursor": cursor} if cursor else None, self.connect_timeout
+            )
             tools.extend(page.get("tools", []))
             cursor = page.get("nextCursor")
             if not cursor:
@@ -282,7 +278,9 @@ class UpstreamClient:
         self.tools = tools
         return tools
 
-    async def _request(self, method: str, params: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+    async def _request(
+        self, method: str, params: dict[str, Any] | None, timeout: float
+    ) -> dict[str, Any]:
         disp = self._dispatcher
         if disp is None or self.closed.is_set():
             raise UpstreamGone(f"upstream {self.spec.name!r} is closed")
@@ -295,10 +293,18 @@ class UpstreamClient:
         try:
             return await disp.send_raw_request(method, params, opts)
         except MCPError as e:
-            if e.code == types.CONNECTION_CLOSED and (self.closed.is_set() or self._stopping):
-                raise UpstreamGone(f"upstream {self.spec.name!r} went away during {method}") from None
+            # The dispatcher's own "connection closed" (its read loop ended, for good),
+            # as opposed to a server that happens to answer with code -32000.
+            lost = e.message == "Connection closed" or self.closed.is_set() or self._stopping
+            if e.code == types.CONNECTION_CLOSED and lost:
+                self._lost("connection closed")
+                raise UpstreamGone(
+                    f"upstream {self.spec.name!r} went away during {method}"
+                ) from None
             if e.code == types.REQUEST_TIMEOUT and anyio.current_time() - t0 >= timeout:
-                raise UpstreamTimeout(f"{method} to {self.spec.name!r} timed out after {timeout}s") from None
+                raise UpstreamTimeout(
+                    f"{method} to {self.spec.name!r} timed out after {timeout}s"
+                ) from None
             raise UpstreamError(e.code, e.message, e.data) from None
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as e:
             raise UpstreamGone(f"upstream {self.spec.name!r} went away during {method}") from e
@@ -335,14 +341,19 @@ class UpstreamClient:
                 async with AsyncExitStack() as stack:
                     read, write = await stack.enter_async_context(self._open_transport())
                     self._dispatcher = JSONRPCDispatcher(_Tap(read, self), write)
-                    session = ClientSession(dispatcher=self._dispatcher, client_info=_CLIENT_INFO,
-                                            message_handler=self._on_message)
+                    session = ClientSession(
+                        dispatcher=self._dispatcher,
+                        client_info=_CLIENT_INFO,
+                        message_handler=self._on_message,
+                    )
                     await stack.enter_async_context(session)
                     with anyio.fail_after(self.connect_timeout):
                         init = await session.initialize()
                     if self.spec.transport != "stdio":
                         self._headers = {MCP_PROTOCOL_VERSION_HEADER: init.protocol_version}
-                    self.server_info = init.model_dump(by_alias=True, mode="json", exclude_unset=True)
+                    self.server_info = init.model_dump(
+                        by_alias=True, mode="json", exclude_unset=True
+                    )
                     await self.refresh_tools()
                     self._started.set_result(None)
                     await anyio.sleep_forever()
@@ -353,7 +364,9 @@ class UpstreamClient:
         finally:
             self.closed.set()
             if not self._started.done():
-                self._started.set_exception(_as_upstream(error, f"upstream {self.spec.name!r} failed to start"))
+                self._started.set_exception(
+                    _as_upstream(error, f"upstream {self.spec.name!r} failed to start")
+                )
 
     async def _on_message(self, message: IncomingMessage) -> None:
         if isinstance(message, Exception):  # e.g. an unparseable line from the server
@@ -387,9 +400,12 @@ class UpstreamClient:
         spec = self.spec
         assert spec.command is not None
         proc = await anyio.open_process(
-            [spec.command, *spec.args], env={**os.environ, **spec.env}, cwd=spec.cwd,
+            [spec.command, *spec.args],
+            env={**os.environ, **spec.env},
+            cwd=spec.cwd,
             stderr=None,  # inherit our fd 2: nothing to drain, nothing to block on
-            start_new_session=True)  # own process group, so the whole tree can be killed
+            start_new_session=True,
+        )  # own process group, so the whole tree can be killed
         self.pid = proc.pid
         assert proc.stdin is not None and proc.stdout is not None
         stdin, stdout = proc.stdin, proc.stdout
@@ -424,8 +440,8 @@ class UpstreamClient:
             # Poll, not proc.wait(): on 3.11 that also waits for pipe EOF.
             while proc.returncode is None:
                 await anyio.sleep(_EXIT_POLL)
-            self._lost(f"process {proc.pid} exited with {proc.returncode}")
             await stdout.aclose()  # orphans may hold stdout open; end the reader anyway
+            self._lost(f"process {proc.pid} exited with {proc.returncode}")
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(pump_out)

@@ -1,0 +1,80 @@
+"""A real mesh for end-to-end tests: `agent-mesh serve` (supervisord and the whole process tree)
+on a config written to a temp dir, a free port and a private AGENT_MESH_HOME."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.support import alive, cmdline, descendants, free_port, wait_until
+
+
+class Mesh:
+    def __init__(self, tmp: Path, config: dict[str, Any]) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.config = {**config, "port": self.port}
+        self.config_path = tmp / "mesh.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        self.home = tmp / "home"
+        self.env = {**os.environ, "AGENT_MESH_HOME": str(self.home)}
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def start(self, timeout: float = 30) -> Mesh:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent_mesh", "serve", "--config", str(self.config_path)],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        wait_until(self.healthy, timeout, f"mesh healthy at {self.url}", interval=0.1)
+        return self
+
+    def healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"agent-mesh serve exited: {self.proc.stdout.read().decode() if self.proc.stdout else ''}")
+        try:
+            return self.http.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    @property
+    def state(self) -> Path:
+        (state,) = [p for p in self.home.iterdir() if p.is_dir()]
+        return state
+
+    def call(self, tool: str, params: dict[str, Any] | None = None, agent: str | None = "claude",
+             headers: dict[str, str] | None = None) -> httpx.Response:
+        auth = {"Authorization": f"Bearer agent:{agent}"} if agent else {}
+        return self.http.post(f"/tool/{tool}", json={"params": params or {}}, headers={**auth, **(headers or {})})
+
+    def processes(self) -> dict[int, str]:
+        assert self.proc is not None
+        return {pid: cmdline(pid) for pid in descendants(self.proc.pid)}
+
+    def role_pids(self, role: str) -> list[int]:
+        return [pid for pid, cmd in self.processes().items() if f"agent_mesh run {role}" in cmd]
+
+    def stop(self) -> set[int]:
+        """SIGTERM like Ctrl-C; returns the pids of the tree that are still alive after it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return set()
+        tree = descendants(self.proc.pid)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.http.close()
+        leftovers = {pid for pid in tree if alive(pid)}
+        for pid in leftovers:
+            os.kill(pid, signal.SIGKILL)
+        return leftovers

@@ -1,0 +1,313 @@
+"""Real-upstream tests for workers.mcp_client (no mocks).
+
+The upstreams are the npm reference servers pinned in package.json, run with
+`node` straight from node_modules/.bin (deterministic, no npm wrapper, ~0.5 s to
+start); one test goes through `npx` on purpose, to cover a launcher dying while
+its child keeps the pipes. Run `npm ci` in the repo root to enable these tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workers.mcp_client import (
+    UpstreamClient,
+    UpstreamError,
+    UpstreamGone,
+    UpstreamSpec,
+    UpstreamTimeout,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = ROOT / "node_modules" / ".bin"
+EVERYTHING = BIN / "mcp-server-everything"
+FILESYSTEM = BIN / "mcp-server-filesystem"
+NODE = shutil.which("node")
+
+pytestmark = pytest.mark.skipif(
+    NODE is None or not EVERYTHING.exists() or not FILESYSTEM.exists(),
+    reason="npm upstreams not installed: run `npm ci` in the repo root (needs node)",
+)
+
+LONG_OP = "trigger-long-running-operation"
+
+
+def everything_spec(*, command: str | None = None, args: tuple[str, ...] | None = None) -> UpstreamSpec:
+    return UpstreamSpec(
+        name="everything",
+        transport="stdio",
+        command=command or str(NODE),
+        args=args if args is not None else (str(EVERYTHING), "stdio"),
+        cwd=str(ROOT),
+    )
+
+
+@pytest.fixture
+async def everything() -> AsyncIterator[UpstreamClient]:
+    async with UpstreamClient(everything_spec()) as client:
+        yield client
+
+
+def assert_no_none(value: Any) -> None:
+    """The wire never carries null-valued keys the server didn't send."""
+    if isinstance(value, dict):
+        for v in value.values():
+            assert v is not None
+            assert_no_none(v)
+    elif isinstance(value, list):
+        for v in value:
+            assert_no_none(v)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.timeout(15)
+async def test_tools_and_server_info(everything: UpstreamClient) -> None:
+    tools = {t["name"]: t for t in everything.tools}
+    assert {"echo", "get-structured-content", "get-tiny-image", LONG_OP} <= tools.keys()
+    echo = tools["echo"]
+    assert echo["description"] == "Echoes back the input string"
+    assert echo["inputSchema"]["type"] == "object"
+    assert echo["inputSchema"]["properties"]["message"]["type"] == "string"
+    assert echo["inputSchema"]["required"] == ["message"]
+    assert echo["annotations"]["readOnlyHint"] is True
+    assert "outputSchema" in tools["get-structured-content"]  # camelCase, as sent
+    assert_no_none(everything.tools)
+
+    info = everything.server_info
+    assert info["serverInfo"]["name"] == "mcp-servers/everything"
+    assert "tools" in info["capabilities"]
+    assert isinstance(info["protocolVersion"], str)
+    assert_no_none(info)
+
+    assert await everything.refresh_tools() == everything.tools
+
+
+@pytest.mark.timeout(15)
+async def test_echo_exact_and_stderr_passthrough(capfd: pytest.CaptureFixture[str]) -> None:
+    async with UpstreamClient(everything_spec()) as client:
+        result = await client.call_tool("echo", {"message": "héllo wörld ✓"}, timeout=5)
+    # Exactly what the server sent: no isError/structuredContent/resultType added.
+    assert result == {"content": [{"type": "text", "text": "Echo: héllo wörld ✓"}]}
+    # The server's stderr reaches our fd 2 (inherited, never piped).
+    assert "Starting default (STDIO) server" in capfd.readouterr().err
+
+
+@pytest.mark.timeout(15)
+async def test_structured_content_and_image(everything: UpstreamClient) -> None:
+    result = await everything.call_tool("get-structured-content", {"location": "Chicago"}, timeout=5)
+    weather = {"temperature": 36, "conditions": "Light rain / drizzle", "humidity": 82}
+    assert result["structuredContent"] == weather
+    assert json.loads(result["content"][0]["text"]) == weather
+    assert "isError" not in result
+
+    image = await everything.call_tool("get-tiny-image", {}, timeout=5)
+    assert [block["type"] for block in image["content"]] == ["text", "image", "text"]
+    block = image["content"][1]
+    assert block["mimeType"] == "image/png"
+    assert base64.b64decode(block["data"]).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.timeout(15)
+async def test_errors(everything: UpstreamClient) -> None:
+    # The TS SDK reports an unknown tool (and bad arguments) as an isError result...
+    unknown = await everything.call_tool("no-such-tool", {}, timeout=5)
+    assert unknown["isError"] is True
+    assert "Tool no-such-tool not found" in unknown["content"][0]["text"]
+    invalid = await everything.call_tool("echo", {}, timeout=5)
+    assert invalid["isError"] is True
+    # ...while a request it can't even parse is a JSON-RPC error: UpstreamError.
+    with pytest.raises(UpstreamError) as err:
+        await everything.call_tool("echo", ["not", "an", "object"], timeout=5)  # type: ignore[arg-type]
+    assert err.value.code == -32603  # what this server sends (InternalError), passed through
+    assert "expected record" in err.value.message
+    # The session is unaffected.
+    ok = await everything.call_tool("echo", {"message": "still here"}, timeout=5)
+    assert ok["content"][0]["text"] == "Echo: still here"
+
+
+@pytest.mark.timeout(15)
+async def test_200_concurrent_calls(everything: UpstreamClient) -> None:
+    t0 = time.monotonic()
+    results = await asyncio.gather(
+        *(everything.call_tool("echo", {"message": f"m{i}"}, timeout=10) for i in range(200))
+    )
+    assert [r["content"][0]["text"] for r in results] == [f"Echo: m{i}" for i in range(200)]
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.timeout(15)
+async def test_progress_arrives_before_result(everything: UpstreamClient) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def on_progress(params: dict[str, Any]) -> None:
+        await asyncio.sleep(0.05)  # a slow consumer must still finish before the result
+        seen.append(params)
+
+    result = await everything.call_tool(
+        LONG_OP, {"duration": 0.8, "steps": 4}, timeout=10, on_progress=on_progress
+    )
+    assert [p["progress"] for p in seen] == [1, 2, 3, 4]  # all of them, in order, already
+    assert {p["total"] for p in seen} == {4}
+    assert len({p["progressToken"] for p in seen}) == 1
+    assert "Long running operation completed" in result["content"][0]["text"]
+
+
+@pytest.mark.timeout(15)
+async def test_timeout_cancels_upstream_and_session_survives(tmp_path: Path) -> None:
+    # `tee` records everything we write to the server, to see the cancellation.
+    wire = tmp_path / "to-server.jsonl"
+    spec = everything_spec(
+        command="sh",
+        args=("-c", 'tee "$0" | exec "$1" "$2" stdio', str(wire), str(NODE), str(EVERYTHING)),
+    )
+    async with UpstreamClient(spec) as client:
+        t0 = time.monotonic()
+        with pytest.raises(UpstreamTimeout):
+            await client.call_tool(LONG_OP, {"duration": 1, "steps": 2}, timeout=0.3)
+        assert time.monotonic() - t0 < 1.5
+        ok = await client.call_tool("echo", {"message": "after"}, timeout=5)
+        assert ok["content"][0]["text"] == "Echo: after"
+        assert not client.closed.is_set()
+
+    sent = [json.loads(line) for line in wire.read_text().splitlines()]
+    call_id = next(
+        m["id"] for m in sent if m.get("method") == "tools/call" and m["params"]["name"] == LONG_OP
+    )
+    cancels = [m for m in sent if m.get("method") == "notifications/cancelled"]
+    assert [c["params"]["requestId"] for c in cancels] == [call_id]
+
+
+@pytest.mark.timeout(15)
+async def test_sigkill_mid_call(everything: UpstreamClient) -> None:
+    call = asyncio.create_task(everything.call_tool(LONG_OP, {"duration": 10, "steps": 5}, timeout=30))
+    await asyncio.sleep(0.3)
+    assert everything.pid is not None
+    t0 = time.monotonic()
+    os.kill(everything.pid, signal.SIGKILL)
+    with pytest.raises(UpstreamGone):
+        await asyncio.wait_for(call, 5)
+    assert time.monotonic() - t0 < 3
+    assert everything.closed.is_set()
+    with pytest.raises(UpstreamGone):
+        await everything.call_tool("echo", {"message": "x"}, timeout=5)
+
+
+@pytest.mark.timeout(20)
+async def test_npx_launcher_killed_mid_call() -> None:
+    # npx -> sh -> node: killing npx leaves node alive holding our pipes, so
+    # stdout never hits EOF; the client must notice the child itself.
+    if shutil.which("npx") is None:
+        pytest.skip("npx not on PATH")
+    spec = everything_spec(command="npx", args=("-y", "@modelcontextprotocol/server-everything", "stdio"))
+    async with UpstreamClient(spec) as client:
+        assert any(t["name"] == "echo" for t in client.tools)
+        pid = client.pid
+        assert pid is not None
+        call = asyncio.create_task(client.call_tool(LONG_OP, {"duration": 10, "steps": 5}, timeout=30))
+        await asyncio.sleep(0.3)
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(UpstreamGone):
+            await asyncio.wait_for(call, 5)
+        assert time.monotonic() - t0 < 3
+        await asyncio.wait_for(client.closed.wait(), 1)
+    deadline = time.monotonic() + 3
+    while group_alive(pid) and time.monotonic() < deadline:  # the orphaned node is reaped too
+        await asyncio.sleep(0.05)
+    assert not group_alive(pid)
+
+
+@pytest.mark.timeout(15)
+async def test_start_failures() -> None:
+    with pytest.raises(UpstreamGone):
+        await UpstreamClient(everything_spec(command="/nonexistent/mcp-server")).start()
+    t0 = time.monotonic()
+    client = UpstreamClient(everything_spec(args=("-e", "process.exit(3)")))
+    with pytest.raises(UpstreamGone):
+        await client.start()
+    assert time.monotonic() - t0 < 3
+    assert client.closed.is_set()
+
+
+@pytest.mark.timeout(15)
+async def test_filesystem_list_directory(tmp_path: Path) -> None:
+    (tmp_path / "alpha.txt").write_text("a")
+    (tmp_path / "beta.md").write_text("b")
+    (tmp_path / "sub").mkdir()
+    spec = UpstreamSpec(
+        name="fs", transport="stdio", command=str(NODE), args=(str(FILESYSTEM), str(tmp_path))
+    )
+    async with UpstreamClient(spec) as fs:
+        assert "list_directory" in {t["name"] for t in fs.tools}
+        result = await fs.call_tool("list_directory", {"path": str(tmp_path)}, timeout=5)
+    text = result["content"][0]["text"]
+    assert set(text.splitlines()) == {"[FILE] alpha.txt", "[FILE] beta.md", "[DIR] sub"}
+    assert result["structuredContent"] == {"content": text}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("mode", "path", "transport"),
+    [("streamableHttp", "/mcp", "streamable_http"), ("streamableHttp", "/mcp", "http"), ("sse", "/sse", "sse")],
+)
+async def test_http_transports(mode: str, path: str, transport: str) -> None:
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        str(NODE), str(EVERYTHING), mode,
+        env={**os.environ, "PORT": str(port)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            break
+        spec = UpstreamSpec(
+            name="ev-http", transport=transport, url=f"http://127.0.0.1:{port}{path}",
+            headers={"X-Agent-Mesh": "test"},
+        )  # fmt: skip
+        async with UpstreamClient(spec) as client:
+            assert "echo" in {t["name"] for t in client.tools}
+            result = await client.call_tool("echo", {"message": "over http"}, timeout=5)
+            assert result == {"content": [{"type": "text", "text": "Echo: over http"}]}
+            seen: list[float] = []
+
+            async def on_progress(params: dict[str, Any]) -> None:
+                seen.append(params["progress"])
+
+            await client.call_tool(LONG_OP, {"duration": 0.3, "steps": 3}, 5, on_progress)
+            assert seen == [1, 2, 3]
+    finally:
+        server.kill()
+        await server.wait()

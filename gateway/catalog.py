@@ -87,5 +87,7 @@ class Catalog:
                 out.append({**tool, "name": f"{view.name}.{name}", "server": view.name})
         return out
 
-    def service_workers(self, service: str) -> int:
-        return len((self.services.get(service) or {}).get("workers", []))
+    def service_summary(self, service: str) -> dict[str, Any]:
+        """Live workers of a bus service and how many requests each has served (load sharing)."""
+        workers = (self.services.get(service) or {}).get("workers", [])
+        return {"workers": len(workers), "served": {w["slot"]: w["served"] for w in workers}}

@@ -119,11 +119,8 @@ class Gateway:
     async def health(self, request: Request) -> Response:
         await self.catalog.refresh()
         upstreams = {name: ("up" if view.up else "down") for name, view in self.catalog.servers.items()}
-        services = {
-            "policy": self.catalog.service_workers(POLICY),
-            "traces": self.catalog.service_workers(TRACES),
-        }
-        ok = self.catalog.bus_ok and all(services.values()) and all(v == "up" for v in upstreams.values())
+        services = {name: self.catalog.service_summary(name) for name in (POLICY, TRACES)}
+        ok = self.catalog.bus_ok and all(s["workers"] for s in services.values()) and all(v == "up" for v in upstreams.values())
         body = {
             "status": "ok" if ok else "degraded",
             "bus": "up" if self.catalog.bus_ok else "down",

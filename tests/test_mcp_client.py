@@ -44,7 +44,9 @@ pytestmark = pytest.mark.skipif(
 LONG_OP = "trigger-long-running-operation"
 
 
-def everything_spec(*, command: str | None = None, args: tuple[str, ...] | None = None) -> UpstreamSpec:
+def everything_spec(
+    *, command: str | None = None, args: tuple[str, ...] | None = None
+) -> UpstreamSpec:
     return UpstreamSpec(
         name="everything",
         transport="stdio",
@@ -113,7 +115,9 @@ async def test_echo_exact_and_stderr_passthrough(capfd: pytest.CaptureFixture[st
 
 @pytest.mark.timeout(15)
 async def test_structured_content_and_image(everything: UpstreamClient) -> None:
-    result = await everything.call_tool("get-structured-content", {"location": "Chicago"}, timeout=5)
+    result = await everything.call_tool(
+        "get-structured-content", {"location": "Chicago"}, timeout=5
+    )
     weather = {"temperature": 36, "conditions": "Light rain / drizzle", "humidity": 82}
     assert result["structuredContent"] == weather
     assert json.loads(result["content"][0]["text"]) == weather
@@ -198,7 +202,9 @@ async def test_timeout_cancels_upstream_and_session_survives(tmp_path: Path) -> 
 
 @pytest.mark.timeout(15)
 async def test_sigkill_mid_call(everything: UpstreamClient) -> None:
-    call = asyncio.create_task(everything.call_tool(LONG_OP, {"duration": 10, "steps": 5}, timeout=30))
+    call = asyncio.create_task(
+        everything.call_tool(LONG_OP, {"duration": 10, "steps": 5}, timeout=30)
+    )
     await asyncio.sleep(0.3)
     assert everything.pid is not None
     t0 = time.monotonic()
@@ -217,12 +223,16 @@ async def test_npx_launcher_killed_mid_call() -> None:
     # stdout never hits EOF; the client must notice the child itself.
     if shutil.which("npx") is None:
         pytest.skip("npx not on PATH")
-    spec = everything_spec(command="npx", args=("-y", "@modelcontextprotocol/server-everything", "stdio"))
+    spec = everything_spec(
+        command="npx", args=("-y", "@modelcontextprotocol/server-everything", "stdio")
+    )
     async with UpstreamClient(spec) as client:
         assert any(t["name"] == "echo" for t in client.tools)
         pid = client.pid
         assert pid is not None
-        call = asyncio.create_task(client.call_tool(LONG_OP, {"duration": 10, "steps": 5}, timeout=30))
+        call = asyncio.create_task(
+            client.call_tool(LONG_OP, {"duration": 10, "steps": 5}, timeout=30)
+        )
         await asyncio.sleep(0.3)
         t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
@@ -274,7 +284,11 @@ def free_port() -> int:
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize(
     ("mode", "path", "transport"),
-    [("streamableHttp", "/mcp", "streamable_http"), ("streamableHttp", "/mcp", "http"), ("sse", "/sse", "sse")],
+    [
+        ("streamableHttp", "/mcp", "streamable_http"),
+        ("streamableHttp", "/mcp", "http"),
+        ("sse", "/sse", "sse"),
+    ],
 )
 async def test_http_transports(mode: str, path: str, transport: str) -> None:
     port = free_port()

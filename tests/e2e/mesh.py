@@ -34,7 +34,11 @@ class Mesh:
             [sys.executable, "-m", "agent_mesh", "serve", "--config", str(self.config_path)],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
-        wait_until(self.healthy, timeout, f"mesh healthy at {self.url}", interval=0.1)
+        try:
+            wait_until(self.healthy, timeout, f"mesh healthy at {self.url}", interval=0.1)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def healthy(self) -> bool:

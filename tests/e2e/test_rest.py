@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.mesh import Mesh
-from tests.support import npm_server, wait_until
+from tests.support import alive, descendants, npm_server, wait_until
 
 TRACE_FIELDS = {"trace_id", "session_id", "agent_id", "tool", "params", "policy", "policy_rule",
                 "status_code", "latency_ms", "error", "timestamp"}
@@ -140,6 +140,8 @@ def test_each_role_is_its_own_process(mesh: Mesh) -> None:
 
 def test_killed_upstream_worker_fails_fast_then_recovers(mesh: Mesh, demo: Path) -> None:
     (pid,) = mesh.role_pids("upstream")
+    upstream_server = descendants(pid)
+    assert upstream_server, "the worker should own its npm server process"
     os.kill(pid, signal.SIGKILL)
     statuses = []
     deadline = time.monotonic() + 20
@@ -157,3 +159,5 @@ def test_killed_upstream_worker_fails_fast_then_recovers(mesh: Mesh, demo: Path)
         time.sleep(0.1)
     assert statuses[-1] == 200, statuses
     assert mesh.role_pids("upstream") != [pid]
+    # The dead worker's npm server must not linger as an orphan.
+    wait_until(lambda: not any(alive(p) for p in upstream_server), 5, "orphaned upstream server to exit")

@@ -306,8 +306,6 @@ class UpstreamClient:
                     f"{method} to {self.spec.name!r} timed out after {timeout}s"
                 ) from None
             raise UpstreamError(e.code, e.message, e.data) from None
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as e:
-            raise UpstreamGone(f"upstream {self.spec.name!r} went away during {method}") from e
 
     def _stop(self) -> None:
         self._stopping = True

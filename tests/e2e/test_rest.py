@@ -161,3 +161,21 @@ def test_killed_upstream_worker_fails_fast_then_recovers(mesh: Mesh, demo: Path)
     assert mesh.role_pids("upstream") != [pid]
     # The dead worker's npm server must not linger as an orphan.
     wait_until(lambda: not any(alive(p) for p in upstream_server), 5, "orphaned upstream server to exit")
+
+
+def test_mesh_cli_reads_the_running_mesh(mesh: Mesh, demo: Path) -> None:
+    import subprocess
+    import sys
+
+    r = mesh.call("filesystem.list_directory", {"path": str(demo), "cli": True})
+    trace_id = r.json()["trace_id"]
+    wait_until(lambda: trace_id in str(mesh.http.get("/traces").json()), 5, "the trace to be stored")
+    env = {**os.environ, "MESH_URL": mesh.url}
+    run = [sys.executable, "-c", "from agent_mesh.mesh_cli import main; main()"]
+    out = subprocess.run([*run, "--json", "traces", "--limit", "50"], env=env, capture_output=True, text=True, check=True)
+    assert trace_id in {t["trace_id"] for t in json.loads(out.stdout)["traces"]}
+    table = subprocess.run([*run, "servers"], env=env, capture_output=True, text=True, check=True).stdout
+    assert table.splitlines()[0].split() == ["NAME", "TRANSPORT", "STATUS", "TOOLS", "WORKERS"]
+    assert "filesystem" in table and "up" in table
+    denied = subprocess.run([*run, "pending"], env=env, capture_output=True, text=True)
+    assert denied.returncode != 0 and "not implemented yet" in denied.stderr

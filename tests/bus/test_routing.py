@@ -1,0 +1,136 @@
+"""The broker's routing state machine on plain data: no sockets, a fake clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bus import frames
+from bus.routing import Router
+
+
+def msg(command: bytes, header: dict[str, Any], body: Any = None) -> list[bytes]:
+    out = [frames.PROTOCOL, command, frames.pack(header)]
+    if body is not None:
+        out.append(frames.pack(body))
+    return out
+
+
+def sent(router: Router) -> list[tuple[bytes, bytes, dict[str, Any]]]:
+    out = [(m[0], m[2], frames.unpack(m[3])) for m in router.outbox]
+    router.outbox.clear()
+    return out
+
+
+def ready(router: Router, ident: bytes, service: str = "s", capacity: int = 1, now: float = 0.0,
+          slot: str | None = None) -> None:
+    header: dict[str, Any] = {"s": service, "n": capacity}
+    if slot:
+        header["slot"] = slot
+    router.on_message(ident, msg(frames.READY, header, {"tools": []}), now)
+
+
+def request(router: Router, client: bytes, rid: int, service: str = "s", t: int = 1000, now: float = 0.0,
+            key: str | None = None) -> None:
+    header: dict[str, Any] = {"s": service, "id": rid, "t": t}
+    if key:
+        header["k"] = key
+    router.on_message(client, msg(frames.REQUEST, header, {"x": rid}), now)
+
+
+def test_queue_waits_for_capacity_then_dispatches_in_order() -> None:
+    r = Router()
+    ready(r, b"w1")
+    request(r, b"c", 1)
+    request(r, b"c", 2)
+    assert [(to, cmd, h["id"]) for to, cmd, h in sent(r)] == [(b"w1", frames.REQUEST, 1)]
+    r.on_message(b"w1", msg(frames.REPLY, {"c": b"c", "id": 1}, "ok"), 0.1)
+    out = sent(r)
+    assert [(to, cmd, h["id"]) for to, cmd, h in out] == [(b"c", frames.REPLY, 1), (b"w1", frames.REQUEST, 2)]
+
+
+def test_deadline_in_queue_times_out_and_inflight_is_cancelled() -> None:
+    r = Router()
+    ready(r, b"w1")
+    request(r, b"c", 1, t=100)
+    request(r, b"c", 2, t=100)
+    sent(r)
+    r.tick(0.2)
+    out = sent(r)
+    errors = {h["id"]: h["code"] for to, cmd, h in out if cmd == frames.ERROR}
+    assert errors == {1: frames.TIMEOUT, 2: frames.TIMEOUT}
+    assert (b"w1", frames.CANCEL, {"c": b"c", "id": 1}) in out
+    # A late reply from the worker is dropped, not forwarded.
+    r.on_message(b"w1", msg(frames.REPLY, {"c": b"c", "id": 1}, "late"), 0.3)
+    assert sent(r) == []
+
+
+def test_dead_worker_fails_inflight_and_queue_when_last() -> None:
+    r = Router()
+    ready(r, b"w1", service="upstream.fs")
+    request(r, b"c", 1, service="upstream.fs", t=60_000)
+    request(r, b"c", 2, service="upstream.fs", t=60_000)
+    sent(r)
+    r.tick(frames.HEARTBEAT_INTERVAL * frames.LIVENESS + 0.01)
+    out = {h["id"]: (h["code"], h["msg"]) for to, cmd, h in sent(r) if cmd == frames.ERROR}
+    assert out == {1: (frames.WORKER_DIED, "upstream.fs: worker died"),
+                   2: (frames.UNAVAILABLE, "upstream.fs: no live worker")}
+    assert r.events[-1][0] == "worker.upstream.fs.down"
+
+
+def test_any_message_keeps_a_worker_alive() -> None:
+    r = Router()
+    ready(r, b"w1")
+    for step in range(1, 10):
+        r.on_message(b"w1", msg(frames.HEARTBEAT, {}), step * 1.0)
+        r.tick(step * 1.0 + 0.5)
+    assert b"w1" in r.workers
+
+
+def test_ready_again_means_restart_fails_inflight() -> None:
+    r = Router()
+    ready(r, b"w1")
+    request(r, b"c", 1)
+    sent(r)
+    ready(r, b"w1", now=0.1)
+    assert [(cmd, h.get("code")) for to, cmd, h in sent(r)] == [(frames.ERROR, frames.WORKER_DIED)]
+
+
+def test_affinity_is_deterministic_by_slot() -> None:
+    def owner(order: list[tuple[bytes, str]], key: str) -> str:
+        r = Router()
+        for ident, slot in order:
+            ready(r, ident, capacity=100, slot=slot)
+        request(r, b"c", 1, key=key)
+        (to, _, _), = sent(r)
+        return r.workers[to].slot
+
+    slots = [(b"a", "p:0"), (b"b", "p:1"), (b"c", "p:2")]
+    for key in ("alice", "bob", "carol", "x" * 50):
+        # Same owner whatever the registration order or identities (e.g. after a broker restart).
+        assert owner(slots, key) == owner(list(reversed([(i + b"'", s) for i, s in slots])), key)
+    owners = {owner(slots, f"agent-{i}") for i in range(50)}
+    assert owners == {"p:0", "p:1", "p:2"}
+
+
+def test_unknown_worker_is_told_to_reregister_and_garbage_is_dropped() -> None:
+    r = Router()
+    r.on_message(b"ghost", msg(frames.REPLY, {"c": b"c", "id": 1}, "x"), 0)
+    assert sent(r) == [(b"ghost", frames.DISCONNECT, {})]
+    for garbage in ([b"XXXX", frames.REQUEST, b"\x80"], [frames.PROTOCOL], [frames.PROTOCOL, frames.REQUEST, b"\xc1"],
+                    [frames.PROTOCOL, frames.REQUEST, frames.pack({"s": "s"})],
+                    [frames.PROTOCOL, frames.REQUEST, frames.pack([1, 2])]):
+        r.on_message(b"c", garbage, 0)
+    assert sent(r) == []
+
+
+def test_request_without_timeout_is_refused_and_mmi_reports_services() -> None:
+    r = Router()
+    ready(r, b"w1", service="policy", capacity=4, slot="policy:0")
+    request(r, b"c", 1, service="policy", t=0)
+    assert sent(r)[0][2]["code"] == frames.BAD_REQUEST
+    request(r, b"c", 2, service="mmi.services")
+    (reply,) = r.outbox
+    assert (reply[0], reply[2]) == (b"c", frames.REPLY)
+    report = frames.unpack(reply[4])
+    assert report["policy"]["workers"][0]["slot"] == "policy:0"
+    assert report["policy"]["workers"][0]["capacity"] == 4

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -228,11 +229,14 @@ class MeshProcess:
     def tree(self) -> set[int]:
         return set() if self.proc is None else {self.proc.pid} | descendants(self.proc.pid)
 
-    def stop(self) -> set[int]:
-        """SIGTERM, wait, then SIGKILL whatever is left; returns the pids that needed killing."""
+    def stop(self, grace: float = 5.0) -> dict[int, str]:
+        """SIGTERM supervisord and wait; give orphans `grace` s, then SIGKILL them.
+
+        Returns {pid: "cmdline (what happened)"} of processes that outlived supervisord."""
         if self.proc is None:
-            return set()
-        tree = self.tree()
+            return {}
+        tree = self.tree() - {self.proc.pid}
+        names = {pid: cmdline(pid) for pid in tree}
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -240,13 +244,33 @@ class MeshProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        leftovers = {pid for pid in tree if Path(f"/proc/{pid}").exists() and pid != self.proc.pid}
-        for pid in leftovers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return leftovers
+        t0 = time.monotonic()
+        outlived = {pid for pid in tree if alive(pid)}
+        report = {}
+        while (live := {pid for pid in outlived if alive(pid)}) and time.monotonic() - t0 < grace:
+            time.sleep(0.02)
+        for pid in outlived:
+            if pid in live:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                report[pid] = f"{names[pid]} (still alive {grace:.0f}s after supervisord exited: SIGKILLed)"
+            else:
+                report[pid] = f"{names[pid]} (exited on its own; all gone {time.monotonic() - t0:.2f}s after supervisord)"
+        return report
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -294,9 +318,8 @@ def main() -> int:
         tree = mesh.tree()
         rss = rss_mb(tree)
     finally:
-        leftovers = mesh.stop()
-        if leftovers:
-            print(f"warning: SIGKILLed processes left after SIGTERM: {sorted(leftovers)}", file=sys.stderr)
+        for pid, what in mesh.stop().items():
+            print(f"warning: pid {pid} outlived supervisord: {what}", file=sys.stderr)
         if args.keep:
             print(f"kept {tmp} (mesh logs under {mesh.home}/*/logs/)", file=sys.stderr)
         else:

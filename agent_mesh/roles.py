@@ -40,7 +40,7 @@ def run_role(
     elif role == "tracer":
         from workers import tracer
 
-        asyncio.run(tracer.run(endpoints.requests, loaded.state_dir() / "traces.db", loaded.trace_path))
+        asyncio.run(tracer.run(endpoints.requests, endpoints.events_in, loaded.state_dir() / "traces.db", loaded.trace_path))
     elif role == "policy":
         from workers import policy
 

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bus.errors import bad_request
+from bus.events import Publisher
 from bus.messages import TRACES, TraceBatch, TraceQuery, TraceRecord
 from bus.worker import BusWorker, Request
 from policy.globs import glob_matches
@@ -44,8 +45,9 @@ class TraceStore:
             jsonl_path.parent.mkdir(parents=True, exist_ok=True)
             self.jsonl = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 — lives as long as the process
 
-    def record(self, records: list[TraceRecord]) -> int:
-        lines = []
+    def record(self, records: list[TraceRecord]) -> list[TraceRecord]:
+        """Store what is new (idempotent by trace_id); return the records that were new."""
+        lines, new = [], []
         self.db.execute("BEGIN")
         try:
             for rec in records:
@@ -56,6 +58,7 @@ class TraceStore:
                 )
                 if cur.rowcount:
                     lines.append(line)
+                    new.append(rec)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -63,7 +66,7 @@ class TraceStore:
         if self.jsonl is not None and lines:
             self.jsonl.write("\n".join(lines) + "\n")
             self.jsonl.flush()
-        return len(lines)
+        return new
 
     def query(self, q: TraceQuery) -> list[dict[str, Any]]:
         sql = "SELECT tool, record FROM traces"
@@ -88,15 +91,20 @@ class TraceStore:
 
 
 class TraceService:
-    def __init__(self, store: TraceStore) -> None:
+    def __init__(self, store: TraceStore, events: Publisher | None = None) -> None:
         self.store = store
+        self.events = events
 
     async def handle(self, request: Request) -> Any:
         body = request.body
         op = body.get("op") if isinstance(body, dict) else None
         try:
             if op == "record":
-                return {"stored": self.store.record(TraceBatch.model_validate(body).records)}
+                new = self.store.record(TraceBatch.model_validate(body).records)
+                if self.events is not None:  # live watchers (mesh watch, dashboards)
+                    for rec in new:
+                        self.events.publish(f"trace.{rec.agent_id}.recorded", rec.dump())
+                return {"stored": len(new)}
             if op == "query":
                 return {"traces": self.store.query(TraceQuery.model_validate(body))}
         except ValidationError as exc:
@@ -104,7 +112,7 @@ class TraceService:
         raise bad_request(f"traces: unknown op {op!r}")
 
 
-async def run(endpoint: str, db_path: Path, jsonl_path: Path | None) -> None:
-    service = TraceService(TraceStore(db_path, jsonl_path))
+async def run(endpoint: str, events_endpoint: str, db_path: Path, jsonl_path: Path | None) -> None:
+    service = TraceService(TraceStore(db_path, jsonl_path), Publisher(events_endpoint))
     # One at a time: SQLite has one writer, and ordering in the JSONL file follows arrival.
     await BusWorker(endpoint, TRACES, service.handle, capacity=1, slot="traces").run()

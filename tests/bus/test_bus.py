@@ -145,3 +145,33 @@ async def test_worker_death_fails_inflight_with_clear_error(broker: Broker, endp
         with pytest.raises(BusError) as err:
             await client.request("upstream.fs", {}, timeout=2)
         assert err.value.code == frames.UNAVAILABLE
+
+
+async def test_events_fan_out_through_the_broker(broker: Broker, endpoints: Endpoints) -> None:
+    from bus.events import Publisher, Subscriber
+
+    traces = Subscriber(endpoints.events_out, "trace.")
+    everything = Subscriber(endpoints.events_out)
+    publisher = Publisher(endpoints.events_in)
+    got: list[tuple[str, Any]] = []
+    got_all: list[tuple[str, Any]] = []
+
+    async def collect(sub: Subscriber, into: list[tuple[str, Any]], n: int) -> None:
+        async for event in sub:
+            into.append(event)
+            if len(into) == n:
+                return
+
+    collecting = asyncio.gather(collect(traces, got, 1), collect(everything, got_all, 2))
+    # Subscriptions travel to the publisher asynchronously (slow joiner): publish until seen.
+    for i in range(100):
+        publisher.publish("worker.x.ready", {"i": i})
+        publisher.publish("trace.claude.recorded", {"trace_id": "t1"})
+        await asyncio.sleep(0.02)
+        if len(got) >= 1 and len(got_all) >= 2:
+            break
+    await asyncio.wait_for(collecting, 2)
+    assert got == [("trace.claude.recorded", {"trace_id": "t1"})]
+    assert {topic for topic, _ in got_all} <= {"worker.x.ready", "trace.claude.recorded"}
+    for closable in (traces, everything, publisher):
+        closable.close()

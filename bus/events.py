@@ -1,0 +1,53 @@
+"""Event fan-out helpers: publish to the broker's XSUB, subscribe at its XPUB (PROTOCOL.md, Events).
+
+Events are best effort (PUB/SUB); what must not be lost travels as an acknowledged request.
+Topics are `<kind>.<name>.<event>`, bodies msgpack maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from bus import frames
+
+
+class Publisher:
+    def __init__(self, endpoint: str, ctx: zmq.asyncio.Context | None = None) -> None:
+        self._sock = (ctx or zmq.asyncio.Context.instance()).socket(zmq.PUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(endpoint)
+
+    def publish(self, topic: str, body: dict[str, Any]) -> None:
+        try:
+            self._sock.send_multipart([topic.encode(), frames.pack(body)], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # nobody keeping up: best effort by design
+
+    def close(self) -> None:
+        self._sock.close(0)
+
+
+class Subscriber:
+    def __init__(self, endpoint: str, *prefixes: str, ctx: zmq.asyncio.Context | None = None) -> None:
+        self._sock = (ctx or zmq.asyncio.Context.instance()).socket(zmq.SUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        for prefix in prefixes or ("",):
+            self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        self._sock.connect(endpoint)
+
+    async def __aiter__(self) -> AsyncIterator[tuple[str, Any]]:
+        while True:
+            msg = await self._sock.recv_multipart()
+            if len(msg) != 2:
+                continue  # not ours: drop
+            try:
+                yield msg[0].decode(), frames.unpack(msg[1])
+            except (UnicodeDecodeError, ValueError):
+                continue
+
+    def close(self) -> None:
+        self._sock.close(0)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from bus import frames
 from bus.errors import BusError
+from bus.transport import AsyncDealer
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,12 @@ class _Call:
 
 
 class BusClient:
-    def __init__(self, endpoint: str, ctx: zmq.asyncio.Context | None = None) -> None:
+    def __init__(self, endpoint: str, ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
         self.endpoint = endpoint
-        self.ctx = ctx or zmq.asyncio.Context.instance()
+        self.ctx = ctx or zmq.Context.instance()
         self._ids = itertools.count(1)
         self._calls: dict[int, _Call] = {}
-        self._sock: zmq.asyncio.Socket | None = None
-        self._receiver: asyncio.Task[None] | None = None
+        self._dealer: AsyncDealer | None = None
         self._heartbeater: asyncio.Task[None] | None = None
         self._last_heard = time.monotonic()
 
@@ -49,13 +48,12 @@ class BusClient:
         self._heartbeater = asyncio.create_task(self._heartbeat())
 
     async def close(self) -> None:
-        tasks = [t for t in (self._receiver, self._heartbeater) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._heartbeater is not None:
+            self._heartbeater.cancel()
+            await asyncio.gather(self._heartbeater, return_exceptions=True)
         self._fail_all(BusError(frames.UNAVAILABLE, "bus client closed"))
-        if self._sock is not None:
-            self._sock.close(0)
+        if self._dealer is not None:
+            self._dealer.close()
 
     async def __aenter__(self) -> BusClient:
         await self.start()
@@ -65,19 +63,11 @@ class BusClient:
         await self.close()
 
     def _connect(self) -> None:
-        if self._sock is not None:
-            self._sock.close(0)
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue a request towards an absent broker
-        sock.setsockopt(zmq.SNDHWM, 0)
-        sock.setsockopt(zmq.RCVHWM, 0)
-        sock.connect(self.endpoint)
-        self._sock = sock
+        if self._dealer is not None:
+            self._dealer.close()
+        # IMMEDIATE: never queue a request towards an absent broker (a late tool call is worse).
+        self._dealer = AsyncDealer(self.ctx, self.endpoint, self._on_message, immediate=True)
         self._last_heard = time.monotonic()
-        if self._receiver is not None:
-            self._receiver.cancel()
-        self._receiver = asyncio.create_task(self._receive(sock))
 
     async def request(
         self,
@@ -112,17 +102,16 @@ class BusClient:
 
     def _try_send(self, msg: list[bytes]) -> bool:
         """Send now if the broker is connected; False if not (IMMEDIATE: nothing was queued)."""
-        assert self._sock is not None
-        result = self._sock.send_multipart(msg, flags=zmq.NOBLOCK)
-        return not (result.done() and result.exception() is not None)
+        return self._dealer is not None and self._dealer.send(msg)
 
     async def _send_when_connected(self, msg: list[bytes], wait: float) -> None:
         # Just after start or a broker restart the connection may still be handshaking.
-        assert self._sock is not None
-        try:
-            await asyncio.wait_for(self._sock.send_multipart(msg), wait)
-        except (TimeoutError, zmq.ZMQError):
-            raise BusError(frames.UNAVAILABLE, "broker unavailable") from None
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            await asyncio.sleep(0.005)
+            if self._try_send(msg):
+                return
+        raise BusError(frames.UNAVAILABLE, "broker unavailable")
 
     def _send_quietly(self, msg: list[bytes]) -> None:
         self._try_send(msg)
@@ -139,16 +128,8 @@ class BusClient:
             if not call.future.done():
                 call.future.set_exception(error)
 
-    async def _receive(self, sock: zmq.asyncio.Socket) -> None:
-        while True:
-            msg = await sock.recv_multipart()
-            self._last_heard = time.monotonic()
-            try:
-                self._on_message(msg)
-            except Exception:
-                log.exception("dropping bad message from broker")
-
     def _on_message(self, msg: list[bytes]) -> None:
+        self._last_heard = time.monotonic()
         if len(msg) < 3 or msg[0] != frames.PROTOCOL:
             return
         command = msg[1]

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from bus import frames
 from bus.errors import BusError
+from bus.transport import AsyncDealer
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class BusWorker:
         capacity: int = 1,
         slot: str | None = None,
         meta: Any = None,
-        ctx: zmq.asyncio.Context | None = None,
+        ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.service = service
@@ -67,10 +67,11 @@ class BusWorker:
         self.capacity = capacity
         self.slot = slot
         self.meta = meta
-        self.ctx = ctx or zmq.asyncio.Context.instance()
-        self._sock: zmq.asyncio.Socket | None = None
+        self.ctx = ctx or zmq.Context.instance()
+        self._dealer: AsyncDealer | None = None
         self._tasks: dict[tuple[bytes, int], asyncio.Task[None]] = {}
         self._stopping = False
+        self._heard = 0.0
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
@@ -80,39 +81,22 @@ class BusWorker:
 
     def stop(self) -> None:
         self._stopping = True
-        if self._sock is not None:
-            self._send(frames.DISCONNECT, {})
+        self._send(frames.DISCONNECT, {})
 
     def update_meta(self, meta: Any) -> None:
         self.meta = meta
-        if self._sock is not None:
-            self._send(frames.UPDATE, {}, frames.pack(meta))
+        self._send(frames.UPDATE, {}, frames.pack(meta))
 
     async def _session(self) -> None:
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, 0)
-        sock.setsockopt(zmq.RCVHWM, 0)
-        sock.connect(self.endpoint)
-        self._sock = sock
+        self._dealer = AsyncDealer(self.ctx, self.endpoint, self._on_message)
         self._ready()
         interval = frames.HEARTBEAT_INTERVAL
-        heard = time.monotonic()
-        next_beat = heard + interval
+        self._heard = time.monotonic()
         try:
             while not self._stopping:
-                if await sock.poll(timeout=max(0, int((next_beat - time.monotonic()) * 1000)), flags=zmq.POLLIN):
-                    heard = time.monotonic()
-                    while True:  # drain what is queued
-                        future = sock.recv_multipart(flags=zmq.NOBLOCK)
-                        if future.exception() is not None:
-                            break
-                        self._on_message(future.result())
-                now = time.monotonic()
-                if now >= next_beat:
-                    self._send(frames.HEARTBEAT, {})
-                    next_beat = now + interval
-                if now - heard > interval * frames.LIVENESS:
+                await asyncio.sleep(interval)
+                self._send(frames.HEARTBEAT, {})
+                if time.monotonic() - self._heard > interval * frames.LIVENESS:
                     log.warning("%s: broker silent, reconnecting", self.service)
                     break
         finally:
@@ -120,8 +104,8 @@ class BusWorker:
             for task in self._tasks.values():
                 task.cancel()  # the broker has already failed these requests
             self._tasks.clear()
-            sock.close(0)
-            self._sock = None
+            self._dealer.close()
+            self._dealer = None
 
     def _ready(self) -> None:
         header: dict[str, Any] = {"s": self.service, "n": self.capacity}
@@ -131,14 +115,15 @@ class BusWorker:
         self.connected.set()
 
     def _send(self, command: bytes, header: dict[str, Any], body: bytes | None = None) -> None:
-        if self._sock is None:
+        if self._dealer is None:
             return
         msg = [frames.PROTOCOL, command, frames.pack(header)]
         if body is not None:
             msg.append(body)
-        self._sock.send_multipart(msg, flags=zmq.NOBLOCK)
+        self._dealer.send(msg)
 
     def _on_message(self, msg: list[bytes]) -> None:
+        self._heard = time.monotonic()
         if len(msg) < 3 or msg[0] != frames.PROTOCOL:
             log.warning("%s: dropping malformed message", self.service)
             return

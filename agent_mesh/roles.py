@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
+from collections.abc import Coroutine
+from typing import Any
+
+import uvloop
 
 from agent_mesh.config import LoadedConfig
 from bus.endpoints import Endpoints
 
 ROLES = ("broker", "gateway", "policy", "tracer", "upstream")
+
+
+def _run(main: Coroutine[Any, Any, Any]) -> Any:
+    # uvloop: a cheaper event loop per wakeup, which is most of what these processes do.
+    return uvloop.run(main)
 
 
 def endpoints_for(loaded: LoadedConfig, connect: str | None) -> Endpoints:
@@ -40,18 +48,18 @@ def run_role(
     elif role == "tracer":
         from workers import tracer
 
-        asyncio.run(tracer.run(endpoints.requests, endpoints.events_in, loaded.state_dir() / "traces.db", loaded.trace_path))
+        _run(tracer.run(endpoints.requests, endpoints.events_in, loaded.state_dir() / "traces.db", loaded.trace_path))
     elif role == "policy":
         from workers import policy
 
-        asyncio.run(policy.run(endpoints.requests, list(config.policies), slot=f"policy:{slot}"))
+        _run(policy.run(endpoints.requests, list(config.policies), slot=f"policy:{slot}"))
     elif role == "upstream":
         from workers import upstream
 
         spec = config.server(server or "")
         if spec is None:
             sys.exit(f"agent-mesh run upstream: no mcp_servers entry named {server!r} in {loaded.path}")
-        sys.exit(asyncio.run(upstream.run(endpoints.requests, spec, slot=f"{spec.name}:{slot}",
+        sys.exit(_run(upstream.run(endpoints.requests, spec, slot=f"{spec.name}:{slot}",
                                               default_cwd=str(loaded.path.parent))))
     elif role == "gateway":
         import uvicorn
@@ -60,6 +68,6 @@ def run_role(
 
         app = create_app(loaded, endpoints.requests)
         uvicorn.run(app, host=config.host, port=port or config.port, log_level="warning",
-                    access_log=False, lifespan="on")
+                    access_log=False, lifespan="on", loop="uvloop", http="httptools")
     else:
         sys.exit(f"agent-mesh run: unknown role {role!r} (one of {', '.join(ROLES)})")

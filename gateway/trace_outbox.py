@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 MAX_BACKLOG = 200_000  # past this new records are dropped, loudly (memory is finite)
 RETRY_DELAY = 0.2
+LINGER = 0.02  # let records gather into one batch: one bus round trip per batch, not per call
 
 
 class TraceOutbox:
@@ -60,6 +61,8 @@ class TraceOutbox:
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
+            if len(self._queue) < MAX_BATCH:
+                await asyncio.sleep(LINGER)
             self._wakeup.clear()
             while self._queue:
                 batch = [self._queue[i] for i in range(min(MAX_BATCH, len(self._queue)))]

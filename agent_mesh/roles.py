@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -16,8 +18,22 @@ ROLES = ("broker", "gateway", "policy", "tracer", "upstream")
 
 
 def _run(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run a role's main coroutine; SIGTERM/SIGINT cancel it so its `finally` blocks clean up
+    (an upstream worker closes its MCP server properly instead of leaving it to stdin EOF)."""
+
+    async def guarded() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await main
+        except asyncio.CancelledError:
+            return 0
+
     # uvloop: a cheaper event loop per wakeup, which is most of what these processes do.
-    return uvloop.run(main)
+    return uvloop.run(guarded())
 
 
 def endpoints_for(loaded: LoadedConfig, connect: str | None) -> Endpoints:

@@ -81,16 +81,21 @@ async def run(endpoint: str, server: McpServer, slot: str, default_cwd: str | No
     except Exception as exc:
         log.error("%s: upstream failed to start: %s", server.name, exc)
         return 1
-    service = UpstreamService(server, client)
-    log.info("%s: upstream ready with %d tools", server.name, len(service.tool_names))
-    worker = BusWorker(endpoint, upstream_service(server.name), service.handle, capacity=CAPACITY,
-                       slot=slot, meta=service.meta())
-    serving = asyncio.create_task(worker.run())
-    upstream_lost = asyncio.create_task(client.closed.wait())
-    await asyncio.wait({serving, upstream_lost}, return_when=asyncio.FIRST_COMPLETED)
-    log.error("%s: upstream connection lost; exiting so supervisord restarts this worker", server.name)
-    worker.stop()
-    serving.cancel()
-    await asyncio.gather(serving, return_exceptions=True)
-    await client.close()
+    try:
+        service = UpstreamService(server, client)
+        log.info("%s: upstream ready with %d tools", server.name, len(service.tool_names))
+        worker = BusWorker(endpoint, upstream_service(server.name), service.handle, capacity=CAPACITY,
+                           slot=slot, meta=service.meta())
+        serving = asyncio.create_task(worker.run())
+        upstream_lost = asyncio.create_task(client.closed.wait())
+        try:
+            await asyncio.wait({serving, upstream_lost}, return_when=asyncio.FIRST_COMPLETED)
+            log.error("%s: upstream connection lost; exiting so supervisord restarts this worker", server.name)
+        finally:
+            worker.stop()
+            for task in (serving, upstream_lost):
+                task.cancel()
+            await asyncio.gather(serving, upstream_lost, return_exceptions=True)
+    finally:
+        await client.close()
     return 1

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -27,9 +28,12 @@ class Mesh:
         self.env = {**os.environ, "AGENT_MESH_HOME": str(self.home)}
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._ready: Callable[[dict[str, Any]], bool] | None = None
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
-    def start(self, timeout: float = 30) -> Mesh:
+    def start(self, timeout: float = 30, ready: Callable[[dict[str, Any]], bool] | None = None) -> Mesh:
+        """Start and wait until /health says ok (or `ready(health_json)` holds)."""
+        self._ready = ready
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent_mesh", "serve", "--config", str(self.config_path)],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -46,9 +50,12 @@ class Mesh:
         if self.proc.poll() is not None:
             raise AssertionError(f"agent-mesh serve exited: {self.proc.stdout.read().decode() if self.proc.stdout else ''}")
         try:
-            return self.http.get("/health").status_code == 200
+            response = self.http.get("/health")
         except httpx.HTTPError:
             return False
+        if self._ready is not None:
+            return self._ready(response.json())
+        return response.status_code == 200
 
     @property
     def state(self) -> Path:

@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the mesh under supervisord (foreground; Ctrl-C stops it)")
     serve.add_argument("--config", default=DEFAULT_CONFIG)
     serve.add_argument("--port", type=int)
+    serve.add_argument("--embedded", action="store_true", help=argparse.SUPPRESS)  # started by --mcp
 
     check = sub.add_parser("check", help="validate a config file and print its warnings")
     check.add_argument("--config", default=DEFAULT_CONFIG)
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         from agent_mesh.launcher import serve
 
-        serve(_load(args.config), port=args.port)
+        serve(_load(args.config), port=args.port, embedded=args.embedded)
     elif args.command == "check":
         loaded = _load(args.config)
         for warning in loaded.warnings:

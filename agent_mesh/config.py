@@ -177,6 +177,10 @@ class Config(_Section):
     openapi: list[OpenApiSource] = Field(default_factory=list)
     policies: list[Policy] = Field(default_factory=list)
     policy_workers: int = Field(default=1, ge=1, le=64)  # extension: policy worker processes
+    # extension: a mesh started by `--mcp` stops this long after its last client left
+    grace_seconds: float = Field(default=10.0, ge=0)
+    # extension: Origin values accepted on /mcp besides the mesh's own host (DNS rebinding guard)
+    allowed_origins: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:

@@ -50,7 +50,7 @@ stdout_logfile_backups=3
 """
 
 
-def supervisor_conf(loaded: LoadedConfig, state: Path, port: int | None = None) -> str:
+def supervisor_conf(loaded: LoadedConfig, state: Path, port: int | None = None, embedded: bool = False) -> str:
     """The supervisord configuration for this mesh (pure: returns text)."""
     config = loaded.config
     logs = state / "logs"
@@ -91,6 +91,8 @@ serverurl=unix://{q(state / 'supervisor.sock')}
                          logs, priority=40, numprocs=server.workers)
     gateway = ["gateway"] + (["--port", str(port)] if port else [])
     text += _program("gateway", cmd(*gateway), logs, priority=50, stopwaitsecs=10)
+    if embedded:  # started by `--mcp`: stop when the last attached client has left
+        text += _program("lifecycle", cmd("lifecycle"), logs, priority=60)
     return text
 
 
@@ -104,7 +106,7 @@ def running_pid(state: Path) -> int | None:
     return pid
 
 
-def serve(loaded: LoadedConfig, port: int | None = None) -> None:
+def serve(loaded: LoadedConfig, port: int | None = None, embedded: bool = False) -> None:
     """Replace this process with supervisord running the mesh. Does not return."""
     state = loaded.state_dir()
     (state / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -112,7 +114,7 @@ def serve(loaded: LoadedConfig, port: int | None = None) -> None:
     if pid is not None:
         sys.exit(f"agent-mesh: a mesh for {loaded.path} is already running (supervisord pid {pid}, state {state})")
     conf = state / CONF_NAME
-    conf.write_text(supervisor_conf(loaded, state, port))
+    conf.write_text(supervisor_conf(loaded, state, port, embedded))
     for warning in loaded.warnings:
         print(f"agent-mesh: warning: {warning}", file=sys.stderr)
     host, shown_port = loaded.config.host, port or loaded.config.port

@@ -14,7 +14,7 @@ import uvloop
 from agent_mesh.config import LoadedConfig
 from bus.endpoints import Endpoints
 
-ROLES = ("broker", "gateway", "policy", "tracer", "upstream")
+ROLES = ("broker", "gateway", "policy", "tracer", "upstream", "lifecycle")
 
 
 def _run(main: Coroutine[Any, Any, Any]) -> Any:
@@ -85,5 +85,11 @@ def run_role(
         app = create_app(loaded, endpoints.requests)
         uvicorn.run(app, host=config.host, port=port or config.port, log_level="warning",
                     access_log=False, lifespan="on", loop="uvloop", http="httptools")
+    elif role == "lifecycle":
+        from agent_mesh.attach import watch_leases
+
+        watch_leases(loaded.state_dir(), config.grace_seconds)
+        # Stay up while supervisord stops the tree: exiting now would only get us restarted.
+        signal.pause()
     else:
         sys.exit(f"agent-mesh run: unknown role {role!r} (one of {', '.join(ROLES)})")

@@ -19,13 +19,10 @@ from starlette.routing import Route
 
 import agent_mesh
 from agent_mesh.config import LoadedConfig
-from bus.client import BusClient
 from bus.errors import BusError
 from bus.messages import POLICY, TRACES, TraceQuery
-from gateway.catalog import Catalog
+from gateway.frontend import FrontEnd
 from gateway.identity import IdentityError, agent_from_authorization
-from gateway.pipeline import Pipeline
-from gateway.trace_outbox import TraceOutbox
 
 MAX_BODY_BYTES = 1 << 20
 
@@ -34,30 +31,16 @@ def error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
-class Gateway:
-    """State shared by the routes: one bus client, the catalogue, the trace outbox, the pipeline."""
-
-    def __init__(self, loaded: LoadedConfig, bus_endpoint: str) -> None:
-        self.loaded = loaded
-        config = loaded.config
-        self.client = BusClient(bus_endpoint)
-        self.catalog = Catalog(self.client, [s.name for s in config.mcp_servers])
-        self.outbox = TraceOutbox(self.client)
-        self.pipeline = Pipeline(
-            self.client, self.catalog, self.outbox, {s.name: s.timeout_seconds for s in config.mcp_servers}
-        )
+class Gateway(FrontEnd):
+    """The routes, on the front-end's bus client, catalogue, trace outbox and pipeline."""
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        await self.client.start()
-        self.outbox.start()
-        self.catalog.start()
+        await self.start()
         try:
             yield
         finally:
-            await self.catalog.stop()
-            await self.outbox.stop()
-            await self.client.close()
+            await self.stop()
 
     # -- routes --------------------------------------------------------------------------------
 

@@ -1,0 +1,107 @@
+"""Attach-or-start: front-ends started per client (`agent-mesh --mcp`) share one mesh per config.
+
+The first connector starts the mesh detached (its own session, output to the state dir's logs)
+in *embedded* mode; later ones find it running and attach to its bus. Each attached client holds
+a lease file `clients/<pid>` in the state dir; the embedded mesh's `lifecycle` process stops the
+mesh `grace_seconds` after the last lease is gone (a mesh started by `serve` never stops by itself).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agent_mesh.config import LoadedConfig
+from agent_mesh.launcher import running_pid
+from bus.endpoints import Endpoints
+
+START_TIMEOUT = 60.0
+
+
+class AttachError(RuntimeError):
+    pass
+
+
+def clients_dir(state: Path) -> Path:
+    return state / "clients"
+
+
+def live_clients(state: Path) -> list[int]:
+    """Pids holding a lease; stale leases (dead pids) are removed on the way."""
+    pids = []
+    directory = clients_dir(state)
+    if not directory.is_dir():
+        return []
+    for lease in directory.iterdir():
+        try:
+            pid = int(lease.name)
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            lease.unlink(missing_ok=True)
+            continue
+        except PermissionError:
+            pass  # alive, someone else's
+        pids.append(pid)
+    return pids
+
+
+def take_lease(state: Path) -> Path:
+    directory = clients_dir(state)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lease = directory / str(os.getpid())
+    lease.touch()
+    return lease
+
+
+def ensure_mesh(loaded: LoadedConfig) -> Endpoints:
+    """Return the bus endpoints of this config's mesh, starting it (embedded) if none runs.
+
+    Takes a lease for this process first, so a mesh that is about to stop for lack of clients
+    sees us. Concurrent starters are serialised by a lock file: only one mesh per config.
+    """
+    state = loaded.state_dir()
+    endpoints = Endpoints.in_dir(state)
+    take_lease(state)
+    with open(state / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if running_pid(state) is None:
+            _start_detached(loaded, state)
+    return endpoints
+
+
+def _start_detached(loaded: LoadedConfig, state: Path) -> None:
+    logs = state / "logs"
+    logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(logs / "embedded-start.log", "ab") as out:
+        # New session: Claude's Ctrl-C or closing our stdio must not signal the mesh directly.
+        subprocess.Popen(
+            [sys.executable, "-m", "agent_mesh", "serve", "--config", str(loaded.path), "--embedded"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True,
+            env={**os.environ, "AGENT_MESH_HOME": str(state.parent)},
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if running_pid(state) is not None and (state / "bus.ipc").exists():
+            return
+        time.sleep(0.05)
+    raise AttachError(f"the mesh for {loaded.path} did not start in {START_TIMEOUT:.0f}s; see {logs}")
+
+
+def watch_leases(state: Path, grace: float, interval: float = 0.5) -> None:
+    """The embedded mesh's `lifecycle` process: stop supervisord once no client is left."""
+    idle_since: float | None = None
+    while True:
+        if live_clients(state):
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= grace:
+            pid = running_pid(state)
+            if pid is not None:
+                os.kill(pid, 15)  # supervisord stops the whole tree
+            return
+        time.sleep(interval)

@@ -1,0 +1,33 @@
+"""What every front-end process (HTTP gateway, stdio connector) holds: one bus client, the tool
+catalogue, the trace outbox and the call pipeline built on them."""
+
+from __future__ import annotations
+
+from agent_mesh.config import LoadedConfig
+from bus.client import BusClient
+from gateway.catalog import Catalog
+from gateway.pipeline import Pipeline
+from gateway.trace_outbox import TraceOutbox
+
+
+class FrontEnd:
+    def __init__(self, loaded: LoadedConfig, bus_endpoint: str) -> None:
+        self.loaded = loaded
+        config = loaded.config
+        self.client = BusClient(bus_endpoint)
+        self.catalog = Catalog(self.client, [s.name for s in config.mcp_servers])
+        self.outbox = TraceOutbox(self.client)
+        self.pipeline = Pipeline(
+            self.client, self.catalog, self.outbox, {s.name: s.timeout_seconds for s in config.mcp_servers}
+        )
+
+    async def start(self) -> None:
+        await self.client.start()
+        self.outbox.start()
+        self.catalog.start()
+        await self.catalog.refresh()
+
+    async def stop(self) -> None:
+        await self.catalog.stop()
+        await self.outbox.stop()  # flushes what is queued: traces are not lost on a clean stop
+        await self.client.close()

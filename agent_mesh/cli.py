@@ -42,10 +42,22 @@ def _load(path: str) -> LoadedConfig:
         sys.exit(f"agent-mesh: {exc}")
 
 
+def _mcp_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agent-mesh --mcp", description="stdio MCP front-end (Claude Code)")
+    parser.add_argument("--mcp", action="store_true", required=True)
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--mcp-agent", default="claude", help="agent id of this session (default claude)")
+    parser.add_argument("--mcp-session-id", help="session id recorded in traces (default: generated)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--mcp" in argv:
-        sys.exit("agent-mesh: --mcp (stdio MCP front-end) is not implemented yet; use the HTTP API")
+        args = _mcp_parser().parse_args(argv)
+        from gateway import stdio
+
+        sys.exit(stdio.main(_load(args.config), args.mcp_agent, args.mcp_session_id))
     # Plain `agent-mesh --config c.yaml [--port N]` is `serve` (compatibility with the Go CLI).
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "serve")

@@ -1,0 +1,148 @@
+"""The stdio MCP front-end driven by the official SDK client, as Claude Code would: attach-or-start,
+tools/list passthrough, calls through policy, progress, two sessions sharing one mesh, lifecycle."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import mcp_types as types
+import pytest
+import yaml
+from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
+from pydantic import TypeAdapter
+
+from agent_mesh.config import load_config
+from agent_mesh.launcher import running_pid
+from tests.support import alive, descendants, free_port, npm_server, wait_until
+from workers.mcp_client import UpstreamClient, UpstreamSpec
+
+
+_RAW = TypeAdapter(dict[str, Any])  # read results as sent, not through the SDK's models
+
+
+class Setup:
+    def __init__(self, tmp: Path) -> None:
+        self.home = tmp / "home"
+        self.port = free_port()
+        self.config_path = tmp / "mesh.yaml"
+        self.config_path.write_text(yaml.safe_dump({
+            "port": self.port,
+            "grace_seconds": 1,
+            "trace_file": "traces.jsonl",
+            "mcp_servers": [{"name": "everything", "command": npm_server("everything"), "args": ["stdio"]}],
+            "policies": [
+                {"name": "claude", "agent": "claude", "rules": [
+                    {"tools": ["everything.get-env"], "action": "deny"},
+                    {"tools": ["everything.*"], "action": "allow"},
+                ]},
+                {"name": "default", "agent": "*", "rules": [{"tools": ["*"], "action": "deny"}]},
+            ],
+        }))
+        self.env = {**os.environ, "AGENT_MESH_HOME": str(self.home)}
+        self.state = self.home / load_config(self.config_path).config_hash
+
+    def params(self, *extra: str) -> StdioServerParameters:
+        return StdioServerParameters(command=sys.executable,
+                                     args=["-m", "agent_mesh", "--mcp", "--config", str(self.config_path), *extra],
+                                     env=self.env, cwd=str(self.config_path.parent))
+
+    @asynccontextmanager
+    async def client(self, *extra: str, **kw: Any) -> AsyncIterator[Client]:
+        async with Client(self.params(*extra), mode="legacy", **kw) as client:
+            yield client
+
+    def mesh_pid(self) -> int | None:
+        return running_pid(self.state)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    s = Setup(tmp_path)
+    yield s
+    pid = s.mesh_pid()
+    if pid is not None:  # a test failed before the lifecycle could stop it: do not leak the mesh
+        tree = descendants(pid)
+        os.kill(pid, 15)
+        wait_until(lambda: not alive(pid), 20, "mesh stopped")
+        assert not [p for p in tree if alive(p)]
+
+
+async def _upstream_tools() -> dict[str, dict[str, Any]]:
+    async with UpstreamClient(UpstreamSpec(name="e", transport="stdio", command=npm_server("everything"),
+                                           args=("stdio",))) as direct:
+        return {t["name"]: t for t in direct.tools}
+
+
+async def test_tools_calls_policy_and_progress(setup: Setup) -> None:
+    direct = await _upstream_tools()
+    progress: list[tuple[float, float | None]] = []
+    async with setup.client("--mcp-session-id", "sess-1") as client:
+        listed = (await client.session.send_request(types.ListToolsRequest(params=None), _RAW))["tools"]
+        by_name = {t["name"]: t for t in listed}
+        # Every upstream tool, prefixed, its schema untouched.
+        for name, tool in direct.items():
+            assert by_name[f"everything.{name}"]["inputSchema"] == tool["inputSchema"]
+        assert {"mesh.catalog", "grant.create", "approval.pending", "approval.resolve"} <= set(by_name)
+
+        result = await client.call_tool("everything.echo", {"message": "hello mesh"})
+        assert not result.is_error
+        assert result.content[0].text == "Echo: hello mesh"
+
+        denied = await client.call_tool("everything.get-env", {})
+        assert denied.is_error and "denied by policy claude" in denied.content[0].text
+
+        with pytest.raises(MCPError) as unknown:
+            await client.call_tool("everything.nope", {})
+        assert "unknown tool everything.nope" in str(unknown.value)
+
+        async def on_progress(value: float, total: float | None, message: str | None) -> None:
+            progress.append((value, total))
+
+        long = await client.call_tool("everything.trigger-long-running-operation", {"duration": 1, "steps": 3},
+                                      progress_callback=on_progress)
+        assert not long.is_error
+        assert [p for p, _ in progress] == [1, 2, 3] and progress[-1][1] == 3
+
+        catalog = await client.call_tool("mesh.catalog", {})
+        actions = {t["tool"]: t["action"] for t in catalog.structured_content["servers"]["everything"]}
+        assert actions["everything.get-env"] == "deny" and actions["everything.echo"] == "allow"
+
+        grant = await client.call_tool("grant.create", {"tools": ["everything.*"], "duration": "1h"})
+        assert grant.is_error and "not implemented yet" in grant.content[0].text
+
+    # The calls are traced with the session id, in the mesh's one trace store.
+    port = setup.port
+    traces = httpx.get(f"http://127.0.0.1:{port}/traces", params={"session": "sess-1"}, timeout=5).json()["traces"]
+    tools = {t["tool"] for t in traces}
+    assert {"everything.echo", "everything.get-env", "everything.trigger-long-running-operation"} <= tools
+
+
+async def test_two_sessions_share_one_mesh_that_stops_after_the_last(setup: Setup) -> None:
+    async with setup.client("--mcp-session-id", "a") as first:
+        mesh = setup.mesh_pid()
+        assert mesh is not None
+        tree = descendants(mesh)
+        async with setup.client("--mcp-agent", "other", "--mcp-session-id", "b") as second:
+            assert setup.mesh_pid() == mesh  # attached, no second mesh
+            assert (await first.call_tool("everything.echo", {"message": "one"})).content[0].text == "Echo: one"
+            other = await second.call_tool("everything.echo", {"message": "two"})
+            assert other.is_error and "denied by policy default" in other.content[0].text
+        # One client left: the mesh stays.
+        await anyio.sleep(1.5)
+        assert setup.mesh_pid() == mesh
+        assert (await first.call_tool("everything.echo", {"message": "three"})).content[0].text == "Echo: three"
+    wait_until(lambda: not alive(mesh), 20, "the mesh to stop after its last client left")
+    wait_until(lambda: not [p for p in tree if alive(p)], 10, "no process of the mesh left")
+    sessions = {}
+    for line in (setup.config_path.parent / "traces.jsonl").read_text().splitlines():
+        record = yaml.safe_load(line)
+        sessions.setdefault(record["session_id"], set()).add(record["agent_id"])
+    assert sessions["a"] == {"claude"} and sessions["b"] == {"other"}

@@ -23,6 +23,7 @@ from bus.errors import BusError
 from bus.messages import POLICY, TRACES, TraceQuery
 from gateway.frontend import FrontEnd
 from gateway.identity import IdentityError, agent_from_authorization
+from gateway.mcp_http import McpHttp
 
 MAX_BODY_BYTES = 1 << 20
 
@@ -34,11 +35,16 @@ def error(status: int, message: str, **extra: Any) -> JSONResponse:
 class Gateway(FrontEnd):
     """The routes, on the front-end's bus client, catalogue, trace outbox and pipeline."""
 
+    def __init__(self, loaded: LoadedConfig, bus_endpoint: str) -> None:
+        super().__init__(loaded, bus_endpoint)
+        self.mcp_http = McpHttp(self)
+
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.start()
         try:
-            yield
+            async with self.mcp_http.lifespan():
+                yield
         finally:
             await self.stop()
 
@@ -156,6 +162,7 @@ def create_app(loaded: LoadedConfig, bus_endpoint: str) -> Starlette:
         Route("/traces", gw.traces, methods=["GET"]),
         Route("/health", gw.health, methods=["GET"]),
         Route("/version", gw.version, methods=["GET"]),
+        Route("/mcp", gw.mcp_http),  # ASGI endpoint: POST, GET and DELETE per the MCP transport
     ]
     app = Starlette(
         routes=routes,

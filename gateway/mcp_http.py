@@ -1,0 +1,105 @@
+"""MCP Streamable HTTP at `/mcp` (POST / GET / DELETE per the MCP transport spec), for remote and
+cloud agents. The SDK's session manager does the transport; this module owns the HTTP edge:
+agent identity from the bearer, Origin/Host checks against DNS rebinding, and a session bound
+to the agent that opened it. Its errors are JSON-RPC errors in JSON, like the SDK's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+from mcp.server import ServerRequestContext
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from gateway.frontend import FrontEnd
+from gateway.identity import IdentityError, agent_from_authorization
+from gateway.mcp_server import MeshMcp
+
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+
+
+def rpc_error(status: int, code: int, message: str) -> JSONResponse:
+    return JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}},
+                        status_code=status)
+
+
+class McpHttp:
+    def __init__(self, frontend: FrontEnd) -> None:
+        config = frontend.loaded.config
+        self.allowed_origins = {f"http://{h}:{config.port}" for h in LOOPBACK} | set(config.allowed_origins)
+        self.allowed_hosts = {f"{h}:{config.port}" for h in (*LOOPBACK, config.host)} | {
+            urlsplit(origin).netloc for origin in config.allowed_origins}
+        self.server = MeshMcp(frontend, identify=self._identify).build()
+        self.manager = StreamableHTTPSessionManager(
+            app=self.server,
+            stateless=False,
+            json_response=False,  # SSE: progress notifications stream before the result
+            security_settings=TransportSecuritySettings(  # the SDK's own check, behind ours
+                enable_dns_rebinding_protection=True,
+                allowed_hosts=sorted(self.allowed_hosts),
+                allowed_origins=sorted(self.allowed_origins),
+            ),
+        )
+        self.endpoint = StreamableHTTPASGIApp(self.manager)
+        self._session_agents: dict[str, str] = {}
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        async with self.manager.run():
+            yield
+
+    def _identify(self, ctx: ServerRequestContext[Any, Any]) -> tuple[str, str]:
+        request = ctx.request
+        assert request is not None
+        agent = agent_from_authorization(request.headers.get("authorization"))  # checked in __call__
+        return agent, request.headers.get("mcp-session-id") or ctx.session._connection.session_id or ""
+
+    def _bind(self, session: str, agent: str) -> None:
+        if len(self._session_agents) >= 100_000:  # bounded: forget the oldest binding
+            del self._session_agents[next(iter(self._session_agents))]
+        self._session_agents[session] = agent
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope)
+        problem = self._check(headers)
+        if problem is not None:
+            await problem(scope, receive, send)
+            return
+        if "mcp-session-id" in headers:
+            await self.endpoint(scope, receive, send)
+            return
+        agent = agent_from_authorization(headers.get("authorization"))
+
+        async def bind_new_session(message: Any) -> None:
+            # The session id is born in the initialize response: bind it to the agent that asked.
+            if message["type"] == "http.response.start":
+                session = Headers(raw=message.get("headers", [])).get("mcp-session-id")
+                if session:
+                    self._bind(session, agent)
+            await send(message)
+
+        await self.endpoint(scope, receive, bind_new_session)
+
+    def _check(self, headers: Headers) -> JSONResponse | None:
+        origin = headers.get("origin")
+        if origin is not None and origin not in self.allowed_origins:
+            return rpc_error(403, -32600, f"Origin {origin!r} is not allowed (add it to allowed_origins)")
+        host = headers.get("host")
+        if host is not None and host not in self.allowed_hosts:
+            return rpc_error(421, -32600, f"Host {host!r} is not allowed")
+        try:
+            agent = agent_from_authorization(headers.get("authorization"))
+        except IdentityError as exc:
+            return rpc_error(401, -32600, str(exc))
+        session = headers.get("mcp-session-id")
+        owner = self._session_agents.get(session) if session else None
+        if owner is not None and owner != agent:
+            return rpc_error(403, -32600, f"session {session} belongs to another agent")
+        return None

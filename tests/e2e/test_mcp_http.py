@@ -1,0 +1,122 @@
+"""MCP Streamable HTTP at /mcp with the official SDK client, plus REST on the same mesh (config 5),
+and the HTTP edge's failure paths (bad Origin, bad auth, missing session id, garbage JSON-RPC)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+
+from tests.e2e.mesh import Mesh
+from tests.support import npm_server, wait_until
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    demo = tmp_path_factory.mktemp("demo")
+    (demo / "a.txt").write_text("alpha")
+    config = {
+        "allowed_origins": ["https://agents.example.com"],
+        "mcp_servers": [
+            {"name": "everything", "command": npm_server("everything"), "args": ["stdio"]},
+            {"name": "fs", "command": npm_server("filesystem"), "args": [str(demo)]},
+        ],
+        "policies": [
+            {"name": "cloud", "agent": "cloud-*", "rules": [
+                {"tools": ["everything.get-env"], "action": "deny"},
+                {"tools": ["*"], "action": "allow"}]},
+            {"name": "default", "agent": "*", "rules": [{"tools": ["*"], "action": "deny"}]},
+        ],
+    }
+    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
+    m.demo = demo  # type: ignore[attr-defined]
+    yield m
+    assert m.stop() == set()
+
+
+@asynccontextmanager
+async def mcp_client(mesh: Mesh, agent: str = "cloud-1") -> AsyncIterator[Client]:
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer agent:{agent}"})
+    async with http, Client(streamable_http_client(f"{mesh.url}/mcp", http_client=http), mode="legacy") as client:
+        yield client
+
+
+async def test_list_call_deny_progress_over_http(mesh: Mesh) -> None:
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async with mcp_client(mesh) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert {"everything.echo", "fs.read_text_file", "mesh.catalog"} <= names
+        echo = await client.call_tool("everything.echo", {"message": "over http"})
+        assert echo.content[0].text == "Echo: over http"
+        image = await client.call_tool("everything.get-tiny-image", {})
+        assert any(c.type == "image" and c.mime_type == "image/png" for c in image.content)
+        structured = await client.call_tool("everything.get-structured-content", {"location": "New York"})
+        assert structured.structured_content is not None and "temperature" in structured.structured_content
+        denied = await client.call_tool("everything.get-env", {})
+        assert denied.is_error and "denied by policy cloud" in denied.content[0].text
+        text = await client.call_tool("fs.read_text_file", {"path": str(mesh.demo / "a.txt")})  # type: ignore[attr-defined]
+        assert text.content[0].text == "alpha"
+        await client.call_tool("everything.trigger-long-running-operation", {"duration": 0.6, "steps": 2},
+                               progress_callback=on_progress)
+        assert progress == [1, 2]
+        with pytest.raises(MCPError):
+            await client.call_tool("nosuch.tool", {})
+
+
+async def test_rest_and_mcp_agents_share_one_mesh(mesh: Mesh) -> None:
+    async with mcp_client(mesh, agent="cloud-7") as client:
+        await client.call_tool("everything.echo", {"message": "from mcp"})
+    r = mesh.call("everything.echo", {"message": "from rest"}, agent="cloud-8")
+    assert r.status_code == 200 and r.json()["result"]["content"][0]["text"] == "Echo: from rest"
+
+    def agents() -> set[str]:
+        return {t["agent_id"] for t in mesh.http.get("/traces", params={"tool": "everything.echo"}).json()["traces"]}
+
+    wait_until(lambda: {"cloud-7", "cloud-8"} <= agents(), 5, "both agents in one trace store")
+    mcp_trace = mesh.http.get("/traces", params={"agent": "cloud-7"}).json()["traces"][0]
+    assert len(mcp_trace["session_id"]) == 32  # the MCP session id is recorded
+
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(("headers", "status", "needle"), [
+    ({"Origin": "http://evil.example"}, 403, "Origin 'http://evil.example' is not allowed"),
+    ({"Authorization": "Token abc"}, 401, "Bearer agent:<id>"),
+    ({"Host": "rebind.example:80"}, 421, "Host 'rebind.example:80' is not allowed"),
+])
+def test_edge_refusals_are_json_rpc_errors(mesh: Mesh, headers: dict[str, str], status: int, needle: str) -> None:
+    r = mesh.http.post("/mcp", json=INIT, headers={**MCP_HEADERS, **headers})
+    assert r.status_code == status
+    assert needle in r.json()["error"]["message"]
+
+
+def test_allowed_origin_missing_session_and_garbage(mesh: Mesh) -> None:
+    ok = mesh.http.post("/mcp", json=INIT, headers={**MCP_HEADERS, "Origin": "https://agents.example.com"})
+    assert ok.status_code == 200 and ok.headers["mcp-session-id"]
+    no_session = mesh.http.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=MCP_HEADERS)
+    assert no_session.status_code == 400 and "session" in no_session.json()["error"]["message"].lower()
+    garbage = mesh.http.post("/mcp", content=b"{not json", headers={**MCP_HEADERS, "mcp-session-id": ok.headers["mcp-session-id"]})
+    assert garbage.status_code == 400 and garbage.json()["error"]["code"] == -32700
+    # Someone else's session id is refused.
+    stolen = mesh.http.post("/mcp", json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"},
+                            headers={**MCP_HEADERS, "mcp-session-id": ok.headers["mcp-session-id"],
+                                     "Authorization": "Bearer agent:cloud-evil"})
+    assert stolen.status_code == 403
+    assert "belongs to another agent" in stolen.json()["error"]["message"]
+    # The mesh keeps serving.
+    assert mesh.http.get("/health").status_code == 200

@@ -22,6 +22,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--embedded", action="store_true", help=argparse.SUPPRESS)  # started by --mcp
 
+    connect = sub.add_parser("connect", help="stdio MCP relay to a mesh's /mcp (local or remote)")
+    connect.add_argument("--url", default="http://127.0.0.1:9090")
+    connect.add_argument("--agent", "--mcp-agent", dest="agent", default="claude", help="agent id (bearer)")
+
     check = sub.add_parser("check", help="validate a config file and print its warnings")
     check.add_argument("--config", default=DEFAULT_CONFIG)
 
@@ -66,6 +70,10 @@ def main(argv: list[str] | None = None) -> None:
         from agent_mesh.launcher import serve
 
         serve(_load(args.config), port=args.port, embedded=args.embedded)
+    elif args.command == "connect":
+        from gateway import connect
+
+        sys.exit(connect.main(args.url, args.agent))
     elif args.command == "check":
         loaded = _load(args.config)
         for warning in loaded.warnings:

@@ -120,3 +120,21 @@ def test_allowed_origin_missing_session_and_garbage(mesh: Mesh) -> None:
     assert "belongs to another agent" in stolen.json()["error"]["message"]
     # The mesh keeps serving.
     assert mesh.http.get("/health").status_code == 200
+
+
+async def test_connect_relays_stdio_to_the_mesh(mesh: Mesh) -> None:
+    import os
+    import sys
+
+    from mcp import StdioServerParameters
+
+    params = StdioServerParameters(command=sys.executable, env=dict(os.environ),
+                                   args=["-m", "agent_mesh", "connect", "--url", mesh.url, "--agent", "cloud-relay"])
+    async with Client(params, mode="legacy") as client:
+        assert "everything.echo" in {t.name for t in (await client.list_tools()).tools}
+        echo = await client.call_tool("everything.echo", {"message": "relayed"})
+        assert echo.content[0].text == "Echo: relayed"
+        denied = await client.call_tool("everything.get-env", {})
+        assert denied.is_error and "policy cloud" in denied.content[0].text
+    wait_until(lambda: len(mesh.http.get("/traces", params={"agent": "cloud-relay"}).json()["traces"]) == 2, 5,
+               "the relayed calls traced under the relay's agent id")

@@ -82,6 +82,15 @@ class _Section(BaseModel):
 class ApprovalConfig(_Section):
     timeout_seconds: int = Field(default=300, gt=0)
     notify_url: HttpUrl | None = None  # webhook POSTed when an approval becomes pending
+    # extension: Level-1 memory — auto-approve after this many human approvals of the same
+    # agent + tool + parameter shape; 0 turns it off
+    memory_threshold: int = Field(default=3, ge=0)
+
+
+class AuthConfig(_Section):
+    # extension: when set, approving, denying and granting over HTTP need this token
+    # (`X-Operator-Token: <token>`), so an agent cannot approve its own request
+    operator_token: str | None = Field(default=None, min_length=8)
 
 
 class SupervisorConfig(_Section):
@@ -171,6 +180,7 @@ class Config(_Section):
     otel_endpoint: Endpoint | None = None  # "stdout" or an OTLP/HTTP URL
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     policy_dir: str | None = None  # as written; see LoadedConfig.policy_dir_path
     mcp_servers: list[McpServer] = Field(default_factory=list)
     cli_tools: list[CliTool] = Field(default_factory=list)

@@ -84,6 +84,7 @@ serverurl=unix://{q(state / 'supervisor.sock')}
 """
     text += _program("broker", cmd("broker"), logs, priority=10)
     text += _program("tracer", cmd("tracer"), logs, priority=20)
+    text += _program("approval", cmd("approval"), logs, priority=25)
     text += _program("policy", cmd("policy", numbered=True), logs, priority=30,
                      numprocs=config.policy_workers)
     for server in config.mcp_servers:

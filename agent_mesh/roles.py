@@ -14,7 +14,7 @@ import uvloop
 from agent_mesh.config import LoadedConfig
 from bus.endpoints import Endpoints
 
-ROLES = ("broker", "gateway", "policy", "tracer", "upstream", "lifecycle")
+ROLES = ("broker", "gateway", "policy", "tracer", "approval", "upstream", "lifecycle")
 
 
 def _run(main: Coroutine[Any, Any, Any]) -> Any:
@@ -65,6 +65,10 @@ def run_role(
         from workers import tracer
 
         _run(tracer.run(endpoints.requests, endpoints.events_in, loaded.state_dir() / "traces.db", loaded.trace_path))
+    elif role == "approval":
+        from workers import approval
+
+        _run(approval.run(endpoints.requests, loaded.state_dir() / "state.db", config))
     elif role == "policy":
         from workers import policy
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # Service names.
 POLICY = "policy"
 TRACES = "traces"
+APPROVAL = "approval"  # ops: submit, wait, resolve, list, get, grant_create, grant_list, grant_revoke
 UPSTREAM_PREFIX = "upstream."
 
 
@@ -104,3 +105,43 @@ class TraceQuery(Body):
     tool: str | None = None  # glob, as in policies
     session_id: str | None = None
     limit: int = Field(default=100, ge=1, le=10_000)
+
+
+# -- MCP passthrough: upstream.<server> beyond tools/call ---------------------------------------
+# (MCP fidelity: resources, prompts, upstream log messages, list_changed.)
+#
+# `ToolCall` and `UpstreamRequest` partials: `{"progress": <notifications/progress params>}` and
+# `{"log": <notifications/message params>}`, in the order the upstream sent them. The MCP client
+# SDK does not say which request a log message relates to, so an upstream worker streams each
+# one to every call it has in flight at that moment (none in flight: the message is dropped).
+
+# MCP methods an upstream worker passes through with `UpstreamRequest`.
+PASSTHROUGH_LISTS = {  # list method → the result key holding its items
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+    "prompts/list": "prompts",
+}
+PASSTHROUGH_METHODS = frozenset({*PASSTHROUGH_LISTS, "resources/read", "prompts/get"})
+
+
+class UpstreamRequest(Body):
+    """→ `upstream.<server>`: one MCP request (one of `PASSTHROUGH_METHODS`) passed through as is.
+
+    List methods are answered as one page: the worker follows every `nextCursor` itself (a
+    `cursor` in `params` is ignored). Reply: `{"result": <the MCP result exactly as sent>}`, or
+    `{"error": {"code", "message", "data"?}}` when the upstream answered with a JSON-RPC error
+    (the request itself went fine; bus ERRORs are for timeouts, a dead upstream, bad bodies).
+    """
+
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout: float | None = None  # seconds; default: the server's timeout_seconds
+    progress: bool = False  # true: ask the upstream for progress and stream it as partials
+
+
+class UpstreamLiveMeta(UpstreamMeta):
+    """`UpstreamMeta` plus what front-ends need to notice list changes besides tools (whose
+    changes show in `tools`): how many `notifications/<kind>/list_changed` the upstream sent
+    since this worker started, per kind (`resources`, `prompts`). Sent again (UPDATE) on each."""
+
+    list_changes: dict[str, int] = Field(default_factory=dict)

@@ -18,7 +18,8 @@ class FrontEnd:
         self.catalog = Catalog(self.client, [s.name for s in config.mcp_servers])
         self.outbox = TraceOutbox(self.client)
         self.pipeline = Pipeline(
-            self.client, self.catalog, self.outbox, {s.name: s.timeout_seconds for s in config.mcp_servers}
+            self.client, self.catalog, self.outbox, {s.name: s.timeout_seconds for s in config.mcp_servers},
+            approval_timeout=config.approval.timeout_seconds,
         )
 
     async def start(self) -> None:

@@ -5,6 +5,7 @@ Owns the HTTP edge only (parsing, identity, status codes); the call itself is `P
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from starlette.routing import Route
 import agent_mesh
 from agent_mesh.config import LoadedConfig
 from bus.errors import BusError
-from bus.messages import POLICY, TRACES, TraceQuery
+from bus.messages import APPROVAL, POLICY, TRACES, TraceQuery
 from gateway.frontend import FrontEnd
 from gateway.identity import IdentityError, agent_from_authorization
 from gateway.mcp_http import McpHttp
@@ -68,8 +69,79 @@ class Gateway(FrontEnd):
             params,
             session_id=request.headers.get("x-session-id", ""),
             trace_id=request.headers.get("x-trace-id") or None,
+            callback_url=request.headers.get("x-callback-url") or None,
         )
         return JSONResponse(outcome.body(), status_code=outcome.status)
+
+    # -- approvals and grants (supervisor protocol, compat.md §3 and §7) ----------------------
+
+    async def _approval(self, body: dict[str, Any]) -> Any:
+        """One request to the approval service; its BusError becomes the HTTP error it names."""
+        try:
+            return await self.client.request(APPROVAL, body, timeout=10.0)
+        except BusError as exc:
+            raise _Refused(exc.code if exc.code in (400, 404, 409) else 503, exc.message) from None
+
+    def _operator(self, request: Request) -> None:
+        token = self.loaded.config.auth.operator_token
+        if token is None:
+            return  # compatible default: no operator token configured
+        given = request.headers.get("x-operator-token", "")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise _Refused(403, "operator token required: send X-Operator-Token (auth.operator_token)")
+
+    async def approvals(self, request: Request) -> Response:
+        q = request.query_params
+        reply = await self._approval({"op": "list", "status": q.get("status") or None, "tool": q.get("tool"),
+                                      "agent": q.get("agent"), "limit": int(q.get("limit", 500))})
+        return JSONResponse({"approvals": reply["approvals"], "count": len(reply["approvals"])})
+
+    async def approval(self, request: Request) -> Response:
+        reply = await self._approval({"op": "get", "id": request.path_params["id"]})
+        approval = reply["approval"]
+        try:
+            traces = await self.client.request(
+                TRACES, TraceQuery(agent=approval["agent_id"], limit=10).dump(), timeout=5.0)
+            recent = traces["traces"]
+        except BusError:
+            recent = []
+        return JSONResponse({**approval, "recent_traces": recent, "active_grants": reply["active_grants"]})
+
+    async def resolve(self, request: Request) -> Response:
+        self._operator(request)
+        body = await _read_json(request)
+        if isinstance(body, Response):
+            return body
+        if not isinstance(body, dict):
+            return error(400, "expected a JSON object {resolved_by, reasoning, confidence}")
+        decision = request.path_params["decision"]
+        if decision not in ("approve", "deny"):
+            return error(404, f"no route {request.url.path} (approve or deny)")
+        reply = await self._approval({
+            "op": "resolve", "id": request.path_params["id"], "decision": decision,
+            "resolved_by": body.get("resolved_by") or "human", "reasoning": body.get("reasoning"),
+            "confidence": body.get("confidence"),
+        })
+        return JSONResponse({"approval": reply, "status": reply["status"]})
+
+    async def grants(self, request: Request) -> Response:
+        reply = await self._approval({"op": "grant_list", "agent": request.query_params.get("agent")})
+        return JSONResponse(reply)
+
+    async def create_grant(self, request: Request) -> Response:
+        self._operator(request)
+        body = await _read_json(request)
+        if isinstance(body, Response):
+            return body
+        if not isinstance(body, dict) or not {"agent", "tools", "duration"} <= set(body):
+            return error(400, 'expected {"agent": ..., "tools": [...], "duration": "30m"}')
+        grant = await self._approval({"op": "grant_create", "agent": body["agent"], "tools": body["tools"],
+                                      "duration": body["duration"], "created_by": body.get("created_by", "http")})
+        return JSONResponse(grant, status_code=201)
+
+    async def revoke_grant(self, request: Request) -> Response:
+        self._operator(request)
+        return JSONResponse(await self._approval({"op": "grant_revoke", "id": request.path_params["id"]}))
 
     async def tools(self, request: Request) -> Response:
         return JSONResponse({"tools": self.catalog.tools()})
@@ -108,7 +180,7 @@ class Gateway(FrontEnd):
     async def health(self, request: Request) -> Response:
         await self.catalog.refresh()
         upstreams = {name: ("up" if view.up else "down") for name, view in self.catalog.servers.items()}
-        services = {name: self.catalog.service_summary(name) for name in (POLICY, TRACES)}
+        services = {name: self.catalog.service_summary(name) for name in (POLICY, TRACES, APPROVAL)}
         ok = self.catalog.bus_ok and all(s["workers"] for s in services.values()) and all(v == "up" for v in upstreams.values())
         body = {
             "status": "ok" if ok else "degraded",
@@ -143,6 +215,17 @@ async def _read_json(request: Request) -> Any:
         return error(400, f"invalid JSON body: {exc}")
 
 
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, _Refused)
+    return error(exc.status, str(exc))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = {404: f"no route {request.url.path}", 405: f"method {request.method} not allowed on {request.url.path}"}
@@ -162,12 +245,18 @@ def create_app(loaded: LoadedConfig, bus_endpoint: str) -> Starlette:
         Route("/traces", gw.traces, methods=["GET"]),
         Route("/health", gw.health, methods=["GET"]),
         Route("/version", gw.version, methods=["GET"]),
+        Route("/approvals", gw.approvals, methods=["GET"]),
+        Route("/approvals/{id}", gw.approval, methods=["GET"]),
+        Route("/approvals/{id}/{decision:str}", gw.resolve, methods=["POST"]),
+        Route("/grants", gw.grants, methods=["GET"]),
+        Route("/grants", gw.create_grant, methods=["POST"]),
+        Route("/grants/{id}", gw.revoke_grant, methods=["DELETE"]),
         Route("/mcp", gw.mcp_http),  # ASGI endpoint: POST, GET and DELETE per the MCP transport
     ]
     app = Starlette(
         routes=routes,
         lifespan=gw.lifespan,
-        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        exception_handlers={HTTPException: _http_error, _Refused: _refused, Exception: _internal_error},
     )
     app.state.gateway = gw
     return app

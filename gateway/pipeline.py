@@ -7,6 +7,7 @@ verdict, the upstream result or a precise error.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 from bus import frames
 from bus.client import BusClient, PartialHandler
 from bus.errors import BusError
-from bus.messages import POLICY, PolicyCheck, ToolCall, TraceRecord, upstream_service
+from bus.messages import APPROVAL, POLICY, PolicyCheck, ToolCall, TraceRecord, upstream_service
 from gateway.catalog import Catalog
 from gateway.trace_outbox import TraceOutbox
 
@@ -37,32 +38,47 @@ class ToolCallOutcome:
     status: int
     policy: str  # allow | deny | human_approval | rate_limited | error
     trace_id: str
-    latency_ms: float
+    latency_ms: float = 0.0
     result: Any = None
     error: str = ""
     rule: str = ""
     approval_id: str = ""
+    approval_status: str = ""  # approved | denied | timeout (| pending: MCP non-blocking)
+    approved_by: str = ""
+    approval_ms: float | None = None
+    reasoning: str | None = None
+    confidence: float | None = None
 
     def body(self) -> dict[str, Any]:
         """The REST response body (compat.md §3): empty fields omitted."""
         out: dict[str, Any] = {"trace_id": self.trace_id, "policy": self.policy, "latency_ms": self.latency_ms}
-        if self.result is not None:
-            out["result"] = self.result
-        if self.error:
-            out["error"] = self.error
-        if self.approval_id:
-            out["approval_id"] = self.approval_id
+        for key in ("result", "error", "approval_id", "approval_status", "approved_by"):
+            value = getattr(self, key)
+            if value not in (None, ""):
+                out[key] = value
         return out
+
+    def approved(self, approval: dict[str, Any]) -> None:
+        """Record an approval's resolution on this outcome (for the response and the trace)."""
+        self.approval_id = approval["id"]
+        self.approval_status = approval["status"]
+        self.approved_by = approval.get("resolved_by") or ""
+        self.reasoning = approval.get("reasoning")
+        self.confidence = approval.get("confidence")
+        if approval.get("resolved_at"):
+            self.approval_ms = round((approval["resolved_at"] - approval["created_at"]) * 1000, 1)
 
 
 class Pipeline:
     def __init__(
-        self, client: BusClient, catalog: Catalog, outbox: TraceOutbox, timeouts: dict[str, float]
+        self, client: BusClient, catalog: Catalog, outbox: TraceOutbox, timeouts: dict[str, float],
+        approval_timeout: float = 300.0,
     ) -> None:
         self.client = client
         self.catalog = catalog
         self.outbox = outbox
         self.timeouts = timeouts  # per upstream server, seconds
+        self.approval_timeout = approval_timeout
 
     async def call_tool(
         self,
@@ -73,44 +89,59 @@ class Pipeline:
         session_id: str = "",
         trace_id: str | None = None,
         on_progress: PartialHandler | None = None,
+        wait_for_approval: bool = True,
+        callback_url: str | None = None,
     ) -> ToolCallOutcome:
+        """The governed call. With `wait_for_approval=False` (MCP, supervisor mode off) a call that
+        needs approval answers 202 with the approval id at once; `replay` runs it once approved."""
         started = time.perf_counter()
-        outcome = await self._decide_and_call(agent, tool, params, trace_id or uuid.uuid4().hex, on_progress)
+        call = _Call(agent, tool, params, session_id, trace_id or uuid.uuid4().hex, on_progress, callback_url)
+        outcome = await self._decide_and_call(call, wait_for_approval)
+        return self._finish(call, outcome, started)
+
+    async def replay(self, approval: dict[str, Any], on_progress: PartialHandler | None = None) -> ToolCallOutcome:
+        """Run an approved call (MCP `approval.resolve`): the approval is its authorisation."""
+        started = time.perf_counter()
+        call = _Call(approval["agent_id"], approval["tool"], approval["params"], approval["session_id"],
+                     uuid.uuid4().hex, on_progress, None)
+        outcome = ToolCallOutcome(0, "human_approval", call.trace_id, rule=approval.get("policy_rule", ""))
+        outcome.approved(approval)
+        if approval["status"] != "approved":
+            outcome.status, outcome.error = 403, f"approval {approval['id'][:8]} was {approval['status']}"
+        else:
+            outcome = await self._call_upstream(call, outcome)
+        return self._finish(call, outcome, started)
+
+    def _finish(self, call: _Call, outcome: ToolCallOutcome, started: float) -> ToolCallOutcome:
         outcome.latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        self.outbox.add(
-            TraceRecord(
-                trace_id=outcome.trace_id,
-                session_id=session_id,
-                agent_id=agent,
-                tool=tool,
-                params=params,
-                policy=outcome.policy,
-                policy_rule=outcome.rule,
-                status_code=outcome.status,
-                latency_ms=outcome.latency_ms,
-                error=outcome.error,
-                timestamp=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
-                approval_id=outcome.approval_id or None,
-            )
-        )
+        self.outbox.add(TraceRecord(
+            trace_id=outcome.trace_id, session_id=call.session_id, agent_id=call.agent, tool=call.tool,
+            params=call.params, policy=outcome.policy, policy_rule=outcome.rule, status_code=outcome.status,
+            latency_ms=outcome.latency_ms, error=outcome.error,
+            timestamp=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            approval_id=outcome.approval_id or None,
+            approval_status=outcome.approval_status if outcome.approval_status in _FINAL else None,
+            approved_by=outcome.approved_by or None, approval_ms=outcome.approval_ms,
+            supervisor_reasoning=outcome.reasoning, supervisor_confidence=outcome.confidence,
+        ))
         return outcome
 
-    async def _decide_and_call(
-        self, agent: str, tool: str, params: dict[str, Any], trace_id: str, on_progress: PartialHandler | None
-    ) -> ToolCallOutcome:
+    async def _decide_and_call(self, call: _Call, wait_for_approval: bool) -> ToolCallOutcome:
         def fail(status: int, policy: str, error: str, rule: str = "") -> ToolCallOutcome:
-            return ToolCallOutcome(status, policy, trace_id, 0.0, error=error, rule=rule)
+            return ToolCallOutcome(status, policy, call.trace_id, error=error, rule=rule)
 
-        resolved = self.catalog.split(tool)
+        resolved = self.catalog.split(call.tool)
         if resolved is None:
-            return fail(404, "error", f"unknown tool {tool}: no upstream server named {tool.partition('.')[0]!r}")
+            return fail(404, "error", f"unknown tool {call.tool}: no upstream server named "
+                                      f"{call.tool.partition('.')[0]!r}")
         server, name = resolved
         if server.up and name not in server.tools:
-            return fail(404, "error", f"unknown tool {tool}: {server.name} has no tool {name!r}")
+            return fail(404, "error", f"unknown tool {call.tool}: {server.name} has no tool {name!r}")
 
         try:
             decision = await self.client.request(
-                POLICY, PolicyCheck(agent=agent, tool=tool, params=params).dump(), timeout=POLICY_TIMEOUT, key=agent
+                POLICY, PolicyCheck(agent=call.agent, tool=call.tool, params=call.params).dump(),
+                timeout=POLICY_TIMEOUT, key=call.agent,
             )
         except BusError as exc:
             return fail(503, "error", f"policy service unavailable: {exc.message}")
@@ -119,21 +150,91 @@ class Pipeline:
             return fail(429, "rate_limited", reason, rule)
         if action == "deny":
             return fail(403, "deny", f"denied by policy {rule}: {reason}", rule)
+        outcome = ToolCallOutcome(0, action, call.trace_id, rule=rule)
         if action == "human_approval":
-            return fail(202, "human_approval", "approval required: human approval is not implemented yet", rule)
+            outcome = await self._approve(call, outcome, wait_for_approval)
+            if outcome.status:
+                return outcome  # denied, timed out, still pending, or the approval service failed
+        return await self._call_upstream(call, outcome)
 
+    async def _approve(self, call: _Call, outcome: ToolCallOutcome, wait: bool) -> ToolCallOutcome:
+        """Grant → allow; memory → approved; else pending: wait for the resolution (REST, supervisor
+        mode) or answer 202 with the id (MCP non-blocking). status 0 means: go on and call."""
+        try:
+            submitted = await self.client.request(APPROVAL, {
+                "op": "submit", "agent": call.agent, "tool": call.tool, "params": call.params,
+                "session_id": call.session_id, "trace_id": call.trace_id, "rule": outcome.rule,
+                "callback_url": call.callback_url,
+            }, timeout=POLICY_TIMEOUT)
+        except BusError as exc:
+            outcome.status, outcome.policy = 503, "error"
+            outcome.error = f"approval service unavailable: {exc.message}"
+            return outcome
+        if submitted.get("grant_id"):  # a grant turns approval into allow
+            outcome.policy, outcome.rule = "allow", f"grant:{submitted['grant_id']}"
+            return outcome
+        approval = submitted["approval"]
+        if submitted["status"] == "pending":
+            if not wait:
+                outcome.status, outcome.approval_id, outcome.approval_status = 202, approval["id"], "pending"
+                outcome.error = (f"approval required: approval {approval['id'][:8]} is pending; resolve it with "
+                                 f"approval.resolve or `mesh approve {approval['id'][:8]}`")
+                return outcome
+            approval = await self._wait(approval)
+        outcome.approved(approval)
+        if approval["status"] != "approved":
+            outcome.status = 403 if approval["status"] in ("denied", "timeout") else 503
+            outcome.error = (f"approval {approval['id'][:8]} {approval['status']}"
+                             + (f" by {approval['resolved_by']}" if approval["status"] == "denied" else "")
+                             + (f": {approval['reasoning']}" if approval.get("reasoning") else ""))
+        return outcome
+
+    async def _wait(self, approval: dict[str, Any]) -> dict[str, Any]:
+        """Park until resolved. The approval is durable: if the approval worker restarts while we
+        wait, ask again until the approval's own deadline (plus slack) has passed."""
+        deadline = time.monotonic() + self.approval_timeout + 10.0
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                result: dict[str, Any] = await self.client.request(
+                    APPROVAL, {"op": "wait", "id": approval["id"]}, timeout=remaining)
+                return result
+            except BusError as exc:
+                if exc.code not in (frames.WORKER_DIED, frames.UNAVAILABLE):
+                    break
+                await asyncio.sleep(0.2)
+        return {**approval, "status": "unavailable", "resolved_by": None,
+                "reasoning": "approval service unavailable while waiting"}
+
+    async def _call_upstream(self, call: _Call, outcome: ToolCallOutcome) -> ToolCallOutcome:
+        resolved = self.catalog.split(call.tool)
+        assert resolved is not None
+        server, name = resolved
         timeout = self.timeouts.get(server.name, 60.0)
         try:
-            result = await self.client.request(
+            outcome.result = await self.client.request(
                 upstream_service(server.name),
-                ToolCall(tool=name, arguments=params, timeout=timeout).dump(),
+                ToolCall(tool=name, arguments=call.params, timeout=timeout).dump(),
                 timeout=timeout + 1.0,  # the worker's own timeout fires first, with a better message
-                on_partial=on_progress,
+                on_partial=call.on_progress,
             )
+            outcome.status = 200
         except BusError as exc:
-            status = _UPSTREAM_STATUS.get(exc.code, 502)
-            message = exc.message
+            outcome.status = _UPSTREAM_STATUS.get(exc.code, 502)
+            outcome.error = exc.message
             if exc.code in (frames.WORKER_DIED, frames.UNAVAILABLE):
-                message = f"upstream unavailable: {server.name} ({exc.message})"
-            return ToolCallOutcome(status, "allow", trace_id, 0.0, error=message, rule=rule)
-        return ToolCallOutcome(200, "allow", trace_id, 0.0, result=result, rule=rule)
+                outcome.error = f"upstream unavailable: {server.name} ({exc.message})"
+        return outcome
+
+
+_FINAL = ("approved", "denied", "timeout")
+
+
+@dataclass(slots=True)
+class _Call:
+    agent: str
+    tool: str
+    params: dict[str, Any]
+    session_id: str
+    trace_id: str
+    on_progress: PartialHandler | None
+    callback_url: str | None

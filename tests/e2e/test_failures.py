@@ -20,7 +20,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             {"name": "broken", "command": str(demo / "no-such-server")},
         ],
         "policies": [{"name": "all", "agent": "*", "rules": [
-            {"tools": ["fs.write_file"], "action": "human_approval"},
             {"tools": ["*"], "action": "allow"},
         ]}],
     }
@@ -41,11 +40,3 @@ def test_broken_upstream_is_reported_and_isolated(mesh: Mesh, tmp_path: Path) ->
     assert servers["broken"]["status"] == "down" and servers["fs"]["status"] == "up"
     ok = mesh.call("fs.list_allowed_directories")
     assert ok.status_code == 200, ok.text
-
-
-def test_human_approval_is_not_faked(mesh: Mesh) -> None:
-    r = mesh.call("fs.write_file", {"path": "/tmp/never", "content": "x"})
-    assert r.status_code == 202
-    assert r.json()["policy"] == "human_approval"
-    assert "not implemented yet" in r.json()["error"]
-    assert not Path("/tmp/never").exists()

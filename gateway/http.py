@@ -177,6 +177,26 @@ class Gateway(FrontEnd):
             return error(503, f"trace store unavailable: {exc.message}")
         return JSONResponse({"traces": reply["traces"], "count": len(reply["traces"])})
 
+    async def sessions(self, request: Request) -> Response:
+        try:
+            reply = await self.client.request(TRACES, {"op": "sessions", "limit": int(request.query_params.get("limit", 100))},
+                                              timeout=5.0)
+        except BusError as exc:
+            return error(503, f"trace store unavailable: {exc.message}")
+        return JSONResponse(reply)
+
+    async def session(self, request: Request) -> Response:
+        """Every call of one session, oldest first."""
+        query = TraceQuery(session_id=request.path_params["id"], limit=10_000)
+        try:
+            reply = await self.client.request(TRACES, query.dump(), timeout=5.0)
+        except BusError as exc:
+            return error(503, f"trace store unavailable: {exc.message}")
+        events = list(reversed(reply["traces"]))
+        if not events:
+            return error(404, f"no session {request.path_params['id']}")
+        return JSONResponse({"session_id": request.path_params["id"], "events": events, "calls": len(events)})
+
     async def health(self, request: Request) -> Response:
         await self.catalog.refresh()
         upstreams = {name: ("up" if view.up else "down") for name, view in self.catalog.servers.items()}
@@ -243,6 +263,8 @@ def create_app(loaded: LoadedConfig, bus_endpoint: str) -> Starlette:
         Route("/tools", gw.tools, methods=["GET"]),
         Route("/mcp-servers", gw.mcp_servers, methods=["GET"]),
         Route("/traces", gw.traces, methods=["GET"]),
+        Route("/sessions", gw.sessions, methods=["GET"]),
+        Route("/sessions/{id}", gw.session, methods=["GET"]),
         Route("/health", gw.health, methods=["GET"]),
         Route("/version", gw.version, methods=["GET"]),
         Route("/approvals", gw.approvals, methods=["GET"]),

@@ -90,6 +90,20 @@ class TraceStore:
         return out
 
 
+    def sessions(self, limit: int) -> list[dict[str, Any]]:
+        """One summary per session id, most recently active first."""
+        rows = self.db.execute(
+            "SELECT session_id, COUNT(*), MIN(seq), MAX(seq), GROUP_CONCAT(DISTINCT agent_id) FROM traces"
+            " WHERE session_id != '' GROUP BY session_id ORDER BY MAX(seq) DESC LIMIT ?", (limit,)).fetchall()
+        out = []
+        for session_id, calls, first, last, agents in rows:
+            first_at = json.loads(self.db.execute("SELECT record FROM traces WHERE seq=?", (first,)).fetchone()[0])
+            last_at = json.loads(self.db.execute("SELECT record FROM traces WHERE seq=?", (last,)).fetchone()[0])
+            out.append({"session_id": session_id, "calls": calls, "agents": sorted(agents.split(",")),
+                        "first_seen": first_at["timestamp"], "last_seen": last_at["timestamp"]})
+        return out
+
+
 class TraceService:
     def __init__(self, store: TraceStore, events: Publisher | None = None) -> None:
         self.store = store
@@ -107,6 +121,8 @@ class TraceService:
                 return {"stored": len(new)}
             if op == "query":
                 return {"traces": self.store.query(TraceQuery.model_validate(body))}
+            if op == "sessions":
+                return {"sessions": self.store.sessions(int(body.get("limit", 100)))}
         except ValidationError as exc:
             raise bad_request(f"traces: invalid {op}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
         raise bad_request(f"traces: unknown op {op!r}")

@@ -127,6 +127,11 @@ def test_every_call_is_traced_in_api_and_jsonl(mesh: Mesh, demo: Path) -> None:
         assert trace["session_id"] == "s-42" and trace["agent_id"] == "claude"
     newest = mesh.http.get("/traces", params={"limit": 1}).json()["traces"]
     assert newest[0]["trace_id"] == r2.json()["trace_id"]
+    sessions = {s["session_id"]: s for s in mesh.http.get("/sessions").json()["sessions"]}
+    assert sessions["s-42"]["calls"] >= 2 and sessions["s-42"]["agents"] == ["claude"]
+    events = mesh.http.get("/sessions/s-42").json()["events"]
+    assert [e["trace_id"] for e in events][-2:] == [r1.json()["trace_id"], r2.json()["trace_id"]]
+    assert mesh.http.get("/sessions/nope").status_code == 404
     lines = [json.loads(line) for line in (mesh.tmp / "traces.jsonl").read_text().splitlines()]
     in_file = {t["trace_id"]: t for t in lines if t["trace_id"] in ids}
     assert set(in_file) == set(ids)

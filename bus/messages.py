@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # Service names.
 POLICY = "policy"
 TRACES = "traces"
-APPROVAL = "approval"  # ops: submit, wait, resolve, list, get, grant_create, grant_list, grant_revoke
+APPROVAL = "approval"  # ops: submit wait resolve claim_replay list get grant_create grant_list grant_revoke
 UPSTREAM_PREFIX = "upstream."
 
 

@@ -1,11 +1,17 @@
 """The gateway's view of the upstream tools: built from the broker's `mmi.services` report
 (each upstream worker announces its tool list in READY/UPDATE), refreshed in the background.
+
+Change listeners (`add_listener`) hear which lists changed after a refresh: `tools` when a
+server's tool set (names or definitions) differs, `resources` / `prompts` when a server's worker
+counted another `list_changed` of that kind or the server came, went or was restarted. The MCP
+front-ends turn these into `notifications/*/list_changed` to their sessions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +22,9 @@ from bus.messages import UPSTREAM_PREFIX
 log = logging.getLogger(__name__)
 
 REFRESH_INTERVAL = 1.0
+LIST_KINDS = ("tools", "resources", "prompts")
+
+ChangeListener = Callable[[set[str]], None]
 
 
 @dataclass
@@ -24,10 +33,28 @@ class ServerView:
     workers: list[dict[str, Any]] = field(default_factory=list)
     tools: dict[str, dict[str, Any]] = field(default_factory=dict)  # upstream name → Tool
     queued: int = 0
+    server_info: dict[str, Any] = field(default_factory=dict)  # the upstream's InitializeResult
+    list_changes: dict[str, int] = field(default_factory=dict)  # UpstreamLiveMeta.list_changes
+    pid: int | None = None  # of the worker the view was built from
 
     @property
     def up(self) -> bool:
         return bool(self.workers)
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        """The upstream's server capabilities (`resources`, `prompts`, `logging`, ...)."""
+        caps = self.server_info.get("capabilities")
+        return caps if isinstance(caps, dict) else {}
+
+    def has(self, capability: str) -> bool:
+        return self.up and isinstance(self.capabilities.get(capability), dict)
+
+    def signature(self, kind: str) -> Any:
+        """What must differ between two refreshes for `kind`'s list to count as changed."""
+        if kind == "tools":
+            return self.tools
+        return (self.pid, self.has(kind), self.list_changes.get(kind, 0))
 
 
 class Catalog:
@@ -38,6 +65,15 @@ class Catalog:
         self.services: dict[str, Any] = {}  # the raw report, for /health
         self.bus_ok = False
         self._task: asyncio.Task[None] | None = None
+        self._listeners: list[ChangeListener] = []
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """`listener(kinds)` runs after a refresh that changed the lists of `kinds` (in LIST_KINDS)."""
+        self._listeners.append(listener)
+
+    def has(self, capability: str) -> bool:
+        """Whether any live upstream advertises this server capability (e.g. `resources`)."""
+        return any(view.has(capability) for view in self.servers.values())
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._refresh_forever())
@@ -56,15 +92,29 @@ class Catalog:
             return
         self.bus_ok = True
         self.services = report
+        changed: set[str] = set()
         for name in self.configured:
             entry = report.get(UPSTREAM_PREFIX + name) or {}
             workers = entry.get("workers", [])
             view = ServerView(name, workers=workers, queued=entry.get("queued", 0))
             for worker in workers:
-                tools = (worker.get("meta") or {}).get("tools") or []
+                meta = worker.get("meta") or {}
+                tools = meta.get("tools") or []
                 view.tools = {t["name"]: t for t in tools if isinstance(t, dict) and "name" in t}
+                info, changes = meta.get("server_info"), meta.get("list_changes")
+                view.server_info = info if isinstance(info, dict) else {}
+                view.list_changes = changes if isinstance(changes, dict) else {}
+                view.pid = meta.get("pid")
                 break
+            old = self.servers.get(name)
+            changed |= {kind for kind in LIST_KINDS if old is None or old.signature(kind) != view.signature(kind)}
             self.servers[name] = view
+        if changed:
+            for listener in self._listeners:
+                try:
+                    listener(changed)
+                except Exception:
+                    log.exception("catalog change listener failed")
 
     async def _refresh_forever(self) -> None:
         while True:

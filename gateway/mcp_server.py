@@ -4,6 +4,21 @@ whose `tools/call` goes through the same `Pipeline` as REST (compat.md §4).
 
 Tool lists and results pass through as raw dicts: a middleware answers `tools/list` and
 `tools/call` itself, so the SDK never re-validates, drops or reorders what the upstream sent.
+The same middleware answers resources and prompts (gateway/mcp_proxy.py: naming and policy).
+
+What else passes through (compat.md §4):
+
+- progress and upstream log messages (`notifications/message`) of a call reach its caller while
+  the call runs, in order, related to the caller's request (`_Forwarder`); log messages are
+  filtered by the level the session asked for with `logging/setLevel`, which the mesh accepts
+  and records per session and does NOT forward (upstreams are shared by every agent);
+- cancellation: the SDK cancels the handler on `notifications/cancelled`, the bus client sends
+  CANCEL, the upstream worker cancels its call and sends `notifications/cancelled` upstream;
+- list changes: when the catalogue's tools (or an upstream's resources / prompts) change, every
+  initialized session gets `notifications/{tools,resources,prompts}/list_changed`.
+
+Capabilities: `tools` always; `resources`, `prompts` and `logging` when at least one live
+upstream advertises them (judged at `initialize`).
 """
 
 from __future__ import annotations
@@ -12,54 +27,35 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import mcp_types as types
 from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
 
 from agent_mesh import __version__
 from gateway.frontend import FrontEnd
-from policy.engine import PolicyEngine
+from gateway.mcp_proxy import McpProxy
+from gateway.mcp_virtual import VirtualTools, text_result
 
 log = logging.getLogger(__name__)
 
 # (agent id, session id) of the caller of one request.
 Identify = Callable[[ServerRequestContext[Any, Any]], tuple[str, str]]
 
-_OBJECT = {"type": "object"}
-VIRTUAL_TOOLS: dict[str, dict[str, Any]] = {
-    "mesh.catalog": {
-        "description": "Tools of every upstream server, grouped by server, with the policy action that "
-                       "applies to you for each (allow / deny / human_approval).",
-        "inputSchema": {"type": "object", "properties": {"source": {
-            "type": "string", "description": "only this upstream server"}}},
-    },
-    "grant.create": {
-        "description": "Create a temporary grant: calls to these tools that need approval are allowed.",
-        "inputSchema": {"type": "object", "required": ["tools", "duration"], "properties": {
-            "tools": {"type": "array", "items": {"type": "string"}},
-            "duration": {"type": "string", "description": "e.g. 30m, 2h, 1h30m"}}},
-    },
-    "grant.list": {"description": "Active grants.", "inputSchema": _OBJECT},
-    "grant.revoke": {
-        "description": "Revoke a grant.",
-        "inputSchema": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
-    },
-    "approval.pending": {"description": "Calls waiting for human approval.", "inputSchema": _OBJECT},
-    "approval.resolve": {
-        "description": "Approve or deny a pending call; an approved call is replayed and its result returned.",
-        "inputSchema": {"type": "object", "required": ["id", "decision"], "properties": {
-            "id": {"type": "string"}, "decision": {"type": "string", "enum": ["approve", "deny"]}}},
-    },
+# Proxied MCP methods → the upstream capability they need.
+PROXIED = {
+    "resources/list": "resources",
+    "resources/templates/list": "resources",
+    "resources/read": "resources",
+    "prompts/list": "prompts",
+    "prompts/get": "prompts",
 }
-APPROVAL_TOOLS = {"approval.pending", "approval.resolve"}
-NOT_BUILT = {"grant.create", "grant.list", "grant.revoke", "approval.pending", "approval.resolve"}
-
-
-def text_result(text: str, *, error: bool = False) -> dict[str, Any]:
-    return {"content": [{"type": "text", "text": text}], "isError": error}
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+_LOG_LEVEL_KEY = "agent_mesh.log_level"  # in the SDK connection's per-connection `state`
+_NOTIFY_TIMEOUT = 5.0  # s one list_changed notification may take to go out to one session
 
 
 class MeshMcp:
@@ -67,20 +63,27 @@ class MeshMcp:
         self.frontend = frontend
         self.identify = identify
         config = frontend.loaded.config
-        self.supervisor_mode = config.supervisor.enabled
-        self.static_policy = PolicyEngine(config.policies)  # for mesh.catalog views only
+        self.supervisor_mode = config.supervisor.enabled  # calls needing approval block
+        self.virtual = VirtualTools(frontend)
+        self.proxy = McpProxy(frontend)
+        self.sessions: set[ServerSession] = set()  # initialized sessions, for list_changed
+        self._background: set[asyncio.Task[None]] = set()
+        frontend.catalog.add_listener(self._catalog_changed)
 
     def build(self) -> Server[Any]:
         server = _MeshServer(
             "agent-mesh", version=__version__, on_list_tools=self._unused, on_call_tool=self._unused
         )
+        server.upstream_has = self.frontend.catalog.has
         server.middleware.append(self._passthrough)
         # Claude Code and most clients speak the initialize handshake; answering discover would
         # switch SDK clients to a protocol revision whose result shapes we would have to rewrite.
         server.add_request_handler("server/discover", types.RequestParams, _no_discover)
+        server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self._set_level)
+        server.add_notification_handler("notifications/initialized", types.NotificationParams, self._initialized)
         return server
 
-    async def _unused(self, ctx: ServerRequestContext[Any, Any], params: Any) -> dict[str, Any]:
+    async def _unused(self, ctx: ServerRequestContext[Any, Any], params: Any) -> Any:
         raise AssertionError("answered by the passthrough middleware")  # registered for capabilities
 
     async def _passthrough(
@@ -94,6 +97,10 @@ class MeshMcp:
             if not isinstance(name, str) or not isinstance(arguments, dict):
                 raise MCPError(types.INVALID_PARAMS, "tools/call needs a string 'name' and an object 'arguments'")
             return await self.call_tool(ctx, name, arguments)
+        if ctx.method in PROXIED:
+            if not self.frontend.catalog.has(PROXIED[ctx.method]):
+                raise MCPError(types.METHOD_NOT_FOUND, "Method not found", data=ctx.method)
+            return await self._proxied(ctx, ctx.method, ctx.params or {})
         return await call_next(ctx)
 
     # -- tools/list --------------------------------------------------------------------------
@@ -103,93 +110,193 @@ class MeshMcp:
         for view in self.frontend.catalog.servers.values():
             for name, tool in view.tools.items():
                 out.append({**tool, "name": f"{view.name}.{name}"})
-        for name, tool in VIRTUAL_TOOLS.items():
-            if self.supervisor_mode and name in APPROVAL_TOOLS:
-                continue  # an agent must not approve itself
-            out.append({"name": name, **tool})
-        return out
+        return out + self.virtual.listed()
 
     # -- tools/call --------------------------------------------------------------------------
 
     async def call_tool(self, ctx: ServerRequestContext[Any, Any], name: str, arguments: dict[str, Any]) -> Any:
         agent, session_id = self.identify(ctx)
-        if name in VIRTUAL_TOOLS:
-            return self._virtual(agent, name, arguments)
-        token = ((ctx.params or {}).get("_meta") or {}).get("progressToken")
-        forward = _ProgressForwarder(ctx, token) if token is not None else None
-        try:
+        async with _forwarding(ctx) as forward:
+            if name in self.virtual:
+                return await self.virtual.call(agent, name, arguments, forward.push)
             outcome = await self.frontend.pipeline.call_tool(
-                agent, name, arguments, session_id=session_id,
-                on_progress=forward.push if forward is not None else None,
+                agent, name, arguments, session_id=session_id, on_progress=forward.push,
+                wait_for_approval=self.supervisor_mode,
             )
-        finally:
-            if forward is not None:
-                await forward.close()  # every progress notification goes out before the result
         if outcome.status == 200:
             return outcome.result
         if outcome.status == 404:
             raise MCPError(types.INVALID_PARAMS, outcome.error)
+        if outcome.status == 202:  # non-blocking approval: tell the agent how it gets resolved
+            return text_result(f"{outcome.error}. Nothing has run yet: call approval.resolve with "
+                               f"id {outcome.approval_id[:8]}, or ask a human to run `mesh approve "
+                               f"{outcome.approval_id[:8]}` and then call approval.resolve.", error=True,
+                               structured={"approval_id": outcome.approval_id, "status": "pending"})
         return text_result(f"{outcome.error} (policy: {outcome.policy}, trace {outcome.trace_id})", error=True)
 
-    def _virtual(self, agent: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        if name in APPROVAL_TOOLS and self.supervisor_mode:
-            raise MCPError(types.METHOD_NOT_FOUND,
-                           f"{name} is not available: supervisor mode is active (approvals are resolved "
-                           "by the supervisor or a human, not by agents)")
-        if name == "mesh.catalog":
-            return self._catalog(agent, arguments.get("source"))
-        assert name in NOT_BUILT
-        return text_result(f"{name}: grants and approvals are not implemented yet in this agent-mesh; "
-                           "nothing was changed", error=True)
+    # -- resources and prompts (gateway/mcp_proxy.py) ----------------------------------------
 
-    def _catalog(self, agent: str, source: Any) -> dict[str, Any]:
-        servers: dict[str, list[dict[str, str]]] = {}
-        for view in self.frontend.catalog.servers.values():
-            if source and view.name != source:
-                continue
-            servers[view.name] = [
-                {"tool": f"{view.name}.{tool}",
-                 "action": self.static_policy.evaluate_static(agent, f"{view.name}.{tool}").action}
-                for tool in view.tools
-            ]
-        structured = {"agent": agent, "servers": servers}
-        lines = [f"{tool['tool']}: {tool['action']}" for tools in servers.values() for tool in tools]
-        return {"content": [{"type": "text", "text": "\n".join(lines) or "no tools"}],
-                "structuredContent": structured, "isError": False}
+    async def _proxied(self, ctx: ServerRequestContext[Any, Any], method: str, params: Mapping[str, Any]) -> Any:
+        if method == "resources/list":
+            return await self.proxy.list_resources()
+        if method == "resources/templates/list":
+            return await self.proxy.list_resource_templates()
+        if method == "prompts/list":
+            return await self.proxy.list_prompts()
+        agent, session_id = self.identify(ctx)
+        async with _forwarding(ctx) as forward:
+            progress = forward.token is not None
+            if method == "resources/read":
+                uri = params.get("uri")
+                if not isinstance(uri, str) or not uri:
+                    raise MCPError(types.INVALID_PARAMS, "resources/read needs a string 'uri'")
+                result = await self.proxy.read_resource(agent, session_id, uri, on_partial=forward.push,
+                                                        progress=progress)
+            else:
+                name, arguments = params.get("name"), params.get("arguments") or {}
+                if not isinstance(name, str) or not isinstance(arguments, dict):
+                    raise MCPError(types.INVALID_PARAMS, "prompts/get needs a string 'name' and an object 'arguments'")
+                result = await self.proxy.get_prompt(agent, session_id, name, arguments, on_partial=forward.push,
+                                                     progress=progress)
+        return result
+
+    # -- logging/setLevel, sessions, list_changed --------------------------------------------
+
+    async def _set_level(self, ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams) -> Any:
+        """Accepted and recorded for this session: upstream log messages below it are not
+        forwarded to it. Not sent upstream: an upstream serves every agent of the mesh."""
+        ctx.session._connection.state[_LOG_LEVEL_KEY] = params.level
+        return types.EmptyResult()
+
+    async def _initialized(self, ctx: ServerRequestContext[Any, Any], params: Any) -> None:
+        session = ctx.session
+        self.sessions.add(session)
+        session._connection.exit_stack.callback(self.sessions.discard, session)
+
+    def _catalog_changed(self, kinds: set[str]) -> None:
+        if not self.sessions:
+            return
+        task = asyncio.create_task(self._notify_sessions(kinds))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _notify_sessions(self, kinds: set[str]) -> None:
+        catalog = self.frontend.catalog
+        senders = [ServerSession.send_tool_list_changed] if "tools" in kinds else []
+        if "resources" in kinds and catalog.has("resources"):
+            senders.append(ServerSession.send_resource_list_changed)
+        if "prompts" in kinds and catalog.has("prompts"):
+            senders.append(ServerSession.send_prompt_list_changed)
+
+        async def notify(session: ServerSession) -> None:
+            try:
+                for send in senders:
+                    await asyncio.wait_for(send(session), _NOTIFY_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - a session gone or stuck: the others still hear
+                log.debug("list_changed not delivered to a session: %r", exc)
+
+        await asyncio.gather(*(notify(session) for session in list(self.sessions)))
 
 
-class _ProgressForwarder:
-    """Bus partials → `notifications/progress` to the caller, in order, with the caller's own token."""
+def _min_log_level(ctx: ServerRequestContext[Any, Any]) -> int:
+    level = ctx.session._connection.state.get(_LOG_LEVEL_KEY)
+    return LOG_LEVELS.index(level) if level in LOG_LEVELS else 0
 
-    def __init__(self, ctx: ServerRequestContext[Any, Any], token: str | int) -> None:
+
+@contextlib.asynccontextmanager
+async def _forwarding(ctx: ServerRequestContext[Any, Any]) -> AsyncIterator[_Forwarder]:
+    """A `_Forwarder` for the request of `ctx`: when the block ends every notification it took
+    has gone out (before the result); if the client cancelled, nothing more goes out."""
+    forward = _Forwarder(ctx)
+    cancelled = False
+    try:
+        yield forward
+    except asyncio.CancelledError:
+        cancelled = True
+        raise
+    finally:
+        if cancelled:
+            forward.cancel()
+        else:
+            await forward.close()
+
+
+class _Forwarder:
+    """Bus partials of one call → its caller's MCP session, in the order they came, related to the
+    caller's request: `notifications/progress` with the caller's own token (only if it gave one)
+    and the upstream's `notifications/message` at or above the session's `logging/setLevel`."""
+
+    def __init__(self, ctx: ServerRequestContext[Any, Any]) -> None:
         self.ctx = ctx
-        self.token = token
-        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self.task = asyncio.create_task(self._run())
+        self.token: str | int | None = ((ctx.params or {}).get("_meta") or {}).get("progressToken")
+        self.min_level = _min_log_level(ctx)
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None  # started by the first notification
 
     def push(self, partial: Any) -> None:
-        if isinstance(partial, dict) and isinstance(partial.get("progress"), dict):
-            self.queue.put_nowait(partial["progress"])
+        if not isinstance(partial, dict):
+            return
+        if isinstance(partial.get("progress"), dict):
+            if self.token is None:
+                return
+            item = ("progress", partial["progress"])
+        elif isinstance(partial.get("log"), dict):
+            level = partial["log"].get("level")
+            if level not in LOG_LEVELS or LOG_LEVELS.index(level) < self.min_level:
+                return
+            item = ("log", partial["log"])
+        else:
+            return
+        self.queue.put_nowait(item)
+        if self.task is None:
+            self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        while (progress := await self.queue.get()) is not None:
+        session, request_id = self.ctx.session, self.ctx.request_id
+        while (item := await self.queue.get()) is not None:
+            kind, params = item
             with contextlib.suppress(Exception):  # a client gone mid-call must not fail the call
-                await self.ctx.session.send_progress_notification(
-                    self.token, progress.get("progress", 0), progress.get("total"), progress.get("message"),
-                    related_request_id=self.ctx.request_id,
-                )
+                if kind == "progress":
+                    assert self.token is not None
+                    await session.send_progress_notification(
+                        self.token, params.get("progress", 0), params.get("total"), params.get("message"),
+                        related_request_id=request_id,  # type: ignore[arg-type]  # an int id works too
+                    )
+                else:
+                    notification = types.LoggingMessageNotification(
+                        params=types.LoggingMessageNotificationParams.model_validate(params, by_name=False))
+                    await session.send_notification(notification, related_request_id=request_id)
 
     async def close(self) -> None:
-        self.queue.put_nowait(None)
-        await asyncio.shield(self.task)
+        if self.task is not None:
+            self.queue.put_nowait(None)
+            await asyncio.shield(self.task)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
 
 class _MeshServer(Server[Any]):
+    upstream_has: Callable[[str], bool] = staticmethod(lambda capability: False)  # set by MeshMcp.build
+
     # The HTTP session manager never passes initialization options: advertise list_changed here.
     def create_initialization_options(self, notification_options: Any = None, *args: Any, **kw: Any) -> Any:
         return super().create_initialization_options(
-            notification_options or NotificationOptions(tools_changed=True), *args, **kw
+            notification_options
+            or NotificationOptions(tools_changed=True, resources_changed=True, prompts_changed=True),
+            *args, **kw,
         )
+
+    def get_capabilities(self, *args: Any, **kw: Any) -> types.ServerCapabilities:
+        """Tools always; resources, prompts and logging only when a live upstream has them."""
+        caps = super().get_capabilities(*args, **kw)
+        has = self.upstream_has
+        return caps.model_copy(update={
+            "resources": types.ResourcesCapability(subscribe=False, list_changed=True) if has("resources") else None,
+            "prompts": types.PromptsCapability(list_changed=True) if has("prompts") else None,
+            "logging": types.LoggingCapability() if has("logging") else None,
+        })
 
 
 async def _no_discover(ctx: ServerRequestContext[Any, Any], params: Any) -> Any:

@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from bus import frames
 from bus.client import BusClient, PartialHandler
@@ -96,7 +96,11 @@ class Pipeline:
         needs approval answers 202 with the approval id at once; `replay` runs it once approved."""
         started = time.perf_counter()
         call = _Call(agent, tool, params, session_id, trace_id or uuid.uuid4().hex, on_progress, callback_url)
-        outcome = await self._decide_and_call(call, wait_for_approval)
+        try:
+            outcome = await self._decide_and_call(call, wait_for_approval)
+        except asyncio.CancelledError:  # the caller went away (MCP cancel, closed connection): trace it
+            self._finish(call, ToolCallOutcome(499, "error", call.trace_id, error="cancelled by the client"), started)
+            raise
         return self._finish(call, outcome, started)
 
     async def replay(self, approval: dict[str, Any], on_progress: PartialHandler | None = None) -> ToolCallOutcome:
@@ -120,7 +124,7 @@ class Pipeline:
             latency_ms=outcome.latency_ms, error=outcome.error,
             timestamp=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             approval_id=outcome.approval_id or None,
-            approval_status=outcome.approval_status if outcome.approval_status in _FINAL else None,
+            approval_status=_final_status(outcome.approval_status),
             approved_by=outcome.approved_by or None, approval_ms=outcome.approval_ms,
             supervisor_reasoning=outcome.reasoning, supervisor_confidence=outcome.confidence,
         ))
@@ -226,7 +230,12 @@ class Pipeline:
         return outcome
 
 
-_FINAL = ("approved", "denied", "timeout")
+_FINAL: dict[str, Literal["approved", "denied", "timeout"]] = {
+    "approved": "approved", "denied": "denied", "timeout": "timeout"}
+
+
+def _final_status(status: str) -> Literal["approved", "denied", "timeout"] | None:
+    return _FINAL.get(status)  # None for pending or unavailable: not a resolution
 
 
 @dataclass(slots=True)

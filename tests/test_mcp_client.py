@@ -325,3 +325,92 @@ async def test_http_transports(mode: str, path: str, transport: str) -> None:
     finally:
         server.kill()
         await server.wait()
+
+
+LOG_LEVELS = {"debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"}
+
+
+@pytest.mark.timeout(15)
+async def test_log_messages_go_to_every_call_in_flight(everything: UpstreamClient) -> None:
+    # The SDK does not relate a log message to a request: each one goes to every call in flight
+    # that passed on_log, before that call returns; calls that did not ask get none.
+    long_logs: list[dict[str, Any]] = []
+    toggle_logs: list[dict[str, Any]] = []
+
+    async def on_long_log(params: dict[str, Any]) -> None:
+        long_logs.append(params)
+
+    async def on_toggle_log(params: dict[str, Any]) -> None:
+        await asyncio.sleep(0.05)  # a slow consumer still gets it before the result
+        toggle_logs.append(params)
+
+    long = asyncio.create_task(
+        everything.call_tool(LONG_OP, {"duration": 0.6, "steps": 2}, 5, on_log=on_long_log)
+    )
+    await asyncio.sleep(0.1)
+    # server-everything's simulated logging sends one message at once, then one every 5 s.
+    started = await everything.call_tool("toggle-simulated-logging", {}, 5, on_log=on_toggle_log)
+    assert "Started simulated" in started["content"][0]["text"]
+    assert len(toggle_logs) == 1
+    assert toggle_logs[0]["level"] in LOG_LEVELS and "level" in toggle_logs[0]["data"]
+    await long
+    assert long_logs == toggle_logs  # the same message, raw
+    stopped = await everything.call_tool("toggle-simulated-logging", {}, 5)
+    assert "Stopped simulated" in stopped["content"][0]["text"]
+
+
+@pytest.mark.timeout(15)
+async def test_request_passes_resources_and_prompts_through(everything: UpstreamClient) -> None:
+    read = await everything.request("resources/read", {"uri": "demo://resource/dynamic/text/3"}, 5)
+    assert read["contents"][0]["uri"] == "demo://resource/dynamic/text/3"
+    assert read["contents"][0]["text"].startswith("Resource 3: This is a plaintext resource")
+    listed = await everything.request("prompts/list", None, 5)
+    assert "args-prompt" in {p["name"] for p in listed["prompts"]}
+    prompt = await everything.request(
+        "prompts/get", {"name": "args-prompt", "arguments": {"city": "Oslo"}}, 5
+    )
+    assert prompt == {
+        "messages": [{"role": "user", "content": {"type": "text", "text": "What's weather in Oslo?"}}]
+    }
+    with pytest.raises(UpstreamError) as unknown:
+        await everything.request("prompts/get", {"name": "nope"}, 5)
+    assert (unknown.value.code, unknown.value.message) == (-32602, "MCP error -32602: Prompt nope not found")
+    with pytest.raises(UpstreamError) as missing:
+        await everything.request("resources/read", {"uri": "demo://nope"}, 5)
+    assert missing.value.code == -32602 and "Resource demo://nope not found" in missing.value.message
+
+
+@pytest.mark.timeout(15)
+async def test_list_changed_notifications_are_noticed(everything: UpstreamClient) -> None:
+    everything.list_changed.clear()
+    everything.tools_changed.clear()
+    assert everything.list_changes == {"resources": 0, "prompts": 0}
+    # Registering a session resource makes server-everything send resources/list_changed.
+    await everything.call_tool("gzip-file-as-resource", {"name": "t.gz", "data": "data:,x"}, 5)
+    await asyncio.wait_for(everything.list_changed.wait(), 2)
+    assert everything.list_changes == {"resources": 1, "prompts": 0}
+    assert not everything.tools_changed.is_set()
+
+
+@pytest.mark.timeout(15)
+async def test_cancelling_the_caller_cancels_upstream(tmp_path: Path) -> None:
+    wire = tmp_path / "to-server.jsonl"
+    spec = everything_spec(
+        command="sh",
+        args=("-c", 'tee "$0" | exec "$1" "$2" stdio', str(wire), str(NODE), str(EVERYTHING)),
+    )
+    async with UpstreamClient(spec) as client:
+        call = asyncio.create_task(client.call_tool(LONG_OP, {"duration": 2, "steps": 2}, 30))
+        await asyncio.sleep(0.3)
+        call.cancel()  # what the upstream worker does on a bus CANCEL
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        ok = await client.call_tool("echo", {"message": "after"}, timeout=5)
+        assert ok["content"][0]["text"] == "Echo: after"
+
+    sent = [json.loads(line) for line in wire.read_text().splitlines()]
+    call_id = next(
+        m["id"] for m in sent if m.get("method") == "tools/call" and m["params"]["name"] == LONG_OP
+    )
+    cancels = [m for m in sent if m.get("method") == "notifications/cancelled"]
+    assert [c["params"]["requestId"] for c in cancels] == [call_id]

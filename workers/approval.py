@@ -110,6 +110,9 @@ class ApprovalService:
             self._post(approval["callback_url"], {"event": f"approval.{status}", "approval": self.view(approval)})
         return approval
 
+    async def op_claim_replay(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.store.claim_replay(str(body["id"]), self.clock())
+
     async def op_list(self, body: dict[str, Any]) -> dict[str, Any]:
         approvals = self.store.list(body.get("status"), body.get("agent"), int(body.get("limit", 500)))
         if body.get("tool"):

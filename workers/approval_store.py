@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS approvals (
     id TEXT PRIMARY KEY, status TEXT NOT NULL, agent_id TEXT NOT NULL, tool TEXT NOT NULL,
     params TEXT NOT NULL, shape TEXT NOT NULL, session_id TEXT NOT NULL, trace_id TEXT NOT NULL,
     policy_rule TEXT NOT NULL, callback_url TEXT, created_at REAL NOT NULL, expires_at REAL NOT NULL,
-    resolved_at REAL, resolved_by TEXT, reasoning TEXT, confidence REAL
+    resolved_at REAL, resolved_by TEXT, reasoning TEXT, confidence REAL,
+    replayed_at REAL  -- an approved call run later by approval.resolve: at most once
 );
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals (status, created_at);
 CREATE TABLE IF NOT EXISTS grants (
@@ -96,6 +97,16 @@ class StateStore:
         )
         if cur.rowcount == 0:
             raise BusError(409, f"approval {current['id'][:8]} is already {current['status']}")
+        return self.get(current["id"])
+
+    def claim_replay(self, approval_id: str, now: float) -> dict[str, Any]:
+        """Mark an approved approval as replayed; 409 if it is not approved or was replayed."""
+        current = self.get(approval_id)
+        cur = self.db.execute("UPDATE approvals SET replayed_at=? WHERE id=? AND status='approved'"
+                              " AND replayed_at IS NULL", (now, current["id"]))
+        if cur.rowcount == 0:
+            state = "already replayed" if current["replayed_at"] else current["status"]
+            raise BusError(409, f"approval {current['id'][:8]} cannot be replayed: {state}")
         return self.get(current["id"])
 
     def due(self, now: float) -> list[str]:

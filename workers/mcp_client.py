@@ -3,13 +3,22 @@
 An `UpstreamClient` owns, for its lifetime: the transport (a spawned stdio
 server and its whole process group, or an SSE / streamable-HTTP connection),
 the SDK `ClientSession` over it, the upstream's `server_info` and `tools`, and
-the routing of progress notifications back to the calls that asked for them.
+the routing of progress and log notifications back to the calls that asked for
+them.
 
 Results cross this boundary as MCP wire dicts, exactly as the upstream sent
 them (the raw JSON-RPC `result`, never re-serialised through pydantic), and
 every failure is one of `UpstreamError`, `UpstreamTimeout` or `UpstreamGone`.
 `closed` is set as soon as the upstream exits or the connection drops, so the
 owning worker can notice and exit or restart.
+
+Log messages (`notifications/message`): the MCP client SDK does not tell which
+request one relates to (stdio has no such thing on the wire, and the HTTP
+transports do not keep the stream it came on), so each is delivered to every
+call in flight that passed `on_log`, at the moment it arrives; with none in
+flight it goes to the SDK's default handling (dropped). List changes
+(`notifications/{tools,resources,prompts}/list_changed`) set `list_changed`;
+tools also set `tools_changed`, the other kinds count in `list_changes`.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from mcp.shared.message import SessionMessage
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[dict[str, Any]], Awaitable[None]]
+LogCallback = Callable[[dict[str, Any]], Awaitable[None]]
 TRANSPORTS = frozenset({"stdio", "sse", "streamable_http", "http"})
 _CLIENT_INFO = types.Implementation(name="agent-mesh", version="0.1.0")
 _EXIT_POLL = 0.05  # s between liveness polls of the stdio child
@@ -91,29 +101,43 @@ class UpstreamSpec:
             raise ValueError(f"{self.name}: {self.transport} transport needs a url")
 
 
-class _ProgressSink:
-    """Delivers one call's progress notifications, in wire order, one at a time."""
+class _CallSink:
+    """Delivers one call's progress and log notifications, in wire order, one at a time."""
 
-    __slots__ = ("callback", "tail", "tasks")
+    __slots__ = ("on_log", "on_progress", "tail", "tasks")
 
-    def __init__(self, callback: ProgressCallback, tasks: set[asyncio.Task[None]]) -> None:
-        self.callback, self.tasks = callback, tasks
+    def __init__(
+        self,
+        on_progress: ProgressCallback | None,
+        on_log: LogCallback | None,
+        tasks: set[asyncio.Task[None]],
+    ) -> None:
+        self.on_progress, self.on_log, self.tasks = on_progress, on_log, tasks
         self.tail: asyncio.Task[None] | None = None
 
-    def push(self, params: dict[str, Any]) -> None:
+    def push(self, callback: Callable[[dict[str, Any]], Awaitable[None]], params: dict[str, Any]) -> None:
         # Runs on the dispatcher's read loop, which must never wait on a user
         # callback; each delivery is a task chained behind the previous one.
-        self.tail = task = asyncio.ensure_future(self._deliver(self.tail, params))
+        self.tail = task = asyncio.ensure_future(self._deliver(self.tail, callback, params))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _deliver(self, previous: asyncio.Task[None] | None, params: dict[str, Any]) -> None:
+    async def _deliver(
+        self,
+        previous: asyncio.Task[None] | None,
+        callback: Callable[[dict[str, Any]], Awaitable[None]],
+        params: dict[str, Any],
+    ) -> None:
         if previous is not None:
             await asyncio.wait([previous])
         try:
-            await self.callback(params)
+            await callback(params)
         except Exception:
-            log.exception("progress callback raised")
+            log.exception("progress/log callback raised")
+
+    async def drain(self) -> None:
+        if self.tail is not None:
+            await asyncio.wait([self.tail])
 
 
 class _Tap:
@@ -187,11 +211,14 @@ class UpstreamClient:
         self.pid: int | None = None  # stdio only: leader of the server's process group
         self.closed = asyncio.Event()
         self.tools_changed = asyncio.Event()  # set on notifications/tools/list_changed
+        self.list_changed = asyncio.Event()  # set on any notifications/*/list_changed
+        self.list_changes: dict[str, int] = {"resources": 0, "prompts": 0}  # how many of each
         self._scope: anyio.CancelScope | None = None  # cancelling it tears the session down
         self._stopping = False
         self._dispatcher: JSONRPCDispatcher[Any] | None = None
         self._headers: dict[str, str] = {}
-        self._sinks: dict[str, _ProgressSink] = {}
+        self._sinks: dict[str, _CallSink] = {}  # by our progress token
+        self._log_sinks: set[_CallSink] = set()  # in-flight calls that want log messages
         self._bg: set[asyncio.Task[None]] = set()
         self._tokens = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
@@ -236,26 +263,53 @@ class UpstreamClient:
         on_progress: ProgressCallback | None = None,
         *,
         meta: Mapping[str, Any] | None = None,
+        on_log: LogCallback | None = None,
     ) -> dict[str, Any]:
         """Call a tool; returns the upstream's CallToolResult wire dict untouched.
 
-        `on_progress` gets each `notifications/progress` params dict (raw), all of
-        them before this returns. `meta` is sent as the request's `_meta`.
+        `on_progress` gets each `notifications/progress` params dict (raw), `on_log`
+        each `notifications/message` params dict received while the call runs (see
+        the module docstring), all of them before this returns. `meta` is sent as
+        the request's `_meta`.
         """
         params: dict[str, Any] = {"name": name, "arguments": arguments}
         if meta:
             params["_meta"] = dict(meta)
-        if on_progress is None:
-            return await self._request("tools/call", params, timeout)
-        token = f"{self.spec.name}/{next(self._tokens)}"  # ours, so we can route without the SDK
-        params["_meta"] = {**params.get("_meta", {}), "progressToken": token}
-        sink = self._sinks[token] = _ProgressSink(on_progress, self._bg)
+        return await self.request("tools/call", params, timeout, on_progress=on_progress, on_log=on_log)
+
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        timeout: float,
+        *,
+        on_progress: ProgressCallback | None = None,
+        on_log: LogCallback | None = None,
+    ) -> dict[str, Any]:
+        """Send any MCP request; returns the raw result dict as the upstream sent it.
+
+        Raises `UpstreamError` (the upstream's JSON-RPC error), `UpstreamTimeout`
+        (`notifications/cancelled` was sent) or `UpstreamGone`. Cancelling the
+        awaiting task also sends `notifications/cancelled` upstream.
+        """
+        if on_progress is None and on_log is None:
+            return await self._request(method, params, timeout)
+        params = dict(params or {})
+        sink = _CallSink(on_progress, on_log, self._bg)
+        token: str | None = None
+        if on_progress is not None:
+            token = f"{self.spec.name}/{next(self._tokens)}"  # ours, so we can route without the SDK
+            params["_meta"] = {**(params.get("_meta") or {}), "progressToken": token}
+            self._sinks[token] = sink
+        if on_log is not None:
+            self._log_sinks.add(sink)
         try:
-            result = await self._request("tools/call", params, timeout)
+            result = await self._request(method, params, timeout)
         finally:
-            del self._sinks[token]
-        if sink.tail is not None:
-            await asyncio.wait([sink.tail])  # every progress callback lands before the result
+            if token is not None:
+                del self._sinks[token]
+            self._log_sinks.discard(sink)
+        await sink.drain()  # every progress/log callback lands before the result
         return result
 
     async def refresh_tools(self) -> list[dict[str, Any]]:
@@ -263,6 +317,7 @@ class UpstreamClient:
         tools: list[dict[str, Any]] = []
         cursor: str | None = None
         seen: set[str] = set()
+        self.tools_changed.clear()  # a change announced while we list makes us list again
         for _ in range(_MAX_TOOL_PAGES):
             page = await self._request(
                 "tools/list", {"cursor": cursor} if cursor else None, self.connect_timeout
@@ -274,7 +329,6 @@ class UpstreamClient:
             if cursor in seen:
                 raise UpstreamError(types.INTERNAL_ERROR, f"tools/list repeated cursor {cursor!r}")
             seen.add(cursor)
-        self.tools_changed.clear()
         self.tools = tools
         return tools
 
@@ -320,15 +374,25 @@ class UpstreamClient:
         self._stop()
 
     def _intercept(self, method: str, params: dict[str, Any] | None) -> bool:
-        """Take our calls' progress off the wire; True means consumed."""
+        """Take our calls' progress and log messages off the wire; True means consumed."""
         if method == "notifications/progress" and params is not None and self._sinks:
             token = params.get("progressToken")
             sink = self._sinks.get(token) if isinstance(token, str) else None
-            if sink is not None:
-                sink.push(params)
+            if sink is not None and sink.on_progress is not None:
+                sink.push(sink.on_progress, params)
                 return True
+        elif method == "notifications/message" and isinstance(params, dict) and self._log_sinks:
+            for sink in self._log_sinks:  # not related to a request by the SDK: every call in flight
+                assert sink.on_log is not None
+                sink.push(sink.on_log, params)
+            return True
         elif method == "notifications/tools/list_changed":
             self.tools_changed.set()
+            self.list_changed.set()
+        elif method in ("notifications/resources/list_changed", "notifications/prompts/list_changed"):
+            kind = method.split("/")[1]
+            self.list_changes[kind] += 1
+            self.list_changed.set()
         return False
 
     async def _run(self) -> None:

@@ -1,6 +1,14 @@
 """Upstream worker: one process per upstream server instance (×`workers`). Owns one live MCP
 client session (workers/mcp_client.py) and serves `upstream.<server>` on the bus.
 
+Requests: `ToolCall` (tools/call) and `UpstreamRequest` (resources and prompts, passed through
+as the MCP wire has them). While a call runs its progress and the upstream's log messages are
+streamed as partials (`{"progress": ...}`, `{"log": ...}`, see bus/messages.py). A CANCEL from
+the broker cancels the call's task, which sends `notifications/cancelled` upstream.
+
+When the upstream announces a list change the worker re-lists its tools (tools/list_changed) or
+counts the change (resources, prompts) and sends UPDATE, so front-ends see the new catalogue.
+
 When the upstream dies the worker exits non-zero: supervisord restarts it with a fresh upstream,
 and meanwhile the broker answers this worker's in-flight calls with a clear error.
 """
@@ -17,13 +25,27 @@ from pydantic import ValidationError
 from agent_mesh.config import McpServer
 from bus import frames
 from bus.errors import BusError, bad_request, not_found
-from bus.messages import ToolCall, UpstreamMeta, upstream_service
+from bus.messages import (
+    PASSTHROUGH_LISTS,
+    PASSTHROUGH_METHODS,
+    ToolCall,
+    UpstreamLiveMeta,
+    UpstreamRequest,
+    upstream_service,
+)
 from bus.worker import BusWorker, Request
-from workers.mcp_client import UpstreamClient, UpstreamError, UpstreamGone, UpstreamSpec, UpstreamTimeout
+from workers.mcp_client import (
+    UpstreamClient,
+    UpstreamError,
+    UpstreamGone,
+    UpstreamSpec,
+    UpstreamTimeout,
+)
 
 log = logging.getLogger(__name__)
 
 CAPACITY = 64  # concurrent calls per worker: one MCP session multiplexes them
+MAX_LIST_PAGES = 1000
 
 
 def spec_for(server: McpServer, default_cwd: str | None = None) -> UpstreamSpec:
@@ -47,23 +69,27 @@ class UpstreamService:
         self.tool_names = {t["name"] for t in client.tools}
 
     def meta(self) -> dict[str, Any]:
-        return UpstreamMeta(server=self.server.name, tools=self.client.tools, server_info=self.client.server_info,
-                            pid=os.getpid()).dump()
+        return UpstreamLiveMeta(server=self.server.name, tools=self.client.tools,
+                                server_info=self.client.server_info, pid=os.getpid(),
+                                list_changes=dict(self.client.list_changes)).dump()
 
     async def handle(self, request: Request) -> Any:
+        if isinstance(request.body, dict) and "method" in request.body:
+            return await self._passthrough(request)
         try:
             call = ToolCall.model_validate(request.body)
         except ValidationError as exc:
             raise bad_request(f"{self.server.name}: invalid tool call: {exc.errors()[0]['msg']}") from None
         if call.tool not in self.tool_names:
             raise not_found(f"unknown tool {self.server.name}.{call.tool}")
-        timeout = min(call.timeout or self.server.timeout_seconds, request.remaining or self.server.timeout_seconds)
+        timeout = self._timeout(call.timeout, request)
 
         async def progress(params: dict[str, Any]) -> None:
             request.partial({"progress": params})
 
         try:
-            return await self.client.call_tool(call.tool, call.arguments, timeout, on_progress=progress)
+            return await self.client.call_tool(call.tool, call.arguments, timeout, on_progress=progress,
+                                               on_log=_log_forwarder(request))
         except UpstreamTimeout:
             raise BusError(frames.TIMEOUT, f"upstream timeout: {self.server.name}.{call.tool} gave no answer "
                                            f"in {timeout:g}s (cancelled upstream)") from None
@@ -72,13 +98,91 @@ class UpstreamService:
         except UpstreamError as exc:
             raise BusError(502, f"upstream error from {self.server.name}: {exc}") from None
 
+    async def _passthrough(self, request: Request) -> dict[str, Any]:
+        try:
+            call = UpstreamRequest.model_validate(request.body)
+        except ValidationError as exc:
+            raise bad_request(f"{self.server.name}: invalid request: {exc.errors()[0]['msg']}") from None
+        if call.method not in PASSTHROUGH_METHODS:
+            raise bad_request(f"{self.server.name}: {call.method!r} is not passed through "
+                              f"(one of {', '.join(sorted(PASSTHROUGH_METHODS))})")
+        timeout = self._timeout(call.timeout, request)
+
+        async def progress(params: dict[str, Any]) -> None:
+            request.partial({"progress": params})
+
+        try:
+            if call.method in PASSTHROUGH_LISTS:
+                return {"result": await self._list_all(call.method, call.params, timeout)}
+            result = await self.client.request(call.method, call.params, timeout,
+                                               on_progress=progress if call.progress else None,
+                                               on_log=_log_forwarder(request))
+            return {"result": result}
+        except UpstreamError as exc:
+            error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+            if exc.data is not None:
+                error["data"] = exc.data
+            return {"error": error}
+        except UpstreamTimeout:
+            raise BusError(frames.TIMEOUT, f"upstream timeout: {self.server.name} gave no answer to {call.method} "
+                                           f"in {timeout:g}s (cancelled upstream)") from None
+        except UpstreamGone as exc:
+            raise BusError(frames.WORKER_DIED, f"upstream unavailable: {self.server.name} ({exc})") from None
+
+    async def _list_all(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Every page of a list method as one result (the first page's other keys kept)."""
+        key = PASSTHROUGH_LISTS[method]
+        params = {k: v for k, v in params.items() if k != "cursor"}
+        merged: dict[str, Any] | None = None
+        seen: set[str] = set()
+        for _ in range(MAX_LIST_PAGES):
+            page = await self.client.request(method, params or None, timeout)
+            if merged is None:
+                merged = {k: v for k, v in page.items() if k != "nextCursor"}
+                merged[key] = list(page.get(key) or [])
+            else:
+                merged[key].extend(page.get(key) or [])
+            cursor = page.get("nextCursor")
+            if not cursor or cursor in seen:
+                break
+            seen.add(cursor)
+            params = {**params, "cursor": cursor}
+        assert merged is not None
+        return merged
+
+    def _timeout(self, asked: float | None, request: Request) -> float:
+        return min(asked or self.server.timeout_seconds, request.remaining or self.server.timeout_seconds)
+
+    async def follow_list_changes(self, worker: BusWorker) -> None:
+        """Re-list tools / count resources and prompts changes, and tell the broker (UPDATE)."""
+        client = self.client
+        while True:
+            await client.list_changed.wait()
+            client.list_changed.clear()
+            if client.tools_changed.is_set():
+                try:
+                    await client.refresh_tools()
+                except Exception as exc:  # noqa: BLE001 - keep the old list, keep serving
+                    log.warning("%s: tools/list after tools/list_changed failed: %s", self.server.name, exc)
+                    continue
+                self.tool_names = {t["name"] for t in client.tools}
+                log.info("%s: tool list changed: %d tools", self.server.name, len(self.tool_names))
+            worker.update_meta(self.meta())
+
+
+def _log_forwarder(request: Request) -> Any:
+    async def forward(params: dict[str, Any]) -> None:
+        request.partial({"log": params})
+
+    return forward
+
 
 async def run(endpoint: str, server: McpServer, slot: str, default_cwd: str | None = None) -> int:
     """Serve until the upstream dies; return the exit status (non-zero: please restart me)."""
     try:
         client = UpstreamClient(spec_for(server, default_cwd))
         await client.start()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any start failure: report it, let supervisord retry
         log.error("%s: upstream failed to start: %s", server.name, exc)
         return 1
     try:
@@ -88,14 +192,15 @@ async def run(endpoint: str, server: McpServer, slot: str, default_cwd: str | No
                            slot=slot, meta=service.meta())
         serving = asyncio.create_task(worker.run())
         upstream_lost = asyncio.create_task(client.closed.wait())
+        changes = asyncio.create_task(service.follow_list_changes(worker))
         try:
             await asyncio.wait({serving, upstream_lost}, return_when=asyncio.FIRST_COMPLETED)
             log.error("%s: upstream connection lost; exiting so supervisord restarts this worker", server.name)
         finally:
             worker.stop()
-            for task in (serving, upstream_lost):
+            for task in (serving, upstream_lost, changes):
                 task.cancel()
-            await asyncio.gather(serving, upstream_lost, return_exceptions=True)
+            await asyncio.gather(serving, upstream_lost, changes, return_exceptions=True)
     finally:
         await client.close()
     return 1

@@ -116,7 +116,9 @@ async def test_tools_calls_policy_and_progress(setup: Setup) -> None:
         assert actions["everything.get-env"] == "deny" and actions["everything.echo"] == "allow"
 
         grant = await client.call_tool("grant.create", {"tools": ["everything.*"], "duration": "1h"})
-        assert grant.is_error and "not implemented yet" in grant.content[0].text
+        assert not grant.is_error and grant.structured_content["agent"] == "claude"
+        listed_grants = await client.call_tool("grant.list", {})
+        assert [g["id"] for g in listed_grants.structured_content["grants"]] == [grant.structured_content["id"]]
 
     # The calls are traced with the session id, in the mesh's one trace store.
     port = setup.port

@@ -1,0 +1,286 @@
+"""Resources and prompts of the upstreams, proxied to MCP agents under the same policy engine
+as tool calls (compat.md §4, extension).
+
+Listing is not governed (like `tools/list`): `resources/list`, `resources/templates/list` and
+`prompts/list` ask every live upstream that advertises the capability (through its
+`upstream.<server>` worker, `UpstreamRequest`) and merge the answers in config order. Using one
+is governed: `resources/read` and `prompts/get` go through the `policy` service like a tool
+call (rate limits and loop detection included) and are traced the same way.
+
+Naming — what agents see, and the name policies and traces match against:
+
+- **Prompts** are listed as `<server>.<prompt>` (like tools, so names are unique across
+  servers); `prompts/get` takes that name. Policy / trace name: `<server>.prompt:<prompt>`,
+  policy params: the prompt's `arguments`.
+- **Resources** keep their URIs untouched (tool results link to them as they are); a URI is
+  routed to the server that listed it (last `resources/list`), else whose resource template
+  matches it, else — when only one live upstream has resources — to that one. Policy / trace
+  name: `<server>.resource:<uri>`, policy params: `{"uri": <uri>}`.
+
+`:` cannot occur in a tool name, so a rule on `<server>.<tool>` never covers a prompt or a
+resource, while `<server>.*` covers the server's tools, prompts and resources alike; e.g.
+`everything.resource:demo://resource/static/*` for static documents only. A refusal is a
+JSON-RPC error with code `POLICY_REFUSED` naming the policy rule (`data`: policy, rule,
+trace_id); an upstream's own JSON-RPC error (unknown prompt, unknown resource) is passed through
+with its code, message and data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import mcp_types as types
+from mcp.shared.exceptions import MCPError
+from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
+
+from bus import frames
+from bus.client import PartialHandler
+from bus.errors import BusError
+from bus.messages import POLICY, PolicyCheck, TraceRecord, UpstreamRequest, upstream_service
+from gateway.catalog import ServerView
+from gateway.frontend import FrontEnd
+
+log = logging.getLogger(__name__)
+
+POLICY_TIMEOUT = 5.0
+POLICY_REFUSED = -32003  # implementation-defined server error: denied, rate limited, needs approval
+RESOURCE_NOT_FOUND = -32002  # the MCP spec's code
+
+# Bus error code → (trace status, what the agent reads).
+_BUS_STATUS = {
+    frames.WORKER_DIED: 502,
+    frames.UNAVAILABLE: 503,
+    frames.TIMEOUT: 504,
+    frames.NOT_FOUND: 404,
+    frames.BAD_REQUEST: 400,
+}
+# Upstream JSON-RPC error code → trace status.
+_RPC_STATUS = {RESOURCE_NOT_FOUND: 404, types.INVALID_PARAMS: 400, types.METHOD_NOT_FOUND: 404}
+
+
+def prompt_policy_name(server: str, prompt: str) -> str:
+    return f"{server}.prompt:{prompt}"
+
+
+def resource_policy_name(server: str, uri: str) -> str:
+    return f"{server}.resource:{uri}"
+
+
+class McpProxy:
+    def __init__(self, frontend: FrontEnd) -> None:
+        self.client = frontend.client
+        self.catalog = frontend.catalog
+        self.outbox = frontend.outbox
+        self.timeouts = {s.name: s.timeout_seconds for s in frontend.loaded.config.mcp_servers}
+        self._owners: dict[str, str] = {}  # resource URI → the server that listed it
+        self._templates: dict[str, list[UriTemplate]] = {}  # server → its resource templates
+
+    def servers_with(self, capability: str) -> list[ServerView]:
+        return [view for view in self.catalog.servers.values() if view.has(capability)]
+
+    # -- listing (not governed) --------------------------------------------------------------
+
+    async def list_resources(self) -> dict[str, Any]:
+        resources: list[Any] = []
+        for server, result in await self._fan_out("resources", "resources/list"):
+            listed = [r for r in result.get("resources") or [] if isinstance(r, dict)]
+            for uri in [u for u, owner in self._owners.items() if owner == server]:
+                del self._owners[uri]
+            for resource in listed:
+                if isinstance(resource.get("uri"), str):
+                    self._owners.setdefault(resource["uri"], server)
+            resources.extend(listed)
+        return {"resources": resources}
+
+    async def list_resource_templates(self) -> dict[str, Any]:
+        templates: list[Any] = []
+        for server, result in await self._fan_out("resources", "resources/templates/list"):
+            listed = [t for t in result.get("resourceTemplates") or [] if isinstance(t, dict)]
+            parsed = []
+            for template in listed:
+                try:
+                    parsed.append(UriTemplate.parse(str(template.get("uriTemplate"))))
+                except (InvalidUriTemplate, ValueError):
+                    log.debug("%s: unusable resource template %r", server, template.get("uriTemplate"))
+            self._templates[server] = parsed
+            templates.extend(listed)
+        return {"resourceTemplates": templates}
+
+    async def list_prompts(self) -> dict[str, Any]:
+        prompts: list[Any] = []
+        for server, result in await self._fan_out("prompts", "prompts/list"):
+            for prompt in result.get("prompts") or []:
+                if isinstance(prompt, dict) and isinstance(prompt.get("name"), str):
+                    prompts.append({**prompt, "name": f"{server}.{prompt['name']}"})
+        return {"prompts": prompts}
+
+    async def _fan_out(self, capability: str, method: str) -> list[tuple[str, dict[str, Any]]]:
+        """Ask every live upstream with `capability`; the answers in config order. Upstreams that
+        fail are left out (and logged); if all fail, the first failure is the error."""
+        servers = self.servers_with(capability)
+        replies = await asyncio.gather(
+            *(self._upstream(view.name, UpstreamRequest(method=method)) for view in servers),
+            return_exceptions=True,
+        )
+        out: list[tuple[str, dict[str, Any]]] = []
+        failures: list[BaseException] = []
+        for view, reply in zip(servers, replies, strict=True):
+            if isinstance(reply, BaseException):
+                if not isinstance(reply, Exception):
+                    raise reply  # cancellation
+                log.warning("%s from %s failed: %s", method, view.name, reply)
+                failures.append(reply)
+            else:
+                out.append((view.name, reply))
+        if failures and not out:
+            first = failures[0]
+            if isinstance(first, _Outcome):
+                raise MCPError(first.code, f"{method}: {first.message}", first.data)
+            raise first
+        return out
+
+    async def _upstream(
+        self, server: str, request: UpstreamRequest, on_partial: PartialHandler | None = None
+    ) -> dict[str, Any]:
+        """The upstream's result, or MCPError (its JSON-RPC error as is, or what the bus said)."""
+        timeout = self.timeouts.get(server, 60.0)
+        request.timeout = timeout
+        try:
+            reply = await self.client.request(upstream_service(server), request.dump(), timeout=timeout + 1.0,
+                                              on_partial=on_partial)
+        except BusError as exc:
+            message = exc.message
+            if exc.code in (frames.WORKER_DIED, frames.UNAVAILABLE):
+                message = f"upstream unavailable: {server} ({exc.message})"
+            raise _Outcome(_BUS_STATUS.get(exc.code, 502), "allow", types.INTERNAL_ERROR, message) from None
+        if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
+            error = reply["error"]
+            code = error.get("code") if isinstance(error.get("code"), int) else types.INTERNAL_ERROR
+            raise _Outcome(_RPC_STATUS.get(code, 502), "allow", code, str(error.get("message", "")),
+                           data=error.get("data"))
+        if not isinstance(reply, dict) or not isinstance(reply.get("result"), dict):
+            raise _Outcome(502, "allow", types.INTERNAL_ERROR, f"upstream {server}: malformed reply")
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    # -- governed ----------------------------------------------------------------------------
+
+    async def read_resource(
+        self, agent: str, session_id: str, uri: str, *, on_partial: PartialHandler | None = None,
+        progress: bool = False,
+    ) -> dict[str, Any]:
+        server = await self.resource_owner(uri)
+        if server is None:
+            message = f"Resource not found: {uri} (no upstream lists it or has a matching resource template)"
+            self._trace(agent, session_id, f"resource:{uri}", {"uri": uri}, uuid.uuid4().hex, 0.0,
+                        _Outcome(404, "error", RESOURCE_NOT_FOUND, message))
+            raise MCPError(RESOURCE_NOT_FOUND, message, data={"uri": uri})
+        return await self._governed(agent, session_id, server, resource_policy_name(server, uri), {"uri": uri},
+                                    UpstreamRequest(method="resources/read", params={"uri": uri}, progress=progress),
+                                    on_partial)
+
+    async def get_prompt(
+        self, agent: str, session_id: str, name: str, arguments: dict[str, Any], *,
+        on_partial: PartialHandler | None = None, progress: bool = False,
+    ) -> dict[str, Any]:
+        server_name, dot, prompt = name.partition(".")
+        view = self.catalog.servers.get(server_name)
+        if not dot or not prompt or view is None:
+            raise MCPError(types.INVALID_PARAMS,
+                           f"unknown prompt {name}: no upstream server named {server_name!r} "
+                           "(prompts are named <server>.<prompt>)")
+        if not view.has("prompts"):
+            raise MCPError(types.INVALID_PARAMS, f"unknown prompt {name}: {server_name} has no prompts"
+                                                 + ("" if view.up else " (upstream unavailable)"))
+        params: dict[str, Any] = {"name": prompt}
+        if arguments:
+            params["arguments"] = arguments
+        return await self._governed(agent, session_id, server_name, prompt_policy_name(server_name, prompt),
+                                    arguments, UpstreamRequest(method="prompts/get", params=params,
+                                                               progress=progress), on_partial)
+
+    async def resource_owner(self, uri: str) -> str | None:
+        """The server a resource URI is routed to (see the module docstring), None if none."""
+        owner = self._lookup(uri)
+        if owner is None:  # listed since we last looked? ask again once
+            await asyncio.gather(self.list_resources(), self.list_resource_templates(), return_exceptions=True)
+            owner = self._lookup(uri)
+        if owner is None:
+            live = self.servers_with("resources")
+            if len(live) == 1:
+                owner = live[0].name
+        return owner
+
+    def _lookup(self, uri: str) -> str | None:
+        live = {view.name for view in self.servers_with("resources")}
+        owner = self._owners.get(uri)
+        if owner in live:
+            return owner
+        for server, templates in self._templates.items():
+            if server in live and any(t.match(uri) is not None for t in templates):
+                return server
+        return None
+
+    async def _governed(
+        self, agent: str, session_id: str, server: str, policy_name: str, policy_params: dict[str, Any],
+        request: UpstreamRequest, on_partial: PartialHandler | None,
+    ) -> dict[str, Any]:
+        trace_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        rule = ""
+        try:
+            try:
+                decision = await self.client.request(
+                    POLICY, PolicyCheck(agent=agent, tool=policy_name, params=policy_params).dump(),
+                    timeout=POLICY_TIMEOUT, key=agent)
+            except BusError as exc:
+                raise _Outcome(503, "error", types.INTERNAL_ERROR,
+                               f"policy service unavailable: {exc.message}") from None
+            action, rule, reason = decision["action"], decision["rule"], decision["reason"]
+            if action != "allow":
+                message = {
+                    "deny": f"denied by policy {rule}: {reason}",
+                    "rate_limited": reason,
+                    "human_approval": f"approval required by policy {rule}: human approval is not implemented "
+                                      "yet for resources and prompts",
+                }.get(action, f"refused by policy {rule}: {reason}")
+                status = {"deny": 403, "rate_limited": 429, "human_approval": 202}.get(action, 403)
+                raise _Outcome(status, action, POLICY_REFUSED, message,
+                               data={"policy": action, "rule": rule, "trace_id": trace_id})
+            result = await self._upstream(server, request, on_partial)
+        except _Outcome as refused:
+            refused.rule = refused.rule or rule
+            self._trace(agent, session_id, policy_name, policy_params, trace_id, started, refused)
+            raise MCPError(refused.code, refused.message, refused.data) from None
+        except asyncio.CancelledError:
+            self._trace(agent, session_id, policy_name, policy_params, trace_id, started,
+                        _Outcome(499, "allow" if rule else "error", 0, "cancelled by the client", rule=rule))
+            raise
+        self._trace(agent, session_id, policy_name, policy_params, trace_id, started,
+                    _Outcome(200, "allow", 0, "", rule=rule))
+        return result
+
+    def _trace(self, agent: str, session_id: str, name: str, params: dict[str, Any], trace_id: str,
+               started: float, outcome: _Outcome) -> None:
+        latency = round((time.perf_counter() - started) * 1000, 3) if started else 0.0
+        self.outbox.add(TraceRecord(
+            trace_id=trace_id, session_id=session_id, agent_id=agent, tool=name, params=params,
+            policy=outcome.policy, policy_rule=outcome.rule, status_code=outcome.status, latency_ms=latency,
+            error=outcome.message if outcome.status != 200 else "",
+            timestamp=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        ))
+
+
+class _Outcome(Exception):
+    """How a governed request ended: raised when it failed, built to trace it in any case."""
+
+    def __init__(self, status: int, policy: str, code: int, message: str, *, data: Any = None,
+                 rule: str = "") -> None:
+        super().__init__(message)
+        self.status, self.policy, self.code, self.message, self.data, self.rule = (
+            status, policy, code, message, data, rule)

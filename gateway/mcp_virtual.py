@@ -1,0 +1,144 @@
+"""The mesh's own MCP tools (compat.md §4): `mesh.catalog`, `grant.create/list/revoke`,
+`approval.pending/resolve`. They act for the calling agent, on the approval/state service.
+
+- Supervisor mode (`supervisor.enabled`): the approval tools are hidden and calling them is a
+  JSON-RPC error — an agent must not approve itself; calls needing approval block instead.
+- With `auth.operator_token` configured, agents cannot create grants or resolve approvals over
+  MCP either: that is the operator's job (`mesh approve`, `POST /grants` with the token).
+- `approval.resolve` with `approve` replays the original call and returns its result.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import mcp_types as types
+from mcp.shared.exceptions import MCPError
+
+from bus.client import PartialHandler
+from bus.errors import BusError
+from bus.messages import APPROVAL
+from gateway.frontend import FrontEnd
+from policy.engine import PolicyEngine
+
+_OBJECT = {"type": "object"}
+TOOLS: dict[str, dict[str, Any]] = {
+    "mesh.catalog": {
+        "description": "Tools of every upstream server, grouped by server, with the policy action that "
+                       "applies to you for each (allow / deny / human_approval).",
+        "inputSchema": {"type": "object", "properties": {"source": {
+            "type": "string", "description": "only this upstream server"}}},
+    },
+    "grant.create": {
+        "description": "Create a temporary grant for yourself: calls to these tools that need approval "
+                       "are allowed until it expires (never calls that are denied).",
+        "inputSchema": {"type": "object", "required": ["tools", "duration"], "properties": {
+            "tools": {"type": "array", "items": {"type": "string"}, "description": "tool globs"},
+            "duration": {"type": "string", "description": "e.g. 30m, 2h, 1h30m"}}},
+    },
+    "grant.list": {"description": "Your active grants.", "inputSchema": _OBJECT},
+    "grant.revoke": {
+        "description": "Revoke a grant (id or unique prefix).",
+        "inputSchema": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+    },
+    "approval.pending": {"description": "Your calls waiting for approval.", "inputSchema": _OBJECT},
+    "approval.resolve": {
+        "description": "Approve or deny a pending call (id or 8-char prefix); an approved call is "
+                       "replayed and its result returned.",
+        "inputSchema": {"type": "object", "required": ["id", "decision"], "properties": {
+            "id": {"type": "string"}, "decision": {"type": "string", "enum": ["approve", "deny"]}}},
+    },
+}
+APPROVAL_TOOLS = frozenset({"approval.pending", "approval.resolve"})
+OPERATOR_TOOLS = frozenset({"grant.create", "grant.revoke", "approval.resolve"})
+
+
+def text_result(text: str, *, error: bool = False, structured: Any = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": error}
+    if structured is not None:
+        out["structuredContent"] = structured
+    return out
+
+
+class VirtualTools:
+    def __init__(self, frontend: FrontEnd) -> None:
+        self.frontend = frontend
+        config = frontend.loaded.config
+        self.supervisor_mode = config.supervisor.enabled
+        self.operator_only = config.auth.operator_token is not None
+        self.static_policy = PolicyEngine(config.policies)  # for catalog views only: no counting
+
+    def listed(self) -> list[dict[str, Any]]:
+        return [{"name": name, **tool} for name, tool in TOOLS.items()
+                if not (self.supervisor_mode and name in APPROVAL_TOOLS)]
+
+    def __contains__(self, name: str) -> bool:
+        return name in TOOLS
+
+    async def call(self, agent: str, name: str, arguments: dict[str, Any],
+                   on_progress: PartialHandler | None = None) -> dict[str, Any]:
+        if name in APPROVAL_TOOLS and self.supervisor_mode:
+            raise MCPError(types.METHOD_NOT_FOUND,
+                           f"{name} is not available: supervisor mode is active (approvals are resolved "
+                           "by the supervisor or a human, not by agents)")
+        if name in OPERATOR_TOOLS and self.operator_only:
+            return text_result(f"{name}: refused — this mesh has an operator token; ask the operator "
+                               "(`mesh approve <id>`, `POST /grants`)", error=True)
+        if name == "mesh.catalog":
+            return self._catalog(agent, arguments.get("source"))
+        try:
+            if name == "grant.create":
+                grant = await self._state({"op": "grant_create", "agent": agent, "tools": arguments.get("tools"),
+                                           "duration": arguments.get("duration"), "created_by": f"agent:{agent}"})
+                return text_result(f"grant {grant['id'][:8]} allows {', '.join(grant['tools'])} "
+                                   f"for {agent} until {grant['expires_at']:.0f}", structured=grant)
+            if name == "grant.list":
+                grants = (await self._state({"op": "grant_list", "agent": agent}))["grants"]
+                return text_result(json.dumps(grants, indent=1) if grants else "no active grants",
+                                   structured={"grants": grants})
+            if name == "grant.revoke":
+                grant = await self._state({"op": "grant_revoke", "id": str(arguments.get("id", ""))})
+                return text_result(f"grant {grant['id'][:8]} revoked", structured=grant)
+            if name == "approval.pending":
+                approvals = (await self._state({"op": "list", "status": "pending", "agent": agent}))["approvals"]
+                lines = [f"{a['id'][:8]} {a['tool']} {json.dumps(a['params'])}" for a in approvals]
+                return text_result("\n".join(lines) or "nothing pending", structured={"approvals": approvals})
+            return await self._resolve(agent, arguments, on_progress)
+        except BusError as exc:
+            return text_result(f"{name}: {exc.message}", error=True)
+
+    async def _state(self, body: dict[str, Any]) -> Any:
+        return await self.frontend.client.request(APPROVAL, body, timeout=10.0)
+
+    async def _resolve(self, agent: str, arguments: dict[str, Any], on_progress: PartialHandler | None) -> dict[str, Any]:
+        decision = arguments.get("decision")
+        if decision not in ("approve", "deny"):
+            raise MCPError(types.INVALID_PARAMS, "decision must be 'approve' or 'deny'")
+        approval = (await self._state({"op": "get", "id": str(arguments.get("id", "")), "raw": True}))["approval"]
+        if approval["agent_id"] != agent:
+            return text_result(f"approval {approval['id'][:8]} belongs to another agent", error=True)
+        if approval["status"] == "pending":  # else a human already decided: keep their decision
+            approval = await self._state({"op": "resolve", "id": approval["id"], "decision": decision,
+                                          "resolved_by": f"agent:{agent}"})
+        if approval["status"] != "approved" or decision != "approve":
+            return text_result(f"approval {approval['id'][:8]} is {approval['status']}; the call was not run",
+                               error=approval["status"] != "denied")
+        claimed = await self._state({"op": "claim_replay", "id": approval["id"]})  # at most once
+        outcome = await self.frontend.pipeline.replay(claimed, on_progress)
+        if outcome.status == 200:
+            return outcome.result  # type: ignore[no-any-return]
+        return text_result(f"approved, but the call failed: {outcome.error}", error=True)
+
+    def _catalog(self, agent: str, source: Any) -> dict[str, Any]:
+        servers: dict[str, list[dict[str, str]]] = {}
+        for view in self.frontend.catalog.servers.values():
+            if source and view.name != source:
+                continue
+            servers[view.name] = [
+                {"tool": f"{view.name}.{tool}",
+                 "action": self.static_policy.evaluate_static(agent, f"{view.name}.{tool}").action}
+                for tool in view.tools
+            ]
+        lines = [f"{tool['tool']}: {tool['action']}" for tools in servers.values() for tool in tools]
+        return text_result("\n".join(lines) or "no tools", structured={"agent": agent, "servers": servers})

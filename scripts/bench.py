@@ -1,0 +1,393 @@
+"""agent-mesh benchmarks in one command: prints the tables, then writes docs/benchmarks.md.
+
+    python scripts/bench.py [--duration 5] [--quick] [--no-write] [--json] [--keep]
+
+1. `echo` of server-everything at concurrency 1, 16, 64 (0.5 s warm-up, then --duration s each;
+   all calls have distinct params: loop detection refuses the 3rd identical call within 10 s).
+   direct: in-process `UpstreamClient` (as bench_http.py); direct-sdk: the official SDK `Client`
+   on the upstream over stdio, the baseline of the MCP front-ends; mesh-rest: `POST
+   /tool/everything.echo`, raw HTTP/1.1 keep-alive, one connection per concurrent caller;
+   mesh-mcp-http: SDK `Client` over Streamable HTTP to `/mcp`; mesh-stdio: SDK `Client` on
+   `agent-mesh --mcp --config <same config>` (attaches to the running mesh). The SDK modes use ONE
+   session per level, all its calls concurrent on it. Then the RSS of the mesh tree.
+2. Scaling: CPU-bound upstream (bench_upstream.py `burn`, ~5-10 ms of SHA-256) with `workers: 1`,
+   then `workers: 2`; REST at concurrency 16; per-worker `served` from /mcp-servers.
+3. Head-of-line: echo (REST, concurrency 1) with the mesh's other upstream idle, then busy with 8
+   concurrent 2 s `sleep` calls.
+Each mesh: `agent-mesh serve` (supervisord), temp dir and AGENT_MESH_HOME, free port; stopped by
+SIGTERM (leftovers SIGKILLed), also on errors and Ctrl-C. Needs `npm ci`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import itertools
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bench_http as bh
+import yaml
+from bench_http import AGENT, Result
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+UPSTREAM = bh.REPO / "scripts" / "bench_upstream.py"
+DOC = bh.REPO / "docs" / "benchmarks.md"
+SCALE_CONCURRENCY, SLOW_CONCURRENCY, SLOW_SECONDS = 16, 8, 2.0
+CATALOG_REFRESH = 1.0  # s: /mcp-servers is the gateway's snapshot of the broker, this old at most
+BASELINE = {"mesh-rest": "direct", "mesh-mcp-http": "direct-sdk", "mesh-stdio": "direct-sdk"}
+RUN_PROBLEM = re.compile(r"Traceback|ERROR|CRITICAL|WARN|not expected|SIGKILL")  # while running
+STOP_PROBLEM = re.compile(r"Traceback|ERROR|CRITICAL|not expected|SIGKILL")  # at shutdown
+ECHO_OK = 'Echo: hi {n}"'  # in the JSON reply to REST call n
+COLUMNS = ["conc", "calls/s", "p50 ms", "p99 ms", "errors"]
+T0 = time.monotonic()
+Params = Callable[[int], dict[str, Any]]
+
+
+def say(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr)
+
+
+def echo_params(n: int) -> dict[str, Any]:
+    return {"message": f"hi {n}"}
+
+
+def server(name: str, command: str, args: list[str], workers: int = 1) -> dict[str, Any]:
+    return {"name": name, "transport": "stdio", "command": command, "args": args,
+            "workers": workers}
+
+
+EVERYTHING_SERVER = server("everything", str(bh.EVERYTHING), ["stdio"])
+
+
+@dataclass
+class Report:
+    echo: list[Result] = field(default_factory=list)
+    rss_mb: float = 0.0
+    mesh_processes: int = 0
+    scaling: list[Result] = field(default_factory=list)
+    served: dict[str, dict[str, int]] = field(default_factory=dict)  # mode -> slot -> served
+    hol: list[Result] = field(default_factory=list)
+    slow_inflight: int = 0  # `bench.sleep` in flight (catalog snapshot) during the busy echo run
+    slow_done: int = 0
+    slow_errors: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+# -- load generators -------------------------------------------------------------------------------
+
+class RestConn(bh.HttpConn):
+    """bench_http.HttpConn with tool, params and expected reply as arguments (its `call` has
+    them fixed, so that is copied here): one keep-alive connection POSTing to /tool/<tool>."""
+
+    def __init__(self, port: int, tool: str, params: Params, expect: str | None = None) -> None:
+        super().__init__(port)
+        self.head = self.head.replace("/tool/everything.echo ", f"/tool/{tool} ")
+        self.params, self.expect = params, expect
+
+    async def call(self, n: int) -> str | None:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = self.streams
+        body = json.dumps({"params": self.params(n)}).encode()
+        writer.write(f"{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        try:
+            lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            headers = {k.strip().lower(): v.strip()
+                       for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            data = (await reader.readexactly(int(headers["content-length"]))).decode()
+        except BaseException:
+            self.close()  # unknown state: never reuse it
+            raise
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        if status != 200:
+            return f"HTTP {status}: {data[:500]}"
+        bad = self.expect is not None and self.expect.format(n=n) not in data
+        return f"call {n}: unexpected reply {data[:500]}" if bad else None
+
+
+async def rest_levels(mode: str, port: int, tool: str, params: Params, levels: tuple[int, ...],
+                      duration: float, counter: itertools.count[int],
+                      expect: str | None = None) -> list[Result]:
+    results = []
+    for c in levels:
+        say(f"{mode} c={c} ...")
+        conns = [RestConn(port, tool, params, expect) for _ in range(c)]
+        try:
+            results.append(await bh.measure(mode, [x.call for x in conns], duration, counter))
+        finally:
+            for conn in conns:
+                conn.close()
+    return results
+
+
+async def sdk_levels(mode: str, client: Client, tool: str, duration: float,
+                     counter: itertools.count[int]) -> list[Result]:
+    async def call(n: int) -> str | None:  # every concurrent caller shares `client`'s session
+        result = await client.call_tool(tool, echo_params(n))
+        text = getattr(result.content[0], "text", None) if result.content else None
+        if result.is_error or text != f"Echo: hi {n}":
+            return f"call {n}: is_error={result.is_error} {str(result.content)[:500]}"
+        return None
+
+    results = []
+    for c in bh.CONCURRENCY:
+        say(f"{mode} c={c} ...")
+        results.append(await bh.measure(mode, [call] * c, duration, counter))
+    return results
+
+
+# -- meshes ----------------------------------------------------------------------------------------
+
+LIVE: list[bh.MeshProcess] = []  # started, not yet stopped (main stops them on the way out)
+
+
+class BenchMesh(bh.MeshProcess):
+    """bench_http's MeshProcess (start / tree / stop) with our own upstream servers."""
+
+    def __init__(self, tmp: Path, servers: list[dict[str, Any]]) -> None:
+        super().__init__(tmp, policy_workers=1, upstream_workers=1)
+        rules = [{"tools": ["*"], "action": "allow"}]
+        self.config_path.write_text(yaml.safe_dump({
+            "port": self.port, "policy_workers": 1, "mcp_servers": servers,
+            "policies": [{"name": AGENT, "agent": AGENT, "rules": rules}]}))
+        self.env = {**os.environ, "AGENT_MESH_HOME": str(self.home)}
+
+    def workers(self, name: str) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/mcp-servers", timeout=5) as r:
+            return next(s["workers"] for s in json.load(r)["servers"] if s["name"] == name)
+
+    def log_lines(self, pattern: re.Pattern[str]) -> set[tuple[str, str]]:
+        return {(log.name, line.strip()) for log in self.home.glob("*/logs/*.log")
+                for line in log.read_text(errors="replace").splitlines() if pattern.search(line)}
+
+
+@contextlib.contextmanager
+def running_mesh(label: str, servers: list[dict[str, Any]], report: Report,
+                 keep: bool) -> Iterator[BenchMesh]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-mesh-"))
+    mesh = BenchMesh(tmp, servers)
+    LIVE.append(mesh)
+    say(f"[{label}] starting a mesh on port {mesh.port}, AGENT_MESH_HOME={mesh.home}")
+    try:
+        mesh.start()
+        deadline = time.monotonic() + 30  # /health may say ok before every upstream slot is up
+        while any(len(mesh.workers(s["name"])) < s["workers"] for s in servers):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"[{label}] not all upstream workers up after 30 s")
+            time.sleep(0.2)
+        say(f"[{label}] up")
+        yield mesh
+    finally:
+        during = mesh.log_lines(RUN_PROBLEM)
+        say(f"[{label}] stopping the mesh")
+        notes = mesh.stop() + [f"{name}: {line[:300]}" for name, line in sorted(during)]
+        notes += [f"at shutdown, {name}: {line[:300]}"
+                  for name, line in sorted(mesh.log_lines(STOP_PROBLEM) - during)]
+        LIVE.remove(mesh)
+        say(f"[{label}] stopped")
+        report.notes += [f"[{label}] {line}" for line in notes[:20]]
+        report.notes += [f"[{label}] ... and {len(notes) - 20} more"] if len(notes) > 20 else []
+        if keep:
+            say(f"[{label}] kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- the three parts -------------------------------------------------------------------------------
+
+async def part_echo(args: argparse.Namespace, counter: itertools.count[int], rep: Report) -> None:
+    say("direct c=1,16,64 ...")
+    rep.echo += await bh.bench_direct(args.duration, counter)
+    upstream = StdioServerParameters(command=str(bh.EVERYTHING), args=["stdio"])
+    async with Client(upstream, mode="legacy") as client:
+        rep.echo += await sdk_levels("direct-sdk", client, "echo", args.duration, counter)
+    with running_mesh("echo", [EVERYTHING_SERVER], rep, args.keep) as mesh:
+        tool = "everything.echo"
+        rep.echo += await rest_levels("mesh-rest", mesh.port, tool, echo_params, bh.CONCURRENCY,
+                                      args.duration, counter, ECHO_OK)
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer agent:{AGENT}"})
+        transport = streamable_http_client(f"http://127.0.0.1:{mesh.port}/mcp", http_client=http)
+        async with http, Client(transport, mode="legacy") as client:
+            rep.echo += await sdk_levels("mesh-mcp-http", client, tool, args.duration, counter)
+        front = StdioServerParameters(
+            command=sys.executable, env=mesh.env, cwd=str(mesh.config_path.parent),
+            args=["-m", "agent_mesh", "--mcp", "--config", str(mesh.config_path),
+                  "--mcp-agent", AGENT])
+        async with Client(front, mode="legacy") as client:
+            rep.echo += await sdk_levels("mesh-stdio", client, tool, args.duration, counter)
+        tree = mesh.tree()
+        rep.rss_mb, rep.mesh_processes = bh.rss_mb(tree), len(tree)
+
+
+async def part_hol(mesh: BenchMesh, duration: float, counter: itertools.count[int],
+                   rep: Report) -> None:
+    async def echo(mode: str) -> Result:
+        return (await rest_levels(mode, mesh.port, "everything.echo", echo_params, (1,),
+                                  duration, counter, ECHO_OK))[0]
+
+    rep.hol.append(await echo("other upstream idle"))
+    slow = [RestConn(mesh.port, "bench.sleep", lambda n: {"seconds": SLOW_SECONDS, "n": n})
+            for _ in range(SLOW_CONCURRENCY)]
+    # Each caller starts a new sleep as soon as one ends, until 0.5 s after the echo run's end.
+    load_s = 1.5 + bh.WARMUP + duration
+    load = asyncio.create_task(bh.drive([c.call for c in slow], load_s, counter))
+    try:
+        await asyncio.sleep(0.5)
+        rep.hol.append(await echo(f"other upstream busy ({SLOW_CONCURRENCY} x sleep)"))
+        workers = await asyncio.to_thread(mesh.workers, "bench")  # <= 1 s old: the busy run
+        rep.slow_inflight = sum(w["inflight"] or 0 for w in workers)
+        run = await load  # the last sleeps end within SLOW_SECONDS of its deadline
+        rep.slow_done, rep.slow_errors = len(run.latencies), run.errors
+        rep.notes += [f"first `bench.sleep` error: {run.first_error}"] if run.first_error else []
+    finally:
+        load.cancel()
+        for conn in slow:
+            conn.close()
+
+
+async def part_scaling(args: argparse.Namespace, counter: itertools.count[int],
+                       rep: Report) -> None:
+    for workers in (1, 2):
+        label = f"workers={workers}"
+        bench = server("bench", sys.executable, [str(UPSTREAM)], workers)
+        with running_mesh(label, [EVERYTHING_SERVER, bench], rep, args.keep) as mesh:
+            rep.scaling += await rest_levels(label, mesh.port, "bench.burn", lambda n: {"n": n},
+                                             (SCALE_CONCURRENCY,), args.duration, counter)
+            await asyncio.sleep(CATALOG_REFRESH + 0.2)
+            rep.served[label] = {str(w["slot"]): w["served"] for w in mesh.workers("bench")}
+            if workers == 1:
+                await part_hol(mesh, args.duration, counter, rep)
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+
+    def fmt(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+
+
+def row(r: Result) -> list[str]:
+    return [r.mode, str(r.concurrency), f"{r.calls_per_s:.1f}", f"{r.p50_ms:.2f}",
+            f"{r.p99_ms:.2f}", str(r.errors)]
+
+
+def render(rep: Report, duration: float) -> str:
+    base = {(r.mode, r.concurrency): r for r in rep.echo}
+    echo_rows = []
+    for r in rep.echo:
+        b = base.get((BASELINE.get(r.mode, ""), r.concurrency))
+        echo_rows.append(row(r) + ([f"{r.calls_per_s / b.calls_per_s:.2f} x {b.mode}",
+                                    f"{r.p50_ms - b.p50_ms:+.2f}"] if b else ["", ""]))
+    out = [f"## 1. echo (server-everything), {duration:g} s per level, {bh.WARMUP} s warm-up",
+           "", md_table(["mode", *COLUMNS, "ratio", "added p50 ms"], echo_rows), "",
+           (f"Mesh process tree RSS after the runs: {rep.rss_mb:.1f} MB ({rep.mesh_processes} "
+            "processes: supervisord + descendants, the stdio MCP server included)."), "",
+           f"## 2. Scaling: CPU-bound `bench.burn`, REST at concurrency {SCALE_CONCURRENCY}", "",
+           md_table(["upstream", *COLUMNS, "served per worker (warm-up included)"],
+                    [row(r) + [json.dumps(rep.served.get(r.mode, {}))] for r in rep.scaling])]
+    if len(rep.scaling) == 2 and rep.scaling[0].calls_per_s:
+        ratio = rep.scaling[1].calls_per_s / rep.scaling[0].calls_per_s
+        out += ["", f"workers=2 / workers=1: {ratio:.2f}x"]
+    out += ["", "## 3. Head-of-line: echo (REST) beside a busy upstream of the same mesh", "",
+            md_table(["echo while", *COLUMNS], [row(r) for r in rep.hol])]
+    if len(rep.hol) == 2:
+        out += ["", (f"p50 busy - idle: {rep.hol[1].p50_ms - rep.hol[0].p50_ms:+.2f} ms; "
+                     f"`bench.sleep` ({SLOW_SECONDS:g} s) in flight during the busy run: "
+                     f"{rep.slow_inflight}; completed {rep.slow_done}, errors {rep.slow_errors}.")]
+    notes = [f"first error of {r.mode} c={r.concurrency}: {r.first_error}"
+             for r in rep.echo + rep.scaling + rep.hol if r.first_error] + rep.notes
+    if notes:
+        out += ["", "## Notes (first errors, processes outliving supervisord, log problems)", "",
+                *(f"- {n}" for n in notes)]
+    return "\n".join(out)
+
+
+def machine_info() -> dict[str, str]:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                .splitlines() if ln.startswith("model name")), platform.processor() or "?")
+    return {"date": f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+            "machine": f"nproc {len(os.sched_getaffinity(0))}, {cpu}",
+            "python": platform.python_version(),
+            "load average at start": ", ".join(f"{x:.2f}" for x in os.getloadavg())}
+
+
+def reap_own_children() -> None:
+    """Safety net (nothing is left, normally): SIGKILL what this process started and is alive."""
+    for pid in bh.descendants(os.getpid()):
+        say(f"leftover child {pid} ({bh.cmdline(pid)}): SIGKILL")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def run_all(args: argparse.Namespace, report: Report) -> None:
+    counter = itertools.count()
+    await part_echo(args, counter, report)
+    await part_scaling(args, counter, report)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds measured per level")
+    ap.add_argument("--quick", action="store_true", help="1 s per level (smoke run)")
+    ap.add_argument("--no-write", action="store_true", help=f"do not write {DOC}")
+    ap.add_argument("--json", action="store_true", help="also print the results as JSON")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dirs (mesh logs)")
+    args = ap.parse_args()
+    args.duration = 1.0 if args.quick else args.duration
+    if not bh.EVERYTHING.exists():
+        sys.exit(f"{bh.EVERYTHING} missing: run `npm ci` in {bh.REPO}")
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # same cleanup path as Ctrl-C
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    machine, report = machine_info(), Report()
+    try:
+        asyncio.run(run_all(args, report))
+    finally:
+        for mesh in LIVE:
+            mesh.stop()
+        reap_own_children()
+    cmd = " ".join(["python", "scripts/bench.py", *sys.argv[1:]])
+    head = "\n".join([f"Generated by `{cmd}` (method: the docstring of `scripts/bench.py`).",
+                      "", *(f"- {k}: {v}" for k, v in machine.items())])
+    text = render(report, args.duration)
+    print(f"\n{head}\n\n{text}\n\ntotal wall time: {time.monotonic() - T0:.1f} s")
+    if not args.no_write:
+        DOC.parent.mkdir(exist_ok=True)
+        DOC.write_text(f"# Benchmarks\n\n{head}\n\n{text}\n")
+        say(f"wrote {DOC}")
+    if args.json:
+        print(json.dumps(asdict(report) | machine | {"duration_s": args.duration}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)  # the meshes were already stopped by main's `finally`

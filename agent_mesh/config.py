@@ -102,6 +102,14 @@ class McpServer(_Section):
     headers: dict[str, str] = Field(default_factory=dict)
     workers: int = Field(default=1, ge=1, le=64)  # extension: upstream worker processes
     timeout_seconds: float = Field(default=60.0, gt=0)  # extension: per-call timeout
+    # extension: how MCP clients see this server's tools and prompts: `<prefix><name>`.
+    # Default "<name>."; "" keeps the upstream's own names (transparent mode). Policies and
+    # traces always use the canonical `<server>.<tool>`, whatever the prefix.
+    prefix: str | None = None
+
+    @property
+    def exposed_prefix(self) -> str:
+        return f"{self.name}." if self.prefix is None else self.prefix
 
     @field_validator("transport", mode="before")
     @classmethod
@@ -191,10 +199,16 @@ class Config(_Section):
             _duplicates("policies", "policy", [p.name for p in self.policies])
             + _duplicates("mcp_servers", "server", [s.name for s in self.mcp_servers])
             + _duplicates("cli_tools", "cli tool", [t.name for t in self.cli_tools])
+            + _duplicates("mcp_servers", "tool prefix", [s.exposed_prefix for s in self.mcp_servers])
         )
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @property
+    def transparent(self) -> bool:
+        """Every upstream keeps its own names: MCP clients should not see the mesh at all."""
+        return bool(self.mcp_servers) and all(s.exposed_prefix == "" for s in self.mcp_servers)
 
     def server(self, name: str) -> McpServer | None:
         return next((s for s in self.mcp_servers if s.name == name), None)

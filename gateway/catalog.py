@@ -58,10 +58,13 @@ class ServerView:
 
 
 class Catalog:
-    def __init__(self, client: BusClient, servers: list[str]) -> None:
+    def __init__(self, client: BusClient, servers: list[str], prefixes: dict[str, str] | None = None) -> None:
         self.client = client
         self.configured = servers
+        self.prefixes = prefixes or {name: f"{name}." for name in servers}  # config `prefix:`
         self.servers: dict[str, ServerView] = {name: ServerView(name) for name in servers}
+        self.exposed: dict[str, tuple[str, str]] = {}  # name MCP clients see → (server, upstream name)
+        self.clashes: list[str] = []
         self.services: dict[str, Any] = {}  # the raw report, for /health
         self.bus_ok = False
         self._task: asyncio.Task[None] | None = None
@@ -109,6 +112,8 @@ class Catalog:
             old = self.servers.get(name)
             changed |= {kind for kind in LIST_KINDS if old is None or old.signature(kind) != view.signature(kind)}
             self.servers[name] = view
+        if "tools" in changed:
+            self.reindex()
         if changed:
             for listener in self._listeners:
                 try:
@@ -121,13 +126,38 @@ class Catalog:
             await self.refresh()
             await asyncio.sleep(REFRESH_INTERVAL)
 
+    def reindex(self) -> None:
+        """Exposed names (`<prefix><tool>`); on a clash the first configured server keeps the name."""
+        exposed: dict[str, tuple[str, str]] = {}
+        clashes = []
+        for server in self.configured:
+            for tool in self.servers[server].tools:
+                name = self.prefixes[server] + tool
+                if name in exposed:
+                    clashes.append(f"{name}: {exposed[name][0]} and {server} (kept {exposed[name][0]})")
+                    continue
+                exposed[name] = (server, tool)
+        if clashes and clashes != self.clashes:
+            log.error("tool name clashes across upstreams: %s", "; ".join(clashes))
+        self.exposed, self.clashes = exposed, clashes
+
     def split(self, tool: str) -> tuple[ServerView, str] | None:
-        """`server.tool` → (server view, upstream tool name), None when no such server."""
+        """A tool as callers name it → (server view, upstream tool name); None for no such server.
+
+        Exposed names (with each server's prefix) come first; the canonical `<server>.<tool>`
+        always works too (REST callers and policies use it)."""
+        hit = self.exposed.get(tool)
+        if hit is not None:
+            return self.servers[hit[0]], hit[1]
         server, dot, name = tool.partition(".")
         view = self.servers.get(server)
         if not dot or not name or view is None:
             return None
         return view, name
+
+    def exposed_tools(self) -> list[dict[str, Any]]:
+        """Tools as MCP clients see them: exposed names, schemas passed through untouched."""
+        return [{**self.servers[server].tools[tool], "name": name} for name, (server, tool) in self.exposed.items()]
 
     def tools(self) -> list[dict[str, Any]]:
         """Every known tool as `<server>.<tool>` with its schema passed through untouched."""

@@ -15,7 +15,8 @@ class FrontEnd:
         self.loaded = loaded
         config = loaded.config
         self.client = BusClient(bus_endpoint)
-        self.catalog = Catalog(self.client, [s.name for s in config.mcp_servers])
+        self.catalog = Catalog(self.client, [s.name for s in config.mcp_servers],
+                               {s.name: s.exposed_prefix for s in config.mcp_servers})
         self.outbox = TraceOutbox(self.client)
         self.pipeline = Pipeline(
             self.client, self.catalog, self.outbox, {s.name: s.timeout_seconds for s in config.mcp_servers},

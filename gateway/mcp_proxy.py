@@ -116,7 +116,7 @@ class McpProxy:
         for server, result in await self._fan_out("prompts", "prompts/list"):
             for prompt in result.get("prompts") or []:
                 if isinstance(prompt, dict) and isinstance(prompt.get("name"), str):
-                    prompts.append({**prompt, "name": f"{server}.{prompt['name']}"})
+                    prompts.append({**prompt, "name": self.catalog.prefixes[server] + prompt["name"]})
         return {"prompts": prompts}
 
     async def _fan_out(self, capability: str, method: str) -> list[tuple[str, dict[str, Any]]]:
@@ -184,13 +184,21 @@ class McpProxy:
                                     UpstreamRequest(method="resources/read", params={"uri": uri}, progress=progress),
                                     on_partial)
 
+    def _prompt_owner(self, name: str) -> tuple[str, str]:
+        """Exposed prompt name → (server, upstream prompt name): the longest matching prefix wins,
+        so `fs.x` goes to server `fs` even when another server has the empty prefix."""
+        for server, prefix in sorted(self.catalog.prefixes.items(), key=lambda item: -len(item[1])):
+            if name.startswith(prefix) and len(name) > len(prefix):
+                return server, name[len(prefix):]
+        return name.partition(".")[0], ""
+
     async def get_prompt(
         self, agent: str, session_id: str, name: str, arguments: dict[str, Any], *,
         on_partial: PartialHandler | None = None, progress: bool = False,
     ) -> dict[str, Any]:
-        server_name, dot, prompt = name.partition(".")
+        server_name, prompt = self._prompt_owner(name)
         view = self.catalog.servers.get(server_name)
-        if not dot or not prompt or view is None:
+        if not prompt or view is None:
             raise MCPError(types.INVALID_PARAMS,
                            f"unknown prompt {name}: no upstream server named {server_name!r} "
                            "(prompts are named <server>.<prompt>)")

@@ -63,7 +63,9 @@ class MeshMcp:
         self.frontend = frontend
         self.identify = identify
         config = frontend.loaded.config
-        self.supervisor_mode = config.supervisor.enabled  # calls needing approval block
+        # Calls needing approval block in supervisor mode, and in transparent mode (no mesh tools
+        # to resolve them with: a human does, with `mesh approve`).
+        self.blocking = config.supervisor.enabled or config.transparent
         self.virtual = VirtualTools(frontend)
         self.proxy = McpProxy(frontend)
         self.sessions: set[ServerSession] = set()  # initialized sessions, for list_changed
@@ -75,6 +77,10 @@ class MeshMcp:
             "agent-mesh", version=__version__, on_list_tools=self._unused, on_call_tool=self._unused
         )
         server.upstream_has = self.frontend.catalog.has
+        config = self.frontend.loaded.config
+        if config.transparent and len(config.mcp_servers) == 1:
+            only = config.mcp_servers[0].name
+            server.upstream_info = lambda: self.frontend.catalog.servers[only].server_info
         server.middleware.append(self._passthrough)
         # Claude Code and most clients speak the initialize handshake; answering discover would
         # switch SDK clients to a protocol revision whose result shapes we would have to rewrite.
@@ -106,11 +112,7 @@ class MeshMcp:
     # -- tools/list --------------------------------------------------------------------------
 
     def tools(self) -> list[dict[str, Any]]:
-        out = []
-        for view in self.frontend.catalog.servers.values():
-            for name, tool in view.tools.items():
-                out.append({**tool, "name": f"{view.name}.{name}"})
-        return out + self.virtual.listed()
+        return self.frontend.catalog.exposed_tools() + self.virtual.listed()
 
     # -- tools/call --------------------------------------------------------------------------
 
@@ -121,7 +123,7 @@ class MeshMcp:
                 return await self.virtual.call(agent, name, arguments, forward.push)
             outcome = await self.frontend.pipeline.call_tool(
                 agent, name, arguments, session_id=session_id, on_progress=forward.push,
-                wait_for_approval=self.supervisor_mode,
+                wait_for_approval=self.blocking,
             )
         if outcome.status == 200:
             return outcome.result
@@ -279,9 +281,18 @@ class _Forwarder:
 
 class _MeshServer(Server[Any]):
     upstream_has: Callable[[str], bool] = staticmethod(lambda capability: False)  # set by MeshMcp.build
+    # Transparent mode with one upstream: initialize answers with that upstream's identity.
+    upstream_info: Callable[[], dict[str, Any]] | None = None
 
     # The HTTP session manager never passes initialization options: advertise list_changed here.
     def create_initialization_options(self, notification_options: Any = None, *args: Any, **kw: Any) -> Any:
+        if self.upstream_info is not None:
+            info = self.upstream_info()
+            server_info = info.get("serverInfo") or {}
+            self.name = str(server_info.get("name") or self.name)
+            self.version = str(server_info.get("version") or self.version)
+            self.title = server_info.get("title")
+            self.instructions = info.get("instructions")
         return super().create_initialization_options(
             notification_options
             or NotificationOptions(tools_changed=True, resources_changed=True, prompts_changed=True),

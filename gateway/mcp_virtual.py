@@ -66,15 +66,18 @@ class VirtualTools:
         self.frontend = frontend
         config = frontend.loaded.config
         self.supervisor_mode = config.supervisor.enabled
+        self.hidden = config.transparent  # the mesh must be invisible: no tools of its own
         self.operator_only = config.auth.operator_token is not None
         self.static_policy = PolicyEngine(config.policies)  # for catalog views only: no counting
 
     def listed(self) -> list[dict[str, Any]]:
+        if self.hidden:
+            return []
         return [{"name": name, **tool} for name, tool in TOOLS.items()
                 if not (self.supervisor_mode and name in APPROVAL_TOOLS)]
 
     def __contains__(self, name: str) -> bool:
-        return name in TOOLS
+        return name in TOOLS and not self.hidden
 
     async def call(self, agent: str, name: str, arguments: dict[str, Any],
                    on_progress: PartialHandler | None = None) -> dict[str, Any]:

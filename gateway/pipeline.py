@@ -141,6 +141,7 @@ class Pipeline:
         server, name = resolved
         if server.up and name not in server.tools:
             return fail(404, "error", f"unknown tool {call.tool}: {server.name} has no tool {name!r}")
+        call.tool = f"{server.name}.{name}"  # policies and traces use the canonical name
 
         try:
             decision = await self.client.request(

@@ -418,6 +418,7 @@ async def test_capabilities_follow_the_upstreams(tmp_path: Path, upstream_caps: 
     frontend.catalog.servers["t"] = ServerView(
         "t", workers=[{"slot": "t:0"}], tools={"a": {"name": "a", "inputSchema": {"type": "object"}}},
         server_info={"capabilities": upstream_caps})
+    frontend.catalog.reindex()
     server = MeshMcp(frontend, identify=lambda ctx: ("agent", "session")).build()
     async with Client(server, mode="legacy") as client:
         caps = client.server_capabilities

@@ -1,0 +1,77 @@
+"""Transparent mode (`prefix: ""`, one upstream): an MCP client sees the upstream itself — same
+identity, tools, schemas, results, resources and prompts — apart from policy decisions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import mcp_types as types
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from pydantic import TypeAdapter
+
+from agent_mesh.config import ConfigError, load_config
+from tests.e2e.mesh import Mesh
+from tests.support import npm_server
+
+RAW = TypeAdapter(dict[str, Any])
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    config = {
+        "mcp_servers": [{"name": "everything", "prefix": "", "command": npm_server("everything"), "args": ["stdio"]}],
+        "policies": [{"name": "p", "agent": "*", "rules": [
+            {"tools": ["everything.get-env"], "action": "deny"},
+            {"tools": ["everything.*"], "action": "allow"}]}],
+    }
+    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
+    yield m
+    assert m.stop() == set()
+
+
+@asynccontextmanager
+async def through_mesh(mesh: Mesh) -> AsyncIterator[Client]:
+    http = create_mcp_http_client(headers={"Authorization": "Bearer agent:t"})
+    async with http, Client(streamable_http_client(f"{mesh.url}/mcp", http_client=http), mode="legacy") as client:
+        yield client
+
+
+@asynccontextmanager
+async def direct() -> AsyncIterator[Client]:
+    async with Client(StdioServerParameters(command=npm_server("everything"), args=["stdio"]), mode="legacy") as c:
+        yield c
+
+
+async def _raw(client: Client, request: Any) -> dict[str, Any]:
+    return await client.session.send_request(request, RAW)  # type: ignore[no-any-return]
+
+
+async def test_the_mesh_looks_like_the_upstream(mesh: Mesh) -> None:
+    async with direct() as upstream, through_mesh(mesh) as proxied:
+        assert proxied.server_info.name == upstream.server_info.name
+        assert proxied.server_info.version == upstream.server_info.version
+        up_tools = (await _raw(upstream, types.ListToolsRequest(params=None)))["tools"]
+        mesh_tools = (await _raw(proxied, types.ListToolsRequest(params=None)))["tools"]
+        assert mesh_tools == up_tools  # same names, schemas untouched, no mesh tools added
+        call = types.CallToolRequest(params=types.CallToolRequestParams(name="echo", arguments={"message": "same"}))
+        assert await _raw(proxied, call) == await _raw(upstream, call)
+        image = types.CallToolRequest(params=types.CallToolRequestParams(name="get-tiny-image", arguments={}))
+        assert await _raw(proxied, image) == await _raw(upstream, image)
+        for request in (types.ListResourcesRequest(params=None), types.ListPromptsRequest(params=None)):
+            assert await _raw(proxied, request) == await _raw(upstream, request)
+        # Apart from policy decisions.
+        denied = await proxied.call_tool("get-env", {})
+        assert denied.is_error and "denied by policy p" in denied.content[0].text
+
+
+def test_clashing_prefixes_are_a_config_error(tmp_path: Any) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text('mcp_servers:\n  - {name: a, command: x, prefix: ""}\n  - {name: b, command: y, prefix: ""}\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "duplicate tool prefix" in str(err.value) and "mcp_servers[1]" in str(err.value)

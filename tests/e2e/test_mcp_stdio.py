@@ -137,6 +137,11 @@ async def test_two_sessions_share_one_mesh_that_stops_after_the_last(setup: Setu
             assert (await first.call_tool("everything.echo", {"message": "one"})).content[0].text == "Echo: one"
             other = await second.call_tool("everything.echo", {"message": "two"})
             assert other.is_error and "denied by policy default" in other.content[0].text
+            # Config 5: a REST agent on the same mesh at the same time, same policies and traces.
+            rest = httpx.post(f"http://127.0.0.1:{setup.port}/tool/everything.echo", timeout=10,
+                              json={"params": {"message": "rest"}}, headers={"Authorization": "Bearer agent:claude",
+                                                                             "X-Session-Id": "rest-1"})
+            assert rest.status_code == 200 and rest.json()["result"]["content"][0]["text"] == "Echo: rest"
         # One client left: the mesh stays.
         await anyio.sleep(1.5)
         assert setup.mesh_pid() == mesh
@@ -147,4 +152,4 @@ async def test_two_sessions_share_one_mesh_that_stops_after_the_last(setup: Setu
     for line in (setup.config_path.parent / "traces.jsonl").read_text().splitlines():
         record = yaml.safe_load(line)
         sessions.setdefault(record["session_id"], set()).add(record["agent_id"])
-    assert sessions["a"] == {"claude"} and sessions["b"] == {"other"}
+    assert sessions["a"] == {"claude"} and sessions["b"] == {"other"} and sessions["rest-1"] == {"claude"}

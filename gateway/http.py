@@ -6,7 +6,6 @@ Owns the HTTP edge only (parsing, identity, status codes); the call itself is `P
 from __future__ import annotations
 
 import hmac
-import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,16 +16,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 import agent_mesh
 from agent_mesh.config import LoadedConfig
 from bus.errors import BusError
 from bus.messages import APPROVAL, POLICY, TRACES, TraceQuery
 from gateway.frontend import FrontEnd
-from gateway.identity import IdentityError, agent_from_authorization
+from gateway.http_body import HttpError, read_json
 from gateway.mcp_http import McpHttp
-
-MAX_BODY_BYTES = 1 << 20
+from gateway.rest_tool import ToolRoute
 
 
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -51,28 +50,6 @@ class Gateway(FrontEnd):
 
     # -- routes --------------------------------------------------------------------------------
 
-    async def call_tool(self, request: Request) -> Response:
-        tool = request.path_params["tool"]
-        try:
-            agent = agent_from_authorization(request.headers.get("authorization"))
-        except IdentityError as exc:
-            return error(401, str(exc))
-        body = await _read_json(request)
-        if isinstance(body, Response):
-            return body
-        params = body.get("params", {}) if isinstance(body, dict) else None
-        if not isinstance(params, dict):
-            return error(400, 'invalid request body: expected {"params": {...}} (params must be an object)')
-        outcome = await self.pipeline.call_tool(
-            agent,
-            tool,
-            params,
-            session_id=request.headers.get("x-session-id", ""),
-            trace_id=request.headers.get("x-trace-id") or None,
-            callback_url=request.headers.get("x-callback-url") or None,
-        )
-        return JSONResponse(outcome.body(), status_code=outcome.status)
-
     # -- approvals and grants (supervisor protocol, compat.md §3 and §7) ----------------------
 
     async def _approval(self, body: dict[str, Any]) -> Any:
@@ -80,7 +57,7 @@ class Gateway(FrontEnd):
         try:
             return await self.client.request(APPROVAL, body, timeout=10.0)
         except BusError as exc:
-            raise _Refused(exc.code if exc.code in (400, 404, 409) else 503, exc.message) from None
+            raise HttpError(exc.code if exc.code in (400, 404, 409) else 503, exc.message) from None
 
     def _operator(self, request: Request) -> None:
         token = self.loaded.config.auth.operator_token
@@ -88,7 +65,7 @@ class Gateway(FrontEnd):
             return  # compatible default: no operator token configured
         given = request.headers.get("x-operator-token", "")
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise _Refused(403, "operator token required: send X-Operator-Token (auth.operator_token)")
+            raise HttpError(403, "operator token required: send X-Operator-Token (auth.operator_token)")
 
     async def approvals(self, request: Request) -> Response:
         q = request.query_params
@@ -109,9 +86,7 @@ class Gateway(FrontEnd):
 
     async def resolve(self, request: Request) -> Response:
         self._operator(request)
-        body = await _read_json(request)
-        if isinstance(body, Response):
-            return body
+        body = await read_json(request.headers, request.receive)
         if not isinstance(body, dict):
             return error(400, "expected a JSON object {resolved_by, reasoning, confidence}")
         decision = request.path_params["decision"]
@@ -130,9 +105,7 @@ class Gateway(FrontEnd):
 
     async def create_grant(self, request: Request) -> Response:
         self._operator(request)
-        body = await _read_json(request)
-        if isinstance(body, Response):
-            return body
+        body = await read_json(request.headers, request.receive)
         if not isinstance(body, dict) or not {"agent", "tools", "duration"} <= set(body):
             return error(400, 'expected {"agent": ..., "tools": [...], "duration": "30m"}')
         grant = await self._approval({"op": "grant_create", "agent": body["agent"], "tools": body["tools"],
@@ -216,33 +189,8 @@ class Gateway(FrontEnd):
         return JSONResponse({"name": "agent-mesh", "version": agent_mesh.__version__, "implementation": "python"})
 
 
-async def _read_json(request: Request) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return error(413, f"request body too large: limit is {MAX_BODY_BYTES} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return error(413, f"request body too large: limit is {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return error(400, f"invalid JSON body: {exc}")
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 async def _refused(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, _Refused)
+    assert isinstance(exc, HttpError)
     return error(exc.status, str(exc))
 
 
@@ -256,10 +204,15 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return error(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
-def create_app(loaded: LoadedConfig, bus_endpoint: str) -> Starlette:
+async def _tool_is_served_by_the_fast_path(request: Request) -> Response:
+    raise AssertionError("POST /tool/... is answered by gateway.rest_tool.ToolRoute")
+
+
+def create_app(loaded: LoadedConfig, bus_endpoint: str) -> ASGIApp:
     gw = Gateway(loaded, bus_endpoint)
     routes = [
-        Route("/tool/{tool:path}", gw.call_tool, methods=["POST"]),
+        # Listed so that other methods get a JSON 405; POSTs never reach Starlette (rest_tool.py).
+        Route("/tool/{tool:path}", _tool_is_served_by_the_fast_path, methods=["POST"]),
         Route("/tools", gw.tools, methods=["GET"]),
         Route("/mcp-servers", gw.mcp_servers, methods=["GET"]),
         Route("/traces", gw.traces, methods=["GET"]),
@@ -278,7 +231,7 @@ def create_app(loaded: LoadedConfig, bus_endpoint: str) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=gw.lifespan,
-        exception_handlers={HTTPException: _http_error, _Refused: _refused, Exception: _internal_error},
+        exception_handlers={HTTPException: _http_error, HttpError: _refused, Exception: _internal_error},
     )
     app.state.gateway = gw
-    return app
+    return ToolRoute(app, gw.pipeline)

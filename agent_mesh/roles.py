@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 
 from agent_mesh.config import LoadedConfig
-from bus.endpoints import Endpoints
+from bus.endpoints import CurveClient, CurveServer, Endpoints, KeysError, parse_tcp, use_curve
+
+if TYPE_CHECKING:
+    from bus.broker import Broker
 
 ROLES = ("broker", "gateway", "policy", "tracer", "approval", "upstream", "lifecycle")
 
@@ -36,11 +41,53 @@ def _run(main: Coroutine[Any, Any, Any]) -> Any:
     return uvloop.run(guarded())
 
 
-def endpoints_for(loaded: LoadedConfig, connect: str | None) -> Endpoints:
-    if connect:
-        host, _, port = connect.removeprefix("tcp://").rpartition(":")
-        return Endpoints.tcp(host, int(port))
-    return Endpoints.in_dir(loaded.state_dir())
+# Settings without a config section yet (docs/multihost.md): flags, else these variables.
+ENV_KEYS = "AGENT_MESH_KEYS"  # CURVE keys directory (broker) or client bundle (other roles)
+ENV_LISTEN = "AGENT_MESH_LISTEN"  # broker: also serve workers of other hosts here (tcp, CURVE)
+
+
+def endpoints_for(loaded: LoadedConfig, connect: str | None, keys: str | Path | None = None) -> Endpoints:
+    """The bus endpoints of a process that is not the broker: the local ipc sockets, or with
+    `connect` a broker on another host over tcp, authenticated with the CURVE bundle `keys`."""
+    if not connect:
+        return Endpoints.in_dir(loaded.state_dir())
+    try:
+        host, port = parse_tcp(connect)
+    except ValueError as exc:
+        raise SystemExit(f"agent-mesh run: --connect: {exc}") from None
+    if not keys:
+        raise SystemExit(f"agent-mesh run: --connect {connect} needs CURVE keys: --keys DIR or ${ENV_KEYS} "
+                         "(a client bundle made by `agent-mesh keys --client NAME`, see docs/multihost.md)")
+    try:
+        curve = CurveClient.from_dir(Path(keys).expanduser())
+    except KeysError as exc:
+        raise SystemExit(f"agent-mesh run: {exc}") from None
+    endpoints = Endpoints.tcp(host, port)
+    use_curve(endpoints.requests, curve)  # every bus socket of this process to the broker uses it
+    return endpoints
+
+
+def broker_for(loaded: LoadedConfig, listen: str | None, keys: str | Path | None) -> Broker:
+    """The broker: always on the local ipc sockets; with `listen` also on tcp for workers of
+    other hosts, CURVE only, accepting the keys authorised in the keys directory `keys`."""
+    from bus.broker import Broker
+
+    endpoints = Endpoints.in_dir(loaded.state_dir())
+    if not listen:
+        return Broker(endpoints)
+    try:
+        host, port = parse_tcp(listen)
+    except ValueError as exc:
+        raise SystemExit(f"agent-mesh run broker: listen address: {exc}") from None
+    if not keys:
+        raise SystemExit(f"agent-mesh run broker: serving {listen} needs CURVE keys: --keys DIR or ${ENV_KEYS} "
+                         "(made by `agent-mesh keys`, see docs/multihost.md)")
+    try:
+        curve = CurveServer.from_dir(Path(keys).expanduser())
+    except KeysError as exc:
+        raise SystemExit(f"agent-mesh run broker: {exc}") from None
+    bind_host = "*" if host in ("0.0.0.0", "::") else host
+    return Broker(endpoints, remote=f"tcp://{bind_host}:{port}", curve=curve)
 
 
 def run_role(
@@ -51,17 +98,22 @@ def run_role(
     slot: int = 0,
     port: int | None = None,
     connect: str | None = None,
+    keys: str | Path | None = None,
+    listen: str | None = None,
 ) -> None:
+    """`connect`: tcp://host:port of a broker on another host (the broker itself: the address
+    to serve it on, like `listen`). `keys`: CURVE keys (default $AGENT_MESH_KEYS). `listen`:
+    broker only, default $AGENT_MESH_LISTEN."""
     name = f"{role}:{server}:{slot}" if server else f"{role}:{slot}"
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
-    endpoints = endpoints_for(loaded, connect)
+    keys = keys or os.environ.get(ENV_KEYS) or None
     config = loaded.config
     if role == "broker":
-        from bus.broker import Broker
-
-        Broker(endpoints).run()
-    elif role == "tracer":
+        broker_for(loaded, listen or connect or os.environ.get(ENV_LISTEN) or None, keys).run()
+        return
+    endpoints = endpoints_for(loaded, connect, keys)
+    if role == "tracer":
         from workers import tracer
 
         _run(tracer.run(endpoints.requests, endpoints.events_in, loaded.state_dir() / "traces.db", loaded.trace_path))

@@ -3,17 +3,25 @@
 Routing decisions are made by `bus.routing.Router` on plain data; this module only moves frames.
 The broker waits on nothing but its own sockets, so it runs one plain `zmq.Poller` loop: faster
 than asyncio for a pure switch, and free of edge-triggered wakeup pitfalls.
+
+Workers on other hosts reach it on a second ROUTER socket, bound on tcp with CURVE: only clients
+whose public key is in the authorised directory get through the handshake (ZAP, in a thread of
+this process). Both sockets feed the one `Router`; identities from the remote socket carry a
+one-byte prefix so the two sockets' generated identities can never collide.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import time
+from pathlib import Path
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from bus import frames
-from bus.endpoints import Endpoints
+from bus.endpoints import ZAP_DOMAIN, AuthorizedKeys, CurveServer, Endpoints
 from bus.routing import Router
 
 log = logging.getLogger(__name__)
@@ -23,17 +31,37 @@ TICK = 0.05  # deadline resolution, seconds
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _RCVMORE = int(zmq.RCVMORE)
+_SRCFD = int(zmq.SRCFD)
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+# libzmq's generated identities start with a zero byte; the remote socket's get this in front.
+REMOTE = b"\x01"
 
 
 class Broker:
-    def __init__(self, endpoints: Endpoints, ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
+        *,
+        remote: str | None = None,
+        curve: CurveServer | None = None,
+    ) -> None:
+        """`remote`: a tcp endpoint to serve too, for workers on other hosts; it needs `curve`
+        (the broker's keypair and the directory of authorised client keys)."""
+        if remote is not None and curve is None:
+            raise ValueError(f"broker: {remote} needs CURVE keys (never serve the bus on tcp in the clear)")
         self.endpoints = endpoints
         self.ctx = ctx or zmq.Context.instance()
         self.router = Router()
-        self._socket = self.ctx.socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.SNDHWM, 0)
-        self._socket.setsockopt(zmq.RCVHWM, 0)
+        self._socket = self._router_socket()
+        self.remote = remote
+        self.curve = curve
+        self._remote: zmq.Socket[bytes] | None = None
+        self._monitors: list[zmq.Socket[bytes]] = []
+        self._auth: ThreadAuthenticator | None = None
+        if remote is not None and curve is not None:
+            self._remote = self._router_socket()
+            curve.apply(self._remote)
         self._xsub = self.ctx.socket(zmq.XSUB)
         self._xsub.setsockopt(zmq.LINGER, 0)
         self._xpub = self.ctx.socket(zmq.XPUB)
@@ -41,21 +69,47 @@ class Broker:
         self._xpub.setsockopt(zmq.SNDHWM, 100_000)
         self._running = True
 
+    def _router_socket(self) -> zmq.Socket[bytes]:
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        return sock
+
     def bind(self) -> None:
         self._socket.bind(self.endpoints.requests)
         self._xsub.bind(self.endpoints.events_in)
         self._xpub.bind(self.endpoints.events_out)
         log.info("broker listening on %s", self.endpoints.requests)
+        if self._remote is not None and self.curve is not None and self.remote is not None:
+            # The ZAP handler must run before the first tcp peer can connect.
+            self._auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("bus.broker.zap"))
+            self._auth.start()
+            keys = _LoggedKeys(self.curve.authorized)
+            self._auth.configure_curve_callback(ZAP_DOMAIN.decode(), credentials_provider=keys)
+            self._remote.bind(self.remote)
+            log.info("broker listening on %s (CURVE; %d authorised keys in %s)", self.remote,
+                     len(keys.keys()), self.curve.authorized)
+
+    @property
+    def remote_endpoint(self) -> str | None:
+        """The tcp endpoint actually bound (resolves a port 0 or `*` to what the OS chose)."""
+        if self._remote is None:
+            return None
+        return str(self._remote.getsockopt_string(zmq.LAST_ENDPOINT))
 
     def stop(self) -> None:
         self._running = False
 
     def run(self) -> None:
         self.bind()
+        # Connection monitors: a peer process that dies closes its connection at once, long
+        # before it misses its heartbeats; its requests are failed then (PROTOCOL.md).
+        monitors = [sock.get_monitor_socket(zmq.EVENT_DISCONNECTED) for sock in self._routers()]
         poller = zmq.Poller()
-        poller.register(self._socket, zmq.POLLIN)
-        poller.register(self._xsub, zmq.POLLIN)
-        poller.register(self._xpub, zmq.POLLIN)
+        for sock in (*self._routers(), *monitors, self._xsub, self._xpub):
+            poller.register(sock, zmq.POLLIN)
+        self._monitors = monitors
         router = self.router
         next_tick = time.monotonic() + TICK
         next_heartbeat = time.monotonic() + frames.HEARTBEAT_INTERVAL
@@ -63,18 +117,12 @@ class Broker:
             timeout_ms = max(0, int((next_tick - time.monotonic()) * 1000))
             ready = dict(poller.poll(timeout_ms))
             now = time.monotonic()
+            if any(m in ready for m in monitors):
+                self._poll_monitors(now)
             if self._socket in ready:
-                # Drain everything queued before flushing: fewer wakeups under load.
-                sock = self._socket
-                for _ in range(1000):
-                    try:
-                        identity = sock.recv(_NOBLOCK)
-                    except zmq.Again:
-                        break
-                    msg = []
-                    while sock.getsockopt(_RCVMORE):
-                        msg.append(sock.recv(_NOBLOCK))
-                    router.on_message(identity, msg, now)
+                self._receive(self._socket, b"", now)
+            if self._remote is not None and self._remote in ready:
+                self._receive(self._remote, REMOTE, now)
             if self._xsub in ready:
                 self._forward(self._xsub, self._xpub)
             if self._xpub in ready:
@@ -86,9 +134,55 @@ class Broker:
                     router.heartbeat()
                     next_heartbeat = now + frames.HEARTBEAT_INTERVAL
             self._flush()
-        self._socket.close(0)
-        self._xsub.close(0)
-        self._xpub.close(0)
+        for sock in self._routers():
+            sock.disable_monitor()
+        for sock in (*monitors, *self._routers(), self._xsub, self._xpub):
+            sock.close(0)
+        if self._auth is not None:
+            self._auth.stop()
+
+    def _routers(self) -> tuple[zmq.Socket[bytes], ...]:
+        return (self._socket,) if self._remote is None else (self._socket, self._remote)
+
+    def _receive(self, sock: zmq.Socket[bytes], prefix: bytes, now: float) -> None:
+        """Drain everything queued before flushing: fewer wakeups under load."""
+        router = self.router
+        for _ in range(1000):
+            try:
+                identity = sock.recv(_NOBLOCK)
+            except zmq.Again:
+                return
+            msg: list[bytes] = []
+            fd = -1
+            while sock.getsockopt(_RCVMORE):
+                if len(msg) == 2 and msg[1] == frames.READY:
+                    # Which connection a worker registers on (the kernel's fd), so that its
+                    # connection closing can be told apart from a peer's. Only READY pays this.
+                    frame = sock.recv(_NOBLOCK, copy=False)
+                    fd = int(frame.get(_SRCFD))
+                    msg.append(frame.bytes)
+                else:
+                    msg.append(sock.recv(_NOBLOCK))
+            if fd >= 0:
+                # A disconnect of an earlier holder of this fd number is already queued on the
+                # monitor (libzmq reports it before closing the fd): apply it first.
+                self._poll_monitors(now)
+                router.on_message(prefix + identity, msg, now)
+                router.worker_connection(prefix + identity, fd)
+            else:
+                router.on_message(prefix + identity, msg, now)
+
+    def _poll_monitors(self, now: float) -> None:
+        for monitor in self._monitors:
+            while True:
+                try:
+                    event = monitor.recv_multipart(_NOBLOCK)
+                except zmq.Again:
+                    break
+                if len(event) == 2 and len(event[0]) == 6:
+                    kind, fd = struct.unpack("=hi", event[0])
+                    if kind == _DISCONNECTED and not self.router.connection_lost(fd, now):
+                        log.info("bus client disconnected (fd %d)", fd)
 
     @staticmethod
     def _forward(src: zmq.Socket[bytes], dst: zmq.Socket[bytes]) -> None:
@@ -104,8 +198,12 @@ class Broker:
 
     def _flush(self) -> None:
         router = self.router
-        sock = self._socket
+        local, remote = self._socket, self._remote
         for msg in router.outbox:
+            sock = local
+            if remote is not None and msg[0][:1] == REMOTE:
+                sock = remote
+                msg[0] = msg[0][1:]
             try:
                 for frame in msg[:-1]:
                     sock.send(frame, _SNDMORE_NOBLOCK)
@@ -119,3 +217,18 @@ class Broker:
             except zmq.Again:
                 pass
         router.events.clear()
+
+
+class _LoggedKeys(AuthorizedKeys):
+    """The authorised keys, saying (once per key) which peers were refused."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self._refused: set[bytes] = set()
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        allowed = super().callback(domain, key)
+        if not allowed and key not in self._refused and len(self._refused) < 1000:
+            self._refused.add(key)
+            log.warning("refused a tcp peer: public key %s is not in %s", key.decode(), self.directory)
+        return allowed

@@ -11,19 +11,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import zmq
 
 from bus import frames
+from bus.endpoints import CurveClient
 from bus.errors import BusError
-from bus.transport import AsyncDealer
+from bus.transport import AUTH_FAILED, DISCONNECTED, HANDSHAKE_FAILED, AsyncDealer
 
 log = logging.getLogger(__name__)
 
 PartialHandler = Callable[[Any], None]
 _GRACE = 0.25  # local deadline slack, so the broker's TIMEOUT (which names the service) wins
 _CONNECT_WAIT = 1.0  # how long a request may wait for the broker connection to come up
+_REFUSED_LOG_EVERY = 10.0  # s between two warnings about a refused CURVE handshake
 
 
 @dataclass(slots=True)
@@ -31,12 +33,22 @@ class _Call:
     future: asyncio.Future[Any]
     on_partial: PartialHandler | None
     service: str
+    connection: int = -1  # the broker connection it was sent over (-1: not sent yet)
 
 
 class BusClient:
-    def __init__(self, endpoint: str, ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
+        *,
+        curve: CurveClient | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.ctx = ctx or zmq.Context.instance()
+        self.curve = curve
+        self._connection = 0  # +1 each time the broker connection drops
+        self._refused_logged = 0.0
         self._ids = itertools.count(1)
         self._calls: dict[int, _Call] = {}
         self._dealer: AsyncDealer | None = None
@@ -55,7 +67,7 @@ class BusClient:
         if self._dealer is not None:
             self._dealer.close()
 
-    async def __aenter__(self) -> BusClient:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -66,8 +78,24 @@ class BusClient:
         if self._dealer is not None:
             self._dealer.close()
         # IMMEDIATE: never queue a request towards an absent broker (a late tool call is worse).
-        self._dealer = AsyncDealer(self.ctx, self.endpoint, self._on_message, immediate=True)
+        self._dealer = AsyncDealer(self.ctx, self.endpoint, self._on_message, immediate=True,
+                                   on_event=self._on_event, curve=self.curve)
         self._last_heard = time.monotonic()
+
+    def _on_event(self, event: int, value: int) -> None:
+        if event == DISCONNECTED:
+            # The broker died or the connection reset: what was sent over it is lost (a new
+            # connection is a new peer to the broker, its answers cannot reach us). Fail it now
+            # rather than at its deadline; whether it reached a worker is unknown.
+            lost = self._connection
+            self._connection += 1
+            self._fail_sent_over(lost, BusError(frames.UNAVAILABLE, "broker connection lost"))
+        elif event in HANDSHAKE_FAILED:
+            now = time.monotonic()
+            if now - self._refused_logged > _REFUSED_LOG_EVERY:
+                self._refused_logged = now
+                why = "our key is not authorised" if event == AUTH_FAILED else "wrong keys or no CURVE"
+                log.error("broker at %s refused the CURVE handshake (%s)", self.endpoint, why)
 
     async def request(
         self,
@@ -89,8 +117,8 @@ class BusClient:
         timer = loop.call_later(timeout + _GRACE, self._expire, rid)
         try:
             msg = [frames.PROTOCOL, frames.REQUEST, frames.pack(header), frames.pack(body)]
-            if not self._try_send(msg):
-                await self._send_when_connected(msg, min(timeout, _CONNECT_WAIT))
+            if not self._try_send(msg, self._calls[rid]):
+                await self._send_when_connected(msg, min(timeout, _CONNECT_WAIT), self._calls[rid])
             return await future
         except asyncio.CancelledError:
             if rid in self._calls:
@@ -100,16 +128,28 @@ class BusClient:
             timer.cancel()
             self._calls.pop(rid, None)
 
-    def _try_send(self, msg: list[bytes]) -> bool:
+    def _try_send(self, msg: list[bytes], call: _Call | None = None) -> bool:
         """Send now if the broker is connected; False if not (IMMEDIATE: nothing was queued)."""
-        return self._dealer is not None and self._dealer.send(msg)
+        dealer = self._dealer
+        if dealer is None:
+            return False
+        if call is None:
+            return dealer.send(msg)
+        dealer.poll_events()  # a drop already noticed must not be blamed on this request
+        connection = self._connection
+        if not dealer.send(msg):
+            return False
+        call.connection = connection
+        return True
 
-    async def _send_when_connected(self, msg: list[bytes], wait: float) -> None:
+    async def _send_when_connected(self, msg: list[bytes], wait: float, call: _Call) -> None:
         # Just after start or a broker restart the connection may still be handshaking.
         end = time.monotonic() + wait
         while time.monotonic() < end:
             await asyncio.sleep(0.005)
-            if self._try_send(msg):
+            if call.future.done():
+                return  # failed meanwhile (closed)
+            if self._try_send(msg, call):
                 return
         raise BusError(frames.UNAVAILABLE, "broker unavailable")
 
@@ -127,6 +167,13 @@ class BusClient:
         for call in calls.values():
             if not call.future.done():
                 call.future.set_exception(error)
+
+    def _fail_sent_over(self, connection: int, error: BusError) -> None:
+        for rid, call in list(self._calls.items()):
+            if 0 <= call.connection <= connection:
+                del self._calls[rid]
+                if not call.future.done():
+                    call.future.set_exception(error)
 
     def _on_message(self, msg: list[bytes]) -> None:
         self._last_heard = time.monotonic()

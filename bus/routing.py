@@ -13,11 +13,18 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from bus import frames
 
 log = logging.getLogger(__name__)
 
+_UNDECODABLE = (ValueError, TypeError, msgpack.UnpackException)  # what msgpack/bad types raise
+
 Key = tuple[bytes, int]  # (client identity, correlation id)
+# An unknown worker is told DISCONNECT at most once in this window (its queued messages arrive
+# after the first DISCONNECT but before its READY); after it, a worker still unknown is told again.
+_TOLD_FOR = frames.HEARTBEAT_INTERVAL * frames.LIVENESS
 
 
 @dataclass(eq=False)
@@ -31,6 +38,7 @@ class Worker:
     idle_since: float
     inflight: set[Key] = field(default_factory=set)
     served: int = 0
+    fd: int = -1  # the broker's connection to it (kernel fd), when known
 
     def load(self) -> float:
         return len(self.inflight) / self.capacity
@@ -62,6 +70,7 @@ class Router:
         self._deadlines: list[tuple[float, bytes, int]] = []
         self.outbox: list[list[bytes]] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self._told: dict[bytes, float] = {}  # unknown workers sent DISCONNECT, and when
 
     # -- input -------------------------------------------------------------------------------
 
@@ -73,7 +82,7 @@ class Router:
         command = msg[1]
         try:
             header = frames.unpack(msg[2])
-        except Exception:
+        except _UNDECODABLE:
             header = None
         if not isinstance(header, dict):
             log.warning("dropping message with undecodable header from %r", identity)
@@ -96,13 +105,17 @@ class Router:
         elif command == frames.CANCEL:
             self._client_cancel(identity, int(header["id"]), now)
         elif command == frames.HEARTBEAT:
-            if worker is None:
+            if worker is not None:
+                pass
+            elif "s" in header:  # a worker's heartbeat, and we do not know it: we restarted
+                self._forgotten(identity, now)
+            else:  # a client's heartbeat
                 self._send(identity, frames.HEARTBEAT, frames.EMPTY_HEADER)
         elif command == frames.READY:
             self._worker_ready(identity, header, body, now)
         elif worker is None:
-            # A worker we do not know (we restarted): make it say READY again.
-            self._send(identity, frames.DISCONNECT, frames.EMPTY_HEADER)
+            if command != frames.DISCONNECT:  # (a worker leaving that we never knew: nothing to do)
+                self._forgotten(identity, now)
         elif command in (frames.REPLY, frames.ERROR, frames.PARTIAL):
             self._worker_answer(worker, command, header, body, now)
         elif command == frames.UPDATE:
@@ -113,11 +126,39 @@ class Router:
         else:
             log.warning("unknown command %r from %r", command, identity)
 
+    def _forgotten(self, identity: bytes, now: float) -> None:
+        """A worker we do not know (we restarted, or declared it dead): make it say READY again.
+
+        Once per worker, however many of its messages were queued towards us: each DISCONNECT
+        makes the worker send READY, and a second READY would fail the requests we gave it
+        after the first one (PROTOCOL.md, READY from a known worker)."""
+        told = self._told.get(identity)
+        if told is not None and now - told < _TOLD_FOR:
+            return
+        self._told[identity] = now
+        self._send(identity, frames.DISCONNECT, frames.EMPTY_HEADER)
+
+    def worker_connection(self, identity: bytes, fd: int) -> None:
+        """The connection (fd) a READY came in on, so its loss removes the worker at once."""
+        worker = self.workers.get(identity)
+        if worker is not None:
+            worker.fd = fd
+
+    def connection_lost(self, fd: int, now: float) -> bool:
+        """A connection closed (the peer process died, or closed its socket): its workers are
+        dead now, not after LIVENESS heartbeats. True if it was a worker's."""
+        dead = [w for w in self.workers.values() if w.fd == fd]
+        for worker in dead:
+            self._remove_worker(worker, "worker died")
+        return bool(dead)
+
     def tick(self, now: float) -> None:
         """Heartbeats, dead workers, passed deadlines. Call every HEARTBEAT_INTERVAL or sooner."""
         for worker in list(self.workers.values()):
             if worker.expiry < now:
                 self._remove_worker(worker, "worker died")
+        if self._told:
+            self._told = {i: t for i, t in self._told.items() if now - t < _TOLD_FOR}
         self.expire(now)
 
     def heartbeat(self) -> None:
@@ -194,14 +235,21 @@ class Router:
     # -- workers -----------------------------------------------------------------------------
 
     def _worker_ready(self, identity: bytes, header: dict[str, Any], body: bytes, now: float) -> None:
-        old = self.workers.get(identity)
-        if old is not None:
-            self._remove_worker(old, "worker restarted")
+        self._told.pop(identity, None)
         service_name = str(header["s"])
         capacity = max(1, int(header.get("n", 1)))
         slot = str(header.get("slot") or identity.hex())
         meta = frames.unpack(body) if body else None
         expiry = now + frames.HEARTBEAT_INTERVAL * frames.LIVENESS
+        old = self.workers.get(identity)
+        if old is not None and old.service == service_name:
+            # Same connection, same service: a repeated READY (answer to a DISCONNECT that
+            # crossed its first READY). Refresh; what it holds stays assigned to it.
+            old.capacity, old.slot, old.meta, old.expiry = capacity, slot, meta, expiry
+            self._drain(self.services[service_name], now)
+            return
+        if old is not None:
+            self._remove_worker(old, f"worker now serves {service_name}")
         worker = Worker(identity, service_name, slot, capacity, meta, expiry, now)
         service = self.services.setdefault(service_name, Service(service_name))
         service.workers[identity] = worker

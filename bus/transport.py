@@ -5,15 +5,21 @@ hundred microseconds and more per hop here. This wraps a plain socket instead: t
 the socket's ZMQ_FD, and every wakeup drains all queued messages into `on_message`. ZMQ_FD is
 edge-triggered and any socket operation can consume the edge, so after each send we re-check
 ZMQ_EVENTS and drain if something is already waiting.
+
+Connection events (the broker connection dropped, a CURVE handshake refused) come from a
+ZeroMQ socket monitor, watched the same way, and go to `on_event`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections.abc import Callable
 
 import zmq
+
+from bus.endpoints import CurveClient, curve_for
 
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
@@ -22,9 +28,20 @@ _POLLOUT = int(zmq.POLLOUT)
 _EVENTS = int(zmq.EVENTS)
 _RCVMORE = int(zmq.RCVMORE)
 
+DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+HANDSHAKE_FAILED = (
+    int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL),
+    int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL),
+    int(zmq.EVENT_HANDSHAKE_FAILED_AUTH),
+)
+AUTH_FAILED = int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+CONNECTED = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)  # connected and through the security handshake
+_MONITORED = CONNECTED | DISCONNECTED | sum(HANDSHAKE_FAILED)
+
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[list[bytes]], None]
+EventHandler = Callable[[int, int], None]  # (event, value), zmq.EVENT_* numbers
 
 
 class AsyncDealer:
@@ -35,6 +52,8 @@ class AsyncDealer:
         on_message: MessageHandler,
         *,
         immediate: bool = False,
+        on_event: EventHandler | None = None,
+        curve: CurveClient | None = None,
     ) -> None:
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -42,15 +61,26 @@ class AsyncDealer:
         sock.setsockopt(zmq.RCVHWM, 0)
         if immediate:
             sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue towards a peer that is not connected
+        curve = curve or curve_for(endpoint)
+        if curve is not None:
+            curve.apply(sock)
+        self._loop = asyncio.get_running_loop()
+        self._on_event = on_event
+        self._monitor: zmq.Socket[bytes] | None = None
+        if on_event is not None:  # before connect(), so no event is missed
+            self._monitor = sock.get_monitor_socket(_MONITORED)
+            self._monitor_fd = int(self._monitor.getsockopt(zmq.FD))
+            self._loop.add_reader(self._monitor_fd, self.poll_events)
         sock.connect(endpoint)
         self._sock = sock
         self._on_message = on_message
-        self._loop = asyncio.get_running_loop()
-        self._fd = sock.getsockopt(zmq.FD)
+        self._fd = int(sock.getsockopt(zmq.FD))
         self._loop.add_reader(self._fd, self._drain)
         self._drain_scheduled = False
         self.closed = False
         self._loop.call_soon(self._drain)
+        if self._monitor is not None:
+            self._loop.call_soon(self.poll_events)  # ZMQ_FD is edge-triggered: look once first
 
     def send(self, msg: list[bytes]) -> bool:
         """Send without blocking; False if it cannot go now (no connected peer)."""
@@ -66,7 +96,7 @@ class AsyncDealer:
         return True
 
     def writable(self) -> bool:
-        return bool(self._sock.getsockopt(_EVENTS) & _POLLOUT)
+        return bool(self._sock.getsockopt(_EVENTS) & _POLLOUT)  # type: ignore[operator]
 
     def _schedule_drain(self) -> None:
         if not self._drain_scheduled and not self.closed:
@@ -76,7 +106,7 @@ class AsyncDealer:
     def _drain(self) -> None:
         self._drain_scheduled = False
         sock = self._sock
-        while not self.closed and sock.getsockopt(_EVENTS) & _POLLIN:
+        while not self.closed and sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
             msg = [sock.recv(_NOBLOCK)]
             while sock.getsockopt(_RCVMORE):
                 msg.append(sock.recv(_NOBLOCK))
@@ -85,8 +115,29 @@ class AsyncDealer:
             except Exception:  # a bad message must not stop the drain (or the process)
                 log.exception("dropping message that failed to process")
 
+    def poll_events(self) -> None:
+        """Deliver pending connection events now. Messages that arrived before a disconnect
+        are delivered first, so `on_event(DISCONNECTED)` sees only what was really lost."""
+        monitor = self._monitor
+        while not self.closed and monitor is not None and monitor.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
+            msg = monitor.recv_multipart(_NOBLOCK)
+            if len(msg) != 2 or len(msg[0]) != 6:
+                continue
+            event, value = struct.unpack("=hi", msg[0])
+            if event == DISCONNECTED:
+                self._drain()
+            assert self._on_event is not None
+            try:
+                self._on_event(event, value)
+            except Exception:
+                log.exception("connection event handler failed")
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self._loop.remove_reader(self._fd)
+            if self._monitor is not None:
+                self._loop.remove_reader(self._monitor_fd)
+                self._sock.disable_monitor()
+                self._monitor.close(0)
             self._sock.close(0)

@@ -19,13 +19,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import zmq
 
 from bus import frames
+from bus.endpoints import CurveClient
 from bus.errors import BusError
-from bus.transport import AsyncDealer
+from bus.transport import AUTH_FAILED, CONNECTED, DISCONNECTED, HANDSHAKE_FAILED, AsyncDealer
 
 log = logging.getLogger(__name__)
+
+_UNDECODABLE = (ValueError, TypeError, msgpack.UnpackException)  # what msgpack/bad types raise
 
 
 @dataclass(slots=True)
@@ -60,6 +64,7 @@ class BusWorker:
         slot: str | None = None,
         meta: Any = None,
         ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
+        curve: CurveClient | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.service = service
@@ -68,7 +73,10 @@ class BusWorker:
         self.slot = slot
         self.meta = meta
         self.ctx = ctx or zmq.Context.instance()
+        self.curve = curve
         self._dealer: AsyncDealer | None = None
+        self._refused_logged = 0.0
+        self._linked = False  # a connection to the broker is up (handshake done)
         self._tasks: dict[tuple[bytes, int], asyncio.Task[None]] = {}
         self._stopping = False
         self._heard = 0.0
@@ -88,24 +96,50 @@ class BusWorker:
         self._send(frames.UPDATE, {}, frames.pack(meta))
 
     async def _session(self) -> None:
-        self._dealer = AsyncDealer(self.ctx, self.endpoint, self._on_message)
+        self._linked = False
+        self._dealer = AsyncDealer(self.ctx, self.endpoint, self._on_message, on_event=self._on_event,
+                                   curve=self.curve)
         self._ready()
         interval = frames.HEARTBEAT_INTERVAL
         self._heard = time.monotonic()
         try:
             while not self._stopping:
                 await asyncio.sleep(interval)
-                self._send(frames.HEARTBEAT, {})
+                # `s` marks a worker's heartbeat: a broker that does not know us (it restarted)
+                # answers DISCONNECT, and we say READY again.
+                self._send(frames.HEARTBEAT, {"s": self.service})
                 if time.monotonic() - self._heard > interval * frames.LIVENESS:
                     log.warning("%s: broker silent, reconnecting", self.service)
                     break
         finally:
             self.connected.clear()
-            for task in self._tasks.values():
-                task.cancel()  # the broker has already failed these requests
-            self._tasks.clear()
+            self._forget_requests()
             self._dealer.close()
             self._dealer = None
+
+    def _on_event(self, event: int, value: int) -> None:
+        if event == CONNECTED:
+            self._linked = True
+        elif event == DISCONNECTED and self._linked:
+            # The connection to the broker dropped. The broker will see our reconnection as a
+            # new peer: what it gave the old one is failed (or forgotten, if it restarted).
+            self._linked = False
+            log.warning("%s: connection to the broker lost; registering again", self.service)
+            self._forget_requests()
+            if not self._stopping:
+                self._ready()  # queued: the first thing the broker hears after the reconnect
+        elif event in HANDSHAKE_FAILED:
+            now = time.monotonic()
+            if now - self._refused_logged > 10.0:
+                self._refused_logged = now
+                why = "our key is not authorised" if event == AUTH_FAILED else "wrong keys or no CURVE"
+                log.error("%s: broker at %s refused the CURVE handshake (%s)", self.service, self.endpoint, why)
+
+    def _forget_requests(self) -> None:
+        """Cancel every request in progress: the broker has already failed them (or forgotten)."""
+        tasks, self._tasks = self._tasks, {}
+        for task in tasks.values():
+            task.cancel()
 
     def _ready(self) -> None:
         header: dict[str, Any] = {"s": self.service, "n": self.capacity}
@@ -131,18 +165,21 @@ class BusWorker:
         if command == frames.HEARTBEAT:
             return
         if command == frames.DISCONNECT:
-            self._ready()  # broker restarted and does not know us
+            # The broker does not know us (it restarted, or declared us dead). Requests still
+            # running here are answered anyway: the broker drops answers it no longer expects.
+            if not self._stopping:
+                self._ready()
             return
         try:
             header = frames.unpack(msg[2])
             key = (bytes(header["c"]), int(header["id"]))
-        except Exception:
+        except (*_UNDECODABLE, KeyError):
             log.warning("%s: dropping message with bad header", self.service)
             return
         if command == frames.REQUEST:
             try:
                 body = frames.unpack(msg[3])
-            except Exception:
+            except (*_UNDECODABLE, IndexError):
                 self._reply_error(key, BusError(frames.BAD_REQUEST, "undecodable request body"))
                 return
             deadline = time.monotonic() + int(header.get("t", 1000)) / 1000

@@ -129,7 +129,7 @@ async def test_worker_death_fails_inflight_with_clear_error(broker: Broker, endp
     async def hang(request: Request) -> Any:
         await asyncio.sleep(30)
 
-    worker, task = await _start_worker(endpoints, "upstream.fs", hang)
+    _, task = await _start_worker(endpoints, "upstream.fs", hang)
     async with BusClient(endpoints.requests) as client:
         await _wait_for_service(client, "upstream.fs")
         call = asyncio.create_task(client.request("upstream.fs", {}, timeout=20))

@@ -86,13 +86,56 @@ def test_any_message_keeps_a_worker_alive() -> None:
     assert b"w1" in r.workers
 
 
-def test_ready_again_means_restart_fails_inflight() -> None:
+def test_ready_again_on_the_same_connection_refreshes_and_keeps_inflight() -> None:
+    # A worker process that restarts connects anew (a new identity; the old one dies by
+    # heartbeat). The same identity saying READY again is answering a DISCONNECT that crossed
+    # its first READY: failing what it holds would fail requests it is serving (PROTOCOL.md).
+    r = Router()
+    ready(r, b"w1", capacity=1)
+    request(r, b"c", 1)
+    sent(r)
+    ready(r, b"w1", capacity=2, now=0.1)
+    assert sent(r) == []
+    assert r.workers[b"w1"].inflight == {(b"c", 1)} and r.workers[b"w1"].capacity == 2
+    r.on_message(b"w1", msg(frames.REPLY, {"c": b"c", "id": 1}, "done"), 0.2)
+    assert [(to, cmd) for to, cmd, _ in sent(r)] == [(b"c", frames.REPLY)]
+
+
+def test_ready_for_another_service_fails_what_the_old_one_held() -> None:
     r = Router()
     ready(r, b"w1")
     request(r, b"c", 1)
     sent(r)
-    ready(r, b"w1", now=0.1)
+    ready(r, b"w1", service="other", now=0.1)
     assert [(cmd, h.get("code")) for to, cmd, h in sent(r)] == [(frames.ERROR, frames.WORKER_DIED)]
+    assert "s" not in {name for name, svc in r.services.items() if svc.workers}
+
+
+def test_unknown_worker_is_told_once_then_registers_without_losing_new_requests() -> None:
+    # After a broker restart a worker's queued messages all reach the new broker before its
+    # READY: one DISCONNECT for all of them, not one each (each would cause another READY).
+    r = Router()
+    for i in range(5):
+        r.on_message(b"w1", msg(frames.REPLY, {"c": b"c", "id": i}, "late"), 0.01 * i)
+    r.on_message(b"w1", msg(frames.HEARTBEAT, {"s": "s"}), 0.06)
+    assert sent(r) == [(b"w1", frames.DISCONNECT, {})]
+    ready(r, b"w1", now=0.1)
+    request(r, b"c", 9, now=0.1)
+    r.on_message(b"w1", msg(frames.HEARTBEAT, {"s": "s"}), 0.2)
+    assert [(to, cmd) for to, cmd, _ in sent(r)] == [(b"w1", frames.REQUEST)]
+    # still unknown long after being told (its READY was lost): told again
+    r.on_message(b"w2", msg(frames.HEARTBEAT, {"s": "s"}), 0.0)
+    r.tick(5.0)
+    r.on_message(b"w2", msg(frames.HEARTBEAT, {"s": "s"}), 5.0)
+    assert [cmd for to, cmd, _ in sent(r) if to == b"w2"] == [frames.DISCONNECT, frames.DISCONNECT]
+
+
+def test_heartbeats_from_unknown_peers_client_answered_worker_told() -> None:
+    r = Router()
+    r.on_message(b"client", msg(frames.HEARTBEAT, {}), 0)
+    r.on_message(b"worker", msg(frames.HEARTBEAT, {"s": "policy"}), 0)
+    r.on_message(b"leaving", msg(frames.DISCONNECT, {}), 0)  # never knew it: nothing to say
+    assert sent(r) == [(b"client", frames.HEARTBEAT, {}), (b"worker", frames.DISCONNECT, {})]
 
 
 def test_affinity_is_deterministic_by_slot() -> None:

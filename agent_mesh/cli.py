@@ -6,6 +6,7 @@ import argparse
 import sys
 
 import agent_mesh
+from agent_mesh import keys
 from agent_mesh.config import ConfigError, LoadedConfig, load_config
 from agent_mesh.roles import ROLES
 
@@ -36,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--slot", type=int, default=0, help="process number (stable worker name)")
     run.add_argument("--port", type=int, help="gateway: override the config's port")
     run.add_argument("--connect", help="tcp://host:port of a broker on another host")
+    run.add_argument("--keys", help="CURVE keys: the broker's keys dir, or this host's client bundle "
+                                    "(docs/multihost.md; default $AGENT_MESH_KEYS)")
+
+    keys.add_parser(sub)
     return parser
 
 
@@ -83,4 +88,6 @@ def main(argv: list[str] | None = None) -> None:
         from agent_mesh.roles import run_role
 
         run_role(args.role, _load(args.config), server=args.server, slot=args.slot, port=args.port,
-                 connect=args.connect)
+                 connect=args.connect, keys=args.keys)
+    elif args.command == "keys":
+        sys.exit(keys.main(args))

@@ -17,7 +17,7 @@ class FrontEnd:
         self.client = BusClient(bus_endpoint)
         self.catalog = Catalog(self.client, [s.name for s in config.mcp_servers],
                                {s.name: s.exposed_prefix for s in config.mcp_servers})
-        self.outbox = TraceOutbox(self.client)
+        self.outbox = TraceOutbox(self.client, loaded.state_dir() / "trace-journal", type(self).__name__.lower())
         self.pipeline = Pipeline(
             self.client, self.catalog, self.outbox, {s.name: s.timeout_seconds for s in config.mcp_servers},
             approval_timeout=config.approval.timeout_seconds,

@@ -33,7 +33,7 @@ def test_tree_has_every_role_with_numprocs(tmp_path: Path) -> None:
     loaded = load_config(path)
     text = supervisor_conf(loaded, tmp_path / "state", port=9999)
     programs = _programs(text)
-    assert set(programs) == {"broker", "tracer", "approval", "policy", "upstream-fs", "upstream-mem", "gateway"}
+    assert set(programs) == {"wakeup", "broker", "tracer", "approval", "policy", "upstream-fs", "upstream-mem", "gateway"}
     assert programs["policy"]["numprocs"] == "3"
     assert programs["upstream-fs"]["numprocs"] == "2"
     assert programs["upstream-mem"]["numprocs"] == "1"
@@ -55,7 +55,7 @@ def test_supervisor_accepts_the_generated_file(tmp_path: Path) -> None:
     options = ServerOptions()
     options.realize(args=["-c", str(conf)])
     names = sorted(p.name for group in options.process_group_configs for p in group.process_configs)
-    assert names == ["approval", "broker", "gateway", "policy", "tracer", "upstream-filesystem"]
+    assert names == ["approval", "broker", "gateway", "policy", "tracer", "upstream-filesystem", "wakeup"]
 
 
 def test_deploy_file_shows_the_same_roles() -> None:

@@ -162,6 +162,10 @@ class BusClient:
             call.future.set_exception(BusError(frames.TIMEOUT, f"{call.service}: deadline exceeded"))
             self._send_quietly([frames.PROTOCOL, frames.CANCEL, frames.pack({"id": rid})])
 
+    def answer(self, rid: int, body: Any) -> None:
+        """Answer a question (PARTIAL `{"ask": ...}`) that the worker serving request `rid` asked."""
+        self._try_send([frames.PROTOCOL, frames.ANSWER, frames.pack({"id": rid}), frames.pack(body)])
+
     def _fail_all(self, error: BusError) -> None:
         calls, self._calls = self._calls, {}
         for call in calls.values():
@@ -187,8 +191,17 @@ class BusClient:
         if call is None:
             return  # late answer to a request we gave up on
         if command == frames.PARTIAL:
+            partial = frames.unpack(msg[3])
+            if isinstance(partial, dict) and isinstance(partial.get("ask"), dict):
+                # The worker asks the caller something (e.g. sampling): route the answer back.
+                partial["ask"]["bus_id"] = header["id"]
+                if call.on_partial is None:
+                    self.answer(header["id"], {"id": partial["ask"].get("id"),
+                                               "error": {"code": -32601, "message": "the caller cannot answer "
+                                                         f"{partial['ask'].get('method')} requests"}})
+                    return
             if call.on_partial is not None:
-                call.on_partial(frames.unpack(msg[3]))
+                call.on_partial(partial)
             return
         del self._calls[header["id"]]
         if call.future.done():

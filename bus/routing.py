@@ -104,6 +104,11 @@ class Router:
             self._client_request(identity, header, body, now)
         elif command == frames.CANCEL:
             self._client_cancel(identity, int(header["id"]), now)
+        elif command == frames.ANSWER:  # the caller answers a question its request's worker asked
+            pending = self.pending.get((identity, int(header["id"])))
+            if pending is not None and pending.worker is not None:
+                self._send(pending.worker.identity, frames.ANSWER,
+                           frames.pack({"c": identity, "id": pending.id}), body)
         elif command == frames.HEARTBEAT:
             if worker is not None:
                 pass

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -40,6 +40,7 @@ class Request:
     _worker: BusWorker
     _client: bytes
     _id: int
+    _questions: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
 
     @property
     def remaining(self) -> float:
@@ -48,6 +49,25 @@ class Request:
     def partial(self, body: Any) -> None:
         """Stream a partial answer (progress, log message) to the caller."""
         self._worker._send(frames.PARTIAL, {"c": self._client, "id": self._id}, frames.pack(body))
+
+    async def ask(self, method: str, params: Any, timeout: float) -> Any:
+        """Ask the caller a question while this request runs (an upstream's sampling or
+        elicitation request) and wait for its answer: `{"result": ...}` or `{"error": ...}`."""
+        question_id = len(self._questions) + 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._questions[question_id] = future
+        self.partial({"ask": {"id": question_id, "method": method, "params": params}})
+        try:
+            return await asyncio.wait_for(future, min(timeout, self.remaining))
+        except TimeoutError:
+            return {"error": {"code": -32001, "message": f"the caller did not answer {method} in time"}}
+        finally:
+            self._questions.pop(question_id, None)
+
+    def _answered(self, body: Any) -> None:
+        future = self._questions.get(body.get("id")) if isinstance(body, dict) else None
+        if future is not None and not future.done():
+            future.set_result(body)
 
 
 Handler = Callable[[Request], Awaitable[Any]]
@@ -78,6 +98,7 @@ class BusWorker:
         self._refused_logged = 0.0
         self._linked = False  # a connection to the broker is up (handshake done)
         self._tasks: dict[tuple[bytes, int], asyncio.Task[None]] = {}
+        self._requests: dict[tuple[bytes, int], Request] = {}
         self._stopping = False
         self._heard = 0.0
         self.connected = asyncio.Event()
@@ -184,13 +205,27 @@ class BusWorker:
                 return
             deadline = time.monotonic() + int(header.get("t", 1000)) / 1000
             request = Request(body, header.get("k"), deadline, self, key[0], key[1])
+            self._requests[key] = request
             self._tasks[key] = asyncio.create_task(self._serve(key, request))
+        elif command == frames.ANSWER:
+            asked = self._requests.get(key)
+            if asked is not None:
+                try:
+                    asked._answered(frames.unpack(msg[3]))
+                except (*_UNDECODABLE, IndexError):
+                    log.warning("%s: dropping undecodable answer", self.service)
         elif command == frames.CANCEL:
             task = self._tasks.pop(key, None)
             if task is not None:
                 task.cancel()
 
     async def _serve(self, key: tuple[bytes, int], request: Request) -> None:
+        try:
+            await self._serve_one(key, request)
+        finally:
+            self._requests.pop(key, None)
+
+    async def _serve_one(self, key: tuple[bytes, int], request: Request) -> None:
         try:
             result = await self.handler(request)
         except asyncio.CancelledError:

@@ -19,7 +19,6 @@ import httpx
 
 from agent_mesh.config import Config
 from agent_mesh.durations import parse_duration
-from bus import frames
 from bus.errors import BusError, bad_request
 from bus.messages import APPROVAL
 from bus.worker import BusWorker, Request

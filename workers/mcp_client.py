@@ -223,10 +223,29 @@ class UpstreamClient:
         self._tokens = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._started: asyncio.Future[None] | None = None
+        # Answers the upstream's sampling / elicitation requests (set by the owning worker).
+        self.on_ask: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
 
     async def __aenter__(self) -> Self:
         await self.start()
         return self
+
+    async def _sampling(self, context: Any, params: types.CreateMessageRequestParams) -> Any:
+        return await self._ask("sampling/createMessage", params, types.CreateMessageResult)
+
+    async def _elicitation(self, context: Any, params: Any) -> Any:
+        return await self._ask("elicitation/create", params, types.ElicitResult)
+
+    async def _ask(self, method: str, params: Any, result_type: Any) -> Any:
+        """A server-to-client request from the upstream: whoever owns this client answers it
+        (`on_ask(method, params) -> {"result": ...} | {"error": {code, message}}`)."""
+        if self.on_ask is None:
+            return types.ErrorData(code=types.INVALID_REQUEST, message=f"{method} is not supported here")
+        answer = await self.on_ask(method, params.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        if "result" in answer:
+            return result_type.model_validate(answer["result"], by_name=False)
+        error = answer.get("error") or {}
+        return types.ErrorData(code=int(error.get("code", types.INTERNAL_ERROR)), message=str(error.get("message", "")))
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -407,6 +426,9 @@ class UpstreamClient:
                         dispatcher=self._dispatcher,
                         client_info=_CLIENT_INFO,
                         message_handler=self._on_message,
+                        # Advertised so upstreams may ask; answered by the calling agent (on_ask).
+                        sampling_callback=self._sampling,
+                        elicitation_callback=self._elicitation,
                     )
                     await stack.enter_async_context(session)
                     with anyio.fail_after(self.connect_timeout):

@@ -67,6 +67,8 @@ class UpstreamService:
         self.server = server
         self.client = client
         self.tool_names = {t["name"] for t in client.tools}
+        self.in_flight: list[Request] = []  # tool calls, oldest first: who answers an upstream's question
+        client.on_ask = self.ask
 
     def meta(self) -> dict[str, Any]:
         return UpstreamLiveMeta(server=self.server.name, tools=self.client.tools,
@@ -87,6 +89,7 @@ class UpstreamService:
         async def progress(params: dict[str, Any]) -> None:
             request.partial({"progress": params})
 
+        self.in_flight.append(request)
         try:
             return await self.client.call_tool(call.tool, call.arguments, timeout, on_progress=progress,
                                                on_log=_log_forwarder(request))
@@ -97,6 +100,17 @@ class UpstreamService:
             raise BusError(frames.WORKER_DIED, f"upstream unavailable: {self.server.name} ({exc})") from None
         except UpstreamError as exc:
             raise BusError(502, f"upstream error from {self.server.name}: {exc}") from None
+        finally:
+            self.in_flight.remove(request)
+
+    async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The upstream asks its client (sampling, elicitation). MCP over stdio does not say which
+        call the question belongs to: it goes to the agent of the most recent call in flight."""
+        if not self.in_flight:
+            return {"error": {"code": -32600, "message": f"{method}: no agent call in flight to ask"}}
+        request = self.in_flight[-1]
+        answer: dict[str, Any] = await request.ask(method, params, timeout=request.remaining)
+        return answer
 
     async def _passthrough(self, request: Request) -> dict[str, Any]:
         try:

@@ -175,3 +175,24 @@ async def test_events_fan_out_through_the_broker(broker: Broker, endpoints: Endp
     assert {topic for topic, _ in got_all} <= {"worker.x.ready", "trace.claude.recorded"}
     for closable in (traces, everything, publisher):
         closable.close()
+
+
+async def test_worker_asks_the_caller_during_a_request(broker: Broker, endpoints: Endpoints) -> None:
+    async def asking(request: Request) -> Any:
+        answer = await request.ask("sampling/createMessage", {"q": request.body}, timeout=2)
+        return {"got": answer}
+
+    _, task = await _start_worker(endpoints, "asker", asking)
+    async with BusClient(endpoints.requests) as client:
+        await _wait_for_service(client, "asker")
+
+        def on_partial(partial: Any) -> None:
+            ask = partial["ask"]
+            client.answer(ask["bus_id"], {"id": ask["id"], "result": {"a": ask["params"]["q"] * 2}})
+
+        reply = await client.request("asker", 21, timeout=3, on_partial=on_partial)
+        assert reply == {"got": {"id": 1, "result": {"a": 42}}}
+        # A caller that cannot answer gets an immediate error back to the worker, not a hang.
+        refused = await client.request("asker", 1, timeout=3)
+        assert refused["got"]["error"]["message"] == "the caller cannot answer sampling/createMessage requests"
+    task.cancel()

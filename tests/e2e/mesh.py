@@ -7,12 +7,16 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import yaml
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 from tests.support import alive, cmdline, descendants, free_port, wait_until
 
@@ -66,6 +70,14 @@ class Mesh:
              headers: dict[str, str] | None = None) -> httpx.Response:
         auth = {"Authorization": f"Bearer agent:{agent}"} if agent else {}
         return self.http.post(f"/tool/{tool}", json={"params": params or {}}, headers={**auth, **(headers or {})})
+
+    @asynccontextmanager
+    async def mcp(self, agent: str = "claude", **client_options: Any) -> AsyncIterator[Client]:
+        """An official SDK MCP client on this mesh's Streamable HTTP `/mcp`, as `agent`."""
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer agent:{agent}"})
+        async with http, Client(streamable_http_client(f"{self.url}/mcp", http_client=http), mode="legacy",
+                                **client_options) as client:
+            yield client
 
     def processes(self) -> dict[int, str]:
         assert self.proc is not None

@@ -4,15 +4,11 @@ replays the call; supervisor mode hides the approval tools and blocks until reso
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.e2e.mesh import Mesh
@@ -40,17 +36,10 @@ def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     assert m.stop() == set()
 
 
-@asynccontextmanager
-async def connect(mesh: Mesh, agent: str = "claude") -> AsyncIterator[Client]:
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer agent:{agent}"})
-    async with http, Client(streamable_http_client(f"{mesh.url}/mcp", http_client=http), mode="legacy") as client:
-        yield client
-
-
 async def test_approval_flow(mesh: Mesh) -> None:
     demo: Path = mesh.demo  # type: ignore[attr-defined]
     target = demo / "out.txt"
-    async with connect(mesh) as client:
+    async with mesh.mcp() as client:
         names = {t.name for t in (await client.list_tools()).tools}
         if mesh.supervisor:  # type: ignore[attr-defined]
             assert "approval.resolve" not in names and "approval.pending" not in names
@@ -79,7 +68,7 @@ async def test_approval_flow(mesh: Mesh) -> None:
             pending = await client.call_tool("approval.pending", {})
             assert [a["id"] for a in pending.structured_content["approvals"]] == [approval_id]
             # Another agent cannot resolve it.
-            async with connect(mesh, "intruder") as other:
+            async with mesh.mcp("intruder") as other:
                 refused = await other.call_tool("approval.resolve", {"id": approval_id, "decision": "approve"})
                 assert refused.is_error and "another agent" in refused.content[0].text
             replayed = await client.call_tool("approval.resolve", {"id": approval_id[:8], "decision": "approve"})

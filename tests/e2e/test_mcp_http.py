@@ -3,16 +3,10 @@ and the HTTP edge's failure paths (bad Origin, bad auth, missing session id, gar
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
-import httpx
 import pytest
 from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.e2e.mesh import Mesh
@@ -42,20 +36,13 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     assert m.stop() == set()
 
 
-@asynccontextmanager
-async def mcp_client(mesh: Mesh, agent: str = "cloud-1") -> AsyncIterator[Client]:
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer agent:{agent}"})
-    async with http, Client(streamable_http_client(f"{mesh.url}/mcp", http_client=http), mode="legacy") as client:
-        yield client
-
-
 async def test_list_call_deny_progress_over_http(mesh: Mesh) -> None:
     progress: list[float] = []
 
     async def on_progress(value: float, total: float | None, message: str | None) -> None:
         progress.append(value)
 
-    async with mcp_client(mesh) as client:
+    async with mesh.mcp("cloud-1") as client:
         names = {t.name for t in (await client.list_tools()).tools}
         assert {"everything.echo", "fs.read_text_file", "mesh.catalog"} <= names
         echo = await client.call_tool("everything.echo", {"message": "over http"})
@@ -76,7 +63,7 @@ async def test_list_call_deny_progress_over_http(mesh: Mesh) -> None:
 
 
 async def test_rest_and_mcp_agents_share_one_mesh(mesh: Mesh) -> None:
-    async with mcp_client(mesh, agent="cloud-7") as client:
+    async with mesh.mcp("cloud-7") as client:
         await client.call_tool("everything.echo", {"message": "from mcp"})
     r = mesh.call("everything.echo", {"message": "from rest"}, agent="cloud-8")
     assert r.status_code == 200 and r.json()["result"]["content"][0]["text"] == "Echo: from rest"

@@ -4,15 +4,11 @@ cannot answer, makes it fail cleanly instead of hanging."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import mcp_types as types
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 from tests.e2e.mesh import Mesh
 from tests.support import npm_server
@@ -43,17 +39,9 @@ async def elicitation(context: Any, params: Any) -> types.ElicitResult:
     return types.ElicitResult(action="accept", content={"color": "blue"})
 
 
-@asynccontextmanager
-async def agent(mesh: Mesh) -> AsyncIterator[Client]:
-    http = create_mcp_http_client(headers={"Authorization": "Bearer agent:asked"})
-    async with http, Client(streamable_http_client(f"{mesh.url}/mcp", http_client=http), mode="legacy",
-                            sampling_callback=sampling, elicitation_callback=elicitation) as client:
-        yield client
-
-
 async def test_sampling_request_is_answered_by_the_calling_agent(mesh: Mesh) -> None:
     asked.clear()
-    async with agent(mesh) as client:
+    async with mesh.mcp("asked", sampling_callback=sampling, elicitation_callback=elicitation) as client:
         result = await client.call_tool("everything.trigger-sampling-request", {"prompt": "hello", "maxTokens": 20})
     assert not result.is_error
     assert "sampled by the agent" in result.content[0].text and "agent-side-llm" in result.content[0].text
@@ -63,7 +51,7 @@ async def test_sampling_request_is_answered_by_the_calling_agent(mesh: Mesh) -> 
 
 async def test_elicitation_request_keeps_its_schema(mesh: Mesh) -> None:
     asked.clear()
-    async with agent(mesh) as client:
+    async with mesh.mcp("asked", sampling_callback=sampling, elicitation_callback=elicitation) as client:
         result = await client.call_tool("everything.trigger-elicitation-request", {})
     assert not result.is_error
     (params,) = asked

@@ -24,7 +24,6 @@ from agent_mesh.launcher import running_pid
 from tests.support import alive, descendants, free_port, npm_server, wait_until
 from workers.mcp_client import UpstreamClient, UpstreamSpec
 
-
 _RAW = TypeAdapter(dict[str, Any])  # read results as sent, not through the SDK's models
 
 

@@ -10,8 +10,6 @@ from typing import Any
 import mcp_types as types
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from pydantic import TypeAdapter
 
 from agent_mesh.config import ConfigError, load_config
@@ -34,16 +32,19 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     assert m.stop() == set()
 
 
-@asynccontextmanager
-async def through_mesh(mesh: Mesh) -> AsyncIterator[Client]:
-    http = create_mcp_http_client(headers={"Authorization": "Bearer agent:t"})
-    async with http, Client(streamable_http_client(f"{mesh.url}/mcp", http_client=http), mode="legacy") as client:
-        yield client
+async def _no_llm(context: Any, params: Any) -> Any:
+    return types.ErrorData(code=types.INVALID_REQUEST, message="no LLM here")
+
+
+# The mesh's upstream session can forward sampling and elicitation, so it declares both; an
+# upstream may list tools by client capabilities (server-everything does): compare like with like.
+CAPABLE = {"sampling_callback": _no_llm, "elicitation_callback": _no_llm}
 
 
 @asynccontextmanager
 async def direct() -> AsyncIterator[Client]:
-    async with Client(StdioServerParameters(command=npm_server("everything"), args=["stdio"]), mode="legacy") as c:
+    async with Client(StdioServerParameters(command=npm_server("everything"), args=["stdio"]), mode="legacy",
+                      **CAPABLE) as c:
         yield c
 
 
@@ -52,7 +53,7 @@ async def _raw(client: Client, request: Any) -> dict[str, Any]:
 
 
 async def test_the_mesh_looks_like_the_upstream(mesh: Mesh) -> None:
-    async with direct() as upstream, through_mesh(mesh) as proxied:
+    async with direct() as upstream, mesh.mcp("t", **CAPABLE) as proxied:
         assert proxied.server_info.name == upstream.server_info.name
         assert proxied.server_info.version == upstream.server_info.version
         up_tools = (await _raw(upstream, types.ListToolsRequest(params=None)))["tools"]

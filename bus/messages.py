@@ -121,7 +121,7 @@ PASSTHROUGH_LISTS = {  # list method → the result key holding its items
     "resources/templates/list": "resourceTemplates",
     "prompts/list": "prompts",
 }
-PASSTHROUGH_METHODS = frozenset({*PASSTHROUGH_LISTS, "resources/read", "prompts/get"})
+PASSTHROUGH_METHODS = frozenset({*PASSTHROUGH_LISTS, "resources/read", "prompts/get", "completion/complete"})
 
 
 class UpstreamRequest(Body):

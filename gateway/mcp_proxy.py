@@ -31,6 +31,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -211,6 +212,28 @@ class McpProxy:
         return await self._governed(agent, session_id, server_name, prompt_policy_name(server_name, prompt),
                                     arguments, UpstreamRequest(method="prompts/get", params=params,
                                                                progress=progress), on_partial)
+
+    async def complete(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """`completion/complete` for a prompt's or a resource template's argument, asked of the
+        server that owns it (prompt names lose their prefix on the way). Not governed: it suggests
+        values, it does not act."""
+        ref = params.get("ref")
+        if not isinstance(ref, dict) or ref.get("type") not in ("ref/prompt", "ref/resource"):
+            raise MCPError(types.INVALID_PARAMS, "completion/complete needs a ref of type ref/prompt or ref/resource")
+        if ref["type"] == "ref/prompt":
+            server, prompt = self._prompt_owner(str(ref.get("name", "")))
+            if not prompt or server not in self.catalog.servers:
+                raise MCPError(types.INVALID_PARAMS, f"unknown prompt {ref.get('name')}")
+            params = {**params, "ref": {**ref, "name": prompt}}
+        else:
+            owner = await self.resource_owner(str(ref.get("uri", "")))
+            if owner is None:
+                raise MCPError(RESOURCE_NOT_FOUND, f"no upstream has resources matching {ref.get('uri')}")
+            server = owner
+        try:
+            return await self._upstream(server, UpstreamRequest(method="completion/complete", params=dict(params)))
+        except _Outcome as exc:
+            raise MCPError(exc.code, exc.message, exc.data) from None
 
     async def resource_owner(self, uri: str) -> str | None:
         """The server a resource URI is routed to (see the module docstring), None if none."""

@@ -54,6 +54,7 @@ PROXIED = {
     "resources/read": "resources",
     "prompts/list": "prompts",
     "prompts/get": "prompts",
+    "completion/complete": "completions",
 }
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 _LOG_LEVEL_KEY = "agent_mesh.log_level"  # in the SDK connection's per-connection `state`
@@ -147,6 +148,8 @@ class MeshMcp:
             return await self.proxy.list_resource_templates()
         if method == "prompts/list":
             return await self.proxy.list_prompts()
+        if method == "completion/complete":
+            return await self.proxy.complete(params)
         agent, session_id = self.identify(ctx)
         async with _forwarding(ctx) as forward:
             progress = forward.token is not None
@@ -344,6 +347,7 @@ class _MeshServer(Server[Any]):
             "resources": types.ResourcesCapability(subscribe=False, list_changed=True) if has("resources") else None,
             "prompts": types.PromptsCapability(list_changed=True) if has("prompts") else None,
             "logging": types.LoggingCapability() if has("logging") else None,
+            "completions": types.CompletionsCapability() if has("completions") else None,
         })
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import mcp_types as types
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter
 
 from agent_mesh.config import ConfigError, load_config
@@ -76,3 +77,22 @@ def test_clashing_prefixes_are_a_config_error(tmp_path: Any) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert "duplicate tool prefix" in str(err.value) and "mcp_servers[1]" in str(err.value)
+
+
+async def test_completion_is_proxied_like_the_upstream(mesh: Mesh) -> None:
+    async with direct() as upstream, mesh.mcp("t", **CAPABLE) as proxied:
+        assert proxied.server_capabilities.completions is not None
+        request = types.CompleteRequest(params=types.CompleteRequestParams(
+            ref=types.PromptReference(type="ref/prompt", name="completable-prompt"),
+            argument=types.CompletionArgument(name="department", value="E")))
+        expected = await _raw(upstream, request)
+        assert expected["completion"]["values"], expected  # the upstream does complete this
+        assert await _raw(proxied, request) == expected
+        unknown = types.CompleteRequest(params=types.CompleteRequestParams(
+            ref=types.PromptReference(type="ref/prompt", name="no-such-prompt"),
+            argument=types.CompletionArgument(name="x", value="")))
+        with pytest.raises(MCPError) as direct_error:
+            await _raw(upstream, unknown)
+        with pytest.raises(MCPError) as mesh_error:  # the upstream's own error, passed through
+            await _raw(proxied, unknown)
+        assert mesh_error.value.error.code == direct_error.value.error.code

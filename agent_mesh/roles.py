@@ -131,14 +131,14 @@ def run_role(
         spec = config.server(server or "")
         if spec is None:
             sys.exit(f"agent-mesh run upstream: no mcp_servers entry named {server!r} in {loaded.path}")
-        sys.exit(_run(upstream.run(endpoints.requests, spec, slot=f"{spec.name}:{slot}",
+        sys.exit(_run(upstream.run(endpoints.requests, spec, slot=f"{spec.name}:{slot}", events_endpoint=endpoints.events_in,
                                               default_cwd=str(loaded.path.parent))))
     elif role == "gateway":
         import uvicorn
 
         from gateway.http import create_app
 
-        app = create_app(loaded, endpoints.requests)
+        app = create_app(loaded, endpoints.requests, endpoints.events_out)
         uvicorn.run(app, host=config.host, port=port or config.port, log_level="warning",
                     access_log=False, lifespan="on", loop="uvloop", http="httptools")
     elif role == "lifecycle":

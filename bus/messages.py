@@ -121,7 +121,8 @@ PASSTHROUGH_LISTS = {  # list method → the result key holding its items
     "resources/templates/list": "resourceTemplates",
     "prompts/list": "prompts",
 }
-PASSTHROUGH_METHODS = frozenset({*PASSTHROUGH_LISTS, "resources/read", "prompts/get", "completion/complete"})
+PASSTHROUGH_METHODS = frozenset({*PASSTHROUGH_LISTS, "resources/read", "prompts/get", "completion/complete",
+                                 "resources/subscribe", "resources/unsubscribe"})
 
 
 class UpstreamRequest(Body):

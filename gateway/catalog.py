@@ -74,6 +74,11 @@ class Catalog:
         """`listener(kinds)` runs after a refresh that changed the lists of `kinds` (in LIST_KINDS)."""
         self._listeners.append(listener)
 
+    def can_subscribe(self) -> bool:
+        """Whether any live upstream lets clients subscribe to resource updates."""
+        return any(v.has("resources") and v.capabilities["resources"].get("subscribe") is True
+                   for v in self.servers.values())
+
     def has(self, capability: str) -> bool:
         """Whether any live upstream advertises this server capability (e.g. `resources`)."""
         return any(view.has(capability) for view in self.servers.values())

@@ -11,8 +11,9 @@ from gateway.trace_outbox import TraceOutbox
 
 
 class FrontEnd:
-    def __init__(self, loaded: LoadedConfig, bus_endpoint: str) -> None:
+    def __init__(self, loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | None = None) -> None:
         self.loaded = loaded
+        self.events_endpoint = events_endpoint  # the broker's XPUB: resource updates, worker up/down
         config = loaded.config
         self.client = BusClient(bus_endpoint)
         self.catalog = Catalog(self.client, [s.name for s in config.mcp_servers],

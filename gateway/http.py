@@ -35,8 +35,8 @@ def error(status: int, message: str, **extra: Any) -> JSONResponse:
 class Gateway(FrontEnd):
     """The routes, on the front-end's bus client, catalogue, trace outbox and pipeline."""
 
-    def __init__(self, loaded: LoadedConfig, bus_endpoint: str) -> None:
-        super().__init__(loaded, bus_endpoint)
+    def __init__(self, loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | None = None) -> None:
+        super().__init__(loaded, bus_endpoint, events_endpoint)
         self.mcp_http = McpHttp(self)
 
     @asynccontextmanager
@@ -208,8 +208,8 @@ async def _tool_is_served_by_the_fast_path(request: Request) -> Response:
     raise AssertionError("POST /tool/... is answered by gateway.rest_tool.ToolRoute")
 
 
-def create_app(loaded: LoadedConfig, bus_endpoint: str) -> ASGIApp:
-    gw = Gateway(loaded, bus_endpoint)
+def create_app(loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | None = None) -> ASGIApp:
+    gw = Gateway(loaded, bus_endpoint, events_endpoint)
     routes = [
         # Listed so that other methods get a JSON 405; POSTs never reach Starlette (rest_tool.py).
         Route("/tool/{tool:path}", _tool_is_served_by_the_fast_path, methods=["POST"]),

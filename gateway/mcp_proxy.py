@@ -235,6 +235,16 @@ class McpProxy:
         except _Outcome as exc:
             raise MCPError(exc.code, exc.message, exc.data) from None
 
+    async def forward_to_owner(self, uri: str, method: str) -> None:
+        """resources/subscribe | unsubscribe, to the upstream that owns `uri`."""
+        owner = await self.resource_owner(uri)
+        if owner is None:
+            raise MCPError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", data={"uri": uri})
+        try:
+            await self._upstream(owner, UpstreamRequest(method=method, params={"uri": uri}))
+        except _Outcome as exc:
+            raise MCPError(exc.code, exc.message, exc.data) from None
+
     async def resource_owner(self, uri: str) -> str | None:
         """The server a resource URI is routed to (see the module docstring), None if none."""
         owner = self._lookup(uri)

@@ -38,6 +38,7 @@ from mcp.shared.message import ServerMessageMetadata
 from pydantic import TypeAdapter
 
 from agent_mesh import __version__
+from bus.events import Subscriber
 from gateway.frontend import FrontEnd
 from gateway.mcp_proxy import McpProxy
 from gateway.mcp_virtual import VirtualTools, text_result
@@ -55,6 +56,8 @@ PROXIED = {
     "prompts/list": "prompts",
     "prompts/get": "prompts",
     "completion/complete": "completions",
+    "resources/subscribe": "resources",
+    "resources/unsubscribe": "resources",
 }
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 _LOG_LEVEL_KEY = "agent_mesh.log_level"  # in the SDK connection's per-connection `state`
@@ -71,7 +74,9 @@ class MeshMcp:
         self.blocking = config.supervisor.enabled or config.transparent
         self.virtual = VirtualTools(frontend)
         self.proxy = McpProxy(frontend)
-        self.sessions: set[ServerSession] = set()  # initialized sessions, for list_changed
+        self.sessions: set[ServerSession] = set()
+        self.subscriptions: dict[str, set[ServerSession]] = {}  # resource URI → subscribed sessions
+        self._updates: asyncio.Task[None] | None = None  # initialized sessions, for list_changed
         self._background: set[asyncio.Task[None]] = set()
         frontend.catalog.add_listener(self._catalog_changed)
 
@@ -80,6 +85,7 @@ class MeshMcp:
             "agent-mesh", version=__version__, on_list_tools=self._unused, on_call_tool=self._unused
         )
         server.upstream_has = self.frontend.catalog.has
+        server.upstream_subscribe = self.frontend.catalog.can_subscribe
         config = self.frontend.loaded.config
         if config.transparent and len(config.mcp_servers) == 1:
             only = config.mcp_servers[0].name
@@ -150,6 +156,8 @@ class MeshMcp:
             return await self.proxy.list_prompts()
         if method == "completion/complete":
             return await self.proxy.complete(params)
+        if method in ("resources/subscribe", "resources/unsubscribe"):
+            return await self._subscription(ctx.session, method, params)
         agent, session_id = self.identify(ctx)
         async with _forwarding(ctx) as forward:
             progress = forward.token is not None
@@ -166,6 +174,44 @@ class MeshMcp:
                 result = await self.proxy.get_prompt(agent, session_id, name, arguments, on_partial=forward.push,
                                                      progress=progress)
         return result
+
+    # -- resource subscriptions --------------------------------------------------------------
+
+    async def _subscription(self, session: ServerSession, method: str, params: Mapping[str, Any]) -> Any:
+        """Sessions subscribe here; the owning upstream is subscribed once per URI (while anyone
+        is), and its `notifications/resources/updated` come back as bus events to every front-end."""
+        uri = params.get("uri")
+        if not isinstance(uri, str) or not uri:
+            raise MCPError(types.INVALID_PARAMS, f"{method} needs a string 'uri'")
+        sessions = self.subscriptions.setdefault(uri, set())
+        first, was = not sessions, session in sessions
+        if method == "resources/subscribe":
+            sessions.add(session)
+            session._connection.exit_stack.callback(self._forget, session)
+        else:
+            sessions.discard(session)
+        if method == "resources/subscribe" and first or method == "resources/unsubscribe" and was and not sessions:
+            await self.proxy.forward_to_owner(uri, method)
+        if not sessions:
+            del self.subscriptions[uri]
+        if self._updates is None and self.frontend.events_endpoint is not None:
+            self._updates = asyncio.create_task(self._follow_updates(self.frontend.events_endpoint))
+        return {}
+
+    def _forget(self, session: ServerSession) -> None:
+        for sessions in self.subscriptions.values():
+            sessions.discard(session)
+
+    async def _follow_updates(self, endpoint: str) -> None:
+        subscriber = Subscriber(endpoint, "resource.")
+        try:
+            async for _, body in subscriber:
+                uri = body.get("uri") if isinstance(body, dict) else None
+                for session in list(self.subscriptions.get(str(uri), ())):
+                    with contextlib.suppress(Exception):  # a session gone meanwhile
+                        await session.send_resource_updated(str(uri))
+        finally:
+            subscriber.close()
 
     # -- logging/setLevel, sessions, list_changed --------------------------------------------
 
@@ -321,6 +367,7 @@ _ASKABLE: dict[str, tuple[Any, Any, Any]] = {
 
 class _MeshServer(Server[Any]):
     upstream_has: Callable[[str], bool] = staticmethod(lambda capability: False)  # set by MeshMcp.build
+    upstream_subscribe: Callable[[], bool] = staticmethod(lambda: False)  # set by MeshMcp.build
     # Transparent mode with one upstream: initialize answers with that upstream's identity.
     upstream_info: Callable[[], dict[str, Any]] | None = None
 
@@ -344,7 +391,8 @@ class _MeshServer(Server[Any]):
         caps = super().get_capabilities(*args, **kw)
         has = self.upstream_has
         return caps.model_copy(update={
-            "resources": types.ResourcesCapability(subscribe=False, list_changed=True) if has("resources") else None,
+            "resources": types.ResourcesCapability(subscribe=self.upstream_subscribe(), list_changed=True)
+            if has("resources") else None,
             "prompts": types.PromptsCapability(list_changed=True) if has("prompts") else None,
             "logging": types.LoggingCapability() if has("logging") else None,
             "completions": types.CompletionsCapability() if has("completions") else None,

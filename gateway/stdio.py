@@ -26,7 +26,7 @@ UPSTREAM_WAIT = 30.0  # how long the first tools/list may wait for upstreams sti
 async def serve(loaded: LoadedConfig, agent: str, session_id: str | None) -> None:
     endpoints = ensure_mesh(loaded)
     session = session_id or new_session_id()
-    frontend = FrontEnd(loaded, endpoints.requests)
+    frontend = FrontEnd(loaded, endpoints.requests, endpoints.events_out)
     await frontend.start()
     try:
         await _wait_for_upstreams(frontend)

@@ -223,6 +223,8 @@ class UpstreamClient:
         self._tokens = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._started: asyncio.Future[None] | None = None
+        # Hears notifications/resources/updated (for subscriptions; set by the owning worker).
+        self.on_resource_updated: Callable[[dict[str, Any]], None] | None = None
         # Answers the upstream's sampling / elicitation requests (set by the owning worker).
         self.on_ask: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
 
@@ -405,6 +407,9 @@ class UpstreamClient:
                 assert sink.on_log is not None
                 sink.push(sink.on_log, params)
             return True
+        elif method == "notifications/resources/updated" and isinstance(params, dict):
+            if self.on_resource_updated is not None:
+                self.on_resource_updated(params)
         elif method == "notifications/tools/list_changed":
             self.tools_changed.set()
             self.list_changed.set()

@@ -33,6 +33,7 @@ from bus.messages import (
     UpstreamRequest,
     upstream_service,
 )
+from bus.events import Publisher
 from bus.worker import BusWorker, Request
 from workers.mcp_client import (
     UpstreamClient,
@@ -191,7 +192,8 @@ def _log_forwarder(request: Request) -> Any:
     return forward
 
 
-async def run(endpoint: str, server: McpServer, slot: str, default_cwd: str | None = None) -> int:
+async def run(endpoint: str, server: McpServer, slot: str, default_cwd: str | None = None,
+              events_endpoint: str | None = None) -> int:
     """Serve until the upstream dies; return the exit status (non-zero: please restart me)."""
     try:
         client = UpstreamClient(spec_for(server, default_cwd))
@@ -199,6 +201,10 @@ async def run(endpoint: str, server: McpServer, slot: str, default_cwd: str | No
     except Exception as exc:  # noqa: BLE001 - any start failure: report it, let supervisord retry
         log.error("%s: upstream failed to start: %s", server.name, exc)
         return 1
+    if events_endpoint is not None:  # resource subscriptions: every front-end hears the updates
+        events = Publisher(events_endpoint)
+        client.on_resource_updated = lambda params: events.publish(
+            f"resource.{server.name}.updated", {"uri": params.get("uri")})
     try:
         service = UpstreamService(server, client)
         log.info("%s: upstream ready with %d tools", server.name, len(service.tool_names))

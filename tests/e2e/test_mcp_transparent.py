@@ -96,3 +96,25 @@ async def test_completion_is_proxied_like_the_upstream(mesh: Mesh) -> None:
         with pytest.raises(MCPError) as mesh_error:  # the upstream's own error, passed through
             await _raw(proxied, unknown)
         assert mesh_error.value.error.code == direct_error.value.error.code
+
+
+async def test_resource_subscription_updates_reach_the_subscriber(mesh: Mesh) -> None:
+    import anyio
+
+    updates: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updates.append(str(message.params.uri))
+
+    async with mesh.mcp("t", message_handler=on_message, **CAPABLE) as client:
+        assert client.server_capabilities.resources.subscribe
+        uri = str((await client.list_resources()).resources[0].uri)
+        await _raw(client, types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri)))
+        # server-everything then sends notifications/resources/updated every 5 s for subscribed URIs.
+        await client.call_tool("toggle-subscriber-updates", {})
+        with anyio.fail_after(12):
+            while uri not in updates:
+                await anyio.sleep(0.1)
+        await client.call_tool("toggle-subscriber-updates", {})
+        await _raw(client, types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=uri)))

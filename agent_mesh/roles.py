@@ -7,9 +7,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvloop
 
@@ -46,22 +46,30 @@ ENV_KEYS = "AGENT_MESH_KEYS"  # CURVE keys directory (broker) or client bundle (
 ENV_LISTEN = "AGENT_MESH_LISTEN"  # broker: also serve workers of other hosts here (tcp, CURVE)
 
 
+_K = TypeVar("_K")
+
+
+def _tcp_with_keys(address: str, keys: str | Path | None, who: str, load: Callable[[Path], _K]) -> tuple[str, int, _K]:
+    """(host, port, CURVE keys) for a tcp bus address; exits with a clear message when either is bad."""
+    try:
+        host, port = parse_tcp(address)
+    except ValueError as exc:
+        raise SystemExit(f"{who}: {exc}") from None
+    if not keys:
+        raise SystemExit(f"{who}: {address} needs CURVE keys: --keys DIR or ${ENV_KEYS} "
+                         "(made by `agent-mesh keys`, see docs/multihost.md)")
+    try:
+        return host, port, load(Path(keys).expanduser())
+    except KeysError as exc:
+        raise SystemExit(f"{who}: {exc}") from None
+
+
 def endpoints_for(loaded: LoadedConfig, connect: str | None, keys: str | Path | None = None) -> Endpoints:
     """The bus endpoints of a process that is not the broker: the local ipc sockets, or with
     `connect` a broker on another host over tcp, authenticated with the CURVE bundle `keys`."""
     if not connect:
         return Endpoints.in_dir(loaded.state_dir())
-    try:
-        host, port = parse_tcp(connect)
-    except ValueError as exc:
-        raise SystemExit(f"agent-mesh run: --connect: {exc}") from None
-    if not keys:
-        raise SystemExit(f"agent-mesh run: --connect {connect} needs CURVE keys: --keys DIR or ${ENV_KEYS} "
-                         "(a client bundle made by `agent-mesh keys --client NAME`, see docs/multihost.md)")
-    try:
-        curve = CurveClient.from_dir(Path(keys).expanduser())
-    except KeysError as exc:
-        raise SystemExit(f"agent-mesh run: {exc}") from None
+    host, port, curve = _tcp_with_keys(connect, keys, "agent-mesh run --connect", CurveClient.from_dir)
     endpoints = Endpoints.tcp(host, port)
     use_curve(endpoints.requests, curve)  # every bus socket of this process to the broker uses it
     return endpoints
@@ -75,17 +83,7 @@ def broker_for(loaded: LoadedConfig, listen: str | None, keys: str | Path | None
     endpoints = Endpoints.in_dir(loaded.state_dir())
     if not listen:
         return Broker(endpoints)
-    try:
-        host, port = parse_tcp(listen)
-    except ValueError as exc:
-        raise SystemExit(f"agent-mesh run broker: listen address: {exc}") from None
-    if not keys:
-        raise SystemExit(f"agent-mesh run broker: serving {listen} needs CURVE keys: --keys DIR or ${ENV_KEYS} "
-                         "(made by `agent-mesh keys`, see docs/multihost.md)")
-    try:
-        curve = CurveServer.from_dir(Path(keys).expanduser())
-    except KeysError as exc:
-        raise SystemExit(f"agent-mesh run broker: {exc}") from None
+    host, port, curve = _tcp_with_keys(listen, keys, "agent-mesh run broker", CurveServer.from_dir)
     bind_host = "*" if host in ("0.0.0.0", "::") else host
     return Broker(endpoints, remote=f"tcp://{bind_host}:{port}", curve=curve)
 

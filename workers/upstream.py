@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 from agent_mesh.config import McpServer
 from bus import frames
 from bus.errors import BusError, bad_request, not_found
+from bus.events import Publisher
 from bus.messages import (
     PASSTHROUGH_LISTS,
     PASSTHROUGH_METHODS,
@@ -33,7 +35,6 @@ from bus.messages import (
     UpstreamRequest,
     upstream_service,
 )
-from bus.events import Publisher
 from bus.worker import BusWorker, Request
 from workers.mcp_client import (
     UpstreamClient,
@@ -45,7 +46,9 @@ from workers.mcp_client import (
 
 log = logging.getLogger(__name__)
 
-CAPACITY = 64  # concurrent calls per worker: one MCP session multiplexes them
+CAPACITY = 64
+QUICK_FAILURES = 3  # upstreams in a row that fail within QUICK_SECONDS before the worker gives up
+QUICK_SECONDS = 5.0  # concurrent calls per worker: one MCP session multiplexes them
 MAX_LIST_PAGES = 1000
 
 
@@ -194,15 +197,32 @@ def _log_forwarder(request: Request) -> Any:
 
 async def run(endpoint: str, server: McpServer, slot: str, default_cwd: str | None = None,
               events_endpoint: str | None = None) -> int:
-    """Serve until the upstream dies; return the exit status (non-zero: please restart me)."""
+    """Serve. When the upstream MCP server dies, start a new one in this process (no Python start,
+    no SDK import, no supervisord round trip: back in about a second). After QUICK_FAILURES
+    upstreams in a row that failed to start or died within QUICK_SECONDS, exit non-zero and let
+    supervisord restart the worker with its backoff."""
+    events = Publisher(events_endpoint) if events_endpoint is not None else None
+    quick = 0
+    while quick < QUICK_FAILURES:
+        started = time.monotonic()
+        await _serve_once(endpoint, server, slot, default_cwd, events)
+        quick = quick + 1 if time.monotonic() - started < QUICK_SECONDS else 0
+        await asyncio.sleep(0.2 * quick)
+        log.warning("%s: starting a new upstream in this worker", server.name)
+    log.error("%s: %d upstreams in a row failed quickly; exiting", server.name, QUICK_FAILURES)
+    return 1
+
+
+async def _serve_once(endpoint: str, server: McpServer, slot: str, default_cwd: str | None,
+                      events: Publisher | None) -> None:
+    """Serve until the upstream dies (or fails to start)."""
     try:
         client = UpstreamClient(spec_for(server, default_cwd))
         await client.start()
-    except Exception as exc:  # noqa: BLE001 - any start failure: report it, let supervisord retry
+    except Exception as exc:  # noqa: BLE001 - any start failure: report it, try again
         log.error("%s: upstream failed to start: %s", server.name, exc)
-        return 1
-    if events_endpoint is not None:  # resource subscriptions: every front-end hears the updates
-        events = Publisher(events_endpoint)
+        return
+    if events is not None:  # resource subscriptions: every front-end hears the updates
         client.on_resource_updated = lambda params: events.publish(
             f"resource.{server.name}.updated", {"uri": params.get("uri")})
     try:
@@ -215,7 +235,7 @@ async def run(endpoint: str, server: McpServer, slot: str, default_cwd: str | No
         changes = asyncio.create_task(service.follow_list_changes(worker))
         try:
             await asyncio.wait({serving, upstream_lost}, return_when=asyncio.FIRST_COMPLETED)
-            log.error("%s: upstream connection lost; exiting so supervisord restarts this worker", server.name)
+            log.error("%s: upstream connection lost", server.name)
         finally:
             worker.stop()
             for task in (serving, upstream_lost, changes):
@@ -223,4 +243,3 @@ async def run(endpoint: str, server: McpServer, slot: str, default_cwd: str | No
             await asyncio.gather(serving, upstream_lost, changes, return_exceptions=True)
     finally:
         await client.close()
-    return 1

@@ -33,7 +33,16 @@ class _Call:
     future: asyncio.Future[Any]
     on_partial: PartialHandler | None
     service: str
+    with_meta: bool = False
     connection: int = -1  # the broker connection it was sent over (-1: not sent yet)
+
+
+@dataclass(slots=True)
+class Reply:
+    """A reply with what forwarding workers added on the way (`request(..., with_meta=True)`)."""
+
+    body: Any
+    meta: dict[str, Any]
 
 
 class BusClient:
@@ -105,15 +114,17 @@ class BusClient:
         timeout: float,
         key: str | None = None,
         on_partial: PartialHandler | None = None,
+        with_meta: bool = False,
     ) -> Any:
-        """Send `body` to `service`; return the decoded reply or raise BusError."""
+        """Send `body` to `service`; return the decoded reply (a `Reply` if `with_meta`) or raise
+        BusError (its `meta` set by forwarding workers, if any)."""
         rid = next(self._ids)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         header: dict[str, Any] = {"s": service, "id": rid, "t": max(1, int(timeout * 1000))}
         if key is not None:
             header["k"] = key
-        self._calls[rid] = _Call(future, on_partial, service)
+        self._calls[rid] = _Call(future, on_partial, service, with_meta)
         timer = loop.call_later(timeout + _GRACE, self._expire, rid)
         try:
             msg = [frames.PROTOCOL, frames.REQUEST, frames.pack(header), frames.pack(body)]
@@ -207,9 +218,10 @@ class BusClient:
         if call.future.done():
             return
         if command == frames.REPLY:
-            call.future.set_result(frames.unpack(msg[3]))
+            body = frames.unpack(msg[3])
+            call.future.set_result(Reply(body, header.get("m") or {}) if call.with_meta else body)
         elif command == frames.ERROR:
-            call.future.set_exception(BusError(int(header["code"]), str(header["msg"])))
+            call.future.set_exception(BusError(int(header["code"]), str(header["msg"]), header.get("m")))
 
     async def _heartbeat(self) -> None:
         interval = frames.HEARTBEAT_INTERVAL

@@ -31,12 +31,25 @@ class Body(BaseModel):
 # -- policy ------------------------------------------------------------------------------------
 
 
+class ThenCall(Body):
+    """The upstream call a policy check asks to be made at once if the decision is `allow`."""
+
+    server: str
+    tool: str  # the upstream's own tool name
+    timeout: float
+
+
 class PolicyCheck(Body):
-    """→ `policy` (affinity key: agent). Reply: `policy.model.Decision` as a map."""
+    """→ `policy` (affinity key: agent). Reply: `policy.model.Decision` as a map.
+
+    With `then` and an `allow` decision the policy worker does not reply: it forwards the request
+    (FORWARD) to `upstream.<then.server>` as a `ToolCall` of `params`, with the decision in the
+    answer's meta under `"policy"` — one bus round trip fewer for every allowed call."""
 
     agent: str
     tool: str
     params: dict[str, Any] = Field(default_factory=dict)
+    then: ThenCall | None = None
 
 
 # -- upstream.<server> -------------------------------------------------------------------------

@@ -53,6 +53,7 @@ class Pending:
     key: str | None
     body: bytes
     worker: Worker | None = None
+    meta: dict[str, Any] | None = None  # added by workers that forwarded it; sent with the final answer
 
 
 @dataclass(eq=False)
@@ -123,6 +124,8 @@ class Router:
                 self._forgotten(identity, now)
         elif command in (frames.REPLY, frames.ERROR, frames.PARTIAL):
             self._worker_answer(worker, command, header, body, now)
+        elif command == frames.FORWARD:
+            self._worker_forward(worker, header, body, now)
         elif command == frames.UPDATE:
             worker.meta = frames.unpack(body) if body else None
             self.events.append((f"worker.{worker.service}.updated", {"slot": worker.slot}))
@@ -176,7 +179,7 @@ class Router:
             pending = self.pending.pop((client, rid), None)
             if pending is None:
                 continue
-            self._error(client, rid, frames.TIMEOUT, f"{pending.service}: deadline exceeded")
+            self._fail(pending, frames.TIMEOUT, f"{pending.service}: deadline exceeded")
             if pending.worker is not None:
                 self._release(pending.worker, (client, rid), now)
                 self._send(pending.worker.identity, frames.CANCEL, frames.pack({"c": client, "id": rid}))
@@ -195,15 +198,18 @@ class Router:
         if service_name.startswith("mmi."):
             self._mmi(client, rid, service_name)
             return
-        service = self.services.get(service_name)
-        if service is None or not service.workers:
-            self._error(client, rid, frames.UNAVAILABLE, f"{service_name}: no live worker")
-            return
         key = header.get("k")
         pending = Pending(client, rid, service_name, now + timeout_ms / 1000, key and str(key), body)
         self.pending[(client, rid)] = pending
         heapq.heappush(self._deadlines, (pending.deadline, client, rid))
-        if pending.key is not None:
+        self._route(pending, now)
+
+    def _route(self, pending: Pending, now: float) -> None:
+        service = self.services.get(pending.service)
+        if service is None or not service.workers:
+            del self.pending[(pending.client, pending.id)]  # (its deadline entry is skipped later)
+            self._fail(pending, frames.UNAVAILABLE, f"{pending.service}: no live worker")
+        elif pending.key is not None:
             self._assign(self._affine_worker(service, pending.key), pending, now)
         else:
             service.queue.append(pending)
@@ -269,28 +275,48 @@ class Router:
         pending = self.pending.get(key)
         if pending is None or pending.worker is not worker:
             return  # late answer (timed out, cancelled, or from before a restart)
-        out_header = frames.pack({"id": key[1]}) if command != frames.ERROR else frames.pack(
-            {"id": key[1], "code": int(header.get("code", frames.INTERNAL)), "msg": str(header.get("msg", ""))}
-        )
-        self._send(key[0], command, out_header, body)
+        out: dict[str, Any] = {"id": key[1]}
+        if command == frames.ERROR:
+            out["code"], out["msg"] = int(header.get("code", frames.INTERNAL)), str(header.get("msg", ""))
+        if pending.meta and command != frames.PARTIAL:
+            out["m"] = pending.meta
+        self._send(key[0], command, frames.pack(out), body)
         if command != frames.PARTIAL:
             del self.pending[key]
             worker.served += 1
             self._release(worker, key, now)
+
+    def _worker_forward(self, worker: Worker, header: dict[str, Any], body: bytes, now: float) -> None:
+        """The worker hands its request on to another service (e.g. policy → upstream once the call
+        is allowed): same client, id and deadline; the caller's answer comes from the next worker."""
+        key: Key = (bytes(header["c"]), int(header["id"]))
+        pending = self.pending.get(key)
+        if pending is None or pending.worker is not worker:
+            return  # late (timed out, cancelled)
+        worker.served += 1
+        pending.worker = None
+        self._release(worker, key, now)
+        pending.service = str(header["s"])
+        pending.key = str(header["k"]) if header.get("k") is not None else None
+        pending.body = body
+        meta = header.get("m")
+        if isinstance(meta, dict):
+            pending.meta = {**(pending.meta or {}), **meta}
+        self._route(pending, now)
 
     def _remove_worker(self, worker: Worker, reason: str) -> None:
         self.workers.pop(worker.identity, None)
         service = self.services[worker.service]
         service.workers.pop(worker.identity, None)
         for key in worker.inflight:
-            if self.pending.pop(key, None) is not None:
-                self._error(key[0], key[1], frames.WORKER_DIED, f"{worker.service}: {reason}")
+            if (pending := self.pending.pop(key, None)) is not None:
+                self._fail(pending, frames.WORKER_DIED, f"{worker.service}: {reason}")
         worker.inflight.clear()
         if not service.workers:
             while service.queue:
                 pending = service.queue.popleft()
                 if self.pending.pop((pending.client, pending.id), None) is not None:
-                    self._error(pending.client, pending.id, frames.UNAVAILABLE, f"{service.name}: no live worker")
+                    self._fail(pending, frames.UNAVAILABLE, f"{service.name}: no live worker")
         log.warning("%s %s: %s", worker.service, worker.slot, reason)
         self.events.append((f"worker.{worker.service}.down", {"slot": worker.slot, "reason": reason}))
 
@@ -348,3 +374,9 @@ class Router:
 
     def _error(self, client: bytes, rid: int, code: int, message: str) -> None:
         self._send(client, frames.ERROR, frames.pack({"id": rid, "code": code, "msg": message}))
+
+    def _fail(self, pending: Pending, code: int, message: str) -> None:
+        header: dict[str, Any] = {"id": pending.id, "code": code, "msg": message}
+        if pending.meta:
+            header["m"] = pending.meta
+        self._send(pending.client, frames.ERROR, frames.pack(header))

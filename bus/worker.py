@@ -41,6 +41,19 @@ class Request:
     _client: bytes
     _id: int
     _questions: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+    forwarded: bool = False
+
+    def forward(self, service: str, body: Any, *, key: str | None = None,
+                meta: dict[str, Any] | None = None) -> None:
+        """Hand this request on to `service` (the broker keeps its caller, id and deadline) instead
+        of answering it; `meta` reaches the caller with the final answer. The handler then returns."""
+        header: dict[str, Any] = {"c": self._client, "id": self._id, "s": service}
+        if key is not None:
+            header["k"] = key
+        if meta:
+            header["m"] = meta
+        self.forwarded = True
+        self._worker._send(frames.FORWARD, header, frames.pack(body))
 
     @property
     def remaining(self) -> float:
@@ -236,7 +249,7 @@ class BusWorker:
             log.exception("%s: handler failed", self.service)
             self._reply_error(key, BusError(frames.INTERNAL, f"{self.service}: {type(exc).__name__}: {exc}"))
         else:
-            if self._tasks.pop(key, None) is not None:
+            if self._tasks.pop(key, None) is not None and not request.forwarded:
                 self._send(frames.REPLY, {"c": key[0], "id": key[1]}, frames.pack(result))
             return
         self._tasks.pop(key, None)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from bus import frames
 from bus.client import BusClient, PartialHandler
 from bus.errors import BusError
-from bus.messages import APPROVAL, POLICY, PolicyCheck, ToolCall, TraceRecord, upstream_service
+from bus.messages import APPROVAL, POLICY, PolicyCheck, ThenCall, ToolCall, TraceRecord, upstream_service
 from gateway.catalog import Catalog
 from gateway.trace_outbox import TraceOutbox
 
@@ -143,13 +143,24 @@ class Pipeline:
             return fail(404, "error", f"unknown tool {call.tool}: {server.name} has no tool {name!r}")
         call.tool = f"{server.name}.{name}"  # policies and traces use the canonical name
 
+        # An allowed call goes on from the policy worker straight to the upstream (FORWARD): the
+        # answer is then the tool's result, with the decision in the reply's meta.
+        timeout = self.timeouts.get(server.name, 60.0)
+        check = PolicyCheck(agent=call.agent, tool=call.tool, params=call.params,
+                            then=ThenCall(server=server.name, tool=name, timeout=timeout))
         try:
-            decision = await self.client.request(
-                POLICY, PolicyCheck(agent=call.agent, tool=call.tool, params=call.params).dump(),
-                timeout=POLICY_TIMEOUT, key=call.agent,
+            reply = await self.client.request(
+                POLICY, check.dump(), timeout=POLICY_TIMEOUT + timeout + 1.0, key=call.agent,
+                on_partial=call.on_progress, with_meta=True,
             )
         except BusError as exc:
-            return fail(503, "error", f"policy service unavailable: {exc.message}")
+            if (allowed := exc.meta.get("policy")) is None:
+                return fail(503, "error", f"policy service unavailable: {exc.message}")
+            outcome = ToolCallOutcome(0, "allow", call.trace_id, rule=allowed["rule"])
+            return _upstream_failed(outcome, server.name, exc)
+        if (allowed := reply.meta.get("policy")) is not None:
+            return ToolCallOutcome(200, "allow", call.trace_id, rule=allowed["rule"], result=reply.body)
+        decision = reply.body
         action, rule, reason = decision["action"], decision["rule"], decision["reason"]
         if action == "rate_limited":
             return fail(429, "rate_limited", reason, rule)
@@ -224,11 +235,16 @@ class Pipeline:
             )
             outcome.status = 200
         except BusError as exc:
-            outcome.status = _UPSTREAM_STATUS.get(exc.code, 502)
-            outcome.error = exc.message
-            if exc.code in (frames.WORKER_DIED, frames.UNAVAILABLE):
-                outcome.error = f"upstream unavailable: {server.name} ({exc.message})"
+            return _upstream_failed(outcome, server.name, exc)
         return outcome
+
+
+def _upstream_failed(outcome: ToolCallOutcome, server: str, exc: BusError) -> ToolCallOutcome:
+    outcome.status = _UPSTREAM_STATUS.get(exc.code, 502)
+    outcome.error = exc.message
+    if exc.code in (frames.WORKER_DIED, frames.UNAVAILABLE):
+        outcome.error = f"upstream unavailable: {server} ({exc.message})"
+    return outcome
 
 
 _FINAL: dict[str, Literal["approved", "denied", "timeout"]] = {

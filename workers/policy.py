@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bus.errors import bad_request
-from bus.messages import POLICY, PolicyCheck
+from bus.messages import POLICY, PolicyCheck, ToolCall, upstream_service
 from bus.worker import BusWorker, Request
 from policy.engine import PolicyEngine
 from policy.model import Policy
@@ -27,8 +27,13 @@ class PolicyService:
             check = PolicyCheck.model_validate(request.body)
         except ValidationError as exc:
             raise bad_request(f"policy: invalid request: {exc.errors()[0]['msg']}") from None
-        decision = self.engine.evaluate(check.agent, check.tool, check.params, time.time())
-        return decision.model_dump()
+        decision = self.engine.evaluate(check.agent, check.tool, check.params, time.time()).model_dump()
+        then = check.then
+        if then is not None and decision["action"] == "allow":
+            call = ToolCall(tool=then.tool, arguments=check.params, timeout=then.timeout)
+            request.forward(upstream_service(then.server), call.dump(), meta={"policy": decision})
+            return None
+        return decision
 
 
 async def run(endpoint: str, policies: list[Policy], slot: str) -> None:

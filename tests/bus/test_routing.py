@@ -177,3 +177,71 @@ def test_request_without_timeout_is_refused_and_mmi_reports_services() -> None:
     report = frames.unpack(reply[4])
     assert report["policy"]["workers"][0]["slot"] == "policy:0"
     assert report["policy"]["workers"][0]["capacity"] == 4
+
+
+def forward(router: Router, worker: bytes, client: bytes, rid: int, service: str, now: float = 0.0,
+            meta: dict[str, Any] | None = None, key: str | None = None) -> None:
+    header: dict[str, Any] = {"c": client, "id": rid, "s": service}
+    if meta:
+        header["m"] = meta
+    if key:
+        header["k"] = key
+    router.on_message(worker, msg(frames.FORWARD, header, {"fwd": rid}), now)
+
+
+def test_forward_hands_the_request_on_and_the_caller_gets_meta_with_the_answer() -> None:
+    r = Router()
+    ready(r, b"p", service="policy")
+    ready(r, b"u", service="upstream.fs")
+    request(r, b"c", 1, service="policy", t=1000)
+    request(r, b"c", 2, service="policy", t=1000)  # queued behind 1: p has capacity 1
+    sent(r)
+    forward(r, b"p", b"c", 1, "upstream.fs", now=0.1, meta={"policy": {"action": "allow"}})
+    out = r.outbox[:]
+    msgs = sent(r)
+    # The upstream gets the new body with the remaining deadline; p is free for request 2.
+    assert [(to, cmd, h["id"]) for to, cmd, h in msgs] == [(b"p", frames.REQUEST, 2), (b"u", frames.REQUEST, 1)]
+    assert msgs[1][2]["t"] == 900 and frames.unpack(out[1][4]) == {"fwd": 1}
+    r.on_message(b"u", msg(frames.PARTIAL, {"c": b"c", "id": 1}, "p"), 0.2)
+    r.on_message(b"u", msg(frames.REPLY, {"c": b"c", "id": 1}, "done"), 0.3)
+    assert [(to, cmd, h) for to, cmd, h in sent(r)] == [
+        (b"c", frames.PARTIAL, {"id": 1}),  # partials do not repeat the meta
+        (b"c", frames.REPLY, {"id": 1, "m": {"policy": {"action": "allow"}}}),
+    ]
+    served = {w.identity: w.served for w in r.workers.values()}
+    assert served == {b"p": 1, b"u": 1} and not r.pending.keys() - {(b"c", 2)}
+
+
+def test_forward_failures_carry_the_meta_and_late_forwards_are_dropped() -> None:
+    r = Router()
+    ready(r, b"p", service="policy", capacity=4)
+    ready(r, b"u", service="upstream.fs")
+    for rid in (1, 2, 3):
+        request(r, b"c", rid, service="policy", t=1000)
+    sent(r)
+    meta = {"policy": {"rule": "r1"}}
+    forward(r, b"p", b"c", 1, "upstream.gone", meta=meta)  # no such service: at once, with meta
+    assert sent(r) == [(b"c", frames.ERROR, {"id": 1, "code": frames.UNAVAILABLE,
+                                             "msg": "upstream.gone: no live worker", "m": meta})]
+    forward(r, b"p", b"c", 2, "upstream.fs", meta=meta)
+    r.tick(1.01)  # the original deadline still holds after the forward
+    out = sent(r)
+    assert (b"c", frames.ERROR, {"id": 2, "code": frames.TIMEOUT, "msg": "upstream.fs: deadline exceeded",
+                                 "m": meta}) in out
+    assert (b"u", frames.CANCEL, {"c": b"c", "id": 2}) in out
+    forward(r, b"p", b"c", 2, "upstream.fs")  # late: the request is gone
+    forward(r, b"u", b"c", 3, "upstream.fs")  # not the worker holding it
+    assert sent(r) == []
+    assert r.pending == {} and not r.workers[b"p"].inflight and not r.workers[b"u"].inflight
+
+
+def test_a_forwarded_request_whose_worker_dies_fails_with_the_meta() -> None:
+    r = Router()
+    ready(r, b"p", service="policy")
+    ready(r, b"u", service="upstream.fs")
+    request(r, b"c", 1, service="policy", t=60_000)
+    forward(r, b"p", b"c", 1, "upstream.fs", meta={"policy": {"rule": "r"}})
+    sent(r)
+    r.on_message(b"u", msg(frames.DISCONNECT, {}), 0.1)
+    assert sent(r)[0] == (b"c", frames.ERROR, {"id": 1, "code": frames.WORKER_DIED,
+                                               "msg": "upstream.fs: worker disconnected", "m": {"policy": {"rule": "r"}}})

@@ -196,3 +196,38 @@ async def test_worker_asks_the_caller_during_a_request(broker: Broker, endpoints
         refused = await client.request("asker", 1, timeout=3)
         assert refused["got"]["error"]["message"] == "the caller cannot answer sampling/createMessage requests"
     task.cancel()
+
+
+async def test_a_worker_forwards_and_the_caller_gets_the_next_answer_with_meta(
+    broker: Broker, endpoints: Endpoints
+) -> None:
+    async def gate(request: Request) -> Any:
+        if request.body["n"] % 2:
+            return {"refused": request.body["n"]}  # answered here
+        request.forward("echo", {"via": request.body["n"]}, meta={"gate": "passed"})
+        return None
+
+    async def partial_echo(request: Request) -> Any:
+        request.partial({"progress": 1})
+        return await echo(request)
+
+    _, gate_task = await _start_worker(endpoints, "gate", gate, capacity=4)
+    _, echo_task = await _start_worker(endpoints, "echo", partial_echo, capacity=4)
+    async with BusClient(endpoints.requests) as client:
+        await _wait_for_service(client, "gate")
+        await _wait_for_service(client, "echo")
+        partials: list[Any] = []
+        replies = await asyncio.gather(*(
+            client.request("gate", {"n": n}, timeout=2, with_meta=True, on_partial=partials.append)
+            for n in range(6)))
+        assert [(r.body, r.meta) for r in replies] == [
+            ({"echo": {"via": n}}, {"gate": "passed"}) if n % 2 == 0 else ({"refused": n}, {})
+            for n in range(6)]
+        assert partials == [{"progress": 1}] * 3
+        echo_task.cancel()
+        await asyncio.gather(echo_task, return_exceptions=True)
+        await asyncio.sleep(0.3)  # the broker notices the echo worker is gone
+        with pytest.raises(BusError) as err:
+            await client.request("gate", {"n": 0}, timeout=2)
+        assert err.value.code == frames.UNAVAILABLE and err.value.meta == {"gate": "passed"}
+    gate_task.cancel()

@@ -24,7 +24,7 @@ from bus.errors import BusError
 from bus.messages import APPROVAL, POLICY, TRACES, TraceQuery
 from gateway.frontend import FrontEnd
 from gateway.http_body import HttpError, read_json
-from gateway.mcp_http import McpHttp
+from gateway.mcp_deferred import DeferredMcpHttp
 from gateway.rest_tool import ToolRoute
 
 
@@ -37,7 +37,7 @@ class Gateway(FrontEnd):
 
     def __init__(self, loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | None = None) -> None:
         super().__init__(loaded, bus_endpoint, events_endpoint)
-        self.mcp_http = McpHttp(self)
+        self.mcp_http = DeferredMcpHttp(self)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:

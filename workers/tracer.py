@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from bus.errors import bad_request
@@ -45,20 +46,21 @@ class TraceStore:
             jsonl_path.parent.mkdir(parents=True, exist_ok=True)
             self.jsonl = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 — lives as long as the process
 
-    def record(self, records: list[TraceRecord]) -> list[TraceRecord]:
-        """Store what is new (idempotent by trace_id); return the records that were new."""
+    def record(self, records: list[TraceRecord]) -> list[dict[str, Any]]:
+        """Store what is new (idempotent by trace_id); return the records that were new, as maps."""
         lines, new = [], []
         self.db.execute("BEGIN")
         try:
             for rec in records:
-                line = json.dumps(rec.dump(), ensure_ascii=False, separators=(",", ":"), default=str)
+                data = rec.dump()
+                line = orjson.dumps(data, default=str).decode()
                 cur = self.db.execute(
                     "INSERT OR IGNORE INTO traces (trace_id, agent_id, tool, session_id, record) VALUES (?,?,?,?,?)",
                     (rec.trace_id, rec.agent_id, rec.tool, rec.session_id, line),
                 )
                 if cur.rowcount:
                     lines.append(line)
-                    new.append(rec)
+                    new.append(data)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -116,8 +118,8 @@ class TraceService:
             if op == "record":
                 new = self.store.record(TraceBatch.model_validate(body).records)
                 if self.events is not None:  # live watchers (mesh watch, dashboards)
-                    for rec in new:
-                        self.events.publish(f"trace.{rec.agent_id}.recorded", rec.dump())
+                    for data in new:
+                        self.events.publish(f"trace.{data['agent_id']}.recorded", data)
                 return {"stored": len(new)}
             if op == "query":
                 return {"traces": self.store.query(TraceQuery.model_validate(body))}

@@ -1,0 +1,87 @@
+"""The deferred /mcp endpoint: requests wait for it; a build failure is a clear 503, REST unaffected."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from typing import Any
+
+import pytest
+
+from gateway import mcp_deferred
+from gateway.mcp_deferred import DeferredMcpHttp
+
+
+class _Built:
+    """Stands in for gateway.mcp_http.McpHttp: records the calls it serves."""
+
+    def __init__(self, frontend: Any) -> None:
+        self.frontend = frontend
+        self.served: list[str] = []
+
+    def lifespan(self) -> Any:
+        from contextlib import asynccontextmanager
+
+        @asynccontextmanager
+        async def run() -> Any:
+            yield
+
+        return run()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.served.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _call(app: DeferredMcpHttp) -> tuple[int, bytes]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app({"type": "http", "method": "POST", "path": "/mcp", "headers": []}, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+async def test_an_early_request_waits_for_the_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = asyncio.Event()
+    real_import = importlib.import_module
+
+    class Module:
+        McpHttp = _Built
+
+    def slow_import(name: str) -> Any:
+        if name != "gateway.mcp_http":
+            return real_import(name)
+        asyncio.run_coroutine_threadsafe(gate.wait(), loop).result()  # held until the request waits
+        return Module
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(mcp_deferred.importlib, "import_module", slow_import)
+    deferred = DeferredMcpHttp(frontend=object())  # type: ignore[arg-type]
+    async with deferred.lifespan():
+        request = asyncio.create_task(_call(deferred))
+        await asyncio.sleep(0.05)
+        assert not request.done() and deferred.app is None
+        gate.set()
+        assert await asyncio.wait_for(request, 5) == (200, b"ok")
+        assert deferred.app.served == ["/mcp"]
+
+
+async def test_a_failed_build_answers_503_naming_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(name: str) -> Any:
+        raise ImportError(f"no module named {name} (broken install)")
+
+    monkeypatch.setattr(mcp_deferred.importlib, "import_module", broken)
+    deferred = DeferredMcpHttp(frontend=object())  # type: ignore[arg-type]
+    async with deferred.lifespan():
+        status, body = await asyncio.wait_for(_call(deferred), 5)
+    assert status == 503
+    error = json.loads(body)["error"]
+    assert error["code"] == -32603
+    assert "ImportError: no module named gateway.mcp_http (broken install)" in error["message"]

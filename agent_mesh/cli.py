@@ -36,9 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--server", help="upstream: which mcp_servers entry")
     run.add_argument("--slot", type=int, default=0, help="process number (stable worker name)")
     run.add_argument("--port", type=int, help="gateway: override the config's port")
-    run.add_argument("--connect", help="tcp://host:port of a broker on another host")
+    run.add_argument("--connect", help="tcp://host:port of a broker on another host (broker: the tcp "
+                                       "address to serve; default $AGENT_MESH_LISTEN, else bus.listen)")
     run.add_argument("--keys", help="CURVE keys: the broker's keys dir, or this host's client bundle "
-                                    "(docs/multihost.md; default $AGENT_MESH_KEYS)")
+                                    "(docs/multihost.md; default $AGENT_MESH_KEYS, broker: else bus.keys)")
 
     keys.add_parser(sub)
     return parser

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from agent_mesh.durations import parse_duration
+from bus.endpoints import parse_tcp
 from policy.model import Action, Policy
 
 Transport = Literal["stdio", "sse", "streamable_http", "http"]
@@ -41,6 +42,14 @@ def _is_http_url(value: str) -> bool:
     return parsed.scheme in ("http", "https") and bool(parsed.netloc)
 
 
+def _is_tcp_address(value: str) -> bool:
+    try:
+        parse_tcp(value)
+    except ValueError:
+        return False
+    return value.startswith("tcp://")
+
+
 def _checked(ok: Callable[[str], object], problem: str) -> AfterValidator:
     def check(value: str) -> str:
         if not ok(value):
@@ -56,6 +65,7 @@ Name = Annotated[str, _checked(_NAME_RE.fullmatch, _NAME_RULE)]
 HttpUrl = Annotated[str, _checked(_is_http_url, "must be an http:// or https:// URL")]
 Endpoint = Annotated[str, _checked(lambda v: v == "stdout" or _is_http_url(v),
                                    "must be 'stdout' or an http:// or https:// URL")]
+TcpAddress = Annotated[str, _checked(_is_tcp_address, "must be tcp://host:port, e.g. tcp://0.0.0.0:7000")]
 # A Go duration ("30s", "5m", "1h30m"); parse_duration's ValueError names what is wrong.
 Duration = Annotated[str, _checked(lambda v: parse_duration(v) > 0, "must be a positive duration")]
 
@@ -91,6 +101,22 @@ class SupervisorConfig(_Section):
     expose_content: bool = True  # false: redact content params in the approvals API
 
 
+class BusConfig(_Section):
+    """Extension: the broker also serves its bus on tcp, CURVE only, for workers on other hosts
+    (docs/multihost.md). Read by the broker; --connect/--keys and $AGENT_MESH_LISTEN /
+    $AGENT_MESH_KEYS override it."""
+
+    listen: TcpAddress | None = None
+    keys: str | None = Field(default=None, min_length=1)  # the broker's keys dir (`agent-mesh keys`)
+
+    @model_validator(mode="after")
+    def _keys_with_listen(self) -> BusConfig:
+        if self.listen is not None and self.keys is None:
+            raise ValueError("keys: required when listen is set (the CURVE keys directory made by "
+                             "`agent-mesh keys`; the bus is never served on tcp in the clear)")
+        return self
+
+
 class McpServer(_Section):
     name: Name
     transport: Transport = "stdio"  # "http" is normalised to "streamable_http"
@@ -100,7 +126,8 @@ class McpServer(_Section):
     cwd: str | None = None  # extension; made absolute (config-relative) by load_config
     url: HttpUrl | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    workers: int = Field(default=1, ge=1, le=64)  # extension: upstream worker processes
+    # extension: upstream worker processes started here; 0: served only by workers on other hosts
+    workers: int = Field(default=1, ge=0, le=64)
     timeout_seconds: float = Field(default=60.0, gt=0)  # extension: per-call timeout
     # extension: how MCP clients see this server's tools and prompts: `<prefix><name>`.
     # Default "<name>."; "" keeps the upstream's own names (transparent mode). Policies and
@@ -182,6 +209,7 @@ class Config(_Section):
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    bus: BusConfig = Field(default_factory=BusConfig)
     policy_dir: str | None = None  # as written; see LoadedConfig.policy_dir_path
     mcp_servers: list[McpServer] = Field(default_factory=list)
     cli_tools: list[CliTool] = Field(default_factory=list)
@@ -246,6 +274,11 @@ class LoadedConfig:
     def policy_dir_path(self) -> Path | None:
         pdir = self.config.policy_dir
         return None if pdir is None else _absolute(self.path.parent, pdir)
+
+    @property
+    def bus_keys_path(self) -> Path | None:
+        keys = self.config.bus.keys
+        return None if keys is None else _absolute(self.path.parent, keys)
 
     @property
     def config_hash(self) -> str:

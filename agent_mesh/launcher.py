@@ -2,7 +2,8 @@
 and run the real supervisord on it, in the foreground (Ctrl-C / SIGTERM stop the whole tree).
 
 Process tree: broker, trace writer, policy ×policy_workers, one program per upstream with
-numprocs = its `workers`, http gateway. Each is `agent-mesh run <role>` (agent_mesh/roles.py).
+numprocs = its `workers` (none for `workers: 0`: served by workers on other hosts), http gateway.
+Each is `agent-mesh run <role>` (agent_mesh/roles.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from agent_mesh.config import LoadedConfig
+from agent_mesh.roles import broker_remote
 
 CONF_NAME = "supervisord.conf"
 
@@ -103,6 +105,8 @@ stdout_logfile=NONE
     text += _program("policy", cmd("policy", numbered=True), logs, priority=30,
                      numprocs=config.policy_workers)
     for server in config.mcp_servers:
+        if server.workers == 0:  # served by workers on other hosts only
+            continue
         text += _program(f"upstream-{server.name}", cmd("upstream", "--server", server.name, numbered=True),
                          logs, priority=40, numprocs=server.workers)
     gateway = ["gateway"] + (["--port", str(port)] if port else [])
@@ -122,6 +126,13 @@ def running_pid(state: Path) -> int | None:
     return pid
 
 
+def _remote_warnings(loaded: LoadedConfig, serves_tcp: bool) -> list[str]:
+    if serves_tcp:
+        return []
+    return [f"mcp_servers: {server.name}: workers: 0, but the broker serves no tcp (bus.listen): "
+            "nothing can serve it" for server in loaded.config.mcp_servers if server.workers == 0]
+
+
 def serve(loaded: LoadedConfig, port: int | None = None, embedded: bool = False) -> None:
     """Replace this process with supervisord running the mesh. Does not return."""
     state = loaded.state_dir()
@@ -129,12 +140,17 @@ def serve(loaded: LoadedConfig, port: int | None = None, embedded: bool = False)
     pid = running_pid(state)
     if pid is not None:
         sys.exit(f"agent-mesh: a mesh for {loaded.path} is already running (supervisord pid {pid}, state {state})")
+    # The broker's tcp settings now, not in its log: supervisord would restart it in a loop.
+    remote = broker_remote(loaded)
     conf = state / CONF_NAME
     conf.write_text(supervisor_conf(loaded, state, port, embedded))
-    for warning in loaded.warnings:
+    for warning in loaded.warnings + _remote_warnings(loaded, remote is not None):
         print(f"agent-mesh: warning: {warning}", file=sys.stderr)
     host, shown_port = loaded.config.host, port or loaded.config.port
     print(f"agent-mesh: serving {loaded.path} on http://{host}:{shown_port}", file=sys.stderr)
+    if remote is not None:
+        print(f"agent-mesh: bus also on {remote[0]} for workers on other hosts (CURVE, "
+              f"keys authorised in {remote[1].authorized})", file=sys.stderr)
     print(f"agent-mesh: state and logs in {state}; supervisorctl -c {conf} status", file=sys.stderr)
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])

@@ -41,51 +41,79 @@ def _run(main: Coroutine[Any, Any, Any]) -> Any:
     return uvloop.run(guarded())
 
 
-# Settings without a config section yet (docs/multihost.md): flags, else these variables.
+# The tcp bus settings: flags, else these variables, else (broker) the config's `bus:` section.
 ENV_KEYS = "AGENT_MESH_KEYS"  # CURVE keys directory (broker) or client bundle (other roles)
 ENV_LISTEN = "AGENT_MESH_LISTEN"  # broker: also serve workers of other hosts here (tcp, CURVE)
 
 
 _K = TypeVar("_K")
+Setting = tuple[str, str]  # (value, where it was set: for error messages)
 
 
-def _tcp_with_keys(address: str, keys: str | Path | None, who: str, load: Callable[[Path], _K]) -> tuple[str, int, _K]:
-    """(host, port, CURVE keys) for a tcp bus address; exits with a clear message when either is bad."""
+def _first(*candidates: tuple[str | Path | None, str]) -> Setting | None:
+    return next(((str(value), where) for value, where in candidates if value), None)
+
+
+def _tcp_with_keys(address: Setting, keys: Setting | None, keys_options: str,
+                   load: Callable[[Path], _K]) -> tuple[str, int, _K]:
+    """(host, port, CURVE keys) for a tcp bus address; exits naming the setting that is unusable."""
     try:
-        host, port = parse_tcp(address)
+        host, port = parse_tcp(address[0])
     except ValueError as exc:
-        raise SystemExit(f"{who}: {exc}") from None
-    if not keys:
-        raise SystemExit(f"{who}: {address} needs CURVE keys: --keys DIR or ${ENV_KEYS} "
-                         "(made by `agent-mesh keys`, see docs/multihost.md)")
+        raise SystemExit(f"agent-mesh: {address[1]}: {exc}") from None
+    made_by = "made by `agent-mesh keys`, see docs/multihost.md"
+    if keys is None:
+        raise SystemExit(f"agent-mesh: {address[1]}: {address[0]} needs CURVE keys: {keys_options} ({made_by})")
+    directory = Path(keys[0]).expanduser()
+    if not directory.is_dir():
+        raise SystemExit(f"agent-mesh: {keys[1]}: {directory}: no such directory ({made_by})")
     try:
-        return host, port, load(Path(keys).expanduser())
+        return host, port, load(directory)
     except KeysError as exc:
-        raise SystemExit(f"{who}: {exc}") from None
+        raise SystemExit(f"agent-mesh: {keys[1]}: {exc}") from None
 
 
 def endpoints_for(loaded: LoadedConfig, connect: str | None, keys: str | Path | None = None) -> Endpoints:
     """The bus endpoints of a process that is not the broker: the local ipc sockets, or with
-    `connect` a broker on another host over tcp, authenticated with the CURVE bundle `keys`."""
+    `connect` a broker on another host over tcp, authenticated with the CURVE bundle `keys`
+    (default $AGENT_MESH_KEYS). The config's `bus:` section is the broker's, not read here."""
     if not connect:
         return Endpoints.in_dir(loaded.state_dir())
-    host, port, curve = _tcp_with_keys(connect, keys, "agent-mesh run --connect", CurveClient.from_dir)
+    host, port, curve = _tcp_with_keys(
+        (connect, "--connect"), _first((keys, "--keys"), (os.environ.get(ENV_KEYS), f"${ENV_KEYS}")),
+        f"--keys DIR or ${ENV_KEYS}", CurveClient.from_dir)
     endpoints = Endpoints.tcp(host, port)
     use_curve(endpoints.requests, curve)  # every bus socket of this process to the broker uses it
     return endpoints
 
 
-def broker_for(loaded: LoadedConfig, listen: str | None, keys: str | Path | None) -> Broker:
-    """The broker: always on the local ipc sockets; with `listen` also on tcp for workers of
-    other hosts, CURVE only, accepting the keys authorised in the keys directory `keys`."""
+def broker_remote(loaded: LoadedConfig, listen: str | None = None,
+                  keys: str | Path | None = None) -> tuple[str, CurveServer] | None:
+    """The tcp endpoint the broker also serves for workers of other hosts, and its CURVE keys
+    (None: ipc only). Each setting: the flag, else $AGENT_MESH_LISTEN / $AGENT_MESH_KEYS, else
+    `bus.listen` / `bus.keys` in the config. Exits naming the setting that is unusable."""
+    file = loaded.path
+    address = _first((listen, "--connect"), (os.environ.get(ENV_LISTEN), f"${ENV_LISTEN}"),
+                     (loaded.config.bus.listen, f"bus.listen in {file}"))
+    if address is None:
+        return None
+    keys_dir = _first((keys, "--keys"), (os.environ.get(ENV_KEYS), f"${ENV_KEYS}"),
+                      (loaded.bus_keys_path, f"bus.keys in {file}"))
+    host, port, curve = _tcp_with_keys(address, keys_dir, f"bus.keys in {file}, --keys DIR or ${ENV_KEYS}",
+                                       CurveServer.from_dir)
+    bind_host = "*" if host in ("0.0.0.0", "::") else host
+    return f"tcp://{bind_host}:{port}", curve
+
+
+def broker_for(loaded: LoadedConfig, listen: str | None = None, keys: str | Path | None = None) -> Broker:
+    """The broker: always on the local ipc sockets, and on tcp too when `broker_remote` says so."""
     from bus.broker import Broker
 
     endpoints = Endpoints.in_dir(loaded.state_dir())
-    if not listen:
+    remote = broker_remote(loaded, listen, keys)
+    if remote is None:
         return Broker(endpoints)
-    host, port, curve = _tcp_with_keys(listen, keys, "agent-mesh run broker", CurveServer.from_dir)
-    bind_host = "*" if host in ("0.0.0.0", "::") else host
-    return Broker(endpoints, remote=f"tcp://{bind_host}:{port}", curve=curve)
+    return Broker(endpoints, remote=remote[0], curve=remote[1])
 
 
 def run_role(
@@ -97,18 +125,16 @@ def run_role(
     port: int | None = None,
     connect: str | None = None,
     keys: str | Path | None = None,
-    listen: str | None = None,
 ) -> None:
     """`connect`: tcp://host:port of a broker on another host (the broker itself: the address
-    to serve it on, like `listen`). `keys`: CURVE keys (default $AGENT_MESH_KEYS). `listen`:
-    broker only, default $AGENT_MESH_LISTEN."""
+    to serve it on, overriding $AGENT_MESH_LISTEN and `bus.listen`). `keys`: CURVE keys
+    (default $AGENT_MESH_KEYS; the broker's also `bus.keys`)."""
     name = f"{role}:{server}:{slot}" if server else f"{role}:{slot}"
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
-    keys = keys or os.environ.get(ENV_KEYS) or None
     config = loaded.config
     if role == "broker":
-        broker_for(loaded, listen or connect or os.environ.get(ENV_LISTEN) or None, keys).run()
+        broker_for(loaded, connect, keys).run()
         return
     endpoints = endpoints_for(loaded, connect, keys)
     if role == "tracer":
@@ -129,8 +155,8 @@ def run_role(
         spec = config.server(server or "")
         if spec is None:
             sys.exit(f"agent-mesh run upstream: no mcp_servers entry named {server!r} in {loaded.path}")
-        sys.exit(_run(upstream.run(endpoints.requests, spec, slot=f"{spec.name}:{slot}", events_endpoint=endpoints.events_in,
-                                              default_cwd=str(loaded.path.parent))))
+        sys.exit(_run(upstream.run(endpoints.requests, spec, slot=f"{spec.name}:{slot}",
+                                   default_cwd=str(loaded.path.parent))))
     elif role == "gateway":
         import uvicorn
 

@@ -1,4 +1,6 @@
-"""The broker process: owns the ROUTER socket (requests) and the XSUB/XPUB pair (events).
+"""The broker process: owns the ROUTER socket (requests) and the XSUB/XPUB pair (events). Events
+reach XPUB from XSUB (local publishers), from the routing state (its own) and as workers' EVENTs
+on the ROUTER sockets (the way in for workers on other hosts).
 
 Routing decisions are made by `bus.routing.Router` on plain data; this module only moves frames.
 The broker waits on nothing but its own sockets, so it runs one plain `zmq.Poller` loop: faster
@@ -212,8 +214,9 @@ class Broker:
                 log.debug("drop message to %r: %s", msg[0], exc)
         router.outbox.clear()
         for topic, body in router.events:
+            packed = body if isinstance(body, bytes) else frames.pack(body)
             try:
-                self._xpub.send_multipart([topic.encode(), frames.pack(body)], flags=zmq.NOBLOCK)
+                self._xpub.send_multipart([topic.encode(), packed], flags=zmq.NOBLOCK)
             except zmq.Again:
                 pass
         router.events.clear()

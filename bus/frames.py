@@ -16,6 +16,7 @@ REPLY: Final = b"\x04"
 ERROR: Final = b"\x05"
 ANSWER: Final = b"\x06"
 FORWARD: Final = b"\x07"
+EVENT: Final = b"\x08"
 READY: Final = b"\x10"
 HEARTBEAT: Final = b"\x11"
 DISCONNECT: Final = b"\x12"
@@ -23,7 +24,7 @@ UPDATE: Final = b"\x13"
 
 COMMAND_NAMES: Final = {
     REQUEST: "REQUEST", CANCEL: "CANCEL", PARTIAL: "PARTIAL", REPLY: "REPLY", ERROR: "ERROR", ANSWER: "ANSWER",
-    FORWARD: "FORWARD",
+    FORWARD: "FORWARD", EVENT: "EVENT",
     READY: "READY", HEARTBEAT: "HEARTBEAT", DISCONNECT: "DISCONNECT", UPDATE: "UPDATE",
 }
 

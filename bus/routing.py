@@ -1,7 +1,8 @@
 """The broker's routing state machine on plain data: no sockets, so it is unit-testable.
 
 `Router` takes decoded messages and clock ticks and fills `outbox` (multipart messages for the
-ROUTER socket, identity first) and `events` (topic, body) for the broker to flush.
+ROUTER socket, identity first) and `events` (topic, body) for the broker to flush: the broker's own
+events as maps, workers' EVENTs as the msgpack bytes they sent (checked, not re-encoded).
 """
 
 from __future__ import annotations
@@ -22,9 +23,21 @@ log = logging.getLogger(__name__)
 _UNDECODABLE = (ValueError, TypeError, msgpack.UnpackException)  # what msgpack/bad types raise
 
 Key = tuple[bytes, int]  # (client identity, correlation id)
+Event = tuple[str, dict[str, Any] | bytes]  # (topic, body: a map, or a map already packed)
 # An unknown worker is told DISCONNECT at most once in this window (its queued messages arrive
 # after the first DISCONNECT but before its READY); after it, a worker still unknown is told again.
 _TOLD_FOR = frames.HEARTBEAT_INTERVAL * frames.LIVENESS
+_UPSTREAM = "upstream."  # bus.messages.UPSTREAM_PREFIX (the broker loads no message models)
+
+
+def worker_may_publish(service: str, topic: str) -> bool:
+    """Whether a worker of `service` may publish `topic` (EVENT): a worker of `upstream.<name>`
+    publishes `resource.<name>.<event>` and nothing else. Subscribers trust `worker.*` (the
+    broker's) and `trace.*` (the trace writer's) events, and a remote worker must not forge those
+    nor speak for another server."""
+    server = service.removeprefix(_UPSTREAM)
+    prefix = f"resource.{server}."
+    return server != service and topic.startswith(prefix) and len(topic) > len(prefix)
 
 
 @dataclass(eq=False)
@@ -39,6 +52,7 @@ class Worker:
     inflight: set[Key] = field(default_factory=set)
     served: int = 0
     fd: int = -1  # the broker's connection to it (kernel fd), when known
+    refused_event: bool = False  # it published a topic it may not (logged once)
 
     def load(self) -> float:
         return len(self.inflight) / self.capacity
@@ -70,7 +84,7 @@ class Router:
         self.pending: dict[Key, Pending] = {}
         self._deadlines: list[tuple[float, bytes, int]] = []
         self.outbox: list[list[bytes]] = []
-        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[Event] = []
         self._told: dict[bytes, float] = {}  # unknown workers sent DISCONNECT, and when
 
     # -- input -------------------------------------------------------------------------------
@@ -126,6 +140,8 @@ class Router:
             self._worker_answer(worker, command, header, body, now)
         elif command == frames.FORWARD:
             self._worker_forward(worker, header, body, now)
+        elif command == frames.EVENT:
+            self._worker_event(worker, header, body)
         elif command == frames.UPDATE:
             worker.meta = frames.unpack(body) if body else None
             self.events.append((f"worker.{worker.service}.updated", {"slot": worker.slot}))
@@ -303,6 +319,20 @@ class Router:
         if isinstance(meta, dict):
             pending.meta = {**(pending.meta or {}), **meta}
         self._route(pending, now)
+
+    def _worker_event(self, worker: Worker, header: dict[str, Any], body: bytes) -> None:
+        """Republished as if it came in on XSUB, so workers on other hosts (no XSUB there) publish
+        too. Only topics the worker may publish; only map bodies (what subscribers expect)."""
+        topic = str(header["topic"])
+        if not worker_may_publish(worker.service, topic):
+            if not worker.refused_event:
+                worker.refused_event = True
+                log.warning("%s %s may not publish %r: dropped (and any more such events from it)",
+                            worker.service, worker.slot, topic)
+            return
+        if not isinstance(frames.unpack(body), dict):
+            raise TypeError("event body is not a msgpack map")
+        self.events.append((topic, body))
 
     def _remove_worker(self, worker: Worker, reason: str) -> None:
         self.workers.pop(worker.identity, None)

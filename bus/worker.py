@@ -129,6 +129,12 @@ class BusWorker:
         self.meta = meta
         self._send(frames.UPDATE, {}, frames.pack(meta))
 
+    def publish(self, topic: str, body: dict[str, Any]) -> None:
+        """Publish an event through the broker (EVENT on this worker's own connection, so a worker
+        on another host publishes too). Best effort like every event; the broker republishes only
+        topics this worker may publish (PROTOCOL.md, Events)."""
+        self._send(frames.EVENT, {"topic": topic}, frames.pack(body))
+
     async def _session(self) -> None:
         self._linked = False
         self._dealer = AsyncDealer(self.ctx, self.endpoint, self._on_message, on_event=self._on_event,

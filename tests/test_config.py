@@ -183,6 +183,22 @@ def test_extensions_and_aliases(tmp_path: Path) -> None:
     assert c.cli_tools[0].commands["run"].allowed_args == []  # `run:` (null) is `run: {}`
 
 
+def test_bus_section_and_remote_only_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    loaded = load_config(write(tmp_path, "sub/c.yaml", """\
+        bus: {listen: "tcp://0.0.0.0:7000", keys: ../keys}
+        mcp_servers:
+          - {name: far, command: srv, workers: 0}
+        """))
+    assert (loaded.config.bus.listen, loaded.bus_keys_path) == ("tcp://0.0.0.0:7000", tmp_path.resolve() / "keys")
+    assert loaded.config.mcp_servers[0].workers == 0  # served by workers on other hosts only
+    home = load_config(write(tmp_path, "h.yaml", "bus: {listen: 'tcp://[::1]:7000', keys: ~/k}\n"))
+    assert home.bus_keys_path == (tmp_path / "home" / "k").resolve()
+    # keys without listen: for a listen address given by flag or environment
+    assert load_config(write(tmp_path, "k.yaml", "bus: {keys: /k}\n")).config.bus.listen is None
+    assert load_config(write(tmp_path, "n.yaml", "bus:\n")).bus_keys_path is None
+
+
 def test_null_sections_mean_defaults(tmp_path: Path) -> None:
     loaded = load_config(write(tmp_path, "c.yaml", "approval:\npolicies:\nmcp_servers:\n"))
     assert loaded.config == Config()
@@ -344,9 +360,30 @@ ERROR_CASES = [
         id="duplicate-servers",
     ),
     pytest.param(
-        "mcp_servers:\n  - {name: fs, command: npx, workers: 0}\n",
-        ["mcp_servers[0] (name=fs).workers: Input should be greater than or equal to 1"],
-        id="workers-0",
+        "mcp_servers:\n  - {name: fs, command: npx, workers: -1}\n",
+        ["mcp_servers[0] (name=fs).workers: Input should be greater than or equal to 0"],
+        id="workers-negative",
+    ),
+    pytest.param(
+        "bus: {listen: '0.0.0.0:7000', keys: /k}\n",
+        ["bus.listen: must be tcp://host:port, e.g. tcp://0.0.0.0:7000, got '0.0.0.0:7000' (line 1)"],
+        id="bus-listen-without-scheme",
+    ),
+    pytest.param(
+        "bus: {listen: 'tcp://0.0.0.0:70000', keys: /k}\n",
+        ["bus.listen: must be tcp://host:port", "got 'tcp://0.0.0.0:70000'"],
+        id="bus-listen-bad-port",
+    ),
+    pytest.param(
+        "port: 9090\nbus:\n  listen: tcp://0.0.0.0:7000\n",
+        ["bus: keys: required when listen is set (the CURVE keys directory made by `agent-mesh keys`",
+         "(line 2)"],
+        id="bus-listen-without-keys",
+    ),
+    pytest.param(
+        "bus: {lisen: tcp://0.0.0.0:7000}\n",
+        ["bus.lisen: unknown key"],
+        id="bus-unknown-key",
     ),
     pytest.param(
         "mcp_servers:\n  - {name: fs, command: npx, timeout_seconds: 0}\n",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import configparser
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -64,3 +67,42 @@ def test_deploy_file_shows_the_same_roles() -> None:
     assert roles == {"broker", "tracer", "approval", "policy", "upstream", "gateway"}
     for name, program in deploy.items():
         assert "agent-mesh run " in program["command"], name
+
+
+def test_remote_only_server_has_no_local_program(tmp_path: Path) -> None:
+    """`workers: 0`: served by workers on other hosts; supervisord starts none here."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"bus": {"listen": "tcp://0.0.0.0:7000", "keys": "keys"},
+                                    "mcp_servers": [{"name": "far", "command": "srv", "workers": 0},
+                                                    {"name": "near", "command": "srv"}]}))
+    programs = _programs(supervisor_conf(load_config(path), tmp_path / "state"))
+    assert "upstream-far" not in programs and programs["upstream-near"]["numprocs"] == "1"
+    # The broker reads `bus:` from the config itself: flags and environment can still override it.
+    assert "--connect" not in programs["broker"]["command"]
+
+
+def _serve(config: Path, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`agent-mesh serve` that fails before supervisord starts (the broker's tcp settings)."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("AGENT_MESH_KEYS", "AGENT_MESH_LISTEN")}
+    return subprocess.run([sys.executable, "-m", "agent_mesh", "serve", "--config", str(config)],
+                          env={**clean, "AGENT_MESH_HOME": str(tmp_path / "home"), **env},
+                          capture_output=True, text=True, timeout=30, cwd=REPO, check=False)
+
+
+def test_serve_refuses_unusable_bus_keys(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("bus: {listen: 'tcp://127.0.0.1:7000', keys: nokeys}\n")
+    missing = _serve(config, tmp_path)
+    assert missing.returncode != 0
+    assert f"agent-mesh: bus.keys in {config}: {tmp_path / 'nokeys'}: no such directory" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = _serve(config, tmp_path, AGENT_MESH_KEYS=str(tmp_path / "empty"))  # the environment wins
+    assert empty.returncode != 0
+    assert "agent-mesh: $AGENT_MESH_KEYS: " in empty.stderr and "broker.key_secret" in empty.stderr
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("mcp_servers: [{name: far, command: srv, workers: 0}]\n")
+    unkeyed = _serve(bare, tmp_path, AGENT_MESH_LISTEN="tcp://127.0.0.1:7000")
+    assert unkeyed.returncode != 0
+    assert ("agent-mesh: $AGENT_MESH_LISTEN: tcp://127.0.0.1:7000 needs CURVE keys: "
+            f"bus.keys in {bare}, --keys DIR or $AGENT_MESH_KEYS") in unkeyed.stderr
+    assert not (tmp_path / "home").exists() or not list((tmp_path / "home").rglob("supervisord.conf"))

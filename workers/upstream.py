@@ -26,7 +26,6 @@ from pydantic import ValidationError
 from agent_mesh.config import McpServer
 from bus import frames
 from bus.errors import BusError, bad_request, not_found
-from bus.events import Publisher
 from bus.messages import (
     PASSTHROUGH_LISTS,
     PASSTHROUGH_METHODS,
@@ -195,17 +194,15 @@ def _log_forwarder(request: Request) -> Any:
     return forward
 
 
-async def run(endpoint: str, server: McpServer, slot: str, default_cwd: str | None = None,
-              events_endpoint: str | None = None) -> int:
+async def run(endpoint: str, server: McpServer, slot: str, default_cwd: str | None = None) -> int:
     """Serve. When the upstream MCP server dies, start a new one in this process (no Python start,
     no SDK import, no supervisord round trip: back in about a second). After QUICK_FAILURES
     upstreams in a row that failed to start or died within QUICK_SECONDS, exit non-zero and let
     supervisord restart the worker with its backoff."""
-    events = Publisher(events_endpoint) if events_endpoint is not None else None
     quick = 0
     while quick < QUICK_FAILURES:
         started = time.monotonic()
-        await _serve_once(endpoint, server, slot, default_cwd, events)
+        await _serve_once(endpoint, server, slot, default_cwd)
         quick = quick + 1 if time.monotonic() - started < QUICK_SECONDS else 0
         await asyncio.sleep(0.2 * quick)
         log.warning("%s: starting a new upstream in this worker", server.name)
@@ -213,8 +210,7 @@ async def run(endpoint: str, server: McpServer, slot: str, default_cwd: str | No
     return 1
 
 
-async def _serve_once(endpoint: str, server: McpServer, slot: str, default_cwd: str | None,
-                      events: Publisher | None) -> None:
+async def _serve_once(endpoint: str, server: McpServer, slot: str, default_cwd: str | None) -> None:
     """Serve until the upstream dies (or fails to start)."""
     try:
         client = UpstreamClient(spec_for(server, default_cwd))
@@ -222,14 +218,15 @@ async def _serve_once(endpoint: str, server: McpServer, slot: str, default_cwd: 
     except Exception as exc:  # noqa: BLE001 - any start failure: report it, try again
         log.error("%s: upstream failed to start: %s", server.name, exc)
         return
-    if events is not None:  # resource subscriptions: every front-end hears the updates
-        client.on_resource_updated = lambda params: events.publish(
-            f"resource.{server.name}.updated", {"uri": params.get("uri")})
     try:
         service = UpstreamService(server, client)
         log.info("%s: upstream ready with %d tools", server.name, len(service.tool_names))
         worker = BusWorker(endpoint, upstream_service(server.name), service.handle, capacity=CAPACITY,
                            slot=slot, meta=service.meta())
+        # Resource subscriptions: every front-end hears the updates, through the broker (EVENT),
+        # so a worker on another host publishes them too.
+        client.on_resource_updated = lambda params: worker.publish(
+            f"resource.{server.name}.updated", {"uri": params.get("uri")})
         serving = asyncio.create_task(worker.run())
         upstream_lost = asyncio.create_task(client.closed.wait())
         changes = asyncio.create_task(service.follow_list_changes(worker))

@@ -153,6 +153,45 @@ async def test_unauthenticated_client_gets_nothing_served(mesh: Mesh) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_a_worker_on_tcp_publishes_events_to_subscribers_on_the_broker_host(mesh: Mesh) -> None:
+    """EVENT over the remote worker's own CURVE connection: a subscriber at the broker's XPUB (ipc,
+    as the gateway is) gets `resource.<server>.updated`; the topics that worker may not publish
+    (the broker's `worker.*`, the trace writer's `trace.*`) are not republished."""
+    from bus.events import Subscriber
+
+    everything = Subscriber(mesh.local.events_out)
+    worker, task = _worker(mesh.remote, "upstream.far", bundle(mesh.keys, "host-b"))
+    seen: list[tuple[str, Any]] = []
+
+    async def until_resource_event() -> None:
+        async for topic, body in everything:
+            seen.append((topic, body))
+            if topic.startswith("resource."):
+                return
+
+    try:
+        async with BusClient(mesh.local.requests) as local:
+            assert await _registered(local, "upstream.far", 3)
+        collecting = asyncio.create_task(until_resource_event())
+        # Subscriptions reach the broker asynchronously (slow joiner): publish until seen. The
+        # forged events go first on the same connection, so they would arrive first if let through.
+        for i in range(100):
+            worker.publish("worker.x.ready", {"slot": "x"})
+            worker.publish("trace.claude.recorded", {"trace_id": "forged"})
+            worker.publish("resource.far.updated", {"uri": f"file:///{i}"})
+            await asyncio.wait({collecting}, timeout=0.05)
+            if collecting.done():
+                break
+        await asyncio.wait_for(collecting, 2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        everything.close()
+    topics = [topic for topic, _ in seen]
+    assert topics[-1] == "resource.far.updated" and seen[-1][1]["uri"].startswith("file:///")
+    assert not {"worker.x.ready", "trace.claude.recorded"} & set(topics), topics
+
+
 def test_keys_are_private_and_checked(keys: Path, tmp_path: Path) -> None:
     for path in [keys, *keys.rglob("*")]:
         mode = os.stat(path).st_mode & 0o777

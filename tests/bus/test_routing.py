@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import pytest
 
 from bus import frames
 from bus.routing import Router
@@ -245,3 +248,49 @@ def test_a_forwarded_request_whose_worker_dies_fails_with_the_meta() -> None:
     r.on_message(b"u", msg(frames.DISCONNECT, {}), 0.1)
     assert sent(r)[0] == (b"c", frames.ERROR, {"id": 1, "code": frames.WORKER_DIED,
                                                "msg": "upstream.fs: worker disconnected", "m": {"policy": {"rule": "r"}}})
+
+
+def event(router: Router, worker: bytes, topic: Any, body: bytes, now: float = 0.0) -> None:
+    router.on_message(worker, [frames.PROTOCOL, frames.EVENT, frames.pack({"topic": topic}), body], now)
+
+
+def test_an_upstream_worker_publishes_its_resource_events_as_sent() -> None:
+    r = Router()
+    ready(r, b"u", service="upstream.fs", slot="fs:0")
+    r.events.clear()
+    body = frames.pack({"uri": "file:///a"})
+    event(r, b"u", "resource.fs.updated", body, now=1.0)
+    assert r.events == [("resource.fs.updated", body)]  # the bytes it sent, not re-encoded
+    assert sent(r) == []
+    assert r.workers[b"u"].expiry == 1.0 + frames.HEARTBEAT_INTERVAL * frames.LIVENESS  # counts as a heartbeat
+
+
+def test_forged_topics_are_dropped_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    r = Router()
+    ready(r, b"u", service="upstream.fs", slot="fs:0")
+    ready(r, b"p", service="policy", slot="policy:0")
+    r.events.clear()
+    body = frames.pack({"uri": "file:///a"})
+    caplog.set_level(logging.WARNING, logger="bus.routing")
+    for topic in ("worker.upstream.fs.ready", "trace.claude.recorded", "resource.other.updated",
+                  "resource.fs.", "resource.fsx.updated", "resource.", b"resource.fs.updated"):
+        event(r, b"u", topic, body)
+    event(r, b"p", "resource.policy.updated", body)  # not an upstream: publishes nothing
+    assert r.events == [] and sent(r) == []
+    once = ": dropped (and any more such events from it)"
+    assert [rec.getMessage() for rec in caplog.records] == [
+        f"upstream.fs fs:0 may not publish 'worker.upstream.fs.ready'{once}",
+        f"policy policy:0 may not publish 'resource.policy.updated'{once}"]
+
+
+def test_events_need_a_known_worker_and_a_map_body() -> None:
+    r = Router()
+    event(r, b"ghost", "resource.fs.updated", frames.pack({"uri": "x"}))  # never said READY
+    assert sent(r) == [(b"ghost", frames.DISCONNECT, {})] and r.events == []
+    ready(r, b"u", service="upstream.fs")
+    r.events.clear()
+    for bad in (frames.pack([1, 2]), b"\xc1", b"", b"\x81\x90\x01", frames.pack("uri")):
+        event(r, b"u", "resource.fs.updated", bad)
+    r.on_message(b"u", [frames.PROTOCOL, frames.EVENT, frames.pack({})], 0)  # no topic, no body
+    assert r.events == [] and sent(r) == []
+    assert b"u" in r.workers  # bad events are dropped; the worker stays

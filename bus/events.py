@@ -46,7 +46,7 @@ class Subscriber:
                 continue  # not ours: drop
             try:
                 yield msg[0].decode(), frames.unpack(msg[1])
-            except (UnicodeDecodeError, ValueError):
+            except (UnicodeDecodeError, ValueError, TypeError):  # (msgpack raises all three)
                 continue
 
     def close(self) -> None:

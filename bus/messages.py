@@ -74,6 +74,7 @@ class UpstreamMeta(Body):
     server_info: dict[str, Any] = Field(default_factory=dict)
     pid: int = 0
     upstream_pid: int | None = None
+    session: str = ""  # one per upstream MCP session: a new one when the worker starts a new server
 
 
 # -- traces ------------------------------------------------------------------------------------

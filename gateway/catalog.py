@@ -4,12 +4,18 @@
 Change listeners (`add_listener`) hear which lists changed after a refresh: `tools` when a
 server's tool set (names or definitions) differs, `resources` / `prompts` when a server's worker
 counted another `list_changed` of that kind or the server came, went or was restarted. The MCP
-front-ends turn these into `notifications/*/list_changed` to their sessions.
+front-ends turn these into `notifications/*/list_changed` to their sessions. Worker listeners
+(`add_worker_listener`) hear which servers got a new set of upstream sessions (a worker restarted,
+joined or left, or replaced its MCP server), e.g. to renew what the old ones held (subscriptions).
+
+Refreshes come every REFRESH_INTERVAL and, with the broker's events endpoint, at once after any
+worker's ready / down / updated event: a restarted worker is in the catalogue within milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +23,7 @@ from typing import Any
 
 from bus.client import BusClient
 from bus.errors import BusError
+from bus.events import Subscriber
 from bus.messages import UPSTREAM_PREFIX
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,7 @@ class ServerView:
     server_info: dict[str, Any] = field(default_factory=dict)  # the upstream's InitializeResult
     list_changes: dict[str, int] = field(default_factory=dict)  # UpstreamLiveMeta.list_changes
     pid: int | None = None  # of the worker the view was built from
+    sessions: frozenset[str] = frozenset()  # every live worker's upstream session (UpstreamMeta.session)
 
     @property
     def up(self) -> bool:
@@ -67,8 +75,10 @@ class Catalog:
         self.clashes: list[str] = []
         self.services: dict[str, Any] = {}  # the raw report, for /health
         self.bus_ok = False
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[ChangeListener] = []
+        self._worker_listeners: list[ChangeListener] = []
+        self._poke = asyncio.Event()  # refresh now
 
     def add_listener(self, listener: ChangeListener) -> None:
         """`listener(kinds)` runs after a refresh that changed the lists of `kinds` (in LIST_KINDS)."""
@@ -83,13 +93,19 @@ class Catalog:
         """Whether any live upstream advertises this server capability (e.g. `resources`)."""
         return any(view.has(capability) for view in self.servers.values())
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._refresh_forever())
+    def add_worker_listener(self, listener: ChangeListener) -> None:
+        """`listener(servers)` runs after a refresh in which those servers' upstream sessions changed."""
+        self._worker_listeners.append(listener)
+
+    def start(self, events_endpoint: str | None = None) -> None:
+        self._tasks.append(asyncio.create_task(self._refresh_forever()))
+        if events_endpoint is not None:
+            self._tasks.append(asyncio.create_task(self._follow_workers(events_endpoint)))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def refresh(self) -> None:
         try:
@@ -101,10 +117,12 @@ class Catalog:
         self.bus_ok = True
         self.services = report
         changed: set[str] = set()
+        renewed: set[str] = set()
         for name in self.configured:
             entry = report.get(UPSTREAM_PREFIX + name) or {}
             workers = entry.get("workers", [])
             view = ServerView(name, workers=workers, queued=entry.get("queued", 0))
+            view.sessions = frozenset(str((w.get("meta") or {}).get("session")) for w in workers)
             for worker in workers:
                 meta = worker.get("meta") or {}
                 tools = meta.get("tools") or []
@@ -116,20 +134,32 @@ class Catalog:
                 break
             old = self.servers.get(name)
             changed |= {kind for kind in LIST_KINDS if old is None or old.signature(kind) != view.signature(kind)}
+            if old is not None and old.sessions != view.sessions:
+                renewed.add(name)
             self.servers[name] = view
         if "tools" in changed:
             self.reindex()
-        if changed:
-            for listener in self._listeners:
+        for listeners, what in ((self._listeners, changed), (self._worker_listeners, renewed)):
+            for listener in listeners if what else ():
                 try:
-                    listener(changed)
+                    listener(what)
                 except Exception:
-                    log.exception("catalog change listener failed")
+                    log.exception("catalog listener failed")
 
     async def _refresh_forever(self) -> None:
         while True:
             await self.refresh()
-            await asyncio.sleep(REFRESH_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), REFRESH_INTERVAL)
+            self._poke.clear()
+
+    async def _follow_workers(self, endpoint: str) -> None:
+        subscriber = Subscriber(endpoint, "worker.")
+        try:
+            async for _ in subscriber:
+                self._poke.set()
+        finally:
+            subscriber.close()
 
     def reindex(self) -> None:
         """Exposed names (`<prefix><tool>`); on a clash the first configured server keeps the name."""

@@ -27,7 +27,7 @@ class FrontEnd:
     async def start(self) -> None:
         await self.client.start()
         self.outbox.start()
-        self.catalog.start()
+        self.catalog.start(self.events_endpoint)
         await self.catalog.refresh()
 
     async def stop(self) -> None:

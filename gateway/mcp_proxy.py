@@ -235,8 +235,8 @@ class McpProxy:
         except _Outcome as exc:
             raise MCPError(exc.code, exc.message, exc.data) from None
 
-    async def forward_to_owner(self, uri: str, method: str) -> None:
-        """resources/subscribe | unsubscribe, to the upstream that owns `uri`."""
+    async def forward_to_owner(self, uri: str, method: str) -> str:
+        """resources/subscribe | unsubscribe, to the upstream that owns `uri`; returns that server."""
         owner = await self.resource_owner(uri)
         if owner is None:
             raise MCPError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", data={"uri": uri})
@@ -244,6 +244,7 @@ class McpProxy:
             await self._upstream(owner, UpstreamRequest(method=method, params={"uri": uri}))
         except _Outcome as exc:
             raise MCPError(exc.code, exc.message, exc.data) from None
+        return owner
 
     async def resource_owner(self, uri: str) -> str | None:
         """The server a resource URI is routed to (see the module docstring), None if none."""

@@ -73,9 +73,11 @@ class MeshMcp:
         self.proxy = McpProxy(frontend)
         self.sessions: set[ServerSession] = set()
         self.subscriptions: dict[str, set[ServerSession]] = {}  # resource URI → subscribed sessions
+        self.owners: dict[str, str] = {}  # subscribed resource URI → the server subscribed to
         self._updates: asyncio.Task[None] | None = None  # initialized sessions, for list_changed
         self._background: set[asyncio.Task[None]] = set()
         frontend.catalog.add_listener(self._catalog_changed)
+        frontend.catalog.add_worker_listener(self._renew_subscriptions)
 
     def build(self) -> Server[Any]:
         server = _MeshServer(
@@ -188,9 +190,10 @@ class MeshMcp:
         else:
             sessions.discard(session)
         if method == "resources/subscribe" and first or method == "resources/unsubscribe" and was and not sessions:
-            await self.proxy.forward_to_owner(uri, method)
+            self.owners[uri] = await self.proxy.forward_to_owner(uri, method)
         if not sessions:
             del self.subscriptions[uri]
+            self.owners.pop(uri, None)
         if self._updates is None and self.frontend.events_endpoint is not None:
             self._updates = asyncio.create_task(self._follow_updates(self.frontend.events_endpoint))
         return {}
@@ -199,11 +202,29 @@ class MeshMcp:
         for sessions in self.subscriptions.values():
             sessions.discard(session)
 
+    def _renew_subscriptions(self, servers: set[str]) -> None:
+        """A server's workers changed (one restarted, or its MCP server was replaced): the new
+        upstream process knows none of our subscriptions, so subscribe again."""
+        catalog = self.frontend.catalog
+        for uri, owner in list(self.owners.items()):
+            if owner in servers and catalog.servers[owner].up:  # (down: renewed when it is back)
+                task = asyncio.create_task(self._resubscribe(uri, owner))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _resubscribe(self, uri: str, owner: str) -> None:
+        try:
+            await self.proxy.forward_to_owner(uri, "resources/subscribe")
+        except Exception as exc:  # noqa: BLE001 - the next worker change tries again
+            log.warning("renewing the subscription to %s on %s failed: %s", uri, owner, exc)
+
     async def _follow_updates(self, endpoint: str) -> None:
         subscriber = Subscriber(endpoint, "resource.")
         try:
-            async for _, body in subscriber:
+            async for topic, body in subscriber:
                 uri = body.get("uri") if isinstance(body, dict) else None
+                if self.owners.get(str(uri)) != topic.split(".")[1]:
+                    continue  # not subscribed, or not from the server it was subscribed on
                 for session in list(self.subscriptions.get(str(uri), ())):
                     with contextlib.suppress(Exception):  # a session gone meanwhile
                         await session.send_resource_updated(str(uri))

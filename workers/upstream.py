@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import time
+import uuid
 from typing import Any
 
 from pydantic import ValidationError
@@ -71,12 +72,13 @@ class UpstreamService:
         self.client = client
         self.tool_names = {t["name"] for t in client.tools}
         self.in_flight: list[Request] = []  # tool calls, oldest first: who answers an upstream's question
+        self.session = uuid.uuid4().hex
         client.on_ask = self.ask
 
     def meta(self) -> dict[str, Any]:
         return UpstreamLiveMeta(server=self.server.name, tools=self.client.tools,
-                                server_info=self.client.server_info, pid=os.getpid(),
-                                list_changes=dict(self.client.list_changes)).dump()
+                                server_info=self.client.server_info, pid=os.getpid(), upstream_pid=self.client.pid,
+                                session=self.session, list_changes=dict(self.client.list_changes)).dump()
 
     async def handle(self, request: Request) -> Any:
         if isinstance(request.body, dict) and "method" in request.body:

@@ -8,7 +8,7 @@ For every fault the same things are proven:
   own timeout is far above the mesh's deadlines and is never hit, and the mesh's own latency
   stays within the heartbeat window);
 - calls that do not depend on the killed process keep succeeding during the fault;
-- supervisord has the killed process back (new pid, registered on the bus, /health 200);
+- supervisord has the killed process back within 2 s (new pid, registered on the bus, /health 200);
 - no trace record is lost: every trace_id handed to a client is stored exactly once, in
   `GET /traces` and in the JSONL trace file.
 
@@ -46,16 +46,11 @@ AFTER = 1.5  # load after the killed process is back (checked: every client succ
 # bounded by heartbeat liveness (1.5 s) + slack; the client's view adds its own loop's delays.
 MESH_LIMIT_MS = 2000
 CLIENT_LIMIT = 5.0
-# How soon supervisord has a killed process back, new pid and registered, under this load.
-# The goal is 2 s; two things outside bus/ stand in the way:
-# - supervisord needs two wakeups of its poll loop after a child exits (one to reap it, the
-#   next to respawn it) and only output from some child wakes it before its 1 s timeout:
-#   0-2 s of pure waiting (the launcher can fix it, see the report; with that fix the broker,
-#   policy and trace writer are back in 0.7-1.0 s);
-# - a Python role needs ~0.9 s of CPU to start (the CLI imports the config models), an upstream
-#   worker ~2.3 s more (the MCP SDK) plus its server, the gateway the SDK and uvicorn.
-RESTART = {"broker": 2.0, "policy": 2.0, "tracer": 2.0, "upstream": 15.0, "upstream-server": 2.5,
-           "gateway": 10.0}
+# How soon a killed process is back (new pid, registered / serving) under this load: the issue's
+# 2 s, for every role. What makes it: supervisord's wakeup ticker (it respawns on its next poll),
+# roles that import little (the upstream worker drives stdio servers without the MCP SDK; the
+# gateway builds /mcp after it serves), and in-process replacement of a dead MCP server.
+RESTART = 2.0
 
 ECHO = "everything.echo"
 FS = "fs.list_allowed_directories"
@@ -322,7 +317,7 @@ async def test_kill_upstream_worker(mesh: Mesh) -> None:
     wait_until(lambda: not any(alive(p) for p in server_procs), 5, "the dead worker's MCP server to exit")
     assert_no_trace_lost(mesh, run)
     report(run)
-    assert run.recovery < RESTART["upstream"], run.summary()
+    assert run.recovery < RESTART, run.summary()
 
 
 async def test_kill_upstream_server_process(mesh: Mesh) -> None:
@@ -347,7 +342,7 @@ async def test_kill_upstream_server_process(mesh: Mesh) -> None:
         assert o.status in (502, 503) and o.error.startswith("upstream unavailable: fs"), (o.status, o.error)
     assert_no_trace_lost(mesh, run)
     report(run)
-    assert run.recovery < RESTART["upstream-server"], run.summary()
+    assert run.recovery < RESTART, run.summary()
 
 
 def _policy_slot(agent: str) -> int:
@@ -375,7 +370,7 @@ async def test_kill_policy_worker(mesh: Mesh) -> None:
         assert o.status == 503 and o.error == "policy service unavailable: policy: worker died", o.error
     assert_no_trace_lost(mesh, run)
     report(run)
-    assert run.recovery < RESTART["policy"], run.summary()
+    assert run.recovery < RESTART, run.summary()
 
 
 async def test_kill_trace_writer(mesh: Mesh) -> None:
@@ -393,7 +388,7 @@ async def test_kill_trace_writer(mesh: Mesh) -> None:
     assert all(o.ok for o in run.outcomes), "tool calls must not depend on the trace writer"
     assert_no_trace_lost(mesh, run)
     report(run)
-    assert run.recovery < RESTART["tracer"], run.summary()
+    assert run.recovery < RESTART, run.summary()
 
 
 async def test_kill_broker(mesh: Mesh) -> None:
@@ -414,7 +409,7 @@ async def test_kill_broker(mesh: Mesh) -> None:
         assert "broker" in o.error or "no live worker" in o.error, o.error
     assert_no_trace_lost(mesh, run)
     report(run)
-    assert run.recovery < RESTART["broker"], run.summary()
+    assert run.recovery < RESTART, run.summary()
 
 
 async def test_kill_gateway(mesh: Mesh) -> None:
@@ -431,7 +426,7 @@ async def test_kill_gateway(mesh: Mesh) -> None:
     gap = run.by(lambda o: o.status is None)
     assert gap and {o.failure for o in gap} <= {"ConnectError", "ReadError", "RemoteProtocolError"}, gap[:3]
     assert all(o.ok for o in run.by(lambda o: o.status is not None)), "answered requests must succeed"
-    assert run.recovery < RESTART["gateway"], run.summary()
+    assert run.recovery < RESTART, run.summary()
     # The trace outbox journals each record before the answer goes out; the restarted gateway
     # replays what the killed one had not had acknowledged.
     assert_no_trace_lost(mesh, run)

@@ -3,6 +3,9 @@ identity, tools, schemas, results, resources and prompts — apart from policy d
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,7 +18,7 @@ from pydantic import TypeAdapter
 
 from agent_mesh.config import ConfigError, load_config
 from tests.e2e.mesh import Mesh
-from tests.support import npm_server
+from tests.support import alive, cmdline, descendants, npm_server
 
 RAW = TypeAdapter(dict[str, Any])
 
@@ -118,3 +121,42 @@ async def test_resource_subscription_updates_reach_the_subscriber(mesh: Mesh) ->
                 await anyio.sleep(0.1)
         await client.call_tool("toggle-subscriber-updates", {})
         await _raw(client, types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=uri)))
+
+
+async def test_a_subscription_survives_the_upstream_being_replaced(mesh: Mesh) -> None:
+    """The upstream MCP server dies and its worker starts a new one, which knows no subscription:
+    the gateway subscribes again on its own, and updates keep reaching the subscriber."""
+    import anyio
+
+    updates: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updates.append(str(message.params.uri))
+
+    # Its own agent: loop detection counts the other test's toggle calls (same params) per agent.
+    async with mesh.mcp("t-replaced", message_handler=on_message, **CAPABLE) as client:
+        uri = str((await client.list_resources()).resources[0].uri)
+        await _raw(client, types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri)))
+        (worker,) = mesh.role_pids("upstream")
+        (server,) = [p for p in descendants(worker) if "node" in cmdline(p)][:1]
+        os.kill(server, signal.SIGKILL)
+        with anyio.fail_after(15):  # the worker replaces it (in-process restart)
+            while alive(server) or not await _answers(client):
+                await anyio.sleep(0.1)
+        await client.call_tool("toggle-subscriber-updates", {})  # on the new server: updates every 5 s
+        try:
+            with anyio.fail_after(12):
+                while uri not in updates:
+                    await anyio.sleep(0.1)
+        finally:
+            await client.call_tool("toggle-subscriber-updates", {})
+        await _raw(client, types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=uri)))
+
+
+async def _answers(client: Client) -> bool:
+    try:  # while the server is down the mesh has no tool of that name to offer
+        result = await client.call_tool("echo", {"message": f"back? {time.monotonic()}"})
+    except MCPError:
+        return False
+    return not result.is_error

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from agent_mesh.config import (
     ApprovalConfig,
+    BusConfig,
     CliCommand,
     CliTool,
     Config,
@@ -163,7 +164,8 @@ def _validate(
             loc, kind, value = tuple(error["loc"]), error["type"], error.get("input")
             message = str(error["ctx"]["error"]) if kind == "value_error" else error["msg"]
             if kind == "extra_forbidden":
-                close = difflib.get_close_matches(str(loc[-1]), _known_keys(), n=1)
+                known = [k for k in _known_keys() if k != str(loc[-1])]  # (valid elsewhere, not here)
+                close = difflib.get_close_matches(str(loc[-1]), known, n=1)
                 message = "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
             elif kind != "missing" and isinstance(value, (str, int, float)) and not (
                 {"env", "headers"} & set(loc) or repr(value) in message  # may be a secret
@@ -176,7 +178,7 @@ def _validate(
 
 
 def _known_keys() -> list[str]:
-    models = (Config, ApprovalConfig, SupervisorConfig, McpServer, CliTool, CliCommand,
+    models = (Config, ApprovalConfig, SupervisorConfig, BusConfig, McpServer, CliTool, CliCommand,
               OpenApiSource, Policy, Rule, Condition, RateLimit)
     return sorted({key for model in models for key in model.model_fields})
 

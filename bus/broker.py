@@ -80,6 +80,7 @@ class Broker:
 
     def bind(self) -> None:
         self._socket.bind(self.endpoints.requests)
+        assert self.endpoints.events_in and self.endpoints.events_out, "the broker's events are local (ipc)"
         self._xsub.bind(self.endpoints.events_in)
         self._xpub.bind(self.endpoints.events_out)
         log.info("broker listening on %s", self.endpoints.requests)

@@ -35,8 +35,8 @@ class KeysError(ValueError):
 @dataclass(frozen=True)
 class Endpoints:
     requests: str  # ROUTER: clients and workers
-    events_in: str  # XSUB: publishers connect here
-    events_out: str  # XPUB: subscribers connect here
+    events_in: str | None  # XSUB: publishers connect here (None: not reachable from here)
+    events_out: str | None  # XPUB: subscribers connect here
 
     @classmethod
     def in_dir(cls, state_dir: Path) -> Endpoints:
@@ -51,8 +51,10 @@ class Endpoints:
 
     @classmethod
     def tcp(cls, host: str, port: int) -> Endpoints:
-        """Three consecutive ports starting at `port`."""
-        return cls(f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}", f"tcp://{host}:{port + 2}")
+        """A broker on another host: requests only. Its event sockets are local (ipc), so a
+        process here neither subscribes nor publishes with a `Publisher`; workers publish their
+        events as EVENT over the request connection (PROTOCOL.md, Events)."""
+        return cls(f"tcp://{host}:{port}", None, None)
 
 
 def parse_tcp(address: str) -> tuple[str, int]:

@@ -396,6 +396,11 @@ ERROR_CASES = [
         id="unknown-top-level-key",
     ),
     pytest.param(
+        "bus:\n  lisen: tcp://0.0.0.0:7000\n",
+        ["bus.lisen: unknown key; did you mean 'listen'?"],
+        id="typo-suggestion-bus",
+    ),
+    pytest.param(
         "trace_fle: t.jsonl\n",
         ["trace_fle: unknown key; did you mean 'trace_file'?"],
         id="typo-suggestion",

@@ -130,7 +130,8 @@ class TraceService:
         raise bad_request(f"traces: unknown op {op!r}")
 
 
-async def run(endpoint: str, events_endpoint: str, db_path: Path, jsonl_path: Path | None) -> None:
-    service = TraceService(TraceStore(db_path, jsonl_path), Publisher(events_endpoint))
+async def run(endpoint: str, events_endpoint: str | None, db_path: Path, jsonl_path: Path | None) -> None:
+    events = Publisher(events_endpoint) if events_endpoint is not None else None  # None: on another host
+    service = TraceService(TraceStore(db_path, jsonl_path), events)
     # One at a time: SQLite has one writer, and ordering in the JSONL file follows arrival.
     await BusWorker(endpoint, TRACES, service.handle, capacity=1, slot="traces").run()

@@ -272,6 +272,14 @@ def assert_no_trace_lost(mesh: Mesh, run: Run) -> None:
                              f"e.g. {sorted(missing)[:3]}") from None
     in_api = Counter(stored())
     assert max(in_api.values()) == 1, [t for t, n in in_api.items() if n > 1][:5]
+    # And each says what the client was told: an allowed call whose upstream failed is traced
+    # `allow` with the failure's status (the decision travels back with the error).
+    records = {t["trace_id"]: t for t in mesh.http.get(
+        "/traces", params={"session": run.session, "limit": 10_000}, timeout=5).json()["traces"]}
+    told = {o.body["trace_id"]: (o.status, o.body["policy"]) for o in run.outcomes if o.body.get("trace_id")}
+    wrong = {t: (records[t]["status_code"], records[t]["policy"], seen) for t, seen in told.items()
+             if (records[t]["status_code"], records[t]["policy"]) != seen}
+    assert not wrong, f"traces that differ from the answers: {list(wrong.items())[:3]}"
     lines = (mesh.tmp / "traces.jsonl").read_text().splitlines()
     in_file = Counter(json.loads(line)["trace_id"] for line in lines)
     missing = set(returned) - set(in_file)

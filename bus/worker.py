@@ -78,7 +78,8 @@ class Request:
             self._questions.pop(question_id, None)
 
     def _answered(self, body: Any) -> None:
-        future = self._questions.get(body.get("id")) if isinstance(body, dict) else None
+        question = body.get("id") if isinstance(body, dict) else None
+        future = self._questions.get(question) if isinstance(question, int) else None
         if future is not None and not future.done():
             future.set_result(body)
 

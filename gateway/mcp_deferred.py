@@ -47,7 +47,7 @@ class DeferredMcpHttp:
                 self.app = app
                 self._ready.set()
                 await stop.wait()
-        except Exception as exc:  # noqa: BLE001 - REST keeps serving; /mcp says why it cannot
+        except Exception as exc:
             log.exception("the MCP endpoint /mcp failed to start")
             self.problem = f"{type(exc).__name__}: {exc}"
         finally:

@@ -17,7 +17,15 @@ from typing import Any, Literal
 from bus import frames
 from bus.client import BusClient, PartialHandler
 from bus.errors import BusError
-from bus.messages import APPROVAL, POLICY, PolicyCheck, ThenCall, ToolCall, TraceRecord, upstream_service
+from bus.messages import (
+    APPROVAL,
+    POLICY,
+    PolicyCheck,
+    ThenCall,
+    ToolCall,
+    TraceRecord,
+    upstream_service,
+)
 from gateway.catalog import Catalog
 from gateway.trace_outbox import TraceOutbox
 

@@ -9,6 +9,7 @@ worker, so a blocked REST caller still gets its answer: the approval itself is d
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -62,15 +63,17 @@ class ApprovalService:
             if any(glob_matches(pattern, tool) for pattern in grant["tools"]):
                 return {"status": "approved", "approved_by": f"grant:{grant['id']}", "grant_id": grant["id"]}
         shape = param_shape(params)
-        common = dict(agent=agent, tool=tool, params=params, shape=shape, session_id=str(body.get("session_id", "")),
-                      trace_id=str(body.get("trace_id", "")), policy_rule=str(body.get("rule", "")),
-                      callback_url=body.get("callback_url"), now=now,
-                      expires_at=now + self.config.approval.timeout_seconds)
+        callback = body.get("callback_url")
+        create = functools.partial(
+            self.store.create, agent=agent, tool=tool, params=params, shape=shape,
+            session_id=str(body.get("session_id", "")), trace_id=str(body.get("trace_id", "")),
+            policy_rule=str(body.get("rule", "")), callback_url=str(callback) if callback else None, now=now,
+            expires_at=now + self.config.approval.timeout_seconds)
         threshold = self.config.approval.memory_threshold
         if threshold and self.store.memory_count(agent, tool, shape) >= threshold:
-            approval = self.store.create(**common, status="approved", resolved_by="auto:memory")
+            approval = create(status="approved", resolved_by="auto:memory")
             return {"status": "approved", "approved_by": "auto:memory", "id": approval["id"], "approval": approval}
-        approval = self.store.create(**common)
+        approval = create()
         if self.config.approval.notify_url:
             self._post(str(self.config.approval.notify_url), {"event": "approval.pending", "approval": self.view(approval)})
         return {"status": "pending", "id": approval["id"], "approval": approval}
@@ -113,7 +116,7 @@ class ApprovalService:
         return self.store.claim_replay(str(body["id"]), self.clock())
 
     async def op_list(self, body: dict[str, Any]) -> dict[str, Any]:
-        approvals = self.store.list(body.get("status"), body.get("agent"), int(body.get("limit", 500)))
+        approvals = self.store.list_approvals(body.get("status"), body.get("agent"), int(body.get("limit", 500)))
         if body.get("tool"):
             approvals = [a for a in approvals if glob_matches(str(body["tool"]), a["tool"])]
         return {"approvals": [self.view(a) for a in approvals]}

@@ -72,7 +72,7 @@ class StateStore:
             raise BusError(frames.BAD_REQUEST, f"approval id prefix {id_or_prefix!r} is ambiguous ({ids}…)")
         return _approval(rows[0])
 
-    def list(self, status: str | None = None, agent: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+    def list_approvals(self, status: str | None = None, agent: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM approvals", []
         where = []
         if status:

@@ -16,8 +16,10 @@ from bus import frames
 
 
 class Publisher:
-    def __init__(self, endpoint: str, ctx: zmq.asyncio.Context | None = None) -> None:
-        self._sock = (ctx or zmq.asyncio.Context.instance()).socket(zmq.PUB)
+    def __init__(self, endpoint: str, ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
+        # A plain socket: a PUB send never blocks (NOBLOCK, dropped when nobody keeps up), and
+        # the asyncio wrapper would cost more than the send itself.
+        self._sock: zmq.Socket[bytes] = (ctx or zmq.Context.instance()).socket(zmq.PUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.connect(endpoint)
 

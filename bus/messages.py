@@ -104,6 +104,21 @@ class TraceRecord(Body):
     supervisor_confidence: float | None = None
 
 
+def trace_record(
+    *, trace_id: str, agent_id: str, tool: str, policy: str, status_code: int, latency_ms: float,
+    timestamp: str, session_id: str = "", params: dict[str, Any] | None = None, policy_rule: str = "",
+    error: str = "", **optional: Any,
+) -> dict[str, Any]:
+    """A `TraceRecord` as its map (`TraceRecord(...).dump()`), built without the model: the call
+    path makes one per call, and the trace writer validates every record it stores anyway.
+    `optional`: the model's optional fields (approval_*, supervisor_*); None ones are left out."""
+    record = {"trace_id": trace_id, "session_id": session_id, "agent_id": agent_id, "tool": tool,
+              "params": params if params is not None else {}, "policy": policy, "policy_rule": policy_rule,
+              "status_code": status_code, "latency_ms": latency_ms, "error": error, "timestamp": timestamp}
+    record.update((k, v) for k, v in optional.items() if v is not None)
+    return record
+
+
 class TraceBatch(Body):
     """→ `traces`: record these (idempotent by trace_id). Reply: `{"stored": n}`."""
 

@@ -32,7 +32,6 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import mcp_types as types
@@ -42,9 +41,10 @@ from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 from bus import frames
 from bus.client import PartialHandler
 from bus.errors import BusError
-from bus.messages import POLICY, PolicyCheck, TraceRecord, UpstreamRequest, upstream_service
+from bus.messages import POLICY, PolicyCheck, UpstreamRequest, trace_record, upstream_service
 from gateway.catalog import ServerView
 from gateway.frontend import FrontEnd
+from gateway.trace_outbox import trace_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -310,11 +310,10 @@ class McpProxy:
     def _trace(self, agent: str, session_id: str, name: str, params: dict[str, Any], trace_id: str,
                started: float, outcome: _Outcome) -> None:
         latency = round((time.perf_counter() - started) * 1000, 3) if started else 0.0
-        self.outbox.add(TraceRecord(
+        self.outbox.add(trace_record(
             trace_id=trace_id, session_id=session_id, agent_id=agent, tool=name, params=params,
             policy=outcome.policy, policy_rule=outcome.rule, status_code=outcome.status, latency_ms=latency,
-            error=outcome.message if outcome.status != 200 else "",
-            timestamp=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            error=outcome.message if outcome.status != 200 else "", timestamp=trace_timestamp(),
         ))
 
 

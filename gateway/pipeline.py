@@ -11,7 +11,6 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bus import frames
@@ -23,11 +22,11 @@ from bus.messages import (
     PolicyCheck,
     ThenCall,
     ToolCall,
-    TraceRecord,
+    trace_record,
     upstream_service,
 )
 from gateway.catalog import Catalog
-from gateway.trace_outbox import TraceOutbox
+from gateway.trace_outbox import TraceOutbox, trace_timestamp
 
 POLICY_TIMEOUT = 5.0
 
@@ -126,11 +125,10 @@ class Pipeline:
 
     def _finish(self, call: _Call, outcome: ToolCallOutcome, started: float) -> ToolCallOutcome:
         outcome.latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        self.outbox.add(TraceRecord(
+        self.outbox.add(trace_record(
             trace_id=outcome.trace_id, session_id=call.session_id, agent_id=call.agent, tool=call.tool,
             params=call.params, policy=outcome.policy, policy_rule=outcome.rule, status_code=outcome.status,
-            latency_ms=outcome.latency_ms, error=outcome.error,
-            timestamp=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            latency_ms=outcome.latency_ms, error=outcome.error, timestamp=trace_timestamp(),
             approval_id=outcome.approval_id or None,
             approval_status=_final_status(outcome.approval_status),
             approved_by=outcome.approved_by or None, approval_ms=outcome.approval_ms,

@@ -16,13 +16,16 @@ import fcntl
 import logging
 import os
 from collections import deque
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from bus.client import BusClient
 from bus.errors import BusError
-from bus.messages import TRACES, TraceBatch, TraceRecord
+from bus.messages import TRACES, TraceRecord
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,14 @@ MAX_BACKLOG = 200_000  # past this new records are dropped, loudly (memory is fi
 RETRY_DELAY = 0.2
 LINGER = 0.02  # let records gather into one batch: one bus round trip per batch, not per call
 SEGMENT_RECORDS = 10_000  # journal segment size: a segment is deleted once all its records are acked
+
+
+Record = dict[str, Any]  # a TraceRecord map (bus.messages.trace_record)
+
+
+def trace_timestamp() -> str:
+    """Now, as a trace record's `timestamp` (RFC 3339, UTC, microseconds)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class _Segment:
@@ -50,7 +61,7 @@ class _Segment:
 class TraceOutbox:
     def __init__(self, client: BusClient, journal_dir: Path | None = None, name: str = "frontend") -> None:
         self.client = client
-        self._queue: deque[tuple[TraceRecord, _Segment | None]] = deque()
+        self._queue: deque[tuple[Record, _Segment | None]] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
@@ -71,14 +82,14 @@ class TraceOutbox:
         if self._queue:
             self._wakeup.set()
 
-    def add(self, record: TraceRecord) -> None:
+    def add(self, record: Record) -> None:
         if len(self._queue) >= MAX_BACKLOG:
             self.dropped += 1
-            log.error("trace backlog full (%d): dropped trace %s", MAX_BACKLOG, record.trace_id)
+            log.error("trace backlog full (%d): dropped trace %s", MAX_BACKLOG, record["trace_id"])
             return
         segment = self._segment
         if segment is not None:
-            os.write(segment.fd, record.model_dump_json(exclude_none=True).encode() + b"\n")
+            os.write(segment.fd, orjson.dumps(record, default=str) + b"\n")
             segment.written += 1
             segment.unacked += 1
             if segment.written >= SEGMENT_RECORDS:
@@ -132,7 +143,7 @@ class TraceOutbox:
             with open(path, "rb") as f:
                 for line in f:
                     try:
-                        records.append(TraceRecord.model_validate_json(line))
+                        records.append(TraceRecord.model_validate_json(line).dump())
                     except ValidationError:
                         continue  # cut by the crash
             segment.unacked = len(records)
@@ -145,7 +156,7 @@ class TraceOutbox:
             else:
                 segment.close(delete=True)
 
-    def _acked(self, batch: list[tuple[TraceRecord, _Segment | None]]) -> None:
+    def _acked(self, batch: list[tuple[Record, _Segment | None]]) -> None:
         for _, segment in batch:
             if segment is not None:
                 segment.unacked -= 1
@@ -162,7 +173,9 @@ class TraceOutbox:
             while self._queue:
                 batch = [self._queue[i] for i in range(min(MAX_BATCH, len(self._queue)))]
                 try:
-                    await self.client.request(TRACES, TraceBatch(records=[r for r, _ in batch]).dump(), timeout=5.0)
+                    # The TraceBatch map, built directly: its records already are TraceRecord maps.
+                    body = {"op": "record", "records": [r for r, _ in batch]}
+                    await self.client.request(TRACES, body, timeout=5.0)
                 except BusError as exc:
                     log.warning("trace writer unavailable (%s); %d records kept", exc.message, len(self._queue))
                     await asyncio.sleep(RETRY_DELAY)

@@ -47,6 +47,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from agent_mesh.proctree import cmdline, descendants, rss_mb
+
 UPSTREAM = bh.REPO / "scripts" / "bench_upstream.py"
 DOC = bh.REPO / "docs" / "benchmarks.md"
 SCALE_CONCURRENCY, SLOW_CONCURRENCY, SLOW_SECONDS = 16, 8, 2.0
@@ -235,7 +237,7 @@ async def part_echo(args: argparse.Namespace, counter: itertools.count[int], rep
         async with Client(front, mode="legacy") as client:
             rep.echo += await sdk_levels("mesh-stdio", client, tool, args.duration, counter)
         tree = mesh.tree()
-        rep.rss_mb, rep.mesh_processes = bh.rss_mb(tree), len(tree)
+        rep.rss_mb, rep.mesh_processes = rss_mb(tree), len(tree)
 
 
 async def part_hol(mesh: BenchMesh, duration: float, counter: itertools.count[int],
@@ -336,8 +338,8 @@ def machine_info() -> dict[str, str]:
 
 def reap_own_children() -> None:
     """Safety net (nothing is left, normally): SIGKILL what this process started and is alive."""
-    for pid in bh.descendants(os.getpid()):
-        say(f"leftover child {pid} ({bh.cmdline(pid)}): SIGKILL")
+    for pid in descendants(os.getpid()):
+        say(f"leftover child {pid} ({cmdline(pid)}): SIGKILL")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 

@@ -36,6 +36,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from agent_mesh.proctree import alive, cmdline, descendants, rss_mb
 from workers.mcp_client import UpstreamClient, UpstreamSpec
 
 EVERYTHING = REPO / "node_modules" / ".bin" / "mcp-server-everything"
@@ -165,47 +166,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _stat(pid: int | str) -> list[str]:
-    """/proc/<pid>/stat fields after the command name ([0] state, [1] ppid); [] if gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return []
-
-
-def descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        if stat := _stat(entry):
-            children.setdefault(int(stat[1]), []).append(int(entry))
-    out, stack = set(), [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            out.add(child)
-            stack.append(child)
-    return out
-
-
-def alive(pid: int) -> bool:
-    return _stat(pid)[:1] not in ([], ["Z"])
-
-
-def cmdline(pid: int) -> str:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    return "?"
-
-
-def rss_mb(pids: set[int]) -> float:
-    kb = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            kb += sum(int(line.split()[1]) for line in
-                      Path(f"/proc/{pid}/status").read_text().splitlines()
-                      if line.startswith("VmRSS:"))
-    return kb / 1024
 
 
 class MeshProcess:

@@ -296,6 +296,28 @@ def row(r: Result) -> list[str]:
             f"{r.p99_ms:.2f}", str(r.errors)]
 
 
+def goals(rep: Report) -> list[str]:
+    """Issue 5's goals, met or missed, from this run's numbers."""
+    got = {(r.mode, r.concurrency): r for r in rep.echo}
+    out = []
+    rest1, direct1 = got.get(("mesh-rest", 1)), got.get(("direct", 1))
+    if rest1 and direct1:
+        added = rest1.p50_ms - direct1.p50_ms
+        out.append(f"- added p50 at c=1 (REST) under 1 ms: {'met' if added < 1 else 'missed'} "
+                   f"({added:+.2f} ms)")
+    rest16, direct16 = got.get(("mesh-rest", 16)), got.get(("direct", 16))
+    if rest16 and direct16 and direct16.calls_per_s:
+        ratio = rest16.calls_per_s / direct16.calls_per_s
+        out.append(f"- mesh (REST) / direct throughput at c=16 at least 0.4x: "
+                   f"{'met' if ratio >= 0.4 else 'missed'} ({ratio:.2f}x: {rest16.calls_per_s:.0f} / "
+                   f"{direct16.calls_per_s:.0f} calls/s)")
+    if len(rep.scaling) == 2 and rep.scaling[0].calls_per_s:
+        ratio = rep.scaling[1].calls_per_s / rep.scaling[0].calls_per_s
+        out.append(f"- `workers: 2` clearly more than one worker on a CPU-bound tool: "
+                   f"{'met' if ratio >= 1.3 else 'missed'} ({ratio:.2f}x)")
+    return out
+
+
 def render(rep: Report, duration: float) -> str:
     base = {(r.mode, r.concurrency): r for r in rep.echo}
     echo_rows = []
@@ -319,6 +341,8 @@ def render(rep: Report, duration: float) -> str:
         out += ["", (f"p50 busy - idle: {rep.hol[1].p50_ms - rep.hol[0].p50_ms:+.2f} ms; "
                      f"`bench.sleep` ({SLOW_SECONDS:g} s) in flight during the busy run: "
                      f"{rep.slow_inflight}; completed {rep.slow_done}, errors {rep.slow_errors}.")]
+    if verdicts := goals(rep):
+        out += ["", "## Goals (issue 5)", "", *verdicts]
     notes = [f"first error of {r.mode} c={r.concurrency}: {r.first_error}"
              for r in rep.echo + rep.scaling + rep.hol if r.first_error] + rep.notes
     if notes:

@@ -160,6 +160,9 @@ class Pipeline:
                 on_partial=call.on_progress, with_meta=True,
             )
         except BusError as exc:
+            if exc.message == "broker connection lost":  # sent, then lost: we cannot know how far it got
+                return fail(503, "error", f"mesh bus unavailable: {exc.message} (the call may or may not "
+                                          f"have reached {server.name})")
             if (allowed := exc.meta.get("policy")) is None:
                 return fail(503, "error", f"policy service unavailable: {exc.message}")
             outcome = ToolCallOutcome(0, "allow", call.trace_id, rule=allowed["rule"])

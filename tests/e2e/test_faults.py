@@ -413,7 +413,8 @@ async def test_kill_broker(mesh: Mesh) -> None:
     # (A quick enough restart can go unnoticed: a request waits up to 1 s for the connection.)
     for o in run.by(lambda o: not o.ok):
         assert o.status in (502, 503), (o.status, o.error)
-        assert o.error.startswith(("policy service unavailable: ", "upstream unavailable: ")), o.error
+        assert o.error.startswith(("policy service unavailable: ", "upstream unavailable: ",
+                                   "mesh bus unavailable: ")), o.error
         assert "broker" in o.error or "no live worker" in o.error, o.error
     assert_no_trace_lost(mesh, run)
     report(run)

@@ -1,7 +1,7 @@
 """Benchmark: MCP `echo` calls direct to server-everything vs. through a real mesh's REST API.
 
     python scripts/bench_http.py [--duration 5] [--policy-workers N] [--upstream-workers N]
-                                 [--json] [--keep]
+                                 [--cpu] [--json] [--keep]
 
 1. direct: one in-process `UpstreamClient` (stdio) on node_modules/.bin/mcp-server-everything;
 2. mesh-rest: `agent-mesh serve` (supervisord; temp dir, free port, temp AGENT_MESH_HOME) with that
@@ -9,6 +9,8 @@
    keep-alive, one connection per concurrent worker. Every call has distinct params (a counter),
    since loop detection blocks the 3rd identical call within 10 s.
 Each concurrency level (1, 16, 64) is warmed up for 0.5 s, then measured for --duration seconds.
+--cpu also prints, per mesh level, the CPU time each process of the tree spent per call (from
+/proc, measured part only): where a call's cost goes, process by process (docs/profiling.md).
 --keep leaves the temp dir (mesh logs in <home>/<hash>/logs/) and prints its path. Needs `npm ci`.
 """
 
@@ -36,7 +38,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from agent_mesh.proctree import alive, cmdline, descendants, rss_mb
+from agent_mesh.proctree import alive, cmdline, cpu_seconds, descendants, rss_mb
 from workers.mcp_client import UpstreamClient, UpstreamSpec
 
 EVERYTHING = REPO / "node_modules" / ".bin" / "mcp-server-everything"
@@ -56,6 +58,7 @@ class Result:
     p99_ms: float
     errors: int
     first_error: str | None = None
+    cpu_ms_per_call: dict[str, float] | None = None  # --cpu: by process role
 
 
 @dataclass
@@ -95,12 +98,30 @@ async def drive(calls: list[Call], duration: float, counter: itertools.count[int
 
 
 async def measure(mode: str, calls: list[Call], duration: float,
-                  counter: itertools.count[int]) -> Result:
+                  counter: itertools.count[int], tree: set[int] | None = None) -> Result:
+    """`tree`: also measure these processes' CPU time per call."""
     await drive(calls, WARMUP, counter)
+    before = {pid: cpu_seconds(pid) for pid in tree or ()}
     run = await drive(calls, duration, counter)
     lat = sorted(run.latencies)
-    return Result(mode, len(calls), len(lat) / run.elapsed, percentile(lat, 0.50) * 1e3,
-                  percentile(lat, 0.99) * 1e3, run.errors, run.first_error)
+    result = Result(mode, len(calls), len(lat) / run.elapsed, percentile(lat, 0.50) * 1e3,
+                    percentile(lat, 0.99) * 1e3, run.errors, run.first_error)
+    if tree and lat:
+        spent: dict[str, float] = {}
+        for pid, start in before.items():
+            role = role_of(cmdline(pid))
+            spent[role] = spent.get(role, 0.0) + (cpu_seconds(pid) - start) * 1e3 / len(lat)
+        result.cpu_ms_per_call = dict(sorted(spent.items(), key=lambda kv: -kv[1]))
+    return result
+
+
+def role_of(command: str) -> str:
+    """A process of the mesh tree by what it does: `gateway`, `upstream:everything`, `node`..."""
+    words = command.split()
+    if "run" in words and words.index("run") + 1 < len(words):
+        role = words[words.index("run") + 1]
+        return f"{role}:{words[words.index('--server') + 1]}" if "--server" in words else role
+    return "supervisord" if "supervisord" in command else (os.path.basename(words[0]) if words else "?")
 
 
 async def bench_direct(duration: float, counter: itertools.count[int]) -> list[Result]:
@@ -148,12 +169,13 @@ class HttpConn:
             self.streams = None
 
 
-async def bench_mesh(port: int, duration: float, counter: itertools.count[int]) -> list[Result]:
+async def bench_mesh(port: int, duration: float, counter: itertools.count[int],
+                     tree: set[int] | None = None) -> list[Result]:
     results = []
     for c in CONCURRENCY:
         conns = [HttpConn(port) for _ in range(c)]
         try:
-            results.append(await measure("mesh-rest", [x.call for x in conns], duration, counter))
+            results.append(await measure("mesh-rest", [x.call for x in conns], duration, counter, tree))
         finally:
             for conn in conns:
                 conn.close()
@@ -249,6 +271,11 @@ def table(direct: list[Result], mesh: list[Result]) -> str:
                     f" {r.p99_ms:>8.2f} {r.errors:>6}{extra}")
     rows += [f"first error ({r.mode}, concurrency {r.concurrency}): {r.first_error}"
              for r in direct + mesh if r.first_error]
+    for r in mesh:
+        if r.cpu_ms_per_call:
+            total = sum(r.cpu_ms_per_call.values())
+            rows.append(f"CPU ms per call, {r.mode} c={r.concurrency}: total {total:.3f} = " + ", ".join(
+                f"{role} {ms:.3f}" for role, ms in r.cpu_ms_per_call.items() if ms >= 0.0005))
     return "\n".join(rows)
 
 
@@ -258,6 +285,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds measured per level")
     ap.add_argument("--policy-workers", type=int, default=1)
     ap.add_argument("--upstream-workers", type=int, default=1)
+    ap.add_argument("--cpu", action="store_true", help="CPU time per call of each mesh process")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir with the mesh logs")
     args = ap.parse_args()
@@ -278,7 +306,7 @@ def main() -> int:
     try:
         print(f"mesh on port {mesh.port}, AGENT_MESH_HOME={mesh.home} ...", file=sys.stderr)
         mesh.start()
-        results = asyncio.run(bench_mesh(mesh.port, args.duration, counter))
+        results = asyncio.run(bench_mesh(mesh.port, args.duration, counter, mesh.tree() if args.cpu else None))
         tree = mesh.tree()
         rss = rss_mb(tree)
     finally:

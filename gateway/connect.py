@@ -27,15 +27,19 @@ async def _relay(source: Any, sink: Any, what: str) -> None:
 async def relay(url: str, agent: str) -> None:
     endpoint = url.rstrip("/") + ("" if url.rstrip("/").endswith("/mcp") else "/mcp")
     http = create_mcp_http_client(headers={"Authorization": f"Bearer agent:{agent}"})
-    async with http, streamable_http_client(endpoint, http_client=http) as remote, stdio_server() as local:
-        async with anyio.create_task_group() as tasks:
-            async def to_remote() -> None:
-                await _relay(local[0], remote[1], "from stdin")
-                tasks.cancel_scope.cancel()  # stdin closed: the client is gone, end the session
+    async with (
+        http,
+        streamable_http_client(endpoint, http_client=http) as remote,
+        stdio_server() as local,
+        anyio.create_task_group() as tasks,
+    ):
+        async def to_remote() -> None:
+            await _relay(local[0], remote[1], "from stdin")
+            tasks.cancel_scope.cancel()  # stdin closed: the client is gone, end the session
 
-            tasks.start_soon(to_remote)
-            await _relay(remote[0], local[1], f"from {endpoint}")
-            tasks.cancel_scope.cancel()
+        tasks.start_soon(to_remote)
+        await _relay(remote[0], local[1], f"from {endpoint}")
+        tasks.cancel_scope.cancel()
 
 
 def main(url: str, agent: str) -> int:

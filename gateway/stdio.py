@@ -31,12 +31,11 @@ async def serve(loaded: LoadedConfig, agent: str, session_id: str | None) -> Non
     try:
         await _wait_for_upstreams(frontend)
         server = MeshMcp(frontend, identify=lambda ctx: (agent, session)).build()
-        async with stdio_server() as (read_stream, write_stream):
-            # serve_loop speaks the initialize handshake only (see MeshMcp.build) and, unlike
-            # Server.run, does not enter the lifespan itself.
-            async with server.lifespan(server) as state:
-                await serve_loop(server, read_stream, write_stream, lifespan_state=state,
-                                 init_options=server.create_initialization_options())
+        # serve_loop speaks the initialize handshake only (see MeshMcp.build) and, unlike
+        # Server.run, does not enter the lifespan itself.
+        async with stdio_server() as (read_stream, write_stream), server.lifespan(server) as state:
+            await serve_loop(server, read_stream, write_stream, lifespan_state=state,
+                             init_options=server.create_initialization_options())
     finally:
         await frontend.stop()
 

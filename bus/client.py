@@ -26,6 +26,9 @@ PartialHandler = Callable[[Any], None]
 _GRACE = 0.25  # local deadline slack, so the broker's TIMEOUT (which names the service) wins
 _CONNECT_WAIT = 1.0  # how long a request may wait for the broker connection to come up
 _REFUSED_LOG_EVERY = 10.0  # s between two warnings about a refused CURVE handshake
+# The message of the UNAVAILABLE error for requests sent over a connection that then dropped:
+# unlike other failures, such a request may or may not have reached its worker.
+CONNECTION_LOST = "broker connection lost"
 
 
 @dataclass(slots=True)
@@ -98,7 +101,7 @@ class BusClient:
             # rather than at its deadline; whether it reached a worker is unknown.
             lost = self._connection
             self._connection += 1
-            self._fail_sent_over(lost, BusError(frames.UNAVAILABLE, "broker connection lost"))
+            self._fail_sent_over(lost, BusError(frames.UNAVAILABLE, CONNECTION_LOST))
         elif event in HANDSHAKE_FAILED:
             now = time.monotonic()
             if now - self._refused_logged > _REFUSED_LOG_EVERY:

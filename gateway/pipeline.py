@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bus import frames
-from bus.client import BusClient, PartialHandler
+from bus.client import CONNECTION_LOST, BusClient, PartialHandler
 from bus.errors import BusError
 from bus.messages import (
     APPROVAL,
@@ -160,7 +160,7 @@ class Pipeline:
                 on_partial=call.on_progress, with_meta=True,
             )
         except BusError as exc:
-            if exc.message == "broker connection lost":  # sent, then lost: we cannot know how far it got
+            if exc.message == CONNECTION_LOST:  # sent, then lost: we cannot know how far it got
                 return fail(503, "error", f"mesh bus unavailable: {exc.message} (the call may or may not "
                                           f"have reached {server.name})")
             if (allowed := exc.meta.get("policy")) is None:

@@ -1,11 +1,13 @@
 """Typed bodies of every request, reply and event on the bus (see bus/PROTOCOL.md).
 
-Bodies travel as msgpack maps. Senders build them with `.dump()`; receivers validate them at
-the edge with `Model.model_validate(body)` so a confused peer gets a 400, never a crash.
+Bodies travel as msgpack maps. Senders build them with `.dump()` (trace records, made on every
+call, with `trace_record`: the same map without the model); receivers validate them at the edge
+with `Model.model_validate(body)` so a confused peer gets a 400, never a crash.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -106,12 +108,15 @@ class TraceRecord(Body):
 
 def trace_record(
     *, trace_id: str, agent_id: str, tool: str, policy: str, status_code: int, latency_ms: float,
-    timestamp: str, session_id: str = "", params: dict[str, Any] | None = None, policy_rule: str = "",
-    error: str = "", **optional: Any,
+    timestamp: str | None = None, session_id: str = "", params: dict[str, Any] | None = None,
+    policy_rule: str = "", error: str = "", **optional: Any,
 ) -> dict[str, Any]:
     """A `TraceRecord` as its map (`TraceRecord(...).dump()`), built without the model: the call
     path makes one per call, and the trace writer validates every record it stores anyway.
-    `optional`: the model's optional fields (approval_*, supervisor_*); None ones are left out."""
+    `timestamp` defaults to now. `optional`: the model's optional fields (approval_*,
+    supervisor_*); None ones are left out."""
+    if timestamp is None:
+        timestamp = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     record = {"trace_id": trace_id, "session_id": session_id, "agent_id": agent_id, "tool": tool,
               "params": params if params is not None else {}, "policy": policy, "policy_rule": policy_rule,
               "status_code": status_code, "latency_ms": latency_ms, "error": error, "timestamp": timestamp}

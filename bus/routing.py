@@ -284,13 +284,18 @@ class Router:
         self.events.append((f"worker.{service_name}.ready", {"slot": slot, "capacity": capacity}))
         self._drain(service, now)
 
+    def _held(self, worker: Worker, header: dict[str, Any]) -> Pending | None:
+        """The request `(c, id)` of a worker's answer or forward, if that worker still holds it
+        (None: late — timed out, cancelled, or from before a restart)."""
+        pending = self.pending.get((bytes(header["c"]), int(header["id"])))
+        return pending if pending is not None and pending.worker is worker else None
+
     def _worker_answer(
         self, worker: Worker, command: bytes, header: dict[str, Any], body: bytes, now: float
     ) -> None:
-        key: Key = (bytes(header["c"]), int(header["id"]))
-        pending = self.pending.get(key)
-        if pending is None or pending.worker is not worker:
-            return  # late answer (timed out, cancelled, or from before a restart)
+        if (pending := self._held(worker, header)) is None:
+            return
+        key: Key = (pending.client, pending.id)
         out: dict[str, Any] = {"id": key[1]}
         if command == frames.ERROR:
             out["code"], out["msg"] = int(header.get("code", frames.INTERNAL)), str(header.get("msg", ""))
@@ -305,13 +310,11 @@ class Router:
     def _worker_forward(self, worker: Worker, header: dict[str, Any], body: bytes, now: float) -> None:
         """The worker hands its request on to another service (e.g. policy → upstream once the call
         is allowed): same client, id and deadline; the caller's answer comes from the next worker."""
-        key: Key = (bytes(header["c"]), int(header["id"]))
-        pending = self.pending.get(key)
-        if pending is None or pending.worker is not worker:
-            return  # late (timed out, cancelled)
+        if (pending := self._held(worker, header)) is None:
+            return
         worker.served += 1
         pending.worker = None
-        self._release(worker, key, now)
+        self._release(worker, (pending.client, pending.id), now)
         pending.service = str(header["s"])
         pending.key = str(header["k"]) if header.get("k") is not None else None
         pending.body = body

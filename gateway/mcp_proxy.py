@@ -44,7 +44,6 @@ from bus.errors import BusError
 from bus.messages import POLICY, PolicyCheck, UpstreamRequest, trace_record, upstream_service
 from gateway.catalog import ServerView
 from gateway.frontend import FrontEnd
-from gateway.trace_outbox import trace_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +312,7 @@ class McpProxy:
         self.outbox.add(trace_record(
             trace_id=trace_id, session_id=session_id, agent_id=agent, tool=name, params=params,
             policy=outcome.policy, policy_rule=outcome.rule, status_code=outcome.status, latency_ms=latency,
-            error=outcome.message if outcome.status != 200 else "", timestamp=trace_timestamp(),
+            error=outcome.message if outcome.status != 200 else "",
         ))
 
 

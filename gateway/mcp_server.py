@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import mcp_types as types
@@ -208,9 +208,7 @@ class MeshMcp:
         catalog = self.frontend.catalog
         for uri, owner in list(self.owners.items()):
             if owner in servers and catalog.servers[owner].up:  # (down: renewed when it is back)
-                task = asyncio.create_task(self._resubscribe(uri, owner))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._spawn(self._resubscribe(uri, owner))
 
     async def _resubscribe(self, uri: str, owner: str) -> None:
         try:
@@ -247,7 +245,11 @@ class MeshMcp:
     def _catalog_changed(self, kinds: set[str]) -> None:
         if not self.sessions:
             return
-        task = asyncio.create_task(self._notify_sessions(kinds))
+        self._spawn(self._notify_sessions(kinds))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run in the background, held until done (the loop keeps only weak references)."""
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -26,7 +26,7 @@ from bus.messages import (
     upstream_service,
 )
 from gateway.catalog import Catalog
-from gateway.trace_outbox import TraceOutbox, trace_timestamp
+from gateway.trace_outbox import TraceOutbox
 
 POLICY_TIMEOUT = 5.0
 
@@ -128,7 +128,7 @@ class Pipeline:
         self.outbox.add(trace_record(
             trace_id=outcome.trace_id, session_id=call.session_id, agent_id=call.agent, tool=call.tool,
             params=call.params, policy=outcome.policy, policy_rule=outcome.rule, status_code=outcome.status,
-            latency_ms=outcome.latency_ms, error=outcome.error, timestamp=trace_timestamp(),
+            latency_ms=outcome.latency_ms, error=outcome.error,
             approval_id=outcome.approval_id or None,
             approval_status=_final_status(outcome.approval_status),
             approved_by=outcome.approved_by or None, approval_ms=outcome.approval_ms,

@@ -16,7 +16,6 @@ import fcntl
 import logging
 import os
 from collections import deque
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +36,6 @@ SEGMENT_RECORDS = 10_000  # journal segment size: a segment is deleted once all 
 
 
 Record = dict[str, Any]  # a TraceRecord map (bus.messages.trace_record)
-
-
-def trace_timestamp() -> str:
-    """Now, as a trace record's `timestamp` (RFC 3339, UTC, microseconds)."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class _Segment:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -32,3 +33,11 @@ def test_trace_record_needs_every_required_field() -> None:
     del missing["status_code"]
     with pytest.raises(TypeError, match="status_code"):
         trace_record(**missing)
+
+
+def test_trace_record_stamps_now_by_default() -> None:
+    fields = dict(REQUIRED)
+    del fields["timestamp"]
+    before = datetime.now(UTC)
+    stamp = trace_record(**fields)["timestamp"]
+    assert stamp.endswith("Z") and before <= datetime.fromisoformat(stamp) <= datetime.now(UTC)

@@ -1,7 +1,8 @@
 """Event fan-out helpers: publish to the broker's XSUB, subscribe at its XPUB (PROTOCOL.md, Events).
 
 Events are best effort (PUB/SUB); what must not be lost travels as an acknowledged request.
-Topics are `<kind>.<name>.<event>`, bodies msgpack maps.
+Topics are `<kind>.<name>.<event>`, bodies msgpack maps. Which topics a worker may publish
+through the broker (EVENT) is decided here too (`worker_may_publish`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,18 @@ import zmq
 import zmq.asyncio
 
 from bus import frames
+
+_UPSTREAM = "upstream."  # bus.messages.UPSTREAM_PREFIX (the broker loads no message models)
+
+
+def worker_may_publish(service: str, topic: str) -> bool:
+    """Whether a worker of `service` may publish `topic` (EVENT): a worker of `upstream.<name>`
+    publishes `resource.<name>.<event>` and nothing else. Subscribers trust `worker.*` (the
+    broker's) and `trace.*` (the trace writer's) events, and a remote worker must not forge those
+    nor speak for another server."""
+    server = service.removeprefix(_UPSTREAM)
+    prefix = f"resource.{server}."
+    return server != service and topic.startswith(prefix) and len(topic) > len(prefix)
 
 
 class Publisher:

@@ -17,6 +17,7 @@ from typing import Any
 import msgpack
 
 from bus import frames
+from bus.events import worker_may_publish
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +28,6 @@ Event = tuple[str, dict[str, Any] | bytes]  # (topic, body: a map, or a map alre
 # An unknown worker is told DISCONNECT at most once in this window (its queued messages arrive
 # after the first DISCONNECT but before its READY); after it, a worker still unknown is told again.
 _TOLD_FOR = frames.HEARTBEAT_INTERVAL * frames.LIVENESS
-_UPSTREAM = "upstream."  # bus.messages.UPSTREAM_PREFIX (the broker loads no message models)
-
-
-def worker_may_publish(service: str, topic: str) -> bool:
-    """Whether a worker of `service` may publish `topic` (EVENT): a worker of `upstream.<name>`
-    publishes `resource.<name>.<event>` and nothing else. Subscribers trust `worker.*` (the
-    broker's) and `trace.*` (the trace writer's) events, and a remote worker must not forge those
-    nor speak for another server."""
-    server = service.removeprefix(_UPSTREAM)
-    prefix = f"resource.{server}."
-    return server != service and topic.startswith(prefix) and len(topic) > len(prefix)
-
-
 @dataclass(eq=False)
 class Worker:
     identity: bytes

@@ -85,3 +85,21 @@ async def test_a_failed_build_answers_503_naming_the_problem(monkeypatch: pytest
     error = json.loads(body)["error"]
     assert error["code"] == -32603
     assert "ImportError: no module named gateway.mcp_http (broken install)" in error["message"]
+
+
+async def test_a_request_that_waits_too_long_gets_503_not_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def stuck(name: str) -> Any:
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+        raise ImportError("released at the end of the test")
+
+    monkeypatch.setattr(mcp_deferred.importlib, "import_module", stuck)
+    monkeypatch.setattr(mcp_deferred, "READY_WAIT", 0.1)
+    deferred = DeferredMcpHttp(frontend=object())  # type: ignore[arg-type]
+    async with deferred.lifespan():
+        status, body = await asyncio.wait_for(_call(deferred), 5)
+        release.set()
+    assert status == 503
+    assert "the MCP endpoint is unavailable: not ready after 0.1s" in json.loads(body)["error"]["message"]

@@ -13,9 +13,10 @@ ERROR replies.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,8 @@ class Request:
     _client: bytes
     _id: int
     _questions: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+    # Never reused within a request: a size-based id collides once an earlier question is answered.
+    _question_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     forwarded: bool = False
 
     def forward(self, service: str, body: Any, *, key: str | None = None,
@@ -66,7 +69,7 @@ class Request:
     async def ask(self, method: str, params: Any, timeout: float) -> Any:
         """Ask the caller a question while this request runs (an upstream's sampling or
         elicitation request) and wait for its answer: `{"result": ...}` or `{"error": ...}`."""
-        question_id = len(self._questions) + 1
+        question_id = next(self._question_ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._questions[question_id] = future
         self.partial({"ask": {"id": question_id, "method": method, "params": params}})

@@ -1,6 +1,7 @@
 """The decision for one tool call (compat.md §2): limits, then policies, then grants.
 
-Pure: no I/O, no clock; the caller passes `now` (seconds; the same clock as grant expiry).
+Pure: no I/O, no clock; the caller passes `now` (seconds on a monotonic clock, for the limits)
+and, when it passes grants, `wall_now` (unix seconds, the clock of `Grant.expires_at`).
 
 Order of evaluation in `PolicyEngine.evaluate`:
 1. Rate limit of the *selected* policy (the most specific one whose agent pattern matches;
@@ -79,8 +80,11 @@ class PolicyEngine:
         params: Mapping[str, Any],
         now: float,
         grants: Sequence[Grant] = (),
+        *,
+        wall_now: float | None = None,
     ) -> Decision:
-        """Decide one call (see the module docstring for the order) and count it."""
+        """Decide one call (see the module docstring for the order) and count it. Grants are
+        checked against `wall_now` (default `now`, for callers with one clock)."""
         selected = self.select_policy(agent)
         limit = selected.rate_limit if selected is not None else None
         if selected is not None and limit is not None:
@@ -98,7 +102,7 @@ class PolicyEngine:
 
         decision = self._first_rule(agent, tool, params)
         if decision.action == "human_approval":
-            grant = _live_grant(grants, agent, tool, now)
+            grant = _live_grant(grants, agent, tool, now if wall_now is None else wall_now)
             if grant is not None:
                 return Decision(
                     action="allow",

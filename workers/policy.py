@@ -27,7 +27,9 @@ class PolicyService:
             check = PolicyCheck.model_validate(request.body)
         except ValidationError as exc:
             raise bad_request(f"policy: invalid request: {exc.errors()[0]['msg']}") from None
-        decision = self.engine.evaluate(check.agent, check.tool, check.params, time.time()).model_dump()
+        # Monotonic: a wall-clock step (NTP, or set by hand) must not reopen a window.
+        now = time.monotonic()
+        decision = self.engine.evaluate(check.agent, check.tool, check.params, now).model_dump()
         then = check.then
         if then is not None and decision["action"] == "allow":
             call = ToolCall(tool=then.tool, arguments=check.params, timeout=then.timeout)

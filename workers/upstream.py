@@ -170,7 +170,13 @@ class UpstreamService:
         return merged
 
     def _timeout(self, asked: float | None, request: Request) -> float:
-        return min(asked or self.server.timeout_seconds, request.remaining or self.server.timeout_seconds)
+        """The call's own timeout, bounded by the request's deadline; a passed deadline raises
+        TIMEOUT (the caller has its answer already: the upstream is not asked at all)."""
+        remaining = request.remaining
+        if remaining <= 0:
+            raise BusError(frames.TIMEOUT, f"upstream timeout: {self.server.name}: the request's "
+                                           "deadline passed before the upstream was asked")
+        return min(asked or self.server.timeout_seconds, remaining)
 
     async def follow_list_changes(self, worker: BusWorker) -> None:
         """Re-list tools / count resources and prompts changes, and tell the broker (UPDATE)."""

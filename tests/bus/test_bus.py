@@ -231,3 +231,36 @@ async def test_a_worker_forwards_and_the_caller_gets_the_next_answer_with_meta(
             await client.request("gate", {"n": 0}, timeout=2)
         assert err.value.code == frames.UNAVAILABLE and err.value.meta == {"gate": "passed"}
     gate_task.cancel()
+
+
+async def test_concurrent_questions_of_one_request_keep_distinct_ids(broker: Broker, endpoints: Endpoints) -> None:
+    # q1 and q2 are asked together; q1 is answered, then q3 is asked while q2 still waits.
+    # Each answer must reach its own question (ids are never reused within a request).
+    async def asking(request: Request) -> Any:
+        first = asyncio.create_task(request.ask("q", {"n": 1}, timeout=3))
+        second = asyncio.create_task(request.ask("q", {"n": 2}, timeout=3))
+        answered = await first
+        third = asyncio.create_task(request.ask("q", {"n": 3}, timeout=3))
+        return [answered, await second, await third]
+
+    _, task = await _start_worker(endpoints, "asker", asking)
+    asked: list[dict[str, Any]] = []
+    async with BusClient(endpoints.requests) as client:
+        await _wait_for_service(client, "asker")
+
+        def reply(ask: dict[str, Any]) -> None:
+            client.answer(ask["bus_id"], {"id": ask["id"], "result": ask["params"]["n"]})
+
+        def on_partial(partial: Any) -> None:
+            asked.append(partial["ask"])
+            n = partial["ask"]["params"]["n"]
+            if n == 1:
+                reply(asked[0])
+            elif n == 3:  # q3 first, then the q2 held until now
+                reply(asked[2])
+                reply(asked[1])
+
+        answers = await client.request("asker", {}, timeout=10, on_partial=on_partial)
+    assert answers == [{"id": a["id"], "result": a["params"]["n"]} for a in asked]
+    assert len({a["id"] for a in asked}) == 3, asked
+    task.cancel()

@@ -506,3 +506,13 @@ def test_evaluate_static_counts_nothing() -> None:
         assert engine.evaluate_static("support-1", "tickets.a").action == "allow"
     assert engine.evaluate("support-1", "tickets.a", {}, NOW).action == "allow"
     assert PolicyEngine([]).evaluate_static("claude", "fs.read") == FAIL_CLOSED
+
+
+def test_grants_use_the_wall_clock_and_limits_the_monotonic_one() -> None:
+    grant = Grant(id="g1", agent="claude", tools=["fs.*"], expires_at=NOW + 60)
+    engine = PolicyEngine(GRANT_POLICIES)
+    # `now` is a monotonic reading (small); the grant's expiry is unix time
+    live = engine.evaluate("claude", "fs.write_file", {}, 5.0, [grant], wall_now=NOW)
+    assert (live.action, live.rule) == ("allow", "grant:g1")
+    expired = engine.evaluate("claude", "fs.write_file", {"n": 2}, 6.0, [grant], wall_now=NOW + 60)
+    assert (expired.action, expired.rule) == ("human_approval", "claude")

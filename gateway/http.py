@@ -28,8 +28,25 @@ from gateway.mcp_deferred import DeferredMcpHttp
 from gateway.rest_tool import ToolRoute
 
 
+TRACE_SETTLE = 2.0  # s a trace read waits for this gateway's own records to be stored
+
+
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def int_param(request: Request, name: str, default: int) -> int:
+    """A non-negative integer query parameter; a bad one is the caller's 400, naming it."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HttpError(400, f"invalid query parameter {name}={raw!r}: expected an integer") from None
+    if value < 0:
+        raise HttpError(400, f"invalid query parameter {name}={raw!r}: expected 0 or more")
+    return value
 
 
 class Gateway(FrontEnd):
@@ -49,6 +66,15 @@ class Gateway(FrontEnd):
             await self.stop()
 
     # -- routes --------------------------------------------------------------------------------
+
+    async def _trace_store(self, body: dict[str, Any]) -> Any:
+        """One read of the trace store, after this gateway's own records are stored: a caller
+        that got its answer finds its trace (read-your-writes, gateway/trace_outbox.py)."""
+        await self.outbox.settled(TRACE_SETTLE)
+        try:
+            return await self.client.request(TRACES, body, timeout=5.0)
+        except BusError as exc:
+            raise HttpError(503, f"trace store unavailable: {exc.message}") from None
 
     # -- approvals and grants (supervisor protocol, compat.md §3 and §7) ----------------------
 
@@ -70,17 +96,15 @@ class Gateway(FrontEnd):
     async def approvals(self, request: Request) -> Response:
         q = request.query_params
         reply = await self._approval({"op": "list", "status": q.get("status") or None, "tool": q.get("tool"),
-                                      "agent": q.get("agent"), "limit": int(q.get("limit", 500))})
+                                      "agent": q.get("agent"), "limit": int_param(request, "limit", 500)})
         return JSONResponse({"approvals": reply["approvals"], "count": len(reply["approvals"])})
 
     async def approval(self, request: Request) -> Response:
         reply = await self._approval({"op": "get", "id": request.path_params["id"]})
         approval = reply["approval"]
         try:
-            traces = await self.client.request(
-                TRACES, TraceQuery(agent=approval["agent_id"], limit=10).dump(), timeout=5.0)
-            recent = traces["traces"]
-        except BusError:
+            recent = (await self._trace_store(TraceQuery(agent=approval["agent_id"], limit=10).dump()))["traces"]
+        except HttpError:
             recent = []
         return JSONResponse({**approval, "recent_traces": recent, "active_grants": reply["active_grants"]})
 
@@ -141,30 +165,19 @@ class Gateway(FrontEnd):
         q = request.query_params
         try:
             query = TraceQuery(agent=q.get("agent"), tool=q.get("tool"), session_id=q.get("session"),
-                               limit=int(q.get("limit", 100)))
+                               limit=int_param(request, "limit", 100))
         except ValueError as exc:
             return error(400, f"invalid query: {exc}")
-        try:
-            reply = await self.client.request(TRACES, query.dump(), timeout=5.0)
-        except BusError as exc:
-            return error(503, f"trace store unavailable: {exc.message}")
+        reply = await self._trace_store(query.dump())
         return JSONResponse({"traces": reply["traces"], "count": len(reply["traces"])})
 
     async def sessions(self, request: Request) -> Response:
-        try:
-            reply = await self.client.request(TRACES, {"op": "sessions", "limit": int(request.query_params.get("limit", 100))},
-                                              timeout=5.0)
-        except BusError as exc:
-            return error(503, f"trace store unavailable: {exc.message}")
+        reply = await self._trace_store({"op": "sessions", "limit": int_param(request, "limit", 100)})
         return JSONResponse(reply)
 
     async def session(self, request: Request) -> Response:
         """Every call of one session, oldest first."""
-        query = TraceQuery(session_id=request.path_params["id"], limit=10_000)
-        try:
-            reply = await self.client.request(TRACES, query.dump(), timeout=5.0)
-        except BusError as exc:
-            return error(503, f"trace store unavailable: {exc.message}")
+        reply = await self._trace_store(TraceQuery(session_id=request.path_params["id"], limit=10_000).dump())
         events = list(reversed(reply["traces"]))
         if not events:
             return error(404, f"no session {request.path_params['id']}")

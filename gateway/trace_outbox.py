@@ -2,6 +2,10 @@
 kept until acknowledged and re-sent after a failure — so no record is lost while the trace
 writer restarts. The call path only appends; it never waits on the trace writer.
 
+Read-your-writes: a reader of traces on the same front-end (`GET /traces`) first awaits
+`settled()`, which returns once every record queued before it was acknowledged, i.e. stored and
+visible to the trace writer's queries; the sender skips its linger while someone waits.
+
 With a journal directory the outbox also survives its own process being killed: every record
 is appended to a journal file (one write(2), before the caller answers its client) and replayed
 by the next front-end that starts; the trace writer is idempotent by trace_id, so replaying
@@ -66,6 +70,10 @@ class TraceOutbox:
         self._seq = 0
         self._segment: _Segment | None = None
         self._orphans: list[_Segment] = []
+        self._queued_total = 0  # records ever queued (sequence numbers: 1.._queued_total)
+        self._acked_total = 0  # of which acknowledged, in order (the queue is FIFO)
+        self._acked = asyncio.Condition()
+        self._readers = 0  # settled() calls waiting: send now, do not linger
         if journal_dir is not None:
             journal_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._adopt_orphans()
@@ -89,18 +97,33 @@ class TraceOutbox:
             if segment.written >= SEGMENT_RECORDS:
                 self._rotate()
         self._queue.append((record, segment))
+        self._queued_total += 1
         self._wakeup.set()
 
     @property
     def backlog(self) -> int:
         return len(self._queue)
 
+    async def settled(self, timeout: float) -> bool:
+        """Wait until every record queued before this call is acknowledged (records queued while
+        waiting are not waited for). False if the timeout passed first."""
+        target = self._queued_total
+        if self._acked_total >= target:
+            return True
+        self._readers += 1
+        self._wakeup.set()
+        try:
+            async with self._acked:
+                await asyncio.wait_for(self._acked.wait_for(lambda: self._acked_total >= target), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._readers -= 1
+
     async def flush(self, timeout: float) -> None:
         """Wait until everything queued so far is acknowledged (or the timeout passes)."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while self._queue and loop.time() < end:
-            await asyncio.sleep(0.01)
+        await self.settled(timeout)
 
     async def stop(self, timeout: float = 2.0) -> None:
         await self.flush(timeout)
@@ -144,13 +167,14 @@ class TraceOutbox:
             for record in records:
                 self._queue.append((record, segment))
             self.replayed += len(records)
+            self._queued_total += len(records)
             if records:
                 log.warning("replaying %d trace records from %s (a front-end died)", len(records), path.name)
                 self._orphans.append(segment)
             else:
                 segment.close(delete=True)
 
-    def _acked(self, batch: list[tuple[Record, _Segment | None]]) -> None:
+    def _release(self, batch: list[tuple[Record, _Segment | None]]) -> None:
         for _, segment in batch:
             if segment is not None:
                 segment.unacked -= 1
@@ -161,7 +185,7 @@ class TraceOutbox:
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
-            if len(self._queue) < MAX_BATCH:
+            if len(self._queue) < MAX_BATCH and not self._readers:
                 await asyncio.sleep(LINGER)
             self._wakeup.clear()
             while self._queue:
@@ -176,5 +200,8 @@ class TraceOutbox:
                     continue
                 for _ in batch:
                     self._queue.popleft()
-                self._acked(batch)
+                self._release(batch)
                 self.sent += len(batch)
+                self._acked_total += len(batch)
+                async with self._acked:
+                    self._acked.notify_all()

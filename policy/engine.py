@@ -4,9 +4,11 @@ Pure: no I/O, no clock; the caller passes `now` (seconds on a monotonic clock, f
 and, when it passes grants, `wall_now` (unix seconds, the clock of `Grant.expires_at`).
 
 Order of evaluation in `PolicyEngine.evaluate`:
-1. Rate limit of the *selected* policy (the most specific one whose agent pattern matches;
-   max_total, then max_per_minute), then loop detection. Either refuses with
-   action "rate_limited" and rule "rate_limit" / "loop_detection".
+1. The `rate_limit` of the *selected* policy (the most specific one whose agent pattern
+   matches): max_total, then max_per_minute, then loop detection (more than loop_threshold
+   identical calls within loop_window). Either refuses with action "rate_limited" and rule
+   "rate_limit" / "loop_detection". A selected policy without `rate_limit` has no limits at
+   all, loop detection included (as in the Go project).
 2. Every call that gets past step 1 is counted (rate limiter and loop detector), whatever the
    rules then decide: a denied call still costs budget, so an agent hammering a denied tool
    is throttled too. Refused calls (step 1) are not counted, so agents recover.
@@ -88,17 +90,16 @@ class PolicyEngine:
         selected = self.select_policy(agent)
         limit = selected.rate_limit if selected is not None else None
         if selected is not None and limit is not None:
-            error = self.rate_limiter.check((selected.name, agent), limit, now)
+            key = (selected.name, agent)
+            error = self.rate_limiter.check(key, limit, now)
             if error is not None:
                 return Decision(action="rate_limited", rule="rate_limit", reason=error)
-        error = self.loop_detector.check(agent, tool, params, now)
-        if error is not None:
-            return Decision(action="rate_limited", rule="loop_detection", reason=error)
-
-        # Only policies with a limit are counted: nothing else reads the rate counters.
-        if selected is not None and limit is not None:
-            self.rate_limiter.record((selected.name, agent), now)
-        self.loop_detector.record(agent, tool, params, now)
+            error = self.loop_detector.check(key, tool, params, limit, now)
+            if error is not None:
+                return Decision(action="rate_limited", rule="loop_detection", reason=error)
+            # Only policies with a limit are counted: nothing else reads the counters.
+            self.rate_limiter.record(key, now)
+            self.loop_detector.record(key, tool, params, limit, now)
 
         decision = self._first_rule(agent, tool, params)
         if decision.action == "human_approval":

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agent_mesh.durations import parse_duration  # a pure parser: no I/O comes with it
 
 Action = Literal["allow", "deny", "human_approval"]
 # What a decision can say: a rule's action, or a limit that fired before any rule was tried.
@@ -32,8 +34,25 @@ class Rule(_Strict):
 
 
 class RateLimit(_Strict):
+    """A policy's limits, checked before its rules; a policy without `rate_limit` has none,
+    loop detection included (as in the Go project)."""
+
     max_per_minute: int | None = Field(default=None, ge=1)
     max_total: int | None = Field(default=None, ge=1)
+    # Loop detection (extension: configurable; Go's fixed values are the defaults): more than
+    # `loop_threshold` identical calls (same agent, tool and params) within `loop_window` are
+    # refused, i.e. the 4th within 10 s by default. 0 turns it off.
+    loop_threshold: int = Field(default=3, ge=0)
+    loop_window: float = Field(default=10.0, gt=0)  # seconds; YAML "10s", "1m" or a number
+
+    @field_validator("loop_window", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_duration(value)  # its ValueError names what is wrong
+        if isinstance(value, bool):  # YAML `yes`; never a duration
+            raise ValueError("must be a duration such as '10s' or a number of seconds")
+        return value
 
 
 class Policy(_Strict):

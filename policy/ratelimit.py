@@ -1,4 +1,5 @@
-"""Call counting checked before any policy rule (compat.md §2): per-policy rate limits and loops.
+"""Call counting checked before any policy rule (docs/compat.md): per-policy rate limits and
+loop detection, both only for a policy that declares `rate_limit`.
 
 Pure state machines: the caller passes `now` (seconds, non-decreasing, e.g. time.monotonic()).
 Not thread-safe; one instance per policy worker, calls serialized.
@@ -16,7 +17,7 @@ from typing import Any
 from policy.model import RateLimit
 
 RateKey = tuple[str, str]  # (policy name, agent id)
-LoopKey = tuple[str, str, str]  # (agent id, tool, params fingerprint)
+LoopKey = tuple[str, str, str, str]  # (policy name, agent id, tool, params fingerprint)
 
 RATE_WINDOW = 60.0  # seconds; `max_per_minute` is a sliding window of this length
 
@@ -93,60 +94,75 @@ def fingerprint(params: Mapping[str, Any]) -> str:
 
 
 class LoopDetector:
-    """Refuses the `threshold`-th identical call (same agent, tool, params) within `window` s.
+    """Loop detection per (policy name, agent id): more than `limit.loop_threshold` identical
+    calls (same tool and params) within `limit.loop_window` seconds are refused; threshold 0 is off.
 
     Refused calls are not recorded, so an agent that stops repeating recovers once its
-    earlier calls leave the window. Memory: keys whose calls all left the window are dropped,
+    earlier calls leave the window. Memory: keys whose calls all left their window are dropped,
     and at most `max_keys` keys are kept (least recently recorded evicted first).
     """
 
-    def __init__(self, threshold: int = 3, window: float = 10.0, max_keys: int = 10_000) -> None:
-        if threshold < 2:
-            raise ValueError("threshold must be >= 2 (1 would refuse every call)")
-        if window <= 0 or max_keys < 1:
-            raise ValueError("window must be > 0 and max_keys >= 1")
-        self.threshold = threshold
-        self.window = window
+    def __init__(self, max_keys: int = 10_000) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be >= 1")
         self._max_keys = max_keys
-        self._calls: OrderedDict[LoopKey, deque[float]] = OrderedDict()
+        self._calls: OrderedDict[LoopKey, _Calls] = OrderedDict()
 
-    def check(self, agent: str, tool: str, params: Mapping[str, Any], now: float) -> str | None:
-        """An error text if this call would be the `threshold`-th identical one, else None."""
-        key = (agent, tool, fingerprint(params))
-        stamps = self._calls.get(key)
-        if stamps is None:
+    def check(
+        self, key: RateKey, tool: str, params: Mapping[str, Any], limit: RateLimit, now: float
+    ) -> str | None:
+        """An error text if this call would be one identical call too many, else None."""
+        if limit.loop_threshold == 0:
             return None
-        _prune(stamps, now, self.window)
-        if not stamps:
-            del self._calls[key]
+        loop_key = (*key, tool, fingerprint(params))
+        calls = self._calls.get(loop_key)
+        if calls is None:
             return None
-        if len(stamps) >= self.threshold - 1:
-            return (
-                f"loop detected: agent {agent} called {tool} with the same params "
-                f"{self.threshold} times within {self.window:g}s "
-                f"(loop_detection threshold={self.threshold}, window={self.window:g}s)"
-            )
-        return None
+        _prune(calls.stamps, now, calls.window)
+        if not calls.stamps:
+            del self._calls[loop_key]
+            return None
+        if len(calls.stamps) < limit.loop_threshold:
+            return None
+        policy, agent = key
+        return (
+            f"loop detected: agent {agent} called {tool} with the same params more than "
+            f"{limit.loop_threshold} times within {limit.loop_window:g}s (policy {policy}: "
+            f"loop_threshold={limit.loop_threshold}, loop_window={limit.loop_window:g}s)"
+        )
 
-    def record(self, agent: str, tool: str, params: Mapping[str, Any], now: float) -> None:
+    def record(
+        self, key: RateKey, tool: str, params: Mapping[str, Any], limit: RateLimit, now: float
+    ) -> None:
         """Remember one call made at `now`."""
-        key = (agent, tool, fingerprint(params))
-        stamps = self._calls.get(key)
-        if stamps is None:
-            # Only the latest threshold-1 calls can ever decide a refusal.
-            stamps = self._calls[key] = deque(maxlen=self.threshold - 1)
-        self._calls.move_to_end(key)
-        stamps.append(now)
+        if limit.loop_threshold == 0:
+            return
+        loop_key = (*key, tool, fingerprint(params))
+        calls = self._calls.get(loop_key)
+        if calls is None:
+            # Only the latest `threshold` calls can ever decide a refusal.
+            calls = self._calls[loop_key] = _Calls(limit.loop_window, limit.loop_threshold)
+        self._calls.move_to_end(loop_key)
+        calls.stamps.append(now)
         self._sweep(now)
 
     def _sweep(self, now: float) -> None:
         # Keys are ordered by last record, so stale ones sit at the front: amortized O(1).
-        cutoff = now - self.window
         while self._calls:
             oldest_key, oldest = next(iter(self._calls.items()))
-            if len(self._calls) <= self._max_keys and oldest[-1] > cutoff:
+            if len(self._calls) <= self._max_keys and oldest.stamps[-1] > now - oldest.window:
                 break
             del self._calls[oldest_key]
 
     def __len__(self) -> int:
         return len(self._calls)
+
+
+class _Calls:
+    """The recent identical calls of one loop key, and the window they are judged in."""
+
+    __slots__ = ("stamps", "window")
+
+    def __init__(self, window: float, threshold: int) -> None:
+        self.window = window
+        self.stamps: deque[float] = deque(maxlen=threshold)

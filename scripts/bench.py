@@ -3,7 +3,8 @@
     python scripts/bench.py [--duration 5] [--quick] [--no-write] [--json] [--keep]
 
 1. `echo` of server-everything at concurrency 1, 16, 64 (0.5 s warm-up, then --duration s each;
-   all calls have distinct params: loop detection refuses the 3rd identical call within 10 s).
+   all calls have distinct params, as a real agent's would: a policy with `rate_limit` refuses
+   the 4th identical call within 10 s).
    direct: in-process `UpstreamClient` (as bench_http.py); direct-sdk: the official SDK `Client`
    on the upstream over stdio, the baseline of the MCP front-ends; mesh-rest: `POST
    /tool/everything.echo`, raw HTTP/1.1 keep-alive, one connection per concurrent caller;

@@ -7,7 +7,7 @@
 2. mesh-rest: `agent-mesh serve` (supervisord; temp dir, free port, temp AGENT_MESH_HOME) with that
    server as upstream `everything`, driven with `POST /tool/everything.echo` over raw HTTP/1.1
    keep-alive, one connection per concurrent worker. Every call has distinct params (a counter),
-   since loop detection blocks the 3rd identical call within 10 s.
+   so the numbers hold for a policy with `rate_limit` too (loop detection: 4th identical in 10 s).
 Each concurrency level (1, 16, 64) is warmed up for 0.5 s, then measured for --duration seconds.
 --cpu also prints, per mesh level, the CPU time each process of the tree spent per call (from
 /proc, measured part only): where a call's cost goes, process by process (docs/profiling.md).

@@ -199,6 +199,21 @@ def test_bus_section_and_remote_only_servers(tmp_path: Path, monkeypatch: pytest
     assert load_config(write(tmp_path, "n.yaml", "bus:\n")).bus_keys_path is None
 
 
+def test_loop_detection_settings(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, "c.yaml", """\
+        policies:
+          - {name: a, agent: a, rate_limit: {}}
+          - {name: b, agent: b, rate_limit: {max_per_minute: 5, loop_threshold: 0}}
+          - {name: c, agent: c, rate_limit: {loop_threshold: 10, loop_window: 1m30s}}
+          - {name: d, agent: d, rate_limit: {loop_window: 2.5}}
+          - {name: e, agent: e}
+        """))
+    limits = [p.rate_limit for p in loaded.config.policies]
+    assert [(r.loop_threshold, r.loop_window) for r in limits if r is not None] == [
+        (3, 10.0), (0, 10.0), (10, 90.0), (3, 2.5)]
+    assert limits[-1] is None  # no rate_limit: no limits, no loop detection
+
+
 def test_null_sections_mean_defaults(tmp_path: Path) -> None:
     loaded = load_config(write(tmp_path, "c.yaml", "approval:\npolicies:\nmcp_servers:\n"))
     assert loaded.config == Config()
@@ -446,6 +461,28 @@ ERROR_CASES = [
         "policies:\n  - {name: p, agent: a, rate_limit: {max_per_minute: 0}}\n",
         ["policies[0] (name=p).rate_limit.max_per_minute: Input should be greater than or equal"],
         id="rate-limit-0",
+    ),
+    pytest.param(
+        "policies:\n  - {name: p, agent: a, rate_limit: {loop_threshold: -1}}\n",
+        ["policies[0] (name=p).rate_limit.loop_threshold: Input should be greater than or equal "
+         "to 0, got -1 (line 2)"],
+        id="loop-threshold-negative",
+    ),
+    pytest.param(
+        "policies:\n  - name: p\n    agent: a\n    rate_limit:\n      loop_window: 10x\n",
+        ["mesh.yaml: policies[0] (name=p).rate_limit.loop_window: invalid duration '10x': "
+         "unknown unit 'x' after '10' (use ns, us, ms, s, m or h) (line 5)"],
+        id="loop-window-bad-unit",
+    ),
+    pytest.param(
+        "policies:\n  - {name: p, agent: a, rate_limit: {loop_window: 0s}}\n",
+        ["policies[0] (name=p).rate_limit.loop_window: Input should be greater than 0"],
+        id="loop-window-0",
+    ),
+    pytest.param(
+        "policies:\n  - {name: p, agent: a, rate_limit: {loop_treshold: 5}}\n",
+        ["policies[0] (name=p).rate_limit.loop_treshold: unknown key; did you mean 'loop_threshold'?"],
+        id="loop-threshold-typo",
     ),
     pytest.param(
         "policies:\n  - {agent: a}\n",

@@ -105,7 +105,7 @@ class Run:
 
 
 def _params(tool: str, session: str, client: int, n: int) -> dict[str, Any]:
-    # Distinct params on every call: loop detection refuses the 3rd identical call in 10 s.
+    # Distinct params on every call: each is its own trace, whatever loop detection would say.
     if tool == ECHO:
         return {"message": f"{session}/{client}/{n}"}
     return {"call": f"{session}/{client}/{n}"}

@@ -134,7 +134,7 @@ async def test_a_subscription_survives_the_upstream_being_replaced(mesh: Mesh) -
         if isinstance(message, types.ResourceUpdatedNotification):
             updates.append(str(message.params.uri))
 
-    # Its own agent: loop detection counts the other test's toggle calls (same params) per agent.
+    # Its own agent: its calls stay apart from the other test's toggle calls.
     async with mesh.mcp("t-replaced", message_handler=on_message, **CAPABLE) as client:
         uri = str((await client.list_resources()).resources[0].uri)
         await _raw(client, types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri)))

@@ -235,6 +235,7 @@ def test_select_policy() -> None:
     assert PolicyEngine(POLICIES[1:3]).select_policy("gpt") is None
 
 
+UNLIMITED = [_policy("everyone", "*", _rule("allow", "*"))]
 LIMITED = [
     _policy(
         "support",
@@ -301,31 +302,47 @@ LOOPED = ("rate_limited", "loop_detection")
             ],
             [ALLOW, ALLOW, RATE],
         ),
-        # loop detection: the 3rd identical call in 10 s, key order irrelevant; recovers
+        # loop detection (the selected policy declares rate_limit): the 4th identical call in
+        # 10 s, key order irrelevant; per agent; recovers
         (
             LIMITED,
             [
                 (0, "gpt", "fs.read", {"p": "/a", "q": 1}),
                 (1, "gpt", "fs.read", {"q": 1, "p": "/a"}),
                 (2, "gpt", "fs.read", {"p": "/a", "q": 1}),
+                (2, "gpt", "fs.read", {"p": "/a", "q": 1}),
                 (3, "gpt", "fs.read", {"p": "/b", "q": 1}),
                 (3, "claude", "fs.read", {"p": "/a", "q": 1}),
                 (10.5, "gpt", "fs.read", {"p": "/a", "q": 1}),
             ],
-            [
-                ("allow", "everyone"),
-                ("allow", "everyone"),
-                LOOPED,
-                ("allow", "everyone"),
-                ("allow", "everyone"),
-                ("allow", "everyone"),
-            ],
+            [("allow", "everyone")] * 3 + [LOOPED] + [("allow", "everyone")] * 3,
         ),
-        # loop detection applies even without any matching policy
+        # no rate_limit on the selected policy: no loop detection (Go), however often
+        (
+            UNLIMITED,
+            [(0, "poller", "fs.read", {"p": "/a"})] * 20,
+            [("allow", "everyone")] * 20,
+        ),
+        # ... and none without any matching policy either
         (
             [],
-            [(0, "x", "t", {}), (1, "x", "t", {}), (2, "x", "t", {})],
-            [("deny", "default"), ("deny", "default"), LOOPED],
+            [(0, "x", "t", {})] * 5,
+            [("deny", "default")] * 5,
+        ),
+        # the selected (most specific) policy's settings apply, not a broader one's
+        (
+            [
+                _policy("pollers", "poll-*", _rule("allow", "*"), limit=RateLimit(loop_threshold=0)),
+                *LIMITED,
+            ],
+            [(0, "poll-1", "fs.read", {})] * 6,
+            [("allow", "pollers")] * 6,
+        ),
+        (
+            [_policy("strict", "*", _rule("allow", "*"), limit=RateLimit(loop_threshold=1,
+                                                                          loop_window=2))],
+            [(0, "a", "t", {}), (1, "a", "t", {}), (2, "a", "t", {}), (2, "a", "t", {})],
+            [("allow", "strict"), LOOPED, ("allow", "strict"), LOOPED],
         ),
     ],
 )
@@ -352,11 +369,11 @@ def test_limit_reasons() -> None:
     assert engine.evaluate("support-1", "tickets.a", {"i": 10}, NOW + 120).reason == (
         "rate limit exceeded: max_total=3 for agent support-1 (policy support)"
     )
-    engine.evaluate("gpt", "t", {}, NOW)
-    engine.evaluate("gpt", "t", {}, NOW)
+    for _ in range(3):
+        engine.evaluate("gpt", "t", {}, NOW)
     assert engine.evaluate("gpt", "t", {}, NOW).reason == (
-        "loop detected: agent gpt called t with the same params 3 times within 10s "
-        "(loop_detection threshold=3, window=10s)"
+        "loop detected: agent gpt called t with the same params more than 3 times within 10s "
+        "(policy everyone: loop_threshold=3, loop_window=10s)"
     )
 
 

@@ -91,96 +91,127 @@ def test_rate_limiter_evicts_least_recently_used_key() -> None:
     assert limiter.check(("p", "a"), limit, T0 + 3) is not None
 
 
+DEFAULT_LOOP = RateLimit()  # a policy that declares rate_limit: Go's 3 in 10 s
 LOOP = (
-    "loop detected: agent claude called fs.read with the same params 3 times within 10s "
-    "(loop_detection threshold=3, window=10s)"
+    "loop detected: agent claude called fs.read with the same params more than 3 times "
+    "within 10s (policy claude: loop_threshold=3, loop_window=10s)"
 )
 P1: dict[str, Any] = {"path": "/a", "opts": {"x": 1, "y": 2}}
 P1_REORDERED: dict[str, Any] = {"opts": {"y": 2, "x": 1}, "path": "/a"}
 P2: dict[str, Any] = {"path": "/b", "opts": {"x": 1, "y": 2}}
 
 
+def _loops(
+    detector: LoopDetector, limit: RateLimit, calls: list[tuple[float, str, dict[str, Any]]]
+) -> list[str | None]:
+    """Check-then-record each call like the engine does; refused calls are not recorded."""
+    results: list[str | None] = []
+    for offset, tool, params in calls:
+        error = detector.check(KEY, tool, params, limit, T0 + offset)
+        if error is None:
+            detector.record(KEY, tool, params, limit, T0 + offset)
+        results.append(error)
+    return results
+
+
+def _same(*offsets: float, params: dict[str, Any] = P1) -> list[tuple[float, str, dict[str, Any]]]:
+    return [(offset, "fs.read", params) for offset in offsets]
+
+
 @pytest.mark.parametrize(
     ("calls", "expected"),
     [
-        # the 3rd identical call within 10 s is refused
-        ([(0, "fs.read", P1), (1, "fs.read", P1), (2, "fs.read", P1)], [None, None, LOOP]),
+        # more than 3 identical calls within 10 s: the 4th is refused (Go: "> 3 in 10s")
+        (_same(0, 1, 2, 3), [None, None, None, LOOP]),
+        (_same(0, 1, 2), [None, None, None]),
         # key order in params does not matter
         (
-            [(0, "fs.read", P1), (1, "fs.read", P1_REORDERED), (2, "fs.read", P1)],
-            [None, None, LOOP],
+            [*_same(0, 1), (2, "fs.read", P1_REORDERED), (3, "fs.read", P1)],
+            [None, None, None, LOOP],
         ),
         # different params or a different tool are different calls
-        ([(0, "fs.read", P1), (1, "fs.read", P1), (2, "fs.read", P2)], [None, None, None]),
-        ([(0, "fs.read", P1), (1, "fs.read", P1), (2, "fs.stat", P1)], [None, None, None]),
+        ([*_same(0, 1, 2), (3, "fs.read", P2)], [None] * 4),
+        ([*_same(0, 1, 2), (3, "fs.stat", P1)], [None] * 4),
         # the window: a call exactly 10 s old no longer counts
-        ([(0, "fs.read", P1), (1, "fs.read", P1), (9.9, "fs.read", P1)], [None, None, LOOP]),
-        ([(0, "fs.read", P1), (1, "fs.read", P1), (10, "fs.read", P1)], [None, None, None]),
+        (_same(0, 1, 2, 9.9), [None, None, None, LOOP]),
+        (_same(0, 1, 2, 10), [None] * 4),
         # refused calls are not recorded: the agent recovers when old calls leave the window
         (
-            [
-                (0, "fs.read", P1),
-                (1, "fs.read", P1),
-                (2, "fs.read", P1),
-                (9, "fs.read", P1),
-                (10.5, "fs.read", P1),
-                (11, "fs.read", P1),
-                (11.5, "fs.read", P1),
-            ],
-            # at 10.5 only the call at 1 is in (0.5, 10.5]; had the refused call at 9 been
-            # recorded, 10.5 would be refused too
-            [None, None, LOOP, LOOP, None, None, LOOP],
+            _same(0, 1, 2, 3, 9, 10.5, 11, 11.5, 12.5),
+            # at 10.5 only the calls at 1 and 2 are in (0.5, 10.5]; had the refused calls at
+            # 3 and 9 been recorded, 10.5 would be refused too. 11.5 sees 2, 10.5 and 11.
+            [None, None, None, LOOP, LOOP, None, None, LOOP, None],
         ),
     ],
 )
 def test_loop_detector(
     calls: list[tuple[float, str, dict[str, Any]]], expected: list[str | None]
 ) -> None:
+    assert _loops(LoopDetector(), DEFAULT_LOOP, calls) == expected
+
+
+@pytest.mark.parametrize(
+    ("limit", "offsets", "expected"),
+    [
+        # loop_threshold 1: any repeat within the window is refused
+        (RateLimit(loop_threshold=1, loop_window=5), [0, 4.9, 5], [None, "refused", None]),
+        # a longer window
+        (RateLimit(loop_threshold=2, loop_window="1m"), [0, 30, 59, 60], [None, None, "refused", None]),
+        # 0 turns loop detection off
+        (RateLimit(loop_threshold=0), [0] * 20, [None] * 20),
+        # rate limits alone keep Go's default loop detection
+        (RateLimit(max_per_minute=100), [0, 1, 2, 3], [None, None, None, "refused"]),
+    ],
+)
+def test_loop_detector_per_policy_settings(
+    limit: RateLimit, offsets: list[float], expected: list[str | None]
+) -> None:
+    results = _loops(LoopDetector(), limit, _same(*offsets))
+    assert [None if r is None else "refused" for r in results] == expected
+
+
+def test_loop_detector_names_the_settings() -> None:
     detector = LoopDetector()
-    results: list[str | None] = []
-    for offset, tool, params in calls:
-        error = detector.check("claude", tool, params, T0 + offset)
-        if error is None:
-            detector.record("claude", tool, params, T0 + offset)
-        results.append(error)
-    assert results == expected
-
-
-def test_loop_detector_is_per_agent() -> None:
-    detector = LoopDetector()
-    for now in (T0, T0 + 1):
-        detector.record("claude", "fs.read", P1, now)
-    assert detector.check("claude", "fs.read", P1, T0 + 2) == LOOP
-    assert detector.check("gpt", "fs.read", P1, T0 + 2) is None
-
-
-def test_loop_detector_custom_threshold() -> None:
-    detector = LoopDetector(threshold=2, window=5.0)
-    detector.record("a", "t", {}, T0)
-    assert detector.check("a", "t", {}, T0 + 4.9) == (
-        "loop detected: agent a called t with the same params 2 times within 5s "
-        "(loop_detection threshold=2, window=5s)"
+    limit = RateLimit(loop_threshold=1, loop_window="1m30s")
+    detector.record(("bots", "bot-1"), "t", {}, limit, T0)
+    assert detector.check(("bots", "bot-1"), "t", {}, limit, T0 + 1) == (
+        "loop detected: agent bot-1 called t with the same params more than 1 times within 90s "
+        "(policy bots: loop_threshold=1, loop_window=90s)"
     )
-    assert detector.check("a", "t", {}, T0 + 5) is None
+
+
+def test_loop_detector_is_per_policy_and_agent() -> None:
+    detector = LoopDetector()
+    _loops(detector, DEFAULT_LOOP, _same(0, 1, 2))
+    assert detector.check(KEY, "fs.read", P1, DEFAULT_LOOP, T0 + 3) == LOOP
+    assert detector.check(("claude", "gpt"), "fs.read", P1, DEFAULT_LOOP, T0 + 3) is None
+    assert detector.check(("other", "claude"), "fs.read", P1, DEFAULT_LOOP, T0 + 3) is None
+
+
+def test_loop_detector_off_keeps_nothing() -> None:
+    detector = LoopDetector()
+    _loops(detector, RateLimit(loop_threshold=0), _same(0, 1, 2, 3))
+    assert len(detector) == 0
 
 
 def test_loop_detector_drops_stale_keys() -> None:
     detector = LoopDetector()
     for i in range(100):
-        detector.record("a", "t", {"i": i}, T0)
+        detector.record(KEY, "t", {"i": i}, DEFAULT_LOOP, T0)
     assert len(detector) == 100
-    detector.record("a", "t", {"i": "late"}, T0 + 10)
+    detector.record(KEY, "t", {"i": "late"}, DEFAULT_LOOP, T0 + 10)
     assert len(detector) == 1
 
 
 def test_loop_detector_caps_keys() -> None:
     detector = LoopDetector(max_keys=3)
+    one = RateLimit(loop_threshold=1)
     for i in range(10):
-        detector.record("a", "t", {"i": i}, T0)
+        detector.record(KEY, "t", {"i": i}, one, T0)
     assert len(detector) == 3
-    detector.record("a", "t", {"i": 9}, T0)
-    assert detector.check("a", "t", {"i": 9}, T0) is not None  # the newest key survived
-    assert detector.check("a", "t", {"i": 0}, T0) is None
+    detector.record(KEY, "t", {"i": 9}, one, T0)
+    assert detector.check(KEY, "t", {"i": 9}, one, T0) is not None  # the newest key survived
+    assert detector.check(KEY, "t", {"i": 0}, one, T0) is None
 
 
 @pytest.mark.parametrize(
@@ -198,14 +229,6 @@ def test_fingerprint(a: dict[str, Any], b: dict[str, Any], same: bool) -> None:
     assert len(fingerprint(a)) == 64
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"threshold": 1}, "threshold must be >= 2"),
-        ({"window": 0.0}, "window must be > 0"),
-        ({"max_keys": 0}, "max_keys >= 1"),
-    ],
-)
-def test_loop_detector_rejects_bad_settings(kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        LoopDetector(**kwargs)
+def test_loop_detector_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="max_keys must be >= 1"):
+        LoopDetector(max_keys=0)

@@ -28,7 +28,7 @@ COMMAND_NAMES: Final = {
     READY: "READY", HEARTBEAT: "HEARTBEAT", DISCONNECT: "DISCONNECT", UPDATE: "UPDATE",
 }
 
-# Error codes (HTTP-like, so front-ends map them directly).
+# Error codes (HTTP-like; the HTTP status each one answers is in bus/errors.py, HTTP_STATUS).
 BAD_REQUEST: Final = 400
 NOT_FOUND: Final = 404
 CANCELLED: Final = 499
@@ -36,6 +36,8 @@ INTERNAL: Final = 500
 WORKER_DIED: Final = 502
 UNAVAILABLE: Final = 503
 TIMEOUT: Final = 504
+UPSTREAM_ERROR: Final = 520  # the upstream MCP server answered with a JSON-RPC error of its own
+UPSTREAM_GONE: Final = 521  # the upstream MCP server exited / its connection dropped during the request
 
 # Liveness: any message counts as a heartbeat; a peer silent for LIVENESS intervals is dead.
 HEARTBEAT_INTERVAL: Final = 0.5

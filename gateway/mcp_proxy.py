@@ -38,9 +38,8 @@ import mcp_types as types
 from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
-from bus import frames
 from bus.client import PartialHandler
-from bus.errors import BusError
+from bus.errors import BusError, upstream_failure
 from bus.messages import POLICY, PolicyCheck, UpstreamRequest, trace_record, upstream_service
 from gateway.catalog import ServerView
 from gateway.frontend import FrontEnd
@@ -51,14 +50,6 @@ POLICY_TIMEOUT = 5.0
 POLICY_REFUSED = -32003  # implementation-defined server error: denied, rate limited, needs approval
 RESOURCE_NOT_FOUND = -32002  # the MCP spec's code
 
-# Bus error code → (trace status, what the agent reads).
-_BUS_STATUS = {
-    frames.WORKER_DIED: 502,
-    frames.UNAVAILABLE: 503,
-    frames.TIMEOUT: 504,
-    frames.NOT_FOUND: 404,
-    frames.BAD_REQUEST: 400,
-}
 # Upstream JSON-RPC error code → trace status.
 _RPC_STATUS = {RESOURCE_NOT_FOUND: 404, types.INVALID_PARAMS: 400, types.METHOD_NOT_FOUND: 404}
 
@@ -154,10 +145,8 @@ class McpProxy:
             reply = await self.client.request(upstream_service(server), request.dump(), timeout=timeout + 1.0,
                                               on_partial=on_partial)
         except BusError as exc:
-            message = exc.message
-            if exc.code in (frames.WORKER_DIED, frames.UNAVAILABLE):
-                message = f"upstream unavailable: {server} ({exc.message})"
-            raise _Outcome(_BUS_STATUS.get(exc.code, 502), "allow", types.INTERNAL_ERROR, message) from None
+            status, message = upstream_failure(server, exc)
+            raise _Outcome(status, "allow", types.INTERNAL_ERROR, message) from None
         if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
             error = reply["error"]
             code = error.get("code") if isinstance(error.get("code"), int) else types.INTERNAL_ERROR

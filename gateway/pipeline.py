@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from bus import frames
 from bus.client import CONNECTION_LOST, BusClient, PartialHandler
-from bus.errors import BusError
+from bus.errors import BusError, upstream_failure
 from bus.messages import (
     APPROVAL,
     POLICY,
@@ -29,15 +29,6 @@ from gateway.catalog import Catalog
 from gateway.trace_outbox import TraceOutbox
 
 POLICY_TIMEOUT = 5.0
-
-# Bus error code → what the caller sees when the upstream leg fails.
-_UPSTREAM_STATUS = {
-    frames.WORKER_DIED: 502,
-    frames.UNAVAILABLE: 503,
-    frames.TIMEOUT: 504,
-    frames.NOT_FOUND: 404,
-    frames.BAD_REQUEST: 400,
-}
 
 
 @dataclass
@@ -249,10 +240,7 @@ class Pipeline:
 
 
 def _upstream_failed(outcome: ToolCallOutcome, server: str, exc: BusError) -> ToolCallOutcome:
-    outcome.status = _UPSTREAM_STATUS.get(exc.code, 502)
-    outcome.error = exc.message
-    if exc.code in (frames.WORKER_DIED, frames.UNAVAILABLE):
-        outcome.error = f"upstream unavailable: {server} ({exc.message})"
+    outcome.status, outcome.error = upstream_failure(server, exc)
     return outcome
 
 

@@ -25,8 +25,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent_mesh.config import McpServer
-from bus import frames
-from bus.errors import BusError, bad_request, not_found
+from bus.errors import (
+    bad_request,
+    not_found,
+    timed_out,
+    upstream_error,
+    upstream_gone,
+    upstream_timeout,
+)
 from bus.messages import (
     PASSTHROUGH_LISTS,
     PASSTHROUGH_METHODS,
@@ -99,12 +105,11 @@ class UpstreamService:
             return await self.client.call_tool(call.tool, call.arguments, timeout, on_progress=progress,
                                                on_log=_log_forwarder(request))
         except UpstreamTimeout:
-            raise BusError(frames.TIMEOUT, f"upstream timeout: {self.server.name}.{call.tool} gave no answer "
-                                           f"in {timeout:g}s (cancelled upstream)") from None
+            raise upstream_timeout(f"{self.server.name}.{call.tool}", timeout) from None
         except UpstreamGone as exc:
-            raise BusError(frames.WORKER_DIED, f"upstream unavailable: {self.server.name} ({exc})") from None
-        except UpstreamError as exc:
-            raise BusError(502, f"upstream error from {self.server.name}: {exc}") from None
+            raise upstream_gone(str(exc)) from None
+        except UpstreamError as exc:  # the tool's own failure: the worker and its upstream are fine
+            raise upstream_error(f"{self.server.name}.{call.tool}", exc.code, exc.message) from None
         finally:
             self.in_flight.remove(request)
 
@@ -143,10 +148,9 @@ class UpstreamService:
                 error["data"] = exc.data
             return {"error": error}
         except UpstreamTimeout:
-            raise BusError(frames.TIMEOUT, f"upstream timeout: {self.server.name} gave no answer to {call.method} "
-                                           f"in {timeout:g}s (cancelled upstream)") from None
+            raise upstream_timeout(f"{self.server.name} ({call.method})", timeout) from None
         except UpstreamGone as exc:
-            raise BusError(frames.WORKER_DIED, f"upstream unavailable: {self.server.name} ({exc})") from None
+            raise upstream_gone(str(exc)) from None
 
     async def _list_all(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Every page of a list method as one result (the first page's other keys kept)."""
@@ -174,8 +178,8 @@ class UpstreamService:
         TIMEOUT (the caller has its answer already: the upstream is not asked at all)."""
         remaining = request.remaining
         if remaining <= 0:
-            raise BusError(frames.TIMEOUT, f"upstream timeout: {self.server.name}: the request's "
-                                           "deadline passed before the upstream was asked")
+            raise timed_out(f"upstream timeout: {self.server.name}: the request's deadline passed before the "
+                          "upstream was asked")
         return min(asked or self.server.timeout_seconds, remaining)
 
     async def follow_list_changes(self, worker: BusWorker) -> None:

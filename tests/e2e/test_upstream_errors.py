@@ -1,0 +1,112 @@
+"""Each way an upstream call fails, with the real server-everything behind the real tree, gets its
+own status and says what happened once (issue 9, item 6): the upstream's own JSON-RPC error, the
+upstream server gone mid-call, its worker dead mid-call, a timeout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.mesh import Mesh
+from tests.support import cmdline, descendants, npm_server, wait_until
+
+TIMEOUT = 3.0
+LONG = "everything.trigger-long-running-operation"
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    config = {
+        "mcp_servers": [{"name": "everything", "command": npm_server("everything"), "args": ["stdio"],
+                         "timeout_seconds": TIMEOUT}],
+        "policies": [{"name": "all", "agent": "*", "rules": [{"tools": ["*"], "action": "allow"}]}],
+    }
+    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start(timeout=60)
+    yield m
+    assert m.stop() == set()
+
+
+@pytest.fixture(autouse=True)
+def healthy(mesh: Mesh) -> None:
+    wait_until(lambda: mesh.http.get("/health").status_code == 200, 20, "a healthy mesh")
+
+
+def _traced(mesh: Mesh, trace_id: str) -> dict[str, Any]:
+    body = mesh.http.get("/traces", params={"limit": 50}).json()
+    traces = body if isinstance(body, list) else body["traces"]
+    (trace,) = [t for t in traces if t["trace_id"] == trace_id]
+    return dict(trace)
+
+
+def _worker(mesh: Mesh) -> int:
+    (pid,) = mesh.role_pids("upstream")
+    return pid
+
+
+def _in_flight_then(mesh: Mesh, kill: int) -> httpx.Response:
+    """A long call, and `kill` -9'd once the upstream holds it."""
+    answer: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: answer.append(
+        mesh.call(LONG, {"duration": 30, "steps": 1, "n": uuid.uuid4().hex})))
+    thread.start()
+
+    def held() -> bool:
+        servers = mesh.http.get("/mcp-servers").json()
+        servers = servers if isinstance(servers, list) else servers["servers"]
+        return any(w["inflight"] for s in servers for w in s["workers"])
+
+    wait_until(held, 10, "the long call to reach the upstream")
+    time.sleep(0.2)  # the worker has written it to the server (inflight counts from the broker's send)
+    os.kill(kill, signal.SIGKILL)
+    thread.join(20)
+    (response,) = answer
+    return response
+
+
+def test_the_upstreams_own_error_is_a_502_that_says_so(mesh: Mesh) -> None:
+    worker = _worker(mesh)
+    params = {"url": "https://example.org", "errorPath": True, "elicitationId": uuid.uuid4().hex}
+    r = mesh.call("everything.trigger-url-elicitation", params)
+    assert r.status_code == 502, r.text
+    body = r.json()
+    # [its JSON-RPC code] its message, as it sent it
+    assert body["error"].startswith("upstream error from everything.trigger-url-elicitation: [-32042] "), body
+    assert body["error"].endswith("This request requires browser-based authorization."), body
+    assert body["policy"] == "allow"
+    trace = _traced(mesh, body["trace_id"])
+    assert (trace["status_code"], trace["error"]) == (502, body["error"])
+    # Nothing was unavailable: same worker, and it serves the next call.
+    assert _worker(mesh) == worker and mesh.http.get("/health").status_code == 200
+    assert mesh.call("everything.echo", {"message": "still here"}).status_code == 200
+
+
+def test_the_upstream_server_gone_mid_call_is_a_502_naming_it(mesh: Mesh) -> None:
+    worker = _worker(mesh)
+    (node,) = [p for p in descendants(worker) if "node" in cmdline(p)][:1]
+    r = _in_flight_then(mesh, node)
+    assert r.status_code == 502, r.text
+    error = r.json()["error"]
+    # (process N exited with -9, or its stdout closed: whichever the worker saw first)
+    assert error.startswith("upstream 'everything' went away during tools/call ("), error
+    assert "unavailable" not in error
+
+
+def test_the_worker_dead_mid_call_is_a_502_naming_it(mesh: Mesh) -> None:
+    r = _in_flight_then(mesh, _worker(mesh))
+    assert r.status_code == 502, r.text
+    assert r.json()["error"] == ("upstream everything: its worker died during the call "
+                                 "(upstream.everything: worker died)"), r.json()
+
+
+def test_no_answer_in_time_is_a_504_naming_server_and_tool(mesh: Mesh) -> None:
+    r = mesh.call(LONG, {"duration": 30, "steps": 1, "n": uuid.uuid4().hex})
+    assert r.status_code == 504, r.text
+    assert r.json()["error"] == f"upstream timeout: {LONG} gave no answer in {TIMEOUT:g}s (cancelled upstream)"

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                                     "(docs/multihost.md; default $AGENT_MESH_KEYS, broker: else bus.keys)")
 
     keys.add_parser(sub)
+    # Listed for --help; `main` hands `agent-mesh supervisor ...` to autoresolve.cli whole.
+    sub.add_parser("supervisor", add_help=False,
+                   help="auto-resolve pending approvals with rules and a local LLM (--config supervisor.yaml)")
     return parser
 
 
@@ -63,6 +66,10 @@ def _mcp_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["supervisor"]:
+        from autoresolve.cli import main as supervisor_main
+
+        sys.exit(supervisor_main(argv[1:]))
     if "--mcp" in argv:
         args = _mcp_parser().parse_args(argv)
         from gateway import stdio

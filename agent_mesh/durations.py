@@ -59,3 +59,18 @@ def parse_duration(text: str) -> float:
     if not math.isfinite(total):
         raise ValueError(f"invalid duration {text!r}: too large")
     return total
+
+
+def format_duration(seconds: float) -> str:
+    """Whole seconds as Go's `time.Duration.String()` prints them: "0s", "45s", "4m32s", "1h0m0s".
+
+    Go's API shows remaining times truncated to the second (`.Truncate(time.Second).String()`);
+    this is that, for non-negative durations."""
+    total = max(0, int(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"

@@ -81,7 +81,7 @@ def watch(mesh: Mesh) -> None:
     try:
         tty.setcbreak(sys.stdin.fileno())
         while True:
-            pending = [a for a in mesh.call("GET", "/approvals", params={"status": "pending"})["approvals"]
+            pending = [a for a in mesh.call("GET", "/approvals", params={"status": "pending"})
                        if a["id"] not in skipped]
             pending.sort(key=lambda a: a["created_at"])
             console.clear()
@@ -135,11 +135,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command in ("approve", "deny"):
         body = _resolve(mesh, args.id, args.command, args.reasoning)
-        print(json.dumps(body, indent=2) if args.json else f"{body['approval']['id'][:8]}: {body['status']}")
+        print(json.dumps(body, indent=2) if args.json else f"{body['id'][:8]}: {body['status']}")
         return
     if args.command == "pending":
         body = mesh.call("GET", "/approvals", params={"status": "pending"})
-        view = _table("pending approvals", _short(body["approvals"]), PENDING_COLUMNS)
+        view = _table("pending approvals", _short(body), PENDING_COLUMNS)
     elif args.command == "show":
         body = mesh.call("GET", f"/approvals/{args.id}")
         view = _table(f"approval {body['id']}", [{"field": k, "value": v} for k, v in body.items()
@@ -147,19 +147,19 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "traces":
         params = {k: v for k, v in {"agent": args.agent, "tool": args.tool, "limit": args.limit}.items() if v}
         body = mesh.call("GET", "/traces", params=params)
-        view = _table("traces", body["traces"],
+        view = _table("traces", body,
                       ["timestamp", "agent_id", "tool", "policy", "status_code", "latency_ms", "error"])
     elif args.command == "grants":
         body = mesh.call("GET", "/grants")
-        view = _table("grants", [{**g, "id": g["id"][:8]} for g in body["grants"]],
-                      ["id", "agent", "tools", "expires_at", "created_by"])
+        view = _table("grants", [{**g, "id": g["id"][:8]} for g in body],
+                      ["id", "agent", "tools", "expires_at", "remaining", "granted_by"])
     elif args.command == "tools":
         body = mesh.call("GET", "/tools")
-        rows = [{"name": t["name"], "description": (t.get("description") or "")[:60]} for t in body["tools"]]
+        rows = [{"name": t["name"], "description": (t.get("description") or "")[:60]} for t in body]
         view = _table("tools", rows, ["name", "description"])
     elif args.command == "servers":
         body = mesh.call("GET", "/mcp-servers")
-        view = _table("servers", [{**s, "workers": len(s["workers"])} for s in body["servers"]],
+        view = _table("servers", [{**s, "tools": len(s["tools"]), "workers": len(s["workers"])} for s in body],
                       ["name", "transport", "status", "tools", "workers"])
     else:
         body = mesh.call("GET", "/health")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Service names.
 POLICY = "policy"
@@ -83,7 +83,10 @@ class UpstreamMeta(Body):
 
 
 class TraceRecord(Body):
-    """One tool call (compat.md §6). Also the JSONL line format."""
+    """One tool call (compat.md §6): the Go project's trace entry. Also the JSONL line format.
+
+    Milliseconds are integers (Go's int64). `approval_status: "pending"` marks the provisional
+    record of a call waiting for approval; the final record with the same trace_id replaces it."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -95,15 +98,27 @@ class TraceRecord(Body):
     policy: str
     policy_rule: str = ""
     status_code: int
-    latency_ms: float
+    latency_ms: int
     error: str = ""
     timestamp: str  # RFC 3339, UTC
     approval_id: str | None = None
-    approval_status: Literal["approved", "denied", "timeout"] | None = None
+    approval_status: Literal["pending", "approved", "denied", "timeout"] | None = None
     approved_by: str | None = None
-    approval_ms: float | None = None
+    approval_ms: int | None = None
     supervisor_reasoning: str | None = None
     supervisor_confidence: float | None = None
+    estimated_input_tokens: int | None = None  # gateway/tokens.py
+    estimated_output_tokens: int | None = None
+    tokens_source: Literal["real", "estimate"] | None = None
+
+    @field_validator("latency_ms", "approval_ms", mode="before")
+    @classmethod
+    def _whole_ms(cls, value: Any) -> Any:
+        return _ms(value) if isinstance(value, float) else value
+
+
+def _ms(value: float) -> int:
+    return round(value)
 
 
 def trace_record(
@@ -119,8 +134,10 @@ def trace_record(
         timestamp = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     record = {"trace_id": trace_id, "session_id": session_id, "agent_id": agent_id, "tool": tool,
               "params": params if params is not None else {}, "policy": policy, "policy_rule": policy_rule,
-              "status_code": status_code, "latency_ms": latency_ms, "error": error, "timestamp": timestamp}
+              "status_code": status_code, "latency_ms": _ms(latency_ms), "error": error, "timestamp": timestamp}
     record.update((k, v) for k, v in optional.items() if v is not None)
+    if isinstance(approval_ms := record.get("approval_ms"), float):
+        record["approval_ms"] = _ms(approval_ms)
     return record
 
 

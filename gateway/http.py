@@ -1,12 +1,15 @@
 """The HTTP gateway: REST API of compat.md §3 on Starlette. Every answer is JSON, errors too.
 
 Owns the HTTP edge only (parsing, identity, status codes); the call itself is `Pipeline`'s.
+Shapes are the Go project's (`proxy/handler.go`): lists are bare arrays, objects are built by
+gateway/api_views.py; our extra detail rides along as extra fields.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,11 +25,11 @@ import agent_mesh
 from agent_mesh.config import LoadedConfig
 from bus.errors import BusError
 from bus.messages import APPROVAL, POLICY, TRACES, TraceQuery
+from gateway.api_views import approval_view, grant_globs, grant_view, server_view, tool_view
 from gateway.frontend import FrontEnd
 from gateway.http_body import HttpError, read_json
 from gateway.mcp_deferred import DeferredMcpHttp
 from gateway.rest_tool import ToolRoute
-
 
 TRACE_SETTLE = 2.0  # s a trace read waits for this gateway's own records to be stored
 
@@ -47,6 +50,17 @@ def int_param(request: Request, name: str, default: int) -> int:
     if value < 0:
         raise HttpError(400, f"invalid query parameter {name}={raw!r}: expected 0 or more")
     return value
+
+
+def _limit(request: Request, default: int) -> int:
+    """`?limit=`: 0 means the default (as in Go), at most 10 000."""
+    return min(int_param(request, "limit", default) or default, 10_000)
+
+
+def _caller(request: Request) -> str:
+    """Who resolved or granted when the body does not say: Go's "http:<remote address>"."""
+    client = request.client
+    return f"http:{client.host}:{client.port}" if client else "http"
 
 
 class Gateway(FrontEnd):
@@ -96,8 +110,9 @@ class Gateway(FrontEnd):
     async def approvals(self, request: Request) -> Response:
         q = request.query_params
         reply = await self._approval({"op": "list", "status": q.get("status") or None, "tool": q.get("tool"),
-                                      "agent": q.get("agent"), "limit": int_param(request, "limit", 500)})
-        return JSONResponse({"approvals": reply["approvals"], "count": len(reply["approvals"])})
+                                      "agent": q.get("agent"), "limit": _limit(request, 500)})
+        now = time.time()
+        return JSONResponse([approval_view(a, now) for a in reply["approvals"]])
 
     async def approval(self, request: Request) -> Response:
         reply = await self._approval({"op": "get", "id": request.path_params["id"]})
@@ -106,7 +121,9 @@ class Gateway(FrontEnd):
             recent = (await self._trace_store(TraceQuery(agent=approval["agent_id"], limit=10).dump()))["traces"]
         except HttpError:
             recent = []
-        return JSONResponse({**approval, "recent_traces": recent, "active_grants": reply["active_grants"]})
+        now = time.time()
+        return JSONResponse({**approval_view(approval, now), "recent_traces": recent,
+                             "active_grants": [grant_view(g, now) for g in reply["active_grants"]]})
 
     async def resolve(self, request: Request) -> Response:
         self._operator(request)
@@ -118,88 +135,100 @@ class Gateway(FrontEnd):
             return error(404, f"no route {request.url.path} (approve or deny)")
         reply = await self._approval({
             "op": "resolve", "id": request.path_params["id"], "decision": decision,
-            "resolved_by": body.get("resolved_by") or "human", "reasoning": body.get("reasoning"),
+            "resolved_by": body.get("resolved_by") or _caller(request), "reasoning": body.get("reasoning"),
             "confidence": body.get("confidence"),
         })
-        return JSONResponse({"approval": reply, "status": reply["status"]})
+        # Go: {"status", "id"}; the whole approval beside them.
+        return JSONResponse({"status": reply["status"], "id": reply["id"],
+                             "approval": approval_view(reply, time.time())})
 
     async def grants(self, request: Request) -> Response:
         reply = await self._approval({"op": "grant_list", "agent": request.query_params.get("agent")})
-        return JSONResponse(reply)
+        now = time.time()
+        return JSONResponse([grant_view(g, now) for g in reply["grants"]])
 
     async def create_grant(self, request: Request) -> Response:
         self._operator(request)
         body = await read_json(request.headers, request.receive)
-        if not isinstance(body, dict) or not {"agent", "tools", "duration"} <= set(body):
-            return error(400, 'expected {"agent": ..., "tools": [...], "duration": "30m"}')
-        grant = await self._approval({"op": "grant_create", "agent": body["agent"], "tools": body["tools"],
-                                      "duration": body["duration"], "created_by": body.get("created_by", "http")})
-        return JSONResponse(grant, status_code=201)
+        if not isinstance(body, dict) or not all(body.get(k) for k in ("agent", "tools", "duration")):
+            return error(400, 'agent, tools, and duration are required: {"agent": "claude", '
+                              '"tools": "filesystem.*", "duration": "30m"}')
+        globs = grant_globs(body["tools"])
+        if globs is None:
+            return error(400, "tools must be a tool glob (\"filesystem.*\"), globs joined by \",\", or a list of globs")
+        granted_by = body.get("created_by") or _caller(request)
+        grant = await self._approval({"op": "grant_create", "agent": body["agent"], "tools": globs,
+                                      "duration": body["duration"], "created_by": granted_by})
+        return JSONResponse(grant_view(grant, time.time()), status_code=201)
 
     async def revoke_grant(self, request: Request) -> Response:
         self._operator(request)
-        return JSONResponse(await self._approval({"op": "grant_revoke", "id": request.path_params["id"]}))
+        grant = await self._approval({"op": "grant_revoke", "id": request.path_params["id"]})
+        return JSONResponse({"status": "revoked", "id": grant["id"], "grant": grant_view(grant, time.time())})
 
     async def tools(self, request: Request) -> Response:
-        return JSONResponse({"tools": self.catalog.tools()})
+        return JSONResponse([tool_view(t) for t in self.catalog.tools()])
 
     async def mcp_servers(self, request: Request) -> Response:
         servers = []
         for spec in self.loaded.config.mcp_servers:
             view = self.catalog.servers[spec.name]
-            servers.append({
-                "name": spec.name,
-                "transport": spec.transport,
-                "status": "up" if view.up else "down",
-                "tools": len(view.tools),
+            servers.append(server_view(spec.name, spec.transport, [f"{spec.name}.{t}" for t in view.tools], view.up, {
                 "workers": [
                     {k: w.get(k) for k in ("slot", "inflight", "served")} | {"pid": (w.get("meta") or {}).get("pid")}
                     for w in view.workers
                 ],
                 "configured_workers": spec.workers,
                 "queued": view.queued,
-            })
-        return JSONResponse({"servers": servers})
+            }))
+        return JSONResponse(servers)
 
     async def traces(self, request: Request) -> Response:
         q = request.query_params
-        try:
-            query = TraceQuery(agent=q.get("agent"), tool=q.get("tool"), session_id=q.get("session"),
-                               limit=int_param(request, "limit", 100))
-        except ValueError as exc:
-            return error(400, f"invalid query: {exc}")
-        reply = await self._trace_store(query.dump())
-        return JSONResponse({"traces": reply["traces"], "count": len(reply["traces"])})
+        query = TraceQuery(agent=q.get("agent"), tool=q.get("tool"), session_id=q.get("session"),
+                           limit=_limit(request, 100))
+        return JSONResponse((await self._trace_store(query.dump()))["traces"])
 
     async def sessions(self, request: Request) -> Response:
-        reply = await self._trace_store({"op": "sessions", "limit": int_param(request, "limit", 100)})
-        return JSONResponse(reply)
+        return JSONResponse((await self._trace_store({"op": "sessions", "limit": _limit(request, 50)}))["sessions"])
 
     async def session(self, request: Request) -> Response:
-        """Every call of one session, oldest first."""
-        reply = await self._trace_store(TraceQuery(session_id=request.path_params["id"], limit=10_000).dump())
-        events = list(reversed(reply["traces"]))
-        if not events:
-            return error(404, f"no session {request.path_params['id']}")
-        return JSONResponse({"session_id": request.path_params["id"], "events": events, "calls": len(events)})
+        """The calls of one session, newest first (Go: an unknown session is an empty list)."""
+        query = TraceQuery(session_id=request.path_params["id"], limit=_limit(request, 200))
+        return JSONResponse((await self._trace_store(query.dump()))["traces"])
 
-    async def health(self, request: Request) -> Response:
+    async def _status(self) -> tuple[bool, dict[str, Any]]:
+        """Whether every role and upstream is up, and the detail of each."""
         await self.catalog.refresh()
         upstreams = {name: ("up" if view.up else "down") for name, view in self.catalog.servers.items()}
         services = {name: self.catalog.service_summary(name) for name in (POLICY, TRACES, APPROVAL)}
         ok = self.catalog.bus_ok and all(s["workers"] for s in services.values()) and all(v == "up" for v in upstreams.values())
-        body = {
-            "status": "ok" if ok else "degraded",
+        return ok, {
             "bus": "up" if self.catalog.bus_ok else "down",
             "services": services,
             "upstreams": upstreams,
             "trace_backlog": self.outbox.backlog,
             "pid": os.getpid(),
         }
-        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def health(self, request: Request) -> Response:
+        """Go's {status, tools, traces, version}: 200 whenever the gateway answers."""
+        ok, detail = await self._status()
+        try:
+            stats = await self.client.request(TRACES, {"op": "stats"}, timeout=2.0)
+        except BusError:
+            stats, ok = {}, False
+        return JSONResponse({"status": "ok" if ok else "degraded", "tools": len(self.catalog.tools()),
+                             "traces": stats, "version": agent_mesh.__version__, **detail})
+
+    async def ready(self, request: Request) -> Response:
+        """Readiness for probes and waiters: 200 when every role and upstream is up, else 503."""
+        ok, detail = await self._status()
+        return JSONResponse({"status": "ok" if ok else "degraded", **detail}, status_code=200 if ok else 503)
 
     async def version(self, request: Request) -> Response:
-        return JSONResponse({"name": "agent-mesh", "version": agent_mesh.__version__, "implementation": "python"})
+        return JSONResponse({"version": agent_mesh.__version__, "commit": "none", "date": "unknown",
+                             "name": "agent-mesh", "implementation": "python"})
 
 
 async def _refused(request: Request, exc: Exception) -> Response:
@@ -232,6 +261,7 @@ def create_app(loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | N
         Route("/sessions", gw.sessions, methods=["GET"]),
         Route("/sessions/{id}", gw.session, methods=["GET"]),
         Route("/health", gw.health, methods=["GET"]),
+        Route("/ready", gw.ready, methods=["GET"]),
         Route("/version", gw.version, methods=["GET"]),
         Route("/approvals", gw.approvals, methods=["GET"]),
         Route("/approvals/{id}", gw.approval, methods=["GET"]),

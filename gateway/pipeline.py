@@ -1,6 +1,10 @@
 """One governed tool call, the same for every front-end (REST, /mcp, stdio):
 resolve the tool → `policy` → (deny | rate limit | approval | `upstream.<server>`) → trace.
 
+A name that is no tool (404) is refused before it is a call and not traced, as in the Go
+project. A call that waits for approval is traced twice with one trace_id: provisionally when it
+starts waiting (visible in `/traces`), then final (workers/tracer.py replaces the first).
+
 `ToolCallOutcome` carries what every front-end needs to answer: an HTTP-like status, the policy
 verdict, the upstream result or a precise error.
 """
@@ -26,6 +30,7 @@ from bus.messages import (
     upstream_service,
 )
 from gateway.catalog import Catalog
+from gateway.tokens import token_fields
 from gateway.trace_outbox import TraceOutbox
 
 POLICY_TIMEOUT = 5.0
@@ -46,10 +51,13 @@ class ToolCallOutcome:
     approval_ms: float | None = None
     reasoning: str | None = None
     confidence: float | None = None
+    forwarded: bool = False  # the upstream was called: the trace gets token counts
+    traced: bool = True  # False: not a call (unknown tool), nothing recorded
 
     def body(self) -> dict[str, Any]:
         """The REST response body (compat.md §3): empty fields omitted."""
-        out: dict[str, Any] = {"trace_id": self.trace_id, "policy": self.policy, "latency_ms": self.latency_ms}
+        out: dict[str, Any] = {"trace_id": self.trace_id, "policy": self.policy,
+                               "latency_ms": round(self.latency_ms)}
         for key in ("result", "error", "approval_id", "approval_status", "approved_by"):
             value = getattr(self, key)
             if value not in (None, ""):
@@ -116,16 +124,29 @@ class Pipeline:
 
     def _finish(self, call: _Call, outcome: ToolCallOutcome, started: float) -> ToolCallOutcome:
         outcome.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        if not outcome.traced:
+            return outcome
+        tokens = token_fields(call.tool, call.params, outcome.result) if outcome.forwarded else {}
         self.outbox.add(trace_record(
             trace_id=outcome.trace_id, session_id=call.session_id, agent_id=call.agent, tool=call.tool,
             params=call.params, policy=outcome.policy, policy_rule=outcome.rule, status_code=outcome.status,
-            latency_ms=outcome.latency_ms, error=outcome.error,
+            latency_ms=outcome.latency_ms, error=outcome.error, timestamp=call.provisional_at,
             approval_id=outcome.approval_id or None,
             approval_status=_final_status(outcome.approval_status),
             approved_by=outcome.approved_by or None, approval_ms=outcome.approval_ms,
             supervisor_reasoning=outcome.reasoning, supervisor_confidence=outcome.confidence,
+            **tokens,
         ))
         return outcome
+
+    def _provisional(self, call: _Call, outcome: ToolCallOutcome, approval_id: str) -> None:
+        """The trace of a call now waiting for approval, so `/traces` shows it while it waits."""
+        record = trace_record(
+            trace_id=outcome.trace_id, session_id=call.session_id, agent_id=call.agent, tool=call.tool,
+            params=call.params, policy="human_approval", policy_rule=outcome.rule, status_code=0,
+            latency_ms=0, approval_id=approval_id, approval_status="pending")
+        call.provisional_at = record["timestamp"]  # the final record keeps the call's place and time
+        self.outbox.add(record)
 
     async def _decide_and_call(self, call: _Call, wait_for_approval: bool) -> ToolCallOutcome:
         def fail(status: int, policy: str, error: str, rule: str = "") -> ToolCallOutcome:
@@ -133,11 +154,10 @@ class Pipeline:
 
         resolved = self.catalog.split(call.tool)
         if resolved is None:
-            return fail(404, "error", f"unknown tool {call.tool}: no upstream server named "
-                                      f"{call.tool.partition('.')[0]!r}")
+            return _unknown(call, f"no upstream server named {call.tool.partition('.')[0]!r}")
         server, name = resolved
         if server.up and name not in server.tools:
-            return fail(404, "error", f"unknown tool {call.tool}: {server.name} has no tool {name!r}")
+            return _unknown(call, f"{server.name} has no tool {name!r}")
         call.tool = f"{server.name}.{name}"  # policies and traces use the canonical name
 
         # An allowed call goes on from the policy worker straight to the upstream (FORWARD): the
@@ -156,10 +176,11 @@ class Pipeline:
                                           f"have reached {server.name})")
             if (allowed := exc.meta.get("policy")) is None:
                 return fail(503, "error", f"policy service unavailable: {exc.message}")
-            outcome = ToolCallOutcome(0, "allow", call.trace_id, rule=allowed["rule"])
+            outcome = ToolCallOutcome(0, "allow", call.trace_id, rule=allowed["rule"], forwarded=True)
             return _upstream_failed(outcome, server.name, exc)
         if (allowed := reply.meta.get("policy")) is not None:
-            return ToolCallOutcome(200, "allow", call.trace_id, rule=allowed["rule"], result=reply.body)
+            return ToolCallOutcome(200, "allow", call.trace_id, rule=allowed["rule"], result=reply.body,
+                                   forwarded=True)
         decision = reply.body
         action, rule, reason = decision["action"], decision["rule"], decision["reason"]
         if action == "rate_limited":
@@ -196,12 +217,14 @@ class Pipeline:
                 outcome.error = (f"approval required: approval {approval['id'][:8]} is pending; resolve it with "
                                  f"approval.resolve or `mesh approve {approval['id'][:8]}`")
                 return outcome
+            self._provisional(call, outcome, approval["id"])
             approval = await self._wait(approval)
         outcome.approved(approval)
         if approval["status"] != "approved":
-            outcome.status = 403 if approval["status"] in ("denied", "timeout") else 503
-            outcome.error = (f"approval {approval['id'][:8]} {approval['status']}"
-                             + (f" by {approval['resolved_by']}" if approval["status"] == "denied" else "")
+            # Go's statuses: denied 403, no decision in time 408 (Request Timeout).
+            outcome.status = {"denied": 403, "timeout": 408}.get(approval["status"], 503)
+            what = {"denied": f"denied by {approval['resolved_by']}", "timeout": "timed out"}
+            outcome.error = (f"approval {approval['id'][:8]} {what.get(approval['status'], approval['status'])}"
                              + (f": {approval['reasoning']}" if approval.get("reasoning") else ""))
         return outcome
 
@@ -226,6 +249,7 @@ class Pipeline:
         assert resolved is not None
         server, name = resolved
         timeout = self.timeouts.get(server.name, 60.0)
+        outcome.forwarded = True
         try:
             outcome.result = await self.client.request(
                 upstream_service(server.name),
@@ -237,6 +261,12 @@ class Pipeline:
         except BusError as exc:
             return _upstream_failed(outcome, server.name, exc)
         return outcome
+
+
+def _unknown(call: _Call, why: str) -> ToolCallOutcome:
+    outcome = ToolCallOutcome(404, "error", call.trace_id, error=f"unknown tool {call.tool}: {why}")
+    outcome.traced = False
+    return outcome
 
 
 def _upstream_failed(outcome: ToolCallOutcome, server: str, exc: BusError) -> ToolCallOutcome:
@@ -261,3 +291,4 @@ class _Call:
     trace_id: str
     on_progress: PartialHandler | None
     callback_url: str | None
+    provisional_at: str | None = None  # timestamp of the provisional trace (waiting for approval)

@@ -3,11 +3,16 @@
 This is the hot path of every REST agent; Starlette's middleware stack and router cost a third
 of the gateway's CPU per call, so this one route skips them. Everything else (and every other
 method on /tool/...) goes to the Starlette app. Same contract: compat.md §3, errors as JSON.
+
+Every answer, a refused request included, is Go's tool-call response ({trace_id, policy,
+latency_ms, error, ...}) with the trace id also in the `X-Trace-Id` header. The trace id comes
+from a W3C `traceparent`, else `X-Trace-Id`, else a new one.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -30,16 +35,19 @@ class ToolRoute:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        trace_id = _trace_id(headers)
         try:
-            status, body = await self._call(scope["path"][len(_PREFIX):], headers, receive)
-        except HttpError as exc:
-            status, body = exc.status, {"error": str(exc)}
+            status, body = await self._call(scope["path"][len(_PREFIX):], headers, receive, trace_id)
+        except HttpError as exc:  # refused before it was a call: not traced (as in Go)
+            status, body = exc.status, {"trace_id": trace_id, "policy": "error", "latency_ms": 0, "error": str(exc)}
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode()
         await send({"type": "http.response.start", "status": status,
-                    "headers": [*_HEADERS, (b"content-length", str(len(payload)).encode())]})
+                    "headers": [*_HEADERS, (b"content-length", str(len(payload)).encode()),
+                                (b"x-trace-id", str(body["trace_id"]).encode("latin-1", "replace"))]})
         await send({"type": "http.response.body", "body": payload})
 
-    async def _call(self, tool: str, headers: dict[str, str], receive: Receive) -> tuple[int, dict[str, Any]]:
+    async def _call(self, tool: str, headers: dict[str, str], receive: Receive,
+                    trace_id: str) -> tuple[int, dict[str, Any]]:
         try:
             agent = agent_from_authorization(headers.get("authorization"))
         except IdentityError as exc:
@@ -53,7 +61,15 @@ class ToolRoute:
         outcome = await self.pipeline.call_tool(
             agent, tool, params,
             session_id=headers.get("x-session-id", ""),
-            trace_id=headers.get("x-trace-id") or None,
+            trace_id=trace_id,
             callback_url=headers.get("x-callback-url") or None,
         )
         return outcome.status, outcome.body()
+
+
+def _trace_id(headers: dict[str, str]) -> str:
+    """W3C `traceparent` (00-<32 hex trace id>-<parent>-<flags>), else `X-Trace-Id`, else new."""
+    parts = headers.get("traceparent", "").split("-")
+    if len(parts) >= 2 and len(parts[1]) == 32 and all(c in "0123456789abcdefABCDEF" for c in parts[1]):
+        return parts[1]
+    return headers.get("x-trace-id") or uuid.uuid4().hex

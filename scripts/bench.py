@@ -165,7 +165,7 @@ class BenchMesh(bh.MeshProcess):
 
     def workers(self, name: str) -> list[dict[str, Any]]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/mcp-servers", timeout=5) as r:
-            return next(s["workers"] for s in json.load(r)["servers"] if s["name"] == name)
+            return next(s["workers"] for s in json.load(r) if s["name"] == name)
 
     def log_lines(self, pattern: re.Pattern[str]) -> set[tuple[str, str]]:
         return {(log.name, line.strip()) for log in self.home.glob("*/logs/*.log")
@@ -181,7 +181,7 @@ def running_mesh(label: str, servers: list[dict[str, Any]], report: Report,
     say(f"[{label}] starting a mesh on port {mesh.port}, AGENT_MESH_HOME={mesh.home}")
     try:
         mesh.start()
-        deadline = time.monotonic() + 30  # /health may say ok before every upstream slot is up
+        deadline = time.monotonic() + 30  # /ready may say ok before every upstream slot is up
         while any(len(mesh.workers(s["name"])) < s["workers"] for s in servers):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"[{label}] not all upstream workers up after 30 s")

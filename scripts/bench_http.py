@@ -218,11 +218,11 @@ class MeshProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"agent-mesh serve exited: {self.output.read_text()}")
-            url = f"http://127.0.0.1:{self.port}/health"
+            url = f"http://127.0.0.1:{self.port}/ready"  # 503 until every role and upstream is up
             with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):
                 return  # urlopen raises on a non-2xx status
             time.sleep(0.2)
-        raise RuntimeError(f"mesh not healthy after {timeout}s; see {self.home}")
+        raise RuntimeError(f"mesh not ready after {timeout}s; see {self.home}")
 
     def tree(self) -> set[int]:
         return set() if self.proc is None else {self.proc.pid} | descendants(self.proc.pid)

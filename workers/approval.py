@@ -161,7 +161,7 @@ class ApprovalService:
         while True:
             for approval_id in self.store.due(self.clock()):
                 try:
-                    self.resolve(approval_id, "timeout", "timeout", None, None)
+                    self.resolve(approval_id, "timeout", "system:timeout", None, None)
                 except BusError:
                     pass  # resolved meanwhile
             await asyncio.sleep(TICK)

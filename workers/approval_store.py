@@ -143,7 +143,8 @@ class StateStore:
     def grant_revoke(self, grant_id: str, now: float) -> dict[str, Any]:
         grant = self.grant_get(grant_id)
         if grant["revoked_at"] is not None:
-            raise BusError(409, f"grant {grant['id'][:8]} is already revoked")
+            # Go forgets a revoked grant: revoking it again is 404, not a conflict.
+            raise BusError(frames.NOT_FOUND, f"grant {grant['id'][:8]} is already revoked")
         self.db.execute("UPDATE grants SET revoked_at=? WHERE id=?", (now, grant["id"]))
         return self.grant_get(grant["id"])
 

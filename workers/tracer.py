@@ -2,6 +2,11 @@
 behind `GET /traces`. Records arrive as acknowledged `traces` requests, so none is lost while
 this process restarts: senders keep them until acknowledged, and recording is idempotent by
 trace_id (a batch replayed after a lost ack is not written twice).
+
+A call waiting for approval is recorded twice with one trace_id: first provisionally
+(`approval_status: "pending"`), then final. The final record replaces the provisional one in
+place (same position in `/traces`); nothing replaces a final record, so replays are harmless.
+The JSONL file is append-only: there the later line of a trace_id supersedes the earlier.
 """
 
 from __future__ import annotations
@@ -34,6 +39,26 @@ CREATE INDEX IF NOT EXISTS traces_session ON traces (session_id, seq);
 """
 
 
+PENDING = "pending"
+# GET /health's `traces`: Go's Store.Stats() keys.
+_STATS_SQL = """SELECT COUNT(*),
+    TOTAL(json_extract(record, '$.policy') = 'allow'), TOTAL(json_extract(record, '$.policy') = 'deny'),
+    TOTAL(json_extract(record, '$.policy') = 'human_approval'),
+    TOTAL(COALESCE(json_extract(record, '$.error'), '') != ''),
+    TOTAL(json_extract(record, '$.estimated_input_tokens')), TOTAL(json_extract(record, '$.estimated_output_tokens'))
+    FROM traces"""
+STATS_KEYS = ("total", "allowed", "denied", "human_approval", "errors", "estimated_input_tokens",
+              "estimated_output_tokens")
+
+
+def _contribution(data: dict[str, Any]) -> dict[str, int]:
+    policy = data.get("policy")
+    return {"total": 1, "allowed": int(policy == "allow"), "denied": int(policy == "deny"),
+            "human_approval": int(policy == "human_approval"), "errors": int(bool(data.get("error"))),
+            "estimated_input_tokens": int(data.get("estimated_input_tokens") or 0),
+            "estimated_output_tokens": int(data.get("estimated_output_tokens") or 0)}
+
+
 class TraceStore:
     def __init__(self, db_path: Path, jsonl_path: Path | None) -> None:
         db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,14 +66,18 @@ class TraceStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        # Counted once here, then kept up to date by record(): /health asks often.
+        self.stats = dict(zip(STATS_KEYS, (int(n) for n in self.db.execute(_STATS_SQL).fetchone()), strict=True))
         self.jsonl = None
         if jsonl_path is not None:
             jsonl_path.parent.mkdir(parents=True, exist_ok=True)
             self.jsonl = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 — lives as long as the process
 
     def record(self, records: list[TraceRecord]) -> list[dict[str, Any]]:
-        """Store what is new (idempotent by trace_id); return the records that were new, as maps."""
+        """Store what is new (idempotent by trace_id; a final record replaces a provisional one);
+        return the records that were stored, as maps."""
         lines, new = [], []
+        counted: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []  # (replaced, stored)
         self.db.execute("BEGIN")
         try:
             for rec in records:
@@ -59,16 +88,30 @@ class TraceStore:
                     (rec.trace_id, rec.agent_id, rec.tool, rec.session_id, line),
                 )
                 if cur.rowcount:
-                    lines.append(line)
-                    new.append(data)
+                    counted.append((None, data))
+                elif rec.approval_status != PENDING and (old := self._provisional(rec.trace_id)) is not None:
+                    self.db.execute("UPDATE traces SET record = ? WHERE trace_id = ?", (line, rec.trace_id))
+                    counted.append((old, data))
+                else:
+                    continue
+                lines.append(line)
+                new.append(data)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        for old, data in counted:
+            for key, n in _contribution(data).items():
+                self.stats[key] += n - (_contribution(old)[key] if old is not None else 0)
         if self.jsonl is not None and lines:
             self.jsonl.write("\n".join(lines) + "\n")
             self.jsonl.flush()
         return new
+
+    def _provisional(self, trace_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT record FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
+        stored: dict[str, Any] | None = json.loads(row[0]) if row else None
+        return stored if stored is not None and stored.get("approval_status") == PENDING else None
 
     def query(self, q: TraceQuery) -> list[dict[str, Any]]:
         sql = "SELECT tool, record FROM traces"
@@ -93,16 +136,20 @@ class TraceStore:
 
 
     def sessions(self, limit: int) -> list[dict[str, Any]]:
-        """One summary per session id, most recently active first."""
+        """One summary per session id, most recently active first: Go's SessionSummary
+        (session_id, agent_id = the first agent, event_count, first_seen, last_seen, tools),
+        plus `agents` (every agent of the session)."""
         rows = self.db.execute(
-            "SELECT session_id, COUNT(*), MIN(seq), MAX(seq), GROUP_CONCAT(DISTINCT agent_id) FROM traces"
+            "SELECT session_id, COUNT(*), MIN(seq), MAX(seq), GROUP_CONCAT(DISTINCT agent_id),"
+            " GROUP_CONCAT(DISTINCT tool) FROM traces"
             " WHERE session_id != '' GROUP BY session_id ORDER BY MAX(seq) DESC LIMIT ?", (limit,)).fetchall()
         out = []
-        for session_id, calls, first, last, agents in rows:
+        for session_id, calls, first, last, agents, tools in rows:
             first_at = json.loads(self.db.execute("SELECT record FROM traces WHERE seq=?", (first,)).fetchone()[0])
             last_at = json.loads(self.db.execute("SELECT record FROM traces WHERE seq=?", (last,)).fetchone()[0])
-            out.append({"session_id": session_id, "calls": calls, "agents": sorted(agents.split(",")),
-                        "first_seen": first_at["timestamp"], "last_seen": last_at["timestamp"]})
+            out.append({"session_id": session_id, "agent_id": first_at["agent_id"], "event_count": calls,
+                        "first_seen": first_at["timestamp"], "last_seen": last_at["timestamp"],
+                        "tools": sorted(tools.split(",")), "agents": sorted(agents.split(","))})
         return out
 
 
@@ -117,7 +164,7 @@ class TraceService:
         try:
             if op == "record":
                 new = self.store.record(TraceBatch.model_validate(body).records)
-                if self.events is not None:  # live watchers (mesh watch, dashboards)
+                if self.events is not None:  # live watchers (mesh watch, dashboards), updates too
                     for data in new:
                         self.events.publish(f"trace.{data['agent_id']}.recorded", data)
                 return {"stored": len(new)}
@@ -125,6 +172,8 @@ class TraceService:
                 return {"traces": self.store.query(TraceQuery.model_validate(body))}
             if op == "sessions":
                 return {"sessions": self.store.sessions(int(body.get("limit", 100)))}
+            if op == "stats":
+                return dict(self.store.stats)
         except ValidationError as exc:
             raise bad_request(f"traces: invalid {op}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
         raise bad_request(f"traces: unknown op {op!r}")

@@ -36,14 +36,14 @@ class Mesh:
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def start(self, timeout: float = 30, ready: Callable[[dict[str, Any]], bool] | None = None) -> Mesh:
-        """Start and wait until /health says ok (or `ready(health_json)` holds)."""
+        """Start and wait until /ready says ok (or `ready(ready_json)` holds)."""
         self._ready = ready
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent_mesh", "serve", "--config", str(self.config_path)],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         try:
-            wait_until(self.healthy, timeout, f"mesh healthy at {self.url}", interval=0.1)
+            wait_until(self.healthy, timeout, f"mesh ready at {self.url}", interval=0.1)
         except BaseException:
             self.stop()
             raise
@@ -54,7 +54,7 @@ class Mesh:
         if self.proc.poll() is not None:
             raise AssertionError(f"agent-mesh serve exited: {self.proc.stdout.read().decode() if self.proc.stdout else ''}")
         try:
-            response = self.http.get("/health")
+            response = self.http.get("/ready")  # 503 until every role and upstream is up
         except httpx.HTTPError:
             return False
         if self._ready is not None:

@@ -57,7 +57,7 @@ async def test_500_parked_calls_resolved_by_another_client(mesh: Mesh) -> None:
 
         async def all_pending() -> list[dict[str, object]]:
             r = await client.get("/approvals", params={"status": "pending", "limit": 1000})
-            return r.json()["approvals"]
+            return r.json()
 
         for _ in range(300):
             pending = await all_pending()
@@ -97,7 +97,7 @@ def test_whole_mesh_restart_keeps_pending_approvals_and_grants(mesh: Mesh, tmp_p
                                                headers={"Authorization": "Bearer agent:survivor"}))
 
     def pending_ids() -> set[str]:
-        return {a["id"] for a in mesh.http.get("/approvals", params={"status": "pending", "agent": "survivor"}).json()["approvals"]}
+        return {a["id"] for a in mesh.http.get("/approvals", params={"status": "pending", "agent": "survivor"}).json()}
 
     wait_until(pending_ids, 10, "the approval to be pending")
     before = pending_ids()
@@ -108,7 +108,7 @@ def test_whole_mesh_restart_keeps_pending_approvals_and_grants(mesh: Mesh, tmp_p
     mesh.http = httpx.Client(base_url=mesh.url, timeout=30)
     mesh.start()
     assert pending_ids() == before
-    grants = {g["id"]: g for g in mesh.http.get("/grants").json()["grants"]}
+    grants = {g["id"]: g for g in mesh.http.get("/grants").json()}
     assert grants[grant["id"]]["expires_at"] == grant["expires_at"]
     r = mesh.call("fs.list_allowed_directories", agent="g")
     assert r.status_code == 200

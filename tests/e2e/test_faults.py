@@ -204,7 +204,7 @@ def healthy_before(mesh: Mesh) -> None:
 
 def _health(mesh: Mesh) -> tuple[int, dict[str, Any]]:
     try:
-        r = mesh.http.get("/health", timeout=2)
+        r = mesh.http.get("/ready", timeout=2)
         return r.status_code, r.json()
     except (httpx.HTTPError, ValueError):
         return 0, {}
@@ -228,7 +228,7 @@ def _kill(pid: int) -> float:
 
 def _registered_pids(mesh: Mesh, server: str) -> set[int]:
     try:
-        servers = mesh.http.get("/mcp-servers", timeout=2).json()["servers"]
+        servers = mesh.http.get("/mcp-servers", timeout=2).json()
     except (httpx.HTTPError, ValueError, KeyError):
         return set()
     return {w["pid"] for s in servers if s["name"] == server for w in s["workers"]}
@@ -262,7 +262,7 @@ def assert_no_trace_lost(mesh: Mesh, run: Run) -> None:
 
     def stored() -> list[str]:
         r = mesh.http.get("/traces", params={"session": run.session, "limit": 10_000}, timeout=5)
-        return [t["trace_id"] for t in r.json()["traces"]] if r.status_code == 200 else []
+        return [t["trace_id"] for t in r.json()] if r.status_code == 200 else []
 
     try:
         wait_until(lambda: set(returned) <= set(stored()), 10, "every returned trace id in /traces", interval=0.1)
@@ -275,7 +275,7 @@ def assert_no_trace_lost(mesh: Mesh, run: Run) -> None:
     # And each says what the client was told: an allowed call whose upstream failed is traced
     # `allow` with the failure's status (the decision travels back with the error).
     records = {t["trace_id"]: t for t in mesh.http.get(
-        "/traces", params={"session": run.session, "limit": 10_000}, timeout=5).json()["traces"]}
+        "/traces", params={"session": run.session, "limit": 10_000}, timeout=5).json()}
     told = {o.body["trace_id"]: (o.status, o.body["policy"]) for o in run.outcomes if o.body.get("trace_id")}
     wrong = {t: (records[t]["status_code"], records[t]["policy"], seen) for t, seen in told.items()
              if (records[t]["status_code"], records[t]["policy"]) != seen}
@@ -486,7 +486,7 @@ async def test_hung_upstream_times_out_and_is_cancelled(mesh: Mesh) -> None:
         hung_calls, cancelled = hung_calls + len(calls), cancelled + len(told & calls)
     assert hung_calls == len(hung) == cancelled
     # and the broker holds nothing for them any more
-    wait_until(lambda: all(w["inflight"] == 0 for s in mesh.http.get("/mcp-servers").json()["servers"]
+    wait_until(lambda: all(w["inflight"] == 0 for s in mesh.http.get("/mcp-servers").json()
                            for w in s["workers"]), 3, "no call in flight")
     run = Run(session, echoes + hung)
     assert_no_trace_lost(mesh, run)

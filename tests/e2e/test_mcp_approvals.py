@@ -50,7 +50,7 @@ async def test_approval_flow(mesh: Mesh) -> None:
             call = asyncio.create_task(client.call_tool("fs.write_file", {"path": str(target), "content": "ok"}))
             approval: dict[str, Any] = {}
             for _ in range(100):
-                pending = mesh.http.get("/approvals", params={"status": "pending"}).json()["approvals"]
+                pending = mesh.http.get("/approvals", params={"status": "pending"}).json()
                 if pending:
                     approval = pending[0]
                     break

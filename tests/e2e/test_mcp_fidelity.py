@@ -169,7 +169,7 @@ async def stdio_client(mesh: Mesh, seen: Seen, agent: str = "reader") -> AsyncIt
 
 
 def traces(mesh: Mesh, **query: str) -> list[dict[str, Any]]:
-    return mesh.http.get("/traces", params=query).json()["traces"]
+    return mesh.http.get("/traces", params=query).json()
 
 
 async def until(predicate: Any, timeout: float, what: str) -> Any:
@@ -231,7 +231,7 @@ def _sent_to_everything(mesh: Mesh) -> list[dict[str, Any]]:
 
 def _inflight(mesh: Mesh) -> int:
     """Calls in flight on the everything worker, as `/mcp-servers` reports (refreshed every 1 s)."""
-    (entry,) = [s for s in mesh.http.get("/mcp-servers").json()["servers"] if s["name"] == "everything"]
+    (entry,) = [s for s in mesh.http.get("/mcp-servers").json() if s["name"] == "everything"]
     return sum(w["inflight"] for w in entry["workers"])
 
 

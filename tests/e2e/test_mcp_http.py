@@ -69,10 +69,10 @@ async def test_rest_and_mcp_agents_share_one_mesh(mesh: Mesh) -> None:
     assert r.status_code == 200 and r.json()["result"]["content"][0]["text"] == "Echo: from rest"
 
     def agents() -> set[str]:
-        return {t["agent_id"] for t in mesh.http.get("/traces", params={"tool": "everything.echo"}).json()["traces"]}
+        return {t["agent_id"] for t in mesh.http.get("/traces", params={"tool": "everything.echo"}).json()}
 
     wait_until(lambda: {"cloud-7", "cloud-8"} <= agents(), 5, "both agents in one trace store")
-    mcp_trace = mesh.http.get("/traces", params={"agent": "cloud-7"}).json()["traces"][0]
+    mcp_trace = mesh.http.get("/traces", params={"agent": "cloud-7"}).json()[0]
     assert len(mcp_trace["session_id"]) == 32  # the MCP session id is recorded
 
 
@@ -123,5 +123,5 @@ async def test_connect_relays_stdio_to_the_mesh(mesh: Mesh) -> None:
         assert echo.content[0].text == "Echo: relayed"
         denied = await client.call_tool("everything.get-env", {})
         assert denied.is_error and "policy cloud" in denied.content[0].text
-    wait_until(lambda: len(mesh.http.get("/traces", params={"agent": "cloud-relay"}).json()["traces"]) == 2, 5,
+    wait_until(lambda: len(mesh.http.get("/traces", params={"agent": "cloud-relay"}).json()) == 2, 5,
                "the relayed calls traced under the relay's agent id")

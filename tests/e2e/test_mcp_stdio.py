@@ -121,7 +121,7 @@ async def test_tools_calls_policy_and_progress(setup: Setup) -> None:
 
     # The calls are traced with the session id, in the mesh's one trace store.
     port = setup.port
-    traces = httpx.get(f"http://127.0.0.1:{port}/traces", params={"session": "sess-1"}, timeout=5).json()["traces"]
+    traces = httpx.get(f"http://127.0.0.1:{port}/traces", params={"session": "sess-1"}, timeout=5).json()
     tools = {t["tool"] for t in traces}
     assert {"everything.echo", "everything.get-env", "everything.trigger-long-running-operation"} <= tools
 

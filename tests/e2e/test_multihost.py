@@ -67,8 +67,8 @@ def _remote_worker(mesh: Mesh, keys: Path, host_b: Path) -> subprocess.Popen[str
 async def test_bus_section_serves_tcp_and_a_remote_worker_serves_and_publishes(
         mesh: Mesh, keys: Path, tmp_path: Path) -> None:
     # Without its remote worker the server is listed, down; calls get a clear 503.
-    (server,) = mesh.http.get("/mcp-servers").json()["servers"]
-    assert (server["name"], server["status"], server["configured_workers"]) == ("everything", "down", 0)
+    (server,) = mesh.http.get("/mcp-servers").json()
+    assert (server["name"], server["status"], server["configured_workers"]) == ("everything", "error", 0)
     assert "upstream-everything" not in (mesh.state / "supervisord.conf").read_text()
     down = mesh.call("everything.echo", {"message": "hi"})
     assert down.status_code == 503 and "upstream unavailable: everything" in down.json()["error"], down.text
@@ -78,8 +78,8 @@ async def test_bus_section_serves_tcp_and_a_remote_worker_serves_and_publishes(
 
     worker = _remote_worker(mesh, keys, tmp_path / "host-b")
     try:
-        wait_until(lambda: mesh.http.get("/health").status_code == 200, 30, "the remote worker registered")
-        (server,) = mesh.http.get("/mcp-servers").json()["servers"]
+        wait_until(lambda: mesh.http.get("/ready").status_code == 200, 30, "the remote worker registered")
+        (server,) = mesh.http.get("/mcp-servers").json()
         assert [w["slot"] for w in server["workers"]] == ["everything:10"]
         up = mesh.call("everything.echo", {"message": "hi"})
         assert up.status_code == 200 and "hi" in up.text, up.text

@@ -23,6 +23,7 @@ from agent_mesh.durations import parse_duration
 from bus.errors import BusError, bad_request
 from bus.messages import APPROVAL
 from bus.worker import BusWorker, Request
+from gateway.api_views import approval_view, rfc3339
 from policy.approvals import injection_risk, param_shape, redact_content
 from policy.globs import glob_matches
 from workers.approval_store import StateStore
@@ -75,7 +76,7 @@ class ApprovalService:
             return {"status": "approved", "approved_by": "auto:memory", "id": approval["id"], "approval": approval}
         approval = create()
         if self.config.approval.notify_url:
-            self._post(str(self.config.approval.notify_url), {"event": "approval.pending", "approval": self.view(approval)})
+            self._post(str(self.config.approval.notify_url), self.notification("pending", approval))
         return {"status": "pending", "id": approval["id"], "approval": approval}
 
     async def op_wait(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +110,7 @@ class ApprovalService:
             if not future.done():
                 future.set_result(approval)
         if approval.get("callback_url"):
-            self._post(approval["callback_url"], {"event": f"approval.{status}", "approval": self.view(approval)})
+            self._post(approval["callback_url"], self.notification(status, approval))
         return approval
 
     async def op_claim_replay(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -133,6 +134,17 @@ class ApprovalService:
         if not self.config.supervisor.expose_content:
             out["params"] = redact_content(approval["params"])
         return out
+
+    def notification(self, event: str, approval: dict[str, Any]) -> dict[str, Any]:
+        """A webhook body: the Go project's (`event` pending | approved | denied | timeout, id,
+        agent_id, tool, params, policy_rule, resolved_by, timestamp), the approval item beside."""
+        view = approval_view(self.view(approval), self.clock())
+        at = approval["resolved_at"] if event != "pending" and approval.get("resolved_at") else approval["created_at"]
+        body = {"event": event, "id": approval["id"], "agent_id": approval["agent_id"], "tool": approval["tool"],
+                "params": view["params"], "policy_rule": approval["policy_rule"], "timestamp": rfc3339(at)}
+        if event != "pending" and approval.get("resolved_by"):
+            body["resolved_by"] = approval["resolved_by"]
+        return body | {"approval": view}
 
     # -- grants ----------------------------------------------------------------------------
 

@@ -40,11 +40,14 @@ CREATE INDEX IF NOT EXISTS traces_session ON traces (session_id, seq);
 
 
 PENDING = "pending"
-# GET /health's `traces`: Go's Store.Stats() keys.
+# GET /health's `traces`: Go's Store.Stats() keys. Go counts as `errors` the entries with an error,
+# and its traces of a policy deny or an approval denied / timed out carry none: ours name the
+# reason, so those (403, 408) are left out of `errors` to count what Go counts.
 _STATS_SQL = """SELECT COUNT(*),
     TOTAL(json_extract(record, '$.policy') = 'allow'), TOTAL(json_extract(record, '$.policy') = 'deny'),
     TOTAL(json_extract(record, '$.policy') = 'human_approval'),
-    TOTAL(COALESCE(json_extract(record, '$.error'), '') != ''),
+    TOTAL(COALESCE(json_extract(record, '$.error'), '') != ''
+          AND json_extract(record, '$.status_code') NOT IN (403, 408)),
     TOTAL(json_extract(record, '$.estimated_input_tokens')), TOTAL(json_extract(record, '$.estimated_output_tokens'))
     FROM traces"""
 STATS_KEYS = ("total", "allowed", "denied", "human_approval", "errors", "estimated_input_tokens",
@@ -54,7 +57,8 @@ STATS_KEYS = ("total", "allowed", "denied", "human_approval", "errors", "estimat
 def _contribution(data: dict[str, Any]) -> dict[str, int]:
     policy = data.get("policy")
     return {"total": 1, "allowed": int(policy == "allow"), "denied": int(policy == "deny"),
-            "human_approval": int(policy == "human_approval"), "errors": int(bool(data.get("error"))),
+            "human_approval": int(policy == "human_approval"),
+            "errors": int(bool(data.get("error")) and data.get("status_code") not in (403, 408)),
             "estimated_input_tokens": int(data.get("estimated_input_tokens") or 0),
             "estimated_output_tokens": int(data.get("estimated_output_tokens") or 0)}
 

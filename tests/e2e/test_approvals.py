@@ -128,7 +128,10 @@ def test_approve_with_mesh_cli_releases_the_waiting_call(mesh: Mesh, hooks: Webh
     t = trace(mesh, r.json()["trace_id"])
     assert (t["approval_status"], t["approved_by"], t["supervisor_reasoning"]) == ("approved", "human", "looks fine")
     assert t["approval_id"] == approval["id"] and t["approval_ms"] > 0
-    assert any(h["event"] == "approval.pending" and h["approval"]["id"] == approval["id"] for h in hooks.received)
+    (hook,) = [h for h in hooks.received if h["event"] == "pending" and h["id"] == approval["id"]]
+    assert (hook["agent_id"], hook["tool"], hook["policy_rule"]) == ("claude", "fs.write_file", "claude")
+    assert hook["params"]["path"] == str(target) and hook["timestamp"] == approval["created_at"]
+    assert hook["approval"]["status"] == "pending" and "resolved_by" not in hook
 
 
 def test_deny_answers_403_and_timeout_408(mesh: Mesh) -> None:
@@ -218,7 +221,7 @@ def test_webhook_callback_url_gets_the_resolution(mesh: Mesh, hooks: Webhooks) -
     approval = pending_for(mesh, "fs.list_allowed_directories")
     mesh_cli(mesh, "approve", approval["id"][:8])
     assert call.result(timeout=10).status_code == 200
-    wait_until(lambda: any(h["event"] == "approval.approved" and h["approval"]["id"] == approval["id"]
+    wait_until(lambda: any(h["event"] == "approved" and h["id"] == approval["id"] and h["resolved_by"]
                            for h in hooks.received), 5, "the callback webhook")
 
 

@@ -57,7 +57,7 @@ def test_provisional_and_final_in_one_batch(tmp_path: Path) -> None:
 def test_stats_are_gos_and_survive_a_restart(tmp_path: Path) -> None:
     store = TraceStore(tmp_path / "t.db", None)
     store.record([rec("t0", estimated_input_tokens=2, estimated_output_tokens=5, tokens_source="estimate"),
-                  rec("t1", policy="deny", status_code=403), pending("t2"),
+                  rec("t1", policy="deny", status_code=403, error="denied by policy p: no"), pending("t2"),
                   rec("t3", policy="allow", status_code=502, error="upstream unavailable: fs")])
     store.record([final("t2", error="")])
     expected = {"total": 4, "allowed": 2, "denied": 1, "human_approval": 1, "errors": 1,

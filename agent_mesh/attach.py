@@ -16,14 +16,15 @@ import time
 from pathlib import Path
 
 from agent_mesh.config import LoadedConfig
-from agent_mesh.launcher import running_pid
+from agent_mesh.errors import UserError
+from agent_mesh.launcher import make_state_dir, running_pid
 from bus.endpoints import Endpoints
 
 START_TIMEOUT = 60.0
 
 
-class AttachError(RuntimeError):
-    pass
+class AttachError(UserError):
+    """The mesh could not be started (or reached) for this connector."""
 
 
 def clients_dir(state: Path) -> Path:
@@ -63,7 +64,7 @@ def ensure_mesh(loaded: LoadedConfig) -> Endpoints:
     Takes a lease for this process first, so a mesh that is about to stop for lack of clients
     sees us. Concurrent starters are serialised by a lock file: only one mesh per config.
     """
-    state = loaded.state_dir()
+    state = make_state_dir(loaded)
     endpoints = Endpoints.in_dir(state)
     take_lease(state)
     with open(state / "start.lock", "w") as lock:
@@ -76,9 +77,10 @@ def ensure_mesh(loaded: LoadedConfig) -> Endpoints:
 def _start_detached(loaded: LoadedConfig, state: Path) -> None:
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(logs / "embedded-start.log", "ab") as out:
+    log = logs / "embedded-start.log"
+    with open(log, "ab") as out:
         # New session: Claude's Ctrl-C or closing our stdio must not signal the mesh directly.
-        subprocess.Popen(
+        serving = subprocess.Popen(
             [sys.executable, "-m", "agent_mesh", "serve", "--config", str(loaded.path), "--embedded"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True,
             env={**os.environ, "AGENT_MESH_HOME": str(state.parent)},
@@ -87,6 +89,11 @@ def _start_detached(loaded: LoadedConfig, state: Path) -> None:
     while time.monotonic() < deadline:
         if running_pid(state) is not None and (state / "bus.ipc").exists():
             return
+        if serving.poll() is not None:  # it gave up: say why (its last line, e.g. a taken port)
+            from agent_mesh.tree import last_line
+
+            why = last_line(log).removeprefix("agent-mesh: ") or f"exit status {serving.returncode}"
+            raise AttachError(f"the mesh for {loaded.path} did not start: {why} (log: {log})")
         time.sleep(0.05)
     raise AttachError(f"the mesh for {loaded.path} did not start in {START_TIMEOUT:.0f}s; see {logs}")
 

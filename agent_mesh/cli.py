@@ -1,38 +1,90 @@
-"""The `agent-mesh` command (compat.md §5)."""
+"""The `agent-mesh` command (compat.md §5).
+
+Every failure a user can cause is one line on stderr (what failed, what to do) and a non-zero
+exit status; `--debug` (anywhere on the line) shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 import agent_mesh
 from agent_mesh import keys
 from agent_mesh.config import ConfigError, LoadedConfig, load_config
+from agent_mesh.errors import UserError
 from agent_mesh.roles import ROLES
 
 DEFAULT_CONFIG = "agent-mesh.yaml"
+CONFIG_HELP = f"the mesh's config file (default {DEFAULT_CONFIG})"
+
+MODES = """modes:
+  agent-mesh --config c.yaml [--port N]     run the mesh (as `serve`; Ctrl-C stops it)
+  agent-mesh --mcp --config c.yaml          stdio MCP server for Claude Code / Cursor: attaches to
+                                            the mesh of c.yaml, starting it if none runs
+  agent-mesh connect --url URL              stdio MCP relay to a running mesh's /mcp
+
+`agent-mesh COMMAND --help` tells more about each command."""
+
+ROLE_HELP = {
+    "broker": "the ZeroMQ bus every other process talks through",
+    "gateway": "HTTP: the REST API and MCP Streamable HTTP (/mcp)",
+    "policy": "decides allow / deny / human_approval / rate_limited (--slot N of policy_workers)",
+    "tracer": "stores traces (JSONL trace_file and the SQLite index)",
+    "approval": "pending approvals, grants and decision memory (SQLite)",
+    "upstream": "one upstream MCP server's worker (--server NAME, --slot N of its workers)",
+    "lifecycle": "stops a mesh started by --mcp once its last client has gone",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agent-mesh", description="Governance gateway for MCP tool calls")
+    parser = argparse.ArgumentParser(
+        prog="agent-mesh", description="Governance gateway for AI agents' MCP tool calls.",
+        usage="agent-mesh [--mcp] [--config FILE] [--port N] [options]\n"
+              "       agent-mesh {serve,connect,check,run,keys,supervisor} ...",
+        epilog=MODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"agent-mesh {agent_mesh.__version__}")
-    sub = parser.add_subparsers(dest="command")
+    parser.add_argument("--mcp", action="store_true",
+                        help="stdio MCP front-end (Claude Code, Cursor): attach to the mesh of --config, "
+                             "starting it if none runs; stdout carries MCP frames only")
+    parser.add_argument("--config", dest="top_config", metavar="FILE", help=CONFIG_HELP)
+    parser.add_argument("--port", dest="top_port", type=int, metavar="N",
+                        help="HTTP port, overriding the config's `port` (not with --mcp)")
+    parser.add_argument("--mcp-agent", default="claude", metavar="ID",
+                        help="with --mcp: the agent id of this session (default claude)")
+    parser.add_argument("--mcp-session-id", metavar="ID",
+                        help="with --mcp: the session id recorded in traces (default: generated)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the mesh under supervisord (foreground; Ctrl-C stops it)")
-    serve.add_argument("--config", default=DEFAULT_CONFIG)
-    serve.add_argument("--port", type=int)
+    serve = sub.add_parser("serve", help="run the mesh under supervisord (foreground; Ctrl-C stops it)",
+                           description="Run the mesh under supervisord, in the foreground: Ctrl-C or "
+                                       "SIGTERM stop the whole process tree. Exits non-zero if a "
+                                       "process of the tree cannot be kept running.")
+    serve.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=CONFIG_HELP)
+    serve.add_argument("--port", type=int, metavar="N", help="HTTP port, overriding the config's `port`")
     serve.add_argument("--embedded", action="store_true", help=argparse.SUPPRESS)  # started by --mcp
 
-    connect = sub.add_parser("connect", help="stdio MCP relay to a mesh's /mcp (local or remote)")
-    connect.add_argument("--url", default="http://127.0.0.1:9090")
-    connect.add_argument("--agent", "--mcp-agent", dest="agent", default="claude", help="agent id (bearer)")
+    connect = sub.add_parser("connect", help="stdio MCP relay to a mesh's /mcp (local or remote)",
+                             description="Relay MCP between stdio (Claude Code) and a running mesh's "
+                                         "/mcp endpoint, as one agent.")
+    connect.add_argument("--url", default="http://127.0.0.1:9090",
+                         help="the mesh's HTTP address, or its /mcp URL (default http://127.0.0.1:9090)")
+    connect.add_argument("--agent", "--mcp-agent", dest="agent", default="claude",
+                         help="agent id sent as the bearer (default claude)")
 
-    check = sub.add_parser("check", help="validate a config file and print its warnings")
-    check.add_argument("--config", default=DEFAULT_CONFIG)
+    check = sub.add_parser("check", help="validate a config file and print its warnings",
+                           description="Validate a config file: its fields, policies, and that "
+                                       "each stdio server's command can be found.")
+    check.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=CONFIG_HELP)
 
-    run = sub.add_parser("run", help="run one process of the tree (what supervisord starts)")
-    run.add_argument("role", choices=ROLES)
-    run.add_argument("--config", default=DEFAULT_CONFIG)
+    roles = "\n".join(f"  {name:<10} {what}" for name, what in ROLE_HELP.items())
+    run = sub.add_parser("run", help="run one process of the tree (what supervisord starts)",
+                         description="Run one process of the mesh's tree; `serve` starts them all.",
+                         epilog=f"roles:\n{roles}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("role", choices=ROLES, metavar="ROLE", help=f"one of: {', '.join(ROLES)} (below)")
+    run.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=CONFIG_HELP)
     run.add_argument("--server", help="upstream: which mcp_servers entry")
     run.add_argument("--slot", type=int, default=0, help="process number (stable worker name)")
     run.add_argument("--port", type=int, help="gateway: override the config's port")
@@ -52,50 +104,87 @@ def _load(path: str) -> LoadedConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        sys.exit(f"agent-mesh: {exc}")
-
-
-def _mcp_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agent-mesh --mcp", description="stdio MCP front-end (Claude Code)")
-    parser.add_argument("--mcp", action="store_true", required=True)
-    parser.add_argument("--config", default=DEFAULT_CONFIG)
-    parser.add_argument("--mcp-agent", default="claude", help="agent id of this session (default claude)")
-    parser.add_argument("--mcp-session-id", help="session id recorded in traces (default: generated)")
-    return parser
+        raise UserError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["supervisor"]:
+    if argv[:1] == ["supervisor"]:  # its own command line: autoresolve.cli
         from autoresolve.cli import main as supervisor_main
 
         sys.exit(supervisor_main(argv[1:]))
-    if "--mcp" in argv:
-        args = _mcp_parser().parse_args(argv)
+    # `run` is what supervisord starts: its failures keep their tracebacks, for the role's log.
+    debug = "--debug" in argv or argv[:1] == ["run"]
+    try:
+        sys.exit(_main([a for a in argv if a != "--debug"], debug))
+    except UserError as exc:
+        if debug:
+            raise
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # not foreseen: still one line, the traceback with --debug
+        if debug:
+            raise
+        leaf = _leaf(exc)
+        _fail(str(leaf) if isinstance(leaf, UserError) else
+              f"{type(leaf).__name__}: {leaf} (--debug shows the traceback)")
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"agent-mesh: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real exception inside (nested) exception groups (anyio task groups)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _main(argv: list[str], debug: bool) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.mcp:
+        if args.command is not None:
+            parser.error(f"--mcp runs on its own, not with {args.command}")
+        if args.top_port is not None:
+            parser.error("--port does not apply to --mcp (the mesh it starts uses the config's port)")
+        from agent_mesh import ports
+        from agent_mesh.launcher import running_pid
         from gateway import stdio
 
-        sys.exit(stdio.main(_load(args.config), args.mcp_agent, args.mcp_session_id))
-    # Plain `agent-mesh --config c.yaml [--port N]` is `serve` (compatibility with the Go CLI).
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
-        argv.insert(0, "serve")
-    args = _parser().parse_args(argv)
+        loaded = _load(args.top_config or DEFAULT_CONFIG)
+        if running_pid(loaded.state_dir()) is None:  # we will start it: can it listen?
+            taken = ports.problem(loaded.config.host, loaded.config.port, f"set port: in {loaded.path}")
+            if taken is not None:
+                raise UserError(taken)
+        return int(stdio.main(loaded, args.mcp_agent, args.mcp_session_id) or 0)
+    if args.command is None:
+        if args.top_config is None and args.top_port is None:
+            parser.print_help(sys.stderr)
+            return 2
+        args.command, args.config, args.port, args.embedded = "serve", args.top_config or DEFAULT_CONFIG, \
+            args.top_port, False
     if args.command == "serve":
         from agent_mesh.launcher import serve
 
-        serve(_load(args.config), port=args.port, embedded=args.embedded)
-    elif args.command == "connect":
+        return serve(_load(args.config), port=args.port, embedded=args.embedded)
+    if args.command == "connect":
         from gateway import connect
 
-        sys.exit(connect.main(args.url, args.agent))
-    elif args.command == "check":
-        loaded = _load(args.config)
-        for warning in loaded.warnings:
-            print(f"warning: {warning}")
-        print(f"{loaded.path}: ok ({len(loaded.config.mcp_servers)} servers, {len(loaded.config.policies)} policies)")
-    elif args.command == "run":
+        return connect.main(args.url, args.agent)
+    if args.command == "check":
+        from agent_mesh.check import check
+
+        return check(_load(args.config))
+    if args.command == "run":
         from agent_mesh.roles import run_role
 
         run_role(args.role, _load(args.config), server=args.server, slot=args.slot, port=args.port,
                  connect=args.connect, keys=args.keys)
-    elif args.command == "keys":
-        sys.exit(keys.main(args))
+        return 0
+    if args.command == "keys":
+        return keys.main(args)
+    parser.error(f"unknown command {args.command}")

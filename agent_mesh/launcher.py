@@ -1,5 +1,6 @@
 """`agent-mesh serve`: write a supervisord configuration for this mesh into its state directory
-and run the real supervisord on it, in the foreground (Ctrl-C / SIGTERM stop the whole tree).
+and run the real supervisord on it, in the foreground (Ctrl-C / SIGTERM stop the whole tree),
+watching it (agent_mesh/tree.py): a role supervisord gives up on stops the mesh, loudly.
 
 Process tree: broker, trace writer, policy ×policy_workers, one program per upstream with
 numprocs = its `workers` (none for `workers: 0`: served by workers on other hosts), http gateway.
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from agent_mesh.config import LoadedConfig
+from agent_mesh.errors import UserError
 from agent_mesh.roles import broker_remote
 
 CONF_NAME = "supervisord.conf"
@@ -29,8 +31,16 @@ def _quote(*words: str) -> str:
     return _esc(" ".join(shlex.quote(w) for w in words))
 
 
+# A start that keeps failing is given up after STARTRETRIES retries (FATAL, after 1 + 2 + 3 s of
+# backoff), and `serve` stops the mesh saying why, instead of a restart loop. A start fails when
+# the process exits within STARTSECS: longer than a role takes to import and set up under load
+# (about 1.5 s on a busy 2-core machine), or an early exit (a taken port) would count as a run.
+STARTRETRIES = 3
+STARTSECS = 3
+
+
 def _program(name: str, command: str, logs: Path, *, priority: int, numprocs: int = 1,
-             stopwaitsecs: int = 5) -> str:
+             stopwaitsecs: int = 5, startretries: int = STARTRETRIES) -> str:
     process_name = "%(program_name)s-%(process_num)d" if numprocs > 1 else "%(program_name)s"
     return f"""
 [program:{name}]
@@ -40,8 +50,8 @@ numprocs={numprocs}
 priority={priority}
 autostart=true
 autorestart=true
-startsecs=1
-startretries=100
+startsecs={STARTSECS}
+startretries={startretries}
 stopasgroup=true
 killasgroup=true
 stopwaitsecs={stopwaitsecs}
@@ -116,6 +126,17 @@ stdout_logfile=NONE
     return text
 
 
+def make_state_dir(loaded: LoadedConfig) -> Path:
+    """The mesh's state directory (and its logs/), created owner-only if needed."""
+    state = loaded.state_dir()
+    try:
+        (state / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise UserError(f"cannot create the state directory {state}: {exc.strerror or exc}; "
+                        "set AGENT_MESH_HOME to a directory of yours") from None
+    return state
+
+
 def running_pid(state: Path) -> int | None:
     """The pid of a supervisord already running this mesh, if any."""
     try:
@@ -133,24 +154,30 @@ def _remote_warnings(loaded: LoadedConfig, serves_tcp: bool) -> list[str]:
             "nothing can serve it" for server in loaded.config.mcp_servers if server.workers == 0]
 
 
-def serve(loaded: LoadedConfig, port: int | None = None, embedded: bool = False) -> None:
-    """Replace this process with supervisord running the mesh. Does not return."""
-    state = loaded.state_dir()
-    (state / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
+def serve(loaded: LoadedConfig, port: int | None = None, embedded: bool = False) -> int:
+    """Run the mesh under supervisord in the foreground until it stops; returns the exit status
+    (1 when a process of the tree could not be kept running: agent_mesh/tree.py)."""
+    from agent_mesh import ports, tree
+
+    state = make_state_dir(loaded)
     pid = running_pid(state)
     if pid is not None:
         sys.exit(f"agent-mesh: a mesh for {loaded.path} is already running (supervisord pid {pid}, state {state})")
+    host, shown_port = loaded.config.host, port or loaded.config.port
+    # Before anything starts: a taken port would otherwise only show in the gateway's log.
+    taken = ports.problem(host, shown_port, f"set port: in {loaded.path} or --port")
+    if taken is not None:
+        sys.exit(f"agent-mesh: {taken}")
     # The broker's tcp settings now, not in its log: supervisord would restart it in a loop.
     remote = broker_remote(loaded)
     conf = state / CONF_NAME
     conf.write_text(supervisor_conf(loaded, state, port, embedded))
     for warning in loaded.warnings + _remote_warnings(loaded, remote is not None):
         print(f"agent-mesh: warning: {warning}", file=sys.stderr)
-    host, shown_port = loaded.config.host, port or loaded.config.port
     print(f"agent-mesh: serving {loaded.path} on http://{host}:{shown_port}", file=sys.stderr)
     if remote is not None:
         print(f"agent-mesh: bus also on {remote[0]} for workers on other hosts (CURVE, "
               f"keys authorised in {remote[1].authorized})", file=sys.stderr)
     print(f"agent-mesh: state and logs in {state}; supervisorctl -c {conf} status", file=sys.stderr)
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])
+    return tree.run(conf, state / "supervisor.sock")

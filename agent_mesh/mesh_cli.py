@@ -1,70 +1,121 @@
-"""The `mesh` command: a client of a running mesh's HTTP API (`MESH_URL`, default
-http://localhost:9090). Approving, denying and granting send `MESH_OPERATOR_TOKEN` as
-`X-Operator-Token` when set (needed when the mesh has `auth.operator_token`)."""
+"""The `mesh` command (also `python -m agent_mesh.mesh_cli`): a client of a running mesh's HTTP API
+(`MESH_URL`, default http://localhost:9090). Approving, denying, granting and revoking send
+`MESH_OPERATOR_TOKEN` as `X-Operator-Token` when set (needed when the mesh has
+`auth.operator_token`). A failure is one line on stderr and exit status 1 (`--debug`: traceback).
+
+Readers accept both the mesh's older wrapped lists (`{"traces": [...]}`) and bare arrays.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import select
+import shutil
 import sys
-import termios
-import time
-import tty
 from typing import Any
 
 import httpx
-from rich.console import Console
-from rich.table import Table
+
+from agent_mesh.errors import connection_reason
+from agent_mesh.tables import Column, clock, render, text
 
 DEFAULT_URL = "http://localhost:9090"
-console = Console()
+
+
+class MeshError(Exception):
+    """What went wrong, in one line, for the person at the terminal."""
 
 
 class Mesh:
     def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
+        self.url = url.rstrip("/") if "://" in url else "http://" + url.rstrip("/")  # host:port will do
         token = os.environ.get("MESH_OPERATOR_TOKEN")
         self.headers = {"X-Operator-Token": token} if token else {}
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
         try:
             response = httpx.request(method, self.url + path, headers=self.headers, timeout=10, **kw)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise MeshError(f"invalid mesh URL {self.url!r}: {exc} (set MESH_URL or --url)") from None
         except httpx.HTTPError as exc:
-            sys.exit(f"mesh: cannot reach {self.url}: {exc}")
+            raise MeshError(f"cannot reach {self.url}: {connection_reason(exc)}; is the mesh running? "
+                            "(set MESH_URL or --url)") from None
         try:
             body = response.json()
         except ValueError:
-            body = {"error": response.text}
-        if response.status_code >= 400 and path != "/health":
-            sys.exit(f"mesh: {method} {path}: HTTP {response.status_code}: {body.get('error', body)}")
+            body = {"error": response.text.strip()[:200]}
+        if response.status_code >= 400 and not (path == "/health" and response.status_code == 503):
+            error = body.get("error", body) if isinstance(body, dict) else body
+            hint = ""
+            if response.status_code in (401, 403) and "operator token" in str(error) and not self.headers:
+                hint = " (set MESH_OPERATOR_TOKEN)"
+            raise MeshError(f"{method} {path}: {error} (HTTP {response.status_code}){hint}")
         return body
 
 
-def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column.upper())
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    return table
+def items(body: Any, key: str) -> list[dict[str, Any]]:
+    """A list answer: a bare array, or the older `{key: [...]}`."""
+    found = body if isinstance(body, list) else (body or {}).get(key, [])
+    return [item for item in found if isinstance(item, dict)]
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float) and value > 1e9:  # unix time
-        return time.strftime("%H:%M:%S", time.localtime(value))
-    if isinstance(value, dict | list):
-        text = json.dumps(value)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return "" if value is None else str(value)
+def columns_of_terminal() -> int:
+    return shutil.get_terminal_size((80, 24)).columns
 
 
-def _short(approvals: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{**a, "id": a["id"][:8], "risk": "INJECTION?" if a.get("injection_risk") else ""} for a in approvals]
+def _count(value: Any) -> Any:
+    return len(value) if isinstance(value, list | dict) else value
 
 
-PENDING_COLUMNS = ["id", "created_at", "agent_id", "tool", "params", "risk"]
+def _id8(value: Any) -> str:
+    return str(value or "")[:8]
+
+
+PENDING = [
+    Column("id", "ID", min=8, shrink=None, render=_id8),
+    Column("created_at", "TIME", min=8, shrink=None, render=clock),
+    Column("agent_id", "AGENT", min=6, shrink=2),
+    Column("tool", "TOOL", shrink=None),
+    Column("risk", "RISK", min=0, shrink=1),
+    Column("params", "PARAMS", min=0, shrink=0),
+]
+TRACES = [
+    Column("timestamp", "TIME", min=8, shrink=None, render=clock),
+    Column("agent_id", "AGENT", min=6, shrink=3),
+    Column("tool", "TOOL", shrink=None),
+    Column("policy", "POLICY", min=5, shrink=4),
+    Column("status_code", "ST", min=3, shrink=None),
+    Column("latency_ms", "MS", min=0, shrink=2, right=True,
+           render=lambda v: "" if v is None else f"{float(v):.0f}" if float(v) >= 10 else f"{float(v):.1f}"),
+    Column("detail", "PARAMS / ERROR", min=0, shrink=0),
+]
+GRANTS = [
+    Column("id", "ID", min=8, shrink=None, render=_id8),
+    Column("agent", "AGENT", min=6, shrink=1),
+    Column("globs", "TOOLS", min=10, shrink=0),
+    Column("expires_at", "UNTIL", min=8, shrink=None, render=clock),
+    Column("remaining", "LEFT", min=0, shrink=2),
+    Column("by", "BY", min=0, shrink=0),
+]
+
+
+def globs(grant: dict[str, Any]) -> list[str]:
+    """A grant's tool globs: `tool_globs`, else `tools` as a list or Go's comma-joined string."""
+    found = grant.get("tool_globs") or grant.get("tools") or []
+    return [g for g in (found.split(",") if isinstance(found, str) else found) if g]
+
+
+def grant_rows(grants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**g, "globs": ", ".join(globs(g)), "by": g.get("granted_by") or g.get("created_by")} for g in grants]
+
+
+def pending_rows(approvals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**a, "risk": "INJECTION?" if a.get("injection_risk") else ""} for a in approvals]
+
+
+def trace_rows(traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**t, "detail": t.get("error") or text(t.get("params"))} for t in traces]
 
 
 def _resolve(mesh: Mesh, approval_id: str, decision: str, reasoning: str | None) -> Any:
@@ -72,100 +123,170 @@ def _resolve(mesh: Mesh, approval_id: str, decision: str, reasoning: str | None)
                      json={"resolved_by": os.environ.get("USER", "human"), "reasoning": reasoning})
 
 
-def watch(mesh: Mesh) -> None:
-    """Live view of pending approvals; a = approve, d = deny, s = skip (the oldest first), q = quit."""
-    if not sys.stdin.isatty():
-        sys.exit("mesh watch: needs a terminal (use `mesh pending` in scripts)")
-    skipped: set[str] = set()
-    old = termios.tcgetattr(sys.stdin)
-    try:
-        tty.setcbreak(sys.stdin.fileno())
-        while True:
-            pending = [a for a in mesh.call("GET", "/approvals", params={"status": "pending"})
-                       if a["id"] not in skipped]
-            pending.sort(key=lambda a: a["created_at"])
-            console.clear()
-            console.print(_table(f"pending approvals at {mesh.url}", _short(pending), PENDING_COLUMNS))
-            current = pending[0] if pending else None
-            if current:
-                console.print(f"[bold]{current['id'][:8]}[/] {current['agent_id']} → {current['tool']}: "
-                              "[green]a[/]pprove  [red]d[/]eny  [yellow]s[/]kip  [dim]q[/]uit")
-            else:
-                console.print("nothing pending — q to quit")
-            ready, _, _ = select.select([sys.stdin], [], [], 1.0)
-            if not ready:
-                continue
-            key = sys.stdin.read(1).lower()
-            if key == "q":
-                return
-            if current and key in ("a", "d"):
-                result = _resolve(mesh, current["id"], "approve" if key == "a" else "deny", "via mesh watch")
-                console.print(f"{current['id'][:8]}: {result['status']}")
-            elif current and key == "s":
-                skipped.add(current["id"])
-    finally:
-        termios.tcsetattr(sys.stdin, termios.TCSADRAIN, old)
+def resolution_line(body: Any) -> str:
+    approval = body.get("approval", body) if isinstance(body, dict) else {}
+    status = body.get("status") if isinstance(body, dict) else None
+    return f"{_id8(approval.get('id'))}: {status or approval.get('status')}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    # --url, --json and --debug work before and after the subcommand (`mesh health --json`): the
+    # subcommands' copies leave them alone unless given (SUPPRESS), and main() fills the defaults.
+    def common_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--url", default=argparse.SUPPRESS,
+                            help=f"the mesh's HTTP address (default $MESH_URL, else {DEFAULT_URL})")
+        parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                            help="print the API's JSON instead of a table")
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                            help="show the traceback of a failure")
+        return parser
+
+    parser = common_options(argparse.ArgumentParser(prog="mesh", description="talk to a running agent-mesh"))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return common_options(sub.add_parser(name, help=help, description=help))
+
+    command("pending", "approvals waiting for a decision")
+    command("show", "one approval, with the agent's recent traces").add_argument(
+        "id", help="approval id or a unique prefix (8 characters)")
+    for name in ("approve", "deny"):
+        p = command(name, f"{name} a pending approval")
+        p.add_argument("id", help="approval id or a unique prefix (8 characters)")
+        p.add_argument("--reasoning", help="why (recorded in the trace)")
+    command("watch", "live, interactive: a approve, d deny (each asks for an optional reason), "
+                     "s skip, u bring skipped back, q quit")
+    traces = command("traces", "recent tool calls, newest first")
+    traces.add_argument("--agent", help="only this agent's calls")
+    traces.add_argument("--tool", help="only this tool (a glob, as in policies)")
+    traces.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    command("grants", "active grants")
+    grant = command("grant", "let an agent call tools without approval for a while")
+    grant.add_argument("agent", help="agent id (or a glob)")
+    grant.add_argument("tools", nargs="+", help="tool names or globs, e.g. filesystem.write_file 'fs.*'")
+    grant.add_argument("--for", dest="duration", required=True, metavar="DURATION",
+                       help="how long: 30m, 2h, 1h30m")
+    command("revoke", "end a grant now").add_argument("id", help="grant id or a unique prefix")
+    command("tools", "tools of every upstream")
+    command("servers", "upstream servers and their workers")
+    command("health", "the mesh's processes and upstreams (exit status 1 unless all are up)")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="mesh", description="talk to a running agent-mesh")
-    parser.add_argument("--url", default=os.environ.get("MESH_URL", DEFAULT_URL))
-    parser.add_argument("--json", action="store_true", help="print raw JSON")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("pending", help="approvals waiting for a decision")
-    sub.add_parser("show", help="one approval with the agent's recent traces").add_argument("id")
-    for name in ("approve", "deny"):
-        p = sub.add_parser(name, help=f"{name} a pending approval (id or 8-char prefix)")
-        p.add_argument("id")
-        p.add_argument("--reasoning")
-    sub.add_parser("watch", help="live, interactive: a approve, d deny, s skip, q quit")
-    traces = sub.add_parser("traces", help="recent tool calls, newest first")
-    traces.add_argument("--agent")
-    traces.add_argument("--tool")
-    traces.add_argument("--limit", type=int, default=20)
-    sub.add_parser("grants", help="active grants")
-    sub.add_parser("tools", help="tools of every upstream")
-    sub.add_parser("servers", help="upstream servers and their workers")
-    sub.add_parser("health", help="liveness of every process role")
-    args = parser.parse_args(argv)
-    mesh = Mesh(args.url)
+    args = _parser().parse_args(argv)
+    for option, default in (("url", os.environ.get("MESH_URL", DEFAULT_URL)), ("json", False), ("debug", False)):
+        if not hasattr(args, option):
+            setattr(args, option, default)
+    try:
+        code = run(args)
+    except MeshError as exc:
+        if args.debug:
+            raise
+        sys.exit(f"mesh {args.command}: {exc}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # a bug or an answer we do not understand: still one line
+        if args.debug:
+            raise
+        sys.exit(f"mesh {args.command}: {type(exc).__name__}: {exc} (--debug shows the traceback)")
+    sys.exit(code)
 
+
+def run(args: argparse.Namespace) -> int:
+    mesh = Mesh(args.url)
+    width = columns_of_terminal()
     if args.command == "watch":
+        from agent_mesh.mesh_watch import watch
+
         watch(mesh)
-        return
+        return 0
+    view: str
     if args.command in ("approve", "deny"):
         body = _resolve(mesh, args.id, args.command, args.reasoning)
-        print(json.dumps(body, indent=2) if args.json else f"{body['id'][:8]}: {body['status']}")
-        return
-    if args.command == "pending":
+        view = resolution_line(body)
+    elif args.command == "pending":
         body = mesh.call("GET", "/approvals", params={"status": "pending"})
-        view = _table("pending approvals", _short(body), PENDING_COLUMNS)
+        rows = pending_rows(items(body, "approvals"))
+        view = render(PENDING, rows, width, "pending approvals") if rows else "nothing pending"
     elif args.command == "show":
         body = mesh.call("GET", f"/approvals/{args.id}")
-        view = _table(f"approval {body['id']}", [{"field": k, "value": v} for k, v in body.items()
-                                                 if k not in ("recent_traces",)], ["field", "value"])
+        recent = body.get("recent_traces")
+        if recent is None:
+            recent = items(mesh.call("GET", "/traces", params={"agent": body.get("agent_id"), "limit": 10}),
+                           "traces")
+        body = {**body, "recent_traces": recent}
+        view = show(body, width)
     elif args.command == "traces":
         params = {k: v for k, v in {"agent": args.agent, "tool": args.tool, "limit": args.limit}.items() if v}
         body = mesh.call("GET", "/traces", params=params)
-        view = _table("traces", body,
-                      ["timestamp", "agent_id", "tool", "policy", "status_code", "latency_ms", "error"])
+        rows = trace_rows(items(body, "traces"))
+        view = render(TRACES, rows, width) if rows else "no traces"
     elif args.command == "grants":
         body = mesh.call("GET", "/grants")
-        view = _table("grants", [{**g, "id": g["id"][:8]} for g in body],
-                      ["id", "agent", "tools", "expires_at", "remaining", "granted_by"])
+        rows = grant_rows(items(body, "grants"))
+        view = render(GRANTS, rows, width) if rows else "no active grants"
+    elif args.command == "grant":
+        body = mesh.call("POST", "/grants", json={
+            "agent": args.agent, "tools": args.tools, "duration": args.duration,
+            "created_by": f"mesh:{os.environ.get('USER', 'human')}"})
+        grant = body.get("grant", body)
+        view = (f"grant {_id8(grant.get('id'))}: {grant.get('agent')} may call {', '.join(globs(grant))} "
+                f"without approval until {clock(grant.get('expires_at'))} "
+                f"(mesh revoke {_id8(grant.get('id'))} ends it)")
+    elif args.command == "revoke":
+        body = mesh.call("DELETE", f"/grants/{args.id}")
+        grant = body.get("grant", body)
+        view = f"grant {_id8(grant.get('id'))} revoked"
     elif args.command == "tools":
         body = mesh.call("GET", "/tools")
-        rows = [{"name": t["name"], "description": (t.get("description") or "")[:60]} for t in body]
-        view = _table("tools", rows, ["name", "description"])
+        rows = [{"name": t.get("name"), "description": t.get("description")} for t in items(body, "tools")]
+        view = render([Column("name", "NAME", shrink=None), Column("description", "DESCRIPTION", min=0)],
+                      rows, width)
     elif args.command == "servers":
         body = mesh.call("GET", "/mcp-servers")
-        view = _table("servers", [{**s, "tools": len(s["tools"]), "workers": len(s["workers"])} for s in body],
-                      ["name", "transport", "status", "tools", "workers"])
+        rows = [{**s, "tools": _count(s.get("tools")), "workers": _count(s.get("workers")),
+                 "reason": s.get("error") or s.get("reason")} for s in items(body, "servers")]
+        view = render([Column("name", "NAME", shrink=None), Column("transport", "TRANSPORT", shrink=None),
+                       Column("status", "STATUS", shrink=None), Column("tools", "TOOLS", shrink=None),
+                       Column("workers", "WORKERS", shrink=None), Column("reason", "REASON", min=0)],
+                      rows, width)
     else:
+        from agent_mesh.mesh_health import health_view, healthy
+
         body = mesh.call("GET", "/health")
-        view = _table(f"health: {body['status']}", [{"upstream": k, "status": v} for k, v in body["upstreams"].items()],
-                      ["upstream", "status"])
-    if args.json:
-        print(json.dumps(body, indent=2))
+        view = health_view(body, width)
+        if args.json:
+            print(json.dumps(body, indent=2))
+        else:
+            print(view)
+        return 0 if healthy(body) else 1
+    print(json.dumps(body, indent=2) if args.json else view)
+    return 0
+
+
+def show(approval: dict[str, Any], width: int) -> str:
+    fields = ["id", "status", "agent_id", "tool", "params", "policy_rule", "created_at", "expires_at",
+              "resolved_by", "reasoning", "injection_risk"]
+    lines = []
+    for key in fields:
+        value = approval.get(key)
+        if value is None or value == "":
+            continue
+        shown = clock(value) if key.endswith("_at") else text(value)
+        lines.append(f"{key:<14} {shown}")
+    grants = approval.get("active_grants") or []
+    if grants:
+        lines.append(f"{'active_grants':<14} " + "; ".join(f"{_id8(g.get('id'))} {text(g.get('tools'))}"
+                                                           for g in grants))
+    recent = trace_rows(approval.get("recent_traces") or [])
+    lines.append("")
+    if recent:
+        lines.append(render(TRACES, recent, width, f"recent traces of {approval.get('agent_id')}"))
     else:
-        console.print(view)
+        lines.append(f"no recent traces of {approval.get('agent_id')}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -158,13 +158,7 @@ def run_role(
         sys.exit(_run(upstream.run(endpoints.requests, spec, slot=f"{spec.name}:{slot}",
                                    default_cwd=str(loaded.path.parent))))
     elif role == "gateway":
-        import uvicorn
-
-        from gateway.http import create_app
-
-        app = create_app(loaded, endpoints.requests, endpoints.events_out)
-        uvicorn.run(app, host=config.host, port=port or config.port, log_level="warning",
-                    access_log=False, lifespan="on", loop="uvloop", http="httptools")
+        _gateway(loaded, endpoints, port or config.port)
     elif role == "lifecycle":
         from agent_mesh.attach import watch_leases
 
@@ -173,3 +167,25 @@ def run_role(
         signal.pause()
     else:
         sys.exit(f"agent-mesh run: unknown role {role!r} (one of {', '.join(ROLES)})")
+
+
+def _gateway(loaded: LoadedConfig, endpoints: Endpoints, port: int) -> None:
+    """Listen first: a port that cannot be had is one line in the log and an exit, which
+    supervisord retries a few times (startretries) and then gives up on (FATAL; `serve` says it)."""
+    from agent_mesh import ports
+
+    host = loaded.config.host
+    try:
+        sock = ports.bind(host, port)
+    except OSError as exc:
+        sys.exit(f"gateway: {ports.explain(exc, host, port, f'set port: in {loaded.path} or --port')}")
+    import uvicorn
+
+    from gateway.http import create_app
+
+    app = create_app(loaded, endpoints.requests, endpoints.events_out)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                           lifespan="on", loop="uvloop", http="httptools"))
+    server.run(sockets=[sock])
+    if not server.started:
+        sys.exit(3)  # uvicorn's startup failure (logged above)

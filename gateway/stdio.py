@@ -63,6 +63,8 @@ def main(loaded: LoadedConfig, agent: str, session_id: str | None) -> Any:
     except KeyboardInterrupt:
         return 0
     finally:
+        import contextlib
         import os
 
-        (clients_dir(loaded.state_dir()) / str(os.getpid())).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (no state directory: nothing to remove)
+            (clients_dir(loaded.state_dir()) / str(os.getpid())).unlink(missing_ok=True)

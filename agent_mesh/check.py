@@ -1,0 +1,36 @@
+"""`agent-mesh check`: the config validates (done by loading it), and every stdio upstream's
+command can be started as the worker will start it (in the server's `cwd`, by default the
+config file's directory, with its `env` over ours)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from agent_mesh.config import LoadedConfig
+from workers.commands import command_problem
+
+
+def problems(loaded: LoadedConfig) -> list[str]:
+    out = []
+    for i, server in enumerate(loaded.config.mcp_servers):
+        if server.transport != "stdio" or not server.command or server.workers == 0:
+            continue  # served elsewhere (workers: 0): its command runs on another host
+        cwd = server.cwd or str(loaded.path.parent)
+        problem = command_problem(server.command, cwd, {**os.environ, **server.env})
+        if problem is not None:
+            out.append(f"{loaded.path}: mcp_servers[{i}] ({server.name}): {problem}")
+    return out
+
+
+def check(loaded: LoadedConfig) -> int:
+    for warning in loaded.warnings:
+        print(f"warning: {warning}")
+    found = problems(loaded)
+    for problem in found:
+        print(f"agent-mesh: {problem}", file=sys.stderr)
+    if found:
+        return 1
+    config = loaded.config
+    print(f"{loaded.path}: ok ({len(config.mcp_servers)} servers, {len(config.policies)} policies)")
+    return 0

@@ -1,0 +1,87 @@
+"""`serve` in the foreground: supervisord runs the tree as our child, and we watch it.
+
+supervisord gives up on a program whose start keeps failing (FATAL, after `startretries`). A
+mesh with a role given up on is not the mesh the user asked for: we say which role and the last
+line of its log (e.g. the gateway's "port 9090 is in use"), stop the tree and exit 1. Ctrl-C and
+SIGTERM are passed on to supervisord, which stops the tree; we exit with its status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import signal
+import subprocess
+import sys
+import xmlrpc.client
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+POLL = 0.5  # s between looks at the tree
+STOP_TIMEOUT = 60.0  # s supervisord gets to stop the tree
+
+
+def last_line(path: str | Path) -> str:
+    """The last non-empty line of a log file ("" if none)."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(0, 2)
+            file.seek(max(0, file.tell() - 8192))
+            lines = [line.strip() for line in file.read().decode(errors="replace").splitlines()]
+    except OSError:
+        return ""
+    return next((line for line in reversed(lines) if line), "")
+
+
+def _processes(sock: Path) -> list[dict[str, Any]]:
+    from supervisor.xmlrpc import SupervisorTransport
+
+    transport = SupervisorTransport(None, None, serverurl=f"unix://{sock}")
+    proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+    try:
+        return list(proxy.supervisor.getAllProcessInfo())  # type: ignore[arg-type]
+    except (OSError, xmlrpc.client.Error, http.client.HTTPException):
+        return []  # not up yet, or going down
+    finally:
+        transport.close()
+
+
+def given_up(sock: Path) -> list[str]:
+    """One line per program supervisord has given up on (FATAL): name and its log's last line."""
+    out = []
+    for info in _processes(sock):
+        if info.get("statename") == "FATAL":
+            log = info.get("stdout_logfile") or ""
+            why = last_line(log) or info.get("spawnerr") or "no output"
+            out.append(f"{info.get('name')} could not be kept running: {why} (log: {log})")
+    return out
+
+
+def run(conf: Path, sock: Path) -> int:
+    """Run supervisord on `conf` until it exits (its status) or gives up on a program (1)."""
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            return proc.wait(timeout=POLL)
+        except subprocess.TimeoutExpired:
+            pass
+        failed = given_up(sock)
+        if failed:
+            for line in failed:
+                print(f"agent-mesh: {line}", file=sys.stderr)
+            print("agent-mesh: stopping the mesh", file=sys.stderr)
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=STOP_TIMEOUT)
+            if proc.poll() is None:
+                proc.kill()
+            return 1
+

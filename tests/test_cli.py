@@ -1,0 +1,158 @@
+"""`agent-mesh` through its real entry point (`python -m agent_mesh`): help that shows every mode
+and option, and every failure a user can cause as one line and a non-zero exit (a traceback only
+with --debug)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent_mesh.cli import _parser
+from agent_mesh.roles import ROLES
+from tests.support import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def agent_mesh(*args: str, tmp: Path, stdin: str = "", timeout: float = 60,
+               **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent_mesh", *args], input=stdin, capture_output=True,
+                          text=True, timeout=timeout, cwd=tmp, check=False,
+                          env={**os.environ, "AGENT_MESH_HOME": str(tmp / "home"), **env})
+
+
+def one_line_failure(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode not in (0, None), result
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def config(tmp: Path, **fields: object) -> Path:
+    path = tmp / "mesh.yaml"
+    path.write_text(yaml.safe_dump({"port": free_port(), "mcp_servers": [], **fields}))
+    return path
+
+
+def test_no_arguments_prints_usage_with_the_mcp_mode(tmp_path: Path) -> None:
+    result = agent_mesh(tmp=tmp_path)
+    assert result.returncode == 2
+    assert "usage: agent-mesh" in result.stderr and "--mcp" in result.stderr
+    assert "file not found" not in result.stderr
+
+
+def test_help_lists_mcp_and_every_command(tmp_path: Path) -> None:
+    out = agent_mesh("--help", tmp=tmp_path).stdout
+    for word in ("--mcp", "--mcp-agent", "--config", "--port", "--debug", "serve", "connect", "check",
+                 "run", "keys"):
+        assert word in out
+
+
+def _actions(parser: argparse.ArgumentParser, where: str = "agent-mesh") -> list[tuple[str, argparse.Action]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _actions(sub, f"{where} {name}")
+        else:
+            found.append((where, action))
+    return found
+
+
+def test_every_option_has_help_text() -> None:
+    missing = [f"{where} {'/'.join(a.option_strings) or a.dest}" for where, a in _actions(_parser())
+               if not a.help]
+    assert missing == []
+
+
+def test_run_lists_every_role(tmp_path: Path) -> None:
+    out = agent_mesh("run", "--help", tmp=tmp_path).stdout
+    roles = out.split("roles:", 1)[1]
+    for role in ROLES:
+        assert f"\n  {role} " in roles, role
+
+
+def test_connect_to_nothing_is_one_line(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    line = one_line_failure(agent_mesh("connect", "--url", url, tmp=tmp_path, stdin="\n"))
+    assert line == (f"agent-mesh: cannot reach the mesh at {url}/mcp: connection refused; is it running? "
+                    "(start it with `agent-mesh serve`, or give its address with --url)")
+    debug = agent_mesh("connect", "--url", url, "--debug", tmp=tmp_path, stdin="\n")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize("command", [["serve"], ["check"], [], ["--mcp"]])
+def test_config_file_missing_or_bad(tmp_path: Path, command: list[str]) -> None:
+    missing = one_line_failure(agent_mesh(*command, "--config", "nope.yaml", tmp=tmp_path))
+    assert missing == "agent-mesh: nope.yaml: file not found"
+    (tmp_path / "bad.yaml").write_text("port: [9090\n")
+    bad = one_line_failure(agent_mesh(*command, "--config", "bad.yaml", tmp=tmp_path))
+    assert bad.startswith("agent-mesh: bad.yaml: invalid YAML: line 2, column 1")
+
+
+@pytest.mark.parametrize("command", [["serve"], ["--mcp"]])
+def test_unusable_state_directory_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "home").write_text("a file, not a directory")
+    path = config(tmp_path)
+    line = one_line_failure(agent_mesh(*command, "--config", str(path), tmp=tmp_path))
+    assert line.startswith(f"agent-mesh: cannot create the state directory {tmp_path / 'home'}/")
+    assert line.endswith(": Not a directory; set AGENT_MESH_HOME to a directory of yours")
+
+
+@pytest.mark.parametrize("command", [["serve"], ["--mcp"], []])
+def test_port_in_use_is_refused_before_anything_starts(tmp_path: Path, command: list[str]) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        path = config(tmp_path)
+        path.write_text(yaml.safe_dump({"port": port, "mcp_servers": []}))
+        line = one_line_failure(agent_mesh(*command, "--config", str(path), tmp=tmp_path))
+    finally:
+        holder.close()
+    fix = f"set port: in {path}" + ("" if command == ["--mcp"] else " or --port")
+    assert line == f"agent-mesh: port {port} is in use (by pid {os.getpid()}: {_cmdline()}); {fix}"
+    assert not list((tmp_path / "home").rglob("supervisord.pid")), "a tree was started"
+
+
+def _cmdline() -> str:
+    return Path(f"/proc/{os.getpid()}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()[:80]
+
+
+def test_check_resolves_stdio_commands_as_the_worker_does(tmp_path: Path) -> None:
+    here = tmp_path / "conf"
+    here.mkdir()
+    script = here / "server.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    (here / "plain.txt").write_text("not executable")
+    path = here / "mesh.yaml"
+    servers = [{"name": "local", "command": "./server.sh"},  # relative to the config's directory
+               {"name": "onpath", "command": "sh"},
+               {"name": "remote", "command": "does-not-exist", "workers": 0},  # runs on another host
+               {"name": "web", "url": "http://127.0.0.1:1/mcp", "transport": "streamable_http"}]
+    path.write_text(yaml.safe_dump({"mcp_servers": servers}))
+    ok = agent_mesh("check", "--config", str(path), tmp=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert f"{path}: ok (4 servers" in ok.stdout
+    servers += [{"name": "filesystem", "command": "does-not-exist"},
+                {"name": "plain", "command": "./plain.txt"},
+                {"name": "elsewhere", "command": "./server.sh", "cwd": str(tmp_path)}]
+    path.write_text(yaml.safe_dump({"mcp_servers": servers}))
+    bad = agent_mesh("check", "--config", str(path), tmp=tmp_path)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.splitlines() == [
+        f"agent-mesh: {path}: mcp_servers[4] (filesystem): command 'does-not-exist' not found on PATH",
+        f"agent-mesh: {path}: mcp_servers[5] (plain): command './plain.txt' is not executable",
+        (f"agent-mesh: {path}: mcp_servers[6] (elsewhere): command './server.sh' not found "
+         f"(no {tmp_path}/server.sh)"),
+    ]

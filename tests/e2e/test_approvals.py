@@ -241,7 +241,8 @@ def test_approval_worker_killed_while_a_call_waits(mesh: Mesh) -> None:
 
 
 def test_mesh_watch_is_interactive(mesh: Mesh) -> None:
-    """`mesh watch` in a real pseudo-terminal: it lists the pending call and `a` approves it."""
+    """`mesh watch` in a real pseudo-terminal: it lists the pending call and `a` (then Enter for no
+    reason) approves it."""
     import pty
 
     call = background(mesh, "fs.list_allowed_directories", {"watch": True})
@@ -258,7 +259,7 @@ def test_mesh_watch_is_interactive(mesh: Mesh) -> None:
             if ready:
                 screen += os.read(fd, 65536)
         assert approval["id"][:8].encode() in screen, screen[-500:]
-        os.write(fd, b"a")
+        os.write(fd, b"a\r")  # approve, no reason
         r = call.result(timeout=10)
         assert r.status_code == 200 and r.json()["approval_status"] == "approved"
         os.write(fd, b"q")

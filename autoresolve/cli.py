@@ -22,6 +22,7 @@ from agent_mesh.config import ConfigError
 from autoresolve.config import Loaded, load
 from autoresolve.decide import by_rules, call_of
 from autoresolve.memory import Memory
+from autoresolve.mesh_process import MeshProcessError
 
 DEFAULT_CONFIG = "supervisor.yaml"
 
@@ -60,7 +61,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"agent-mesh supervisor: {exc}", file=sys.stderr)
         return 2
-    except UserError as exc:
+    except (UserError, MeshProcessError) as exc:
         if args.debug:
             raise
         print(f"agent-mesh supervisor: {exc}", file=sys.stderr)
@@ -92,31 +93,27 @@ async def _serve(loaded: Loaded, dry_run: bool) -> int:
         loop.add_signal_handler(sig, stop.set)
     settings, url = loaded.settings, loaded.mesh_url()
     log = logging.getLogger("autoresolve")
-    memory = Memory(loaded.memory_path)
     api = MeshApi(url, operator_token=loaded.operator_token, agent=settings.agent)
     async with httpx.AsyncClient() as http, contextlib.AsyncExitStack() as cleanup:
         cleanup.push_async_callback(api.aclose)
+        process = None
+        if settings.mesh_process.enabled:
+            from autoresolve.mesh_process import MeshProcess
+
+            process = MeshProcess(loaded, api)  # a bad mesh config: one line, before anything runs
+            cleanup.push_async_callback(process.close)
+        memory = Memory(loaded.memory_path)
         cleanup.callback(memory.close)
         model = model_for(settings.model, http) if settings.model else None
         log.info("supervising %s: %d rules, model %s, memory %s%s", url, len(settings.rules),
                  f"{settings.model.provider}:{settings.model.model}" if settings.model else "none",
                  loaded.memory_path, " (dry run: nothing is resolved)" if dry_run else "")
-        tasks = [asyncio.create_task(Supervisor(loaded, api, memory, model, dry_run).run(stop))]
-        if settings.mesh_process.enabled:
-            try:
-                from autoresolve.mesh_process import MeshProcess, MeshProcessError
-            except ImportError:  # lands in the next step
-                raise UserError("mesh_process: not built yet; start the mesh yourself") from None
-
-            process = MeshProcess(loaded, api)
-            cleanup.push_async_callback(process.close)
-            tasks.append(asyncio.create_task(process.run(stop)))
-        try:
-            await asyncio.gather(*tasks)
-        except MeshProcessError as exc:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise UserError(str(exc)) from None
+        tasks = []
+        if process is not None:
+            await process.ensure(stop)  # attached, or started and answering /health
+            tasks.append(asyncio.create_task(process.watch(stop)))
+        tasks.append(asyncio.create_task(Supervisor(loaded, api, memory, model, dry_run).run(stop)))
+        await asyncio.gather(*tasks)
     return 0
 
 

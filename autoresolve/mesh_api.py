@@ -100,6 +100,19 @@ class MeshApi:
         body = _json(response)
         return body if isinstance(body, dict) else {"status": f"HTTP {response.status_code}"}
 
+    async def ready(self) -> bool:
+        """Serving every role and upstream: `GET /ready` is 200 (Go shapes), or without that
+        route, `GET /health` is 200 with status ok."""
+        try:
+            response = await self.http.get("/ready", timeout=3.0)
+            if response.status_code == 404:
+                response = await self.http.get("/health", timeout=3.0)
+                body = _json(response)
+                return response.status_code == 200 and isinstance(body, dict) and body.get("status") == "ok"
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
     async def call_tool(self, tool: str, params: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
         """A governed tool call as this supervisor's agent (for the MCP memory server)."""
         response = await self._request("POST", f"/tool/{tool}", json={"params": params}, timeout=timeout)

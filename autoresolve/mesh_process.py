@@ -1,0 +1,275 @@
+"""`mesh_process`: keep a mesh running for the supervisor (deployment config 3), or attach to the
+one that already runs for that config (config 6: started by Claude's `agent-mesh --mcp`).
+
+- **Attach or start**: a mesh for the config is running when its state directory names a live
+  supervisord (agent_mesh/attach.py's rule, under the same `start.lock`, so a connector and the
+  supervisor starting at once make one mesh), or when `GET /health` answers at the mesh URL (any
+  compatible mesh, the Go one too). Attached, the supervisor holds a client lease like a
+  connector, so an embedded mesh lives while it is attached; it never stops a mesh it attached to.
+- **Owned**: `<command> --config <config> [args]` in its own session. Watched every
+  `health_interval`: when it exits, or `/health` stays unanswered `unhealthy_after` times, what is
+  left of its tree is killed and it is started again, with backoff doubling per failed start.
+  The supervisor is a child subreaper (Linux), so a kill -9 of the mesh's supervisord leaves its
+  workers to us, not to init: they are stopped before the new mesh binds the same port and bus.
+- **Exit**: an owned mesh is stopped (SIGTERM, then what is left is killed), unless other clients
+  are attached to it: then it is left running, and the log says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from agent_mesh.attach import live_clients, take_lease
+from agent_mesh.config import ConfigError, load_config
+from agent_mesh.durations import parse_duration
+from agent_mesh.launcher import running_pid
+from agent_mesh.proctree import alive, descendants
+from autoresolve.config import Loaded
+from autoresolve.mesh_api import MeshApi
+
+log = logging.getLogger("autoresolve.mesh")
+
+PR_SET_CHILD_SUBREAPER = 36
+STOP_GRACE = 20.0  # seconds for supervisord to stop its tree
+
+
+class MeshProcessError(Exception):
+    """mesh_process cannot work at all (bad command or config): one line for the user."""
+
+
+class MeshProcess:
+    def __init__(self, loaded: Loaded, api: MeshApi) -> None:
+        self.cfg = loaded.settings.mesh_process
+        config = loaded.mesh_config_path
+        assert config is not None  # validated: required when enabled
+        self.config_path = config
+        self.api = api
+        self.state: Path | None = _state_dir(config)  # None: only /health says if it runs
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.attached_pid: int | None = None
+        self.lease: Path | None = None
+        self.failures = 0  # consecutive unanswered health checks
+        self.starts = 0  # consecutive starts that never got healthy
+        _become_subreaper()
+
+    # -- the watch ------------------------------------------------------------------------------
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """After `ensure`: check on the mesh every health_interval until `stop`."""
+        interval = parse_duration(self.cfg.health_interval)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                await self.check(stop)
+
+    async def ensure(self, stop: asyncio.Event) -> None:
+        """Attach to the running mesh, else start one (retrying with backoff until it is up)."""
+        while not stop.is_set():
+            if await self._attach():
+                return
+            if await self._start(stop):
+                return
+            delay = self._backoff()
+            log.warning("the mesh did not come up; starting it again in %.0fs", delay)
+            await _sleep(stop, delay)
+
+    async def check(self, stop: asyncio.Event) -> None:
+        if self.proc is not None:
+            code = self.proc.poll()
+            if code is not None:
+                log.warning("the mesh (pid %d) exited with status %s; restarting it", self.proc.pid, code)
+                await self._restart(stop)
+                return
+        healthy = await self.api.health() is not None
+        if healthy:
+            self.failures = 0
+            return
+        self.failures += 1
+        if self.proc is None:  # attached: is it gone, or only busy?
+            if self.state is None or running_pid(self.state) is None:
+                log.warning("the mesh we attached to is gone; starting one")
+                self.attached_pid = None
+                await self.ensure(stop)
+            return
+        if self.failures >= self.cfg.unhealthy_after:
+            log.warning("the mesh (pid %d) has not answered GET /health %d times; restarting it",
+                        self.proc.pid, self.failures)
+            await self._restart(stop)
+
+    async def _restart(self, stop: asyncio.Event) -> None:
+        await asyncio.to_thread(self._kill_tree)
+        self.proc, self.failures = None, 0
+        await _sleep(stop, self._backoff())
+        await self.ensure(stop)
+
+    def _backoff(self) -> float:
+        first, most = parse_duration(self.cfg.restart_backoff), parse_duration(self.cfg.restart_backoff_max)
+        delay = min(first * 2 ** max(self.starts - 1, 0), most)
+        return delay
+
+    # -- attach / start -------------------------------------------------------------------------
+
+    async def _attach(self) -> bool:
+        pid = running_pid(self.state) if self.state is not None else None
+        if pid is None and await self.api.health() is None:
+            return False
+        if self.state is not None and self.lease is None:
+            self.lease = take_lease(self.state)
+        if pid != self.attached_pid or pid is None:
+            where = f"supervisord pid {pid}, state {self.state}" if pid else f"at {self.api.url}"
+            log.info("attached to the mesh already running for %s (%s); not starting another",
+                     self.config_path, where)
+        self.attached_pid, self.starts = pid, 0
+        return True
+
+    async def _start(self, stop: asyncio.Event) -> bool:
+        """Start our own mesh; True once it answers /health."""
+        self.starts += 1
+        argv = [*self.cfg.argv, "--config", str(self.config_path), *self.cfg.args]
+        lock = await asyncio.to_thread(self._lock)
+        try:
+            if self.state is not None and running_pid(self.state) is not None:
+                return await self._attach()  # someone (a connector) started it meanwhile
+            log.info("starting the mesh: %s", " ".join(argv))
+            try:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+            except OSError as exc:
+                raise MeshProcessError(f"mesh_process.command: cannot run {argv[0]!r}: {exc.strerror or exc}") from None
+            deadline = time.monotonic() + parse_duration(self.cfg.start_timeout)
+            # Hold the lock until the state dir names our supervisord: a connector then attaches.
+            while self.state is not None and running_pid(self.state) is None and self.proc.poll() is None:
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            if lock is not None:
+                lock.close()
+        while time.monotonic() < deadline and not stop.is_set():
+            if self.proc.poll() is not None:
+                log.warning("the mesh exited with status %s while starting (its output is above)",
+                            self.proc.returncode)
+                await asyncio.to_thread(self._kill_tree)
+                self.proc = None
+                return False
+            if await self.api.ready():
+                log.info("the mesh (pid %d) is up at %s", self.proc.pid, self.api.url)
+                return self._started()
+            await asyncio.sleep(0.1)
+        if stop.is_set():
+            return True
+        health = await self.api.health()
+        if health is not None:  # answering but not ready (an upstream that does not start?)
+            log.warning("the mesh (pid %d) answers at %s but is not ready after %s: %s", self.proc.pid,
+                        self.api.url, self.cfg.start_timeout, json.dumps(health)[:300])
+            return self._started()
+        log.warning("the mesh did not answer GET /health within %s", self.cfg.start_timeout)
+        await asyncio.to_thread(self._kill_tree)
+        self.proc = None
+        return False
+
+    def _started(self) -> bool:
+        self.starts, self.failures = 0, 0
+        if self.state is not None and self.lease is None:
+            self.lease = take_lease(self.state)
+        return True
+
+    def _lock(self) -> object | None:
+        if self.state is None:
+            return None
+        self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handle = open(self.state / "start.lock", "w")  # noqa: SIM115 - held across awaits
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return handle
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            others = [pid for pid in live_clients(self.state) if pid != os.getpid()] if self.state else []
+            if others:
+                log.info("leaving the mesh (pid %d) running: %d other client(s) attached (stop it with "
+                         "kill %d)", self.proc.pid, len(others), self.proc.pid)
+            else:
+                log.info("stopping the mesh (pid %d)", self.proc.pid)
+                await asyncio.to_thread(self._stop)
+        if self.lease is not None:
+            self.lease.unlink(missing_ok=True)
+            self.lease = None
+
+    def _stop(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            pass
+        self._kill_tree()
+
+    def _kill_tree(self) -> None:
+        """Kill the owned mesh and every process left of it (orphans are ours: subreaper)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        # Orphans of a killed supervisord: SIGTERM lets an upstream worker close its MCP server;
+        # the gateway may hold connections of callers waiting on approvals, so not for long.
+        for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
+            left = descendants(os.getpid())
+            if not left:
+                return
+            for pid in left:
+                _signal(pid, sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                _reap(left)
+                if not any(alive(pid) for pid in left):
+                    break
+                time.sleep(0.05)
+        _reap(descendants(os.getpid()))
+
+
+def _state_dir(config: Path) -> Path:
+    """The state directory of the mesh's config (its supervisord pid, its start lock, leases)."""
+    try:
+        return load_config(config).state_dir()
+    except ConfigError as exc:
+        raise MeshProcessError(f"mesh_process.config: {str(exc).splitlines()[-1].strip()}") from None
+
+
+def _become_subreaper() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: orphans of a killed mesh go to init, as without a supervisor
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _reap(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass  # not our child (its parent reaps it)
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass

@@ -92,8 +92,15 @@ class ApprovalConfig(_Section):
 
 class AuthConfig(_Section):
     # extension: when set, approving, denying and granting over HTTP need this token
-    # (`X-Operator-Token: <token>`), so an agent cannot approve its own request
+    # (`X-Operator-Token: <token>`), and MCP clients cannot do either. Empty (e.g.
+    # `${MESH_OPERATOR_TOKEN:-}` with the variable unset) means not set; without a token an
+    # agent still cannot approve its own calls or grant itself tools (docs in README).
     operator_token: str | None = Field(default=None, min_length=8)
+
+    @field_validator("operator_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
 
 
 class SupervisorConfig(_Section):

@@ -1,6 +1,6 @@
 """Reading a config file (compat.md §1): YAML with line numbers and duplicate-key checks,
-validation into `agent_mesh.config` models, `policy_dir`, and ONE `ConfigError` that lists every
-problem as `<file>: <field path>: <problem>`.
+`${VAR}` expansion (agent_mesh/config_env.py), validation into `agent_mesh.config` models,
+`policy_dir`, and ONE `ConfigError` that lists every problem as `<file>: <field path>: <problem>`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from agent_mesh.config import (
     SupervisorConfig,
     _absolute,
 )
+from agent_mesh.config_env import Loc, expand
 from policy.model import Condition, Policy, RateLimit, Rule
 
 
@@ -37,6 +38,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     data, node = _read_mapping(absolute, shown, problems)
     if data is None:
         raise ConfigError(path, problems)
+    data = _expanded(data, node, shown, problems)
     config = _validate(Config, data, node, shown, problems)
     extra: list[tuple[str, Policy]] = []
     if isinstance(data.get("policy_dir"), str):
@@ -83,6 +85,7 @@ def _load_policy_dir(directory: Path, shown_dir: str, problems: list[str],
     for name in files:
         shown_file = os.path.join(shown_dir, name)
         data, node = _read_mapping(directory / name, shown_file, problems)
+        data = None if data is None else _expanded(data, node, shown_file, problems)
         policy = None if data is None else _validate(Policy, data, node, shown_file, problems)
         if policy is not None:
             loaded.append((shown_file, policy))
@@ -150,6 +153,16 @@ def _duplicate_keys(root: Any, shown: str) -> list[str]:
     return [message for _, message in sorted(found)]
 
 
+def _expanded(data: dict[str, Any], node: Any, shown: str, problems: list[str]) -> dict[str, Any]:
+    """`${VAR}` expanded from the environment; a problem names the field and its line."""
+    def report(loc: Loc, problem: str) -> None:
+        where, line = _where(node, loc)
+        problems.append(f"{shown}: {where}: {problem} (line {line})")
+
+    result: dict[str, Any] = expand(data, os.environ, report)
+    return result
+
+
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -168,7 +181,7 @@ def _validate(
                 close = difflib.get_close_matches(str(loc[-1]), known, n=1)
                 message = "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
             elif kind != "missing" and isinstance(value, (str, int, float)) and not (
-                {"env", "headers"} & set(loc) or repr(value) in message  # may be a secret
+                {"env", "headers", "operator_token"} & set(loc) or repr(value) in message  # secrets
             ):
                 message += f", got {value!r}"
             path, line = _where(node, loc)

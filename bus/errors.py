@@ -25,6 +25,10 @@ def bad_request(message: str) -> BusError:
     return BusError(frames.BAD_REQUEST, message)
 
 
+def forbidden(message: str) -> BusError:
+    return BusError(frames.FORBIDDEN, message)
+
+
 def not_found(message: str) -> BusError:
     return BusError(frames.NOT_FOUND, message)
 
@@ -56,6 +60,7 @@ def upstream_timeout(what: str, seconds: float) -> BusError:
 # project (proxy/handler.go); the message says which failure it was.
 HTTP_STATUS: Final[dict[int, int]] = {
     frames.BAD_REQUEST: 400,
+    frames.FORBIDDEN: 403,
     frames.NOT_FOUND: 404,
     frames.CANCELLED: 499,
     frames.INTERNAL: 500,

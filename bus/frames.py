@@ -30,6 +30,7 @@ COMMAND_NAMES: Final = {
 
 # Error codes (HTTP-like; the HTTP status each one answers is in bus/errors.py, HTTP_STATUS).
 BAD_REQUEST: Final = 400
+FORBIDDEN: Final = 403
 NOT_FOUND: Final = 404
 CANCELLED: Final = 499
 INTERNAL: Final = 500

@@ -28,8 +28,10 @@ from bus.messages import APPROVAL, POLICY, TRACES, TraceQuery
 from gateway.api_views import approval_view, grant_globs, grant_view, server_view, tool_view
 from gateway.frontend import FrontEnd
 from gateway.http_body import HttpError, read_json
+from gateway.identity import IdentityError, agent_from_authorization
 from gateway.mcp_deferred import DeferredMcpHttp
 from gateway.rest_tool import ToolRoute
+from policy.globs import glob_matches
 
 TRACE_SETTLE = 2.0  # s a trace read waits for this gateway's own records to be stored
 
@@ -97,15 +99,28 @@ class Gateway(FrontEnd):
         try:
             return await self.client.request(APPROVAL, body, timeout=10.0)
         except BusError as exc:
-            raise HttpError(exc.code if exc.code in (400, 404, 409) else 503, exc.message) from None
+            raise HttpError(exc.code if exc.code in (400, 403, 404, 409) else 503, exc.message) from None
 
-    def _operator(self, request: Request) -> None:
+    def _operator(self, request: Request) -> str | None:
+        """Check an operator route. With `auth.operator_token` the caller must send it: None after
+        that (an operator). Without one, the agent the caller says it is (its bearer), if any: an
+        agent may not approve its own call nor grant itself tools."""
         token = self.loaded.config.auth.operator_token
         if token is None:
-            return  # compatible default: no operator token configured
-        given = request.headers.get("x-operator-token", "")
+            header = request.headers.get("authorization")
+            if header is None or not header.strip():
+                return None  # no identity claimed: a human at the mesh CLI, a script (Go's behaviour)
+            try:
+                return agent_from_authorization(header)
+            except IdentityError as exc:
+                raise HttpError(401, str(exc)) from None
+        given = request.headers.get("x-operator-token")
+        if not given:
+            raise HttpError(403, "operator token required: send X-Operator-Token (this mesh has "
+                                 "auth.operator_token; the mesh CLI sends $MESH_OPERATOR_TOKEN)")
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HttpError(403, "operator token required: send X-Operator-Token (auth.operator_token)")
+            raise HttpError(403, "wrong operator token: X-Operator-Token does not match auth.operator_token")
+        return None
 
     async def approvals(self, request: Request) -> Response:
         q = request.query_params
@@ -126,7 +141,7 @@ class Gateway(FrontEnd):
                              "active_grants": [grant_view(g, now) for g in reply["active_grants"]]})
 
     async def resolve(self, request: Request) -> Response:
-        self._operator(request)
+        agent = self._operator(request)
         body = await read_json(request.headers, request.receive)
         if not isinstance(body, dict):
             return error(400, "expected a JSON object {resolved_by, reasoning, confidence}")
@@ -136,7 +151,7 @@ class Gateway(FrontEnd):
         reply = await self._approval({
             "op": "resolve", "id": request.path_params["id"], "decision": decision,
             "resolved_by": body.get("resolved_by") or _caller(request), "reasoning": body.get("reasoning"),
-            "confidence": body.get("confidence"),
+            "confidence": body.get("confidence"), "agent": agent,
         })
         # Go: {"status", "id"}; the whole approval beside them.
         return JSONResponse({"status": reply["status"], "id": reply["id"],
@@ -148,11 +163,14 @@ class Gateway(FrontEnd):
         return JSONResponse([grant_view(g, now) for g in reply["grants"]])
 
     async def create_grant(self, request: Request) -> Response:
-        self._operator(request)
+        agent = self._operator(request)
         body = await read_json(request.headers, request.receive)
         if not isinstance(body, dict) or not all(body.get(k) for k in ("agent", "tools", "duration")):
             return error(400, 'agent, tools, and duration are required: {"agent": "claude", '
                               '"tools": "filesystem.*", "duration": "30m"}')
+        if agent is not None and isinstance(body["agent"], str) and glob_matches(body["agent"], agent):
+            return error(403, f"agent {agent} cannot grant itself tools (grant for {body['agent']!r}); "
+                              "an operator creates grants without the agent's bearer")
         globs = grant_globs(body["tools"])
         if globs is None:
             return error(400, "tools must be a tool glob (\"filesystem.*\"), globs joined by \",\", or a list of globs")

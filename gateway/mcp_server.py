@@ -138,9 +138,9 @@ class MeshMcp:
         if outcome.status == 404:
             raise MCPError(types.INVALID_PARAMS, outcome.error)
         if outcome.status == 202:  # non-blocking approval: tell the agent how it gets resolved
-            return text_result(f"{outcome.error}. Nothing has run yet: call approval.resolve with "
-                               f"id {outcome.approval_id[:8]}, or ask a human to run `mesh approve "
-                               f"{outcome.approval_id[:8]}` and then call approval.resolve.", error=True,
+            return text_result(f"{outcome.error}. Nothing has run yet: ask a human to run `mesh approve "
+                               f"{outcome.approval_id[:8]}`, then call approval.resolve with id "
+                               f"{outcome.approval_id[:8]} and decision approve to run it.", error=True,
                                structured={"approval_id": outcome.approval_id, "status": "pending"})
         return text_result(f"{outcome.error} (policy: {outcome.policy}, trace {outcome.trace_id})", error=True)
 

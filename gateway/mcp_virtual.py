@@ -1,11 +1,16 @@
 """The mesh's own MCP tools (compat.md §4): `mesh.catalog`, `grant.create/list/revoke`,
 `approval.pending/resolve`. They act for the calling agent, on the approval/state service.
 
+An agent never approves its own calls nor grants itself tools; MCP clients cannot present the
+operator token (a token the agent's own connection carried would make the agent the operator):
 - Supervisor mode (`supervisor.enabled`): the approval tools are hidden and calling them is a
-  JSON-RPC error — an agent must not approve itself; calls needing approval block instead.
-- With `auth.operator_token` configured, agents cannot create grants or resolve approvals over
-  MCP either: that is the operator's job (`mesh approve`, `POST /grants` with the token).
-- `approval.resolve` with `approve` replays the original call and returns its result.
+  JSON-RPC error; calls needing approval block instead.
+- `grant.create` is refused ("operator token required" when the mesh has `auth.operator_token`,
+  else "cannot grant itself"): grants are the operator's (`POST /grants`). With a token,
+  `grant.revoke` is refused too.
+- `approval.resolve` on the caller's own pending call: `approve` is refused, `deny` withdraws it
+  (with a token both are refused). Once a human approved it (`mesh approve <id>`),
+  `approval.resolve` with `approve` replays the original call, once, and returns its result.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
+from bus import frames
 from bus.client import PartialHandler
 from bus.errors import BusError
 from bus.messages import APPROVAL
@@ -31,8 +37,8 @@ TOOLS: dict[str, dict[str, Any]] = {
             "type": "string", "description": "only this upstream server"}}},
     },
     "grant.create": {
-        "description": "Create a temporary grant for yourself: calls to these tools that need approval "
-                       "are allowed until it expires (never calls that are denied).",
+        "description": "Grants are created by the mesh's operator (`POST /grants`), not by agents: "
+                       "calling this is refused and says so.",
         "inputSchema": {"type": "object", "required": ["tools", "duration"], "properties": {
             "tools": {"type": "array", "items": {"type": "string"}, "description": "tool globs"},
             "duration": {"type": "string", "description": "e.g. 30m, 2h, 1h30m"}}},
@@ -44,14 +50,16 @@ TOOLS: dict[str, dict[str, Any]] = {
     },
     "approval.pending": {"description": "Your calls waiting for approval.", "inputSchema": _OBJECT},
     "approval.resolve": {
-        "description": "Approve or deny a pending call (id or 8-char prefix); an approved call is "
-                       "replayed and its result returned.",
+        "description": "Get the result of your call once a human approved it (`mesh approve <id>`): "
+                       "decision approve replays it and returns its result; decision deny withdraws a "
+                       "pending call. You cannot approve your own call. id: full or 8-char prefix.",
         "inputSchema": {"type": "object", "required": ["id", "decision"], "properties": {
             "id": {"type": "string"}, "decision": {"type": "string", "enum": ["approve", "deny"]}}},
     },
 }
 APPROVAL_TOOLS = frozenset({"approval.pending", "approval.resolve"})
-OPERATOR_TOOLS = frozenset({"grant.create", "grant.revoke", "approval.resolve"})
+OPERATOR_ONLY = ("operator token required: this mesh has auth.operator_token and an MCP client cannot "
+                 "present it")
 
 
 def text_result(text: str, *, error: bool = False, structured: Any = None) -> dict[str, Any]:
@@ -85,17 +93,12 @@ class VirtualTools:
             raise MCPError(types.METHOD_NOT_FOUND,
                            f"{name} is not available: supervisor mode is active (approvals are resolved "
                            "by the supervisor or a human, not by agents)")
-        if name in OPERATOR_TOOLS and self.operator_only:
-            return text_result(f"{name}: refused — this mesh has an operator token; ask the operator "
-                               "(`mesh approve <id>`, `POST /grants`)", error=True)
+        if name == "grant.create" or (name == "grant.revoke" and self.operator_only):
+            why = OPERATOR_ONLY if self.operator_only else f"agent {agent} cannot grant itself tools"
+            return text_result(f"{name}: refused: {why}; ask the operator (`POST /grants`)", error=True)
         if name == "mesh.catalog":
             return self._catalog(agent, arguments.get("source"))
         try:
-            if name == "grant.create":
-                grant = await self._state({"op": "grant_create", "agent": agent, "tools": arguments.get("tools"),
-                                           "duration": arguments.get("duration"), "created_by": f"agent:{agent}"})
-                return text_result(f"grant {grant['id'][:8]} allows {', '.join(grant['tools'])} "
-                                   f"for {agent} until {grant['expires_at']:.0f}", structured=grant)
             if name == "grant.list":
                 grants = (await self._state({"op": "grant_list", "agent": agent}))["grants"]
                 return text_result(json.dumps(grants, indent=1) if grants else "no active grants",
@@ -122,8 +125,18 @@ class VirtualTools:
         if approval["agent_id"] != agent:
             return text_result(f"approval {approval['id'][:8]} belongs to another agent", error=True)
         if approval["status"] == "pending":  # else a human already decided: keep their decision
-            approval = await self._state({"op": "resolve", "id": approval["id"], "decision": decision,
-                                          "resolved_by": f"agent:{agent}"})
+            if self.operator_only:
+                return text_result(f"approval.resolve: refused: {OPERATOR_ONLY}; a human resolves approval "
+                                   f"{approval['id'][:8]} (`mesh approve {approval['id'][:8]}`), then call "
+                                   "approval.resolve again to run it", error=True)
+            try:
+                approval = await self._state({"op": "resolve", "id": approval["id"], "decision": decision,
+                                              "resolved_by": f"agent:{agent}", "agent": agent})
+            except BusError as exc:
+                if exc.code != frames.FORBIDDEN:  # an agent approving its own call
+                    raise
+                return text_result(f"approval.resolve: refused: {exc.message}; then call "
+                                   "approval.resolve again to run it", error=True)
         if approval["status"] != "approved" or decision != "approve":
             return text_result(f"approval {approval['id'][:8]} is {approval['status']}; the call was not run",
                                error=approval["status"] != "denied")

@@ -214,8 +214,8 @@ class Pipeline:
         if submitted["status"] == "pending":
             if not wait:
                 outcome.status, outcome.approval_id, outcome.approval_status = 202, approval["id"], "pending"
-                outcome.error = (f"approval required: approval {approval['id'][:8]} is pending; resolve it with "
-                                 f"approval.resolve or `mesh approve {approval['id'][:8]}`")
+                outcome.error = (f"approval required: approval {approval['id'][:8]} is pending until a human "
+                                 f"resolves it (`mesh approve {approval['id'][:8]}`)")
                 return outcome
             self._provisional(call, outcome, approval["id"])
             approval = await self._wait(approval)

@@ -20,7 +20,7 @@ import httpx
 
 from agent_mesh.config import Config
 from agent_mesh.durations import parse_duration
-from bus.errors import BusError, bad_request
+from bus.errors import BusError, bad_request, forbidden
 from bus.messages import APPROVAL
 from bus.worker import BusWorker, Request
 from gateway.api_views import approval_view, rfc3339
@@ -93,9 +93,19 @@ class ApprovalService:
                 waiting.remove(future)
 
     async def op_resolve(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`agent`: who resolves, when it is an agent rather than a verified operator (front-ends
+        set it from the caller's identity). An agent never approves its own call; denying it
+        (withdrawing the request) is allowed."""
         decision = body.get("decision")
         if decision not in ("approve", "deny"):
             raise bad_request("decision must be 'approve' or 'deny'")
+        by_agent = body.get("agent")
+        if by_agent is not None and decision == "approve":
+            approval = self.store.get(str(body["id"]))
+            if approval["agent_id"] == by_agent and approval["status"] == "pending":
+                short = approval["id"][:8]
+                raise forbidden(f"agent {by_agent} cannot approve its own call (approval {short}); "
+                                f"a human approves it: `mesh approve {short}`")
         confidence = body.get("confidence")
         return self.resolve(str(body["id"]), "approved" if decision == "approve" else "denied",
                             str(body.get("resolved_by") or "human"), body.get("reasoning"),

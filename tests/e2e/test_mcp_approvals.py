@@ -1,5 +1,6 @@
-"""Approvals over MCP: non-blocking mode answers with the approval id and `approval.resolve`
-replays the call; supervisor mode hides the approval tools and blocks until resolved."""
+"""Approvals over MCP: non-blocking mode answers with the approval id, a human approves, and
+`approval.resolve` replays the call (the agent cannot approve it itself); supervisor mode hides
+the approval tools and blocks until resolved."""
 
 from __future__ import annotations
 
@@ -67,16 +68,21 @@ async def test_approval_flow(mesh: Mesh) -> None:
             assert approval_id[:8] in first.content[0].text and "approval.resolve" in first.content[0].text
             pending = await client.call_tool("approval.pending", {})
             assert [a["id"] for a in pending.structured_content["approvals"]] == [approval_id]
-            # Another agent cannot resolve it.
+            # Another agent cannot resolve it, nor can the agent approve its own call.
             async with mesh.mcp("intruder") as other:
                 refused = await other.call_tool("approval.resolve", {"id": approval_id, "decision": "approve"})
                 assert refused.is_error and "another agent" in refused.content[0].text
+            itself = await client.call_tool("approval.resolve", {"id": approval_id, "decision": "approve"})
+            assert itself.is_error and "cannot approve its own call" in itself.content[0].text
+            assert not target.exists()
+            # A human approves; the agent's approval.resolve then runs the call and returns its result.
+            assert mesh.http.post(f"/approvals/{approval_id}/approve", json={}).status_code == 200
             replayed = await client.call_tool("approval.resolve", {"id": approval_id[:8], "decision": "approve"})
             assert not replayed.is_error, replayed.content
             assert target.read_text() == "ok"
             again = await client.call_tool("approval.resolve", {"id": approval_id, "decision": "approve"})
             assert again.is_error and "already replayed" in again.content[0].text
-            # Deny: nothing runs.
+            # Deny (the agent withdraws its own request): nothing runs.
             second = await client.call_tool("fs.create_directory", {"path": str(demo / "never")})
             denied = await client.call_tool("approval.resolve", {"id": second.structured_content["approval_id"],
                                                                  "decision": "deny"})

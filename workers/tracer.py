@@ -105,8 +105,9 @@ class TraceStore:
             self.db.execute("ROLLBACK")
             raise
         for old, data in counted:
+            replaced = _contribution(old) if old is not None else {}
             for key, n in _contribution(data).items():
-                self.stats[key] += n - (_contribution(old)[key] if old is not None else 0)
+                self.stats[key] += n - replaced.get(key, 0)
         if self.jsonl is not None and lines:
             self.jsonl.write("\n".join(lines) + "\n")
             self.jsonl.flush()

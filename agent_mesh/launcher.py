@@ -3,7 +3,8 @@ and run the real supervisord on it, in the foreground (Ctrl-C / SIGTERM stop the
 watching it (agent_mesh/tree.py): a role supervisord gives up on stops the mesh, loudly.
 
 Process tree: broker, trace writer, policy ×policy_workers, one program per upstream with
-numprocs = its `workers` (none for `workers: 0`: served by workers on other hosts), http gateway.
+numprocs = its `workers` + 1 warm spare (none for `workers: 0`: served by workers on other
+hosts), http gateway.
 Each is `agent-mesh run <role>` (agent_mesh/roles.py).
 """
 
@@ -117,8 +118,10 @@ stdout_logfile=NONE
     for server in config.mcp_servers:
         if server.workers == 0:  # served by workers on other hosts only
             continue
+        # One process more than `workers`: the warm spare that takes a dead worker's slot
+        # (workers/upstream_slots.py).
         text += _program(f"upstream-{server.name}", cmd("upstream", "--server", server.name, numbered=True),
-                         logs, priority=40, numprocs=server.workers)
+                         logs, priority=40, numprocs=server.workers + 1)
     gateway = ["gateway"] + (["--port", str(port)] if port else [])
     text += _program("gateway", cmd(*gateway), logs, priority=50, stopwaitsecs=10)
     if embedded:  # started by `--mcp`: stop when the last attached client has left

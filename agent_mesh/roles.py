@@ -155,8 +155,8 @@ def run_role(
         spec = config.server(server or "")
         if spec is None:
             sys.exit(f"agent-mesh run upstream: no mcp_servers entry named {server!r} in {loaded.path}")
-        sys.exit(_run(upstream.run(endpoints.requests, spec, slot=f"{spec.name}:{slot}",
-                                   default_cwd=str(loaded.path.parent))))
+        sys.exit(_run(upstream.run(endpoints.requests, spec, slot=slot, default_cwd=str(loaded.path.parent),
+                                   slots_dir=loaded.state_dir() / "slots")))
     elif role == "gateway":
         _gateway(loaded, endpoints, port or config.port)
     elif role == "lifecycle":

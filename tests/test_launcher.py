@@ -38,8 +38,8 @@ def test_tree_has_every_role_with_numprocs(tmp_path: Path) -> None:
     programs = _programs(text)
     assert set(programs) == {"wakeup", "broker", "tracer", "approval", "policy", "upstream-fs", "upstream-mem", "gateway"}
     assert programs["policy"]["numprocs"] == "3"
-    assert programs["upstream-fs"]["numprocs"] == "2"
-    assert programs["upstream-mem"]["numprocs"] == "1"
+    assert programs["upstream-fs"]["numprocs"] == "3"  # workers + the warm spare
+    assert programs["upstream-mem"]["numprocs"] == "2"
     assert programs["upstream-fs"]["command"].endswith("--slot %(process_num)d")
     assert "--port 9999" in programs["gateway"]["command"]
     # A literal % in a path is escaped for supervisord's %(...)s expansion.
@@ -58,7 +58,8 @@ def test_supervisor_accepts_the_generated_file(tmp_path: Path) -> None:
     options = ServerOptions()
     options.realize(args=["-c", str(conf)])
     names = sorted(p.name for group in options.process_group_configs for p in group.process_configs)
-    assert names == ["approval", "broker", "gateway", "policy", "tracer", "upstream-filesystem", "wakeup"]
+    assert names == ["approval", "broker", "gateway", "policy", "tracer", "upstream-filesystem-0",
+                     "upstream-filesystem-1", "wakeup"]  # the worker and its warm spare
 
 
 def test_deploy_file_shows_the_same_roles() -> None:
@@ -76,7 +77,7 @@ def test_remote_only_server_has_no_local_program(tmp_path: Path) -> None:
                                     "mcp_servers": [{"name": "far", "command": "srv", "workers": 0},
                                                     {"name": "near", "command": "srv"}]}))
     programs = _programs(supervisor_conf(load_config(path), tmp_path / "state"))
-    assert "upstream-far" not in programs and programs["upstream-near"]["numprocs"] == "1"
+    assert "upstream-far" not in programs and programs["upstream-near"]["numprocs"] == "2"
     # The broker reads `bus:` from the config itself: flags and environment can still override it.
     assert "--connect" not in programs["broker"]["command"]
 

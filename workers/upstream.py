@@ -20,6 +20,7 @@ import logging
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -49,6 +50,7 @@ from workers.mcp_client import (
     UpstreamSpec,
     UpstreamTimeout,
 )
+from workers.upstream_slots import SlotClaim, candidates
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +208,19 @@ def _log_forwarder(request: Request) -> Any:
     return forward
 
 
-async def run(endpoint: str, server: McpServer, slot: str, default_cwd: str | None = None) -> int:
-    """Serve. When the upstream MCP server dies, start a new one in this process (no Python start,
-    no SDK import, no supervisord round trip: back in about a second). After QUICK_FAILURES
-    upstreams in a row that failed to start or died within QUICK_SECONDS, exit non-zero and let
-    supervisord restart the worker with its backoff."""
+async def run(endpoint: str, server: McpServer, slot: int, default_cwd: str | None = None,
+              slots_dir: Path | None = None) -> int:
+    """Start an upstream, then serve a slot of this server (workers/upstream_slots.py): the slot
+    `slot` if free, else any free one, else wait for one as the warm spare. When the upstream MCP
+    server dies the slot is released at once (a spare takes it) and a new upstream is started in
+    this process, which then claims a slot again. After QUICK_FAILURES upstreams in a row that
+    failed to start or died within QUICK_SECONDS, exit non-zero and let supervisord restart the
+    worker with its backoff. Without `slots_dir` the process serves `slot`, no claim (tests)."""
+    claim = SlotClaim(slots_dir, server.name, candidates(slot, server.workers)) if slots_dir else None
     quick = 0
     while quick < QUICK_FAILURES:
         started = time.monotonic()
-        await _serve_once(endpoint, server, slot, default_cwd)
+        await _serve_once(endpoint, server, slot, default_cwd, claim)
         quick = quick + 1 if time.monotonic() - started < QUICK_SECONDS else 0
         await asyncio.sleep(0.2 * quick)
         log.warning("%s: starting a new upstream in this worker", server.name)
@@ -222,8 +228,9 @@ async def run(endpoint: str, server: McpServer, slot: str, default_cwd: str | No
     return 1
 
 
-async def _serve_once(endpoint: str, server: McpServer, slot: str, default_cwd: str | None) -> None:
-    """Serve until the upstream dies (or fails to start)."""
+async def _serve_once(endpoint: str, server: McpServer, slot: int, default_cwd: str | None,
+                      claim: SlotClaim | None) -> None:
+    """Start an upstream; serve a slot with it until it dies (or fails to start)."""
     try:
         client = UpstreamClient(spec_for(server, default_cwd))
         await client.start()
@@ -231,24 +238,51 @@ async def _serve_once(endpoint: str, server: McpServer, slot: str, default_cwd: 
         log.error("%s: upstream failed to start: %s", server.name, exc)
         return
     try:
-        service = UpstreamService(server, client)
-        log.info("%s: upstream ready with %d tools", server.name, len(service.tool_names))
-        worker = BusWorker(endpoint, upstream_service(server.name), service.handle, capacity=CAPACITY,
-                           slot=slot, meta=service.meta())
-        # Resource subscriptions: every front-end hears the updates, through the broker (EVENT),
-        # so a worker on another host publishes them too.
-        client.on_resource_updated = lambda params: worker.publish(
-            f"resource.{server.name}.updated", {"uri": params.get("uri")})
-        serving = asyncio.create_task(worker.run())
-        upstream_lost = asyncio.create_task(client.closed.wait())
-        changes = asyncio.create_task(service.follow_list_changes(worker))
-        try:
-            await asyncio.wait({serving, upstream_lost}, return_when=asyncio.FIRST_COMPLETED)
-            log.error("%s: upstream connection lost", server.name)
-        finally:
-            worker.stop()
-            for task in (serving, upstream_lost, changes):
-                task.cancel()
-            await asyncio.gather(serving, upstream_lost, changes, return_exceptions=True)
+        if claim is not None and (slot := await _claimed(server, claim, client)) < 0:
+            return  # the spare's upstream died while it waited
+        await _serve(endpoint, server, f"{server.name}:{slot}", client)
     finally:
+        if claim is not None:
+            claim.release()  # before the close: a spare takes over while this upstream shuts down
         await client.close()
+
+
+async def _claimed(server: McpServer, claim: SlotClaim, client: UpstreamClient) -> int:
+    """The slot this process now holds, or -1 if its upstream died while it waited for one."""
+    if (slot := claim.try_claim()) is not None:
+        return slot
+    log.info("%s: every slot is served; this worker (pid %d) is the warm spare", server.name, os.getpid())
+    claiming = asyncio.create_task(claim.claim())
+    lost = asyncio.create_task(client.closed.wait())
+    await asyncio.wait({claiming, lost}, return_when=asyncio.FIRST_COMPLETED)
+    lost.cancel()
+    if not claiming.done():
+        claiming.cancel()
+        log.error("%s: the spare's upstream exited", server.name)
+        return -1
+    slot = claiming.result()
+    log.warning("%s: slot %d was free; this spare serves it now", server.name, slot)
+    return slot
+
+
+async def _serve(endpoint: str, server: McpServer, slot: str, client: UpstreamClient) -> None:
+    """Serve until the upstream dies."""
+    service = UpstreamService(server, client)
+    log.info("%s: upstream ready with %d tools, serving slot %s", server.name, len(service.tool_names), slot)
+    worker = BusWorker(endpoint, upstream_service(server.name), service.handle, capacity=CAPACITY,
+                       slot=slot, meta=service.meta())
+    # Resource subscriptions: every front-end hears the updates, through the broker (EVENT),
+    # so a worker on another host publishes them too.
+    client.on_resource_updated = lambda params: worker.publish(
+        f"resource.{server.name}.updated", {"uri": params.get("uri")})
+    serving = asyncio.create_task(worker.run())
+    upstream_lost = asyncio.create_task(client.closed.wait())
+    changes = asyncio.create_task(service.follow_list_changes(worker))
+    try:
+        await asyncio.wait({serving, upstream_lost}, return_when=asyncio.FIRST_COMPLETED)
+        log.error("%s: upstream connection lost", server.name)
+    finally:
+        worker.stop()
+        for task in (serving, upstream_lost, changes):
+            task.cancel()
+        await asyncio.gather(serving, upstream_lost, changes, return_exceptions=True)

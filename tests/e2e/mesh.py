@@ -22,12 +22,18 @@ from tests.support import alive, cmdline, descendants, free_port, wait_until
 
 
 class Mesh:
-    def __init__(self, tmp: Path, config: dict[str, Any]) -> None:
+    def __init__(self, tmp: Path, config: dict[str, Any], *, file: Path | None = None) -> None:
+        """`config` is written to tmp; or with `file`, that config file is used as it is (e.g. the
+        shipped example) and the free port given with --port."""
         self.tmp = tmp
         self.port = free_port()
         self.config = {**config, "port": self.port}
-        self.config_path = tmp / "mesh.yaml"
-        self.config_path.write_text(yaml.safe_dump(self.config))
+        self.args: list[str] = []
+        if file is None:
+            self.config_path = tmp / "mesh.yaml"
+            self.config_path.write_text(yaml.safe_dump(self.config))
+        else:
+            self.config_path, self.args = file, ["--port", str(self.port)]
         self.home = tmp / "home"
         self.env = {**os.environ, "AGENT_MESH_HOME": str(self.home)}
         self.url = f"http://127.0.0.1:{self.port}"
@@ -39,7 +45,7 @@ class Mesh:
         """Start and wait until /ready says ok (or `ready(ready_json)` holds)."""
         self._ready = ready
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent_mesh", "serve", "--config", str(self.config_path)],
+            [sys.executable, "-m", "agent_mesh", "serve", "--config", str(self.config_path), *self.args],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         try:

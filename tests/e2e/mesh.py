@@ -89,6 +89,18 @@ class Mesh:
         assert self.proc is not None
         return {pid: cmdline(pid) for pid in descendants(self.proc.pid)}
 
+    def serving(self, server: str) -> set[int]:
+        """Pids of `server`'s upstream workers that serve a slot (registered on the bus; the
+        warm spare is an upstream process too, but serves none)."""
+        servers = self.http.get("/mcp-servers").json()
+        return {w["pid"] for s in servers if s["name"] == server for w in s["workers"]}
+
+    def spare_warm(self, server: str) -> bool:
+        """A live upstream process of `server` that serves no slot has its MCP server up and waits."""
+        spares = {pid for pid in self.role_pids("upstream") if f"--server {server} " in cmdline(pid)}
+        spares -= self.serving(server)
+        return any((self.state / "slots" / f"upstream-{server}.spare.{pid}").exists() for pid in spares)
+
     def role_pids(self, role: str) -> list[int]:
         return [pid for pid, cmd in self.processes().items() if f"agent_mesh run {role}" in cmd]
 

@@ -30,16 +30,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     assert m.stop() == set()
 
 
-def _serving(mesh: Mesh) -> set[int]:
-    (server,) = mesh.http.get("/mcp-servers").json()
-    return {w["pid"] for w in server["workers"]}
-
-
-def _spare_warm(mesh: Mesh) -> bool:
-    spares = set(mesh.role_pids("upstream")) - _serving(mesh)
-    return any((mesh.state / "slots" / f"upstream-filesystem.spare.{p}").exists() for p in spares)
-
-
 def _answers(mesh: Mesh, n: int) -> bool:
     return mesh.call("filesystem.list_allowed_directories", {"n": n}).status_code == 200
 
@@ -53,8 +43,8 @@ def test_the_pinned_server_runs_straight_from_node_modules(mesh: Mesh) -> None:
 
 @pytest.mark.parametrize("victim", ["worker", "server", "worker"])
 def test_a_killed_upstream_is_replaced_well_within_2s(mesh: Mesh, victim: str) -> None:
-    wait_until(lambda: _spare_warm(mesh), 20, "the warm spare")
-    (worker,) = _serving(mesh)
+    wait_until(lambda: mesh.spare_warm("filesystem"), 20, "the warm spare")
+    (worker,) = mesh.serving("filesystem")
     pid = worker if victim == "worker" else min(descendants(worker))
     assert _answers(mesh, 0)
     killed = time.monotonic()
@@ -66,7 +56,7 @@ def test_a_killed_upstream_is_replaced_well_within_2s(mesh: Mesh, victim: str) -
     took = time.monotonic() - killed
     print(f"\n{victim} killed: answering again after {took:.3f}s")
     assert took < WELL_WITHIN
-    assert worker not in _serving(mesh)
+    assert worker not in mesh.serving("filesystem")
     if victim == "server":  # the worker outlives its server, starts a new one and is the next spare
         assert alive(worker)
         wait_until(lambda: (mesh.state / "slots" / f"upstream-filesystem.spare.{worker}").exists(), 10,

@@ -204,7 +204,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 def healthy_before(mesh: Mesh) -> None:
     wait_until(lambda: _health(mesh)[0] == 200, 20, "a healthy mesh before the fault")
     for server in ("everything", "fs"):
-        wait_until(lambda: _spare_warm(mesh, server), 20, f"{server}'s warm spare")
+        wait_until(lambda: mesh.spare_warm(server), 20, f"{server}'s warm spare")
 
 
 def _health(mesh: Mesh) -> tuple[int, dict[str, Any]]:
@@ -229,12 +229,6 @@ def _pids(mesh: Mesh, role: str, server: str | None = None) -> dict[int, int]:
 def _kill(pid: int) -> float:
     os.kill(pid, signal.SIGKILL)
     return time.monotonic()
-
-
-def _spare_warm(mesh: Mesh, server: str) -> bool:
-    """A live upstream process of `server` that serves no slot has its MCP server up and waits."""
-    spares = set(_pids(mesh, "upstream", server).values()) - _registered_pids(mesh, server)
-    return any((mesh.state / "slots" / f"upstream-{server}.spare.{pid}").exists() for pid in spares)
 
 
 def _registered_pids(mesh: Mesh, server: str) -> set[int]:
@@ -342,7 +336,7 @@ async def test_kill_upstream_worker(mesh: Mesh) -> None:
     report(run)
     assert run.recovery < TAKEOVER, run.summary()
     wait_until(lambda: victim not in _pids(mesh, "upstream", "everything").values()
-               and _spare_warm(mesh, "everything"), RESTART + 5, "a new warm spare")
+               and mesh.spare_warm("everything"), RESTART + 5, "a new warm spare")
 
 
 async def test_kill_upstream_server_process(mesh: Mesh) -> None:
@@ -361,7 +355,7 @@ async def test_kill_upstream_server_process(mesh: Mesh) -> None:
 
     run = await under_load(mesh, "kill-upstream-server", lambda: _kill(node), back)
     assert alive(worker) and not alive(node), "the worker outlives its MCP server"
-    wait_until(lambda: _spare_warm(mesh, "fs") and (mesh.state / "slots" / f"upstream-fs.spare.{worker}").exists(),
+    wait_until(lambda: mesh.spare_warm("fs") and (mesh.state / "slots" / f"upstream-fs.spare.{worker}").exists(),
                RESTART + 5, "the worker, with a new MCP server, as the warm spare")
     assert_every_request_answered(run)
     assert all(o.ok for o in run.by(lambda o: o.tool == ECHO)), "the other upstream was affected"

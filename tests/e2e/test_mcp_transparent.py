@@ -138,7 +138,7 @@ async def test_a_subscription_survives_the_upstream_being_replaced(mesh: Mesh) -
     async with mesh.mcp("t-replaced", message_handler=on_message, **CAPABLE) as client:
         uri = str((await client.list_resources()).resources[0].uri)
         await _raw(client, types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri)))
-        (worker,) = mesh.role_pids("upstream")
+        (worker,) = mesh.serving("everything")
         (server,) = [p for p in descendants(worker) if "node" in cmdline(p)][:1]
         os.kill(server, signal.SIGKILL)
         with anyio.fail_after(15):  # the worker replaces it (in-process restart)

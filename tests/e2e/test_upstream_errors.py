@@ -46,7 +46,7 @@ def _traced(mesh: Mesh, trace_id: str) -> dict[str, Any]:
 
 
 def _worker(mesh: Mesh) -> int:
-    (pid,) = mesh.role_pids("upstream")
+    (pid,) = mesh.serving("everything")
     return pid
 
 

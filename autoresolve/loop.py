@@ -12,8 +12,9 @@ import time
 from typing import Any
 
 from autoresolve.config import Loaded
-from autoresolve.decide import Decision, decide
+from autoresolve.decide import Decision, by_rules, call_of, decide
 from autoresolve.llm import Model
+from autoresolve.mcp_memory import McpMemory
 from autoresolve.memory import Memory, Record
 from autoresolve.mesh_api import MeshApi, MeshUnavailable, OperatorTokenProblem
 
@@ -35,6 +36,9 @@ class Supervisor:
         self.connected = False
         self.token_problem: str | None = None
         self.checked_token = False
+        prefix = self.settings.memory.mcp_tool_prefix
+        self.mcp_memory = McpMemory(api, prefix) if prefix else None
+        self._background: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = self.settings.poll_seconds
@@ -48,6 +52,8 @@ class Supervisor:
                     backoff = min(backoff * 2, max(MAX_BACKOFF, self.settings.poll_seconds))
                 await _wait(stop, backoff)
         finally:
+            if self._background:  # memory-server writes under way: a moment to finish
+                await asyncio.wait(self._background, timeout=5)
             for task in self.inflight.values():
                 task.cancel()
             await asyncio.gather(*self.inflight.values(), return_exceptions=True)
@@ -88,10 +94,13 @@ class Supervisor:
         elapsed = (time.perf_counter() - started) * 1000
         if outcome is None:
             return
-        self.memory.record(Record(
+        record = Record(
             approval_id, str(approval.get("agent_id", "")), str(approval.get("tool", "")), decision.action,
             decision.by, decision.confidence, decision.reasoning, outcome, elapsed,
-            bool(approval.get("injection_risk")), approval))
+            bool(approval.get("injection_risk")), approval)
+        self.memory.record(record)
+        if self.mcp_memory is not None and outcome in ("resolved", "escalated"):
+            self._spawn(self.mcp_memory.write(record))  # off the decision path
         if outcome not in ("resolved", "already", "gone", "escalated"):
             self.skip.add(approval_id)
         log.info("%s %s %s %s by %s (%.2f) in %.0f ms%s: %s", decision.action, approval_id[:8],
@@ -99,8 +108,17 @@ class Supervisor:
                  "" if outcome in ("resolved", "escalated") else f" [{outcome}]", decision.reasoning)
 
     async def _decide(self, approval: dict[str, Any]) -> Decision:
-        history = self.memory.context(str(approval.get("agent_id", "")), str(approval.get("tool", "")),
-                                      self.settings.memory.context)
+        decision = by_rules(self.settings.rules, call_of(approval))
+        if decision is not None:
+            return decision
+        if self.model is None:
+            return await decide(approval, [], None, None, [])  # escalate: nobody else to ask
+        # The model's context: recent decisions on this agent + tool, and the memory server's notes.
+        agent, tool, limit = str(approval.get("agent_id", "")), str(approval.get("tool", "")), \
+            self.settings.memory.context
+        history: list[dict[str, Any]] = self.memory.context(agent, tool, limit)
+        if self.mcp_memory is not None:
+            history += [{"memory_server_note": note} for note in await self.mcp_memory.read(agent, tool, limit)]
         return await decide(approval, self.settings.rules, self.model, self.settings.model, history,
                             self.model_slots)
 
@@ -118,6 +136,11 @@ class Supervisor:
             return "refused"
         self._token(None)
         return outcome
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _down(self, why: str) -> None:
         if self.down_since is None:

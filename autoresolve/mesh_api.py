@@ -16,6 +16,10 @@ class MeshUnavailable(Exception):
     """Cannot reach the mesh, or it answers 5xx: retry later."""
 
 
+class ToolCallFailed(Exception):
+    """A tool call of the supervisor's own was refused (policy) or failed (tool error)."""
+
+
 class OperatorTokenProblem(Exception):
     """The mesh refused to let us resolve (403): no operator token, or the wrong one."""
 
@@ -114,12 +118,17 @@ class MeshApi:
         return response.status_code == 200
 
     async def call_tool(self, tool: str, params: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-        """A governed tool call as this supervisor's agent (for the MCP memory server)."""
+        """A governed tool call as this supervisor's agent; the MCP result (content,
+        structuredContent)."""
         response = await self._request("POST", f"/tool/{tool}", json={"params": params}, timeout=timeout)
         body = _json(response)
         if response.status_code != 200 or not isinstance(body, dict):
-            raise MeshUnavailable(f"POST /tool/{tool}: HTTP {response.status_code}: {_error(response)}")
-        return body
+            raise ToolCallFailed(f"POST /tool/{tool}: HTTP {response.status_code}: {_error(response)}")
+        result = body.get("result", body)
+        if not isinstance(result, dict) or result.get("isError"):
+            text = " ".join(c.get("text", "") for c in (result or {}).get("content", []) if isinstance(c, dict))
+            raise ToolCallFailed(f"{tool}: {text[:200] or 'tool error'}")
+        return result
 
 
 def _json(response: httpx.Response) -> Any:

@@ -18,7 +18,7 @@ import pytest
 from tests.autoresolve.fake_llm import FakeLlm
 from tests.e2e.mesh import Mesh
 from tests.e2e.supervisor_proc import SupervisorProc
-from tests.support import npm_server
+from tests.support import npm_server, wait_until
 
 TOKEN = "operator-secret-2"
 
@@ -33,18 +33,26 @@ def llm() -> Iterator[FakeLlm]:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     demo = tmp_path_factory.mktemp("demo")
+    memory = tmp_path_factory.mktemp("memory") / "graph.jsonl"
     config = {
         "supervisor": {"enabled": True},
         "approval": {"timeout_seconds": 15, "memory_threshold": 0},
         "auth": {"operator_token": TOKEN},
         "trace_file": "traces.jsonl",
-        "mcp_servers": [{"name": "fs", "command": npm_server("filesystem"), "args": [str(demo)]}],
-        "policies": [{"name": "claude", "agent": "claude", "rules": [
-            {"tools": ["fs.list_directory"], "action": "allow"},
-            {"tools": ["fs.*"], "action": "human_approval"},
-        ]}],
+        "mcp_servers": [
+            {"name": "fs", "command": npm_server("filesystem"), "args": [str(demo)]},
+            {"name": "memory", "command": npm_server("memory"), "env": {"MEMORY_FILE_PATH": str(memory)}},
+        ],
+        "policies": [
+            {"name": "claude", "agent": "claude", "rules": [
+                {"tools": ["fs.list_directory"], "action": "allow"},
+                {"tools": ["fs.*"], "action": "human_approval"},
+            ]},
+            {"name": "supervisor", "agent": "supervisor", "rules": [{"tools": ["memory.*"], "action": "allow"}]},
+        ],
     }
     m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
+    m.memory_file = memory  # type: ignore[attr-defined]
     m.demo = demo  # type: ignore[attr-defined]
     yield m
     m.stop()
@@ -117,7 +125,7 @@ def test_model_resolves_what_no_rule_covers(mesh: Mesh, llm: FakeLlm, supervisor
     response = mesh.call("fs.create_directory", {"path": path})
     assert response.status_code == 200, response.text
     assert Path(path).is_dir()
-    (trace,) = traces(mesh, "fs.create_directory")
+    (trace,) = [t for t in traces(mesh, "fs.create_directory") if t["params"]["path"] == path]
     assert trace["approved_by"] == "supervisor:qwen3:14b"
     assert (trace["supervisor_reasoning"], trace["supervisor_confidence"]) == ("a directory in the demo", 0.9)
     _, request = llm.requests[-1]
@@ -196,3 +204,37 @@ def test_config_mistake_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "did you mean 'starts_with'?" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_decisions_are_mirrored_to_the_memory_server_through_the_mesh(tmp_path: Path, mesh: Mesh,
+                                                                       llm: FakeLlm) -> None:
+    memory = {"path": str(tmp_path / "d.db"), "mcp_tool_prefix": "memory."}
+    proc = SupervisorProc(tmp_path / "mem", settings(mesh, llm, memory=memory),
+                          env={"MESH_OPERATOR_TOKEN": TOKEN}).start()
+    try:
+        proc.wait_log("connected to the mesh at")
+        assert mesh.call("fs.write_file", {"path": str(mesh.demo / "m.txt"), "content": "m"}).status_code == 200  # type: ignore[attr-defined]
+
+        def entities() -> dict[str, list[str]]:
+            path = mesh.memory_file  # type: ignore[attr-defined]
+            lines = path.read_text().splitlines() if path.exists() else []
+            return {e["name"]: e["observations"] for e in map(json.loads, lines) if e.get("type") == "entity"}
+
+        wait_until(lambda: "supervisor:claude:fs.write_file" in entities(), 20, "the decision in the memory server")
+        (note,) = entities()["supervisor:claude:fs.write_file"]
+        assert "approve by rule:project (0.95)" in note and "m.txt" in note
+        # governed and traced like any call, as the supervisor's agent
+        calls = [t for t in traces(mesh, "memory.create_entities") if t["agent_id"] == "supervisor"]
+        assert calls and calls[0]["policy"] == "allow"
+
+        # The model's context includes what the memory server holds for that agent + tool.
+        llm.reply = json.dumps({"decision": "approve", "confidence": 0.9, "reasoning": "first dir"})
+        assert mesh.call("fs.create_directory", {"path": str(mesh.demo / "m1")}).status_code == 200  # type: ignore[attr-defined]
+        wait_until(lambda: "supervisor:claude:fs.create_directory" in entities(), 20, "the model's decision")
+        llm.reply = json.dumps({"decision": "approve", "confidence": 0.9, "reasoning": "second dir"})
+        assert mesh.call("fs.create_directory", {"path": str(mesh.demo / "m2")}).status_code == 200  # type: ignore[attr-defined]
+        _, request = llm.requests[-1]
+        prompt = request["messages"][1]["content"]
+        assert "memory_server_note" in prompt and "first dir" in prompt
+    finally:
+        assert proc.stop() == 0, proc.log()

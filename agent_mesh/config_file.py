@@ -193,7 +193,7 @@ def _validate(
 def _known_keys() -> list[str]:
     models = (Config, ApprovalConfig, SupervisorConfig, BusConfig, McpServer, CliTool, CliCommand,
               OpenApiSource, Policy, Rule, Condition, RateLimit)
-    return sorted({key for model in models for key in model.model_fields})
+    return sorted({f.alias or key for model in models for key, f in model.model_fields.items()})
 
 
 def _where(node: Any, loc: tuple[Any, ...]) -> tuple[str, int]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from policy.conditions import condition_holds
+from policy.conditions import condition_holds, describe
 from policy.globs import agent_specificity, glob_matches
 from policy.model import Decision, Grant, Policy, Rule
 from policy.ratelimit import LoopDetector, RateLimiter
@@ -125,7 +125,7 @@ class PolicyEngine:
                     continue
                 reason = f"{tool} matched {pattern} in policy {policy.name}"
                 if cond is not None:
-                    reason += f" (condition {cond.field} {cond.operator} {cond.value!r} holds)"
+                    reason += f" (condition {describe(cond)} holds)"
                 return Decision(action=rule.action, rule=policy.name, reason=reason)
         return DEFAULT_DENY
 
@@ -144,8 +144,6 @@ class PolicyEngine:
                 reason = f"{tool} matched {pattern} in policy {policy.name}"
                 cond = rule.condition
                 if cond is not None:
-                    reason += (
-                        f" (conditional: only when {cond.field} {cond.operator} {cond.value!r})"
-                    )
+                    reason += f" (conditional: only when {describe(cond)})"
                 return Decision(action=rule.action, rule=policy.name, reason=reason)
         return DEFAULT_DENY

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from agent_mesh.durations import parse_duration  # a pure parser: no I/O comes with it
+from policy.condition_check import check
 
 Action = Literal["allow", "deny", "human_approval"]
 # What a decision can say: a rule's action, or a limit that fired before any rule was tried.
 Verdict = Literal["allow", "deny", "human_approval", "rate_limited"]
-Operator = Literal["<", "<=", ">", ">=", "==", "!="]
+# The Go project's six comparisons, then conditions v2's (an extension; policy/conditions.py).
+COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
+Operator = Literal["<", "<=", ">", ">=", "==", "!=", "in", "not_in", "contains", "starts_with",
+                   "ends_with", "matches", "within"]
 
 
 class _Strict(BaseModel):
@@ -22,9 +26,29 @@ class _Strict(BaseModel):
 
 
 class Condition(_Strict):
-    field: str = Field(min_length=1)
-    operator: Operator
-    value: Any
+    """One of: a comparison `{field, operator, value}` (the Go form), `{all: [...]}`,
+    `{any: [...]}` or `{not: {...}}`. Checked whole at load (policy/condition_check.py): a
+    `matches` regex is compiled here, a `within` path normalised, so evaluating never fails."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    field: str | None = Field(default=None, min_length=1)
+    operator: Operator | None = None
+    value: Any = None
+    all: list[Condition] | None = None
+    any: list[Condition] | None = None
+    not_: Condition | None = Field(default=None, alias="not")
+    # What `value` becomes for evaluation: a compiled regex (matches), a normalised path (within).
+    _compiled: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Condition:
+        self._compiled = check(self)
+        return self
+
+    @property
+    def compiled(self) -> Any:
+        return self._compiled
 
 
 class Rule(_Strict):

@@ -771,3 +771,65 @@ def test_parse_duration_rejects(text: str, problem: str) -> None:
 def test_parse_duration_rejects_non_strings() -> None:
     with pytest.raises(ValueError, match="must be a string"):
         parse_duration(30)  # type: ignore[arg-type]
+
+
+def test_condition_v2_errors_name_policy_rule_and_part(tmp_path: Path) -> None:
+    error = load_error(tmp_path, """\
+        policies:
+          - name: dev
+            agent: claude
+            rules:
+              - tools: [fs.*]
+                action: allow
+                condition:
+                  all:
+                    - {field: params.path, operator: within, value: relative/x}
+                    - not: {field: params.path, operator: matches, value: "(a)\\\\1"}
+                    - {nto: {field: x, operator: "==", value: 1}}
+        """)
+    message = str(error)
+    assert len(error.problems) == 3, message
+    assert ("policies[0] (name=dev).rules[0].condition.all[0]: value: within needs an absolute "
+            "path (e.g. /home/me/project), got 'relative/x' (line 9)") in message
+    assert ("policies[0] (name=dev).rules[0].condition.all[1].not: value: matches: invalid regex "
+            in message)
+    assert "condition.all[2].nto: unknown key; did you mean 'not'? (line 11)" in message
+
+
+def test_condition_v2_loads_from_policy_dir(tmp_path: Path) -> None:
+    write(tmp_path / "policies", "dev.yaml", """\
+        name: dev
+        agent: claude
+        rules:
+          - tools: [fs.*]
+            action: allow
+            condition:
+              any:
+                - {field: params.path, operator: within, value: /srv/data/}
+                - {field: tool, operator: in, value: [fs.list_allowed_directories]}
+        """)
+    loaded = load_config(write(tmp_path, "mesh.yaml", "policy_dir: policies\n"))
+    condition = loaded.config.policies[0].rules[0].condition
+    assert condition is not None and condition.any is not None
+    assert condition.any[0].compiled == "/srv/data"
+
+
+def test_live_policies_example_loads_and_decides() -> None:
+    from policy.engine import PolicyEngine
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "live-policies" / "mesh.yaml"
+    engine = PolicyEngine(load_config(example).config.policies)
+
+    def action(tool: str, **params: object) -> str:
+        return engine.evaluate("claude", f"filesystem.{tool}", params, now=0).action
+
+    assert action("read_text_file", path="/tmp/mesh-demo/notes.txt") == "allow"
+    assert action("read_multiple_files", paths=["/tmp/mesh-demo/a", "/tmp/mesh-demo/b"]) == "allow"
+    assert action("read_multiple_files", paths=["/tmp/mesh-demo/a", "/etc/passwd"]) == "deny"
+    assert action("read_text_file", path="/tmp/mesh-demo/../../etc/passwd") == "deny"
+    assert action("read_text_file", path="/tmp/mesh-demo-evil/x") == "deny"
+    assert action("read_text_file", path="/tmp/mesh-demo/.env") == "deny"
+    assert action("write_file", path="/tmp/mesh-demo/a", content="x") == "human_approval"
+    assert action("write_file", path="/etc/a", content="x") == "deny"
+    assert engine.evaluate("bob", "filesystem.read_text_file", {"path": "/tmp/mesh-demo/a"},
+                           now=0).action == "deny"

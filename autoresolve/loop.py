@@ -7,6 +7,7 @@ operator token is said once (checked at start, after each outage, and on a refus
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -73,7 +74,10 @@ class Supervisor:
                 continue
             task = asyncio.create_task(self.handle(approval))
             self.inflight[approval_id] = task
-            task.add_done_callback(lambda _, key=approval_id: self.inflight.pop(key, None))
+            task.add_done_callback(functools.partial(self._finished, approval_id))
+
+    def _finished(self, approval_id: str, _: asyncio.Task[None]) -> None:
+        self.inflight.pop(approval_id, None)
 
     async def handle(self, listed: dict[str, Any]) -> None:
         approval_id = listed["id"]

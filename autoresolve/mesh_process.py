@@ -27,6 +27,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import IO
 
 from agent_mesh.attach import live_clients, take_lease
 from agent_mesh.config import ConfigError, load_config
@@ -53,7 +54,7 @@ class MeshProcess:
         assert config is not None  # validated: required when enabled
         self.config_path = config
         self.api = api
-        self.state: Path | None = _state_dir(config)  # None: only /health says if it runs
+        self.state = _state_dir(config)
         self.proc: subprocess.Popen[bytes] | None = None
         self.attached_pid: int | None = None
         self.lease: Path | None = None
@@ -96,7 +97,7 @@ class MeshProcess:
             return
         self.failures += 1
         if self.proc is None:  # attached: is it gone, or only busy?
-            if self.state is None or running_pid(self.state) is None:
+            if running_pid(self.state) is None:
                 log.warning("the mesh we attached to is gone; starting one")
                 self.attached_pid = None
                 await self.ensure(stop)
@@ -114,16 +115,15 @@ class MeshProcess:
 
     def _backoff(self) -> float:
         first, most = parse_duration(self.cfg.restart_backoff), parse_duration(self.cfg.restart_backoff_max)
-        delay = min(first * 2 ** max(self.starts - 1, 0), most)
-        return delay
+        return min(first * 2.0 ** max(self.starts - 1, 0), most)
 
     # -- attach / start -------------------------------------------------------------------------
 
     async def _attach(self) -> bool:
-        pid = running_pid(self.state) if self.state is not None else None
+        pid = running_pid(self.state)
         if pid is None and await self.api.health() is None:
             return False
-        if self.state is not None and self.lease is None:
+        if self.lease is None:
             self.lease = take_lease(self.state)
         if pid != self.attached_pid or pid is None:
             where = f"supervisord pid {pid}, state {self.state}" if pid else f"at {self.api.url}"
@@ -138,22 +138,23 @@ class MeshProcess:
         argv = [*self.cfg.argv, "--config", str(self.config_path), *self.cfg.args]
         lock = await asyncio.to_thread(self._lock)
         try:
-            if self.state is not None and running_pid(self.state) is not None:
+            if running_pid(self.state) is not None:
                 return await self._attach()  # someone (a connector) started it meanwhile
             log.info("starting the mesh: %s", " ".join(argv))
             try:
-                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+                # Popen returns at once; the process is watched by polling, never waited on here.
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,  # noqa: ASYNC220
+                                             start_new_session=True)
             except OSError as exc:
                 raise MeshProcessError(f"mesh_process.command: cannot run {argv[0]!r}: {exc.strerror or exc}") from None
             deadline = time.monotonic() + parse_duration(self.cfg.start_timeout)
             # Hold the lock until the state dir names our supervisord: a connector then attaches.
-            while self.state is not None and running_pid(self.state) is None and self.proc.poll() is None:
+            while running_pid(self.state) is None and self.proc.poll() is None:
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.05)
         finally:
-            if lock is not None:
-                lock.close()
+            lock.close()
         while time.monotonic() < deadline and not stop.is_set():
             if self.proc.poll() is not None:
                 log.warning("the mesh exited with status %s while starting (its output is above)",
@@ -179,13 +180,11 @@ class MeshProcess:
 
     def _started(self) -> bool:
         self.starts, self.failures = 0, 0
-        if self.state is not None and self.lease is None:
+        if self.lease is None:
             self.lease = take_lease(self.state)
         return True
 
-    def _lock(self) -> object | None:
-        if self.state is None:
-            return None
+    def _lock(self) -> IO[str]:
         self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
         handle = open(self.state / "start.lock", "w")  # noqa: SIM115 - held across awaits
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -195,7 +194,7 @@ class MeshProcess:
 
     async def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            others = [pid for pid in live_clients(self.state) if pid != os.getpid()] if self.state else []
+            others = [pid for pid in live_clients(self.state) if pid != os.getpid()]
             if others:
                 log.info("leaving the mesh (pid %d) running: %d other client(s) attached (stop it with "
                          "kill %d)", self.proc.pid, len(others), self.proc.pid)

@@ -91,16 +91,16 @@ def _cut(value: Any) -> Any:
 
 def _neutralise(text: str) -> str:
     """The agent cannot close the data block early: escape the markers if it wrote them."""
-    return re.sub(r"</?\s*request\s*>", lambda m: m.group().replace("<", "&lt;"), text, flags=re.I)
+    return re.sub(r"</?\s*request\s*>", lambda m: m.group().replace("<", "&lt;"), text, flags=re.IGNORECASE)
 
 
-_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 
 
 def parse_verdict(text: str) -> Verdict:
     """The model's answer as a Verdict; MalformedVerdict says what is wrong with it."""
     body = _THINK.sub("", text).strip()
-    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", body, re.S)
+    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", body, re.DOTALL)
     if fenced:
         body = fenced.group(1)
     try:

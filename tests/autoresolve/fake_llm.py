@@ -55,7 +55,7 @@ class FakeLlm:
             return self._json(h, 404, {"error": "404 page not found"})
         if self.status != 200:
             return self._json(h, self.status, {"error": "something broke"})
-        model = body.get("model")
+        model = str(body.get("model"))
         if path.startswith("/api/") and model not in self.models:
             return self._json(h, 404, {"error": f'model "{model}" not found, try pulling it first'})
         pieces = [self.reply[i:i + CHUNK] for i in range(0, len(self.reply), CHUNK)] or [""]

@@ -55,7 +55,8 @@ class SupervisorProc:
 
     def command(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "agent_mesh", "supervisor", *args, "--config",
-                               str(self.config_path)], env=self.env, capture_output=True, text=True, timeout=60)
+                               str(self.config_path)], check=False, env=self.env, capture_output=True, text=True,
+                              timeout=60)
 
     def stop(self, timeout: float = 30) -> int:
         if self.proc is None:

@@ -7,11 +7,11 @@ supervisor attaches (one mesh, no port conflict, no restart loop), and the other
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,7 +26,7 @@ from agent_mesh.config import load_config
 from agent_mesh.launcher import running_pid
 from tests.autoresolve.fake_llm import FakeLlm
 from tests.e2e.supervisor_proc import SupervisorProc
-from tests.support import alive, descendants, free_port, npm_server, wait_until
+from tests.support import alive, cmdline, descendants, free_port, npm_server, wait_until
 
 
 class Setup:
@@ -141,6 +141,18 @@ def test_config3_starts_restarts_after_kill9_and_pending_work_resumes(setup: Set
         moved = setup.call("fs.move_file", {"source": str(setup.demo / "a.txt"), "destination": "/tmp/x"})
         assert moved.status_code == 403  # no rule allows it: denied by policy
         assert sv.count("mesh at") >= 1 and sv.count("unavailable (") == 1, sv.log()
+
+        # kill -9 of the mesh's top process (`serve`, the supervisor's child): its supervisord and
+        # workers are orphans now, still holding the port; they are stopped and a new mesh started.
+        second = setup.mesh_pid()
+        assert second is not None
+        (serve,) = [p for p in descendants(sv.proc.pid) if "agent_mesh --config" in cmdline(p)]  # type: ignore[union-attr]
+        tree = descendants(serve)
+        os.kill(serve, signal.SIGKILL)
+        sv.wait_log("is up at", count=3, timeout=90)
+        assert setup.mesh_pid() not in (None, second)
+        assert not [pid for pid in tree if alive(pid)], "processes of the killed mesh were left running"
+        assert setup.call("fs.write_file", {"path": str(setup.demo / "c.txt"), "content": "c"}).status_code == 200
         mesh = setup.mesh_pid()
         mesh_tree = descendants(mesh) if mesh else set()
     finally:
@@ -162,14 +174,14 @@ async def test_config6_supervisor_attaches_to_the_mesh_claude_started(setup: Set
             result = await claude.call_tool("fs.write_file", {"path": str(setup.demo / "c.txt"), "content": "c"})
             assert not result.is_error, result
             assert (setup.demo / "c.txt").read_text() == "c"
-            time.sleep(2)  # ten health checks: no second mesh, no restart
+            await asyncio.sleep(2)  # ten health checks: no second mesh, no restart
             assert setup.mesh_pid() == mesh
             assert "starting the mesh" not in sv.log() and "restarting" not in sv.log()
         except BaseException:
             sv.stop()
             raise
     # Claude left; the supervisor is still attached (a lease): the mesh stays past its grace.
-    time.sleep(2)
+    await asyncio.sleep(2)
     assert setup.mesh_pid() == mesh and alive(mesh)
     assert sv.stop() == 0, sv.log()
     wait_until(lambda: not alive(mesh), 30, "the embedded mesh to stop once nobody is attached")

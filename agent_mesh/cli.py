@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-mesh", description="Governance gateway for AI agents' MCP tool calls.",
         usage="agent-mesh [--mcp] [--config FILE] [--port N] [options]\n"
-              "       agent-mesh {serve,connect,check,run,keys,supervisor} ...",
+              "       agent-mesh {serve,connect,check,discover,run,keys,supervisor} ...",
         epilog=MODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"agent-mesh {agent_mesh.__version__}")
     parser.add_argument("--mcp", action="store_true",
@@ -78,6 +78,20 @@ def _parser() -> argparse.ArgumentParser:
                            description="Validate a config file: its fields, policies, and that "
                                        "each stdio server's command can be found.")
     check.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=CONFIG_HELP)
+
+    discover = sub.add_parser(
+        "discover", help="start each upstream, list its tools; --generate-policy writes a starter policy",
+        description="Start each tool source of the config (no mesh needed), list its tools with a "
+                    "one-line description, and stop them. With --generate-policy, also write a "
+                    "starter policy: read-only-looking tools allowed, the rest human_approval, "
+                    "then deny.")
+    discover.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=CONFIG_HELP)
+    discover.add_argument("--generate-policy", action="store_true",
+                          help="write a starter policy YAML (stdout, or --output FILE)")
+    discover.add_argument("--agent", default="*", metavar="NAME",
+                          help="with --generate-policy: the agent (pattern) the policy is for (default *)")
+    discover.add_argument("--output", "-o", metavar="FILE",
+                          help="with --generate-policy: write the policy here instead of stdout")
 
     roles = "\n".join(f"  {name:<10} {what}" for name, what in ROLE_HELP.items())
     run = sub.add_parser("run", help="run one process of the tree (what supervisord starts)",
@@ -179,6 +193,12 @@ def _main(argv: list[str], debug: bool) -> int:
         from agent_mesh.check import check
 
         return check(_load(args.config))
+    if args.command == "discover":
+        from agent_mesh.discover import run as discover_run
+
+        if not args.generate_policy and (args.agent != "*" or args.output):
+            parser.error("--agent and --output go with --generate-policy")
+        return discover_run(_load(args.config), args.generate_policy, args.agent, args.output)
     if args.command == "run":
         from agent_mesh.roles import run_role
 

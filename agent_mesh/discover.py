@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import sys
@@ -51,9 +52,9 @@ def _openers(loaded: LoadedConfig) -> list[tuple[str, str, str, Callable[[], Too
     default_cwd = str(loaded.path.parent)
     out: list[tuple[str, str, str, Callable[[], ToolSource]]] = []
     for server in loaded.config.mcp_servers:
+        spec = spec_for(server, default_cwd)
         out.append((server.name, f'MCP server "{server.name}" ({server.transport})', f"{server.name}.",
-                    lambda s=server: UpstreamClient(spec_for(s, default_cwd),
-                                                    connect_timeout=START_TIMEOUT)))
+                    functools.partial(UpstreamClient, spec, connect_timeout=START_TIMEOUT)))
     return out
 
 

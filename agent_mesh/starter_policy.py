@@ -70,13 +70,14 @@ def one_line(text: Any, width: int = 72) -> str:
 
 
 _SECTIONS: tuple[tuple[Kind, str, list[str]], ...] = (
-    ("read-only", "allow", ["Read-only by name (read_, list_, get_, search_, ...) or readOnlyHint:",
-                            "allowed."]),
-    ("destructive", "human_approval", ["Destructive by destructiveHint or name (delete, remove, move, "
-                                       "...):", "a human approves each call."]),
-    ("other", "human_approval", ["Everything else (writes, commands, unknown effects): a human "
-                                 "approves each call.", "Move tools up to `allow` once you trust "
-                                 "them."]),
+    ("read-only", "allow",
+     ["Read-only by name (read_, list_, get_, search_, ...) or readOnlyHint: allowed."]),
+    ("destructive", "human_approval",
+     ["Destructive by destructiveHint or name (delete, remove, move, ...):",
+      "a human approves each call."]),
+    ("other", "human_approval",
+     ["Everything else (writes, commands, unknown effects): a human approves each call.",
+      "Move tools up to `allow` once you trust them."]),
 )
 
 

@@ -5,6 +5,7 @@ errors for a command that cannot run. The real thing: tests/e2e/test_supervisor_
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import Iterator
@@ -86,7 +87,7 @@ async def test_failed_starts_back_off(tmp_path: Path, caplog: pytest.LogCaptureF
     # 0.1 s, 0.2 s, then 0.4 s (the maximum) between starts: about 6 in 2 s, not hundreds
     assert 3 <= len(starts) <= 8, [r.getMessage() for r in caplog.records]
     assert len(exits) >= len(starts) - 1
-    gaps = [b.created - a.created for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b.created - a.created for a, b in itertools.pairwise(starts)]
     assert all(gap >= 0.09 for gap in gaps) and max(gaps) >= 0.35
 
 

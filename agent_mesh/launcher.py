@@ -20,6 +20,7 @@ from agent_mesh.errors import UserError
 from agent_mesh.roles import broker_remote
 
 CONF_NAME = "supervisord.conf"
+ENV_LOGS = "AGENT_MESH_LOGS"  # where the tree's logs go (default <state>/logs), e.g. /var/log/agent-mesh
 
 
 def _esc(value: str | Path) -> str:
@@ -63,11 +64,17 @@ stdout_logfile_backups=3
 """
 
 
-def supervisor_conf(loaded: LoadedConfig, state: Path, port: int | None = None, embedded: bool = False) -> str:
-    """The supervisord configuration for this mesh (pure: returns text)."""
+def logs_dir(state: Path) -> Path:
+    return Path(os.environ[ENV_LOGS]) if os.environ.get(ENV_LOGS) else state / "logs"
+
+
+def supervisor_conf(loaded: LoadedConfig, state: Path, port: int | None = None, embedded: bool = False,
+                    *, logs: Path | None = None, python: str = sys.executable) -> str:
+    """The supervisord configuration for this mesh (pure: returns text). `python` runs every
+    role; `logs` defaults to <state>/logs."""
     config = loaded.config
-    logs = state / "logs"
-    role = [sys.executable, "-m", "agent_mesh", "run"]
+    logs = logs or state / "logs"
+    role = [python, "-m", "agent_mesh", "run"]
     cfg = ["--config", str(loaded.path)]
 
     def cmd(*words: str, numbered: bool = False) -> str:
@@ -98,7 +105,7 @@ serverurl=unix://{q(state / 'supervisor.sock')}
     # supervisord reaps a dead child after its transition() pass, then sleeps in poll(1 s):
     # without output from some child, a crashed process waits up to 1 s to be respawned.
     # This ticker's newline every 0.1 s (discarded: stdout_logfile=NONE) bounds that to 0.1 s.
-    ticker = _quote(sys.executable, "-u", "-c",
+    ticker = _quote(python, "-u", "-c",
                     "import itertools, time; any(print() or time.sleep(0.1) for _ in itertools.count())")
     text += f"""
 [program:wakeup]
@@ -130,10 +137,11 @@ stdout_logfile=NONE
 
 
 def make_state_dir(loaded: LoadedConfig) -> Path:
-    """The mesh's state directory (and its logs/), created owner-only if needed."""
+    """The mesh's state directory (and its logs directory), created owner-only if needed."""
     state = loaded.state_dir()
     try:
-        (state / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        logs_dir(state).mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise UserError(f"cannot create the state directory {state}: {exc.strerror or exc}; "
                         "set AGENT_MESH_HOME to a directory of yours") from None
@@ -174,13 +182,14 @@ def serve(loaded: LoadedConfig, port: int | None = None, embedded: bool = False)
     # The broker's tcp settings now, not in its log: supervisord would restart it in a loop.
     remote = broker_remote(loaded)
     conf = state / CONF_NAME
-    conf.write_text(supervisor_conf(loaded, state, port, embedded))
+    conf.write_text(supervisor_conf(loaded, state, port, embedded, logs=logs_dir(state)))
     for warning in loaded.warnings + _remote_warnings(loaded, remote is not None):
         print(f"agent-mesh: warning: {warning}", file=sys.stderr)
     print(f"agent-mesh: serving {loaded.path} on http://{host}:{shown_port}", file=sys.stderr)
     if remote is not None:
         print(f"agent-mesh: bus also on {remote[0]} for workers on other hosts (CURVE, "
               f"keys authorised in {remote[1].authorized})", file=sys.stderr)
-    print(f"agent-mesh: state and logs in {state}; supervisorctl -c {conf} status", file=sys.stderr)
+    print(f"agent-mesh: state in {state}, logs in {logs_dir(state)}; supervisorctl -c {conf} status",
+          file=sys.stderr)
     sys.stderr.flush()
     return tree.run(conf, state / "supervisor.sock")

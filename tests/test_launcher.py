@@ -62,14 +62,6 @@ def test_supervisor_accepts_the_generated_file(tmp_path: Path) -> None:
                      "upstream-filesystem-1", "wakeup"]  # the worker and its warm spare
 
 
-def test_deploy_file_shows_the_same_roles() -> None:
-    deploy = _programs((REPO / "deploy" / "supervisord.conf").read_text())
-    roles = {name.removeprefix("agent-mesh-").split("-")[0] for name in deploy}
-    assert roles == {"broker", "tracer", "approval", "policy", "upstream", "gateway"}
-    for name, program in deploy.items():
-        assert "agent-mesh run " in program["command"], name
-
-
 def test_remote_only_server_has_no_local_program(tmp_path: Path) -> None:
     """`workers: 0`: served by workers on other hosts; supervisord starts none here."""
     path = tmp_path / "c.yaml"

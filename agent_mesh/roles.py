@@ -156,7 +156,9 @@ def run_role(
         if spec is None:
             sys.exit(f"agent-mesh run upstream: no mcp_servers entry named {server!r} in {loaded.path}")
         sys.exit(_run(upstream.run(endpoints.requests, spec, slot=slot, default_cwd=str(loaded.path.parent),
-                                   slots_dir=loaded.state_dir() / "slots")))
+                                   # Slots and the warm spare are this host's (serve's tree); a
+                                   # worker of another host keeps the --slot it was given.
+                                   slots_dir=None if connect else loaded.state_dir() / "slots")))
     elif role == "gateway":
         _gateway(loaded, endpoints, port or config.port)
     elif role == "lifecycle":

@@ -108,11 +108,13 @@ async def _serve(loaded: Loaded, dry_run: bool) -> int:
         log.info("supervising %s: %d rules, model %s, memory %s%s", url, len(settings.rules),
                  f"{settings.model.provider}:{settings.model.model}" if settings.model else "none",
                  loaded.memory_path, " (dry run: nothing is resolved)" if dry_run else "")
+        supervisor = Supervisor(loaded, api, memory, model, dry_run)
         tasks = []
         if process is not None:
+            process.up = supervisor.wake  # a restarted mesh is polled at once, not after the backoff
             await process.ensure(stop)  # attached, or started and answering /health
             tasks.append(asyncio.create_task(process.watch(stop)))
-        tasks.append(asyncio.create_task(Supervisor(loaded, api, memory, model, dry_run).run(stop)))
+        tasks.append(asyncio.create_task(supervisor.run(stop)))
         await asyncio.gather(*tasks)
     return 0
 

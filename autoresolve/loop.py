@@ -35,6 +35,7 @@ class Supervisor:
         self.model_slots = asyncio.Semaphore(self.settings.model.concurrency if self.settings.model else 1)
         self.down_since: float | None = None
         self.connected = False
+        self.wake = asyncio.Event()  # set by mesh_process when the mesh is up again: poll now
         self.token_problem: str | None = None
         self.checked_token = False
         prefix = self.settings.memory.mcp_tool_prefix
@@ -51,7 +52,8 @@ class Supervisor:
                 except MeshUnavailable as exc:
                     self._down(str(exc))
                     backoff = min(backoff * 2, max(MAX_BACKOFF, self.settings.poll_seconds))
-                await _wait(stop, backoff)
+                await _wait(stop, self.wake, backoff)
+                self.wake.clear()
         finally:
             if self._background:  # memory-server writes under way: a moment to finish
                 await asyncio.wait(self._background, timeout=5)
@@ -159,8 +161,11 @@ class Supervisor:
         self.token_problem = problem
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
+async def _wait(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less when stopping or woken (the mesh is back up)."""
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
     try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()

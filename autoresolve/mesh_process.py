@@ -60,6 +60,7 @@ class MeshProcess:
         self.lease: Path | None = None
         self.failures = 0  # consecutive unanswered health checks
         self.starts = 0  # consecutive starts that never got healthy
+        self.up = asyncio.Event()  # set each time a mesh we started is up (the poll loop's wake)
         _become_subreaper()
 
     # -- the watch ------------------------------------------------------------------------------
@@ -180,6 +181,7 @@ class MeshProcess:
 
     def _started(self) -> bool:
         self.starts, self.failures = 0, 0
+        self.up.set()
         if self.lease is None:
             self.lease = take_lease(self.state)
         return True

@@ -1,7 +1,8 @@
 """`mesh health`: the /health answer as a table of roles and upstreams, each with why it is down.
 
-Tolerant of /health's shapes: `upstreams` as `{name: "up"}` or `{name: {"status", "reason"}}`
-(or a list of such objects with `name`), `services` as `{name: {"workers": n}}`.
+Tolerant of /health's shapes: `upstreams` as `{name: "up"}` (the reasons beside, in
+`upstream_errors`) or `{name: {"status", "reason"}}` (or a list of such objects with `name`),
+`services` as `{name: {"workers": n}}`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ def _upstreams(body: dict[str, Any]) -> list[dict[str, Any]]:
         entries = [(str(u.get("name")), u) for u in raw if isinstance(u, dict)]
     else:
         entries = list(raw.items()) if isinstance(raw, dict) else []
+    found = body.get("upstream_errors")
+    errors: dict[str, Any] = found if isinstance(found, dict) else {}
     rows = []
     for name, value in entries:
         if isinstance(value, dict):
             rows.append({"name": name, "kind": "upstream", "status": value.get("status"),
-                         "reason": value.get("reason") or value.get("error") or ""})
+                         "reason": value.get("reason") or value.get("error") or errors.get(name) or ""})
         else:
-            rows.append({"name": name, "kind": "upstream", "status": value, "reason": ""})
+            rows.append({"name": name, "kind": "upstream", "status": value, "reason": errors.get(name) or ""})
     return rows
 
 

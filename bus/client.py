@@ -186,6 +186,12 @@ class BusClient:
             if not call.future.done():
                 call.future.set_exception(error)
 
+    def _fail(self, rids: list[int], error: BusError) -> None:
+        for rid in rids:
+            call = self._calls.pop(rid, None)
+            if call is not None and not call.future.done():
+                call.future.set_exception(error)
+
     def _fail_sent_over(self, connection: int, error: BusError) -> None:
         for rid, call in list(self._calls.items()):
             if 0 <= call.connection <= connection:
@@ -232,7 +238,10 @@ class BusClient:
             await asyncio.sleep(interval)
             self._send_quietly([frames.PROTOCOL, frames.HEARTBEAT, frames.EMPTY_HEADER])
             if time.monotonic() - self._last_heard > interval * frames.LIVENESS:
-                if self._calls:
-                    log.warning("broker silent: failing %d in-flight requests", len(self._calls))
-                    self._fail_all(BusError(frames.UNAVAILABLE, "broker unavailable"))
+                # Only requests that reached a broker connection are lost with it; the others
+                # (a broker not up yet: a cold start) keep waiting for one until their deadline.
+                sent = [rid for rid, call in self._calls.items() if call.connection >= 0]
+                if sent:
+                    log.warning("broker silent: failing %d in-flight requests", len(sent))
+                    self._fail(sent, BusError(frames.UNAVAILABLE, "broker unavailable"))
                 self._connect()

@@ -76,11 +76,14 @@ def http_status(code: int) -> int:
     return HTTP_STATUS.get(code, 502)
 
 
-def upstream_failure(server: str, exc: BusError) -> tuple[int, str]:
+def upstream_failure(server: str, exc: BusError, reason: str = "") -> tuple[int, str]:
     """(HTTP status, message) for a request to `upstream.<server>` that failed. The upstream
     worker's own errors already name the server; the broker's (no worker, worker died) are
-    about the service, so they are said once here in the caller's terms."""
+    about the service, so they are said once here in the caller's terms. `reason`: why the
+    server is down, as its workers said (gateway/catalog.py), when known."""
     if exc.code == frames.UNAVAILABLE:
+        if reason:
+            return 503, f"upstream unavailable: {server}: {reason}"
         return 503, f"upstream unavailable: {server} ({exc.message})"
     if exc.code == frames.WORKER_DIED:
         return 502, f"upstream {server}: its worker died during the call ({exc.message})"

@@ -19,8 +19,17 @@ APPROVAL = "approval"  # ops: submit wait resolve claim_replay list get grant_cr
 UPSTREAM_PREFIX = "upstream."
 
 
+UPSTREAM_DOWN_PREFIX = "upstream-down."
+
+
 def upstream_service(server: str) -> str:
     return UPSTREAM_PREFIX + server
+
+
+def upstream_down_service(server: str) -> str:
+    """Where an upstream worker whose MCP server is not running registers, saying why
+    (`UpstreamDownMeta`), while it waits to start it again: never routed a tool call."""
+    return UPSTREAM_DOWN_PREFIX + server
 
 
 class Body(BaseModel):
@@ -77,6 +86,18 @@ class UpstreamMeta(Body):
     pid: int = 0
     upstream_pid: int | None = None
     session: str = ""  # one per upstream MCP session: a new one when the worker starts a new server
+
+
+class UpstreamDownMeta(Body):
+    """READY body of a worker of `upstream-down.<server>`: why its upstream is not running, how
+    many starts in a row failed, and when it tries again (`retry_at`, epoch seconds)."""
+
+    server: str
+    reason: str
+    failures: int = 1
+    since: float = 0.0  # epoch seconds of the first failure in a row
+    retry_at: float = 0.0
+    pid: int = 0
 
 
 # -- traces ------------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ front-ends turn these into `notifications/*/list_changed` to their sessions. Wor
 (`add_worker_listener`) hear which servers got a new set of upstream sessions (a worker restarted,
 joined or left, or replaced its MCP server), e.g. to renew what the old ones held (subscriptions).
 
+A server none of whose workers runs an upstream has the reason they give (`ServerView.reason`,
+from the `upstream-down.<server>` service, see workers/upstream_down.py).
+
 Refreshes come every REFRESH_INTERVAL and, with the broker's events endpoint, at once after any
 worker's ready / down / updated event: a restarted worker is in the catalogue within milliseconds.
 """
@@ -24,7 +27,7 @@ from typing import Any
 from bus.client import BusClient
 from bus.errors import BusError
 from bus.events import Subscriber
-from bus.messages import UPSTREAM_PREFIX
+from bus.messages import UPSTREAM_DOWN_PREFIX, UPSTREAM_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +47,17 @@ class ServerView:
     list_changes: dict[str, int] = field(default_factory=dict)  # UpstreamLiveMeta.list_changes
     pid: int | None = None  # of the worker the view was built from
     sessions: frozenset[str] = frozenset()  # every live worker's upstream session (UpstreamMeta.session)
+    down: dict[str, Any] = field(default_factory=dict)  # the latest UpstreamDownMeta (upstream-down.<name>)
 
     @property
     def up(self) -> bool:
         return bool(self.workers)
+
+    @property
+    def reason(self) -> str:
+        """Why the server is down, as its workers last said (`command 'x' not found on PATH`,
+        `exited with code 1: ...`); "" when it is up or no worker has said."""
+        return "" if self.up else str(self.down.get("reason") or "")
 
     @property
     def capabilities(self) -> dict[str, Any]:
@@ -132,6 +142,8 @@ class Catalog:
                 view.list_changes = changes if isinstance(changes, dict) else {}
                 view.pid = meta.get("pid")
                 break
+            downs = [w.get("meta") or {} for w in (report.get(UPSTREAM_DOWN_PREFIX + name) or {}).get("workers", [])]
+            view.down = max(downs, key=lambda meta: meta.get("retry_at") or 0, default={})
             old = self.servers.get(name)
             changed |= {kind for kind in LIST_KINDS if old is None or old.signature(kind) != view.signature(kind)}
             if old is not None and old.sessions != view.sessions:

@@ -198,6 +198,7 @@ class Gateway(FrontEnd):
                 ],
                 "configured_workers": spec.workers,
                 "queued": view.queued,
+                **({"error": view.reason} if view.reason else {}),
             }))
         return JSONResponse(servers)
 
@@ -219,12 +220,15 @@ class Gateway(FrontEnd):
         """Whether every role and upstream is up, and the detail of each."""
         await self.catalog.refresh()
         upstreams = {name: ("up" if view.up else "down") for name, view in self.catalog.servers.items()}
+        # Why each down upstream is down, as its workers said (workers/upstream_down.py).
+        errors = {name: view.reason for name, view in self.catalog.servers.items() if view.reason}
         services = {name: self.catalog.service_summary(name) for name in (POLICY, TRACES, APPROVAL)}
         ok = self.catalog.bus_ok and all(s["workers"] for s in services.values()) and all(v == "up" for v in upstreams.values())
         return ok, {
             "bus": "up" if self.catalog.bus_ok else "down",
             "services": services,
             "upstreams": upstreams,
+            **({"upstream_errors": errors} if errors else {}),
             "trace_backlog": self.outbox.backlog,
             "pid": os.getpid(),
         }

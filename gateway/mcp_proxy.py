@@ -145,7 +145,8 @@ class McpProxy:
             reply = await self.client.request(upstream_service(server), request.dump(), timeout=timeout + 1.0,
                                               on_partial=on_partial)
         except BusError as exc:
-            status, message = upstream_failure(server, exc)
+            view = self.catalog.servers.get(server)
+            status, message = upstream_failure(server, exc, view.reason if view is not None else "")
             raise _Outcome(status, "allow", types.INTERNAL_ERROR, message) from None
         if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
             error = reply["error"]

@@ -29,7 +29,7 @@ from bus.messages import (
     trace_record,
     upstream_service,
 )
-from gateway.catalog import Catalog
+from gateway.catalog import Catalog, ServerView
 from gateway.tokens import token_fields
 from gateway.trace_outbox import TraceOutbox
 
@@ -177,7 +177,7 @@ class Pipeline:
             if (allowed := exc.meta.get("policy")) is None:
                 return fail(503, "error", f"policy service unavailable: {exc.message}")
             outcome = ToolCallOutcome(0, "allow", call.trace_id, rule=allowed["rule"], forwarded=True)
-            return _upstream_failed(outcome, server.name, exc)
+            return _upstream_failed(outcome, server, exc)
         if (allowed := reply.meta.get("policy")) is not None:
             return ToolCallOutcome(200, "allow", call.trace_id, rule=allowed["rule"], result=reply.body,
                                    forwarded=True)
@@ -259,7 +259,7 @@ class Pipeline:
             )
             outcome.status = 200
         except BusError as exc:
-            return _upstream_failed(outcome, server.name, exc)
+            return _upstream_failed(outcome, server, exc)
         return outcome
 
 
@@ -269,8 +269,8 @@ def _unknown(call: _Call, why: str) -> ToolCallOutcome:
     return outcome
 
 
-def _upstream_failed(outcome: ToolCallOutcome, server: str, exc: BusError) -> ToolCallOutcome:
-    outcome.status, outcome.error = upstream_failure(server, exc)
+def _upstream_failed(outcome: ToolCallOutcome, server: ServerView, exc: BusError) -> ToolCallOutcome:
+    outcome.status, outcome.error = upstream_failure(server.name, exc, server.reason)
     return outcome
 
 

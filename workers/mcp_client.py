@@ -57,7 +57,14 @@ _MAX_TOOL_PAGES = 1000
 
 
 class UpstreamException(Exception):
-    """Base of everything `UpstreamClient` raises for upstream trouble."""
+    """Base of everything `UpstreamClient` raises for upstream trouble. `reason`: the short
+    why for people (`command 'x' not found on PATH`, `exited with code 1: <stderr line>`)."""
+
+    reason: str = ""
+
+    def because(self, reason: str) -> UpstreamException:
+        self.reason = reason
+        return self
 
 
 class UpstreamError(UpstreamException):
@@ -197,21 +204,44 @@ class UpstreamClient:
                 self.server_info = await self._peer.open()
             await self.refresh_tools()
         except BaseException as exc:
-            await self.close()
+            await self.close()  # (the child's last stderr lines are in after this)
             if isinstance(exc, TimeoutError):
                 raise UpstreamTimeout(
                     f"upstream {spec.name!r} did not answer initialize in {self.connect_timeout}s"
-                ) from None
+                ).because(f"did not answer initialize in {self.connect_timeout:g}s") from None
             if isinstance(exc, RpcError):
-                raise UpstreamError(exc.code, exc.message, exc.data) from None
+                raise UpstreamError(exc.code, exc.message, exc.data).because(
+                    f"refused to start: [{exc.code}] {exc.message}") from None
             if isinstance(exc, OSError | PeerGone):
-                raise UpstreamGone(f"upstream {spec.name!r} failed to start: {exc}") from exc
+                reason = self._start_failure(exc)
+                raise UpstreamGone(f"upstream {spec.name!r} failed to start: {reason}").because(
+                    reason) from exc
             raise
 
     async def close(self) -> None:
         if self._peer is not None:
             await self._peer.close()
         self.closed.set()
+
+    @property
+    def gone_reason(self) -> str:
+        """Why the upstream went away, for people (once `closed` is set)."""
+        if isinstance(self._peer, StdioPeer) and (why := self._peer.exit_reason()):
+            return why
+        return "connection lost" if self.spec.transport != "stdio" else "stopped"
+
+    def _start_failure(self, exc: BaseException) -> str:
+        spec = self.spec
+        if isinstance(exc, OSError) and spec.command is not None:
+            from workers.commands import command_problem
+
+            env = {**os.environ, **spec.env}
+            return command_problem(spec.command, spec.cwd, env) or f"cannot start {spec.command!r}: {exc}"
+        lost = str(exc)
+        exited = lost.startswith("process ") or lost.endswith(" closed")  # (StdioPeer's words)
+        if exited and isinstance(self._peer, StdioPeer) and (why := self._peer.exit_reason()):
+            return why
+        return lost
 
     async def call_tool(
         self,

@@ -1,7 +1,7 @@
 """A JSON-RPC 2.0 peer over a child process's stdin/stdout, one message per line (MCP's stdio).
 
-`StdioPeer.spawn` starts the child in a session (process group) of its own, its stderr on ours,
-and then carries: our requests (`request`, answered through a dict of pending futures), our
+`StdioPeer.spawn` starts the child in a session (process group) of its own, its stderr relayed
+to ours (the last line kept: why it exited, `exit_reason()`), and then carries: our requests (`request`, answered through a dict of pending futures), our
 notifications (`notify`), and the child's notifications and requests, handed to the owner's
 callbacks (each request answered in a task of its own, so the reader never waits).
 
@@ -38,6 +38,8 @@ INTERNAL_ERROR = -32603
 _STOP_GRACE = 2.0  # s the child gets to exit after its stdin closes, before SIGTERM
 _KILL_GRACE = 1.0  # s the process group gets after SIGTERM, before SIGKILL
 _GROUP_POLL = 0.01  # s between probes of the group while it shuts down (only then)
+_STDERR_GRACE = 0.5  # s for the child's last stderr lines to arrive after it exited
+_REASON_CHARS = 300  # of a stderr line kept in exit_reason()
 
 NotificationHandler = Callable[[str, Any], object]  # (method, params)
 # (method, params) -> the result, or raise RpcError
@@ -86,6 +88,9 @@ class StdioPeer(asyncio.SubprocessProtocol):
         self._answering: dict[int | str, asyncio.Task[None]] = {}  # the child's requests, by id
         self._exited: asyncio.Future[None] = self._loop.create_future()
         self._gone: str | None = None  # why, once gone
+        self._last_stderr = b""  # the child's last non-empty stderr line (for exit_reason)
+        self._stderr_tail = b""  # its stderr since the last newline
+        self._stderr_closed: asyncio.Future[None] = self._loop.create_future()
         self._stopping = False
         self._shutdown_task: asyncio.Task[None] | None = None
 
@@ -107,7 +112,7 @@ class StdioPeer(asyncio.SubprocessProtocol):
             *argv,
             stdin=PIPE,
             stdout=PIPE,
-            stderr=None,  # inherit our fd 2: nothing to drain, nothing to block on
+            stderr=PIPE,  # relayed to our fd 2, last line kept (exit_reason)
             env=env,
             cwd=cwd,
             start_new_session=True,  # own process group, so the whole tree can be ended
@@ -117,6 +122,8 @@ class StdioPeer(asyncio.SubprocessProtocol):
     async def request(self, method: str, params: Mapping[str, Any] | None, timeout: float) -> Any:
         """Send a request and return its result as sent; raises `RpcError`, `TimeoutError`
         (after withdrawing the request) or `PeerGone`."""
+        if self._gone is None and self._stdin is not None and self._stdin.is_closing():
+            self._lose("stdin closed")  # the child exited before we wrote (a start that failed)
         if self._gone is not None:
             raise PeerGone(self._gone)
         rid = next(self._ids)
@@ -161,6 +168,9 @@ class StdioPeer(asyncio.SubprocessProtocol):
         self._stdin = cast(asyncio.WriteTransport, self._transport.get_pipe_transport(0))
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 2:
+            self._stderr(data)
+            return
         if b"\n" not in data:  # part of a long message
             self._partial.append(data)
             return
@@ -176,6 +186,10 @@ class StdioPeer(asyncio.SubprocessProtocol):
                 self._receive(line)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 2:  # (a grandchild may hold it longer: not a sign of the end)
+            if not self._stderr_closed.done():
+                self._stderr_closed.set_result(None)
+            return
         if not self._stopping:  # the exit itself, if that's why, is logged by process_exited
             log.debug(
                 "upstream %r: %s closed (%r)", self.name, "stdin" if fd == 0 else "stdout", exc
@@ -189,6 +203,31 @@ class StdioPeer(asyncio.SubprocessProtocol):
             log.warning("upstream %r: %s", self.name, why)
         self._lose(why)
         self._exited.set_result(None)
+
+    def exit_reason(self) -> str | None:
+        """Why the child is gone, for people: `exited with code 1: <its last stderr line>`,
+        `killed by SIGKILL`; None while it runs."""
+        if self._transport is None or (code := self._transport.get_returncode()) is None:
+            return None
+        if code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
+        last = (self._last_stderr or self._stderr_tail).decode(errors="replace").strip()
+        return f"{how}: {last[:_REASON_CHARS]}" if last else how
+
+    def _stderr(self, data: bytes) -> None:
+        with suppress(OSError):
+            os.write(2, data)  # the worker's log: what the server says stays visible
+        lines = (self._stderr_tail + data).split(b"\n")
+        self._stderr_tail = lines.pop()[-_REASON_CHARS * 4:]
+        for line in reversed(lines):
+            if line.strip():
+                self._last_stderr = line[-_REASON_CHARS * 4:]
+                break
 
     # -- inbound -----------------------------------------------------------------------------
 
@@ -259,6 +298,8 @@ class StdioPeer(asyncio.SubprocessProtocol):
     def _write(self, message: dict[str, Any]) -> None:
         if self._gone is None:
             assert self._stdin is not None
+            if self._stdin.is_closing():
+                return  # the child is gone; process_exited or pipe_connection_lost says so
             self._stdin.write(orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE))
 
     def _withdraw(self, rid: int, method: str, reason: str) -> None:
@@ -295,6 +336,7 @@ class StdioPeer(asyncio.SubprocessProtocol):
                 await asyncio.sleep(_GROUP_POLL)
             os.killpg(self.pid, signal.SIGKILL)
         await asyncio.wait([self._exited], timeout=_KILL_GRACE)  # reaped by the event loop
+        await asyncio.wait([self._stderr_closed], timeout=_STDERR_GRACE)  # its last words
         self._transport.close()
 
 

@@ -9,8 +9,10 @@ the broker cancels the call's task, which sends `notifications/cancelled` upstre
 When the upstream announces a list change the worker re-lists its tools (tools/list_changed) or
 counts the change (resources, prompts) and sends UPDATE, so front-ends see the new catalogue.
 
-When the upstream dies the worker exits non-zero: supervisord restarts it with a fresh upstream,
-and meanwhile the broker answers this worker's in-flight calls with a clear error.
+When the upstream dies the worker starts a new one in-process (a warm spare serves the slot
+meanwhile); one that keeps failing is retried with a back-off, its reason on the bus meanwhile
+(workers/upstream_down.py). A killed worker is restarted by supervisord; meanwhile the broker
+answers its in-flight calls with a clear error.
 """
 
 from __future__ import annotations
@@ -50,13 +52,12 @@ from workers.mcp_client import (
     UpstreamSpec,
     UpstreamTimeout,
 )
+from workers.upstream_down import Backoff, DownReport
 from workers.upstream_slots import SlotClaim, candidates
 
 log = logging.getLogger(__name__)
 
-CAPACITY = 64
-QUICK_FAILURES = 3  # upstreams in a row that fail within QUICK_SECONDS before the worker gives up
-QUICK_SECONDS = 5.0  # concurrent calls per worker: one MCP session multiplexes them
+CAPACITY = 64  # concurrent calls per worker: one MCP session multiplexes them
 MAX_LIST_PAGES = 1000
 
 
@@ -213,38 +214,48 @@ async def run(endpoint: str, server: McpServer, slot: int, default_cwd: str | No
     """Start an upstream, then serve a slot of this server (workers/upstream_slots.py): the slot
     `slot` if free, else any free one, else wait for one as the warm spare. When the upstream MCP
     server dies the slot is released at once (a spare takes it) and a new upstream is started in
-    this process, which then claims a slot again. After QUICK_FAILURES upstreams in a row that
-    failed to start or died within QUICK_SECONDS, exit non-zero and let supervisord restart the
-    worker with its backoff. Without `slots_dir` the process serves `slot`, no claim (tests)."""
+    this process, which then claims a slot again. One that fails to start or dies soon after is
+    started again after a back-off (1 s, 2 s, 4 s… 30 s), its reason on the bus meanwhile
+    (workers/upstream_down.py). Runs until cancelled. Without `slots_dir` the process serves
+    `slot`, no claim (tests)."""
     claim = SlotClaim(slots_dir, server.name, candidates(slot, server.workers)) if slots_dir else None
-    quick = 0
-    while quick < QUICK_FAILURES:
-        started = time.monotonic()
-        await _serve_once(endpoint, server, slot, default_cwd, claim)
-        quick = quick + 1 if time.monotonic() - started < QUICK_SECONDS else 0
-        await asyncio.sleep(0.2 * quick)
-        log.warning("%s: starting a new upstream in this worker", server.name)
-    log.error("%s: %d upstreams in a row failed quickly; exiting", server.name, QUICK_FAILURES)
-    return 1
+    backoff = Backoff()
+    down = DownReport(endpoint, server.name, f"{server.name}:{slot}")
+    try:
+        while True:
+            started = time.monotonic()
+            reason = await _serve_once(endpoint, server, slot, default_cwd, claim, down)
+            delay = backoff.after(time.monotonic() - started)
+            if not delay:
+                log.warning("%s: upstream stopped (%s); starting a new one", server.name, reason)
+                continue
+            log.error("%s: %s; next start in %gs (%d failed in a row)", server.name, reason, delay,
+                      backoff.failures)
+            down.say(reason, delay, backoff)
+            await asyncio.sleep(delay)
+    finally:
+        await down.clear()
 
 
 async def _serve_once(endpoint: str, server: McpServer, slot: int, default_cwd: str | None,
-                      claim: SlotClaim | None) -> None:
-    """Start an upstream; serve a slot with it until it dies (or fails to start)."""
+                      claim: SlotClaim | None, down: DownReport) -> str:
+    """Start an upstream; serve a slot with it until it dies (or fails to start). Returns why
+    it stopped (`command 'x' not found on PATH`, `exited with code 1: ...`)."""
     try:
         client = UpstreamClient(spec_for(server, default_cwd))
         await client.start()
     except Exception as exc:  # noqa: BLE001 - any start failure: report it, try again
-        log.error("%s: upstream failed to start: %s", server.name, exc)
-        return
+        return getattr(exc, "reason", "") or str(exc) or type(exc).__name__
     try:
-        if claim is not None and (slot := await _claimed(server, claim, client)) < 0:
-            return  # the spare's upstream died while it waited
-        await _serve(endpoint, server, f"{server.name}:{slot}", client)
+        await down.clear()  # an upstream runs again
+        # (a spare whose upstream died while it waited for a slot serves nothing)
+        if claim is None or (slot := await _claimed(server, claim, client)) >= 0:
+            await _serve(endpoint, server, f"{server.name}:{slot}", client)
     finally:
         if claim is not None:
             claim.release()  # before the close: a spare takes over while this upstream shuts down
         await client.close()
+    return client.gone_reason
 
 
 async def _claimed(server: McpServer, claim: SlotClaim, client: UpstreamClient) -> int:
@@ -280,7 +291,6 @@ async def _serve(endpoint: str, server: McpServer, slot: str, client: UpstreamCl
     changes = asyncio.create_task(service.follow_list_changes(worker))
     try:
         await asyncio.wait({serving, upstream_lost}, return_when=asyncio.FIRST_COMPLETED)
-        log.error("%s: upstream connection lost", server.name)
     finally:
         worker.stop()
         for task in (serving, upstream_lost, changes):

@@ -4,6 +4,7 @@ and workers find each other again without a hung request (PROTOCOL.md, Heartbeat
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import threading
@@ -103,8 +104,10 @@ async def test_broker_restart_under_load(endpoints: Endpoints, downtime: float) 
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_client_fails_requests_when_the_broker_hangs(endpoints: Endpoints) -> None:
+async def test_client_fails_requests_when_the_broker_hangs(endpoints: Endpoints,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
     """A broker that is alive (connection up) but silent: heartbeats catch it in LIVENESS."""
+    caplog.set_level(logging.WARNING, "bus.client")
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     mute = ctx.socket(zmq.ROUTER)  # accepts the connection, never answers
     mute.bind(endpoints.requests)
@@ -117,9 +120,34 @@ async def test_client_fails_requests_when_the_broker_hangs(endpoints: Endpoints)
             assert err.value.code == frames.UNAVAILABLE and err.value.message == "broker unavailable"
             limit = frames.HEARTBEAT_INTERVAL * (frames.LIVENESS + 1) + 0.2
             assert loop.time() - started < limit
+        assert "broker silent: failing 1 in-flight requests" in caplog.text  # it was sent: lost
     finally:
         mute.close(0)
         ctx.term()
+
+
+async def test_a_broker_not_up_yet_is_no_failure_to_warn_about(endpoints: Endpoints,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A cold start (`--mcp` starting the mesh): the client polls before the broker is up. Its
+    requests wait for a connection and fail on their own ("broker unavailable", for the caller
+    to handle); nothing sent was lost, so nothing is said about failing in-flight requests."""
+    caplog.set_level(logging.WARNING, "bus.client")
+    broker: BrokerThread | None = None
+    async with BusClient(endpoints.requests) as client:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        quiet_for = frames.HEARTBEAT_INTERVAL * (frames.LIVENESS + 2)  # past the silence check
+        try:
+            while loop.time() - started < quiet_for:  # as the catalogue polls while it waits
+                with pytest.raises(BusError) as err:
+                    await client.request("mmi.services", {}, timeout=1.0)
+                assert err.value.message == "broker unavailable"
+            broker = BrokerThread(endpoints)
+            assert isinstance(await client.request("mmi.services", {}, timeout=5.0), dict)
+        finally:
+            if broker is not None:
+                broker.stop()
+    assert "broker silent" not in caplog.text
 
 
 _WORKER = """

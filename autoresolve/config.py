@@ -103,7 +103,7 @@ class MeshProcessConfig(_Section):
 
 class Settings(_Section):
     mesh_url: HttpUrl | None = None  # default: the mesh_process config's host:port, else :9090
-    poll_interval: Duration = "1s"
+    poll_interval: Duration = "250ms"  # a blocked call waits up to this long for a rule decision
     tool_filter: str | None = None  # only approvals whose tool matches this glob (?tool=)
     operator_token: str | None = Field(default=None, min_length=8)  # $MESH_OPERATOR_TOKEN wins
     agent: str = Field(default="supervisor", min_length=1)  # bearer for its own tool calls

@@ -42,7 +42,7 @@ def test_each_slot_has_one_holder_and_the_spare_waits(tmp_path: Path) -> None:
         assert await waiting == 1
         return time.monotonic() - released
 
-    assert asyncio.run(takeover()) < POLL * 5
+    assert asyncio.run(takeover()) < POLL + 0.5  # one poll, and a busy machine's slack
     assert not list(tmp_path.glob("*.spare.*")), "no longer the spare"
     b2 = SlotClaim(tmp_path, "fs", candidates(1, 2))
     assert b2.try_claim() is None, "slot 1 is the spare's now"

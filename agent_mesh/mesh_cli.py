@@ -3,7 +3,7 @@
 `MESH_OPERATOR_TOKEN` as `X-Operator-Token` when set (needed when the mesh has
 `auth.operator_token`). A failure is one line on stderr and exit status 1 (`--debug`: traceback).
 
-Readers accept both the mesh's older wrapped lists (`{"traces": [...]}`) and bare arrays.
+It reads the API's Go-compatible shapes (docs/compat.md): lists as bare arrays, RFC 3339 times.
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ class Mesh:
         return body
 
 
-def items(body: Any, key: str) -> list[dict[str, Any]]:
-    """A list answer: a bare array, or the older `{key: [...]}`."""
-    found = body if isinstance(body, list) else (body or {}).get(key, [])
-    return [item for item in found if isinstance(item, dict)]
+def items(body: Any) -> list[dict[str, Any]]:
+    """A list answer (the API answers lists as bare arrays, as the Go agent-mesh does)."""
+    if not isinstance(body, list):
+        raise MeshError(f"expected a list from the mesh, got {type(body).__name__} (is MESH_URL an agent-mesh?)")
+    return [item for item in body if isinstance(item, dict)]
 
 
 def columns_of_terminal() -> int:
@@ -123,10 +124,8 @@ def _resolve(mesh: Mesh, approval_id: str, decision: str, reasoning: str | None)
                      json={"resolved_by": os.environ.get("USER", "human"), "reasoning": reasoning})
 
 
-def resolution_line(body: Any) -> str:
-    approval = body.get("approval", body) if isinstance(body, dict) else {}
-    status = body.get("status") if isinstance(body, dict) else None
-    return f"{_id8(approval.get('id'))}: {status or approval.get('status')}"
+def resolution_line(body: dict[str, Any]) -> str:
+    return f"{_id8(body.get('id'))}: {body.get('status')}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -207,46 +206,38 @@ def run(args: argparse.Namespace) -> int:
         view = resolution_line(body)
     elif args.command == "pending":
         body = mesh.call("GET", "/approvals", params={"status": "pending"})
-        rows = pending_rows(items(body, "approvals"))
+        rows = pending_rows(items(body))
         view = render(PENDING, rows, width, "pending approvals") if rows else "nothing pending"
     elif args.command == "show":
-        body = mesh.call("GET", f"/approvals/{args.id}")
-        recent = body.get("recent_traces")
-        if recent is None:
-            recent = items(mesh.call("GET", "/traces", params={"agent": body.get("agent_id"), "limit": 10}),
-                           "traces")
-        body = {**body, "recent_traces": recent}
+        body = mesh.call("GET", f"/approvals/{args.id}")  # with the agent's recent_traces
         view = show(body, width)
     elif args.command == "traces":
         params = {k: v for k, v in {"agent": args.agent, "tool": args.tool, "limit": args.limit}.items() if v}
         body = mesh.call("GET", "/traces", params=params)
-        rows = trace_rows(items(body, "traces"))
+        rows = trace_rows(items(body))
         view = render(TRACES, rows, width) if rows else "no traces"
     elif args.command == "grants":
         body = mesh.call("GET", "/grants")
-        rows = grant_rows(items(body, "grants"))
+        rows = grant_rows(items(body))
         view = render(GRANTS, rows, width) if rows else "no active grants"
     elif args.command == "grant":
         body = mesh.call("POST", "/grants", json={
             "agent": args.agent, "tools": args.tools, "duration": args.duration,
             "created_by": f"mesh:{os.environ.get('USER', 'human')}"})
-        grant = body.get("grant", body)
-        view = (f"grant {_id8(grant.get('id'))}: {grant.get('agent')} may call {', '.join(globs(grant))} "
-                f"without approval until {clock(grant.get('expires_at'))} "
-                f"(mesh revoke {_id8(grant.get('id'))} ends it)")
+        view = (f"grant {_id8(body.get('id'))}: {body.get('agent')} may call {', '.join(globs(body))} "
+                f"without approval until {clock(body.get('expires_at'))} (mesh revoke {_id8(body.get('id'))} ends it)")
     elif args.command == "revoke":
         body = mesh.call("DELETE", f"/grants/{args.id}")
-        grant = body.get("grant", body)
-        view = f"grant {_id8(grant.get('id'))} revoked"
+        view = f"grant {_id8(body.get('id'))} revoked"
     elif args.command == "tools":
         body = mesh.call("GET", "/tools")
-        rows = [{"name": t.get("name"), "description": t.get("description")} for t in items(body, "tools")]
+        rows = [{"name": t.get("name"), "description": t.get("description")} for t in items(body)]
         view = render([Column("name", "NAME", shrink=None), Column("description", "DESCRIPTION", min=0)],
                       rows, width)
     elif args.command == "servers":
         body = mesh.call("GET", "/mcp-servers")
         rows = [{**s, "tools": _count(s.get("tools")), "workers": _count(s.get("workers")),
-                 "reason": s.get("error") or s.get("reason")} for s in items(body, "servers")]
+                 "reason": s.get("error") or s.get("reason")} for s in items(body)]
         view = render([Column("name", "NAME", shrink=None), Column("transport", "TRANSPORT", shrink=None),
                        Column("status", "STATUS", shrink=None), Column("tools", "TOOLS", shrink=None),
                        Column("workers", "WORKERS", shrink=None), Column("reason", "REASON", min=0)],

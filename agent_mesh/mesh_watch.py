@@ -81,7 +81,7 @@ def watch(mesh: Mesh) -> None:
         tty.setcbreak(fd)
         while True:
             try:
-                pending = sorted(items(mesh.call("GET", "/approvals", params={"status": "pending"}), "approvals"),
+                pending = sorted(items(mesh.call("GET", "/approvals", params={"status": "pending"})),
                                  key=lambda a: str(a.get("created_at")))
                 problem = ""
             except MeshError as exc:

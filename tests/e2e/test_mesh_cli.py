@@ -66,7 +66,7 @@ def background(mesh: Mesh, tool: str, params: dict[str, Any]) -> Future[httpx.Re
 
 def pending(mesh: Mesh, tool: str | None = None) -> list[dict[str, Any]]:
     params = {"status": "pending", **({"tool": tool} if tool else {})}
-    return items(mesh.http.get("/approvals", params=params).json(), "approvals")
+    return items(mesh.http.get("/approvals", params=params).json())
 
 
 def pending_for(mesh: Mesh, tool: str) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def trace(mesh: Mesh, trace_id: str) -> dict[str, Any]:
     found: list[dict[str, Any]] = []
 
     def look() -> bool:
-        found[:] = [t for t in items(mesh.http.get("/traces", params={"limit": 50}).json(), "traces")
+        found[:] = [t for t in items(mesh.http.get("/traces", params={"limit": 50}).json())
                     if t["trace_id"] == trace_id]
         return bool(found)
 
@@ -232,5 +232,5 @@ def test_watch_skip_keeps_the_skipped_approval_in_sight_and_asks_for_reasons(mes
 
 def test_clock_reads_trace_times(mesh: Mesh) -> None:
     """(the CLI's clock is the one the tables test pins down; here on a real trace)"""
-    traces = items(mesh.http.get("/traces", params={"limit": 1}).json(), "traces")
+    traces = items(mesh.http.get("/traces", params={"limit": 1}).json())
     assert re.fullmatch(r"\d\d:\d\d:\d\d", clock(traces[0]["timestamp"]))

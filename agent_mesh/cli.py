@@ -38,6 +38,17 @@ ROLE_HELP = {
 }
 
 
+def _port(text: str) -> int:
+    """A TCP port (argparse type): a bad one is a usage error, not a bind() traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (1-65535)")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-mesh", description="Governance gateway for AI agents' MCP tool calls.",
@@ -49,21 +60,21 @@ def _parser() -> argparse.ArgumentParser:
                         help="stdio MCP front-end (Claude Code, Cursor): attach to the mesh of --config, "
                              "starting it if none runs; stdout carries MCP frames only")
     parser.add_argument("--config", dest="top_config", metavar="FILE", help=CONFIG_HELP)
-    parser.add_argument("--port", dest="top_port", type=int, metavar="N",
+    parser.add_argument("--port", dest="top_port", type=_port, metavar="N",
                         help="HTTP port, overriding the config's `port` (not with --mcp)")
     parser.add_argument("--mcp-agent", default="claude", metavar="ID",
                         help="with --mcp: the agent id of this session (default claude)")
     parser.add_argument("--mcp-session-id", metavar="ID",
                         help="with --mcp: the session id recorded in traces (default: generated)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="agent-mesh")
 
     serve = sub.add_parser("serve", help="run the mesh under supervisord (foreground; Ctrl-C stops it)",
                            description="Run the mesh under supervisord, in the foreground: Ctrl-C or "
                                        "SIGTERM stop the whole process tree. Exits non-zero if a "
                                        "process of the tree cannot be kept running.")
     serve.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=CONFIG_HELP)
-    serve.add_argument("--port", type=int, metavar="N", help="HTTP port, overriding the config's `port`")
+    serve.add_argument("--port", type=_port, metavar="N", help="HTTP port, overriding the config's `port`")
     serve.add_argument("--embedded", action="store_true", help=argparse.SUPPRESS)  # started by --mcp
 
     connect = sub.add_parser("connect", help="stdio MCP relay to a mesh's /mcp (local or remote)",
@@ -101,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=CONFIG_HELP)
     run.add_argument("--server", help="upstream: which mcp_servers entry")
     run.add_argument("--slot", type=int, default=0, help="process number (stable worker name)")
-    run.add_argument("--port", type=int, help="gateway: override the config's port")
+    run.add_argument("--port", type=_port, help="gateway: override the config's port")
     run.add_argument("--connect", help="tcp://host:port of a broker on another host (broker: the tcp "
                                        "address to serve; default $AGENT_MESH_LISTEN, else bus.listen)")
     run.add_argument("--keys", help="CURVE keys: the broker's keys dir, or this host's client bundle "

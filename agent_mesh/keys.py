@@ -84,6 +84,10 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
     except KeysError as exc:
         print(f"agent-mesh keys: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the directory cannot be made or written
+        print(f"agent-mesh keys: {exc.filename or keys_dir}: {exc.strerror or exc}; choose another with --dir",
+              file=sys.stderr)
+        return 1
     authorized = sorted(p.stem for p in (keys_dir / AUTHORIZED_DIR).glob("*.key"))
     print(f"{keys_dir}: broker keypair; {len(authorized)} authorised client(s): {', '.join(authorized) or '-'}")
     return 0

@@ -44,7 +44,8 @@ class Mesh:
         try:
             body = response.json()
         except ValueError:
-            body = {"error": response.text.strip()[:200]}
+            raise MeshError(f"{method} {path}: HTTP {response.status_code} without a JSON body: is {self.url} "
+                            "an agent-mesh? (set MESH_URL or --url)") from None
         if response.status_code >= 400 and not (path == "/health" and response.status_code == 503):
             error = body.get("error", body) if isinstance(body, dict) else body
             hint = ""
@@ -279,5 +280,7 @@ def show(approval: dict[str, Any], width: int) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m agent_mesh.mesh_cli`: run the importable module, so that
+    from agent_mesh.mesh_cli import main as _main  # mesh_watch raises the MeshError main catches
+
+    _main()

@@ -156,3 +156,17 @@ def test_check_resolves_stdio_commands_as_the_worker_does(tmp_path: Path) -> Non
         (f"agent-mesh: {path}: mcp_servers[6] (elsewhere): command './server.sh' not found "
          f"(no {tmp_path}/server.sh)"),
     ]
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "http"])
+def test_a_bad_port_is_a_usage_error(tmp_path: Path, port: str) -> None:
+    result = agent_mesh("serve", "--config", str(config(tmp_path)), "--port", port, tmp=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[0].startswith("usage: agent-mesh serve ")
+    assert "error: argument --port: " in result.stderr.splitlines()[-1]
+
+
+def test_keys_in_a_directory_that_cannot_be_made(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    line = one_line_failure(agent_mesh("keys", "--dir", str(tmp_path / "file" / "keys"), tmp=tmp_path))
+    assert line.startswith(f"agent-mesh keys: {tmp_path / 'file'}") and line.endswith("; choose another with --dir")

@@ -46,7 +46,9 @@ class Mesh:
         except ValueError:
             raise MeshError(f"{method} {path}: HTTP {response.status_code} without a JSON body: is {self.url} "
                             "an agent-mesh? (set MESH_URL or --url)") from None
-        if response.status_code >= 400 and not (path == "/health" and response.status_code == 503):
+        answered = (path == "/health" and response.status_code == 503) or (
+            path == "/reload" and response.status_code == 422)  # an invalid config: said by `run`
+        if response.status_code >= 400 and not answered:
             error = body.get("error", body) if isinstance(body, dict) else body
             hint = ""
             if response.status_code in (401, 403) and "operator token" in str(error) and not self.headers:
@@ -170,6 +172,8 @@ def _parser() -> argparse.ArgumentParser:
     command("tools", "tools of every upstream")
     command("servers", "upstream servers and their workers")
     command("health", "the mesh's processes and upstreams (exit status 1 unless all are up)")
+    command("reload", "read the config and policy_dir again and apply the policies (exit status 1 if "
+                      "the new config is invalid: the policies in force stay)")
     return parser
 
 
@@ -243,6 +247,13 @@ def run(args: argparse.Namespace) -> int:
                        Column("status", "STATUS", shrink=None), Column("tools", "TOOLS", shrink=None),
                        Column("workers", "WORKERS", shrink=None), Column("reason", "REASON", min=0)],
                       rows, width)
+    elif args.command == "reload":
+        from agent_mesh.mesh_health import reload_view
+
+        body = mesh.call("POST", "/reload")
+        print(json.dumps(body, indent=2) if args.json else reload_view(body),
+              file=sys.stderr if body.get("status") == "invalid" and not args.json else sys.stdout)
+        return 1 if body.get("status") == "invalid" else 0
     else:
         from agent_mesh.mesh_health import health_view, healthy
 

@@ -45,7 +45,39 @@ def healthy(body: Any) -> bool:
     if not isinstance(body, dict):
         return False
     rows = _upstreams(body) + _services(body)
-    return body.get("status") in ("ok", "healthy") and all(r["status"] == "up" for r in rows)
+    policy_set = body.get("policy_set")
+    refused = isinstance(policy_set, dict) and bool(policy_set.get("error"))
+    return body.get("status") in ("ok", "healthy") and all(r["status"] == "up" for r in rows) and not refused
+
+
+def policy_lines(policy_set: Any) -> list[str]:
+    """The policy set in force (live reload): version, a refused reload, restarts needed."""
+    if not isinstance(policy_set, dict):
+        return []
+    head = (f"policies: set {policy_set.get('version')} (generation {policy_set.get('generation')}, "
+            f"{policy_set.get('policies')} policies, since {policy_set.get('loaded_at')})")
+    lines = [head]
+    if policy_set.get("error"):
+        problems = str(policy_set["error"]).splitlines()
+        lines.append(f"policies: last reload REFUSED ({policy_set.get('error_at')}), the set above "
+                     f"stays in force: {problems[0]}")
+        lines += [f"  {line.strip()}" for line in problems[1:]]
+    lines += [f"restart needed: {line}" for line in policy_set.get("restart_needed") or []]
+    return lines
+
+
+def reload_view(body: Any) -> str:
+    """`mesh reload`'s answer."""
+    if not isinstance(body, dict):
+        return text(body)
+    status = body.get("status")
+    head = {"reloaded": "policies reloaded", "unchanged": "policies unchanged (same content)",
+            "invalid": "policies NOT reloaded: the config is invalid; the set in force stays"
+            }.get(str(status), str(status))
+    lines = [head, *policy_lines({**body, "error": None})]
+    if status == "invalid":
+        lines += [f"  {line}" for line in str(body.get("error", "")).splitlines()]
+    return "\n".join(lines)
 
 
 def health_view(body: Any, width: int) -> str:
@@ -54,6 +86,7 @@ def health_view(body: Any, width: int) -> str:
     extras = [f"{key} {text(body[key])}" for key in ("bus", "version", "tools", "traces", "trace_backlog")
               if key in body and not isinstance(body[key], dict | list)]
     head = f"health: {body.get('status')}" + (f" ({', '.join(extras)})" if extras else "")
+    head = "\n".join([head, *policy_lines(body.get("policy_set"))])
     rows = _services(body) + _upstreams(body)
     if not rows:
         return head

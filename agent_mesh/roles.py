@@ -185,7 +185,7 @@ def _gateway(loaded: LoadedConfig, endpoints: Endpoints, port: int) -> None:
 
     from gateway.http import create_app
 
-    app = create_app(loaded, endpoints.requests, endpoints.events_out)
+    app = create_app(loaded, endpoints.requests, endpoints.events_out, endpoints.events_in)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                            lifespan="on", loop="uvloop", http="httptools"))
     server.run(sockets=[sock])

@@ -3,7 +3,9 @@
 supervisord gives up on a program whose start keeps failing (FATAL, after `startretries`). A
 mesh with a role given up on is not the mesh the user asked for: we say which role and the last
 line of its log (e.g. the gateway's "port 9090 is in use"), stop the tree and exit 1. Ctrl-C and
-SIGTERM are passed on to supervisord, which stops the tree; we exit with its status.
+SIGTERM are passed on to supervisord, which stops the tree; we exit with its status. SIGHUP
+reloads the policies: it goes to the gateway (agent_mesh/reload.py), not to supervisord, whose
+own SIGHUP would restart every process.
 """
 
 from __future__ import annotations
@@ -34,17 +36,30 @@ def last_line(path: str | Path) -> str:
     return next((line for line in reversed(lines) if line), "")
 
 
-def _processes(sock: Path) -> list[dict[str, Any]]:
+def _supervisor(sock: Path, call: str, *args: Any) -> Any:
+    """One XML-RPC call to our supervisord; None if it does not answer (not up, going down)."""
     from supervisor.xmlrpc import SupervisorTransport
 
     transport = SupervisorTransport(None, None, serverurl=f"unix://{sock}")
     proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
     try:
-        return list(proxy.supervisor.getAllProcessInfo())  # type: ignore[arg-type]
+        return getattr(proxy.supervisor, call)(*args)
     except (OSError, xmlrpc.client.Error, http.client.HTTPException):
-        return []  # not up yet, or going down
+        return None
     finally:
         transport.close()
+
+
+def _processes(sock: Path) -> list[dict[str, Any]]:
+    return list(_supervisor(sock, "getAllProcessInfo") or [])
+
+
+def reload_policies(sock: Path) -> bool:
+    """SIGHUP to the gateway: it reads the config again and applies its policies."""
+    done = _supervisor(sock, "signalProcess", "gateway", "HUP") is not None
+    print("agent-mesh: SIGHUP: " + ("policies reloading (see `mesh health`)" if done else
+                                    "the gateway is not running; nothing reloaded"), file=sys.stderr)
+    return done
 
 
 def given_up(sock: Path) -> list[str]:
@@ -63,6 +78,9 @@ def run(conf: Path, sock: Path) -> int:
     proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])
 
     def forward(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            reload_policies(sock)
+            return
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
 

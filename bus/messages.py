@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 POLICY = "policy"
 TRACES = "traces"
 APPROVAL = "approval"  # ops: submit wait resolve claim_replay list get grant_create grant_list grant_revoke
+POLICYSET = "policyset"  # the current policy set, served by the gateway's reloader (PolicySetQuery)
+POLICY_SET_CHANGED = "policy.set.changed"  # event: {generation, version}, after each accepted reload
 UPSTREAM_PREFIX = "upstream."
 
 
@@ -61,6 +63,16 @@ class PolicyCheck(Body):
     tool: str
     params: dict[str, Any] = Field(default_factory=dict)
     then: ThenCall | None = None
+    # The policy-set generation the caller knows of (0: any). A worker on an older one first
+    # fetches the current set from `policyset`, so a call made after a reload is decided by it.
+    # The reply (or the forwarded answer's meta) says `version`: the set that decided.
+    generation: int = 0
+
+
+class PolicySetQuery(Body):
+    """→ `policyset`. Reply: `policy.policyset.PolicySet.dump()` — the current set."""
+
+    op: Literal["get"] = "get"
 
 
 # -- upstream.<server> -------------------------------------------------------------------------
@@ -131,6 +143,7 @@ class TraceRecord(Body):
     estimated_input_tokens: int | None = None  # gateway/tokens.py
     estimated_output_tokens: int | None = None
     tokens_source: Literal["real", "estimate"] | None = None
+    policy_version: str | None = None  # extension: content hash of the policy set that decided
 
     @field_validator("latency_ms", "approval_ms", mode="before")
     @classmethod

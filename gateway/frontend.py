@@ -3,10 +3,13 @@ catalogue, the trace outbox and the call pipeline built on them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from agent_mesh.config import LoadedConfig
 from bus.client import BusClient
 from gateway.catalog import Catalog
 from gateway.pipeline import Pipeline
+from gateway.policy_follower import PolicyFollower
 from gateway.trace_outbox import TraceOutbox
 
 
@@ -19,18 +22,26 @@ class FrontEnd:
         self.catalog = Catalog(self.client, [s.name for s in config.mcp_servers],
                                {s.name: s.exposed_prefix for s in config.mcp_servers})
         self.outbox = TraceOutbox(self.client, loaded.state_dir() / "trace-journal", type(self).__name__.lower())
+        # The policy set in force: the gateway replaces this with its reloader (agent_mesh/reload.py).
+        self.policy_set: PolicyFollower | Any = PolicyFollower(self.client, loaded.state_dir(),
+                                                               list(config.policies))
         self.pipeline = Pipeline(
             self.client, self.catalog, self.outbox, {s.name: s.timeout_seconds for s in config.mcp_servers},
             approval_timeout=config.approval.timeout_seconds,
+            generation=lambda: self.policy_set.current.generation,
         )
 
     async def start(self) -> None:
         await self.client.start()
         self.outbox.start()
         self.catalog.start(self.events_endpoint)
+        if isinstance(self.policy_set, PolicyFollower):
+            self.policy_set.start(self.events_endpoint)
         await self.catalog.refresh()
 
     async def stop(self) -> None:
+        if isinstance(self.policy_set, PolicyFollower):
+            await self.policy_set.stop()
         await self.catalog.stop()
         await self.outbox.stop()  # flushes what is queued: traces are not lost on a clean stop
         await self.client.close()

@@ -7,8 +7,10 @@ gateway/api_views.py; our extra detail rides along as extra fields.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +25,7 @@ from starlette.types import ASGIApp
 
 import agent_mesh
 from agent_mesh.config import LoadedConfig
+from agent_mesh.reload import Reloader
 from bus.errors import BusError
 from bus.messages import APPROVAL, POLICY, TRACES, TraceQuery
 from gateway.api_views import approval_view, grant_globs, grant_view, server_view, tool_view
@@ -68,18 +71,44 @@ def _caller(request: Request) -> str:
 class Gateway(FrontEnd):
     """The routes, on the front-end's bus client, catalogue, trace outbox and pipeline."""
 
-    def __init__(self, loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | None = None) -> None:
+    def __init__(self, loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | None = None,
+                 events_in: str | None = None) -> None:
         super().__init__(loaded, bus_endpoint, events_endpoint)
+        self.reloader = Reloader(loaded, bus_endpoint, events_in)
+        self.policy_set = self.reloader  # this front-end holds the set in force
         self.mcp_http = DeferredMcpHttp(self)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.start()
+        await self.reloader.start()
+        loop = asyncio.get_running_loop()
+        reloads: set[asyncio.Task[Any]] = set()
+
+        def on_hup() -> None:  # `kill -HUP`, or `agent-mesh serve` passing its SIGHUP on
+            task = loop.create_task(self.reloader.reload("SIGHUP"))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         try:
             async with self.mcp_http.lifespan():
                 yield
         finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+            await self.reloader.stop()
             await self.stop()
+
+    async def reload(self, request: Request) -> Response:
+        """`mesh reload`: read the config and its policy_dir again (operator route). 200 with the
+        set in force (`status` reloaded | unchanged), 422 when the new config is invalid (the old
+        set stays; `error` says why)."""
+        agent = self._operator(request)
+        if agent is not None:
+            return error(403, f"agent {agent} cannot reload the mesh's policies; an operator can "
+                              "(without an agent's bearer)")
+        answer = await self.reloader.reload("mesh reload")
+        return JSONResponse(answer, status_code=422 if answer["status"] == "invalid" else 200)
 
     # -- routes --------------------------------------------------------------------------------
 
@@ -241,7 +270,8 @@ class Gateway(FrontEnd):
         except BusError:
             stats, ok = {}, False
         return JSONResponse({"status": "ok" if ok else "degraded", "tools": len(self.catalog.tools()),
-                             "traces": stats, "version": agent_mesh.__version__, **detail})
+                             "traces": stats, "version": agent_mesh.__version__, **detail,
+                             "policy_set": self.reloader.view()})
 
     async def ready(self, request: Request) -> Response:
         """Readiness for probes and waiters: 200 when every role and upstream is up, else 503."""
@@ -272,8 +302,9 @@ async def _tool_is_served_by_the_fast_path(request: Request) -> Response:
     raise AssertionError("POST /tool/... is answered by gateway.rest_tool.ToolRoute")
 
 
-def create_app(loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | None = None) -> ASGIApp:
-    gw = Gateway(loaded, bus_endpoint, events_endpoint)
+def create_app(loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | None = None,
+               events_in: str | None = None) -> ASGIApp:
+    gw = Gateway(loaded, bus_endpoint, events_endpoint, events_in)
     routes = [
         # Listed so that other methods get a JSON 405; POSTs never reach Starlette (rest_tool.py).
         Route("/tool/{tool:path}", _tool_is_served_by_the_fast_path, methods=["POST"]),
@@ -285,6 +316,7 @@ def create_app(loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | N
         Route("/health", gw.health, methods=["GET"]),
         Route("/ready", gw.ready, methods=["GET"]),
         Route("/version", gw.version, methods=["GET"]),
+        Route("/reload", gw.reload, methods=["POST"]),
         Route("/approvals", gw.approvals, methods=["GET"]),
         Route("/approvals/{id}", gw.approval, methods=["GET"]),
         Route("/approvals/{id}/{decision:str}", gw.resolve, methods=["POST"]),

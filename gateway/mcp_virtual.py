@@ -76,7 +76,15 @@ class VirtualTools:
         self.supervisor_mode = config.supervisor.enabled
         self.hidden = config.transparent  # the mesh must be invisible: no tools of its own
         self.operator_only = config.auth.operator_token is not None
-        self.static_policy = PolicyEngine(config.policies)  # for catalog views only: no counting
+        self._static: tuple[str, PolicyEngine] | None = None
+
+    @property
+    def static_policy(self) -> PolicyEngine:
+        """For catalog views only (no counting), on the policy set in force (live reload)."""
+        current = self.frontend.policy_set.current
+        if self._static is None or self._static[0] != current.version:
+            self._static = (current.version, PolicyEngine(current.policies))
+        return self._static[1]
 
     def listed(self) -> list[dict[str, Any]]:
         if self.hidden:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,6 +52,7 @@ class ToolCallOutcome:
     approval_ms: float | None = None
     reasoning: str | None = None
     confidence: float | None = None
+    policy_version: str = ""  # content hash of the policy set that decided (empty: none did)
     forwarded: bool = False  # the upstream was called: the trace gets token counts
     traced: bool = True  # False: not a call (unknown tool), nothing recorded
 
@@ -78,9 +80,10 @@ class ToolCallOutcome:
 class Pipeline:
     def __init__(
         self, client: BusClient, catalog: Catalog, outbox: TraceOutbox, timeouts: dict[str, float],
-        approval_timeout: float = 300.0,
+        approval_timeout: float = 300.0, generation: Callable[[], int] = lambda: 0,
     ) -> None:
         self.client = client
+        self.generation = generation  # of the policy set this front-end knows (PolicyCheck)
         self.catalog = catalog
         self.outbox = outbox
         self.timeouts = timeouts  # per upstream server, seconds
@@ -135,7 +138,7 @@ class Pipeline:
             approval_status=_final_status(outcome.approval_status),
             approved_by=outcome.approved_by or None, approval_ms=outcome.approval_ms,
             supervisor_reasoning=outcome.reasoning, supervisor_confidence=outcome.confidence,
-            **tokens,
+            policy_version=outcome.policy_version or None, **tokens,
         ))
         return outcome
 
@@ -144,7 +147,8 @@ class Pipeline:
         record = trace_record(
             trace_id=outcome.trace_id, session_id=call.session_id, agent_id=call.agent, tool=call.tool,
             params=call.params, policy="human_approval", policy_rule=outcome.rule, status_code=0,
-            latency_ms=0, approval_id=approval_id, approval_status="pending")
+            latency_ms=0, approval_id=approval_id, approval_status="pending",
+            policy_version=outcome.policy_version or None)
         call.provisional_at = record["timestamp"]  # the final record keeps the call's place and time
         self.outbox.add(record)
 
@@ -164,7 +168,8 @@ class Pipeline:
         # answer is then the tool's result, with the decision in the reply's meta.
         timeout = self.timeouts.get(server.name, 60.0)
         check = PolicyCheck(agent=call.agent, tool=call.tool, params=call.params,
-                            then=ThenCall(server=server.name, tool=name, timeout=timeout))
+                            then=ThenCall(server=server.name, tool=name, timeout=timeout),
+                            generation=self.generation())
         try:
             reply = await self.client.request(
                 POLICY, check.dump(), timeout=POLICY_TIMEOUT + timeout + 1.0, key=call.agent,
@@ -176,18 +181,24 @@ class Pipeline:
                                           f"have reached {server.name})")
             if (allowed := exc.meta.get("policy")) is None:
                 return fail(503, "error", f"policy service unavailable: {exc.message}")
-            outcome = ToolCallOutcome(0, "allow", call.trace_id, rule=allowed["rule"], forwarded=True)
+            outcome = ToolCallOutcome(0, "allow", call.trace_id, rule=allowed["rule"], forwarded=True,
+                                      policy_version=allowed.get("version", ""))
             return _upstream_failed(outcome, server, exc)
         if (allowed := reply.meta.get("policy")) is not None:
             return ToolCallOutcome(200, "allow", call.trace_id, rule=allowed["rule"], result=reply.body,
-                                   forwarded=True)
+                                   forwarded=True, policy_version=allowed.get("version", ""))
         decision = reply.body
         action, rule, reason = decision["action"], decision["rule"], decision["reason"]
+        version = decision.get("version", "")
         if action == "rate_limited":
-            return fail(429, "rate_limited", reason, rule)
+            outcome = fail(429, "rate_limited", reason, rule)
+            outcome.policy_version = version
+            return outcome
         if action == "deny":
-            return fail(403, "deny", f"denied by policy {rule}: {reason}", rule)
-        outcome = ToolCallOutcome(0, action, call.trace_id, rule=rule)
+            outcome = fail(403, "deny", f"denied by policy {rule}: {reason}", rule)
+            outcome.policy_version = version
+            return outcome
+        outcome = ToolCallOutcome(0, action, call.trace_id, rule=rule, policy_version=version)
         if action == "human_approval":
             outcome = await self._approve(call, outcome, wait_for_approval)
             if outcome.status:

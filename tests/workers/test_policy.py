@@ -43,3 +43,81 @@ async def test_a_wall_clock_step_does_not_reopen_the_rate_window(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def _registered(client: BusClient, *services: str) -> None:
+    """Until the broker lists a worker of each service (`connected` is set when READY is sent)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        known = await client.request("mmi.services", {}, timeout=2)
+        if all((known.get(s) or {}).get("workers") for s in services):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{services} never registered")
+
+
+def _allow_all(name: str, limit: RateLimit | None = None) -> Policy:
+    return Policy(name=name, agent="*", rate_limit=limit, rules=[Rule(tools=["*"], action="allow")])
+
+
+async def test_a_newer_generation_is_fetched_once_and_keeps_the_windows(
+    broker: Broker, endpoints: Endpoints
+) -> None:
+    from bus.messages import POLICYSET
+    from policy.policyset import PolicySet
+
+    limited = RateLimit(max_per_minute=2)
+    served: list[int] = []
+    newer = PolicySet.of([Policy(name="all", agent="*", rate_limit=limited,
+                                 rules=[Rule(tools=["t.*"], action="deny")])], 5)
+
+    async def policyset(request: Any) -> Any:
+        served.append(1)
+        return newer.dump()
+
+    async with BusClient(endpoints.requests) as worker_client, BusClient(endpoints.requests) as client:
+        service = PolicyService([_allow_all("all", limited)], worker_client)
+        workers = [BusWorker(endpoints.requests, POLICY, service.handle, capacity=16),
+                   BusWorker(endpoints.requests, POLICYSET, policyset, capacity=4)]
+        tasks = [asyncio.create_task(w.run()) for w in workers]
+        try:
+            await _registered(client, POLICY, POLICYSET)
+            first = await client.request(POLICY, {"agent": "a", "tool": "t.x", "params": {"n": 1},
+                                                  "generation": 0}, timeout=5, key="a")
+            assert first["action"] == "allow" and first["version"] == service.current.version
+            # Several calls naming generation 5 at once: one fetch, all decided by the new set.
+            answers = await asyncio.gather(*(client.request(
+                POLICY, {"agent": "b", "tool": "t.x", "params": {"n": i}, "generation": 5}, timeout=5, key="b")
+                for i in range(2)))
+            assert [a["action"] for a in answers] == ["deny", "deny"]
+            assert {a["version"] for a in answers} == {newer.version} and len(served) == 1
+            # Agent a's window (one call under the old set) carried over: one more, then 429.
+            assert (await _decide(client, "a", "t.y", {"n": 2}))["action"] == "deny"
+            third = await _decide(client, "a", "t.y", {"n": 3})
+            assert third["action"] == "rate_limited", third
+        finally:
+            for w in workers:
+                w.stop()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_no_policyset_means_503_not_old_rules(broker: Broker, endpoints: Endpoints) -> None:
+    from bus.errors import BusError
+
+    async with BusClient(endpoints.requests) as worker_client, BusClient(endpoints.requests) as client:
+        service = PolicyService([_allow_all("all")], worker_client)
+        worker = BusWorker(endpoints.requests, POLICY, service.handle, capacity=16)
+        task = asyncio.create_task(worker.run())
+        try:
+            await _registered(client, POLICY)
+            with pytest.raises(BusError) as info:
+                await client.request(POLICY, {"agent": "a", "tool": "t.x", "generation": 2}, timeout=5, key="a")
+            assert info.value.code == 503
+            assert "cannot get policy set generation 2 (have 0)" in info.value.message
+            assert (await _decide(client, "a", "t.x", {}))["action"] == "allow"  # generation 0: any
+        finally:
+            worker.stop()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

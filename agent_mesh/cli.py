@@ -33,7 +33,8 @@ ROLE_HELP = {
     "policy": "decides allow / deny / human_approval / rate_limited (--slot N of policy_workers)",
     "tracer": "stores traces (JSONL trace_file and the SQLite index)",
     "approval": "pending approvals, grants and decision memory (SQLite)",
-    "upstream": "one upstream MCP server's worker (--server NAME, --slot N of its workers)",
+    "upstream": "one tool source's worker: MCP server, CLI tool or OpenAPI import (--server NAME, "
+                "--slot N of its workers)",
     "lifecycle": "stops a mesh started by --mcp once its last client has gone",
 }
 
@@ -110,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
                          epilog=f"roles:\n{roles}", formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("role", choices=ROLES, metavar="ROLE", help=f"one of: {', '.join(ROLES)} (below)")
     run.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=CONFIG_HELP)
-    run.add_argument("--server", help="upstream: which mcp_servers entry")
+    run.add_argument("--server", help="upstream: which tool source (mcp_servers, cli_tools, openapi)")
     run.add_argument("--slot", type=int, default=0, help="process number (stable worker name)")
     run.add_argument("--port", type=_port, help="gateway: override the config's port")
     run.add_argument("--connect", help="tcp://host:port of a broker on another host (broker: the tcp "

@@ -21,9 +21,16 @@ from pydantic import (
     model_validator,
 )
 
+from agent_mesh.config_sources import (
+    CliTool,
+    OpenApiSource,
+    SourceRef,
+    cli_ref,
+    openapi_ref,
+)
 from agent_mesh.durations import parse_duration
 from bus.endpoints import parse_tcp
-from policy.model import Action, Policy
+from policy.model import Policy
 
 Transport = Literal["stdio", "sse", "streamable_http", "http"]
 
@@ -162,52 +169,6 @@ class McpServer(_Section):
         return self
 
 
-class CliCommand(_Section):
-    allowed_args: list[str] = Field(default_factory=list)
-    timeout: Duration | None = None
-
-    @property
-    def timeout_seconds(self) -> float | None:
-        return None if self.timeout is None else parse_duration(self.timeout)
-
-
-class CliTool(_Section):
-    name: Name
-    bin: str = Field(min_length=1)
-    default_action: Action = "deny"
-    strict: bool = False  # true: only declared commands exist
-    working_dir: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    commands: dict[str, CliCommand] = Field(default_factory=dict)
-
-    @field_validator("commands", mode="before")
-    @classmethod
-    def _empty_commands(cls, value: Any) -> Any:
-        # `status:` (YAML null) declares a command with no options, like `status: {}`.
-        if isinstance(value, dict):
-            return {k: ({} if v is None else v) for k, v in value.items()}
-        return value
-
-    @model_validator(mode="after")
-    def _strict_needs_commands(self) -> CliTool:
-        if self.strict and not self.commands:
-            raise ValueError("commands: strict: true needs at least one command")
-        return self
-
-
-class OpenApiSource(_Section):
-    file: str | None = None
-    url: str | None = None
-    backend_url: str | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> OpenApiSource:
-        if (self.file is None) == (self.url is None):
-            which = "both were given" if self.file is not None else "neither was given"
-            raise ValueError(f"exactly one of 'file' or 'url' is required; {which}")
-        return self
-
-
 class Config(_Section):
     port: int = Field(default=9090, ge=1, le=65535)
     host: str = Field(default="127.0.0.1", min_length=1)  # extension: bind address
@@ -233,8 +194,8 @@ class Config(_Section):
         problems = (
             _duplicates("policies", "policy", [p.name for p in self.policies])
             + _duplicates("mcp_servers", "server", [s.name for s in self.mcp_servers])
-            + _duplicates("cli_tools", "cli tool", [t.name for t in self.cli_tools])
             + _duplicates("mcp_servers", "tool prefix", [s.exposed_prefix for s in self.mcp_servers])
+            + _source_clashes(self.sources() + [openapi_ref(o, i) for i, o in enumerate(self.openapi)])
         )
         if problems:
             raise ValueError("\n".join(problems))
@@ -243,10 +204,20 @@ class Config(_Section):
     @property
     def transparent(self) -> bool:
         """Every upstream keeps its own names: MCP clients should not see the mesh at all."""
-        return bool(self.mcp_servers) and all(s.exposed_prefix == "" for s in self.mcp_servers)
+        return (bool(self.mcp_servers) and not self.cli_tools and not self.openapi
+                and all(s.exposed_prefix == "" for s in self.mcp_servers))
 
     def server(self, name: str) -> McpServer | None:
         return next((s for s in self.mcp_servers if s.name == name), None)
+
+    def sources(self) -> list[SourceRef]:
+        """Every tool source, each served as `upstream.<name>`: MCP servers, CLI tools, OpenAPI."""
+        return ([SourceRef(s.name, "mcp", s.transport, f"{s.name}.", s.exposed_prefix,
+                           s.timeout_seconds, s.workers, config=s) for s in self.mcp_servers]
+                + [cli_ref(t) for t in self.cli_tools])
+
+    def source(self, name: str) -> SourceRef | None:
+        return next((s for s in self.sources() if s.name == name), None)
 
 
 def _duplicates(section: str, kind: str, names: list[str]) -> list[str]:
@@ -259,6 +230,25 @@ def _duplicates(section: str, kind: str, names: list[str]) -> list[str]:
                 f"(also {section}[{first[name]}])"
             )
         first.setdefault(name, i)
+    return problems
+
+
+_SECTION = {"mcp": "mcp_servers", "cli": "cli_tools", "openapi": "openapi"}
+
+
+def _source_clashes(sources: list[SourceRef]) -> list[str]:
+    """A name is one bus service and one tool prefix: it must be unique across every section."""
+    first: dict[str, tuple[str, int]] = {}
+    index: dict[str, int] = {}
+    problems = []
+    for ref in sources:
+        section = _SECTION[ref.kind]
+        i = index[section] = index.get(section, -1) + 1
+        seen = first.setdefault(ref.name, (section, i))
+        if seen != (section, i) and (section != seen[0] or section != "mcp_servers"):
+            kind = "cli tool" if section == "cli_tools" and seen[0] == section else "source"
+            problems.append(f"{section}[{i}] (name={ref.name}): duplicate {kind} name {ref.name!r} "
+                            f"(also {seen[0]}[{seen[1]}])")
     return problems
 
 

@@ -16,17 +16,15 @@ from pydantic import BaseModel, ValidationError
 from agent_mesh.config import (
     ApprovalConfig,
     BusConfig,
-    CliCommand,
-    CliTool,
     Config,
     ConfigError,
     LoadedConfig,
     McpServer,
-    OpenApiSource,
     SupervisorConfig,
     _absolute,
 )
 from agent_mesh.config_env import Loc, expand
+from agent_mesh.config_sources import CliCommand, CliTool, OpenApiSource, default_action_policies
 from policy.model import Condition, Policy, RateLimit, Rule
 
 
@@ -58,15 +56,23 @@ def load_config(path: str | Path) -> LoadedConfig:
     servers = [s if s.cwd is None else
                s.model_copy(update={"cwd": str(_absolute(absolute.parent, s.cwd))})
                for s in config.mcp_servers]
-    policies = [*config.policies, *(p for _, p in extra)]
-    config = config.model_copy(update={"policies": policies, "mcp_servers": servers})
-    if config.cli_tools:
-        names = ", ".join(t.name for t in config.cli_tools)
-        warnings.append(f"cli_tools: parsed, not supported yet ({names})")
+    policies = [*config.policies, *(p for _, p in extra), *default_action_policies(config.cli_tools)]
+    config = config.model_copy(update={"policies": policies, "mcp_servers": servers,
+                                       **_sources_made_absolute(config, absolute.parent)})
     if config.openapi:
         sources = ", ".join(s.file or s.url or "" for s in config.openapi)
         warnings.append(f"openapi: parsed, not supported yet ({sources})")
     return LoadedConfig(config=config, path=absolute, warnings=warnings)
+
+
+def _sources_made_absolute(config: Config, base: Path) -> dict[str, Any]:
+    """CLI tools run in their `working_dir` (default: the config file's directory); an OpenAPI
+    `file` is relative to the config file."""
+    tools = [t.model_copy(update={"working_dir": str(_absolute(base, t.working_dir or "."))})
+             for t in config.cli_tools]
+    specs = [o if o.file is None else o.model_copy(update={"file": str(_absolute(base, o.file))})
+             for o in config.openapi]
+    return {"cli_tools": tools, "openapi": specs}
 
 
 def _load_policy_dir(directory: Path, shown_dir: str, problems: list[str],

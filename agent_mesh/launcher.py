@@ -2,9 +2,9 @@
 and run the real supervisord on it, in the foreground (Ctrl-C / SIGTERM stop the whole tree),
 watching it (agent_mesh/tree.py): a role supervisord gives up on stops the mesh, loudly.
 
-Process tree: broker, trace writer, policy ×policy_workers, one program per upstream with
-numprocs = its `workers` + 1 warm spare (none for `workers: 0`: served by workers on other
-hosts), http gateway.
+Process tree: broker, trace writer, policy ×policy_workers, one program per tool source (MCP
+server, CLI tool, OpenAPI import) with numprocs = its `workers` + 1 warm spare (none for
+`workers: 0`: served by workers on other hosts), http gateway.
 Each is `agent-mesh run <role>` (agent_mesh/roles.py).
 """
 
@@ -122,7 +122,7 @@ stdout_logfile=NONE
     text += _program("approval", cmd("approval"), logs, priority=25)
     text += _program("policy", cmd("policy", numbered=True), logs, priority=30,
                      numprocs=config.policy_workers)
-    for server in config.mcp_servers:
+    for server in config.sources():  # MCP servers, CLI tools, OpenAPI imports: one program each
         if server.workers == 0:  # served by workers on other hosts only
             continue
         # One process more than `workers`: the warm spare that takes a dead worker's slot
@@ -161,8 +161,8 @@ def running_pid(state: Path) -> int | None:
 def _remote_warnings(loaded: LoadedConfig, serves_tcp: bool) -> list[str]:
     if serves_tcp:
         return []
-    return [f"mcp_servers: {server.name}: workers: 0, but the broker serves no tcp (bus.listen): "
-            "nothing can serve it" for server in loaded.config.mcp_servers if server.workers == 0]
+    return [f"{server.name}: workers: 0, but the broker serves no tcp (bus.listen): "
+            "nothing can serve it" for server in loaded.config.sources() if server.workers == 0]
 
 
 def serve(loaded: LoadedConfig, port: int | None = None, embedded: bool = False) -> int:
@@ -183,7 +183,9 @@ def serve(loaded: LoadedConfig, port: int | None = None, embedded: bool = False)
     remote = broker_remote(loaded)
     conf = state / CONF_NAME
     conf.write_text(supervisor_conf(loaded, state, port, embedded, logs=logs_dir(state)))
-    for warning in loaded.warnings + _remote_warnings(loaded, remote is not None):
+    from agent_mesh.check import warnings
+
+    for warning in warnings(loaded) + _remote_warnings(loaded, remote is not None):
         print(f"agent-mesh: warning: {warning}", file=sys.stderr)
     print(f"agent-mesh: serving {loaded.path} on http://{host}:{shown_port}", file=sys.stderr)
     if remote is not None:

@@ -152,9 +152,11 @@ def run_role(
     elif role == "upstream":
         from workers import upstream
 
-        spec = config.server(server or "")
+        spec = config.source(server or "")
         if spec is None:
-            sys.exit(f"agent-mesh run upstream: no mcp_servers entry named {server!r} in {loaded.path}")
+            names = ", ".join(s.name for s in config.sources()) or "none"
+            sys.exit(f"agent-mesh run upstream: no tool source named {server!r} in {loaded.path} "
+                     f"(mcp_servers, cli_tools or openapi; configured: {names})")
         sys.exit(_run(upstream.run(endpoints.requests, spec, slot=slot, default_cwd=str(loaded.path.parent),
                                    # Slots and the warm spare are this host's (serve's tree); a
                                    # worker of another host keeps the --slot it was given.

@@ -144,6 +144,8 @@ class TraceRecord(Body):
     estimated_output_tokens: int | None = None
     tokens_source: Literal["real", "estimate"] | None = None
     policy_version: str | None = None  # extension: content hash of the policy set that decided
+    exit_code: int | None = None  # a CLI tool's (as the Go project's trace entry)
+    backend_status: int | None = None  # an OpenAPI tool's backend HTTP status
 
     @field_validator("latency_ms", "approval_ms", mode="before")
     @classmethod

@@ -84,8 +84,11 @@ def tool_view(tool: dict[str, Any]) -> dict[str, Any]:
     params = [{"name": name, "in": "body", "type": prop["type"] if isinstance(prop.get("type"), str) else "",
                "required": name in required}
               for name, prop in properties.items() if isinstance(prop, dict)]
+    source = tool.get("source") or "mcp"
     out = {**tool, "description": tool.get("description") or "", "method": "", "path": "", "base_url": "",
-           "source": "mcp", "mcp_server": tool.get("server", "")}
+           "source": source}
+    if source == "mcp":  # Go leaves mcp_server out for its CLI and OpenAPI tools
+        out["mcp_server"] = tool.get("server", "")
     if params:
         out["params"] = params
     else:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent_mesh.config_sources import DISPATCH, SUBCOMMAND, SourceRef
 from bus.client import BusClient
 from bus.errors import BusError
 from bus.events import Subscriber
@@ -48,6 +49,16 @@ class ServerView:
     pid: int | None = None  # of the worker the view was built from
     sessions: frozenset[str] = frozenset()  # every live worker's upstream session (UpstreamMeta.session)
     down: dict[str, Any] = field(default_factory=dict)  # the latest UpstreamDownMeta (upstream-down.<name>)
+    prefix: str = ""  # of its tools' canonical names (policies, traces); set from its SourceRef
+    kind: str = "mcp"  # mcp | cli | openapi
+    any_subcommand: bool = False  # a non-strict CLI tool: any `<name>.<subcommand>` is a tool
+
+    def serves(self, tool: str) -> bool:
+        """Whether `tool` (its own name, without prefix) is one of this source's tools."""
+        return tool in self.tools or (self.any_subcommand and bool(SUBCOMMAND.fullmatch(tool)))
+
+    def canonical(self, tool: str) -> str:
+        return self.prefix + tool
 
     @property
     def up(self) -> bool:
@@ -76,12 +87,23 @@ class ServerView:
 
 
 class Catalog:
-    def __init__(self, client: BusClient, servers: list[str], prefixes: dict[str, str] | None = None) -> None:
+    def __init__(self, client: BusClient, servers: list[str], prefixes: dict[str, str] | None = None,
+                 *, sources: list[SourceRef] | None = None) -> None:
+        """`sources` (config.sources()) gives each its canonical prefix and kind; without them
+        every server is an MCP server whose tools are `<server>.<tool>`."""
         self.client = client
+        if sources is not None:
+            servers, prefixes = [s.name for s in sources], {s.name: s.exposed_prefix for s in sources}
+        refs = {s.name: s for s in sources or []}
+        self._shape = {name: (refs[name].prefix, refs[name].kind, refs[name].any_subcommand)
+                       if name in refs else (f"{name}.", "mcp", False) for name in servers}
         self.configured = servers
         self.prefixes = prefixes or {name: f"{name}." for name in servers}  # config `prefix:`
-        self.servers: dict[str, ServerView] = {name: ServerView(name) for name in servers}
+        self.servers: dict[str, ServerView] = {name: self._view(name) for name in servers}
         self.exposed: dict[str, tuple[str, str]] = {}  # name MCP clients see → (server, upstream name)
+        # canonical name → (server, tool) of every tool ever seen: a source whose tools have no
+        # `<server>.` prefix (an unnamed OpenAPI import) is still found while it is down
+        self.known: dict[str, tuple[str, str]] = {}
         self.clashes: list[str] = []
         self.services: dict[str, Any] = {}  # the raw report, for /health
         self.bus_ok = False
@@ -131,7 +153,7 @@ class Catalog:
         for name in self.configured:
             entry = report.get(UPSTREAM_PREFIX + name) or {}
             workers = entry.get("workers", [])
-            view = ServerView(name, workers=workers, queued=entry.get("queued", 0))
+            view = self._view(name, workers=workers, queued=entry.get("queued", 0))
             view.sessions = frozenset(str((w.get("meta") or {}).get("session")) for w in workers)
             for worker in workers:
                 meta = worker.get("meta") or {}
@@ -158,6 +180,10 @@ class Catalog:
                 except Exception:
                     log.exception("catalog listener failed")
 
+    def _view(self, name: str, **fields: Any) -> ServerView:
+        prefix, kind, any_subcommand = self._shape[name]
+        return ServerView(name, prefix=prefix, kind=kind, any_subcommand=any_subcommand, **fields)
+
     async def _refresh_forever(self) -> None:
         while True:
             await self.refresh()
@@ -178,7 +204,9 @@ class Catalog:
         exposed: dict[str, tuple[str, str]] = {}
         clashes = []
         for server in self.configured:
-            for tool in self.servers[server].tools:
+            view = self.servers[server]
+            self.known.update((view.canonical(tool), (server, tool)) for tool in view.tools)
+            for tool in view.tools:
                 name = self.prefixes[server] + tool
                 if name in exposed:
                     clashes.append(f"{name}: {exposed[name][0]} and {server} (kept {exposed[name][0]})")
@@ -191,27 +219,37 @@ class Catalog:
     def split(self, tool: str) -> tuple[ServerView, str] | None:
         """A tool as callers name it → (server view, upstream tool name); None for no such server.
 
-        Exposed names (with each server's prefix) come first; the canonical `<server>.<tool>`
-        always works too (REST callers and policies use it)."""
-        hit = self.exposed.get(tool)
+        Exposed names (with each server's prefix) come first; the canonical name (`<server>.<tool>`,
+        or as an unnamed OpenAPI import names it) always works too (REST callers and policies use it)."""
+        hit = self.exposed.get(tool) or self.known.get(tool)
         if hit is not None:
             return self.servers[hit[0]], hit[1]
         server, dot, name = tool.partition(".")
         view = self.servers.get(server)
-        if not dot or not name or view is None:
+        if not dot or not name or view is None or view.prefix != f"{server}.":
             return None
         return view, name
+
+    def dispatched(self, view: ServerView, tool: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """The Go project's `<cli>.__dispatch {command, ...}` is `<cli>.<command>`: the policy and
+        the trace see the real subcommand. (tool, params) to call, or None when it is not one."""
+        if not view.any_subcommand or tool != DISPATCH:
+            return None
+        command = params.get("command")
+        command = ".".join(command.split()) if isinstance(command, str) else ""
+        return command, {k: v for k, v in params.items() if k != "command"}
 
     def exposed_tools(self) -> list[dict[str, Any]]:
         """Tools as MCP clients see them: exposed names, schemas passed through untouched."""
         return [{**self.servers[server].tools[tool], "name": name} for name, (server, tool) in self.exposed.items()]
 
     def tools(self) -> list[dict[str, Any]]:
-        """Every known tool as `<server>.<tool>` with its schema passed through untouched."""
+        """Every known tool by its canonical name (`<server>.<tool>`) with its schema passed
+        through untouched, its server and its kind of source (`source`: mcp, cli, openapi)."""
         out = []
         for view in self.servers.values():
             for name, tool in view.tools.items():
-                out.append({**tool, "name": f"{view.name}.{name}", "server": view.name})
+                out.append({**tool, "name": view.canonical(name), "server": view.name, "source": view.kind})
         return out
 
     def service_summary(self, service: str) -> dict[str, Any]:

@@ -19,14 +19,14 @@ class FrontEnd:
         self.events_endpoint = events_endpoint  # the broker's XPUB: resource updates, worker up/down
         config = loaded.config
         self.client = BusClient(bus_endpoint)
-        self.catalog = Catalog(self.client, [s.name for s in config.mcp_servers],
-                               {s.name: s.exposed_prefix for s in config.mcp_servers})
+        sources = config.sources()  # MCP servers, CLI tools, OpenAPI imports
+        self.catalog = Catalog(self.client, [], sources=sources)
         self.outbox = TraceOutbox(self.client, loaded.state_dir() / "trace-journal", type(self).__name__.lower())
         # The policy set in force: the gateway replaces this with its reloader (agent_mesh/reload.py).
         self.policy_set: PolicyFollower | Any = PolicyFollower(self.client, loaded.state_dir(),
                                                                list(config.policies))
         self.pipeline = Pipeline(
-            self.client, self.catalog, self.outbox, {s.name: s.timeout_seconds for s in config.mcp_servers},
+            self.client, self.catalog, self.outbox, {s.name: s.timeout_seconds for s in sources},
             approval_timeout=config.approval.timeout_seconds,
             generation=lambda: self.policy_set.current.generation,
         )

@@ -218,9 +218,9 @@ class Gateway(FrontEnd):
 
     async def mcp_servers(self, request: Request) -> Response:
         servers = []
-        for spec in self.loaded.config.mcp_servers:
+        for spec in self.loaded.config.sources():  # transport: stdio, sse, ..., cli or openapi
             view = self.catalog.servers[spec.name]
-            servers.append(server_view(spec.name, spec.transport, [f"{spec.name}.{t}" for t in view.tools], view.up, {
+            servers.append(server_view(spec.name, spec.transport, [view.canonical(t) for t in view.tools], view.up, {
                 "workers": [
                     {k: w.get(k) for k in ("slot", "inflight", "served")} | {"pid": (w.get("meta") or {}).get("pid")}
                     for w in view.workers

@@ -160,8 +160,8 @@ class VirtualTools:
             if source and view.name != source:
                 continue
             servers[view.name] = [
-                {"tool": f"{view.name}.{tool}",
-                 "action": self.static_policy.evaluate_static(agent, f"{view.name}.{tool}").action}
+                {"tool": view.canonical(tool),
+                 "action": self.static_policy.evaluate_static(agent, view.canonical(tool)).action}
                 for tool in view.tools
             ]
         lines = [f"{tool['tool']}: {tool['action']}" for tools in servers.values() for tool in tools]

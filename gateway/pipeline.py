@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from agent_mesh.config_sources import DISPATCH
 from bus import frames
 from bus.client import CONNECTION_LOST, BusClient, PartialHandler
 from bus.errors import BusError, upstream_failure
@@ -55,6 +56,8 @@ class ToolCallOutcome:
     policy_version: str = ""  # content hash of the policy set that decided (empty: none did)
     forwarded: bool = False  # the upstream was called: the trace gets token counts
     traced: bool = True  # False: not a call (unknown tool), nothing recorded
+    kind: str = "mcp"  # of the tool's source: a CLI or OpenAPI result shows plain over REST
+    trace_extra: dict[str, Any] | None = None  # e.g. a CLI tool's exit_code
 
     def body(self) -> dict[str, Any]:
         """The REST response body (compat.md §3): empty fields omitted."""
@@ -64,7 +67,19 @@ class ToolCallOutcome:
             value = getattr(self, key)
             if value not in (None, ""):
                 out[key] = value
+        if "result" in out and self.kind != "mcp":
+            out["result"] = plain_result(self.kind, self.result)
         return out
+
+    def source_result(self, view: ServerView, result: Any) -> None:
+        """The result of `view`'s tool: kept as the MCP result; what the trace records of it."""
+        self.result, self.kind = result, view.kind
+        structured = result.get("structuredContent") if isinstance(result, dict) else None
+        if not isinstance(structured, dict) or view.kind == "mcp":
+            return
+        key, field = {"cli": ("exit_code", "exit_code"), "openapi": ("backend_status", "status")}[view.kind]
+        if isinstance(structured.get(field), int):
+            self.trace_extra = {key: structured[field]}
 
     def approved(self, approval: dict[str, Any]) -> None:
         """Record an approval's resolution on this outcome (for the response and the trace)."""
@@ -138,7 +153,7 @@ class Pipeline:
             approval_status=_final_status(outcome.approval_status),
             approved_by=outcome.approved_by or None, approval_ms=outcome.approval_ms,
             supervisor_reasoning=outcome.reasoning, supervisor_confidence=outcome.confidence,
-            policy_version=outcome.policy_version or None, **tokens,
+            policy_version=outcome.policy_version or None, **tokens, **(outcome.trace_extra or {}),
         ))
         return outcome
 
@@ -160,9 +175,15 @@ class Pipeline:
         if resolved is None:
             return _unknown(call, f"no upstream server named {call.tool.partition('.')[0]!r}")
         server, name = resolved
-        if server.up and name not in server.tools:
+        dispatched = self.catalog.dispatched(server, name, call.params)
+        if dispatched is not None:  # `<cli>.__dispatch {command}`: decided and traced as the command
+            name, call.params = dispatched
+            if not server.serves(name):
+                return _unknown(call, f"{server.name}.{DISPATCH} needs a 'command' such as init or "
+                                      "pr.list (letters, digits, '_', '-'; words joined by '.')")
+        if server.up and not server.serves(name):
             return _unknown(call, f"{server.name} has no tool {name!r}")
-        call.tool = f"{server.name}.{name}"  # policies and traces use the canonical name
+        call.tool = server.canonical(name)  # policies and traces use the canonical name
 
         # An allowed call goes on from the policy worker straight to the upstream (FORWARD): the
         # answer is then the tool's result, with the decision in the reply's meta.
@@ -185,8 +206,10 @@ class Pipeline:
                                       policy_version=allowed.get("version", ""))
             return _upstream_failed(outcome, server, exc)
         if (allowed := reply.meta.get("policy")) is not None:
-            return ToolCallOutcome(200, "allow", call.trace_id, rule=allowed["rule"], result=reply.body,
-                                   forwarded=True, policy_version=allowed.get("version", ""))
+            outcome = ToolCallOutcome(200, "allow", call.trace_id, rule=allowed["rule"], forwarded=True,
+                                      policy_version=allowed.get("version", ""))
+            outcome.source_result(server, reply.body)
+            return outcome
         decision = reply.body
         action, rule, reason = decision["action"], decision["rule"], decision["reason"]
         version = decision.get("version", "")
@@ -262,16 +285,25 @@ class Pipeline:
         timeout = self.timeouts.get(server.name, 60.0)
         outcome.forwarded = True
         try:
-            outcome.result = await self.client.request(
+            outcome.source_result(server, await self.client.request(
                 upstream_service(server.name),
                 ToolCall(tool=name, arguments=call.params, timeout=timeout).dump(),
                 timeout=timeout + 1.0,  # the worker's own timeout fires first, with a better message
                 on_partial=call.on_progress,
-            )
+            ))
             outcome.status = 200
         except BusError as exc:
             return _upstream_failed(outcome, server, exc)
         return outcome
+
+
+def plain_result(kind: str, result: Any) -> Any:
+    """A CLI or OpenAPI tool's result as the Go project's REST API answers it: the CLI's
+    `{stdout, stderr, exit_code}`, the backend's response body."""
+    structured = result.get("structuredContent") if isinstance(result, dict) else None
+    if not isinstance(structured, dict):
+        return result
+    return structured.get("body") if kind == "openapi" else structured
 
 
 def _unknown(call: _Call, why: str) -> ToolCallOutcome:

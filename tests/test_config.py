@@ -103,18 +103,21 @@ def test_full_spec_example_loads(tmp_path: Path) -> None:
     git = c.cli_tools[0]
     assert (git.bin, git.default_action, git.strict) == ("git", "deny", False)
     assert git.working_dir == "/repo"
-    assert git.commands["status"].allowed_args == [] and git.commands["status"].timeout is None
+    # no allowed_args: any flag (Go's nil list); no timeout: 30 s
+    assert git.commands["status"].allowed_args is None and git.commands["status"].timeout is None
+    assert git.commands["status"].timeout_seconds == 30.0
     assert git.commands["log"].allowed_args == ["--oneline", "-n"]
     assert git.commands["log"].timeout_seconds == 30.0
-    assert (c.openapi[0].file, c.openapi[0].url) == ("petstore.yaml", None)
+    assert (c.openapi[0].file, c.openapi[0].url) == (str(tmp_path.resolve() / "petstore.yaml"), None)
     [claude] = c.policies
     assert claude.rate_limit is not None and claude.rate_limit.max_per_minute == 60
     assert [r.action for r in claude.rules] == ["allow", "allow", "human_approval", "deny"]
     cond = claude.rules[1].condition
     assert cond is not None
     assert (cond.field, cond.operator, cond.value) == ("params.amount", "<", 100)
-    assert "cli_tools: parsed, not supported yet (git)" in loaded.warnings
-    assert "openapi: parsed, not supported yet (petstore.yaml)" in loaded.warnings
+    assert not any("not supported" in w and "cli_tools" in w for w in loaded.warnings)
+    assert [(s.name, s.kind, s.prefix) for s in c.sources()] == [
+        ("filesystem", "mcp", "filesystem."), ("remote", "mcp", "remote."), ("git", "cli", "git.")]
     # policies/ does not exist next to this config: a warning, not an error.
     assert any("policy_dir" in w and "does not exist" in w for w in loaded.warnings)
     assert loaded.trace_path == tmp_path.resolve() / "traces.jsonl"
@@ -133,6 +136,31 @@ def test_spec_filesystem_example_loads() -> None:
     assert loaded.config.server("filesystem") is not None
     assert loaded.path == path.resolve()
     assert loaded.trace_path == path.resolve().parent / "traces.jsonl"
+
+
+def test_default_action_decides_what_no_rule_does(tmp_path: Path) -> None:
+    from policy.engine import PolicyEngine
+
+    loaded = load_config(write(tmp_path, "c.yaml", """\
+        cli_tools:
+          - {name: tf, bin: terraform, default_action: human_approval}
+          - {name: gh, bin: gh, default_action: allow}
+          - {name: kc, bin: kubectl}
+        policies:
+          - name: claude
+            agent: claude
+            rules:
+              - {tools: [tf.destroy], action: deny}
+        """))
+    names = [p.name for p in loaded.config.policies]
+    assert names == ["claude", "default_action:tf", "default_action:gh"]  # deny: nothing to add
+    engine = PolicyEngine(loaded.config.policies)
+    decide = lambda agent, tool: engine.evaluate(agent, tool, {}, 0.0)
+    assert (decide("claude", "tf.destroy").action, decide("claude", "tf.destroy").rule) == ("deny", "claude")
+    assert (decide("claude", "tf.plan").action, decide("claude", "tf.plan").rule) == (
+        "human_approval", "default_action:tf")
+    assert decide("bob", "gh.pr.list").action == "allow"
+    assert (decide("bob", "kc.get").action, decide("bob", "kc.get").rule) == ("deny", "default")
 
 
 def test_empty_mapping_gives_defaults(tmp_path: Path) -> None:
@@ -180,7 +208,8 @@ def test_extensions_and_aliases(tmp_path: Path) -> None:
     assert local.cwd == str(tmp_path.resolve() / "tools")
     assert c.mcp_servers[2].cwd == "/opt/srv"
     assert loaded.trace_path == Path("/var/log/mesh.jsonl")
-    assert c.cli_tools[0].commands["run"].allowed_args == []  # `run:` (null) is `run: {}`
+    assert c.cli_tools[0].commands["run"].allowed_args is None  # `run:` (null) is `run: {}`
+    assert c.cli_tools[0].working_dir == str(tmp_path.resolve() / "sub")  # the config's directory
 
 
 def test_bus_section_and_remote_only_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -395,6 +424,26 @@ ERROR_CASES = [
         "cli_tools:\n  - {name: git, bin: git}\n  - {name: git, bin: git2}\n",
         ["cli_tools[1] (name=git): duplicate cli tool name 'git' (also cli_tools[0])"],
         id="duplicate-cli-tools",
+    ),
+    pytest.param(
+        "mcp_servers:\n  - {name: fs, command: srv}\ncli_tools:\n  - {name: fs, bin: ls}\n",
+        ["cli_tools[0] (name=fs): duplicate source name 'fs' (also mcp_servers[0])"],
+        id="cli-tool-named-as-a-server",
+    ),
+    pytest.param(
+        "cli_tools:\n  - {name: git, bin: git}\nopenapi:\n  - {file: p.yaml, name: git}\n",
+        ["openapi[0] (name=git): duplicate source name 'git' (also cli_tools[0])"],
+        id="openapi-named-as-a-cli-tool",
+    ),
+    pytest.param(
+        "cli_tools:\n  - {name: git, bin: git, commands: {'-rf': {}}}\n",
+        ["cli_tools[0] (name=git).commands: command name '-rf': must be words of letters"],
+        id="cli-command-name",
+    ),
+    pytest.param(
+        "openapi:\n  - {url: 'file:///etc/spec.json'}\n",
+        ["openapi[0]: url: must be an http:// or https:// URL, got 'file:///etc/spec.json'"],
+        id="openapi-url-scheme",
     ),
     pytest.param(
         "mcp_servers:\n  - name: fs\n    transport: stdio\n",

@@ -218,6 +218,10 @@ class UpstreamClient:
                     reason) from exc
             raise
 
+    def knows(self, tool: str) -> bool:
+        """Whether `tool` is one of the upstream's tools (as last listed)."""
+        return any(t.get("name") == tool for t in self.tools)
+
     async def close(self) -> None:
         if self._peer is not None:
             await self._peer.close()

@@ -1,5 +1,6 @@
-"""Upstream worker: one process per upstream server instance (×`workers`). Owns one live MCP
-client session (workers/mcp_client.py) and serves `upstream.<server>` on the bus.
+"""Upstream worker: one process per tool source instance (×`workers`). Owns one live MCP client
+session (workers/mcp_client.py), or for a CLI tool or an OpenAPI import a local source behind the
+same interface (workers/tool_source.py), and serves `upstream.<server>` on the bus.
 
 Requests: `ToolCall` (tools/call) and `UpstreamRequest` (resources and prompts, passed through
 as the MCP wire has them). While a call runs its progress and the upstream's log messages are
@@ -23,11 +24,12 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
 from agent_mesh.config import McpServer
+from agent_mesh.config_sources import CliTool, OpenApiSource, SourceRef
 from bus.errors import (
     bad_request,
     not_found,
@@ -53,6 +55,7 @@ from workers.mcp_client import (
     UpstreamTimeout,
 )
 from workers.upstream_down import Backoff, DownReport
+from workers.tool_source import LocalSource, ToolRefused
 from workers.upstream_slots import SlotClaim, candidates
 
 log = logging.getLogger(__name__)
@@ -75,8 +78,24 @@ def spec_for(server: McpServer, default_cwd: str | None = None) -> UpstreamSpec:
     )
 
 
+Source = UpstreamClient | LocalSource
+
+
+def source_for(ref: SourceRef, default_cwd: str | None = None) -> Source:
+    """The client of an MCP server, or the local adapter of a CLI tool or an OpenAPI import."""
+    if ref.kind == "cli":
+        from workers.cli_source import CliSource
+
+        return CliSource(cast(CliTool, ref.config))
+    if ref.kind == "openapi":
+        from workers.openapi_source import OpenApiToolSource
+
+        return OpenApiToolSource(ref.name, cast(OpenApiSource, ref.config))
+    return UpstreamClient(spec_for(ref.config, default_cwd))
+
+
 class UpstreamService:
-    def __init__(self, server: McpServer, client: UpstreamClient) -> None:
+    def __init__(self, server: McpServer | SourceRef, client: Source) -> None:
         self.server = server
         self.client = client
         self.tool_names = {t["name"] for t in client.tools}
@@ -96,7 +115,7 @@ class UpstreamService:
             call = ToolCall.model_validate(request.body)
         except ValidationError as exc:
             raise bad_request(f"{self.server.name}: invalid tool call: {exc.errors()[0]['msg']}") from None
-        if call.tool not in self.tool_names:
+        if call.tool not in self.tool_names and not self.client.knows(call.tool):
             raise not_found(f"unknown tool {self.server.name}.{call.tool}")
         timeout = self._timeout(call.timeout, request)
 
@@ -113,6 +132,8 @@ class UpstreamService:
             raise upstream_gone(str(exc)) from None
         except UpstreamError as exc:  # the tool's own failure: the worker and its upstream are fine
             raise upstream_error(f"{self.server.name}.{call.tool}", exc.code, exc.message) from None
+        except ToolRefused as exc:  # a local source refused the arguments: nothing ran
+            raise bad_request(f"{self.server.name}.{call.tool}: {exc}") from None
         finally:
             self.in_flight.remove(request)
 
@@ -209,7 +230,7 @@ def _log_forwarder(request: Request) -> Any:
     return forward
 
 
-async def run(endpoint: str, server: McpServer, slot: int, default_cwd: str | None = None,
+async def run(endpoint: str, server: SourceRef, slot: int, default_cwd: str | None = None,
               slots_dir: Path | None = None) -> int:
     """Start an upstream, then serve a slot of this server (workers/upstream_slots.py): the slot
     `slot` if free, else any free one, else wait for one as the warm spare. When the upstream MCP
@@ -237,12 +258,12 @@ async def run(endpoint: str, server: McpServer, slot: int, default_cwd: str | No
         await down.clear()
 
 
-async def _serve_once(endpoint: str, server: McpServer, slot: int, default_cwd: str | None,
+async def _serve_once(endpoint: str, server: SourceRef, slot: int, default_cwd: str | None,
                       claim: SlotClaim | None, down: DownReport) -> str:
     """Start an upstream; serve a slot with it until it dies (or fails to start). Returns why
     it stopped (`command 'x' not found on PATH`, `exited with code 1: ...`)."""
     try:
-        client = UpstreamClient(spec_for(server, default_cwd))
+        client = source_for(server, default_cwd)
         await client.start()
     except Exception as exc:  # noqa: BLE001 - any start failure: report it, try again
         return getattr(exc, "reason", "") or str(exc) or type(exc).__name__
@@ -258,7 +279,7 @@ async def _serve_once(endpoint: str, server: McpServer, slot: int, default_cwd: 
     return client.gone_reason
 
 
-async def _claimed(server: McpServer, claim: SlotClaim, client: UpstreamClient) -> int:
+async def _claimed(server: SourceRef, claim: SlotClaim, client: Source) -> int:
     """The slot this process now holds, or -1 if its upstream died while it waited for one."""
     if (slot := claim.try_claim()) is not None:
         return slot
@@ -276,7 +297,7 @@ async def _claimed(server: McpServer, claim: SlotClaim, client: UpstreamClient) 
     return slot
 
 
-async def _serve(endpoint: str, server: McpServer, slot: str, client: UpstreamClient) -> None:
+async def _serve(endpoint: str, server: SourceRef, slot: str, client: Source) -> None:
     """Serve until the upstream dies."""
     service = UpstreamService(server, client)
     log.info("%s: upstream ready with %d tools, serving slot %s", server.name, len(service.tool_names), slot)

@@ -54,8 +54,8 @@ from workers.mcp_client import (
     UpstreamSpec,
     UpstreamTimeout,
 )
-from workers.upstream_down import Backoff, DownReport
 from workers.tool_source import LocalSource, ToolRefused
+from workers.upstream_down import Backoff, DownReport
 from workers.upstream_slots import SlotClaim, candidates
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,10 @@ def spec_for(server: McpServer, default_cwd: str | None = None) -> UpstreamSpec:
 Source = UpstreamClient | LocalSource
 
 
-def source_for(ref: SourceRef, default_cwd: str | None = None) -> Source:
+def source_for(ref: SourceRef | McpServer, default_cwd: str | None = None) -> Source:
     """The client of an MCP server, or the local adapter of a CLI tool or an OpenAPI import."""
+    if isinstance(ref, McpServer):
+        return UpstreamClient(spec_for(ref, default_cwd))
     if ref.kind == "cli":
         from workers.cli_source import CliSource
 
@@ -230,7 +232,7 @@ def _log_forwarder(request: Request) -> Any:
     return forward
 
 
-async def run(endpoint: str, server: SourceRef, slot: int, default_cwd: str | None = None,
+async def run(endpoint: str, server: SourceRef | McpServer, slot: int, default_cwd: str | None = None,
               slots_dir: Path | None = None) -> int:
     """Start an upstream, then serve a slot of this server (workers/upstream_slots.py): the slot
     `slot` if free, else any free one, else wait for one as the warm spare. When the upstream MCP
@@ -258,7 +260,7 @@ async def run(endpoint: str, server: SourceRef, slot: int, default_cwd: str | No
         await down.clear()
 
 
-async def _serve_once(endpoint: str, server: SourceRef, slot: int, default_cwd: str | None,
+async def _serve_once(endpoint: str, server: SourceRef | McpServer, slot: int, default_cwd: str | None,
                       claim: SlotClaim | None, down: DownReport) -> str:
     """Start an upstream; serve a slot with it until it dies (or fails to start). Returns why
     it stopped (`command 'x' not found on PATH`, `exited with code 1: ...`)."""
@@ -279,7 +281,7 @@ async def _serve_once(endpoint: str, server: SourceRef, slot: int, default_cwd: 
     return client.gone_reason
 
 
-async def _claimed(server: SourceRef, claim: SlotClaim, client: Source) -> int:
+async def _claimed(server: SourceRef | McpServer, claim: SlotClaim, client: Source) -> int:
     """The slot this process now holds, or -1 if its upstream died while it waited for one."""
     if (slot := claim.try_claim()) is not None:
         return slot
@@ -297,7 +299,7 @@ async def _claimed(server: SourceRef, claim: SlotClaim, client: Source) -> int:
     return slot
 
 
-async def _serve(endpoint: str, server: SourceRef, slot: str, client: Source) -> None:
+async def _serve(endpoint: str, server: SourceRef | McpServer, slot: str, client: Source) -> None:
     """Serve until the upstream dies."""
     service = UpstreamService(server, client)
     log.info("%s: upstream ready with %d tools, serving slot %s", server.name, len(service.tool_names), slot)

@@ -30,7 +30,9 @@ DEFAULT_CONFIG = "supervisor.yaml"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-mesh supervisor",
-        description="resolve a mesh's pending approvals with rules and a local LLM (README: The supervisor)")
+        description="resolve a mesh's pending approvals with rules and a local LLM "
+        "(README: The supervisor)",
+    )
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--dry-run", action="store_true", help="decide and log, resolve nothing")
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
@@ -43,9 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     rules = sub.add_parser("test-rules", help="what the rules would decide for recorded calls")
     rules.add_argument("--config", default=argparse.SUPPRESS)
-    rules.add_argument("--traces", required=True, help="a trace file (JSONL, the mesh's trace_file)")
-    rules.add_argument("--all", action="store_true",
-                       help="every recorded call, not only those that needed approval")
+    rules.add_argument(
+        "--traces", required=True, help="a trace file (JSONL, the mesh's trace_file)"
+    )
+    rules.add_argument(
+        "--all",
+        action="store_true",
+        help="every recorded call, not only those that needed approval",
+    )
     return parser
 
 
@@ -74,9 +81,13 @@ class UserError(Exception):
 
 # -- run ------------------------------------------------------------------------------------
 
+
 def _run(loaded: Loaded, dry_run: bool, debug: bool) -> int:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s supervisor %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s supervisor %(levelname)s: %(message)s",
+    )
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return asyncio.run(_serve(loaded, dry_run))
@@ -105,13 +116,20 @@ async def _serve(loaded: Loaded, dry_run: bool) -> int:
         memory = Memory(loaded.memory_path)
         cleanup.callback(memory.close)
         model = model_for(settings.model, http) if settings.model else None
-        log.info("supervising %s: %d rules, model %s, memory %s%s", url, len(settings.rules),
-                 f"{settings.model.provider}:{settings.model.model}" if settings.model else "none",
-                 loaded.memory_path, " (dry run: nothing is resolved)" if dry_run else "")
+        log.info(
+            "supervising %s: %d rules, model %s, memory %s%s",
+            url,
+            len(settings.rules),
+            f"{settings.model.provider}:{settings.model.model}" if settings.model else "none",
+            loaded.memory_path,
+            " (dry run: nothing is resolved)" if dry_run else "",
+        )
         supervisor = Supervisor(loaded, api, memory, model, dry_run)
         tasks = []
         if process is not None:
-            process.up = supervisor.wake  # a restarted mesh is polled at once, not after the backoff
+            process.up = (
+                supervisor.wake
+            )  # a restarted mesh is polled at once, not after the backoff
             await process.ensure(stop)  # attached, or started and answering /health
             tasks.append(asyncio.create_task(process.watch(stop)))
         tasks.append(asyncio.create_task(supervisor.run(stop)))
@@ -120,6 +138,7 @@ async def _serve(loaded: Loaded, dry_run: bool) -> int:
 
 
 # -- history --------------------------------------------------------------------------------
+
 
 def _history(loaded: Loaded, args: argparse.Namespace) -> int:
     if not loaded.memory_path.exists():
@@ -134,23 +153,44 @@ def _history(loaded: Loaded, args: argparse.Namespace) -> int:
             print(json.dumps(row, default=str))
         return 0
     table = Table(title=f"decisions ({loaded.memory_path})", title_justify="left")
-    for column in ("when", "approval", "agent", "tool", "decision", "by", "conf", "outcome", "reasoning"):
+    for column in (
+        "when",
+        "approval",
+        "agent",
+        "tool",
+        "decision",
+        "by",
+        "conf",
+        "outcome",
+        "reasoning",
+    ):
         table.add_column(column.upper())
     for row in rows:
-        table.add_row(time.strftime("%m-%d %H:%M:%S", time.localtime(row["at"])), row["approval_id"][:8],
-                      row["agent"], row["tool"], row["action"], row["by"], f"{row['confidence']:.2f}",
-                      row["outcome"], _short(row["reasoning"], 60))
+        table.add_row(
+            time.strftime("%m-%d %H:%M:%S", time.localtime(row["at"])),
+            row["approval_id"][:8],
+            row["agent"],
+            row["tool"],
+            row["action"],
+            row["by"],
+            f"{row['confidence']:.2f}",
+            row["outcome"],
+            _short(row["reasoning"], 60),
+        )
     _console().print(table)
     return 0
 
 
 # -- test-rules -----------------------------------------------------------------------------
 
+
 def _test_rules(loaded: Loaded, traces: Path, every_call: bool) -> int:
     records = list(_read_traces(traces))
     if not every_call:
         records = [(n, r) for n, r in records if r.get("policy") == "human_approval"]
-    table = Table(title=f"{traces}: what the rules of {loaded.path.name} decide", title_justify="left")
+    table = Table(
+        title=f"{traces}: what the rules of {loaded.path.name} decide", title_justify="left"
+    )
     for column in ("line", "agent", "tool", "params", "decision", "rule", "conf"):
         table.add_column(column.upper())
     counts = {"approve": 0, "deny": 0, "escalate": 0}
@@ -159,15 +199,22 @@ def _test_rules(loaded: Loaded, traces: Path, every_call: bool) -> int:
         action = decision.action if decision else "escalate"
         counts[action] += 1
         style = {"approve": "green", "deny": "red", "escalate": "yellow"}[action]
-        table.add_row(str(number), str(record.get("agent_id", "")), str(record.get("tool", "")),
-                      _short(json.dumps(record.get("params", {})), 50), f"[{style}]{action}[/{style}]",
-                      decision.by.removeprefix("rule:") if decision else "(no rule: model or human)",
-                      f"{decision.confidence:.2f}" if decision else "")
+        table.add_row(
+            str(number),
+            str(record.get("agent_id", "")),
+            str(record.get("tool", "")),
+            _short(json.dumps(record.get("params", {})), 50),
+            f"[{style}]{action}[/{style}]",
+            decision.by.removeprefix("rule:") if decision else "(no rule: model or human)",
+            f"{decision.confidence:.2f}" if decision else "",
+        )
     console = _console()
     console.print(table)
     which = "calls" if every_call else "calls that needed approval"
-    console.print(f"{len(records)} {which}: {counts['approve']} approve, {counts['deny']} deny, "
-                  f"{counts['escalate']} escalate")
+    console.print(
+        f"{len(records)} {which}: {counts['approve']} approve, {counts['deny']} deny, "
+        f"{counts['escalate']} escalate"
+    )
     return 0
 
 

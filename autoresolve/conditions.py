@@ -24,36 +24,59 @@ fails every comparison, and `not (...)` around it holds):
   membership instead);
 - **paths**: a comparison is path-valued when the param names a path (`path`, `source`,
   `destination`, `file`, `dir`, `directory`, `cwd`, `*_path`, `*_dir`, ...) or, except for
-  `contains` and `matches`, the rule's value is an absolute path. Both sides are normalised first (`..`, `.`, `//` collapsed, trailing `/`
-  dropped), and `starts_with` compares whole components: `/home/user/../etc` does not start
-  with `/home/user`, nor does `/home/username`. Symlinks are not resolved (the supervisor may
-  not run on the mesh's host): restrict them upstream.
+  `contains` and `matches`, the rule's value is an absolute path. Both sides are normalised
+  first (`..`, `.`, `//` collapsed, trailing `/` dropped), and `starts_with` compares whole
+  components: `/home/user/../etc` does not start with `/home/user`, nor does `/home/username`.
+  Symlinks are not resolved (the supervisor may not run on the mesh's host): restrict them
+  upstream.
+- with the mesh's `supervisor.expose_content: false`, content params arrive as
+  `{content_length, content_sha256, content_type_detected}`: `params.content.content_length < 4096`.
+
+The tree and its evaluation: autoresolve/condition_tree.py.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
-import posixpath
 import re
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-Call = Mapping[str, Any]  # {"tool", "server", "agent", "policy_rule", "injection_risk", "params"}
+from autoresolve.condition_tree import (
+    And,
+    Call,
+    Compare,
+    Field,
+    Node,
+    Not,
+    Or,
+    Truth,
+    is_number,
+    normalise_path,
+)
+
+__all__ = ["Call", "Condition", "ConditionError", "normalise_path", "parse"]
+
 Scalar = str | int | float | bool
 
 FIELDS = ("tool", "server", "agent", "policy_rule", "injection_risk")
-OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "starts_with", "ends_with", "contains", "matches", "in")
+OPERATORS = (
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "starts_with",
+    "ends_with",
+    "contains",
+    "matches",
+    "in",
+)
 KEYWORDS = frozenset({"and", "or", "not", "true", "false", *OPERATORS})
-_PATH_KEYS = frozenset({"path", "paths", "source", "destination", "src", "dst", "dest", "file",
-                        "files", "filename", "filepath", "dir", "directory", "cwd", "root", "target"})
-_PATH_SUFFIXES = ("_path", "_paths", "_dir", "_file", "_directory")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _PUNCT = "()[],"
 _SYMBOLS = ("==", "!=", "<=", ">=", "<", ">")
 _BARE_STOP = set(_PUNCT) | set("\"'=!<>")
-_MISSING = object()
 
 
 class ConditionError(ValueError):
@@ -65,6 +88,7 @@ class ConditionError(ValueError):
 
 
 # -- tokens ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Token:
@@ -120,163 +144,8 @@ def _quoted(source: str, start: int) -> tuple[str, int]:
     raise ConditionError(start + 1, f"unterminated string: missing closing {quote}")
 
 
-# -- the tree -------------------------------------------------------------------------------
-
-class Node:
-    def holds(self, call: Call) -> bool:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class Or(Node):
-    items: tuple[Node, ...]
-
-    def holds(self, call: Call) -> bool:
-        return any(item.holds(call) for item in self.items)
-
-
-@dataclass(frozen=True)
-class And(Node):
-    items: tuple[Node, ...]
-
-    def holds(self, call: Call) -> bool:
-        return all(item.holds(call) for item in self.items)
-
-
-@dataclass(frozen=True)
-class Not(Node):
-    item: Node
-
-    def holds(self, call: Call) -> bool:
-        return not self.item.holds(call)
-
-
-@dataclass(frozen=True)
-class Field:
-    path: tuple[str, ...]  # ("params", "path") or ("tool",)
-
-    @property
-    def is_path(self) -> bool:
-        key = self.path[-1].lower()
-        return self.path[0] == "params" and (key in _PATH_KEYS or key.endswith(_PATH_SUFFIXES))
-
-    def lookup(self, call: Call) -> object:
-        current: object = call
-        for part in self.path:
-            if not isinstance(current, Mapping) or part not in current:
-                return _MISSING
-            current = current[part]
-        return current
-
-
-@dataclass(frozen=True)
-class Truth(Node):
-    field: Field
-
-    def holds(self, call: Call) -> bool:
-        return self.field.lookup(call) is True
-
-
-@dataclass(frozen=True)
-class Compare(Node):
-    field: Field
-    op: str
-    value: Any  # Scalar, tuple[Scalar, ...] for `in`, re.Pattern for `matches`
-    path: bool  # path-valued: normalise both sides
-
-    def holds(self, call: Call) -> bool:
-        actual = self.field.lookup(call)
-        if isinstance(actual, list):
-            if self.op == "contains":
-                return any(_equal(item, self.value, self.path) for item in actual)
-            return bool(actual) and all(self._one(item) for item in actual)
-        return self._one(actual)
-
-    def _one(self, actual: object) -> bool:
-        test = _TESTS[self.op]
-        try:
-            return test(actual, self.value, self.path)
-        except (TypeError, ValueError):
-            return False
-
-
-def normalise_path(value: str) -> str:
-    """`/home/user/../../etc//x/` -> `/etc/x`. posixpath keeps a leading `//`: collapse it too."""
-    if value.startswith("//"):
-        value = "/" + value.lstrip("/")
-    return posixpath.normpath(value) if value else value
-
-
-def _is_number(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return not (isinstance(value, float) and math.isnan(value))
-
-
-def _text(actual: object, path: bool) -> str | None:
-    if not isinstance(actual, str):
-        return None
-    return normalise_path(actual) if path else actual
-
-
-def _equal(actual: object, expected: object, path: bool) -> bool:
-    if _is_number(actual) and _is_number(expected):
-        return actual == expected
-    if isinstance(actual, bool) and isinstance(expected, bool):
-        return actual is expected
-    if isinstance(actual, str) and isinstance(expected, str):
-        return _text(actual, path) == expected
-    return False
-
-
-def _not_equal(actual: object, expected: object, path: bool) -> bool:
-    comparable = (_is_number(actual) and _is_number(expected)) or (
-        type(actual) is type(expected) and isinstance(actual, str | bool))
-    return comparable and not _equal(actual, expected, path)
-
-
-def _ordered(compare: Callable[[Any, Any], bool]) -> Callable[[object, object, bool], bool]:
-    return lambda actual, expected, _: _is_number(actual) and compare(actual, expected)
-
-
-def _starts_with(actual: object, prefix: object, path: bool) -> bool:
-    text = _text(actual, path)
-    if text is None or not isinstance(prefix, str):
-        return False
-    if not path:
-        return text.startswith(prefix)
-    return text == prefix or text.startswith(prefix.rstrip("/") + "/")  # whole components
-
-
-def _string_test(test: Callable[[str, str], bool]) -> Callable[[object, object, bool], bool]:
-    def run(actual: object, expected: object, path: bool) -> bool:
-        text = _text(actual, path)
-        return text is not None and isinstance(expected, str) and test(text, expected)
-
-    return run
-
-
-def _matches(actual: object, pattern: object, path: bool) -> bool:
-    text = _text(actual, path)
-    return text is not None and isinstance(pattern, re.Pattern) and pattern.search(text) is not None
-
-
-_TESTS: dict[str, Callable[[object, Any, bool], bool]] = {
-    "==": _equal,
-    "!=": _not_equal,
-    "<": _ordered(lambda a, b: a < b),
-    "<=": _ordered(lambda a, b: a <= b),
-    ">": _ordered(lambda a, b: a > b),
-    ">=": _ordered(lambda a, b: a >= b),
-    "starts_with": _starts_with,
-    "ends_with": _string_test(str.endswith),
-    "contains": _string_test(lambda text, part: part in text),
-    "matches": _matches,
-    "in": lambda actual, options, path: any(_equal(actual, option, path) for option in options),
-}
-
-
 # -- the parser -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Condition:
@@ -295,14 +164,18 @@ class Condition:
 def parse(source: str) -> Condition:
     """Parse a condition; ConditionError names the column and what is wrong."""
     if not isinstance(source, str):
-        raise ConditionError(1, f"a condition is text such as 'params.path starts_with /tmp', got {source!r}")
+        raise ConditionError(
+            1, f"a condition is text such as 'params.path starts_with /tmp', got {source!r}"
+        )
     parser = _Parser(tokenize(source))
     if parser.peek().kind == "end":
         raise ConditionError(1, "empty condition (leave `condition` out to match every call)")
     tree = parser.expr()
     end = parser.peek()
     if end.kind != "end":
-        raise ConditionError(end.column, f"unexpected {end.shown()}: expected 'and', 'or' or the end")
+        raise ConditionError(
+            end.column, f"unexpected {end.shown()}: expected 'and', 'or' or the end"
+        )
     return Condition(source, tree)
 
 
@@ -346,8 +219,10 @@ class _Parser:
             inner = self.expr()
             close = self.next()
             if close.text != ")" or close.kind != "punct":
-                raise ConditionError(close.column, f"expected ')' to close the '(' at column {token.column}, "
-                                                   f"got {close.shown()}")
+                raise ConditionError(
+                    close.column,
+                    f"expected ')' to close the '(' at column {token.column}, got {close.shown()}",
+                )
             return inner
         return self.comparison()
 
@@ -358,8 +233,11 @@ class _Parser:
         if op.kind == "end" or (op.kind == "punct" and op.text == ")") or op.text in ("and", "or"):
             return Truth(field)
         if op.text not in OPERATORS or op.kind not in ("word", "symbol"):
-            raise ConditionError(op.column, f"expected an operator after {token.text!r} "
-                                            f"({', '.join(OPERATORS)}), got {op.shown()}{_hint(op.text, OPERATORS)}")
+            raise ConditionError(
+                op.column,
+                f"expected an operator after {token.text!r} "
+                f"({', '.join(OPERATORS)}), got {op.shown()}{_hint(op.text, OPERATORS)}",
+            )
         self.next()
         if op.text == "in":
             options = self.options(op)
@@ -370,21 +248,27 @@ class _Parser:
         # contains / matches look inside any text: only a path-named param makes them path-valued
         path = field.is_path or (_absolute(value) and op.text not in ("contains", "matches"))
         if op.text in ("<", "<=", ">", ">="):
-            if not _is_number(value):
-                raise ConditionError(value_token.column, f"{op.text!r} compares numbers; got {value_token.shown()}")
+            if not is_number(value):
+                raise ConditionError(
+                    value_token.column, f"{op.text!r} compares numbers; got {value_token.shown()}"
+                )
         elif op.text in ("starts_with", "ends_with", "contains", "matches"):
             value = value_token.text  # `2024` or `true` as written: these operators compare text
         if op.text == "matches":
             try:
                 return Compare(field, op.text, re.compile(value), path)
             except re.error as exc:
-                raise ConditionError(value_token.column, f"invalid regular expression {value!r}: {exc}") from None
+                raise ConditionError(
+                    value_token.column, f"invalid regular expression {value!r}: {exc}"
+                ) from None
         return Compare(field, op.text, _normalised(value, path), path)
 
     def options(self, op: Token) -> list[Scalar]:
         open_ = self.next()
         if open_.text != "[" or open_.kind != "punct":
-            raise ConditionError(open_.column, f"'in' needs a list such as [a, b], got {open_.shown()}")
+            raise ConditionError(
+                open_.column, f"'in' needs a list such as [a, b], got {open_.shown()}"
+            )
         options: list[Scalar] = []
         while True:
             token = self.next()
@@ -395,13 +279,17 @@ class _Parser:
             if sep.kind == "punct" and sep.text == "]":
                 return options
             if sep.kind != "punct" or sep.text != ",":
-                raise ConditionError(sep.column, f"expected ',' or ']' in the list, got {sep.shown()}")
+                raise ConditionError(
+                    sep.column, f"expected ',' or ']' in the list, got {sep.shown()}"
+                )
 
 
 def _field(token: Token) -> Field:
     if token.kind != "word" or token.text in KEYWORDS:
-        raise ConditionError(token.column, f"expected a field (params.<name>, {', '.join(FIELDS)}), "
-                                           f"got {token.shown()}")
+        raise ConditionError(
+            token.column,
+            f"expected a field (params.<name>, {', '.join(FIELDS)}), got {token.shown()}",
+        )
     parts = tuple(token.text.split("."))
     if token.text in FIELDS:
         return Field(parts)
@@ -410,22 +298,34 @@ def _field(token: Token) -> Field:
     if parts[0] == "params" and len(parts) > 1 and all(parts[1:]):
         return Field(parts)
     known = [*FIELDS, "params.<name>"]
-    hint = _hint(token.text, [*FIELDS, "params." + ".".join(parts[1:]) if len(parts) > 1 else "params"])
-    raise ConditionError(token.column, f"unknown field {token.text!r} (known: {', '.join(known)}){hint}")
+    hint = _hint(
+        token.text, [*FIELDS, "params." + ".".join(parts[1:]) if len(parts) > 1 else "params"]
+    )
+    raise ConditionError(
+        token.column, f"unknown field {token.text!r} (known: {', '.join(known)}){hint}"
+    )
 
 
 def _value(token: Token, op: Token) -> Scalar:
     if token.kind == "string":
         return token.text
     if token.kind != "word" or token.text in KEYWORDS - {"true", "false"}:
-        raise ConditionError(token.column, f"expected a value after {op.text!r}, got {token.shown()}"
-                                           + (" (quote values containing ()[],=!<> or spaces)"
-                                              if token.kind in ("punct", "symbol") else ""))
+        raise ConditionError(
+            token.column,
+            f"expected a value after {op.text!r}, got {token.shown()}"
+            + (
+                " (quote values containing ()[],=!<> or spaces)"
+                if token.kind in ("punct", "symbol")
+                else ""
+            ),
+        )
     if token.text in ("true", "false"):
         return token.text == "true"
     if _NUMBER.fullmatch(token.text):
         number = float(token.text)
-        return int(number) if number.is_integer() and re.fullmatch(r"[+-]?\d+", token.text) else number
+        return (
+            int(number) if number.is_integer() and re.fullmatch(r"[+-]?\d+", token.text) else number
+        )
     return token.text
 
 

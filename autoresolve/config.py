@@ -72,7 +72,9 @@ class LlmConfig(_Section):
 
 class MemoryConfig(_Section):
     path: str | None = None  # SQLite file; default $AGENT_MESH_HOME/supervisor/<hash>/decisions.db
-    context: int = Field(default=5, ge=0, le=50)  # recent decisions on the agent+tool given to the LLM
+    context: int = Field(
+        default=5, ge=0, le=50
+    )  # recent decisions on the agent+tool given to the LLM
     # also write decisions to (and read them from) an MCP memory server through the mesh
     mcp_tool_prefix: str | None = Field(default=None, min_length=1)
 
@@ -122,7 +124,9 @@ class Settings(_Section):
         seen: dict[str, int] = {}
         for i, rule in enumerate(self.rules):
             if rule.name in seen:
-                raise ValueError(f"rules[{i}]: duplicate rule name {rule.name!r} (also rules[{seen[rule.name]}])")
+                raise ValueError(
+                    f"rules[{i}]: duplicate rule name {rule.name!r} (also rules[{seen[rule.name]}])"
+                )
             seen[rule.name] = i
         return self
 
@@ -203,14 +207,24 @@ def _problem(error: Any, node: Any, shown: str) -> str:
     if kind == "extra_forbidden":
         close = difflib.get_close_matches(str(loc[-1]), _known_keys(), n=1)
         message = "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
-    elif kind not in ("missing", "value_error") and isinstance(value, str | int | float) and \
-            "token" not in str(loc[-1]) and "key" not in str(loc[-1]):  # may be a secret
+    elif (
+        kind not in ("missing", "value_error")
+        and isinstance(value, str | int | float)
+        and "token" not in str(loc[-1])
+        and "key" not in str(loc[-1])
+    ):  # may be a secret
         message += f", got {value!r}"
     where, line = _where(node, loc)
     return f"{shown}: {where}: {message} (line {line})" if where else f"{shown}: {message}"
 
 
 def _known_keys() -> list[str]:
-    models: tuple[type[BaseModel], ...] = (SupervisorFile, Settings, Rule, LlmConfig, MemoryConfig,
-                                           MeshProcessConfig)
+    models: tuple[type[BaseModel], ...] = (
+        SupervisorFile,
+        Settings,
+        Rule,
+        LlmConfig,
+        MemoryConfig,
+        MeshProcessConfig,
+    )
     return sorted({key for model in models for key in model.model_fields})

@@ -54,12 +54,19 @@ def by_rules(rules: Sequence[Rule], call: Call) -> Decision | None:
     return None
 
 
-async def by_model(model: Model, config: LlmConfig, approval: dict[str, Any], call: Call,
-                   history: list[dict[str, Any]]) -> Decision:
+async def by_model(
+    model: Model,
+    config: LlmConfig,
+    approval: dict[str, Any],
+    call: Call,
+    history: list[dict[str, Any]],
+) -> Decision:
     by = f"model:{model.name}"
     view = approval | {"injection_risk": call["injection_risk"]}
     try:
-        answer = await model.complete(system_prompt(config.instructions), user_prompt(view, history))
+        answer = await model.complete(
+            system_prompt(config.instructions), user_prompt(view, history)
+        )
         verdict = parse_verdict(answer)
     except LlmError as exc:
         return Decision("escalate", by, 0.0, f"model unavailable: {exc}")
@@ -69,17 +76,30 @@ async def by_model(model: Model, config: LlmConfig, approval: dict[str, Any], ca
     if verdict.decision == "escalate":
         return Decision("escalate", by, verdict.confidence, verdict.reasoning)
     if verdict.confidence < config.min_confidence:
-        return Decision("escalate", by, verdict.confidence,
-                        f"confidence below min_confidence {config.min_confidence:g}; {said}")
+        return Decision(
+            "escalate",
+            by,
+            verdict.confidence,
+            f"confidence below min_confidence {config.min_confidence:g}; {said}",
+        )
     if verdict.decision == "approve" and call["injection_risk"]:
-        return Decision("escalate", by, verdict.confidence,
-                        f"injection_risk: never approved by the model alone; {said}")
+        return Decision(
+            "escalate",
+            by,
+            verdict.confidence,
+            f"injection_risk: never approved by the model alone; {said}",
+        )
     return Decision(verdict.decision, by, verdict.confidence, verdict.reasoning)
 
 
-async def decide(approval: dict[str, Any], rules: Sequence[Rule], model: Model | None,
-                 config: LlmConfig | None, history: list[dict[str, Any]],
-                 model_slots: asyncio.Semaphore | None = None) -> Decision:
+async def decide(
+    approval: dict[str, Any],
+    rules: Sequence[Rule],
+    model: Model | None,
+    config: LlmConfig | None,
+    history: list[dict[str, Any]],
+    model_slots: asyncio.Semaphore | None = None,
+) -> Decision:
     """`model_slots` bounds concurrent model calls; rules never wait for it."""
     call = call_of(approval)
     decision = by_rules(rules, call)

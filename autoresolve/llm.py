@@ -42,7 +42,9 @@ class _Base:
     async def _complete(self, system: str, user: str) -> str:
         raise NotImplementedError
 
-    async def _post(self, url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+    async def _post(
+        self, url: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> Any:
         response = await self.http.post(url, json=body, headers=headers, timeout=None)
         _check(response, url)
         try:
@@ -50,9 +52,12 @@ class _Base:
         except ValueError:
             raise LlmError(f"{url}: the answer is not JSON: {response.text[:200]!r}") from None
 
-    async def _lines(self, url: str, body: dict[str, Any],
-                     headers: dict[str, str] | None = None) -> AsyncIterator[str]:
-        async with self.http.stream("POST", url, json=body, headers=headers, timeout=None) as response:
+    async def _lines(
+        self, url: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> AsyncIterator[str]:
+        async with self.http.stream(
+            "POST", url, json=body, headers=headers, timeout=None
+        ) as response:
             if response.status_code >= 400:
                 await response.aread()
                 _check(response, url)
@@ -66,10 +71,20 @@ class Ollama(_Base):
 
     async def _complete(self, system: str, user: str) -> str:
         cfg = self.config
-        common = {"model": cfg.model, "stream": cfg.stream, "format": "json", "options": {"temperature": 0}}
+        common = {
+            "model": cfg.model,
+            "stream": cfg.stream,
+            "format": "json",
+            "options": {"temperature": 0},
+        }
         if cfg.api == "chat":
             url, key = f"{cfg.url.rstrip('/')}/api/chat", "message"
-            body = common | {"messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}
+            body = common | {
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": user},
+                ]
+            }
         else:
             url, key = f"{cfg.url.rstrip('/')}/api/generate", "response"
             body = common | {"system": system, "prompt": user}
@@ -93,8 +108,12 @@ class OpenAICompatible(_Base):
         url = f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
         key = cfg.api_key or os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else None
-        body = {"model": cfg.model, "stream": cfg.stream, "temperature": 0,
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}
+        body = {
+            "model": cfg.model,
+            "stream": cfg.stream,
+            "temperature": 0,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        }
         if not cfg.stream:
             answer = await self._post(url, body, headers)
             return _choice(answer, "message", url)

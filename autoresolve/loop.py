@@ -25,14 +25,24 @@ MAX_BACKOFF = 2.0  # seconds between attempts while the mesh is down (restarts t
 
 
 class Supervisor:
-    def __init__(self, loaded: Loaded, api: MeshApi, memory: Memory, model: Model | None,
-                 dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        loaded: Loaded,
+        api: MeshApi,
+        memory: Memory,
+        model: Model | None,
+        dry_run: bool = False,
+    ) -> None:
         self.loaded, self.api, self.memory, self.model = loaded, api, memory, model
         self.settings = loaded.settings
         self.dry_run = dry_run
         self.inflight: dict[str, asyncio.Task[None]] = {}
-        self.skip: set[str] = set()  # decided in this run without a final outcome (dry run, refused)
-        self.model_slots = asyncio.Semaphore(self.settings.model.concurrency if self.settings.model else 1)
+        self.skip: set[str] = (
+            set()
+        )  # decided in this run without a final outcome (dry run, refused)
+        self.model_slots = asyncio.Semaphore(
+            self.settings.model.concurrency if self.settings.model else 1
+        )
         self.down_since: float | None = None
         self.connected = False
         self.wake = asyncio.Event()  # set by mesh_process when the mesh is up again: poll now
@@ -64,7 +74,11 @@ class Supervisor:
     async def poll_once(self) -> None:
         pending = await self.api.pending(self.settings.tool_filter)
         if self.down_since is not None or not self.connected:
-            down = "" if self.down_since is None else f" (unavailable for {time.monotonic() - self.down_since:.1f}s)"
+            down = (
+                ""
+                if self.down_since is None
+                else f" (unavailable for {time.monotonic() - self.down_since:.1f}s)"
+            )
             log.info("connected to the mesh at %s%s: %d pending", self.api.url, down, len(pending))
             self.down_since, self.checked_token, self.connected = None, False, True
         if not self.checked_token and not self.dry_run:
@@ -72,7 +86,11 @@ class Supervisor:
             self.checked_token = True
         for approval in pending:
             approval_id = approval["id"]
-            if approval_id in self.inflight or approval_id in self.skip or self.memory.done(approval_id):
+            if (
+                approval_id in self.inflight
+                or approval_id in self.skip
+                or self.memory.done(approval_id)
+            ):
                 continue
             task = asyncio.create_task(self.handle(approval))
             self.inflight[approval_id] = task
@@ -101,17 +119,35 @@ class Supervisor:
         if outcome is None:
             return
         record = Record(
-            approval_id, str(approval.get("agent_id", "")), str(approval.get("tool", "")), decision.action,
-            decision.by, decision.confidence, decision.reasoning, outcome, elapsed,
-            bool(approval.get("injection_risk")), approval)
+            approval_id,
+            str(approval.get("agent_id", "")),
+            str(approval.get("tool", "")),
+            decision.action,
+            decision.by,
+            decision.confidence,
+            decision.reasoning,
+            outcome,
+            elapsed,
+            bool(approval.get("injection_risk")),
+            approval,
+        )
         self.memory.record(record)
         if self.mcp_memory is not None and outcome in ("resolved", "escalated"):
             self._spawn(self.mcp_memory.write(record))  # off the decision path
         if outcome not in ("resolved", "already", "gone", "escalated"):
             self.skip.add(approval_id)
-        log.info("%s %s %s %s by %s (%.2f) in %.0f ms%s: %s", decision.action, approval_id[:8],
-                 approval.get("agent_id"), approval.get("tool"), decision.by, decision.confidence, elapsed,
-                 "" if outcome in ("resolved", "escalated") else f" [{outcome}]", decision.reasoning)
+        log.info(
+            "%s %s %s %s by %s (%.2f) in %.0f ms%s: %s",
+            decision.action,
+            approval_id[:8],
+            approval.get("agent_id"),
+            approval.get("tool"),
+            decision.by,
+            decision.confidence,
+            elapsed,
+            "" if outcome in ("resolved", "escalated") else f" [{outcome}]",
+            decision.reasoning,
+        )
 
     async def _decide(self, approval: dict[str, Any]) -> Decision:
         decision = by_rules(self.settings.rules, call_of(approval))
@@ -120,13 +156,25 @@ class Supervisor:
         if self.model is None:
             return await decide(approval, [], None, None, [])  # escalate: nobody else to ask
         # The model's context: recent decisions on this agent + tool, and the memory server's notes.
-        agent, tool, limit = str(approval.get("agent_id", "")), str(approval.get("tool", "")), \
-            self.settings.memory.context
+        agent, tool, limit = (
+            str(approval.get("agent_id", "")),
+            str(approval.get("tool", "")),
+            self.settings.memory.context,
+        )
         history: list[dict[str, Any]] = self.memory.context(agent, tool, limit)
         if self.mcp_memory is not None:
-            history += [{"memory_server_note": note} for note in await self.mcp_memory.read(agent, tool, limit)]
-        return await decide(approval, self.settings.rules, self.model, self.settings.model, history,
-                            self.model_slots)
+            history += [
+                {"memory_server_note": note}
+                for note in await self.mcp_memory.read(agent, tool, limit)
+            ]
+        return await decide(
+            approval,
+            self.settings.rules,
+            self.model,
+            self.settings.model,
+            history,
+            self.model_slots,
+        )
 
     async def _apply(self, approval_id: str, decision: Decision) -> str | None:
         """Resolve (unless escalating or dry-running); the outcome to record, None: retry later."""
@@ -135,8 +183,13 @@ class Supervisor:
         if decision.action == "escalate":
             return "escalated"
         try:
-            outcome = await self.api.resolve(approval_id, decision.action, resolved_by=decision.resolved_by,
-                                             reasoning=decision.reasoning, confidence=decision.confidence)
+            outcome = await self.api.resolve(
+                approval_id,
+                decision.action,
+                resolved_by=decision.resolved_by,
+                reasoning=decision.reasoning,
+                confidence=decision.confidence,
+            )
         except OperatorTokenProblem as exc:
             self._token(str(exc))
             return "refused"

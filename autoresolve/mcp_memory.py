@@ -33,19 +33,28 @@ class McpMemory:
     def observation(r: Record) -> str:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         params = json.dumps(r.inputs.get("params"), sort_keys=True, default=str)[:300]
-        return f"{when} {r.action} by {r.by} ({r.confidence:.2f}): {r.reasoning[:300]} | params {params}"
+        why = r.reasoning[:300]
+        return f"{when} {r.action} by {r.by} ({r.confidence:.2f}): {why} | params {params}"
 
     async def write(self, r: Record) -> None:
         name, line = self.entity(r.agent, r.tool), self.observation(r)
         try:
             try:
-                await self.api.call_tool(f"{self.prefix}add_observations",
-                                         {"observations": [{"entityName": name, "contents": [line]}]})
+                await self.api.call_tool(
+                    f"{self.prefix}add_observations",
+                    {"observations": [{"entityName": name, "contents": [line]}]},
+                )
             except ToolCallFailed as exc:
                 if "not found" not in str(exc):
                     raise
-                await self.api.call_tool(f"{self.prefix}create_entities", {"entities": [
-                    {"name": name, "entityType": ENTITY_TYPE, "observations": [line]}]})
+                await self.api.call_tool(
+                    f"{self.prefix}create_entities",
+                    {
+                        "entities": [
+                            {"name": name, "entityType": ENTITY_TYPE, "observations": [line]}
+                        ]
+                    },
+                )
         except (ToolCallFailed, MeshUnavailable) as exc:
             self._failed(f"writing to the memory server: {exc}")
             return
@@ -55,7 +64,9 @@ class McpMemory:
         if limit <= 0:
             return []
         try:
-            result = await self.api.call_tool(f"{self.prefix}open_nodes", {"names": [self.entity(agent, tool)]})
+            result = await self.api.call_tool(
+                f"{self.prefix}open_nodes", {"names": [self.entity(agent, tool)]}
+            )
         except (ToolCallFailed, MeshUnavailable) as exc:
             self._failed(f"reading from the memory server: {exc}")
             return []
@@ -64,8 +75,11 @@ class McpMemory:
 
     def _failed(self, problem: str) -> None:
         if self.failing is None:
-            log.warning("%s (decisions stay in SQLite; once a %s* call works again it is said)",
-                        problem, self.prefix)
+            log.warning(
+                "%s (decisions stay in SQLite; once a %s* call works again it is said)",
+                problem,
+                self.prefix,
+            )
         self.failing = problem
 
     def _ok(self) -> None:

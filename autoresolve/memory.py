@@ -62,19 +62,37 @@ class Memory:
 
     def record(self, r: Record, at: float | None = None) -> None:
         self.db.execute(
-            "INSERT INTO decisions (at, approval_id, agent, tool, action, by, confidence, reasoning, outcome,"
-            " elapsed_ms, injection_risk, inputs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (time.time() if at is None else at, r.approval_id, r.agent, r.tool, r.action, r.by, r.confidence,
-             r.reasoning, r.outcome, r.elapsed_ms, int(r.injection_risk), json.dumps(r.inputs, default=str)))
+            "INSERT INTO decisions (at, approval_id, agent, tool, action, by, confidence,"
+            " reasoning, outcome, elapsed_ms, injection_risk, inputs)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                time.time() if at is None else at,
+                r.approval_id,
+                r.agent,
+                r.tool,
+                r.action,
+                r.by,
+                r.confidence,
+                r.reasoning,
+                r.outcome,
+                r.elapsed_ms,
+                int(r.injection_risk),
+                json.dumps(r.inputs, default=str),
+            ),
+        )
 
     def done(self, approval_id: str) -> bool:
         """Decided before (resolved, or left to a human): not to be decided again."""
         marks = ",".join("?" * len(FINAL))
-        row = self.db.execute(f"SELECT 1 FROM decisions WHERE approval_id = ? AND outcome IN ({marks}) LIMIT 1",
-                              (approval_id, *FINAL)).fetchone()
+        row = self.db.execute(
+            f"SELECT 1 FROM decisions WHERE approval_id = ? AND outcome IN ({marks}) LIMIT 1",
+            (approval_id, *FINAL),
+        ).fetchone()
         return row is not None
 
-    def history(self, agent: str | None = None, tool: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    def history(
+        self, agent: str | None = None, tool: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
         """Newest first."""
         where, args = [], []
         for column, value in (("agent", agent), ("tool", tool)):
@@ -89,10 +107,18 @@ class Memory:
         """What the model is shown: the latest decisions on this agent + tool, params included."""
         if limit <= 0:
             return []
-        return [{"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d["at"])), "action": d["action"],
-                 "by": d["by"], "confidence": d["confidence"], "reasoning": d["reasoning"],
-                 "params": d["inputs"].get("params")}
-                for d in self.history(agent, tool, limit) if d["outcome"] != "dry-run"]
+        return [
+            {
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(d["at"])),
+                "action": d["action"],
+                "by": d["by"],
+                "confidence": d["confidence"],
+                "reasoning": d["reasoning"],
+                "params": d["inputs"].get("params"),
+            }
+            for d in self.history(agent, tool, limit)
+            if d["outcome"] != "dry-run"
+        ]
 
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:

@@ -89,7 +89,9 @@ class MeshProcess:
         if self.proc is not None:
             code = self.proc.poll()
             if code is not None:
-                log.warning("the mesh (pid %d) exited with status %s; restarting it", self.proc.pid, code)
+                log.warning(
+                    "the mesh (pid %d) exited with status %s; restarting it", self.proc.pid, code
+                )
                 await self._restart(stop)
                 return
         healthy = await self.api.health() is not None
@@ -104,8 +106,11 @@ class MeshProcess:
                 await self.ensure(stop)
             return
         if self.failures >= self.cfg.unhealthy_after:
-            log.warning("the mesh (pid %d) has not answered GET /health %d times; restarting it",
-                        self.proc.pid, self.failures)
+            log.warning(
+                "the mesh (pid %d) has not answered GET /health %d times; restarting it",
+                self.proc.pid,
+                self.failures,
+            )
             await self._restart(stop)
 
     async def _restart(self, stop: asyncio.Event) -> None:
@@ -115,7 +120,10 @@ class MeshProcess:
         await self.ensure(stop)
 
     def _backoff(self) -> float:
-        first, most = parse_duration(self.cfg.restart_backoff), parse_duration(self.cfg.restart_backoff_max)
+        first, most = (
+            parse_duration(self.cfg.restart_backoff),
+            parse_duration(self.cfg.restart_backoff_max),
+        )
         return min(first * 2.0 ** max(self.starts - 1, 0), most)
 
     # -- attach / start -------------------------------------------------------------------------
@@ -128,8 +136,11 @@ class MeshProcess:
             self.lease = take_lease(self.state)
         if pid != self.attached_pid or pid is None:
             where = f"supervisord pid {pid}, state {self.state}" if pid else f"at {self.api.url}"
-            log.info("attached to the mesh already running for %s (%s); not starting another",
-                     self.config_path, where)
+            log.info(
+                "attached to the mesh already running for %s (%s); not starting another",
+                self.config_path,
+                where,
+            )
         self.attached_pid, self.starts = pid, 0
         return True
 
@@ -144,10 +155,13 @@ class MeshProcess:
             log.info("starting the mesh: %s", " ".join(argv))
             try:
                 # Popen returns at once; the process is watched by polling, never waited on here.
-                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,  # noqa: ASYNC220
-                                             start_new_session=True)
+                self.proc = subprocess.Popen(  # noqa: ASYNC220
+                    argv, stdin=subprocess.DEVNULL, start_new_session=True
+                )
             except OSError as exc:
-                raise MeshProcessError(f"mesh_process.command: cannot run {argv[0]!r}: {exc.strerror or exc}") from None
+                raise MeshProcessError(
+                    f"mesh_process.command: cannot run {argv[0]!r}: {exc.strerror or exc}"
+                ) from None
             deadline = time.monotonic() + parse_duration(self.cfg.start_timeout)
             # Hold the lock until the state dir names our supervisord: a connector then attaches.
             while running_pid(self.state) is None and self.proc.poll() is None:
@@ -158,8 +172,10 @@ class MeshProcess:
             lock.close()
         while time.monotonic() < deadline and not stop.is_set():
             if self.proc.poll() is not None:
-                log.warning("the mesh exited with status %s while starting (its output is above)",
-                            self.proc.returncode)
+                log.warning(
+                    "the mesh exited with status %s while starting (its output is above)",
+                    self.proc.returncode,
+                )
                 await asyncio.to_thread(self._kill_tree)
                 self.proc = None
                 return False
@@ -171,8 +187,13 @@ class MeshProcess:
             return True
         health = await self.api.health()
         if health is not None:  # answering but not ready (an upstream that does not start?)
-            log.warning("the mesh (pid %d) answers at %s but is not ready after %s: %s", self.proc.pid,
-                        self.api.url, self.cfg.start_timeout, json.dumps(health)[:300])
+            log.warning(
+                "the mesh (pid %d) answers at %s but is not ready after %s: %s",
+                self.proc.pid,
+                self.api.url,
+                self.cfg.start_timeout,
+                json.dumps(health)[:300],
+            )
             return self._started()
         log.warning("the mesh did not answer GET /health within %s", self.cfg.start_timeout)
         await asyncio.to_thread(self._kill_tree)
@@ -198,8 +219,13 @@ class MeshProcess:
         if self.proc is not None and self.proc.poll() is None:
             others = [pid for pid in live_clients(self.state) if pid != os.getpid()]
             if others:
-                log.info("leaving the mesh (pid %d) running: %d other client(s) attached (stop it with "
-                         "kill %d)", self.proc.pid, len(others), self.proc.pid)
+                log.info(
+                    "leaving the mesh (pid %d) running: %d other client(s) attached (stop it with "
+                    "kill %d)",
+                    self.proc.pid,
+                    len(others),
+                    self.proc.pid,
+                )
             else:
                 log.info("stopping the mesh (pid %d)", self.proc.pid)
                 await asyncio.to_thread(self._stop)
@@ -243,7 +269,9 @@ def _state_dir(config: Path) -> Path:
     try:
         return load_config(config).state_dir()
     except ConfigError as exc:
-        raise MeshProcessError(f"mesh_process.config: {str(exc).splitlines()[-1].strip()}") from None
+        raise MeshProcessError(
+            f"mesh_process.config: {str(exc).splitlines()[-1].strip()}"
+        ) from None
 
 
 def _become_subreaper() -> None:

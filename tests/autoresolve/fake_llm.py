@@ -30,7 +30,9 @@ class FakeLlm:
             protocol_version = "HTTP/1.0"  # a streamed body ends when the connection closes
 
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                body = json.loads(
+                    self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}"
+                )
                 fake.requests.append((self.path, body | {"_headers": dict(self.headers)}))
                 try:
                     fake.answer(self, self.path, body)
@@ -58,7 +60,7 @@ class FakeLlm:
         model = str(body.get("model"))
         if path.startswith("/api/") and model not in self.models:
             return self._json(h, 404, {"error": f'model "{model}" not found, try pulling it first'})
-        pieces = [self.reply[i:i + CHUNK] for i in range(0, len(self.reply), CHUNK)] or [""]
+        pieces = [self.reply[i : i + CHUNK] for i in range(0, len(self.reply), CHUNK)] or [""]
         stream = body.get("stream", path.startswith("/api/"))  # ollama streams by default
         if path == "/v1/chat/completions":
             return self._openai(h, model, pieces, stream)
@@ -67,7 +69,9 @@ class FakeLlm:
         def chunk(text: str, done: bool) -> dict[str, Any]:
             value: Any = {"role": "assistant", "content": text} if key == "message" else text
             out = {"model": model, "created_at": "2026-12-02T00:00:00Z", key: value, "done": done}
-            return out | ({"done_reason": "stop", "total_duration": 1000, "eval_count": 9} if done else {})
+            return out | (
+                {"done_reason": "stop", "total_duration": 1000, "eval_count": 9} if done else {}
+            )
 
         if not stream:
             return self._json(h, 200, chunk(self.reply, True))
@@ -81,24 +85,44 @@ class FakeLlm:
                 time.sleep(30)
         h.wfile.write(json.dumps(chunk("", True)).encode() + b"\n")
 
-    def _openai(self, h: BaseHTTPRequestHandler, model: str, pieces: list[str], stream: bool) -> None:
+    def _openai(
+        self, h: BaseHTTPRequestHandler, model: str, pieces: list[str], stream: bool
+    ) -> None:
         base = {"id": "chatcmpl-1", "created": 1764633600, "model": model}
         if not stream:
-            return self._json(h, 200, base | {"object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "".join(pieces)}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+            return self._json(
+                h,
+                200,
+                base
+                | {
+                    "object": "chat.completion",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "".join(pieces)},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                },
+            )
         h.send_response(200)
         h.send_header("Content-Type", "text/event-stream")
         h.end_headers()
         for i, piece in enumerate(pieces):
             delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
-            chunk = base | {"object": "chat.completion.chunk",
-                            "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            chunk = base | {
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+            }
             h.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             h.wfile.flush()
             if self.stall and i == 0:
                 time.sleep(30)
-        last = base | {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        last = base | {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        }
         h.wfile.write(b"data: " + json.dumps(last).encode() + b"\n\ndata: [DONE]\n\n")
 
     @staticmethod

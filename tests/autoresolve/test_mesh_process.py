@@ -28,9 +28,19 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def process(tmp_path: Path, port: int, **mesh_process: Any) -> MeshProcess:
     (tmp_path / "mesh.yaml").write_text(f"port: {port}\n")
-    settings = Settings.model_validate({"mesh_process": {
-        "enabled": True, "config": str(tmp_path / "mesh.yaml"), "health_interval": "50ms",
-        "restart_backoff": "100ms", "restart_backoff_max": "400ms", "start_timeout": "2s"} | mesh_process})
+    settings = Settings.model_validate(
+        {
+            "mesh_process": {
+                "enabled": True,
+                "config": str(tmp_path / "mesh.yaml"),
+                "health_interval": "50ms",
+                "restart_backoff": "100ms",
+                "restart_backoff_max": "400ms",
+                "start_timeout": "2s",
+            }
+            | mesh_process
+        }
+    )
     return MeshProcess(Loaded(settings, tmp_path / "s.yaml"), MeshApi(f"http://127.0.0.1:{port}"))
 
 
@@ -56,8 +66,9 @@ def go_mesh() -> Iterator[int]:
     server.server_close()
 
 
-async def test_attaches_to_a_mesh_that_answers_without_starting_one(tmp_path: Path, go_mesh: int,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+async def test_attaches_to_a_mesh_that_answers_without_starting_one(
+    tmp_path: Path, go_mesh: int, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, "autoresolve")
     mesh = process(tmp_path, go_mesh, command=str(tmp_path / "must-not-run"))
     stop = asyncio.Event()
@@ -93,13 +104,17 @@ async def test_failed_starts_back_off(tmp_path: Path, caplog: pytest.LogCaptureF
 
 async def test_a_command_that_cannot_run_is_one_clear_error(tmp_path: Path) -> None:
     mesh = process(tmp_path, free_port(), command=str(tmp_path / "no-such-agent-mesh"))
-    with pytest.raises(MeshProcessError, match="mesh_process.command: cannot run .*no-such-agent-mesh.*"):
+    with pytest.raises(
+        MeshProcessError, match="mesh_process.command: cannot run .*no-such-agent-mesh.*"
+    ):
         await mesh.ensure(asyncio.Event())
     await mesh.close()
 
 
 def test_an_invalid_mesh_config_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "mesh.yaml").write_text("port: 9090\nportt: 1\n")
-    settings = Settings.model_validate({"mesh_process": {"enabled": True, "config": str(tmp_path / "mesh.yaml")}})
+    settings = Settings.model_validate(
+        {"mesh_process": {"enabled": True, "config": str(tmp_path / "mesh.yaml")}}
+    )
     with pytest.raises(MeshProcessError, match=r"mesh_process.config: .*portt: unknown key"):
         MeshProcess(Loaded(settings, tmp_path / "s.yaml"), MeshApi("http://127.0.0.1:1"))

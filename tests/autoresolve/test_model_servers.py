@@ -30,19 +30,25 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def model(fake: FakeLlm, http: httpx.AsyncClient, **settings: Any) -> Model:
-    return model_for(LlmConfig.model_validate({"url": fake.url, "model": "qwen3:14b"} | settings), http)
+    return model_for(
+        LlmConfig.model_validate({"url": fake.url, "model": "qwen3:14b"} | settings), http
+    )
 
 
-@pytest.mark.parametrize("settings", [
-    {"api": "chat", "stream": False},
-    {"api": "chat", "stream": True},
-    {"api": "generate", "stream": False},
-    {"api": "generate", "stream": True},
-    {"provider": "openai_compatible", "stream": False},
-    {"provider": "openai_compatible", "stream": True},
-])
-async def test_each_api_returns_the_models_text(fake: FakeLlm, http: httpx.AsyncClient,
-                                                settings: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"api": "chat", "stream": False},
+        {"api": "chat", "stream": True},
+        {"api": "generate", "stream": False},
+        {"api": "generate", "stream": True},
+        {"provider": "openai_compatible", "stream": False},
+        {"provider": "openai_compatible", "stream": True},
+    ],
+)
+async def test_each_api_returns_the_models_text(
+    fake: FakeLlm, http: httpx.AsyncClient, settings: dict[str, Any]
+) -> None:
     fake.reply = VERDICT
     assert await model(fake, http, **settings).complete("SYSTEM", "USER") == VERDICT
     path, body = fake.requests[-1]
@@ -50,7 +56,10 @@ async def test_each_api_returns_the_models_text(fake: FakeLlm, http: httpx.Async
     assert body["stream"] is settings["stream"]
     if settings.get("provider") == "openai_compatible":
         assert path == "/v1/chat/completions"
-        assert body["messages"] == [{"role": "system", "content": "SYSTEM"}, {"role": "user", "content": "USER"}]
+        assert body["messages"] == [
+            {"role": "system", "content": "SYSTEM"},
+            {"role": "user", "content": "USER"},
+        ]
     elif settings["api"] == "chat":
         assert path == "/api/chat"
         assert body["format"] == "json"
@@ -61,7 +70,9 @@ async def test_each_api_returns_the_models_text(fake: FakeLlm, http: httpx.Async
 
 
 async def test_openai_url_with_v1_and_api_key(fake: FakeLlm, http: httpx.AsyncClient) -> None:
-    client = model(fake, http, provider="openai_compatible", url=fake.url + "/v1", api_key="sk-local")
+    client = model(
+        fake, http, provider="openai_compatible", url=fake.url + "/v1", api_key="sk-local"
+    )
     await client.complete("s", "u")
     path, body = fake.requests[-1]
     assert path == "/v1/chat/completions"
@@ -69,7 +80,9 @@ async def test_openai_url_with_v1_and_api_key(fake: FakeLlm, http: httpx.AsyncCl
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_timeout_covers_the_whole_answer(fake: FakeLlm, http: httpx.AsyncClient, stream: bool) -> None:
+async def test_timeout_covers_the_whole_answer(
+    fake: FakeLlm, http: httpx.AsyncClient, stream: bool
+) -> None:
     if stream:
         fake.stall = True  # the first piece arrives at once, the rest never does
     else:

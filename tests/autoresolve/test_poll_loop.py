@@ -31,18 +31,27 @@ class GoMesh:
         self.down = False
         self.approvals: dict[str, dict[str, Any]] = {}
         self.resolutions: list[tuple[str, str, dict[str, Any]]] = []
-        self.app = Starlette(routes=[
-            Route("/approvals", self.list),
-            Route("/approvals/{id}", self.get),
-            Route("/approvals/{id}/{decision}", self.resolve, methods=["POST"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/approvals", self.list),
+                Route("/approvals/{id}", self.get),
+                Route("/approvals/{id}/{decision}", self.resolve, methods=["POST"]),
+            ]
+        )
         self.transport = httpx.ASGITransport(app=self.app)
 
     def add(self, approval_id: str, tool: str, params: dict[str, Any]) -> None:
-        self.approvals[approval_id] = {"id": approval_id, "agent_id": "claude", "tool": tool, "params": params,
-                                       "policy_rule": "claude:rule-1", "status": "pending",
-                                       "created_at": "2026-12-02T00:00:00Z", "remaining": "4m0s",
-                                       "injection_risk": False}
+        self.approvals[approval_id] = {
+            "id": approval_id,
+            "agent_id": "claude",
+            "tool": tool,
+            "params": params,
+            "policy_rule": "claude:rule-1",
+            "status": "pending",
+            "created_at": "2026-12-02T00:00:00Z",
+            "remaining": "4m0s",
+            "injection_risk": False,
+        }
 
     async def list(self, request: Request) -> JSONResponse:
         status = request.query_params.get("status")
@@ -80,12 +89,27 @@ class Switch(httpx.AsyncBaseTransport):
         return await self.mesh.transport.handle_async_request(request)
 
 
-def supervisor(tmp_path: Any, mesh: GoMesh, token: str | None = None, dry_run: bool = False) -> Supervisor:
-    settings = Settings.model_validate({"poll_interval": "20ms", "rules": [
-        {"name": "tmp", "condition": "params.path starts_with /tmp", "action": "approve", "confidence": 0.9},
-        {"name": "rest", "action": "deny"}]})
+def supervisor(
+    tmp_path: Any, mesh: GoMesh, token: str | None = None, dry_run: bool = False
+) -> Supervisor:
+    settings = Settings.model_validate(
+        {
+            "poll_interval": "20ms",
+            "rules": [
+                {
+                    "name": "tmp",
+                    "condition": "params.path starts_with /tmp",
+                    "action": "approve",
+                    "confidence": 0.9,
+                },
+                {"name": "rest", "action": "deny"},
+            ],
+        }
+    )
     api = MeshApi("http://go-mesh", operator_token=token, transport=Switch(mesh))
-    return Supervisor(Loaded(settings, tmp_path / "s.yaml"), api, Memory(tmp_path / "d.db"), None, dry_run)
+    return Supervisor(
+        Loaded(settings, tmp_path / "s.yaml"), api, Memory(tmp_path / "d.db"), None, dry_run
+    )
 
 
 async def run_for(sv: Supervisor, until: Any, timeout: float = 5.0) -> None:
@@ -106,9 +130,17 @@ async def test_go_shapes_are_resolved_once(tmp_path: Any) -> None:
     mesh.add("b" * 16, "fs.write_file", {"path": "/etc/x"})
     sv = supervisor(tmp_path, mesh)
     await run_for(sv, lambda: len(mesh.resolutions) == 2)
-    resolutions = {approval_id: (decision, body) for approval_id, decision, body in mesh.resolutions}
-    assert resolutions["a" * 16] == ("approve", {"resolved_by": "supervisor:tmp", "confidence": 0.9,
-                                                  "reasoning": "rule tmp (*; condition params.path starts_with /tmp)"})
+    resolutions = {
+        approval_id: (decision, body) for approval_id, decision, body in mesh.resolutions
+    }
+    assert resolutions["a" * 16] == (
+        "approve",
+        {
+            "resolved_by": "supervisor:tmp",
+            "confidence": 0.9,
+            "reasoning": "rule tmp (*; condition params.path starts_with /tmp)",
+        },
+    )
     assert resolutions["b" * 16][0] == "deny"
     # a restarted supervisor does not decide them again, even if the mesh still lists them
     for approval in mesh.approvals.values():
@@ -135,14 +167,22 @@ async def test_an_outage_is_logged_once(tmp_path: Any, caplog: pytest.LogCapture
             await asyncio.sleep(0.01)
     stop.set()
     await task
-    assert sum("connected to the mesh" in r.message and "unavailable for" in r.message
-               for r in caplog.records) == 1
+    assert (
+        sum(
+            "connected to the mesh" in r.message and "unavailable for" in r.message
+            for r in caplog.records
+        )
+        == 1
+    )
 
 
-@pytest.mark.parametrize(("token", "message"), [(None, "requires an operator token"),
-                                                ("wrong-token", "refused our operator token")])
-async def test_token_problem_said_once(tmp_path: Any, caplog: pytest.LogCaptureFixture, token: str | None,
-                                       message: str) -> None:
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [(None, "requires an operator token"), ("wrong-token", "refused our operator token")],
+)
+async def test_token_problem_said_once(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture, token: str | None, message: str
+) -> None:
     caplog.set_level(logging.INFO, "autoresolve")
     mesh = GoMesh(token=TOKEN)
     for i in range(3):

@@ -25,7 +25,10 @@ def test_shipped_example_loads() -> None:
 
 
 def test_compat_example(tmp_path: Path) -> None:
-    loaded = load(write(tmp_path, """
+    loaded = load(
+        write(
+            tmp_path,
+            """
 supervisor:
   mesh_url: http://localhost:9090
   poll_interval: 5s
@@ -36,7 +39,9 @@ supervisor:
       condition: "params.path starts_with /home/user"
       action: approve
       confidence: 0.95
-"""))
+""",
+        )
+    )
     settings = loaded.settings
     assert settings.poll_seconds == 5.0
     assert settings.model is not None and settings.model.provider == "ollama"
@@ -52,13 +57,18 @@ def test_defaults_and_derived_values(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (tmp_path / "mesh.yaml").write_text("port: 9311\nhost: 0.0.0.0\n")
     monkeypatch.setenv("AGENT_MESH_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MESH_OPERATOR_TOKEN", raising=False)
-    loaded = load(write(tmp_path, """
+    loaded = load(
+        write(
+            tmp_path,
+            """
 supervisor:
   operator_token: from-the-file
   mesh_process: {enabled: true, config: mesh.yaml, command: "python -m agent_mesh"}
   rules:
     - {name: all-reads, tools: ["fs.read_*"], action: approve}
-"""))
+""",
+        )
+    )
     assert loaded.mesh_url() == "http://127.0.0.1:9311"  # the managed mesh's own port
     assert loaded.settings.mesh_process.argv == ["python", "-m", "agent_mesh"]
     assert loaded.memory_path.parent.parent == tmp_path / "home" / "supervisor"
@@ -71,31 +81,66 @@ supervisor:
     assert not rule.applies({"tool": "fs.write_file", "params": {}})
 
 
-@pytest.mark.parametrize(("text", "problems"), [
-    ("supervisor:\n  rules:\n    - {name: a, condition: 'params.path startswith /x', action: approve}\n",
-     ["supervisor.rules[0] (name=a).condition: column 13: expected an operator after 'params.path'",
-      "did you mean 'starts_with'? (line 3)"]),
-    ("supervisor:\n  rules:\n    - {name: a, action: aprove}\n",
-     ["supervisor.rules[0] (name=a).action: Input should be 'approve', 'deny' or 'escalate', got 'aprove' (line 3)"]),
-    ("supervisor:\n  rules:\n    - {name: a, action: approve, confidence: 1.5}\n",
-     ["supervisor.rules[0] (name=a).confidence: Input should be less than or equal to 1"]),
-    ("supervisor:\n  rules:\n    - {name: a, action: approve, condtion: x}\n",
-     ["supervisor.rules[0] (name=a).condtion: unknown key; did you mean 'condition'?"]),
-    ("supervisor:\n  rules:\n    - {name: a, action: approve}\n    - {name: a, action: deny}\n",
-     ["supervisor: rules[1]: duplicate rule name 'a' (also rules[0])"]),
-    ("supervisor:\n  poll_interval: soon\n", ["supervisor.poll_interval: invalid duration 'soon'"]),
-    ("supervisor:\n  mesh_url: localhost:9090\n", ["supervisor.mesh_url: must be an http:// or https:// URL"]),
-    ("supervisor:\n  mesh_process: {enabled: true}\n",
-     ["supervisor.mesh_process: config: required when enabled"]),
-    ("supervisor:\n  llm: {model: m, provider: vllm}\n",
-     ["supervisor.llm.provider: Input should be 'ollama' or 'openai_compatible'"]),
-    ("supervisor:\n  llm: {url: http://x}\n", ["supervisor.llm.model: Field required"]),
-    ("supervisor:\n  llm: {model: a}\n  ollama: {model: b}\n", ["llm: and ollama: are the same section"]),
-    ("supervisor:\n  operator_token: short\n", ["supervisor.operator_token: String should have at least 8"]),
-    ("rules: []\n", ["supervisor: Field required", "rules: unknown key"]),
-    ("supervisor: [\n", ["invalid YAML: line 2"]),
-])
-def test_mistakes_are_reported_with_file_path_and_line(tmp_path: Path, text: str, problems: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("text", "problems"),
+    [
+        (
+            "supervisor:\n  rules:\n    - {name: a, condition: 'params.path startswith /x', action: approve}\n",
+            [
+                "supervisor.rules[0] (name=a).condition: column 13: expected an operator after 'params.path'",
+                "did you mean 'starts_with'? (line 3)",
+            ],
+        ),
+        (
+            "supervisor:\n  rules:\n    - {name: a, action: aprove}\n",
+            [
+                "supervisor.rules[0] (name=a).action: Input should be 'approve', 'deny' or 'escalate', got 'aprove' (line 3)"
+            ],
+        ),
+        (
+            "supervisor:\n  rules:\n    - {name: a, action: approve, confidence: 1.5}\n",
+            ["supervisor.rules[0] (name=a).confidence: Input should be less than or equal to 1"],
+        ),
+        (
+            "supervisor:\n  rules:\n    - {name: a, action: approve, condtion: x}\n",
+            ["supervisor.rules[0] (name=a).condtion: unknown key; did you mean 'condition'?"],
+        ),
+        (
+            "supervisor:\n  rules:\n    - {name: a, action: approve}\n    - {name: a, action: deny}\n",
+            ["supervisor: rules[1]: duplicate rule name 'a' (also rules[0])"],
+        ),
+        (
+            "supervisor:\n  poll_interval: soon\n",
+            ["supervisor.poll_interval: invalid duration 'soon'"],
+        ),
+        (
+            "supervisor:\n  mesh_url: localhost:9090\n",
+            ["supervisor.mesh_url: must be an http:// or https:// URL"],
+        ),
+        (
+            "supervisor:\n  mesh_process: {enabled: true}\n",
+            ["supervisor.mesh_process: config: required when enabled"],
+        ),
+        (
+            "supervisor:\n  llm: {model: m, provider: vllm}\n",
+            ["supervisor.llm.provider: Input should be 'ollama' or 'openai_compatible'"],
+        ),
+        ("supervisor:\n  llm: {url: http://x}\n", ["supervisor.llm.model: Field required"]),
+        (
+            "supervisor:\n  llm: {model: a}\n  ollama: {model: b}\n",
+            ["llm: and ollama: are the same section"],
+        ),
+        (
+            "supervisor:\n  operator_token: short\n",
+            ["supervisor.operator_token: String should have at least 8"],
+        ),
+        ("rules: []\n", ["supervisor: Field required", "rules: unknown key"]),
+        ("supervisor: [\n", ["invalid YAML: line 2"]),
+    ],
+)
+def test_mistakes_are_reported_with_file_path_and_line(
+    tmp_path: Path, text: str, problems: list[str]
+) -> None:
     with pytest.raises(ConfigError) as caught:
         load(write(tmp_path, text))
     message = str(caught.value)

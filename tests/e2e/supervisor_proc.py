@@ -16,8 +16,15 @@ from tests.support import wait_until
 
 
 class SupervisorProc:
-    def __init__(self, tmp: Path, settings: dict[str, Any], *, env: dict[str, str] | None = None,
-                 unset: tuple[str, ...] = (), args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        settings: dict[str, Any],
+        *,
+        env: dict[str, str] | None = None,
+        unset: tuple[str, ...] = (),
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         settings = {"memory": {"path": str(tmp / "decisions.db")}} | settings
@@ -31,8 +38,20 @@ class SupervisorProc:
     def start(self) -> SupervisorProc:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent_mesh", "supervisor", "--config", str(self.config_path), *self.args],
-                env=self.env, stdout=log, stderr=log, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "agent_mesh",
+                    "supervisor",
+                    "--config",
+                    str(self.config_path),
+                    *self.args,
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         return self
 
     def log(self) -> str:
@@ -54,9 +73,22 @@ class SupervisorProc:
             raise AssertionError(f"no {text!r} in the supervisor's log:\n{self.log()}") from None
 
     def command(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "agent_mesh", "supervisor", *args, "--config",
-                               str(self.config_path)], check=False, env=self.env, capture_output=True, text=True,
-                              timeout=60)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agent_mesh",
+                "supervisor",
+                *args,
+                "--config",
+                str(self.config_path),
+            ],
+            check=False,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     def stop(self, timeout: float = 30) -> int:
         if self.proc is None:

@@ -41,14 +41,26 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         "trace_file": "traces.jsonl",
         "mcp_servers": [
             {"name": "fs", "command": npm_server("filesystem"), "args": [str(demo)]},
-            {"name": "memory", "command": npm_server("memory"), "env": {"MEMORY_FILE_PATH": str(memory)}},
+            {
+                "name": "memory",
+                "command": npm_server("memory"),
+                "env": {"MEMORY_FILE_PATH": str(memory)},
+            },
         ],
         "policies": [
-            {"name": "claude", "agent": "claude", "rules": [
-                {"tools": ["fs.list_directory"], "action": "allow"},
-                {"tools": ["fs.*"], "action": "human_approval"},
-            ]},
-            {"name": "supervisor", "agent": "supervisor", "rules": [{"tools": ["memory.*"], "action": "allow"}]},
+            {
+                "name": "claude",
+                "agent": "claude",
+                "rules": [
+                    {"tools": ["fs.list_directory"], "action": "allow"},
+                    {"tools": ["fs.*"], "action": "human_approval"},
+                ],
+            },
+            {
+                "name": "supervisor",
+                "agent": "supervisor",
+                "rules": [{"tools": ["memory.*"], "action": "allow"}],
+            },
         ],
     }
     m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
@@ -64,8 +76,13 @@ def settings(mesh: Mesh, llm: FakeLlm, **extra: Any) -> dict[str, Any]:
         "mesh_url": mesh.url,
         "poll_interval": "100ms",
         "rules": [
-            {"name": "project", "tools": ["fs.write_file"], "condition": f"params.path starts_with {demo}",
-             "action": "approve", "confidence": 0.95},
+            {
+                "name": "project",
+                "tools": ["fs.write_file"],
+                "condition": f"params.path starts_with {demo}",
+                "action": "approve",
+                "confidence": 0.95,
+            },
             {"name": "outside", "tools": ["fs.write_file"], "action": "deny", "confidence": 0.9},
         ],
         "llm": {"url": llm.url, "model": "qwen3:14b", "timeout": "2s", "min_confidence": 0.8},
@@ -74,7 +91,9 @@ def settings(mesh: Mesh, llm: FakeLlm, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def supervisor(tmp_path: Path, mesh: Mesh, llm: FakeLlm) -> Iterator[SupervisorProc]:
-    proc = SupervisorProc(tmp_path / "sv", settings(mesh, llm), env={"MESH_OPERATOR_TOKEN": TOKEN}).start()
+    proc = SupervisorProc(
+        tmp_path / "sv", settings(mesh, llm), env={"MESH_OPERATOR_TOKEN": TOKEN}
+    ).start()
     proc.wait_log("connected to the mesh at")
     yield proc
     assert proc.stop() == 0, proc.log()
@@ -94,7 +113,9 @@ def pending(mesh: Mesh) -> list[dict[str, Any]]:
     return body if isinstance(body, list) else body["approvals"]
 
 
-def test_rule_resolves_a_blocked_call_in_well_under_a_second(mesh: Mesh, supervisor: SupervisorProc) -> None:
+def test_rule_resolves_a_blocked_call_in_well_under_a_second(
+    mesh: Mesh, supervisor: SupervisorProc
+) -> None:
     path = str(mesh.demo / "note.txt")  # type: ignore[attr-defined]
     started = time.perf_counter()
     response = mesh.call("fs.write_file", {"path": path, "content": "by rule"})
@@ -119,20 +140,29 @@ def test_rule_denies_a_traversal(mesh: Mesh, supervisor: SupervisorProc) -> None
     assert (trace["approved_by"], trace["supervisor_confidence"]) == ("supervisor:outside", 0.9)
 
 
-def test_model_resolves_what_no_rule_covers(mesh: Mesh, llm: FakeLlm, supervisor: SupervisorProc) -> None:
-    llm.reply = json.dumps({"decision": "approve", "confidence": 0.9, "reasoning": "a directory in the demo"})
+def test_model_resolves_what_no_rule_covers(
+    mesh: Mesh, llm: FakeLlm, supervisor: SupervisorProc
+) -> None:
+    llm.reply = json.dumps(
+        {"decision": "approve", "confidence": 0.9, "reasoning": "a directory in the demo"}
+    )
     path = str(mesh.demo / "made-by-model")  # type: ignore[attr-defined]
     response = mesh.call("fs.create_directory", {"path": path})
     assert response.status_code == 200, response.text
     assert Path(path).is_dir()
     (trace,) = [t for t in traces(mesh, "fs.create_directory") if t["params"]["path"] == path]
     assert trace["approved_by"] == "supervisor:qwen3:14b"
-    assert (trace["supervisor_reasoning"], trace["supervisor_confidence"]) == ("a directory in the demo", 0.9)
+    assert (trace["supervisor_reasoning"], trace["supervisor_confidence"]) == (
+        "a directory in the demo",
+        0.9,
+    )
     _, request = llm.requests[-1]
     assert path in request["messages"][1]["content"]
 
 
-def test_garbage_from_the_model_leaves_it_to_a_human(mesh: Mesh, llm: FakeLlm, supervisor: SupervisorProc) -> None:
+def test_garbage_from_the_model_leaves_it_to_a_human(
+    mesh: Mesh, llm: FakeLlm, supervisor: SupervisorProc
+) -> None:
     llm.reply = "I would probably approve this one."
     path = str(mesh.demo / "ask-a-human")  # type: ignore[attr-defined]
     call = background(mesh, "fs.create_directory", {"path": path})
@@ -141,8 +171,11 @@ def test_garbage_from_the_model_leaves_it_to_a_human(mesh: Mesh, llm: FakeLlm, s
     (waiting,) = [a for a in pending(mesh) if a["params"].get("path") == path]
     time.sleep(0.5)  # several polls: it is not decided again
     assert supervisor.count("escalate ") == 1
-    resolved = mesh.http.post(f"/approvals/{waiting['id']}/approve", json={"resolved_by": "human"},
-                              headers={"X-Operator-Token": TOKEN})
+    resolved = mesh.http.post(
+        f"/approvals/{waiting['id']}/approve",
+        json={"resolved_by": "human"},
+        headers={"X-Operator-Token": TOKEN},
+    )
     assert resolved.status_code == 200
     assert call.result(timeout=30).status_code == 200
     history = supervisor.command("history", "--tool", "fs.create_directory", "--json")
@@ -160,11 +193,19 @@ def test_history_table(mesh: Mesh, supervisor: SupervisorProc) -> None:
     assert "rule:project" in result.stdout and "resolved" in result.stdout
 
 
-def test_missing_or_wrong_operator_token_is_said_once(tmp_path: Path, mesh: Mesh, llm: FakeLlm) -> None:
-    for name, env, message in [("none", {}, "requires an operator token"),
-                               ("wrong", {"MESH_OPERATOR_TOKEN": "not-the-token"}, "refused our operator token")]:
-        proc = SupervisorProc(tmp_path / name, settings(mesh, llm, tool_filter="fs.write_file"), env=env,
-                              unset=() if env else ("MESH_OPERATOR_TOKEN",)).start()
+def test_missing_or_wrong_operator_token_is_said_once(
+    tmp_path: Path, mesh: Mesh, llm: FakeLlm
+) -> None:
+    for name, env, message in [
+        ("none", {}, "requires an operator token"),
+        ("wrong", {"MESH_OPERATOR_TOKEN": "not-the-token"}, "refused our operator token"),
+    ]:
+        proc = SupervisorProc(
+            tmp_path / name,
+            settings(mesh, llm, tool_filter="fs.write_file"),
+            env=env,
+            unset=() if env else ("MESH_OPERATOR_TOKEN",),
+        ).start()
         try:
             proc.wait_log(message)
             target = str(mesh.demo / f"{name}.txt")  # type: ignore[attr-defined]
@@ -175,14 +216,22 @@ def test_missing_or_wrong_operator_token_is_said_once(tmp_path: Path, mesh: Mesh
             assert "Traceback" not in proc.log()
         finally:
             proc.stop()
-        (waiting,) = [a for a in pending(mesh) if a["params"].get("path", "").endswith(f"{name}.txt")]
-        mesh.http.post(f"/approvals/{waiting['id']}/deny", json={}, headers={"X-Operator-Token": TOKEN})
+        (waiting,) = [
+            a for a in pending(mesh) if a["params"].get("path", "").endswith(f"{name}.txt")
+        ]
+        mesh.http.post(
+            f"/approvals/{waiting['id']}/deny", json={}, headers={"X-Operator-Token": TOKEN}
+        )
         assert call.result(timeout=30).status_code == 403
 
 
 def test_dry_run_decides_and_resolves_nothing(tmp_path: Path, mesh: Mesh, llm: FakeLlm) -> None:
-    proc = SupervisorProc(tmp_path / "dry", settings(mesh, llm), env={"MESH_OPERATOR_TOKEN": TOKEN},
-                          args=("--dry-run",)).start()
+    proc = SupervisorProc(
+        tmp_path / "dry",
+        settings(mesh, llm),
+        env={"MESH_OPERATOR_TOKEN": TOKEN},
+        args=("--dry-run",),
+    ).start()
     try:
         path = str(mesh.demo / "dry.txt")  # type: ignore[attr-defined]
         call = background(mesh, "fs.write_file", {"path": path, "content": "x"})
@@ -199,28 +248,50 @@ def test_dry_run_decides_and_resolves_nothing(tmp_path: Path, mesh: Mesh, llm: F
 
 
 def test_config_mistake_is_one_line(tmp_path: Path) -> None:
-    proc = SupervisorProc(tmp_path, {"rules": [{"name": "x", "condition": "params.path startswith /", "action": "approve"}]})
+    proc = SupervisorProc(
+        tmp_path,
+        {"rules": [{"name": "x", "condition": "params.path startswith /", "action": "approve"}]},
+    )
     result = proc.command()
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "did you mean 'starts_with'?" in lines[0] and "Traceback" not in result.stderr
+    assert (
+        len(lines) == 1
+        and "did you mean 'starts_with'?" in lines[0]
+        and "Traceback" not in result.stderr
+    )
 
 
-def test_decisions_are_mirrored_to_the_memory_server_through_the_mesh(tmp_path: Path, mesh: Mesh,
-                                                                       llm: FakeLlm) -> None:
+def test_decisions_are_mirrored_to_the_memory_server_through_the_mesh(
+    tmp_path: Path, mesh: Mesh, llm: FakeLlm
+) -> None:
     memory = {"path": str(tmp_path / "d.db"), "mcp_tool_prefix": "memory."}
-    proc = SupervisorProc(tmp_path / "mem", settings(mesh, llm, memory=memory),
-                          env={"MESH_OPERATOR_TOKEN": TOKEN}).start()
+    proc = SupervisorProc(
+        tmp_path / "mem", settings(mesh, llm, memory=memory), env={"MESH_OPERATOR_TOKEN": TOKEN}
+    ).start()
     try:
         proc.wait_log("connected to the mesh at")
-        assert mesh.call("fs.write_file", {"path": str(mesh.demo / "m.txt"), "content": "m"}).status_code == 200  # type: ignore[attr-defined]
+        assert (
+            mesh.call(
+                "fs.write_file", {"path": str(mesh.demo / "m.txt"), "content": "m"}
+            ).status_code
+            == 200
+        )  # type: ignore[attr-defined]
 
         def entities() -> dict[str, list[str]]:
             path = mesh.memory_file  # type: ignore[attr-defined]
             lines = path.read_text().splitlines() if path.exists() else []
-            return {e["name"]: e["observations"] for e in map(json.loads, lines) if e.get("type") == "entity"}
+            return {
+                e["name"]: e["observations"]
+                for e in map(json.loads, lines)
+                if e.get("type") == "entity"
+            }
 
-        wait_until(lambda: "supervisor:claude:fs.write_file" in entities(), 20, "the decision in the memory server")
+        wait_until(
+            lambda: "supervisor:claude:fs.write_file" in entities(),
+            20,
+            "the decision in the memory server",
+        )
         (note,) = entities()["supervisor:claude:fs.write_file"]
         assert "approve by rule:project (0.95)" in note and "m.txt" in note
         # governed and traced like any call, as the supervisor's agent
@@ -230,8 +301,14 @@ def test_decisions_are_mirrored_to_the_memory_server_through_the_mesh(tmp_path: 
         # The model's context includes what the memory server holds for that agent + tool.
         llm.reply = json.dumps({"decision": "approve", "confidence": 0.9, "reasoning": "first dir"})
         assert mesh.call("fs.create_directory", {"path": str(mesh.demo / "m1")}).status_code == 200  # type: ignore[attr-defined]
-        wait_until(lambda: "supervisor:claude:fs.create_directory" in entities(), 20, "the model's decision")
-        llm.reply = json.dumps({"decision": "approve", "confidence": 0.9, "reasoning": "second dir"})
+        wait_until(
+            lambda: "supervisor:claude:fs.create_directory" in entities(),
+            20,
+            "the model's decision",
+        )
+        llm.reply = json.dumps(
+            {"decision": "approve", "confidence": 0.9, "reasoning": "second dir"}
+        )
         assert mesh.call("fs.create_directory", {"path": str(mesh.demo / "m2")}).status_code == 200  # type: ignore[attr-defined]
         _, request = llm.requests[-1]
         prompt = request["messages"][1]["content"]

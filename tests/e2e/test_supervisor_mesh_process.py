@@ -39,25 +39,57 @@ class Setup:
         self.demo.mkdir()
         self.home = tmp / "home"
         self.config_path = tmp / "mesh.yaml"
-        self.config_path.write_text(yaml.safe_dump({
-            "port": self.port, "grace_seconds": 1, "trace_file": "traces.jsonl",
-            "supervisor": {"enabled": True},
-            "approval": {"timeout_seconds": 60, "memory_threshold": 0},
-            "mcp_servers": [{"name": "fs", "command": npm_server("filesystem"), "args": [str(self.demo)]}],
-            "policies": [{"name": "agents", "agent": "*", "rules": [
-                {"tools": ["fs.list_directory"], "action": "allow"},
-                {"tools": ["fs.write_file", "fs.create_directory"], "action": "human_approval"},
-            ]}],
-        }))
+        self.config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "port": self.port,
+                    "grace_seconds": 1,
+                    "trace_file": "traces.jsonl",
+                    "supervisor": {"enabled": True},
+                    "approval": {"timeout_seconds": 60, "memory_threshold": 0},
+                    "mcp_servers": [
+                        {
+                            "name": "fs",
+                            "command": npm_server("filesystem"),
+                            "args": [str(self.demo)],
+                        }
+                    ],
+                    "policies": [
+                        {
+                            "name": "agents",
+                            "agent": "*",
+                            "rules": [
+                                {"tools": ["fs.list_directory"], "action": "allow"},
+                                {
+                                    "tools": ["fs.write_file", "fs.create_directory"],
+                                    "action": "human_approval",
+                                },
+                            ],
+                        }
+                    ],
+                }
+            )
+        )
         self.state = self.home / load_config(self.config_path).config_hash
         self.env = {"AGENT_MESH_HOME": str(self.home)}
         self.settings: dict[str, Any] = {
             "poll_interval": "100ms",
-            "mesh_process": {"enabled": True, "command": f"{sys.executable} -m agent_mesh",
-                             "config": str(self.config_path), "health_interval": "200ms",
-                             "restart_backoff": "200ms"},
-            "rules": [{"name": "demo-writes", "tools": ["fs.write_file"],
-                       "condition": f"params.path starts_with {self.demo}", "action": "approve", "confidence": 0.9}],
+            "mesh_process": {
+                "enabled": True,
+                "command": f"{sys.executable} -m agent_mesh",
+                "config": str(self.config_path),
+                "health_interval": "200ms",
+                "restart_backoff": "200ms",
+            },
+            "rules": [
+                {
+                    "name": "demo-writes",
+                    "tools": ["fs.write_file"],
+                    "condition": f"params.path starts_with {self.demo}",
+                    "action": "approve",
+                    "confidence": 0.9,
+                }
+            ],
             "llm": {"url": llm.url, "model": "qwen3:14b", "timeout": "10s"},
         }
 
@@ -68,14 +100,21 @@ class Setup:
         return running_pid(self.state)
 
     def call(self, tool: str, params: dict[str, Any], agent: str = "worker") -> httpx.Response:
-        return httpx.post(f"{self.url}/tool/{tool}", json={"params": params}, timeout=60,
-                          headers={"Authorization": f"Bearer agent:{agent}"})
+        return httpx.post(
+            f"{self.url}/tool/{tool}",
+            json={"params": params},
+            timeout=60,
+            headers={"Authorization": f"Bearer agent:{agent}"},
+        )
 
     def connector(self) -> Client:
         """Claude Code's side: `agent-mesh --mcp` over stdio, through the official SDK."""
-        params = StdioServerParameters(command=sys.executable,
-                                       args=["-m", "agent_mesh", "--mcp", "--config", str(self.config_path)],
-                                       env={**os.environ, **self.env}, cwd=str(self.tmp))
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "agent_mesh", "--mcp", "--config", str(self.config_path)],
+            env={**os.environ, **self.env},
+            cwd=str(self.tmp),
+        )
         return Client(params, mode="legacy")
 
 
@@ -105,7 +144,9 @@ def pending(setup: Setup) -> list[dict[str, Any]]:
     return list(body if isinstance(body, list) else body["approvals"])
 
 
-def test_config3_starts_restarts_after_kill9_and_pending_work_resumes(setup: Setup, llm: FakeLlm) -> None:
+def test_config3_starts_restarts_after_kill9_and_pending_work_resumes(
+    setup: Setup, llm: FakeLlm
+) -> None:
     sv = setup.supervisor().start()
     try:
         sv.wait_log("is up at", timeout=60)
@@ -118,11 +159,17 @@ def test_config3_starts_restarts_after_kill9_and_pending_work_resumes(setup: Set
 
         # A call the model decides slowly; the mesh is killed -9 while it thinks.
         llm.delay = 1.5
-        llm.reply = json.dumps({"decision": "approve", "confidence": 0.9, "reasoning": "a new directory"})
+        llm.reply = json.dumps(
+            {"decision": "approve", "confidence": 0.9, "reasoning": "a new directory"}
+        )
         asked = len(llm.requests)
         target = str(setup.demo / "made-after-restart")
         ThreadPoolExecutor(1).submit(setup.call, "fs.create_directory", {"path": target})
-        wait_until(lambda: any(a["tool"] == "fs.create_directory" for a in pending(setup)), 10, "the approval")
+        wait_until(
+            lambda: any(a["tool"] == "fs.create_directory" for a in pending(setup)),
+            10,
+            "the approval",
+        )
         (waiting,) = [a for a in pending(setup) if a["tool"] == "fs.create_directory"]
         wait_until(lambda: len(llm.requests) > asked, 10, "the supervisor to ask the model")
         tree = descendants(first) - {first}
@@ -131,14 +178,22 @@ def test_config3_starts_restarts_after_kill9_and_pending_work_resumes(setup: Set
         sv.wait_log("; restarting it", timeout=10)
         wait_until(lambda: setup.mesh_pid() not in (None, first), 60, "a new mesh")
         sv.wait_log("is up at", count=2, timeout=60)
-        assert not [pid for pid in tree if alive(pid)], "processes of the killed mesh were left running"
+        assert not [pid for pid in tree if alive(pid)], (
+            "processes of the killed mesh were left running"
+        )
         # The approval survived in the mesh's state and the supervisor decided it after the restart.
-        wait_until(lambda: approval(setup, waiting["id"]).get("status") == "approved", 30, "the pending approval")
+        wait_until(
+            lambda: approval(setup, waiting["id"]).get("status") == "approved",
+            30,
+            "the pending approval",
+        )
         assert approval(setup, waiting["id"])["resolved_by"] == "supervisor:qwen3:14b"
         # New calls are governed by the new mesh.
         again = setup.call("fs.write_file", {"path": str(setup.demo / "b.txt"), "content": "b"})
         assert again.status_code == 200, again.text
-        moved = setup.call("fs.move_file", {"source": str(setup.demo / "a.txt"), "destination": "/tmp/x"})
+        moved = setup.call(
+            "fs.move_file", {"source": str(setup.demo / "a.txt"), "destination": "/tmp/x"}
+        )
         assert moved.status_code == 403  # no rule allows it: denied by policy
         assert sv.count("mesh at") >= 1 and sv.count("unavailable (") == 1, sv.log()
 
@@ -151,8 +206,15 @@ def test_config3_starts_restarts_after_kill9_and_pending_work_resumes(setup: Set
         os.kill(serve, signal.SIGKILL)
         sv.wait_log("is up at", count=3, timeout=90)
         assert setup.mesh_pid() not in (None, second)
-        assert not [pid for pid in tree if alive(pid)], "processes of the killed mesh were left running"
-        assert setup.call("fs.write_file", {"path": str(setup.demo / "c.txt"), "content": "c"}).status_code == 200
+        assert not [pid for pid in tree if alive(pid)], (
+            "processes of the killed mesh were left running"
+        )
+        assert (
+            setup.call(
+                "fs.write_file", {"path": str(setup.demo / "c.txt"), "content": "c"}
+            ).status_code
+            == 200
+        )
         mesh = setup.mesh_pid()
         mesh_tree = descendants(mesh) if mesh else set()
     finally:
@@ -171,7 +233,9 @@ async def test_config6_supervisor_attaches_to_the_mesh_claude_started(setup: Set
             sv.wait_log("attached to the mesh already running")
             sv.wait_log("connected to the mesh at")
             assert descendants(sv.proc.pid) == set()  # type: ignore[union-attr]  # it started nothing
-            result = await claude.call_tool("fs.write_file", {"path": str(setup.demo / "c.txt"), "content": "c"})
+            result = await claude.call_tool(
+                "fs.write_file", {"path": str(setup.demo / "c.txt"), "content": "c"}
+            )
             assert not result.is_error, result
             assert (setup.demo / "c.txt").read_text() == "c"
             await asyncio.sleep(2)  # ten health checks: no second mesh, no restart
@@ -194,7 +258,9 @@ async def test_config6_connector_attaches_to_the_supervisors_mesh(setup: Setup) 
         mesh = setup.mesh_pid()
         async with setup.connector() as claude:
             assert setup.mesh_pid() == mesh  # attached, not a second mesh
-            result = await claude.call_tool("fs.write_file", {"path": str(setup.demo / "d.txt"), "content": "d"})
+            result = await claude.call_tool(
+                "fs.write_file", {"path": str(setup.demo / "d.txt"), "content": "d"}
+            )
             assert not result.is_error, result
         assert setup.mesh_pid() == mesh
     finally:
@@ -206,5 +272,7 @@ def test_bad_mesh_config_is_one_line(setup: Setup) -> None:
     setup.settings["mesh_process"]["config"] = str(setup.tmp / "missing.yaml")
     result = setup.supervisor().command()
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "mesh_process.config" in result.stderr, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "mesh_process.config" in result.stderr, (
+        result.stderr
+    )
     assert "file not found" in result.stderr

@@ -115,6 +115,14 @@ class SupervisorConfig(_Section):
     expose_content: bool = True  # false: redact content params in the approvals API
 
 
+class MetricsConfig(_Section):
+    """Extension: Prometheus metrics at `GET /metrics` (docs/observability.md)."""
+
+    enabled: bool = True
+    # agent ids that get their own label value; later ones are counted as `other` (cardinality)
+    max_agents: int = Field(default=100, ge=0, le=10_000)
+
+
 class BusConfig(_Section):
     """Extension: the broker also serves its bus on tcp, CURVE only, for workers on other hosts
     (docs/multihost.md). Read by the broker; --connect/--keys and $AGENT_MESH_LISTEN /
@@ -178,6 +186,7 @@ class Config(_Section):
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     bus: BusConfig = Field(default_factory=BusConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     policy_dir: str | None = None  # as written; see LoadedConfig.policy_dir_path
     mcp_servers: list[McpServer] = Field(default_factory=list)
     cli_tools: list[CliTool] = Field(default_factory=list)

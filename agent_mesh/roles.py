@@ -140,7 +140,8 @@ def run_role(
     if role == "tracer":
         from workers import tracer
 
-        _run(tracer.run(endpoints.requests, endpoints.events_in, loaded.state_dir() / "traces.db", loaded.trace_path))
+        _run(tracer.run(endpoints.requests, endpoints.events_in, loaded.state_dir() / "traces.db", loaded.trace_path,
+                        metrics=config.metrics))
     elif role == "approval":
         from workers import approval
 

@@ -146,6 +146,10 @@ class TraceRecord(Body):
     policy_version: str | None = None  # extension: content hash of the policy set that decided
     exit_code: int | None = None  # a CLI tool's (as the Go project's trace entry)
     backend_status: int | None = None  # an OpenAPI tool's backend HTTP status
+    # Extension: this call's span for OpenTelemetry (gateway/pipeline.py): `id`, `parent` (the
+    # caller's span, from traceparent), `start`/`end` and [start, end] of `policy`, `approval`,
+    # `upstream`, all epoch ns (bus/PROTOCOL.md, Timings).
+    span: dict[str, Any] | None = None
 
     @field_validator("latency_ms", "approval_ms", mode="before")
     @classmethod

@@ -287,8 +287,13 @@ class Router:
         out: dict[str, Any] = {"id": key[1]}
         if command == frames.ERROR:
             out["code"], out["msg"] = int(header.get("code", frames.INTERNAL)), str(header.get("msg", ""))
-        if pending.meta and command != frames.PARTIAL:
-            out["m"] = pending.meta
+        if command != frames.PARTIAL:
+            # What forwarding workers added, and what the answering worker adds (its `m`).
+            meta = header.get("m")
+            if isinstance(meta, dict):
+                out["m"] = {**(pending.meta or {}), **meta}
+            elif pending.meta:
+                out["m"] = pending.meta
         self._send(key[0], command, frames.pack(out), body)
         if command != frames.PARTIAL:
             del self.pending[key]

@@ -45,6 +45,12 @@ class Request:
     # Never reused within a request: a size-based id collides once an earlier question is answered.
     _question_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     forwarded: bool = False
+    answer_meta: dict[str, Any] | None = None  # rides on the final REPLY / ERROR header as `m`
+
+    def add_meta(self, **meta: Any) -> None:
+        """Tell the caller something beside the answer (e.g. when the upstream call started and
+        ended): merged into the meta the caller gets with the final REPLY or ERROR."""
+        self.answer_meta = {**(self.answer_meta or {}), **meta}
 
     def forward(self, service: str, body: Any, *, key: str | None = None,
                 meta: dict[str, Any] | None = None) -> None:
@@ -254,15 +260,21 @@ class BusWorker:
         except asyncio.CancelledError:
             return  # cancelled by the caller or the broker: nobody waits for an answer
         except BusError as exc:
-            self._reply_error(key, exc)
+            self._reply_error(key, exc, request.answer_meta)
         except Exception as exc:
             log.exception("%s: handler failed", self.service)
             self._reply_error(key, BusError(frames.INTERNAL, f"{self.service}: {type(exc).__name__}: {exc}"))
         else:
             if self._tasks.pop(key, None) is not None and not request.forwarded:
-                self._send(frames.REPLY, {"c": key[0], "id": key[1]}, frames.pack(result))
+                header: dict[str, Any] = {"c": key[0], "id": key[1]}
+                if request.answer_meta:
+                    header["m"] = request.answer_meta
+                self._send(frames.REPLY, header, frames.pack(result))
             return
         self._tasks.pop(key, None)
 
-    def _reply_error(self, key: tuple[bytes, int], error: BusError) -> None:
-        self._send(frames.ERROR, {"c": key[0], "id": key[1], "code": error.code, "msg": error.message})
+    def _reply_error(self, key: tuple[bytes, int], error: BusError, meta: dict[str, Any] | None = None) -> None:
+        header: dict[str, Any] = {"c": key[0], "id": key[1], "code": error.code, "msg": error.message}
+        if meta:
+            header["m"] = meta
+        self._send(frames.ERROR, header)

@@ -33,6 +33,7 @@ from gateway.frontend import FrontEnd
 from gateway.http_body import HttpError, read_json
 from gateway.identity import IdentityError, agent_from_authorization
 from gateway.mcp_deferred import DeferredMcpHttp
+from gateway.metrics_route import MetricsRoute
 from gateway.rest_tool import ToolRoute
 from policy.globs import glob_matches
 
@@ -323,6 +324,7 @@ def create_app(loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | N
         Route("/grants", gw.grants, methods=["GET"]),
         Route("/grants", gw.create_grant, methods=["POST"]),
         Route("/grants/{id}", gw.revoke_grant, methods=["DELETE"]),
+        Route("/metrics", MetricsRoute(gw).handle, methods=["GET"]),
         Route("/mcp", gw.mcp_http),  # ASGI endpoint: POST, GET and DELETE per the MCP transport
     ]
     app = Starlette(

@@ -41,6 +41,7 @@ from gateway.frontend import FrontEnd
 from gateway.mcp_forward import LOG_LEVEL_KEY, forwarding
 from gateway.mcp_proxy import McpProxy
 from gateway.mcp_virtual import VirtualTools, text_result
+from observe import traceparent
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class MeshMcp:
                 return await self.virtual.call(agent, name, arguments, forward.push)
             outcome = await self.frontend.pipeline.call_tool(
                 agent, name, arguments, session_id=session_id, on_progress=forward.push,
-                wait_for_approval=self.blocking,
+                wait_for_approval=self.blocking, parent=_trace_parent(ctx),
             )
         if outcome.status == 200:
             return outcome.result
@@ -311,3 +312,15 @@ async def _no_discover(ctx: ServerRequestContext[Any, Any], params: Any) -> Any:
 
 def new_session_id() -> str:
     return uuid.uuid4().hex
+
+
+def _trace_parent(ctx: ServerRequestContext[Any, Any]) -> traceparent.TraceParent | None:
+    """The caller's W3C trace context: MCP `params._meta.traceparent`, else (over /mcp) the HTTP
+    `traceparent` header."""
+    meta = (ctx.params or {}).get("_meta") or {}
+    value = meta.get("traceparent") if isinstance(meta, dict) else None
+    if not isinstance(value, str):
+        request = getattr(ctx, "request", None)
+        headers = getattr(request, "headers", None)
+        value = headers.get("traceparent") if headers is not None else None
+    return traceparent.parse(value)

@@ -15,7 +15,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent_mesh.config_sources import DISPATCH
@@ -34,6 +34,7 @@ from bus.messages import (
 from gateway.catalog import Catalog, ServerView
 from gateway.tokens import token_fields
 from gateway.trace_outbox import TraceOutbox
+from observe.traceparent import TraceParent, new_span_id
 
 POLICY_TIMEOUT = 5.0
 
@@ -115,11 +116,16 @@ class Pipeline:
         on_progress: PartialHandler | None = None,
         wait_for_approval: bool = True,
         callback_url: str | None = None,
+        parent: TraceParent | None = None,
     ) -> ToolCallOutcome:
         """The governed call. With `wait_for_approval=False` (MCP, supervisor mode off) a call that
-        needs approval answers 202 with the approval id at once; `replay` runs it once approved."""
+        needs approval answers 202 with the approval id at once; `replay` runs it once approved.
+        `parent`: the caller's W3C trace context; its trace id is the call's unless `trace_id`."""
         started = time.perf_counter()
-        call = _Call(agent, tool, params, session_id, trace_id or uuid.uuid4().hex, on_progress, callback_url)
+        trace_id = trace_id or (parent.trace_id if parent is not None else uuid.uuid4().hex)
+        if parent is not None and parent.trace_id != trace_id:
+            parent = None  # X-Trace-Id chose another trace: the caller's span is not our parent
+        call = _Call(agent, tool, params, session_id, trace_id, on_progress, callback_url, span=_span(parent))
         try:
             outcome = await self._decide_and_call(call, wait_for_approval)
         except asyncio.CancelledError:  # the caller went away (MCP cancel, closed connection): trace it
@@ -131,7 +137,7 @@ class Pipeline:
         """Run an approved call (MCP `approval.resolve`): the approval is its authorisation."""
         started = time.perf_counter()
         call = _Call(approval["agent_id"], approval["tool"], approval["params"], approval["session_id"],
-                     uuid.uuid4().hex, on_progress, None)
+                     uuid.uuid4().hex, on_progress, None, span=_span(None))
         outcome = ToolCallOutcome(0, "human_approval", call.trace_id, rule=approval.get("policy_rule", ""))
         outcome.approved(approval)
         if approval["status"] != "approved":
@@ -144,6 +150,7 @@ class Pipeline:
         outcome.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         if not outcome.traced:
             return outcome
+        call.span["end"] = time.time_ns()
         tokens = token_fields(call.tool, call.params, outcome.result) if outcome.forwarded else {}
         self.outbox.add(trace_record(
             trace_id=outcome.trace_id, session_id=call.session_id, agent_id=call.agent, tool=call.tool,
@@ -153,7 +160,7 @@ class Pipeline:
             approval_status=_final_status(outcome.approval_status),
             approved_by=outcome.approved_by or None, approval_ms=outcome.approval_ms,
             supervisor_reasoning=outcome.reasoning, supervisor_confidence=outcome.confidence,
-            policy_version=outcome.policy_version or None, **tokens, **(outcome.trace_extra or {}),
+            policy_version=outcome.policy_version or None, span=call.span, **tokens, **(outcome.trace_extra or {}),
         ))
         return outcome
 
@@ -163,7 +170,7 @@ class Pipeline:
             trace_id=outcome.trace_id, session_id=call.session_id, agent_id=call.agent, tool=call.tool,
             params=call.params, policy="human_approval", policy_rule=outcome.rule, status_code=0,
             latency_ms=0, approval_id=approval_id, approval_status="pending",
-            policy_version=outcome.policy_version or None)
+            policy_version=outcome.policy_version or None, span=call.span)
         call.provisional_at = record["timestamp"]  # the final record keeps the call's place and time
         self.outbox.add(record)
 
@@ -202,9 +209,11 @@ class Pipeline:
                                           f"have reached {server.name})")
             if (allowed := exc.meta.get("policy")) is None:
                 return fail(503, "error", f"policy service unavailable: {exc.message}")
+            call.timed(exc.meta)
             outcome = ToolCallOutcome(0, "allow", call.trace_id, rule=allowed["rule"], forwarded=True,
                                       policy_version=allowed.get("version", ""))
             return _upstream_failed(outcome, server, exc)
+        call.timed(reply.meta)
         if (allowed := reply.meta.get("policy")) is not None:
             outcome = ToolCallOutcome(200, "allow", call.trace_id, rule=allowed["rule"], forwarded=True,
                                       policy_version=allowed.get("version", ""))
@@ -231,6 +240,13 @@ class Pipeline:
     async def _approve(self, call: _Call, outcome: ToolCallOutcome, wait: bool) -> ToolCallOutcome:
         """Grant → allow; memory → approved; else pending: wait for the resolution (REST, supervisor
         mode) or answer 202 with the id (MCP non-blocking). status 0 means: go on and call."""
+        asked = time.time_ns()
+        try:
+            return await self._approval(call, outcome, wait)
+        finally:
+            call.span["approval"] = [asked, time.time_ns()]
+
+    async def _approval(self, call: _Call, outcome: ToolCallOutcome, wait: bool) -> ToolCallOutcome:
         try:
             submitted = await self.client.request(APPROVAL, {
                 "op": "submit", "agent": call.agent, "tool": call.tool, "params": call.params,
@@ -285,15 +301,18 @@ class Pipeline:
         timeout = self.timeouts.get(server.name, 60.0)
         outcome.forwarded = True
         try:
-            outcome.source_result(server, await self.client.request(
+            reply = await self.client.request(
                 upstream_service(server.name),
                 ToolCall(tool=name, arguments=call.params, timeout=timeout).dump(),
                 timeout=timeout + 1.0,  # the worker's own timeout fires first, with a better message
-                on_partial=call.on_progress,
-            ))
-            outcome.status = 200
+                on_partial=call.on_progress, with_meta=True,
+            )
         except BusError as exc:
+            call.timed(exc.meta)
             return _upstream_failed(outcome, server, exc)
+        call.timed(reply.meta)
+        outcome.source_result(server, reply.body)
+        outcome.status = 200
         return outcome
 
 
@@ -335,3 +354,21 @@ class _Call:
     on_progress: PartialHandler | None
     callback_url: str | None
     provisional_at: str | None = None  # timestamp of the provisional trace (waiting for approval)
+    # The trace record's `span`: this call's span id, its parent (the caller's, from traceparent),
+    # and [start, end] epoch ns of the call and of each step (bus/PROTOCOL.md, Timings).
+    span: dict[str, Any] = field(default_factory=dict)
+
+    def timed(self, meta: dict[str, Any] | None) -> None:
+        """Keep the step timings the workers sent with their answer."""
+        for step in ("policy", "upstream"):
+            timing = (meta or {}).get(f"{step}_ns")
+            if isinstance(timing, list) and len(timing) == 2:
+                self.span[step] = timing
+
+
+def _span(parent: TraceParent | None) -> dict[str, Any]:
+    span: dict[str, Any] = {"id": new_span_id(), "start": time.time_ns()}
+    if parent is not None:
+        span["parent"] = parent.span_id
+        span["flags"] = parent.flags
+    return span

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.http_body import HttpError, read_json
 from gateway.identity import IdentityError, agent_from_authorization
 from gateway.pipeline import Pipeline
+from observe import traceparent
 
 _PREFIX = "/tool/"
 _HEADERS = [(b"content-type", b"application/json")]
@@ -35,9 +36,10 @@ class ToolRoute:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        trace_id = _trace_id(headers)
+        parent = traceparent.parse(headers.get("traceparent"))
+        trace_id = parent.trace_id if parent is not None else headers.get("x-trace-id") or uuid.uuid4().hex
         try:
-            status, body = await self._call(scope["path"][len(_PREFIX):], headers, receive, trace_id)
+            status, body = await self._call(scope["path"][len(_PREFIX):], headers, receive, trace_id, parent)
         except HttpError as exc:  # refused before it was a call: not traced (as in Go)
             status, body = exc.status, {"trace_id": trace_id, "policy": "error", "latency_ms": 0, "error": str(exc)}
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode()
@@ -47,7 +49,7 @@ class ToolRoute:
         await send({"type": "http.response.body", "body": payload})
 
     async def _call(self, tool: str, headers: dict[str, str], receive: Receive,
-                    trace_id: str) -> tuple[int, dict[str, Any]]:
+                    trace_id: str, parent: traceparent.TraceParent | None) -> tuple[int, dict[str, Any]]:
         try:
             agent = agent_from_authorization(headers.get("authorization"))
         except IdentityError as exc:
@@ -63,13 +65,7 @@ class ToolRoute:
             session_id=headers.get("x-session-id", ""),
             trace_id=trace_id,
             callback_url=headers.get("x-callback-url") or None,
+            parent=parent,
         )
         return outcome.status, outcome.body()
 
-
-def _trace_id(headers: dict[str, str]) -> str:
-    """W3C `traceparent` (00-<32 hex trace id>-<parent>-<flags>), else `X-Trace-Id`, else new."""
-    parts = headers.get("traceparent", "").split("-")
-    if len(parts) >= 2 and len(parts[1]) == 32 and all(c in "0123456789abcdefABCDEF" for c in parts[1]):
-        return parts[1]
-    return headers.get("x-trace-id") or uuid.uuid4().hex

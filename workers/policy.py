@@ -69,17 +69,21 @@ class PolicyService:
             check = PolicyCheck.model_validate(request.body)
         except ValidationError as exc:
             raise bad_request(f"policy: invalid request: {exc.errors()[0]['msg']}") from None
+        started = time.time_ns()  # the decision's span (bus/PROTOCOL.md, Timings)
         if check.generation > self.current.generation:
             await self._catch_up(check.generation)
         # Monotonic: a wall-clock step (NTP, or set by hand) must not reopen a window.
         now = time.monotonic()
         decision = self.engine.evaluate(check.agent, check.tool, check.params, now).model_dump()
         decision["version"] = self.current.version
+        timing = [started, time.time_ns()]
         then = check.then
         if then is not None and decision["action"] == "allow":
             call = ToolCall(tool=then.tool, arguments=check.params, timeout=then.timeout)
-            request.forward(upstream_service(then.server), call.dump(), meta={"policy": decision})
+            request.forward(upstream_service(then.server), call.dump(),
+                            meta={"policy": decision, "policy_ns": timing})
             return None
+        request.add_meta(policy_ns=timing)
         return decision
 
 

@@ -19,10 +19,12 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from agent_mesh.config import MetricsConfig
 from bus.errors import bad_request
 from bus.events import Publisher
 from bus.messages import TRACES, TraceBatch, TraceQuery, TraceRecord
 from bus.worker import BusWorker, Request
+from observe.call_metrics import CallMetrics
 from policy.globs import glob_matches
 
 _SCHEMA = """
@@ -159,9 +161,11 @@ class TraceStore:
 
 
 class TraceService:
-    def __init__(self, store: TraceStore, events: Publisher | None = None) -> None:
+    def __init__(self, store: TraceStore, events: Publisher | None = None, metrics: CallMetrics | None = None,
+                 ) -> None:
         self.store = store
         self.events = events
+        self.metrics = metrics  # every call of the tree is counted here (observe/call_metrics.py)
 
     async def handle(self, request: Request) -> Any:
         body = request.body
@@ -169,6 +173,8 @@ class TraceService:
         try:
             if op == "record":
                 new = self.store.record(TraceBatch.model_validate(body).records)
+                for data in new if self.metrics is not None else ():
+                    self.metrics.observe(data)
                 if self.events is not None:  # live watchers (mesh watch, dashboards), updates too
                     for data in new:
                         self.events.publish(f"trace.{data['agent_id']}.recorded", data)
@@ -179,13 +185,17 @@ class TraceService:
                 return {"sessions": self.store.sessions(int(body.get("limit", 100)))}
             if op == "stats":
                 return dict(self.store.stats)
+            if op == "metrics":  # GET /metrics: the calls' counters, Prometheus text format
+                return {"text": self.metrics.exposition() if self.metrics is not None else ""}
         except ValidationError as exc:
             raise bad_request(f"traces: invalid {op}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
         raise bad_request(f"traces: unknown op {op!r}")
 
 
-async def run(endpoint: str, events_endpoint: str | None, db_path: Path, jsonl_path: Path | None) -> None:
+async def run(endpoint: str, events_endpoint: str | None, db_path: Path, jsonl_path: Path | None,
+              metrics: MetricsConfig | None = None) -> None:
     events = Publisher(events_endpoint) if events_endpoint is not None else None  # None: on another host
-    service = TraceService(TraceStore(db_path, jsonl_path), events)
+    counting = CallMetrics(metrics.max_agents) if metrics is not None and metrics.enabled else None
+    service = TraceService(TraceStore(db_path, jsonl_path), events, counting)
     # One at a time: SQLite has one writer, and ordering in the JSONL file follows arrival.
     await BusWorker(endpoint, TRACES, service.handle, capacity=1, slot="traces").run()

@@ -125,6 +125,7 @@ class UpstreamService:
             request.partial({"progress": params})
 
         self.in_flight.append(request)
+        started = time.time_ns()  # the upstream call's span (bus/PROTOCOL.md, Timings)
         try:
             return await self.client.call_tool(call.tool, call.arguments, timeout, on_progress=progress,
                                                on_log=_log_forwarder(request))
@@ -137,6 +138,7 @@ class UpstreamService:
         except ToolRefused as exc:  # a local source refused the arguments: nothing ran
             raise bad_request(f"{self.server.name}.{call.tool}: {exc}") from None
         finally:
+            request.add_meta(upstream_ns=[started, time.time_ns()])
             self.in_flight.remove(request)
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -41,15 +41,18 @@ async def serve(loaded: LoadedConfig, agent: str, session_id: str | None) -> Non
 
 
 async def _wait_for_upstreams(frontend: FrontEnd) -> None:
-    """A freshly started mesh needs a moment before its upstreams have announced their tools."""
+    """A freshly started mesh needs a moment before its upstreams have announced their tools. A
+    server whose workers already said why it is down (it failed to start) is not waited for."""
+    servers = frontend.catalog.servers
     deadline = time.monotonic() + UPSTREAM_WAIT
     while time.monotonic() < deadline:
-        if all(view.up for view in frontend.catalog.servers.values()):
-            return
+        if all(view.up or view.reason for view in servers.values()):
+            break
         await asyncio.sleep(0.1)
         await frontend.catalog.refresh()
-    down = [name for name, view in frontend.catalog.servers.items() if not view.up]
-    log.warning("serving without upstreams that are still down: %s", ", ".join(down))
+    down = [f"{name} ({view.reason})" if view.reason else name for name, view in servers.items() if not view.up]
+    if down:
+        log.warning("serving without upstreams that are down: %s", ", ".join(down))
 
 
 def main(loaded: LoadedConfig, agent: str, session_id: str | None) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_mesh.config import ConfigError
+from agent_mesh.config import ConfigError, load_config
 from autoresolve.config import load
 from tests.support import REPO
 
@@ -22,6 +22,15 @@ def test_shipped_example_loads() -> None:
     loaded = load(REPO / "examples" / "supervisor.yaml")
     assert loaded.settings.rules
     assert loaded.settings.model is not None
+    mesh = load_config(loaded.mesh_config_path or "")  # the mesh config it manages
+    assert mesh.config.supervisor.enabled
+    rules = loaded.settings.rules
+    demo = {"tool": "filesystem.write_file", "injection_risk": False}
+    assert (
+        next(r for r in rules if r.applies(demo | {"params": {"path": "/tmp/mesh-demo/a"}})).action
+        == "approve"
+    )
+    assert not any(r.applies(demo | {"params": {"path": "/tmp/mesh-demo/../etc/a"}}) for r in rules)
 
 
 def test_compat_example(tmp_path: Path) -> None:

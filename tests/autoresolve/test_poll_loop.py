@@ -36,6 +36,7 @@ class GoMesh:
                 Route("/approvals", self.list),
                 Route("/approvals/{id}", self.get),
                 Route("/approvals/{id}/{decision}", self.resolve, methods=["POST"]),
+                Route("/health", self.health),
             ]
         )
         self.transport = httpx.ASGITransport(app=self.app)
@@ -52,6 +53,9 @@ class GoMesh:
             "remaining": "4m0s",
             "injection_risk": False,
         }
+
+    async def health(self, request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "tools": 3, "traces": 0, "version": "0.8.6"})
 
     async def list(self, request: Request) -> JSONResponse:
         status = request.query_params.get("status")
@@ -197,3 +201,15 @@ async def test_right_token_resolves(tmp_path: Any) -> None:
     mesh = GoMesh(token=TOKEN)
     mesh.add("d" * 16, "fs.write_file", {"path": "/tmp/z"})
     await run_for(supervisor(tmp_path, mesh, token=TOKEN), lambda: mesh.resolutions)
+
+
+async def test_ready_without_a_ready_route(tmp_path: Any) -> None:
+    """The Go binary has no /ready: /health with status ok says it."""
+    mesh = GoMesh()
+    api = MeshApi("http://go-mesh", transport=Switch(mesh))
+    assert await api.ready()
+    assert await api.health() == {"status": "ok", "tools": 3, "traces": 0, "version": "0.8.6"}
+    mesh.down = True
+    assert not await api.ready()
+    assert await api.health() is None
+    await api.aclose()

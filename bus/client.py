@@ -18,6 +18,7 @@ import zmq
 from bus import frames
 from bus.endpoints import CurveClient
 from bus.errors import BusError
+from bus.json_values import refusal
 from bus.transport import AUTH_FAILED, DISCONNECTED, HANDSHAKE_FAILED, AsyncDealer
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class BusClient:
         self._calls[rid] = _Call(future, on_partial, service, with_meta)
         timer = loop.call_later(timeout + _GRACE, self._expire, rid)
         try:
-            msg = [frames.PROTOCOL, frames.REQUEST, frames.pack(header), frames.pack(body)]
+            msg = [frames.PROTOCOL, frames.REQUEST, frames.pack(header), _packed(service, body)]
             if not self._try_send(msg, self._calls[rid]):
                 await self._send_when_connected(msg, min(timeout, _CONNECT_WAIT), self._calls[rid])
             return await future
@@ -245,3 +246,13 @@ class BusClient:
                     log.warning("broker silent: failing %d in-flight requests", len(sent))
                     self._fail(sent, BusError(frames.UNAVAILABLE, "broker unavailable"))
                 self._connect()
+
+
+def _packed(service: str, body: Any) -> bytes:
+    """The body as msgpack, or the caller's BusError(400) naming what the bus cannot carry
+    (front-ends refuse such values first, bus/json_values.py; this is the net under them)."""
+    try:
+        return frames.pack(body)
+    except (ValueError, TypeError, OverflowError) as exc:  # UnicodeEncodeError is a ValueError
+        why = refusal(body, "body") or f"{type(exc).__name__}: {exc}"
+        raise BusError(frames.BAD_REQUEST, f"{service}: cannot send this request on the bus: {why}") from None

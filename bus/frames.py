@@ -46,10 +46,26 @@ LIVENESS: Final = 3
 
 EMPTY_HEADER: Final = msgpack.packb({})
 
+# Extension types (PROTOCOL.md, "Values"). JSON has integers of any size, msgpack of 64 bits:
+# a larger one travels as its decimal digits and is an int again on the other side.
+EXT_BIG_INT: Final = 1
+
+
+def _extension(obj: Any) -> Any:
+    if type(obj) is int:  # msgpack asks only for what it cannot pack itself
+        return msgpack.ExtType(EXT_BIG_INT, str(obj).encode("ascii"))
+    raise TypeError(f"cannot pack {type(obj).__name__}")
+
+
+def _extension_value(code: int, data: bytes) -> Any:
+    if code == EXT_BIG_INT and data.lstrip(b"-").isdigit():
+        return int(data)
+    raise ValueError(f"bad msgpack extension (type {code})")  # undecodable, like any bad body
+
 
 def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    return msgpack.packb(obj, use_bin_type=True, default=_extension)  # type: ignore[no-any-return]
 
 
 def unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_extension_value)

@@ -26,11 +26,13 @@ import zmq
 from bus import frames
 from bus.endpoints import CurveClient
 from bus.errors import BusError
+from bus.json_values import refusal
 from bus.transport import AUTH_FAILED, CONNECTED, DISCONNECTED, HANDSHAKE_FAILED, AsyncDealer
 
 log = logging.getLogger(__name__)
 
 _UNDECODABLE = (ValueError, TypeError, msgpack.UnpackException)  # what msgpack/bad types raise
+_UNPACKABLE = (ValueError, TypeError, OverflowError)  # what msgpack raises for what it cannot encode
 
 
 @dataclass(slots=True)
@@ -269,7 +271,14 @@ class BusWorker:
                 header: dict[str, Any] = {"c": key[0], "id": key[1]}
                 if request.answer_meta:
                     header["m"] = request.answer_meta
-                self._send(frames.REPLY, header, frames.pack(result))
+                try:
+                    body = frames.pack(result)
+                except _UNPACKABLE as exc:  # e.g. an upstream's answer nested past msgpack's limit
+                    why = refusal(result, "answer") or f"{type(exc).__name__}: {exc}"
+                    log.error("%s: answer not sent: %s", self.service, why)
+                    self._reply_error(key, BusError(frames.INTERNAL, f"{self.service}: answer not sendable: {why}"))
+                    return
+                self._send(frames.REPLY, header, body)
             return
         self._tasks.pop(key, None)
 

@@ -30,7 +30,9 @@ from bus.errors import BusError
 from bus.messages import APPROVAL, POLICY, TRACES, TraceQuery
 from gateway.api_views import approval_view, grant_globs, grant_view, server_view, tool_view
 from gateway.frontend import FrontEnd
+from gateway import last_resort
 from gateway.http_body import HttpError, read_json
+from gateway.last_resort import LastResort
 from gateway.identity import IdentityError, agent_from_authorization
 from gateway.mcp_deferred import DeferredMcpHttp
 from gateway.metrics_route import MetricsRoute
@@ -50,7 +52,7 @@ def int_param(request: Request, name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = int(raw) if raw.isascii() else int("x")  # Python's int() also reads "１"
     except ValueError:
         raise HttpError(400, f"invalid query parameter {name}={raw!r}: expected an integer") from None
     if value < 0:
@@ -260,6 +262,7 @@ class Gateway(FrontEnd):
             "upstreams": upstreams,
             **({"upstream_errors": errors} if errors else {}),
             "trace_backlog": self.outbox.backlog,
+            "internal_errors": last_resort.internal_errors(),
             "pid": os.getpid(),
         }
 
@@ -295,10 +298,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error(exc.status_code, message.get(exc.status_code, str(exc.detail)))
 
 
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    return error(500, f"internal error: {type(exc).__name__}: {exc}")
-
-
 async def _tool_is_served_by_the_fast_path(request: Request) -> Response:
     raise AssertionError("POST /tool/... is answered by gateway.rest_tool.ToolRoute")
 
@@ -330,7 +329,7 @@ def create_app(loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | N
     app = Starlette(
         routes=routes,
         lifespan=gw.lifespan,
-        exception_handlers={HTTPException: _http_error, HttpError: _refused, Exception: _internal_error},
+        exception_handlers={HTTPException: _http_error, HttpError: _refused, Exception: last_resort.handler},
     )
     app.state.gateway = gw
-    return ToolRoute(app, gw.pipeline)
+    return ToolRoute(LastResort(app), gw.pipeline)

@@ -41,5 +41,7 @@ async def read_json(headers: Mapping[str, str], receive: Receive) -> Any:
         return {}
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # UnicodeDecodeError and json's JSONDecodeError are ValueErrors
         raise HttpError(400, f"invalid JSON body: {exc}") from None
+    except RecursionError:
+        raise HttpError(400, "invalid JSON body: nested too deeply") from None

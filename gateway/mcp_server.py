@@ -37,6 +37,7 @@ from mcp.shared.exceptions import MCPError
 
 from agent_mesh import __version__
 from bus.events import Subscriber
+from bus.json_values import refusal
 from gateway.frontend import FrontEnd
 from gateway.mcp_forward import LOG_LEVEL_KEY, forwarding
 from gateway.mcp_proxy import McpProxy
@@ -129,14 +130,16 @@ class MeshMcp:
         agent, session_id = self.identify(ctx)
         async with forwarding(ctx, self.frontend.client.answer) as forward:
             if name in self.virtual:
+                if (bad := refusal(arguments, "arguments")) is not None:
+                    raise MCPError(types.INVALID_PARAMS, f"invalid {bad}")
                 return await self.virtual.call(agent, name, arguments, forward.push)
             outcome = await self.frontend.pipeline.call_tool(
                 agent, name, arguments, session_id=session_id, on_progress=forward.push,
-                wait_for_approval=self.blocking, parent=_trace_parent(ctx),
+                wait_for_approval=self.blocking, parent=_trace_parent(ctx), params_name="arguments",
             )
         if outcome.status == 200:
             return outcome.result
-        if outcome.status == 404:
+        if outcome.status in (400, 404):  # arguments the bus cannot carry, no such tool
             raise MCPError(types.INVALID_PARAMS, outcome.error)
         if outcome.status == 202:  # non-blocking approval: tell the agent how it gets resolved
             return text_result(f"{outcome.error}. Nothing has run yet: ask a human to run `mesh approve "
@@ -171,6 +174,8 @@ class MeshMcp:
                 name, arguments = params.get("name"), params.get("arguments") or {}
                 if not isinstance(name, str) or not isinstance(arguments, dict):
                     raise MCPError(types.INVALID_PARAMS, "prompts/get needs a string 'name' and an object 'arguments'")
+                if (bad := refusal(arguments, "arguments")) is not None:
+                    raise MCPError(types.INVALID_PARAMS, f"invalid {bad}")
                 result = await self.proxy.get_prompt(agent, session_id, name, arguments, on_partial=forward.push,
                                                      progress=progress)
         return result

@@ -22,6 +22,7 @@ from agent_mesh.config_sources import DISPATCH
 from bus import frames
 from bus.client import CONNECTION_LOST, BusClient, PartialHandler
 from bus.errors import BusError, upstream_failure
+from bus.json_values import refusal
 from bus.messages import (
     APPROVAL,
     POLICY,
@@ -117,15 +118,21 @@ class Pipeline:
         wait_for_approval: bool = True,
         callback_url: str | None = None,
         parent: TraceParent | None = None,
+        params_name: str = "params",
     ) -> ToolCallOutcome:
         """The governed call. With `wait_for_approval=False` (MCP, supervisor mode off) a call that
         needs approval answers 202 with the approval id at once; `replay` runs it once approved.
-        `parent`: the caller's W3C trace context; its trace id is the call's unless `trace_id`."""
+        `parent`: the caller's W3C trace context; its trace id is the call's unless `trace_id`.
+        Params the bus cannot carry unchanged are refused (400, untraced, like bad JSON in Go),
+        their path named from `params_name` (what the front-end calls them)."""
         started = time.perf_counter()
         trace_id = trace_id or (parent.trace_id if parent is not None else uuid.uuid4().hex)
         if parent is not None and parent.trace_id != trace_id:
             parent = None  # X-Trace-Id chose another trace: the caller's span is not our parent
         call = _Call(agent, tool, params, session_id, trace_id, on_progress, callback_url, span=_span(parent))
+        if (bad := refusal(params, params_name)) is not None:
+            outcome = ToolCallOutcome(400, "error", call.trace_id, error=f"invalid {bad}", traced=False)
+            return self._finish(call, outcome, started)
         try:
             outcome = await self._decide_and_call(call, wait_for_approval)
         except asyncio.CancelledError:  # the caller went away (MCP cancel, closed connection): trace it

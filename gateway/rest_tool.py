@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway import last_resort
 from gateway.http_body import HttpError, read_json
 from gateway.identity import IdentityError, agent_from_authorization
 from gateway.pipeline import Pipeline
@@ -39,10 +40,18 @@ class ToolRoute:
         parent = traceparent.parse(headers.get("traceparent"))
         trace_id = parent.trace_id if parent is not None else headers.get("x-trace-id") or uuid.uuid4().hex
         try:
-            status, body = await self._call(scope["path"][len(_PREFIX):], headers, receive, trace_id, parent)
-        except HttpError as exc:  # refused before it was a call: not traced (as in Go)
-            status, body = exc.status, {"trace_id": trace_id, "policy": "error", "latency_ms": 0, "error": str(exc)}
-        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+            try:
+                status, body = await self._call(scope["path"][len(_PREFIX):], headers, receive, trace_id, parent)
+            except HttpError as exc:  # refused before it was a call: not traced (as in Go)
+                status, body = exc.status, {"trace_id": trace_id, "policy": "error", "latency_ms": 0,
+                                            "error": str(exc)}
+            # A lone surrogate (an upstream's; never valid UTF-8) is written as its JSON escape.
+            payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode(
+                "utf-8", "backslashreplace")
+        except Exception as exc:  # the last resort: logged with the trace id, no traceback sent
+            last_resort.record(exc, trace_id, "POST", scope["path"])
+            status, body = 500, {"policy": "error", "latency_ms": 0, **last_resort.body(trace_id)}
+            payload = json.dumps(body).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [*_HEADERS, (b"content-length", str(len(payload)).encode()),
                                 (b"x-trace-id", str(body["trace_id"]).encode("latin-1", "replace"))]})
@@ -68,4 +77,3 @@ class ToolRoute:
             parent=parent,
         )
         return outcome.status, outcome.body()
-

@@ -4,20 +4,20 @@ estimate of the params and of the result (at least 1 for anything non-empty).
 
 "chars" is Go's: the length in bytes of `json.Marshal`, which escapes <, > and & as \\u003c
 (6 bytes) and U+2028 / U+2029 as \\u2028 (6 bytes instead of 3). Key order does not change a
-length, so orjson's output, corrected for those escapes, measures the same.
+length, so orjson's output (bus/json_values.py), corrected for those escapes, measures the same.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
+from bus import json_values
 
 TokenSource = Literal["real", "estimate"]
 
 
 def _go_json_length(value: Any) -> int:
-    data = orjson.dumps(value, default=str)
+    data = json_values.dumps(value)
     html = data.count(b"<") + data.count(b">") + data.count(b"&")
     separators = data.count("\u2028".encode()) + data.count("\u2029".encode())
     return len(data) + 5 * html + 3 * separators

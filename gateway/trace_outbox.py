@@ -23,9 +23,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
+from bus import json_values
 from bus.client import BusClient
 from bus.errors import BusError
 from bus.messages import TRACES, TraceRecord
@@ -91,7 +91,7 @@ class TraceOutbox:
             return
         segment = self._segment
         if segment is not None:
-            os.write(segment.fd, orjson.dumps(record, default=str) + b"\n")
+            os.write(segment.fd, json_values.dumps(record) + b"\n")
             segment.written += 1
             segment.unacked += 1
             if segment.written >= SEGMENT_RECORDS:

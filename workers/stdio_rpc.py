@@ -32,6 +32,8 @@ from typing import Any, cast
 
 import orjson
 
+from bus import json_values
+
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR = -32603
@@ -44,6 +46,15 @@ _REASON_CHARS = 300  # of a stderr line kept in exit_reason()
 NotificationHandler = Callable[[str, Any], object]  # (method, params)
 # (method, params) -> the result, or raise RpcError
 RequestHandler = Callable[[str, Any], Awaitable[Any]]
+
+
+def encode(message: Any) -> bytes:
+    """One line of the wire: orjson, or bus/json_values.py for what orjson cannot write (integers
+    beyond 64 bits, which callers may send: PROTOCOL.md, "Values")."""
+    try:
+        return orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return json_values.dumps(message) + b"\n"
 
 
 class RpcError(Exception):
@@ -300,7 +311,7 @@ class StdioPeer(asyncio.SubprocessProtocol):
             assert self._stdin is not None
             if self._stdin.is_closing():
                 return  # the child is gone; process_exited or pipe_connection_lost says so
-            self._stdin.write(orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE))
+            self._stdin.write(encode(message))
 
     def _withdraw(self, rid: int, method: str, reason: str) -> None:
         if method != "initialize":

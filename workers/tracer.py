@@ -16,10 +16,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from agent_mesh.config import MetricsConfig
+from bus import json_values
 from bus.errors import bad_request
 from bus.events import Publisher
 from bus.messages import TRACES, TraceBatch, TraceQuery, TraceRecord
@@ -88,7 +88,7 @@ class TraceStore:
         try:
             for rec in records:
                 data = rec.dump()
-                line = orjson.dumps(data, default=str).decode()
+                line = json_values.dumps(data).decode()
                 cur = self.db.execute(
                     "INSERT OR IGNORE INTO traces (trace_id, agent_id, tool, session_id, record) VALUES (?,?,?,?,?)",
                     (rec.trace_id, rec.agent_id, rec.tool, rec.session_id, line),

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from bus.errors import BusError
 from bus.messages import APPROVAL, TRACES, UPSTREAM_DOWN_PREFIX, UPSTREAM_PREFIX
+from gateway import last_resort
 
 if TYPE_CHECKING:
     from gateway.http import Gateway
@@ -79,6 +80,8 @@ class MetricsRoute:
                                "trace writer acknowledges them", outbox.backlog))
         families.append(_counter("agent_mesh_trace_outbox_dropped", "Trace records dropped: backlog full",
                                  outbox.dropped))
+        families.append(_counter("agent_mesh_http_internal_errors", "HTTP requests this gateway answered "
+                                 "with a 500 internal error (gateway/last_resort.py)", last_resort.internal_errors()))
         calls_text, sources = "", {}
         try:
             reply = await gw.client.request(TRACES, {"op": "metrics"}, timeout=2.0)

@@ -141,7 +141,7 @@ def run_role(
         from workers import tracer
 
         _run(tracer.run(endpoints.requests, endpoints.events_in, loaded.state_dir() / "traces.db", loaded.trace_path,
-                        metrics=config.metrics))
+                        metrics=config.metrics, otel_endpoint=config.otel_endpoint))
     elif role == "approval":
         from workers import approval
 

@@ -37,6 +37,7 @@ from gateway.identity import IdentityError, agent_from_authorization
 from gateway.mcp_deferred import DeferredMcpHttp
 from gateway.metrics_route import MetricsRoute
 from gateway.rest_tool import ToolRoute
+from observe.otlp_json import otlp_traces
 from policy.globs import glob_matches
 
 TRACE_SETTLE = 2.0  # s a trace read waits for this gateway's own records to be stored
@@ -240,6 +241,13 @@ class Gateway(FrontEnd):
                            limit=_limit(request, 100))
         return JSONResponse((await self._trace_store(query.dump()))["traces"])
 
+    async def otel_traces(self, request: Request) -> Response:
+        """Go's `/otel-traces`: the recent calls (`agent`, `tool`, `limit`, default 200) as one
+        OTLP/JSON export, with a child span per step of each call (observe/otlp_json.py)."""
+        q = request.query_params
+        query = TraceQuery(agent=q.get("agent"), tool=q.get("tool"), limit=_limit(request, 200))
+        return JSONResponse(otlp_traces((await self._trace_store(query.dump()))["traces"]))
+
     async def sessions(self, request: Request) -> Response:
         return JSONResponse((await self._trace_store({"op": "sessions", "limit": _limit(request, 50)}))["sessions"])
 
@@ -311,6 +319,7 @@ def create_app(loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | N
         Route("/tools", gw.tools, methods=["GET"]),
         Route("/mcp-servers", gw.mcp_servers, methods=["GET"]),
         Route("/traces", gw.traces, methods=["GET"]),
+        Route("/otel-traces", gw.otel_traces, methods=["GET"]),
         Route("/sessions", gw.sessions, methods=["GET"]),
         Route("/sessions/{id}", gw.session, methods=["GET"]),
         Route("/health", gw.health, methods=["GET"]),

@@ -40,6 +40,12 @@ class CallMetrics:
                                        ["status"], buckets=APPROVAL_BUCKETS, registry=r)
         self.refused = Counter("agent_mesh_rate_limited", "Calls refused by a rate limit or loop detection",
                                ["agent", "reason"], registry=r)
+        self.spans = Counter("agent_mesh_otel_spans", "Spans handed to the OpenTelemetry exporter, by result "
+                             "(exported, dropped: the collector did not take them)", ["result"], registry=r)
+
+    def spans_exported(self, ok: bool, n: int) -> None:
+        """observe/otel_export.py's `counted` (its exporter thread; counters are thread-safe)."""
+        self.spans.labels("exported" if ok else "dropped").inc(n)
 
     def agent_label(self, agent: str) -> str:
         if agent in self._agents:

@@ -11,10 +11,11 @@ The JSONL file is append-only: there the later line of a trace_id supersedes the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -26,6 +27,9 @@ from bus.messages import TRACES, TraceBatch, TraceQuery, TraceRecord
 from bus.worker import BusWorker, Request
 from observe.call_metrics import CallMetrics
 from policy.globs import glob_matches
+
+if TYPE_CHECKING:
+    from observe.otel_export import SpanExport
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS traces (
@@ -162,10 +166,11 @@ class TraceStore:
 
 class TraceService:
     def __init__(self, store: TraceStore, events: Publisher | None = None, metrics: CallMetrics | None = None,
-                 ) -> None:
+                 spans: SpanExport | None = None) -> None:
         self.store = store
         self.events = events
         self.metrics = metrics  # every call of the tree is counted here (observe/call_metrics.py)
+        self.spans = spans  # and exported to OpenTelemetry (observe/otel_export.py): queued, never awaited
 
     async def handle(self, request: Request) -> Any:
         body = request.body
@@ -173,8 +178,11 @@ class TraceService:
         try:
             if op == "record":
                 new = self.store.record(TraceBatch.model_validate(body).records)
-                for data in new if self.metrics is not None else ():
-                    self.metrics.observe(data)
+                for data in new:
+                    if self.metrics is not None:
+                        self.metrics.observe(data)
+                    if self.spans is not None:
+                        self.spans.export(data)
                 if self.events is not None:  # live watchers (mesh watch, dashboards), updates too
                     for data in new:
                         self.events.publish(f"trace.{data['agent_id']}.recorded", data)
@@ -193,9 +201,18 @@ class TraceService:
 
 
 async def run(endpoint: str, events_endpoint: str | None, db_path: Path, jsonl_path: Path | None,
-              metrics: MetricsConfig | None = None) -> None:
+              metrics: MetricsConfig | None = None, otel_endpoint: str | None = None) -> None:
     events = Publisher(events_endpoint) if events_endpoint is not None else None  # None: on another host
     counting = CallMetrics(metrics.max_agents) if metrics is not None and metrics.enabled else None
-    service = TraceService(TraceStore(db_path, jsonl_path), events, counting)
-    # One at a time: SQLite has one writer, and ordering in the JSONL file follows arrival.
-    await BusWorker(endpoint, TRACES, service.handle, capacity=1, slot="traces").run()
+    spans = None
+    if otel_endpoint is not None:  # the SDK is imported only when export is on
+        from observe.otel_export import SpanExport
+
+        spans = SpanExport(otel_endpoint, counted=counting.spans_exported if counting is not None else None)
+    service = TraceService(TraceStore(db_path, jsonl_path), events, counting, spans)
+    try:
+        # One at a time: SQLite has one writer, and ordering in the JSONL file follows arrival.
+        await BusWorker(endpoint, TRACES, service.handle, capacity=1, slot="traces").run()
+    finally:
+        if spans is not None:  # flush what is queued (bounded by the export timeout)
+            await asyncio.to_thread(spans.shutdown)

@@ -13,7 +13,7 @@ from workers import cli_runner
 from workers.commands import command_problem
 
 
-def problems(loaded: LoadedConfig) -> list[str]:
+def problems(loaded: LoadedConfig, notes: list[str] | None = None) -> list[str]:
     out = []
     for i, server in enumerate(loaded.config.mcp_servers):
         if server.transport != "stdio" or not server.command or server.workers == 0:
@@ -22,6 +22,40 @@ def problems(loaded: LoadedConfig) -> list[str]:
         problem = command_problem(server.command, cwd, {**os.environ, **server.env})
         if problem is not None:
             out.append(f"{loaded.path}: mcp_servers[{i}] ({server.name}): {problem}")
+    return out + _openapi_problems(loaded, notes)
+
+
+def _openapi_problems(loaded: LoadedConfig, notes: list[str] | None = None) -> list[str]:
+    """Each `file:` document is read and turned into tools as its worker will (a `url:` is
+    fetched by the worker only); two unnamed imports must not make the same tool. What the
+    validator says of a document that still loads goes to `notes` (warnings)."""
+    import asyncio
+
+    from workers.openapi_source import read_spec
+    from workers.openapi_spec import SpecError
+
+    out: list[str] = []
+    owner: dict[str, str] = {}
+    for i, (ref, source) in enumerate((r, r.config) for r in loaded.config.sources() if r.kind == "openapi"):
+        if source.file is None:
+            continue
+        try:
+            spec = asyncio.run(read_spec(source, validate=notes is not None))
+        except SpecError as exc:
+            out.append(f"{loaded.path}: openapi[{i}]: {exc}")
+            continue
+        if notes is not None:
+            notes += [f"openapi[{i}]: {source.file} does not validate (it loads all the same): {p}"
+                      for p in spec.problems]
+        clashes: dict[str, list[str]] = {}
+        for op in spec.operations:
+            name = ref.prefix + op.tool
+            if name in owner:
+                clashes.setdefault(owner[name], []).append(name)
+            owner.setdefault(name, f"openapi[{i}]")
+        out += [f"{loaded.path}: openapi[{i}]: {len(names)} of its tools are also made by {other} "
+                f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): give one of them a "
+                "`name:` (its tools become <name>.<tool>)" for other, names in clashes.items()]
     return out
 
 
@@ -40,9 +74,10 @@ def warnings(loaded: LoadedConfig) -> list[str]:
 
 
 def check(loaded: LoadedConfig) -> int:
-    for warning in warnings(loaded):
+    notes: list[str] = []
+    found = problems(loaded, notes)
+    for warning in warnings(loaded) + notes:
         print(f"warning: {warning}")
-    found = problems(loaded)
     for problem in found:
         print(f"agent-mesh: {problem}", file=sys.stderr)
     if found:

@@ -7,12 +7,14 @@ exit status; `--debug` (anywhere on the line) shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn
 
 import agent_mesh
 from agent_mesh import keys
 from agent_mesh.config import ConfigError, LoadedConfig, load_config
+from agent_mesh.config_file import ENV_OPENAPI, ENV_OPENAPI_BACKEND
 from agent_mesh.errors import UserError
 from agent_mesh.roles import ROLES
 
@@ -67,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --mcp: the agent id of this session (default claude)")
     parser.add_argument("--mcp-session-id", metavar="ID",
                         help="with --mcp: the session id recorded in traces (default: generated)")
+    parser.add_argument("--openapi", metavar="SPEC",
+                        help="also serve this OpenAPI document's operations as tools (a URL or a "
+                             "file; as an `openapi:` entry of the config)")
+    parser.add_argument("--backend", metavar="URL",
+                        help="with --openapi: the API's base URL (default: the document's first server)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="agent-mesh")
 
@@ -172,6 +179,11 @@ def _leaf(exc: BaseException) -> BaseException:
 def _main(argv: list[str], debug: bool) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.backend and not args.openapi:
+        parser.error("--backend goes with --openapi (the API whose base URL it is)")
+    if args.openapi:  # every process of the tree loads it too (agent_mesh/config_file.py)
+        os.environ[ENV_OPENAPI] = args.openapi
+        os.environ[ENV_OPENAPI_BACKEND] = args.backend or ""
     if args.mcp:
         if args.command is not None:
             parser.error(f"--mcp runs on its own, not with {args.command}")

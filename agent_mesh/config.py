@@ -204,7 +204,7 @@ class Config(_Section):
             _duplicates("policies", "policy", [p.name for p in self.policies])
             + _duplicates("mcp_servers", "server", [s.name for s in self.mcp_servers])
             + _duplicates("mcp_servers", "tool prefix", [s.exposed_prefix for s in self.mcp_servers])
-            + _source_clashes(self.sources() + [openapi_ref(o, i) for i, o in enumerate(self.openapi)])
+            + _source_clashes(self.sources())
         )
         if problems:
             raise ValueError("\n".join(problems))
@@ -223,7 +223,8 @@ class Config(_Section):
         """Every tool source, each served as `upstream.<name>`: MCP servers, CLI tools, OpenAPI."""
         return ([SourceRef(s.name, "mcp", s.transport, f"{s.name}.", s.exposed_prefix,
                            s.timeout_seconds, s.workers, config=s) for s in self.mcp_servers]
-                + [cli_ref(t) for t in self.cli_tools])
+                + [cli_ref(t) for t in self.cli_tools]
+                + [openapi_ref(o, i) for i, o in enumerate(self.openapi)])
 
     def source(self, name: str) -> SourceRef | None:
         return next((s for s in self.sources() if s.name == name), None)

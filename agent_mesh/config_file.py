@@ -50,6 +50,8 @@ def load_config(path: str | Path) -> LoadedConfig:
                 problems.append(f"{shown_file}: name: duplicate policy name {policy.name!r} "
                                 f"(also {where[policy.name]})")
             where.setdefault(policy.name, shown_file)
+    if config is not None and (flagged := _flag_openapi(config, os.getcwd(), problems)) is not None:
+        config = flagged
     if problems or config is None:
         raise ConfigError(path, problems)
 
@@ -59,10 +61,31 @@ def load_config(path: str | Path) -> LoadedConfig:
     policies = [*config.policies, *(p for _, p in extra), *default_action_policies(config.cli_tools)]
     config = config.model_copy(update={"policies": policies, "mcp_servers": servers,
                                        **_sources_made_absolute(config, absolute.parent)})
-    if config.openapi:
-        sources = ", ".join(s.file or s.url or "" for s in config.openapi)
-        warnings.append(f"openapi: parsed, not supported yet ({sources})")
     return LoadedConfig(config=config, path=absolute, warnings=warnings)
+
+
+# `agent-mesh --openapi SPEC [--backend URL]` (compat.md §5): one more `openapi:` source, set in
+# the environment by the command so that every process of the mesh's tree (and a mesh that
+# `--mcp` starts, or a reload) loads the same sources.
+ENV_OPENAPI = "AGENT_MESH_OPENAPI"
+ENV_OPENAPI_BACKEND = "AGENT_MESH_OPENAPI_BACKEND"
+
+
+def _flag_openapi(config: Config, cwd: str, problems: list[str]) -> Config | None:
+    spec = os.environ.get(ENV_OPENAPI)
+    if not spec:
+        return None
+    where = "url" if spec.startswith(("http://", "https://")) else "file"
+    fields = {where: spec if where == "url" else str(_absolute(Path(cwd), spec)),
+              "backend_url": os.environ.get(ENV_OPENAPI_BACKEND) or None}
+    try:
+        added = OpenApiSource.model_validate(fields)
+        return Config.model_validate({**config.model_dump(exclude_unset=True),
+                                      "openapi": [*config.openapi, added]})
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ").replace("backend_url:", "--backend:")
+        problems.append(f"--openapi {spec}: {problem}")
+        return None
 
 
 def _sources_made_absolute(config: Config, base: Path) -> dict[str, Any]:

@@ -45,16 +45,16 @@ class Found:
 
 
 def _openers(loaded: LoadedConfig) -> list[tuple[str, str, str, Callable[[], ToolSource]]]:
-    """(name, label, canonical prefix, opener) for every tool source of the config."""
-    from workers.mcp_client import UpstreamClient
-    from workers.upstream import spec_for
+    """(name, label, canonical prefix, opener) for every tool source of the config: what its
+    upstream worker would start (workers/upstream.py `source_for`)."""
+    from workers.upstream import source_for
 
     default_cwd = str(loaded.path.parent)
     out: list[tuple[str, str, str, Callable[[], ToolSource]]] = []
-    for server in loaded.config.mcp_servers:
-        spec = spec_for(server, default_cwd)
-        out.append((server.name, f'MCP server "{server.name}" ({server.transport})', f"{server.name}.",
-                    functools.partial(UpstreamClient, spec, connect_timeout=START_TIMEOUT)))
+    for ref in loaded.config.sources():
+        label = {"mcp": f'MCP server "{ref.name}" ({ref.transport})', "cli": f'CLI tool "{ref.name}"',
+                 "openapi": f'OpenAPI "{ref.name}"'}[ref.kind]
+        out.append((ref.name, label, ref.prefix, functools.partial(source_for, ref, default_cwd)))
     return out
 
 

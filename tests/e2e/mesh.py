@@ -41,11 +41,14 @@ class Mesh:
         self._ready: Callable[[dict[str, Any]], bool] | None = None
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
-    def start(self, timeout: float = 30, ready: Callable[[dict[str, Any]], bool] | None = None) -> Mesh:
-        """Start and wait until /ready says ok (or `ready(ready_json)` holds)."""
+    def start(self, timeout: float = 30, ready: Callable[[dict[str, Any]], bool] | None = None,
+              top_args: tuple[str, ...] = ()) -> Mesh:
+        """Start and wait until /ready says ok (or `ready(ready_json)` holds). `top_args`: options
+        before the command (`agent-mesh --openapi SPEC serve ...`)."""
         self._ready = ready
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent_mesh", "serve", "--config", str(self.config_path), *self.args],
+            [sys.executable, "-m", "agent_mesh", *top_args, "serve", "--config", str(self.config_path),
+             *self.args],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         try:

@@ -11,8 +11,9 @@ one that already runs for that config (config 6: started by Claude's `agent-mesh
   left of its tree is killed and it is started again, with backoff doubling per failed start.
   The supervisor is a child subreaper (Linux), so a kill -9 of the mesh's supervisord leaves its
   workers to us, not to init: they are stopped before the new mesh binds the same port and bus.
-- **Exit**: an owned mesh is stopped (SIGTERM, then what is left is killed), unless other clients
-  are attached to it: then it is left running, and the log says so.
+- **Exit**: an owned mesh is stopped (SIGTERM, then what is left is killed), unless connectors
+  are attached to it: then a detached watcher (agent_mesh.attach.watch_leases) stops it
+  `grace_seconds` after the last of them has left, as for a mesh started by `--mcp`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -216,22 +218,37 @@ class MeshProcess:
     # -- stopping -------------------------------------------------------------------------------
 
     async def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            others = [pid for pid in live_clients(self.state) if pid != os.getpid()]
-            if others:
-                log.info(
-                    "leaving the mesh (pid %d) running: %d other client(s) attached (stop it with "
-                    "kill %d)",
-                    self.proc.pid,
-                    len(others),
-                    self.proc.pid,
-                )
-            else:
-                log.info("stopping the mesh (pid %d)", self.proc.pid)
-                await asyncio.to_thread(self._stop)
         if self.lease is not None:
             self.lease.unlink(missing_ok=True)
             self.lease = None
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        others = [pid for pid in live_clients(self.state) if pid != os.getpid()]
+        if not others:
+            log.info("stopping the mesh (pid %d)", self.proc.pid)
+            await asyncio.to_thread(self._stop)
+            return
+        # Connectors attached to the mesh we started: it lives on like a mesh started by
+        # `--mcp`, until grace_seconds after the last of them has left.
+        grace = load_config(self.config_path).config.grace_seconds
+        log.info(
+            "leaving the mesh (pid %d) to %d attached client(s): it stops %gs after the last "
+            "one leaves",
+            self.proc.pid,
+            len(others),
+            grace,
+        )
+        code = (
+            "from pathlib import Path; from agent_mesh.attach import watch_leases; "
+            f"watch_leases(Path({str(self.state)!r}), {grace!r})"
+        )
+        subprocess.Popen(  # noqa: ASYNC220 - detached: never waited on
+            [sys.executable, "-c", code],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def _stop(self) -> None:
         assert self.proc is not None

@@ -256,16 +256,23 @@ async def test_config6_connector_attaches_to_the_supervisors_mesh(setup: Setup) 
     try:
         sv.wait_log("is up at", timeout=60)
         mesh = setup.mesh_pid()
+        assert mesh is not None
         async with setup.connector() as claude:
             assert setup.mesh_pid() == mesh  # attached, not a second mesh
-            result = await claude.call_tool(
-                "fs.write_file", {"path": str(setup.demo / "d.txt"), "content": "d"}
-            )
+            path = str(setup.demo / "d.txt")
+            result = await claude.call_tool("fs.write_file", {"path": path, "content": "d"})
             assert not result.is_error, result
-        assert setup.mesh_pid() == mesh
+            # The supervisor leaves; Claude is still attached: the mesh stays and serves it.
+            assert sv.stop() == 0, sv.log()
+            assert "leaving the mesh" in sv.log() and "1 attached client" in sv.log()
+            await asyncio.sleep(2)  # past grace_seconds
+            assert setup.mesh_pid() == mesh
+            result = await claude.call_tool("fs.list_directory", {"path": str(setup.demo)})
+            assert not result.is_error and "d.txt" in result.content[0].text  # type: ignore[union-attr]
     finally:
-        assert sv.stop() == 0, sv.log()
-    assert setup.mesh_pid() is None
+        sv.stop()
+    # Claude left too: the mesh stops after its grace, like one started by `--mcp`.
+    wait_until(lambda: not alive(mesh), 30, "the mesh to stop after its last client left")
 
 
 def test_bad_mesh_config_is_one_line(setup: Setup) -> None:

@@ -6,21 +6,28 @@ if none runs (agent_mesh/attach.py). Nothing but MCP frames is written to stdout
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from mcp.server.runner import serve_loop
 from mcp.server.stdio import stdio_server
 
-from agent_mesh.attach import ensure_mesh
+from agent_mesh.attach import clients_dir, ensure_mesh
 from agent_mesh.config import LoadedConfig
+from agent_mesh.launcher import running_pid
 from gateway.frontend import FrontEnd
 from gateway.mcp_server import MeshMcp, new_session_id
 
 log = logging.getLogger(__name__)
 
 UPSTREAM_WAIT = 30.0  # how long the first tools/list may wait for upstreams still starting
+MESH_WATCH = 0.5  # s between looks at whether the mesh still runs
+MESH_GONE = 10.0  # s a mesh may be gone (restarted, e.g. by `agent-mesh supervisor`) before we give up
 
 
 async def serve(loaded: LoadedConfig, agent: str, session_id: str | None) -> None:
@@ -31,13 +38,53 @@ async def serve(loaded: LoadedConfig, agent: str, session_id: str | None) -> Non
     try:
         await _wait_for_upstreams(frontend)
         server = MeshMcp(frontend, identify=lambda ctx: (agent, session)).build()
-        # serve_loop speaks the initialize handshake only (see MeshMcp.build) and, unlike
-        # Server.run, does not enter the lifespan itself.
-        async with stdio_server() as (read_stream, write_stream), server.lifespan(server) as state:
-            await serve_loop(server, read_stream, write_stream, lifespan_state=state,
-                             init_options=server.create_initialization_options())
+        watching = asyncio.create_task(_watch_mesh(loaded))
+        try:
+            await _session(server)
+        finally:
+            watching.cancel()
     finally:
         await frontend.stop()
+
+
+async def _session(server: Any) -> None:
+    # serve_loop speaks the initialize handshake only (see MeshMcp.build) and, unlike
+    # Server.run, does not enter the lifespan itself.
+    async with stdio_server() as (read_stream, write_stream), server.lifespan(server) as state:
+        await serve_loop(server, read_stream, write_stream, lifespan_state=state,
+                         init_options=server.create_initialization_options())
+
+
+async def _watch_mesh(loaded: LoadedConfig) -> None:
+    """Once the mesh this session runs on has stopped (its supervisord gone for MESH_GONE), end the session
+    loudly, with the mesh's reason when it gave one, instead of failing every call with "broker
+    unavailable". A hard exit: the MCP transport reads stdin in a thread no cancellation reaches
+    (it would wait for the client's next line). Traces not yet stored stay in the outbox journal."""
+    state = loaded.state_dir()
+    gone_since: float | None = None
+    while gone_since is None or time.monotonic() - gone_since < MESH_GONE:
+        await asyncio.sleep(MESH_WATCH)
+        if running_pid(state) is not None:
+            gone_since = None
+        elif gone_since is None:
+            gone_since = time.monotonic()
+    why = _stop_reason(state / "logs" / "embedded-start.log")
+    print(f"agent-mesh: the mesh for {loaded.path} stopped{f' ({why})' if why else ''}; "
+          "restart this MCP server to start it again", file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError):
+        (clients_dir(state) / str(os.getpid())).unlink(missing_ok=True)
+    os._exit(1)
+
+
+def _stop_reason(log: Path) -> str:
+    """What the mesh's last `serve` said when it gave up on a role (agent_mesh/tree.py), if it did."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()[-50:]
+    except OSError:
+        return ""
+    since = max((i for i, line in enumerate(lines) if line.startswith("agent-mesh: serving ")), default=0)
+    given_up = [line for line in lines[since:] if "could not be kept running" in line]
+    return given_up[-1].removeprefix("agent-mesh: ") if given_up else ""
 
 
 async def _wait_for_upstreams(frontend: FrontEnd) -> None:

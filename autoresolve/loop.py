@@ -37,9 +37,8 @@ class Supervisor:
         self.settings = loaded.settings
         self.dry_run = dry_run
         self.inflight: dict[str, asyncio.Task[None]] = {}
-        self.skip: set[str] = (
-            set()
-        )  # decided in this run without a final outcome (dry run, refused)
+        # decided in this run without a final outcome (dry run, refused): not again in this run
+        self.skip: set[str] = set()
         self.model_slots = asyncio.Semaphore(
             self.settings.model.concurrency if self.settings.model else 1
         )
@@ -128,7 +127,7 @@ class Supervisor:
             decision.reasoning,
             outcome,
             elapsed,
-            bool(approval.get("injection_risk")),
+            bool(call_of(approval)["injection_risk"]),  # the mesh's flag or our own check
             approval,
         )
         self.memory.record(record)

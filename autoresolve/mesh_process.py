@@ -84,7 +84,7 @@ class MeshProcess:
             if await self._start(stop):
                 return
             delay = self._backoff()
-            log.warning("the mesh did not come up; starting it again in %.0fs", delay)
+            log.warning("the mesh did not come up; starting it again in %.1fs", delay)
             await _sleep(stop, delay)
 
     async def check(self, stop: asyncio.Event) -> None:
@@ -102,7 +102,12 @@ class MeshProcess:
             return
         self.failures += 1
         if self.proc is None:  # attached: is it gone, or only busy?
-            if running_pid(self.state) is None:
+            # Its supervisord is gone; or, attached by /health only (another implementation),
+            # it has not answered unhealthy_after times.
+            by_health = self.attached_pid is None
+            if running_pid(self.state) is None and (
+                not by_health or self.failures >= self.cfg.unhealthy_after
+            ):
                 log.warning("the mesh we attached to is gone; starting one")
                 self.attached_pid = None
                 await self.ensure(stop)

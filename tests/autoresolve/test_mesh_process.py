@@ -44,22 +44,23 @@ def process(tmp_path: Path, port: int, **mesh_process: Any) -> MeshProcess:
     return MeshProcess(Loaded(settings, tmp_path / "s.yaml"), MeshApi(f"http://127.0.0.1:{port}"))
 
 
+class _GoHealth(BaseHTTPRequestHandler):
+    """GET /health like the Go binary: always 200 with a status."""
+
+    def do_GET(self) -> None:
+        body = b'{"status": "ok", "tools": 3, "traces": 0, "version": "0.8.6"}'
+        self.send_response(200 if self.path == "/health" else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture
 def go_mesh() -> Iterator[int]:
-    """Something answering GET /health like the Go binary: always 200 with a status."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b'{"status": "ok", "tools": 3, "traces": 0, "version": "0.8.6"}'
-            self.send_response(200 if self.path == "/health" else 404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _GoHealth)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield int(server.server_address[1])
     server.shutdown()
@@ -118,3 +119,26 @@ def test_an_invalid_mesh_config_is_one_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(MeshProcessError, match=r"mesh_process.config: .*portt: unknown key"):
         MeshProcess(Loaded(settings, tmp_path / "s.yaml"), MeshApi("http://127.0.0.1:1"))
+
+
+async def test_a_mesh_attached_by_health_only_gets_unhealthy_after_checks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "autoresolve")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _GoHealth)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = int(server.server_address[1])
+    mesh = process(tmp_path, port, command=str(tmp_path / "no-such-agent-mesh"), unhealthy_after=6)
+    stop = asyncio.Event()
+    await mesh.ensure(stop)
+    server.shutdown()
+    server.server_close()
+    watching = asyncio.create_task(mesh.watch(stop))
+    await asyncio.sleep(0.15)  # a few unanswered checks: maybe busy, not gone
+    assert not watching.done()
+    assert not any("gone" in r.getMessage() for r in caplog.records)
+    # after unhealthy_after of them it is gone: start our own (here a command that cannot run)
+    with pytest.raises(MeshProcessError, match="cannot run"):
+        await asyncio.wait_for(watching, 5)
+    assert any("the mesh we attached to is gone" in r.getMessage() for r in caplog.records)
+    await mesh.close()

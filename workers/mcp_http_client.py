@@ -229,10 +229,27 @@ class HttpSession:
 
 
 def _start_error(exc: BaseException | None) -> Exception:
-    if isinstance(exc, MCPError):
-        return RpcError(exc.code, exc.message, exc.data)
-    if isinstance(exc, TimeoutError):
+    leaf = _leaf(exc) if exc is not None else None
+    if isinstance(leaf, MCPError):
+        return RpcError(leaf.code, leaf.message, leaf.data)
+    if isinstance(leaf, TimeoutError):
         return TimeoutError()
-    gone = PeerGone(repr(exc) if exc else "session ended")
+    gone = PeerGone(_said(leaf) if leaf is not None else "session ended")
     gone.__cause__ = exc
     return gone
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real error inside the task groups the SDK's transports wrap it in."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _said(exc: BaseException) -> str:
+    """`ConnectError: All connection attempts failed`; an HTTP status error as its status line."""
+    response = getattr(exc, "response", None)
+    if response is not None and getattr(response, "status_code", None):
+        return f"HTTP {response.status_code} from {response.request.url}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -61,6 +61,8 @@ from workers.upstream_slots import SlotClaim, candidates
 log = logging.getLogger(__name__)
 
 CAPACITY = 64  # concurrent calls per worker: one MCP session multiplexes them
+PING_INTERVAL = 2.0  # s between pings of a remote (sse, streamable_http) upstream
+PING_TIMEOUT = 5.0
 MAX_LIST_PAGES = 1000
 
 
@@ -314,10 +316,30 @@ async def _serve(endpoint: str, server: SourceRef | McpServer, slot: str, client
     serving = asyncio.create_task(worker.run())
     upstream_lost = asyncio.create_task(client.closed.wait())
     changes = asyncio.create_task(service.follow_list_changes(worker))
+    # A remote server that dies is not seen by a streamable HTTP session until it is asked
+    # something: ask (MCP ping), so the next call gets "unavailable", not a failed call.
+    pings = asyncio.create_task(_ping(server, client)) if server.transport != "stdio" else None
+    tasks = [t for t in (serving, upstream_lost, changes, pings) if t is not None]
     try:
         await asyncio.wait({serving, upstream_lost}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         worker.stop()
-        for task in (serving, upstream_lost, changes):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(serving, upstream_lost, changes, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _ping(server: McpServer, client: UpstreamClient) -> None:
+    """Ping a remote upstream every PING_INTERVAL; one that does not answer in PING_TIMEOUT, or
+    whose connection fails, is closed (its worker then reconnects, backing off)."""
+    while not client.closed.is_set():
+        await asyncio.sleep(PING_INTERVAL)
+        try:
+            await client.request("ping", None, PING_TIMEOUT)
+        except UpstreamError:
+            continue  # it answered, if only with an error: it is there
+        except (UpstreamGone, UpstreamTimeout) as exc:
+            log.error("%s: %s did not answer a ping (%s): reconnecting", server.name, server.url,
+                      exc.reason or exc or type(exc).__name__)
+            await client.close()
+            return

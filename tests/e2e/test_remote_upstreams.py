@@ -155,6 +155,7 @@ def test_down_is_a_clear_503_and_back_up_serves_again(remote: tuple[Mesh, Everyt
     wait_until(refused, 20, "calls refused while the server is down")
     body = echo(mesh).json()  # type: ignore[attr-defined]
     assert "everything" in body["error"] and "unavailable" in body["error"], body
+    assert "connect" in body["error"].lower(), body  # and why: the cause, in one line
     health = mesh.http.get("/health").json()
     assert health["status"] == "degraded" and health["upstreams"]["everything"] != "up", health
     reason = health.get("upstream_errors", {}).get("everything", "")

@@ -132,6 +132,8 @@ def run_role(
     name = f"{role}:{server}:{slot}" if server else f"{role}:{slot}"
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpx2"):  # a line per HTTP request (remote upstreams' pings): no
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     config = loaded.config
     if role == "broker":
         broker_for(loaded, connect, keys).run()

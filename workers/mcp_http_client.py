@@ -187,7 +187,7 @@ class HttpSession:
         finally:
             self._on_gone()
             if not self._started.done():
-                self._started.set_exception(_start_error(error))
+                self._started.set_exception(_start_error(error, self.spec.url or ""))
 
     def _transport(self) -> AbstractAsyncContextManager[tuple[Any, Any]]:
         assert self.spec.url is not None
@@ -228,13 +228,13 @@ class HttpSession:
             log.warning("upstream %r: transport error: %r", self.spec.name, message)
 
 
-def _start_error(exc: BaseException | None) -> Exception:
+def _start_error(exc: BaseException | None, url: str) -> Exception:
     leaf = _leaf(exc) if exc is not None else None
     if isinstance(leaf, MCPError):
         return RpcError(leaf.code, leaf.message, leaf.data)
     if isinstance(leaf, TimeoutError):
         return TimeoutError()
-    gone = PeerGone(_said(leaf) if leaf is not None else "session ended")
+    gone = PeerGone(_said(leaf, url) if leaf is not None else "session ended")
     gone.__cause__ = exc
     return gone
 
@@ -246,10 +246,10 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def _said(exc: BaseException) -> str:
-    """`ConnectError: All connection attempts failed`; an HTTP status error as its status line."""
+def _said(exc: BaseException, url: str) -> str:
+    """`ConnectError: All connection attempts failed (<url>)`; an HTTP error as its status."""
     response = getattr(exc, "response", None)
     if response is not None and getattr(response, "status_code", None):
-        return f"HTTP {response.status_code} from {response.request.url}"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        return f"HTTP {response.status_code} from {url}"
+    text = str(exc) or "no answer"  # (httpx's ReadError for a connection closed at once says nothing)
+    return f"{type(exc).__name__}: {text} ({url})"

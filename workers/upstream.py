@@ -318,7 +318,9 @@ async def _serve(endpoint: str, server: SourceRef | McpServer, slot: str, client
     changes = asyncio.create_task(service.follow_list_changes(worker))
     # A remote server that dies is not seen by a streamable HTTP session until it is asked
     # something: ask (MCP ping), so the next call gets "unavailable", not a failed call.
-    pings = asyncio.create_task(_ping(server, client)) if server.transport != "stdio" else None
+    pings = None
+    if isinstance(client, UpstreamClient) and client.spec.transport in ("sse", "streamable_http", "http"):
+        pings = asyncio.create_task(_ping(server.name, client))
     tasks = [t for t in (serving, upstream_lost, changes, pings) if t is not None]
     try:
         await asyncio.wait({serving, upstream_lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -329,7 +331,7 @@ async def _serve(endpoint: str, server: SourceRef | McpServer, slot: str, client
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _ping(server: McpServer, client: UpstreamClient) -> None:
+async def _ping(name: str, client: UpstreamClient) -> None:
     """Ping a remote upstream every PING_INTERVAL; one that does not answer in PING_TIMEOUT, or
     whose connection fails, is closed (its worker then reconnects, backing off)."""
     while not client.closed.is_set():
@@ -339,7 +341,7 @@ async def _ping(server: McpServer, client: UpstreamClient) -> None:
         except UpstreamError:
             continue  # it answered, if only with an error: it is there
         except (UpstreamGone, UpstreamTimeout) as exc:
-            log.error("%s: %s did not answer a ping (%s): reconnecting", server.name, server.url,
+            log.error("%s: %s did not answer a ping (%s): reconnecting", name, client.spec.url,
                       exc.reason or exc or type(exc).__name__)
             await client.close()
             return

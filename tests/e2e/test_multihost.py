@@ -108,3 +108,48 @@ async def test_bus_section_serves_tcp_and_a_remote_worker_serves_and_publishes(
         worker.terminate()
         output = worker.communicate(timeout=15)[0]
     assert "refused" not in output, output
+
+
+def test_a_policy_worker_on_another_host_decides_with_the_reloaded_set(
+        mesh: Mesh, keys: Path, tmp_path: Path) -> None:
+    import yaml
+
+    listen = mesh.config["bus"]["listen"]
+    deny_all = [{"name": "p", "agent": "*", "rules": [{"tools": ["*"], "action": "deny"}]}]
+    stale = tmp_path / "host-b.yaml"  # host B's copy of the config: old, it denies everything
+    stale.write_text(yaml.safe_dump({**mesh.config, "policies": deny_all}))
+    env = {k: v for k, v in os.environ.items() if k not in ("AGENT_MESH_KEYS", "AGENT_MESH_LISTEN")}
+    env.update(AGENT_MESH_HOME=str(tmp_path / "host-b-policy"), PYTHONUNBUFFERED="1")
+    policy = subprocess.Popen(
+        [sys.executable, "-m", "agent_mesh", "run", "policy", "--config", str(stale), "--slot", "7",
+         "--connect", listen, "--keys", str(keys / "clients" / "host-b")],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    upstream = _remote_worker(mesh, keys, tmp_path / "host-b")
+    supervisorctl = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(mesh.state / "supervisord.conf")]
+    original = mesh.config_path.read_text()
+    try:
+        # Only host B's policy worker decides from now on.
+        subprocess.run([*supervisorctl, "stop", "policy"], check=True, capture_output=True, timeout=30)
+        wait_until(lambda: list(mesh.http.get("/health").json()["services"]["policy"]["served"]) == ["policy:7"]
+                   and mesh.http.get("/ready").status_code == 200, 30, "host B's policy worker alone")
+        version = mesh.http.get("/health").json()["policy_set"]["version"]
+        allowed = mesh.call("everything.echo", {"message": "hi"})  # the mesh's set allows: fetched
+        assert allowed.status_code == 200, allowed.text
+        traced = [t for t in mesh.http.get("/traces").json() if t["trace_id"] == allowed.json()["trace_id"]]
+        assert traced[0]["policy_version"] == version
+
+        mesh.config_path.write_text(yaml.safe_dump({**mesh.config, "policies": [
+            {"name": "p", "agent": "*", "rules": [{"tools": ["everything.echo"], "action": "deny"},
+                                                   {"tools": ["*"], "action": "allow"}]}]}))
+        reloaded = mesh.http.post("/reload").json()
+        assert reloaded["status"] in ("reloaded", "unchanged") and reloaded["version"] != version, reloaded
+        denied = mesh.call("everything.echo", {"message": "hi"})
+        assert denied.status_code == 403 and "denied by policy p" in denied.json()["error"], denied.text
+        assert mesh.http.get("/health").json()["services"]["policy"]["served"]["policy:7"] >= 2
+    finally:
+        mesh.config_path.write_text(original)
+        mesh.http.post("/reload")
+        subprocess.run([*supervisorctl, "start", "policy"], check=False, capture_output=True, timeout=30)
+        for proc in (policy, upstream):
+            proc.terminate()
+            proc.communicate(timeout=15)

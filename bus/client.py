@@ -17,7 +17,7 @@ import zmq
 
 from bus import frames
 from bus.endpoints import CurveClient
-from bus.errors import BusError
+from bus.errors import BusError, bad_request, received, timed_out, unavailable
 from bus.json_values import refusal
 from bus.transport import AUTH_FAILED, DISCONNECTED, HANDSHAKE_FAILED, AsyncDealer
 
@@ -76,7 +76,7 @@ class BusClient:
         if self._heartbeater is not None:
             self._heartbeater.cancel()
             await asyncio.gather(self._heartbeater, return_exceptions=True)
-        self._fail_all(BusError(frames.UNAVAILABLE, "bus client closed"))
+        self._fail_all(unavailable("bus client closed"))
         if self._dealer is not None:
             self._dealer.close()
 
@@ -102,7 +102,7 @@ class BusClient:
             # rather than at its deadline; whether it reached a worker is unknown.
             lost = self._connection
             self._connection += 1
-            self._fail_sent_over(lost, BusError(frames.UNAVAILABLE, CONNECTION_LOST))
+            self._fail_sent_over(lost, unavailable(CONNECTION_LOST))
         elif event in HANDSHAKE_FAILED:
             now = time.monotonic()
             if now - self._refused_logged > _REFUSED_LOG_EVERY:
@@ -166,7 +166,7 @@ class BusClient:
                 return  # failed meanwhile (closed)
             if self._try_send(msg, call):
                 return
-        raise BusError(frames.UNAVAILABLE, "broker unavailable")
+        raise unavailable("broker unavailable")
 
     def _send_quietly(self, msg: list[bytes]) -> None:
         self._try_send(msg)
@@ -174,7 +174,7 @@ class BusClient:
     def _expire(self, rid: int) -> None:
         call = self._calls.pop(rid, None)
         if call is not None and not call.future.done():
-            call.future.set_exception(BusError(frames.TIMEOUT, f"{call.service}: deadline exceeded"))
+            call.future.set_exception(timed_out(f"{call.service}: deadline exceeded"))
             self._send_quietly([frames.PROTOCOL, frames.CANCEL, frames.pack({"id": rid})])
 
     def answer(self, rid: int, body: Any) -> None:
@@ -231,7 +231,7 @@ class BusClient:
             body = frames.unpack(msg[3])
             call.future.set_result(Reply(body, header.get("m") or {}) if call.with_meta else body)
         elif command == frames.ERROR:
-            call.future.set_exception(BusError(int(header["code"]), str(header["msg"]), header.get("m")))
+            call.future.set_exception(received(int(header["code"]), str(header["msg"]), header.get("m")))
 
     async def _heartbeat(self) -> None:
         interval = frames.HEARTBEAT_INTERVAL
@@ -244,7 +244,7 @@ class BusClient:
                 sent = [rid for rid, call in self._calls.items() if call.connection >= 0]
                 if sent:
                     log.warning("broker silent: failing %d in-flight requests", len(sent))
-                    self._fail(sent, BusError(frames.UNAVAILABLE, "broker unavailable"))
+                    self._fail(sent, unavailable("broker unavailable"))
                 self._connect()
 
 
@@ -255,4 +255,4 @@ def _packed(service: str, body: Any) -> bytes:
         return frames.pack(body)
     except (ValueError, TypeError, OverflowError) as exc:  # UnicodeEncodeError is a ValueError
         why = refusal(body, "body") or f"{type(exc).__name__}: {exc}"
-        raise BusError(frames.BAD_REQUEST, f"{service}: cannot send this request on the bus: {why}") from None
+        raise bad_request(f"{service}: cannot send this request on the bus: {why}") from None

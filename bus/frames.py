@@ -28,10 +28,11 @@ COMMAND_NAMES: Final = {
     READY: "READY", HEARTBEAT: "HEARTBEAT", DISCONNECT: "DISCONNECT", UPDATE: "UPDATE",
 }
 
-# Error codes (HTTP-like; the HTTP status each one answers is in bus/errors.py, HTTP_STATUS).
+# Error codes (HTTP-like; what each one answers HTTP and MCP callers: bus/errors.py, ERRORS).
 BAD_REQUEST: Final = 400
 FORBIDDEN: Final = 403
 NOT_FOUND: Final = 404
+CONFLICT: Final = 409  # the target's state forbids the request (an approval already resolved)
 CANCELLED: Final = 499
 INTERNAL: Final = 500
 WORKER_DIED: Final = 502

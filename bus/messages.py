@@ -48,15 +48,18 @@ class ThenCall(Body):
     """The upstream call a policy check asks to be made at once if the decision is `allow`."""
 
     server: str
-    tool: str  # the upstream's own tool name
+    tool: str  # the upstream's own tool name ("" with `request`)
     timeout: float
+    # Another MCP request (resources/read, prompts/get) to forward instead of a `ToolCall` of
+    # the check's params: one governed path for every kind of request (gateway/pipeline.py).
+    request: UpstreamRequest | None = None
 
 
 class PolicyCheck(Body):
     """→ `policy` (affinity key: agent). Reply: `policy.model.Decision` as a map.
 
     With `then` and an `allow` decision the policy worker does not reply: it forwards the request
-    (FORWARD) to `upstream.<then.server>` as a `ToolCall` of `params`, with the decision in the
+    (FORWARD) to `upstream.<then.server>` as a `ToolCall` of `params` (or as `then.request`), with the decision in the
     answer's meta under `"policy"` — one bus round trip fewer for every allowed call."""
 
     agent: str

@@ -25,7 +25,7 @@ import zmq
 
 from bus import frames
 from bus.endpoints import CurveClient
-from bus.errors import BusError
+from bus.errors import BusError, bad_request, internal
 from bus.json_values import refusal
 from bus.transport import AUTH_FAILED, CONNECTED, DISCONNECTED, HANDSHAKE_FAILED, AsyncDealer
 
@@ -232,7 +232,7 @@ class BusWorker:
             try:
                 body = frames.unpack(msg[3])
             except (*_UNDECODABLE, IndexError):
-                self._reply_error(key, BusError(frames.BAD_REQUEST, "undecodable request body"))
+                self._reply_error(key, bad_request("undecodable request body"))
                 return
             deadline = time.monotonic() + int(header.get("t", 1000)) / 1000
             request = Request(body, header.get("k"), deadline, self, key[0], key[1])
@@ -265,7 +265,7 @@ class BusWorker:
             self._reply_error(key, exc, request.answer_meta)
         except Exception as exc:
             log.exception("%s: handler failed", self.service)
-            self._reply_error(key, BusError(frames.INTERNAL, f"{self.service}: {type(exc).__name__}: {exc}"))
+            self._reply_error(key, internal(f"{self.service}: {type(exc).__name__}: {exc}"))
         else:
             if self._tasks.pop(key, None) is not None and not request.forwarded:
                 header: dict[str, Any] = {"c": key[0], "id": key[1]}
@@ -276,7 +276,7 @@ class BusWorker:
                 except _UNPACKABLE as exc:  # e.g. an upstream's answer nested past msgpack's limit
                     why = refusal(result, "answer") or f"{type(exc).__name__}: {exc}"
                     log.error("%s: answer not sent: %s", self.service, why)
-                    self._reply_error(key, BusError(frames.INTERNAL, f"{self.service}: answer not sendable: {why}"))
+                    self._reply_error(key, internal(f"{self.service}: answer not sendable: {why}"))
                     return
                 self._send(frames.REPLY, header, body)
             return

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp
 import agent_mesh
 from agent_mesh.config import LoadedConfig
 from agent_mesh.reload import Reloader
-from bus.errors import BusError
+from bus.errors import BusError, service_status, unavailable_service
 from bus.messages import APPROVAL, POLICY, TRACES, TraceQuery
 from gateway.api_views import approval_view, grant_globs, grant_view, server_view, tool_view
 from gateway.frontend import FrontEnd
@@ -123,7 +123,7 @@ class Gateway(FrontEnd):
         try:
             return await self.client.request(TRACES, body, timeout=5.0)
         except BusError as exc:
-            raise HttpError(503, f"trace store unavailable: {exc.message}") from None
+            raise HttpError(503, unavailable_service("trace store", exc)) from None
 
     # -- approvals and grants (supervisor protocol, compat.md §3 and §7) ----------------------
 
@@ -132,7 +132,7 @@ class Gateway(FrontEnd):
         try:
             return await self.client.request(APPROVAL, body, timeout=10.0)
         except BusError as exc:
-            raise HttpError(exc.code if exc.code in (400, 403, 404, 409) else 503, exc.message) from None
+            raise HttpError(service_status(exc.code), exc.message) from None
 
     def _operator(self, request: Request) -> str | None:
         """Check an operator route. With `auth.operator_token` the caller must send it: None after

@@ -4,8 +4,10 @@ as tool calls (compat.md §4, extension).
 Listing is not governed (like `tools/list`): `resources/list`, `resources/templates/list` and
 `prompts/list` ask every live upstream that advertises the capability (through its
 `upstream.<server>` worker, `UpstreamRequest`) and merge the answers in config order. Using one
-is governed: `resources/read` and `prompts/get` go through the `policy` service like a tool
-call (rate limits and loop detection included) and are traced the same way.
+is governed: `resources/read` and `prompts/get` take the same path as a tool call
+(`Pipeline.governed`: rate limits, loop detection, grants and human approval included, traced
+the same way). A read that needs approval waits for it in every mode (a human resolves it with
+`mesh approve`): unlike a tool call, its answer cannot say "pending".
 
 Naming — what agents see, and the name policies and traces match against:
 
@@ -20,8 +22,8 @@ Naming — what agents see, and the name policies and traces match against:
 `:` cannot occur in a tool name, so a rule on `<server>.<tool>` never covers a prompt or a
 resource, while `<server>.*` covers the server's tools, prompts and resources alike; e.g.
 `everything.resource:demo://resource/static/*` for static documents only. A refusal is a
-JSON-RPC error with code `POLICY_REFUSED` naming the policy rule (`data`: policy, rule,
-trace_id); an upstream's own JSON-RPC error (unknown prompt, unknown resource) is passed through
+JSON-RPC error with code `RPC_POLICY_REFUSED` (bus/errors.py) naming the policy rule (`data`:
+policy, rule, trace_id); an upstream's own JSON-RPC error (unknown prompt, unknown resource) is passed through
 with its code, message and data.
 """
 
@@ -29,8 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,19 +39,13 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from bus.client import PartialHandler
-from bus.errors import BusError, upstream_failure
-from bus.messages import POLICY, PolicyCheck, UpstreamRequest, trace_record, upstream_service
+from bus.errors import RPC_POLICY_REFUSED, RPC_RESOURCE_NOT_FOUND, rpc_code
+from bus.messages import UpstreamRequest
 from gateway.catalog import ServerView
 from gateway.frontend import FrontEnd
+from gateway.outcome import Outcome
 
 log = logging.getLogger(__name__)
-
-POLICY_TIMEOUT = 5.0
-POLICY_REFUSED = -32003  # implementation-defined server error: denied, rate limited, needs approval
-RESOURCE_NOT_FOUND = -32002  # the MCP spec's code
-
-# Upstream JSON-RPC error code → trace status.
-_RPC_STATUS = {RESOURCE_NOT_FOUND: 404, types.INVALID_PARAMS: 400, types.METHOD_NOT_FOUND: 404}
 
 
 def prompt_policy_name(server: str, prompt: str) -> str:
@@ -64,10 +58,8 @@ def resource_policy_name(server: str, uri: str) -> str:
 
 class McpProxy:
     def __init__(self, frontend: FrontEnd) -> None:
-        self.client = frontend.client
+        self.pipeline = frontend.pipeline
         self.catalog = frontend.catalog
-        self.outbox = frontend.outbox
-        self.timeouts = {s.name: s.timeout_seconds for s in frontend.loaded.config.mcp_servers}
         self._owners: dict[str, str] = {}  # resource URI → the server that listed it
         self._templates: dict[str, list[UriTemplate]] = {}  # server → its resource templates
 
@@ -130,32 +122,18 @@ class McpProxy:
                 out.append((view.name, reply))
         if failures and not out:
             first = failures[0]
-            if isinstance(first, _Outcome):
+            if isinstance(first, MCPError):
                 raise MCPError(first.code, f"{method}: {first.message}", first.data)
             raise first
         return out
 
-    async def _upstream(
-        self, server: str, request: UpstreamRequest, on_partial: PartialHandler | None = None
-    ) -> dict[str, Any]:
-        """The upstream's result, or MCPError (its JSON-RPC error as is, or what the bus said)."""
-        timeout = self.timeouts.get(server, 60.0)
-        request.timeout = timeout
-        try:
-            reply = await self.client.request(upstream_service(server), request.dump(), timeout=timeout + 1.0,
-                                              on_partial=on_partial)
-        except BusError as exc:
-            view = self.catalog.servers.get(server)
-            status, message = upstream_failure(server, exc, view.reason if view is not None else "")
-            raise _Outcome(status, "allow", types.INTERNAL_ERROR, message) from None
-        if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
-            error = reply["error"]
-            code = error.get("code") if isinstance(error.get("code"), int) else types.INTERNAL_ERROR
-            raise _Outcome(_RPC_STATUS.get(code, 502), "allow", code, str(error.get("message", "")),
-                           data=error.get("data"))
-        if not isinstance(reply, dict) or not isinstance(reply.get("result"), dict):
-            raise _Outcome(502, "allow", types.INTERNAL_ERROR, f"upstream {server}: malformed reply")
-        result: dict[str, Any] = reply["result"]
+    async def _upstream(self, server: str, request: UpstreamRequest) -> dict[str, Any]:
+        """The upstream's result to a request that needs no decision, or MCPError (its JSON-RPC
+        error as is, or what the bus said)."""
+        upstream = self.pipeline.upstream_call(server, request)
+        if upstream is None:
+            raise MCPError(types.INVALID_PARAMS, f"no upstream server named {server!r}")
+        result: dict[str, Any] = answer(await self.pipeline.ask(upstream))
         return result
 
     # -- governed ----------------------------------------------------------------------------
@@ -167,12 +145,11 @@ class McpProxy:
         server = await self.resource_owner(uri)
         if server is None:
             message = f"Resource not found: {uri} (no upstream lists it or has a matching resource template)"
-            self._trace(agent, session_id, f"resource:{uri}", {"uri": uri}, uuid.uuid4().hex, 0.0,
-                        _Outcome(404, "error", RESOURCE_NOT_FOUND, message))
-            raise MCPError(RESOURCE_NOT_FOUND, message, data={"uri": uri})
+            self.pipeline.refused(agent, session_id, f"resource:{uri}", {"uri": uri}, 404, message)
+            raise MCPError(RPC_RESOURCE_NOT_FOUND, message, data={"uri": uri})
+        request = UpstreamRequest(method="resources/read", params={"uri": uri}, progress=progress)
         return await self._governed(agent, session_id, server, resource_policy_name(server, uri), {"uri": uri},
-                                    UpstreamRequest(method="resources/read", params={"uri": uri}, progress=progress),
-                                    on_partial)
+                                    request, on_partial)
 
     def _prompt_owner(self, name: str) -> tuple[str, str]:
         """Exposed prompt name → (server, upstream prompt name): the longest matching prefix wins,
@@ -198,9 +175,9 @@ class McpProxy:
         params: dict[str, Any] = {"name": prompt}
         if arguments:
             params["arguments"] = arguments
+        request = UpstreamRequest(method="prompts/get", params=params, progress=progress)
         return await self._governed(agent, session_id, server_name, prompt_policy_name(server_name, prompt),
-                                    arguments, UpstreamRequest(method="prompts/get", params=params,
-                                                               progress=progress), on_partial)
+                                    arguments, request, on_partial)
 
     async def complete(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """`completion/complete` for a prompt's or a resource template's argument, asked of the
@@ -217,22 +194,16 @@ class McpProxy:
         else:
             owner = await self.resource_owner(str(ref.get("uri", "")))
             if owner is None:
-                raise MCPError(RESOURCE_NOT_FOUND, f"no upstream has resources matching {ref.get('uri')}")
+                raise MCPError(RPC_RESOURCE_NOT_FOUND, f"no upstream has resources matching {ref.get('uri')}")
             server = owner
-        try:
-            return await self._upstream(server, UpstreamRequest(method="completion/complete", params=dict(params)))
-        except _Outcome as exc:
-            raise MCPError(exc.code, exc.message, exc.data) from None
+        return await self._upstream(server, UpstreamRequest(method="completion/complete", params=dict(params)))
 
     async def forward_to_owner(self, uri: str, method: str) -> str:
         """resources/subscribe | unsubscribe, to the upstream that owns `uri`; returns that server."""
         owner = await self.resource_owner(uri)
         if owner is None:
-            raise MCPError(RESOURCE_NOT_FOUND, f"Resource not found: {uri}", data={"uri": uri})
-        try:
-            await self._upstream(owner, UpstreamRequest(method=method, params={"uri": uri}))
-        except _Outcome as exc:
-            raise MCPError(exc.code, exc.message, exc.data) from None
+            raise MCPError(RPC_RESOURCE_NOT_FOUND, f"Resource not found: {uri}", data={"uri": uri})
+        await self._upstream(owner, UpstreamRequest(method=method, params={"uri": uri}))
         return owner
 
     async def resource_owner(self, uri: str) -> str | None:
@@ -261,56 +232,24 @@ class McpProxy:
         self, agent: str, session_id: str, server: str, policy_name: str, policy_params: dict[str, Any],
         request: UpstreamRequest, on_partial: PartialHandler | None,
     ) -> dict[str, Any]:
-        trace_id = uuid.uuid4().hex
-        started = time.perf_counter()
-        rule = ""
-        try:
-            try:
-                decision = await self.client.request(
-                    POLICY, PolicyCheck(agent=agent, tool=policy_name, params=policy_params).dump(),
-                    timeout=POLICY_TIMEOUT, key=agent)
-            except BusError as exc:
-                raise _Outcome(503, "error", types.INTERNAL_ERROR,
-                               f"policy service unavailable: {exc.message}") from None
-            action, rule, reason = decision["action"], decision["rule"], decision["reason"]
-            if action != "allow":
-                message = {
-                    "deny": f"denied by policy {rule}: {reason}",
-                    "rate_limited": reason,
-                    "human_approval": f"approval required by policy {rule}: human approval is not implemented "
-                                      "yet for resources and prompts",
-                }.get(action, f"refused by policy {rule}: {reason}")
-                status = {"deny": 403, "rate_limited": 429, "human_approval": 202}.get(action, 403)
-                raise _Outcome(status, action, POLICY_REFUSED, message,
-                               data={"policy": action, "rule": rule, "trace_id": trace_id})
-            result = await self._upstream(server, request, on_partial)
-        except _Outcome as refused:
-            refused.rule = refused.rule or rule
-            self._trace(agent, session_id, policy_name, policy_params, trace_id, started, refused)
-            raise MCPError(refused.code, refused.message, refused.data) from None
-        except asyncio.CancelledError:
-            self._trace(agent, session_id, policy_name, policy_params, trace_id, started,
-                        _Outcome(499, "allow" if rule else "error", 0, "cancelled by the client", rule=rule))
-            raise
-        self._trace(agent, session_id, policy_name, policy_params, trace_id, started,
-                    _Outcome(200, "allow", 0, "", rule=rule))
+        upstream = self.pipeline.upstream_call(server, request)
+        if upstream is None:
+            raise MCPError(types.INVALID_PARAMS, f"no upstream server named {server!r}")
+        outcome = await self.pipeline.governed(agent, policy_name, policy_params, upstream, session_id=session_id,
+                                               on_progress=on_partial, params_name="arguments")
+        result: dict[str, Any] = answer(outcome)
         return result
 
-    def _trace(self, agent: str, session_id: str, name: str, params: dict[str, Any], trace_id: str,
-               started: float, outcome: _Outcome) -> None:
-        latency = round((time.perf_counter() - started) * 1000, 3) if started else 0.0
-        self.outbox.add(trace_record(
-            trace_id=trace_id, session_id=session_id, agent_id=agent, tool=name, params=params,
-            policy=outcome.policy, policy_rule=outcome.rule, status_code=outcome.status, latency_ms=latency,
-            error=outcome.message if outcome.status != 200 else "",
-        ))
 
-
-class _Outcome(Exception):
-    """How a governed request ended: raised when it failed, built to trace it in any case."""
-
-    def __init__(self, status: int, policy: str, code: int, message: str, *, data: Any = None,
-                 rule: str = "") -> None:
-        super().__init__(message)
-        self.status, self.policy, self.code, self.message, self.data, self.rule = (
-            status, policy, code, message, data, rule)
+def answer(outcome: Outcome) -> Any:
+    """The result of a passed-through request, or the MCPError it ended with: a policy refusal
+    (`RPC_POLICY_REFUSED`, data: policy, rule, trace_id), the upstream's own JSON-RPC error as it
+    sent it, or the error map's code for the status (bus/errors.py)."""
+    if outcome.status == 200:
+        return outcome.result
+    if outcome.refused_by_policy:
+        raise MCPError(RPC_POLICY_REFUSED, outcome.error,
+                       data={"policy": outcome.policy, "rule": outcome.rule, "trace_id": outcome.trace_id})
+    if outcome.rpc_code is not None:
+        raise MCPError(outcome.rpc_code, outcome.error, outcome.rpc_data)
+    raise MCPError(rpc_code(outcome.status), outcome.error)

@@ -36,6 +36,7 @@ from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
 
 from agent_mesh import __version__
+from bus.errors import rpc_code
 from bus.events import Subscriber
 from bus.json_values import refusal
 from gateway.frontend import FrontEnd
@@ -140,7 +141,7 @@ class MeshMcp:
         if outcome.status == 200:
             return outcome.result
         if outcome.status in (400, 404):  # arguments the bus cannot carry, no such tool
-            raise MCPError(types.INVALID_PARAMS, outcome.error)
+            raise MCPError(rpc_code(outcome.status), outcome.error)
         if outcome.status == 202:  # non-blocking approval: tell the agent how it gets resolved
             return text_result(f"{outcome.error}. Nothing has run yet: ask a human to run `mesh approve "
                                f"{outcome.approval_id[:8]}`, then call approval.resolve with id "

@@ -12,8 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bus import frames
-from bus.errors import BusError
+from bus.errors import bad_request, conflict, not_found
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS approvals (
@@ -62,14 +61,14 @@ class StateStore:
     def get(self, id_or_prefix: str) -> dict[str, Any]:
         """By full id or a unique prefix (≥ 4 characters); 404 unknown, 400 ambiguous."""
         if len(id_or_prefix) < MIN_PREFIX:
-            raise BusError(frames.BAD_REQUEST, f"approval id {id_or_prefix!r} is too short (at least {MIN_PREFIX})")
+            raise bad_request(f"approval id {id_or_prefix!r} is too short (at least {MIN_PREFIX})")
         rows = self.db.execute("SELECT * FROM approvals WHERE id LIKE ? || '%' LIMIT 6",
                                (id_or_prefix.replace("%", "").replace("_", ""),)).fetchall()
         if not rows:
-            raise BusError(frames.NOT_FOUND, f"no approval {id_or_prefix}")
+            raise not_found(f"no approval {id_or_prefix}")
         if len(rows) > 1:
             ids = ", ".join(r["id"][:12] for r in rows)
-            raise BusError(frames.BAD_REQUEST, f"approval id prefix {id_or_prefix!r} is ambiguous ({ids}…)")
+            raise bad_request(f"approval id prefix {id_or_prefix!r} is ambiguous ({ids}…)")
         return _approval(rows[0])
 
     def list_approvals(self, status: str | None = None, agent: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
@@ -96,7 +95,7 @@ class StateStore:
             (status, now, resolved_by, reasoning, confidence, current["id"]),
         )
         if cur.rowcount == 0:
-            raise BusError(409, f"approval {current['id'][:8]} is already {current['status']}")
+            raise conflict(f"approval {current['id'][:8]} is already {current['status']}")
         return self.get(current["id"])
 
     def claim_replay(self, approval_id: str, now: float) -> dict[str, Any]:
@@ -106,7 +105,7 @@ class StateStore:
                               " AND replayed_at IS NULL", (now, current["id"]))
         if cur.rowcount == 0:
             state = "already replayed" if current["replayed_at"] else current["status"]
-            raise BusError(409, f"approval {current['id'][:8]} cannot be replayed: {state}")
+            raise conflict(f"approval {current['id'][:8]} cannot be replayed: {state}")
         return self.get(current["id"])
 
     def due(self, now: float) -> list[str]:
@@ -125,9 +124,9 @@ class StateStore:
         rows = self.db.execute("SELECT * FROM grants WHERE id LIKE ? || '%' LIMIT 2",
                                (id_or_prefix.replace("%", "").replace("_", ""),)).fetchall()
         if len(id_or_prefix) < MIN_PREFIX or not rows:
-            raise BusError(frames.NOT_FOUND, f"no grant {id_or_prefix}")
+            raise not_found(f"no grant {id_or_prefix}")
         if len(rows) > 1:
-            raise BusError(frames.BAD_REQUEST, f"grant id prefix {id_or_prefix!r} is ambiguous")
+            raise bad_request(f"grant id prefix {id_or_prefix!r} is ambiguous")
         return _grant(rows[0])
 
     def grants_active(self, now: float, agent: str | None = None) -> list[dict[str, Any]]:
@@ -144,7 +143,7 @@ class StateStore:
         grant = self.grant_get(grant_id)
         if grant["revoked_at"] is not None:
             # Go forgets a revoked grant: revoking it again is 404, not a conflict.
-            raise BusError(frames.NOT_FOUND, f"grant {grant['id'][:8]} is already revoked")
+            raise not_found(f"grant {grant['id'][:8]} is already revoked")
         self.db.execute("UPDATE grants SET revoked_at=? WHERE id=?", (now, grant["id"]))
         return self.grant_get(grant["id"])
 

@@ -79,8 +79,11 @@ class PolicyService:
         timing = [started, time.time_ns()]
         then = check.then
         if then is not None and decision["action"] == "allow":
-            call = ToolCall(tool=then.tool, arguments=check.params, timeout=then.timeout)
-            request.forward(upstream_service(then.server), call.dump(),
+            if then.request is not None:
+                body = then.request.model_copy(update={"timeout": then.timeout}).dump()
+            else:
+                body = ToolCall(tool=then.tool, arguments=check.params, timeout=then.timeout).dump()
+            request.forward(upstream_service(then.server), body,
                             meta={"policy": decision, "policy_ns": timing})
             return None
         request.add_meta(policy_ns=timing)

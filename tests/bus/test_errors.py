@@ -3,9 +3,15 @@ call is said once, in its own words (issue 9, item 6)."""
 
 from __future__ import annotations
 
+import ast
+import re
+from pathlib import Path
+
 import pytest
 
 from bus import errors, frames
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CODES = {name: value for name, value in vars(frames).items()
          if name.isupper() and isinstance(value, int) and 400 <= value < 600}
@@ -42,3 +48,53 @@ def test_an_upstreams_own_error_is_not_unavailability() -> None:
     assert error.code == frames.UPSTREAM_ERROR != frames.WORKER_DIED
     status, message = errors.upstream_failure("fs", error)
     assert status == 502 and "unavailable" not in message and message.count("upstream") == 1
+
+
+def test_the_protocol_table_is_the_error_map() -> None:
+    """Each row of PROTOCOL.md's table (code, name, HTTP, JSON-RPC) is the map's row, and back."""
+    text = (ROOT / "bus" / "PROTOCOL.md").read_text()
+    rows = re.findall(r"^\| (\d{3}) \| ([A-Z_]+) \| .+ \| (\d{3}) \| (-\d+) \|$", text, re.MULTILINE)
+    documented = {int(code): (name, int(http), int(rpc)) for code, name, http, rpc in rows}
+    assert documented == {code: (row.name, row.http, row.rpc) for code, row in errors.ERRORS.items()}
+    assert set(documented) == set(CODES.values())
+    for code, row in errors.ERRORS.items():
+        assert CODES[row.name] == code and errors.http_status(code) == row.http
+        assert errors.rpc_code(row.http) in {r.rpc for r in errors.ERRORS.values() if r.http == row.http}
+        assert row.meaning
+
+
+@pytest.mark.parametrize(("status", "rpc"), [
+    (400, errors.RPC_INVALID_PARAMS), (404, errors.RPC_INVALID_PARAMS), (403, errors.RPC_POLICY_REFUSED),
+    (408, errors.RPC_POLICY_REFUSED), (429, errors.RPC_POLICY_REFUSED), (502, errors.RPC_INTERNAL_ERROR),
+    (503, errors.RPC_INTERNAL_ERROR), (504, errors.RPC_INTERNAL_ERROR), (418, errors.RPC_INTERNAL_ERROR),
+])
+def test_what_an_mcp_caller_gets_for_a_status(status: int, rpc: int) -> None:
+    assert errors.rpc_code(status) == rpc
+
+
+@pytest.mark.parametrize(("code", "status"), [
+    (frames.BAD_REQUEST, 400), (frames.FORBIDDEN, 403), (frames.NOT_FOUND, 404), (frames.CONFLICT, 409),
+    (frames.WORKER_DIED, 503), (frames.TIMEOUT, 503), (frames.INTERNAL, 503), (frames.UNAVAILABLE, 503),
+    (frames.CANCELLED, 503),
+])
+def test_a_mesh_services_error_on_an_http_route(code: int, status: int) -> None:
+    assert errors.service_status(code) == status
+
+
+def test_an_upstreams_own_json_rpc_code_is_traced_with_its_status() -> None:
+    assert errors.status_of_rpc_code(errors.RPC_RESOURCE_NOT_FOUND) == 404
+    assert errors.status_of_rpc_code(errors.RPC_INVALID_PARAMS) == 400
+    assert errors.status_of_rpc_code(-32042) == 502
+
+
+def test_errors_are_built_only_by_the_named_constructors() -> None:
+    """No module of the mesh calls BusError(...) itself: bus/errors.py's constructors do."""
+    offenders = []
+    for package in ("bus", "gateway", "workers", "policy", "agent_mesh", "observe", "autoresolve"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path == ROOT / "bus" / "errors.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "BusError":
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []

@@ -140,6 +140,21 @@ def _load(path: str) -> LoadedConfig:
         raise UserError(str(exc)) from None
 
 
+def _load_for_role(path: str) -> LoadedConfig:
+    """A process of a running tree (`run`): if the file has become invalid since the mesh started
+    (a live edit), start on the mesh's last valid config rather than fail (agent_mesh/reload.py)."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        from agent_mesh.reload import last_good
+
+        fallback = last_good(path, exc)
+        if fallback is None:
+            raise UserError(str(exc)) from None
+        print(f"agent-mesh run: warning: {fallback.warnings[0]}", file=sys.stderr)
+        return fallback
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["supervisor"]:  # its own command line: autoresolve.cli
@@ -226,7 +241,7 @@ def _main(argv: list[str], debug: bool) -> int:
     if args.command == "run":
         from agent_mesh.roles import run_role
 
-        run_role(args.role, _load(args.config), server=args.server, slot=args.slot, port=args.port,
+        run_role(args.role, _load_for_role(args.config), server=args.server, slot=args.slot, port=args.port,
                  connect=args.connect, keys=args.keys)
         return 0
     if args.command == "keys":

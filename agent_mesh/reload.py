@@ -8,6 +8,11 @@ kept for /health, `mesh health` and the log.
 Only policies are applied live. Any other change (mcp_servers, cli_tools, openapi, port, ...)
 is reported as needing a restart — in the log, /health and the reload answer — never ignored.
 The generation is kept in `<state>/policy-set.json`, so it keeps growing across gateway restarts.
+
+The config in force (the running one with the policies in force) is kept in
+`<state>/last-good-config.json` (owner-only): a process of the tree that restarts while the file
+on disk is invalid starts on it (`last_good`) instead of failing, which would bring the whole
+mesh down; the error stays visible in /health.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent_mesh.config import ConfigError, LoadedConfig, load_config
+from agent_mesh.config import Config, ConfigError, LoadedConfig, load_config
 from bus.events import Publisher
 from bus.messages import POLICY_SET_CHANGED, POLICYSET
 from bus.worker import BusWorker, Request
@@ -31,6 +36,8 @@ from policy.policyset import PolicySet
 log = logging.getLogger(__name__)
 
 STATE_FILE = "policy-set.json"
+SNAPSHOT = "last-good-config.json"
+FALLBACK = "the config file is invalid; running on the last valid config of this mesh"
 DEBOUNCE_MS = 300  # a burst of writes (an editor's save) is one reload
 # Sections applied live; a change anywhere else needs a restart (and is said so).
 LIVE = frozenset({"policies", "policy_dir"})
@@ -64,6 +71,34 @@ def needs_restart(old: LoadedConfig, new: LoadedConfig) -> list[str]:
     return out
 
 
+def save_snapshot(loaded: LoadedConfig) -> None:
+    """Keep `loaded` as the last valid config of its mesh (owner-only: it holds expanded values)."""
+    target = loaded.state_dir() / SNAPSHOT
+    tmp = target.with_suffix(".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump({"saved_at": _now(), "config": loaded.config.model_dump(
+                mode="json", by_alias=True, exclude_unset=True)}, out)
+        os.replace(tmp, target)
+    except OSError as exc:
+        log.warning("cannot keep the last valid config in %s: %s", target, exc)
+
+
+def last_good(path: str | Path, error: ConfigError) -> LoadedConfig | None:
+    """The last valid config of the mesh of `path` (None if there is none), with a warning that
+    starts with FALLBACK and says what is wrong with the file."""
+    absolute = Path(path).expanduser().resolve()
+    state = LoadedConfig(config=Config(), path=absolute).state_dir()
+    try:
+        data = json.loads((state / SNAPSHOT).read_text())
+        config = Config.model_validate(data["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return LoadedConfig(config=config, path=absolute,
+                        warnings=[f"{FALLBACK} (kept {data.get('saved_at')}): {error}"])
+
+
 class Reloader:
     def __init__(self, loaded: LoadedConfig, bus_endpoint: str, events_in: str | None) -> None:
         self.running = loaded  # the config the mesh was started with (all but its policies)
@@ -72,8 +107,9 @@ class Reloader:
         self.state_file = loaded.state_dir() / STATE_FILE
         self.current = PolicySet.of(loaded.config.policies, self._generation_for(loaded))
         self.loaded_at = _now()
-        self.error: str | None = None
-        self.error_at: str | None = None
+        fallback = next((w for w in loaded.warnings if w.startswith(FALLBACK)), None)
+        self.error: str | None = fallback  # started on the last valid config: say why
+        self.error_at: str | None = _now() if fallback else None
         self.restart_needed: list[str] = []
         self._lock = asyncio.Lock()
         self._publisher: Publisher | None = None
@@ -100,6 +136,8 @@ class Reloader:
 
     async def start(self) -> None:
         self._persist()
+        if self.error is None:
+            save_snapshot(self.running)
         if self.events_in is not None:
             self._publisher = Publisher(self.events_in)
         self._worker = BusWorker(self.bus_endpoint, POLICYSET, self._serve, capacity=64)
@@ -150,6 +188,8 @@ class Reloader:
                 return {"status": "unchanged", **self.view()}
             self.current, self.loaded_at = candidate, _now()
             self._persist()
+            save_snapshot(LoadedConfig(config=self.running.config.model_copy(
+                update={"policies": list(candidate.policies)}), path=self.running.path))
             if self._publisher is not None:
                 self._publisher.publish(POLICY_SET_CHANGED, {"generation": candidate.generation,
                                                              "version": candidate.version})

@@ -203,3 +203,30 @@ def test_an_mcp_servers_change_says_a_restart_is_needed(mesh: Mesh) -> None:
         mesh.config_path.write_text(original)
         mesh_cli(mesh, "reload")
     assert "restart_needed" not in policy_set(mesh)
+
+
+def test_processes_restarting_while_the_file_is_invalid_run_on_the_last_valid_config(mesh: Mesh) -> None:
+    write_policy(mesh, rules("allow"))
+    assert mesh_cli(mesh, "reload").returncode == 0
+    version = policy_set(mesh)["version"]
+    write_policy(mesh, rules("allow").replace("action: allow", "action: maybe"))
+    wait_until(lambda: policy_set(mesh).get("error"), DEADLINE, "the refused reload")
+    killed = {pid for role in ("gateway", "policy") for pid in mesh.role_pids(role)}
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+
+    def back() -> bool:
+        pids = {pid for role in ("gateway", "policy") for pid in mesh.role_pids(role)}
+        try:
+            return len(pids) == 3 and not pids & killed and mesh.http.get("/ready").status_code == 200
+        except Exception:  # noqa: BLE001 - the gateway is restarting
+            return False
+
+    wait_until(back, 30, "the gateway and both policy workers back, not given up on")
+    assert all(list_status(mesh, a) == 200 for a in AGENTS)  # the last valid rules decide
+    after = policy_set(mesh)
+    assert after["version"] == version
+    assert "running on the last valid config" in after["error"] and "team.yaml" in after["error"], after
+    write_policy(mesh, rules("deny"))
+    wait_until(lambda: list_status(mesh) == 403 and not policy_set(mesh).get("error"), DEADLINE,
+               "the fixed file applied, the error gone")

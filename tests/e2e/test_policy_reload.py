@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -230,3 +231,27 @@ def test_processes_restarting_while_the_file_is_invalid_run_on_the_last_valid_co
     write_policy(mesh, rules("deny"))
     wait_until(lambda: list_status(mesh) == 403 and not policy_set(mesh).get("error"), DEADLINE,
                "the fixed file applied, the error gone")
+
+
+async def test_a_stdio_connector_follows_the_reloads(mesh: Mesh) -> None:
+    from mcp import Client, StdioServerParameters
+
+    write_policy(mesh, rules("allow"))
+    assert mesh_cli(mesh, "reload").returncode == 0
+    params = StdioServerParameters(
+        command=sys.executable, env=mesh.env, cwd=str(mesh.tmp),
+        args=["-m", "agent_mesh", "--mcp", "--config", str(mesh.config_path), "--mcp-agent", "agent-x"])
+
+    def owner(agent: str) -> str:  # the broker's affinity (bus/routing.py: rendezvous, crc32)
+        return max(["policy:0", "policy:1"], key=lambda s: zlib.crc32(s.encode() + b"\0" + agent.encode()))
+
+    assert owner("agent-x") != owner("agent-0")
+    path = {"path": str(mesh.data)}  # type: ignore[attr-defined]
+    async with Client(params, mode="legacy") as client:  # attaches to the running mesh
+        assert not (await client.call_tool("filesystem.list_directory", path)).is_error
+        write_policy(mesh, rules("deny"))
+        # Only agent-0's worker switches here; agent-x is the other worker's, which switches
+        # only because the connector's own check names the new generation (policy.set.changed).
+        wait_until(lambda: list_status(mesh, "agent-0") == 403, DEADLINE, "the new rules via REST")
+        denied = await client.call_tool("filesystem.list_directory", path)
+        assert denied.is_error and "denied by policy team" in denied.content[0].text  # type: ignore[union-attr]

@@ -140,7 +140,10 @@ class MeshMcp:
             )
         if outcome.status == 200:
             return outcome.result
-        if outcome.status in (400, 404):  # arguments the bus cannot carry, no such tool
+        # Arguments the bus cannot carry, no such tool. Arguments a tool source refused after the
+        # policy allowed the call (a CLI flag outside allowed_args) are the tool's own error, for
+        # the model to read and correct (MCP: input validation is a tool execution error).
+        if outcome.status == 404 or outcome.status == 400 and not outcome.forwarded:
             raise MCPError(rpc_code(outcome.status), outcome.error)
         if outcome.status == 202:  # non-blocking approval: tell the agent how it gets resolved
             return text_result(f"{outcome.error}. Nothing has run yet: ask a human to run `mesh approve "

@@ -268,6 +268,13 @@ def test_the_go_projects_example_runs_unchanged(tmp_path: Path) -> None:
         assert m.http.post(f"/approvals/{waiting['id']}/deny", json={}).status_code == 200
         caller.join(10)
         assert answer[0].status_code == 403
+        # A grant turns the default_action's human_approval into allow, as for any tool.
+        grant = m.http.post("/grants", json={"agent": "claude", "tools": "terraform.*", "duration": "5m"})
+        assert grant.status_code == 201, grant.text
+        granted = m.call("terraform.init")  # runs now; /home/user/infra does not exist here
+        assert granted.json()["policy"] == "allow", granted.text
+        assert _trace(m, granted.json()["trace_id"])["policy_rule"] == f"grant:{grant.json()['id']}"
+        assert granted.status_code == 502 and "working_dir /home/user/infra" in granted.json()["error"]
     finally:
         assert m.stop() == set()
 

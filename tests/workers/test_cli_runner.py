@@ -132,3 +132,19 @@ def test_resolve_bin(tmp_path: Path) -> None:
     assert cli_runner.resolve_bin("./tool.sh", str(tmp_path), "") == str(tmp_path / "tool.sh")
     assert cli_runner.resolve_bin("ls", str(tmp_path), os.environ["PATH"]) is not None
     assert cli_runner.resolve_bin("no-such-binary-here", str(tmp_path), os.environ["PATH"]) is None
+
+
+async def test_a_cancelled_call_kills_the_process_group(tmp_path: Path) -> None:
+    # An MCP client's notifications/cancelled cancels the worker's task: nothing may outlive it.
+    pidfile = tmp_path / "pid"
+    task = asyncio.create_task(_run(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], timeout=30))
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    grandchild = int(pidfile.read_text())
+    while _alive(grandchild) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert not _alive(grandchild)

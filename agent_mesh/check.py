@@ -14,6 +14,11 @@ from workers.commands import command_problem
 
 
 def problems(loaded: LoadedConfig, notes: list[str] | None = None) -> list[str]:
+    return command_problems(loaded) + _openapi_problems(loaded, notes)
+
+
+def command_problems(loaded: LoadedConfig) -> list[str]:
+    """Each stdio server whose command cannot be started here (`serve` warns of these too)."""
     out = []
     for i, server in enumerate(loaded.config.mcp_servers):
         if server.transport != "stdio" or not server.command or server.workers == 0:
@@ -22,7 +27,7 @@ def problems(loaded: LoadedConfig, notes: list[str] | None = None) -> list[str]:
         problem = command_problem(server.command, cwd, {**os.environ, **server.env})
         if problem is not None:
             out.append(f"{loaded.path}: mcp_servers[{i}] ({server.name}): {problem}")
-    return out + _openapi_problems(loaded, notes)
+    return out
 
 
 def _openapi_problems(loaded: LoadedConfig, notes: list[str] | None = None) -> list[str]:

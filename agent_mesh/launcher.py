@@ -183,9 +183,12 @@ def serve(loaded: LoadedConfig, port: int | None = None, embedded: bool = False)
     remote = broker_remote(loaded)
     conf = state / CONF_NAME
     conf.write_text(supervisor_conf(loaded, state, port, embedded, logs=logs_dir(state)))
-    from agent_mesh.check import warnings
+    from agent_mesh.check import command_problems, warnings
 
-    for warning in warnings(loaded) + _remote_warnings(loaded, remote is not None):
+    # A server that cannot start does not stop the others: say so now (its workers retry with a
+    # back-off, and /health says why meanwhile).
+    down = [f"{problem}: it stays down until that is fixed" for problem in command_problems(loaded)]
+    for warning in warnings(loaded) + down + _remote_warnings(loaded, remote is not None):
         print(f"agent-mesh: warning: {warning}", file=sys.stderr)
     print(f"agent-mesh: serving {loaded.path} on http://{host}:{shown_port}", file=sys.stderr)
     if remote is not None:

@@ -170,3 +170,23 @@ def test_keys_in_a_directory_that_cannot_be_made(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     line = one_line_failure(agent_mesh("keys", "--dir", str(tmp_path / "file" / "keys"), tmp=tmp_path))
     assert line.startswith(f"agent-mesh keys: {tmp_path / 'file'}") and line.endswith("; choose another with --dir")
+
+
+def test_serve_warns_of_a_server_that_cannot_start_and_serves_the_others(tmp_path: Path) -> None:
+    path = config(tmp_path)
+    path.write_text(yaml.safe_dump({"port": free_port(), "mcp_servers": [{"name": "missing", "command": "nope-x"}]}))
+    serve = subprocess.Popen([sys.executable, "-m", "agent_mesh", "serve", "--config", str(path)],
+                             env={**os.environ, "AGENT_MESH_HOME": str(tmp_path / "home")}, cwd=tmp_path,
+                             stderr=subprocess.PIPE, text=True)
+    assert serve.stderr is not None
+    lines = []
+    try:
+        for line in serve.stderr:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("agent-mesh: serving"):
+                break
+    finally:
+        serve.terminate()
+        serve.wait(timeout=60)
+    assert (f"agent-mesh: warning: {path}: mcp_servers[0] (missing): command 'nope-x' not found on PATH: "
+            "it stays down until that is fixed") in lines, lines

@@ -28,15 +28,17 @@ from agent_mesh.config import LoadedConfig
 from agent_mesh.reload import Reloader
 from bus.errors import BusError, service_status, unavailable_service
 from bus.messages import APPROVAL, POLICY, TRACES, TraceQuery
+from gateway import last_resort
 from gateway.api_views import approval_view, grant_globs, grant_view, server_view, tool_view
 from gateway.frontend import FrontEnd
-from gateway import last_resort
 from gateway.http_body import HttpError, read_json
-from gateway.last_resort import LastResort
 from gateway.identity import IdentityError, agent_from_authorization
+from gateway.last_resort import LastResort
 from gateway.mcp_deferred import DeferredMcpHttp
 from gateway.metrics_route import MetricsRoute
+from gateway.origins import allowed_origins
 from gateway.rest_tool import ToolRoute
+from observe.console import Console
 from observe.otlp_json import otlp_traces
 from policy.globs import glob_matches
 
@@ -81,6 +83,7 @@ class Gateway(FrontEnd):
         self.reloader = Reloader(loaded, bus_endpoint, events_in)
         self.policy_set = self.reloader  # this front-end holds the set in force
         self.mcp_http = DeferredMcpHttp(self)
+        self.origins = allowed_origins(loaded.config)  # browsers' state-changing requests
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -137,7 +140,13 @@ class Gateway(FrontEnd):
     def _operator(self, request: Request) -> str | None:
         """Check an operator route. With `auth.operator_token` the caller must send it: None after
         that (an operator). Without one, the agent the caller says it is (its bearer), if any: an
-        agent may not approve its own call nor grant itself tools."""
+        agent may not approve its own call nor grant itself tools. A browser's request from
+        another site (its `Origin` not the mesh's own nor in `allowed_origins`) is refused first:
+        a page elsewhere must not approve through an operator's browser (the console, /ui)."""
+        origin = request.headers.get("origin")
+        if origin is not None and origin not in self.origins:
+            raise HttpError(403, f"Origin {origin!r} is not allowed to change anything here "
+                                 "(add it to allowed_origins)")
         token = self.loaded.config.auth.operator_token
         if token is None:
             header = request.headers.get("authorization")
@@ -333,6 +342,7 @@ def create_app(loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | N
         Route("/grants", gw.create_grant, methods=["POST"]),
         Route("/grants/{id}", gw.revoke_grant, methods=["DELETE"]),
         Route("/metrics", MetricsRoute(gw).handle, methods=["GET"]),
+        *Console(gw).routes(),  # /ui, the web console (observe/console)
         Route("/mcp", gw.mcp_http),  # ASGI endpoint: POST, GET and DELETE per the MCP transport
     ]
     app = Starlette(

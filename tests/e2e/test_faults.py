@@ -360,7 +360,8 @@ async def test_kill_upstream_server_process(mesh: Mesh) -> None:
     assert_every_request_answered(run)
     assert all(o.ok for o in run.by(lambda o: o.tool == ECHO)), "the other upstream was affected"
     for o in run.by(lambda o: not o.ok):  # held by the dead server: gone; sent while replaced: unavailable
-        gone = o.status == 502 and o.error.startswith("upstream 'fs' went away during tools/call (process ")
+        # (process N exited with -9, or its stdout closed: whichever the worker saw first)
+        gone = o.status == 502 and o.error.startswith("upstream 'fs' went away during tools/call (")
         unavailable = o.status == 503 and o.error.startswith("upstream unavailable: fs (")
         assert gone or unavailable, (o.status, o.error)
     assert_no_trace_lost(mesh, run)

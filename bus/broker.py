@@ -120,12 +120,14 @@ class Broker:
             timeout_ms = max(0, int((next_tick - time.monotonic()) * 1000))
             ready = dict(poller.poll(timeout_ms))
             now = time.monotonic()
-            if any(m in ready for m in monitors):
-                self._poll_monitors(now)
+            # What peers sent before a connection closed is read before the close is applied:
+            # a worker's last answers reach their callers instead of a "worker died".
             if self._socket in ready:
                 self._receive(self._socket, b"", now)
             if self._remote is not None and self._remote in ready:
                 self._receive(self._remote, REMOTE, now)
+            if any(m in ready for m in monitors):
+                self._poll_monitors(now)
             if self._xsub in ready:
                 self._forward(self._xsub, self._xpub)
             if self._xpub in ready:

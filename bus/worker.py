@@ -137,6 +137,12 @@ class BusWorker:
         self._stopping = True
         self._send(frames.DISCONNECT, {})
 
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most `timeout`) until the requests being served have answered, e.g. before
+        stop() when what they wait on is gone: each then says why, not just "worker died"."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=timeout)
+
     def update_meta(self, meta: Any) -> None:
         self.meta = meta
         self._send(frames.UPDATE, {}, frames.pack(meta))

@@ -64,6 +64,7 @@ CAPACITY = 64  # concurrent calls per worker: one MCP session multiplexes them
 PING_INTERVAL = 2.0  # s between pings of a remote (sse, streamable_http) upstream
 PING_TIMEOUT = 5.0
 MAX_LIST_PAGES = 1000
+DRAIN = 0.5  # s the calls of a dead upstream get to answer before the worker leaves the bus
 
 
 def spec_for(server: McpServer, default_cwd: str | None = None) -> UpstreamSpec:
@@ -324,6 +325,8 @@ async def _serve(endpoint: str, server: SourceRef | McpServer, slot: str, client
     tasks = [t for t in (serving, upstream_lost, changes, pings) if t is not None]
     try:
         await asyncio.wait({serving, upstream_lost}, return_when=asyncio.FIRST_COMPLETED)
+        if upstream_lost.done():  # its calls fail at once (UPSTREAM_GONE): let them answer first
+            await worker.drain(DRAIN)
     finally:
         worker.stop()
         for task in tasks:

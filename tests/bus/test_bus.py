@@ -264,3 +264,32 @@ async def test_concurrent_questions_of_one_request_keep_distinct_ids(broker: Bro
     assert answers == [{"id": a["id"], "result": a["params"]["n"]} for a in asked]
     assert len({a["id"] for a in asked}) == 3, asked
     task.cancel()
+
+
+@pytest.mark.parametrize("attempt", range(5))
+async def test_answers_sent_before_a_worker_leaves_reach_their_callers(
+        broker: Broker, endpoints: Endpoints, attempt: int) -> None:
+    """A worker answers what it holds (drain), says DISCONNECT and closes its connection at once,
+    as an upstream worker does when its MCP server dies: the callers get those answers, not
+    WORKER_DIED (the broker reads what a peer sent before it applies the peer's disconnect)."""
+    gone = asyncio.Event()
+
+    async def handler(request: Request) -> Any:
+        await gone.wait()
+        raise BusError(frames.UPSTREAM_GONE, f"upstream went away ({request.body})")
+
+    worker = BusWorker(endpoints.requests, "s", handler, capacity=64)
+    serving = asyncio.create_task(worker.run())
+    async with BusClient(endpoints.requests) as client:
+        while not (await client.request("mmi.services", {}, timeout=1)).get("s"):
+            await asyncio.sleep(0.01)
+        calls = [asyncio.create_task(client.request("s", n, timeout=10)) for n in range(16)]
+        while (await client.request("mmi.services", {}, timeout=1))["s"]["workers"][0]["inflight"] < 16:
+            await asyncio.sleep(0.01)
+        gone.set()
+        await worker.drain(1.0)
+        worker.stop()
+        serving.cancel()
+        errors = await asyncio.gather(*calls, return_exceptions=True)
+    await asyncio.gather(serving, return_exceptions=True)
+    assert [getattr(e, "code", e) for e in errors] == [frames.UPSTREAM_GONE] * 16, errors

@@ -51,3 +51,35 @@ async def test_the_remaining_deadline_bounds_the_call(service: UpstreamService) 
     assert time.monotonic() - started < 3
     assert await service.handle(_request({"tool": "echo", "arguments": {"message": "hi"}}, 5)) == {
         "content": [{"type": "text", "text": "Echo: hi"}]}
+
+
+async def test_calls_held_by_a_dying_server_say_it_went_away(endpoints: Any, broker: Any) -> None:
+    """The MCP server dies with calls in flight: each caller hears UPSTREAM_GONE from the worker
+    (its own reason), not WORKER_DIED from the broker, although the worker then leaves the bus."""
+    import asyncio
+    import os
+    import signal
+
+    from bus.client import BusClient
+    from workers.upstream import _serve
+
+    server = McpServer(name="everything", command=npm_server("everything"), args=["stdio"], timeout_seconds=60)
+    client = UpstreamClient(spec_for(server, str(REPO)))
+    await client.start()
+    serving = asyncio.create_task(_serve(endpoints.requests, server, "everything:0", client))
+    try:
+        async with BusClient(endpoints.requests) as bus:
+            await bus.request("upstream.everything", {"tool": "echo", "arguments": {"message": "up"}}, timeout=10)
+            body = {"tool": LONG_OP, "arguments": {"duration": 30, "steps": 1}}
+            calls = [asyncio.create_task(bus.request("upstream.everything", {**body, "n": n}, timeout=20))
+                     for n in range(8)]
+            await asyncio.sleep(0.5)  # all of them written to the server
+            assert client.pid is not None
+            os.kill(client.pid, signal.SIGKILL)
+            errors = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(e, BusError) for e in errors), errors
+        assert {e.code for e in errors if isinstance(e, BusError)} == {frames.UPSTREAM_GONE}, errors
+        await asyncio.wait_for(serving, 5)
+    finally:
+        serving.cancel()
+        await client.close()

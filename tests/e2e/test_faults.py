@@ -204,7 +204,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 def healthy_before(mesh: Mesh) -> None:
     wait_until(lambda: _health(mesh)[0] == 200, 20, "a healthy mesh before the fault")
     for server in ("everything", "fs"):
-        wait_until(lambda: mesh.spare_warm(server), 20, f"{server}'s warm spare")
+        wait_until(lambda s=server: mesh.spare_warm(s), 20, f"{server}'s warm spare")  # type: ignore[misc]
 
 
 def _health(mesh: Mesh) -> tuple[int, dict[str, Any]]:

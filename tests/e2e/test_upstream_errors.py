@@ -108,3 +108,13 @@ def test_no_answer_in_time_is_a_504_naming_server_and_tool(mesh: Mesh) -> None:
     r = mesh.call(LONG, {"duration": 30, "steps": 1, "n": uuid.uuid4().hex})
     assert r.status_code == 504, r.text
     assert r.json()["error"] == f"upstream timeout: {LONG} gave no answer in {TIMEOUT:g}s (cancelled upstream)"
+
+
+async def test_over_mcp_the_upstreams_own_error_is_a_tool_error_that_says_so(mesh: Mesh) -> None:
+    params = {"url": "https://example.org", "errorPath": True, "elicitationId": uuid.uuid4().hex}
+    async with mesh.mcp("mcp-errors") as client:
+        result = await client.call_tool("everything.trigger-url-elicitation", params)
+    assert result.is_error
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert text.startswith("upstream error from everything.trigger-url-elicitation: [-32042] "), text
+    assert "unavailable" not in text

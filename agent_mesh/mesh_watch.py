@@ -27,6 +27,7 @@ from agent_mesh.tables import Column, render
 
 REFRESH = 1.0  # s between reads of the queue
 CLEAR = "\x1b[H\x1b[2J"
+PAST = {"approve": "approved", "deny": "denied"}
 MARKED = [*PENDING[:1], Column("mark", "", min=0, shrink=None), *PENDING[1:]]
 
 
@@ -104,7 +105,7 @@ def watch(mesh: Mesh) -> None:
                 decision = "approve" if key == "a" else "deny"
                 reason = _ask_reason(fd, cooked, decision, current["id"])
                 if reason is None:
-                    message = f"{current['id'][:8]}: not {decision}d (cancelled)"
+                    message = f"{current['id'][:8]}: not {PAST[decision]} (cancelled)"
                     continue
                 try:
                     message = resolution_line(_resolve(mesh, current["id"], decision, reason or None))

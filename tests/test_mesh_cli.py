@@ -63,3 +63,34 @@ def test_a_url_without_scheme_is_taken_as_http() -> None:
 def test_watch_needs_a_terminal() -> None:
     line = one_line(mesh("watch", url=f"http://127.0.0.1:{free_port()}"))
     assert line == "mesh watch: needs a terminal (use `mesh pending` in scripts)"
+
+
+def test_watch_waits_for_a_mesh_that_does_not_answer() -> None:
+    """In a terminal, `mesh watch` shows that the mesh does not answer and keeps trying; q quits."""
+    import pty
+    import select
+    import time
+
+    url = f"http://127.0.0.1:{free_port()}"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: mesh watch on the pty
+        os.environ.update(MESH_URL=url, COLUMNS="200")
+        os.execv(sys.executable, [sys.executable, "-m", "agent_mesh.mesh_cli", "watch"])
+    screen = b""
+    try:
+        end = time.monotonic() + 20
+        while screen.count(b"(retrying)") < 2 and time.monotonic() < end:  # drawn again: still trying
+            if select.select([fd], [], [], 0.2)[0]:
+                screen += os.read(fd, 65536)
+        assert screen.count(b"(retrying)") >= 2, screen[-400:]
+        assert f"cannot reach {url}: connection refused".encode() in screen
+        assert b"Traceback" not in screen
+        os.write(fd, b"q")
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        os.close(fd)

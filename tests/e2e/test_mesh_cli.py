@@ -211,6 +211,11 @@ def test_watch_skip_keeps_the_skipped_approval_in_sight_and_asks_for_reasons(mes
         term.wait_for(lambda s: f"{short} claude → filesystem.get_file_info" in s, "the approval back")
         term.type("d")
         term.wait_for(lambda s: f"reason to deny {short}" in s, "the reason prompt")
+        term.type("\x1b\r")  # Esc Enter: changed my mind
+        term.wait_for(lambda s: f"{short}: not denied (cancelled)" in s, "the cancelled decision")
+        assert not first.done() and pending(mesh, "filesystem.get_file_info")
+        term.type("d")
+        term.wait_for(lambda s: f"reason to deny {short}" in s.rsplit("cancelled", 1)[-1], "the prompt again")
         term.type("outside the task\r")
         denied = first.result(timeout=10)
         assert denied.status_code == 403 and "outside the task" in denied.json()["error"]

@@ -45,7 +45,7 @@ def _find(value: Any, depth: int) -> tuple[list[Any], str] | None:
     if kind is float:
         if math.isfinite(value):
             return None
-        return [], ("NaN is not a JSON number" if value != value
+        return [], ("NaN is not a JSON number" if math.isnan(value)
                     else "number out of range (no 64-bit float holds it; Infinity is not JSON)")
     if kind is dict:
         if depth > MAX_DEPTH:

@@ -28,10 +28,19 @@ from agent_mesh.config import LoadedConfig
 from agent_mesh.reload import Reloader
 from bus.errors import BusError, service_status, unavailable_service
 from bus.messages import APPROVAL, POLICY, TRACES, TraceQuery
-from gateway import last_resort
+from gateway import api, last_resort
+from gateway.api_requests import (
+    ApprovalsQuery,
+    GrantBody,
+    GrantsQuery,
+    Limited,
+    OtelTracesQuery,
+    ResolveBody,
+    TracesQuery,
+)
 from gateway.api_views import approval_view, grant_globs, grant_view, server_view, tool_view
 from gateway.frontend import FrontEnd
-from gateway.http_body import HttpError, read_json
+from gateway.http_body import HttpError
 from gateway.identity import IdentityError, agent_from_authorization
 from gateway.last_resort import LastResort
 from gateway.mcp_deferred import DeferredMcpHttp
@@ -47,25 +56,6 @@ TRACE_SETTLE = 2.0  # s a trace read waits for this gateway's own records to be 
 
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
-
-
-def int_param(request: Request, name: str, default: int) -> int:
-    """A non-negative integer query parameter; a bad one is the caller's 400, naming it."""
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw) if raw.isascii() else int("x")  # Python's int() also reads "１"
-    except ValueError:
-        raise HttpError(400, f"invalid query parameter {name}={raw!r}: expected an integer") from None
-    if value < 0:
-        raise HttpError(400, f"invalid query parameter {name}={raw!r}: expected 0 or more")
-    return value
-
-
-def _limit(request: Request, default: int) -> int:
-    """`?limit=`: 0 means the default (as in Go), at most 10 000."""
-    return min(int_param(request, "limit", default) or default, 10_000)
 
 
 def _caller(request: Request) -> str:
@@ -164,10 +154,9 @@ class Gateway(FrontEnd):
             raise HttpError(403, "wrong operator token: X-Operator-Token does not match auth.operator_token")
         return None
 
-    async def approvals(self, request: Request) -> Response:
-        q = request.query_params
-        reply = await self._approval({"op": "list", "status": q.get("status") or None, "tool": q.get("tool"),
-                                      "agent": q.get("agent"), "limit": _limit(request, 500)})
+    async def approvals(self, request: Request, query: ApprovalsQuery) -> Response:
+        reply = await self._approval({"op": "list", "status": query.status or None, "tool": query.tool or None,
+                                      "agent": query.agent or None, "limit": query.limit_or(500)})
         now = time.time()
         return JSONResponse([approval_view(a, now) for a in reply["approvals"]])
 
@@ -182,43 +171,38 @@ class Gateway(FrontEnd):
         return JSONResponse({**approval_view(approval, now), "recent_traces": recent,
                              "active_grants": [grant_view(g, now) for g in reply["active_grants"]]})
 
-    async def resolve(self, request: Request) -> Response:
+    async def resolve(self, request: Request, body: ResolveBody) -> Response:
+        """`resolved_by` defaults to the caller's address, as in Go."""
         agent = self._operator(request)
-        body = await read_json(request.headers, request.receive)
-        if not isinstance(body, dict):
-            return error(400, "expected a JSON object {resolved_by, reasoning, confidence}")
         decision = request.path_params["decision"]
         if decision not in ("approve", "deny"):
             return error(404, f"no route {request.url.path} (approve or deny)")
         reply = await self._approval({
             "op": "resolve", "id": request.path_params["id"], "decision": decision,
-            "resolved_by": body.get("resolved_by") or _caller(request), "reasoning": body.get("reasoning"),
-            "confidence": body.get("confidence"), "agent": agent,
+            "resolved_by": body.resolved_by or _caller(request), "reasoning": body.reasoning,
+            "confidence": body.confidence, "agent": agent,
         })
         # Go: {"status", "id"}; the whole approval beside them.
         return JSONResponse({"status": reply["status"], "id": reply["id"],
                              "approval": approval_view(reply, time.time())})
 
-    async def grants(self, request: Request) -> Response:
-        reply = await self._approval({"op": "grant_list", "agent": request.query_params.get("agent")})
+    async def grants(self, request: Request, query: GrantsQuery) -> Response:
+        reply = await self._approval({"op": "grant_list", "agent": query.agent or None})
         now = time.time()
         return JSONResponse([grant_view(g, now) for g in reply["grants"]])
 
-    async def create_grant(self, request: Request) -> Response:
+    async def create_grant(self, request: Request, body: GrantBody) -> Response:
+        """`tools`: a glob, globs joined by ",", or a list; `duration` a Go duration (30m, 2h)."""
         agent = self._operator(request)
-        body = await read_json(request.headers, request.receive)
-        if not isinstance(body, dict) or not all(body.get(k) for k in ("agent", "tools", "duration")):
-            return error(400, 'agent, tools, and duration are required: {"agent": "claude", '
-                              '"tools": "filesystem.*", "duration": "30m"}')
-        if agent is not None and isinstance(body["agent"], str) and glob_matches(body["agent"], agent):
-            return error(403, f"agent {agent} cannot grant itself tools (grant for {body['agent']!r}); "
+        if agent is not None and glob_matches(body.agent, agent):
+            return error(403, f"agent {agent} cannot grant itself tools (grant for {body.agent!r}); "
                               "an operator creates grants without the agent's bearer")
-        globs = grant_globs(body["tools"])
+        globs = grant_globs(body.tools)
         if globs is None:
-            return error(400, "tools must be a tool glob (\"filesystem.*\"), globs joined by \",\", or a list of globs")
-        granted_by = body.get("created_by") or _caller(request)
-        grant = await self._approval({"op": "grant_create", "agent": body["agent"], "tools": globs,
-                                      "duration": body["duration"], "created_by": granted_by})
+            return error(400, "invalid body.tools: a tool glob (\"filesystem.*\"), globs joined by \",\", "
+                              "or a list of globs")
+        grant = await self._approval({"op": "grant_create", "agent": body.agent, "tools": globs,
+                                      "duration": body.duration, "created_by": body.created_by or _caller(request)})
         return JSONResponse(grant_view(grant, time.time()), status_code=201)
 
     async def revoke_grant(self, request: Request) -> Response:
@@ -244,26 +228,24 @@ class Gateway(FrontEnd):
             }))
         return JSONResponse(servers)
 
-    async def traces(self, request: Request) -> Response:
-        q = request.query_params
-        query = TraceQuery(agent=q.get("agent"), tool=q.get("tool"), session_id=q.get("session"),
-                           limit=_limit(request, 100))
-        return JSONResponse((await self._trace_store(query.dump()))["traces"])
+    async def traces(self, request: Request, query: TracesQuery) -> Response:
+        store = TraceQuery(agent=query.agent or None, tool=query.tool or None, session_id=query.session or None,
+                           limit=query.limit_or(100))
+        return JSONResponse((await self._trace_store(store.dump()))["traces"])
 
-    async def otel_traces(self, request: Request) -> Response:
+    async def otel_traces(self, request: Request, query: OtelTracesQuery) -> Response:
         """Go's `/otel-traces`: the recent calls (`agent`, `tool`, `limit`, default 200) as one
         OTLP/JSON export, with a child span per step of each call (observe/otlp_json.py)."""
-        q = request.query_params
-        query = TraceQuery(agent=q.get("agent"), tool=q.get("tool"), limit=_limit(request, 200))
-        return JSONResponse(otlp_traces((await self._trace_store(query.dump()))["traces"]))
+        store = TraceQuery(agent=query.agent or None, tool=query.tool or None, limit=query.limit_or(200))
+        return JSONResponse(otlp_traces((await self._trace_store(store.dump()))["traces"]))
 
-    async def sessions(self, request: Request) -> Response:
-        return JSONResponse((await self._trace_store({"op": "sessions", "limit": _limit(request, 50)}))["sessions"])
+    async def sessions(self, request: Request, query: Limited) -> Response:
+        return JSONResponse((await self._trace_store({"op": "sessions", "limit": query.limit_or(50)}))["sessions"])
 
-    async def session(self, request: Request) -> Response:
+    async def session(self, request: Request, query: Limited) -> Response:
         """The calls of one session, newest first (Go: an unknown session is an empty list)."""
-        query = TraceQuery(session_id=request.path_params["id"], limit=_limit(request, 200))
-        return JSONResponse((await self._trace_store(query.dump()))["traces"])
+        store = TraceQuery(session_id=request.path_params["id"], limit=query.limit_or(200))
+        return JSONResponse((await self._trace_store(store.dump()))["traces"])
 
     async def _status(self) -> tuple[bool, dict[str, Any]]:
         """Whether every role and upstream is up, and the detail of each."""
@@ -315,36 +297,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error(exc.status_code, message.get(exc.status_code, str(exc.detail)))
 
 
-async def _tool_is_served_by_the_fast_path(request: Request) -> Response:
+async def _tool_is_served_by_the_fast_path(request: Request, body: object) -> Response:
+    # Listed so that other methods get a JSON 405; POSTs never reach Starlette (rest_tool.py).
     raise AssertionError("POST /tool/... is answered by gateway.rest_tool.ToolRoute")
 
 
 def create_app(loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | None = None,
                events_in: str | None = None) -> ASGIApp:
     gw = Gateway(loaded, bus_endpoint, events_endpoint, events_in)
-    routes = [
-        # Listed so that other methods get a JSON 405; POSTs never reach Starlette (rest_tool.py).
-        Route("/tool/{tool:path}", _tool_is_served_by_the_fast_path, methods=["POST"]),
-        Route("/tools", gw.tools, methods=["GET"]),
-        Route("/mcp-servers", gw.mcp_servers, methods=["GET"]),
-        Route("/traces", gw.traces, methods=["GET"]),
-        Route("/otel-traces", gw.otel_traces, methods=["GET"]),
-        Route("/sessions", gw.sessions, methods=["GET"]),
-        Route("/sessions/{id}", gw.session, methods=["GET"]),
-        Route("/health", gw.health, methods=["GET"]),
-        Route("/ready", gw.ready, methods=["GET"]),
-        Route("/version", gw.version, methods=["GET"]),
-        Route("/reload", gw.reload, methods=["POST"]),
-        Route("/approvals", gw.approvals, methods=["GET"]),
-        Route("/approvals/{id}", gw.approval, methods=["GET"]),
-        Route("/approvals/{id}/{decision:str}", gw.resolve, methods=["POST"]),
-        Route("/grants", gw.grants, methods=["GET"]),
-        Route("/grants", gw.create_grant, methods=["POST"]),
-        Route("/grants/{id}", gw.revoke_grant, methods=["DELETE"]),
-        Route("/metrics", MetricsRoute(gw).handle, methods=["GET"]),
-        *Console(gw).routes(),  # /ui, the web console (observe/console)
-        Route("/mcp", gw.mcp_http),  # ASGI endpoint: POST, GET and DELETE per the MCP transport
-    ]
+    console = Console(gw)
+    table = api.routes(gw, MetricsRoute(gw), console, _tool_is_served_by_the_fast_path)
+    described = {route.path for route in table}
+    routes = [r.starlette() for r in table]
+    # The console's redirect (/ui/) and static files are not the API: served, not described.
+    routes += [r for r in console.routes() if getattr(r, "path", None) not in described]
+    routes.append(Route("/mcp", gw.mcp_http))  # ASGI endpoint: POST, GET and DELETE per the MCP transport
     app = Starlette(
         routes=routes,
         lifespan=gw.lifespan,

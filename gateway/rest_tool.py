@@ -48,7 +48,7 @@ class ToolRoute:
             # A lone surrogate (an upstream's; never valid UTF-8) is written as its JSON escape.
             payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode(
                 "utf-8", "backslashreplace")
-        except Exception as exc:  # the last resort: logged with the trace id, no traceback sent
+        except Exception as exc:  # noqa: BLE001 — the last resort: logged with the trace id, no traceback sent
             last_resort.record(exc, trace_id, "POST", scope["path"])
             status, body = 500, {"policy": "error", "latency_ms": 0, **last_resort.body(trace_id)}
             payload = json.dumps(body).encode()

@@ -106,12 +106,12 @@ def test_a_json_value_crosses_the_bus_unchanged_or_is_refused_by_its_path(value:
     (float("inf"), "params.v: number out of range (no 64-bit float holds it; Infinity is not JSON)"),
     (float("-inf"), "params.v: number out of range (no 64-bit float holds it; Infinity is not JSON)"),
     (float("nan"), "params.v: NaN is not a JSON number"),
-    ({"ok": 1, "s": "ab\ud800"}, "params.v.s: string holds a lone surrogate \\ud800 at character 2: "
-                                  "not Unicode, which a JSON string must be"),
-    ([0, {"a b": [1.5, "\U0001f600", "\udfff"]}], "params.v[1][\"a b\"][2]: string holds a lone surrogate "
-                                                   "\\udfff at character 0: not Unicode, which a JSON string must be"),
-    ({"\ud83d": 1}, 'params.v["\\ud83d"]: key holds a lone surrogate \\ud83d at character 0: '
-                    "not Unicode, which a JSON string must be"),
+    ({"ok": 1, "s": "ab\ud800"}, ("params.v.s: string holds a lone surrogate \\ud800 at character 2: "
+                                  "not Unicode, which a JSON string must be")),
+    ([0, {"a b": [1.5, "\U0001f600", "\udfff"]}], ("params.v[1][\"a b\"][2]: string holds a lone surrogate "
+                                                   "\\udfff at character 0: not Unicode, which a JSON string must be")),
+    ({"\ud83d": 1}, ('params.v["\\ud83d"]: key holds a lone surrogate \\ud83d at character 0: '
+                    "not Unicode, which a JSON string must be")),
 ])
 def test_refusals_name_the_path(value: Any, expected: str | None) -> None:
     assert refusal({"v": value}) == expected

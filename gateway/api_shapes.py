@@ -1,0 +1,186 @@
+"""What the REST routes answer, as types: the Go project's shapes (docs/compat.md §3, built by
+gateway/api_views.py) with our extra fields beside them. They describe the answers in the OpenAPI
+document (gateway/openapi.py), and schemathesis checks every answer against them. Objects stay
+open (extra fields ride along, as compat.md allows); an optional field is absent, never null.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired
+
+from typing_extensions import TypedDict
+
+from bus.messages import TraceRecord
+
+
+class Error(TypedDict):
+    """Every refusal: what went wrong and what to do."""
+
+    error: str
+
+
+class InternalError(TypedDict):
+    """What escaped a handler (gateway/last_resort.py): logged with this trace id."""
+
+    error: Literal["internal error"]
+    trace_id: str
+
+
+class ToolCallResponse(TypedDict):
+    """Go's ToolCallResponse; every answer of POST /tool/..., refusals included."""
+
+    trace_id: str
+    policy: str  # allow | deny | human_approval | rate_limited | error
+    latency_ms: int
+    result: NotRequired[Any]  # the upstream's MCP CallToolResult, as it sent it
+    error: NotRequired[str]
+    approval_id: NotRequired[str]
+    approval_status: NotRequired[str]
+    approved_by: NotRequired[str]
+
+
+class SessionSummary(TypedDict):
+    session_id: str
+    agent_id: str  # the session's first agent
+    event_count: int
+    first_seen: str
+    last_seen: str
+    tools: list[str]
+    agents: list[str]
+
+
+class GrantView(TypedDict):
+    id: str
+    agent: str
+    tools: str  # Go's one glob string: ours joined with ","
+    expires_at: str
+    remaining: str  # Go duration
+    granted_by: str
+    tool_globs: list[str]
+    created_at: str
+    revoked_at: NotRequired[str]
+
+
+class ApprovalView(TypedDict):
+    id: str
+    agent_id: str
+    tool: str
+    params: dict[str, Any]
+    policy_rule: str
+    status: str  # pending | approved | denied | timeout
+    created_at: str
+    remaining: NotRequired[str]
+    resolved_by: NotRequired[str]
+    resolved_at: NotRequired[str]
+    reasoning: NotRequired[str]
+    confidence: NotRequired[float]
+    injection_risk: NotRequired[bool]
+    session_id: NotRequired[str]
+    trace_id: NotRequired[str]
+    expires_at: NotRequired[str]
+    replayed_at: NotRequired[str]
+
+
+class ApprovalDetail(ApprovalView):
+    recent_traces: list[TraceRecord]
+    active_grants: list[GrantView]
+
+
+class Resolved(TypedDict):
+    status: str  # approved | denied
+    id: str
+    approval: ApprovalView
+
+
+class Revoked(TypedDict):
+    status: Literal["revoked"]
+    id: str
+    grant: GrantView
+
+
+class ToolParam(TypedDict):
+    name: str
+    # "in", "type", "required" as Go's registry lists them
+    type: str
+    required: bool
+
+
+class ToolView(TypedDict):
+    """Go's registry.Tool, with the upstream's own definition (inputSchema, ...) beside."""
+
+    name: str
+    description: str
+    method: str
+    path: str
+    base_url: str
+    source: str
+    mcp_server: str
+    params: NotRequired[list[ToolParam]]
+    inputSchema: NotRequired[dict[str, Any]]
+
+
+class WorkerView(TypedDict):
+    slot: str | None
+    inflight: int | None
+    served: int | None
+    pid: int | None
+
+
+class ServerView(TypedDict):
+    """Go's ServerStatus, with our workers beside."""
+
+    name: str
+    transport: str
+    status: Literal["ready", "error"]
+    tools: list[str]
+    error: NotRequired[str]
+    workers: NotRequired[list[WorkerView]]
+    configured_workers: NotRequired[int]
+    queued: NotRequired[int]
+
+
+class ServiceSummary(TypedDict):
+    workers: int
+    served: dict[str, int]
+
+
+class PolicySetView(TypedDict):
+    version: str
+    generation: int
+    policies: int
+    loaded_at: str
+    error: NotRequired[str]
+    error_at: NotRequired[str]
+    restart_needed: NotRequired[list[str]]
+
+
+class Ready(TypedDict):
+    status: Literal["ok", "degraded"]
+    bus: Literal["up", "down"]
+    services: dict[str, ServiceSummary]
+    upstreams: dict[str, Literal["up", "down"]]
+    upstream_errors: NotRequired[dict[str, str]]
+    trace_backlog: int
+    internal_errors: int
+    pid: int
+
+
+class Health(Ready):
+    """Go's {status, tools, traces, version}, our detail beside."""
+
+    tools: int
+    traces: dict[str, Any]
+    version: str
+    policy_set: PolicySetView
+
+
+class Version(TypedDict):
+    version: str
+    commit: str
+    date: str
+    name: str
+    implementation: str
+
+
+class Reloaded(PolicySetView):
+    status: Literal["reloaded", "unchanged", "invalid"]

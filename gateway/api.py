@@ -20,6 +20,7 @@ from gateway.api_requests import (
     GrantBody,
     GrantsQuery,
     Limited,
+    OtelTracesQuery,
     ResolveBody,
     ToolCallBody,
     TracesQuery,

@@ -115,8 +115,8 @@ async def test_a_bad_query_parameter_is_a_400_naming_it(client: httpx.AsyncClien
     (b'{"agent": "a", "tools": 5, "duration": "1m"}', "invalid body.tools: expected a valid string or a valid list"),
     (b'{"agent": "a", "tools": ["fs.*", 3], "duration": "1m"}', "invalid body.tools[1]: expected a valid string"),
     (b'{"agent": "a", "tools": "fs.*", "duration": 30}', "invalid body.duration: expected a valid string"),
-    (b'{"agent": "a\\ud800", "tools": "fs.*", "duration": "1m"}', "invalid body.agent: string holds a lone "
-     "surrogate \\ud800 at character 1: not Unicode, which a JSON string must be"),
+    (b'{"agent": "a\\ud800", "tools": "fs.*", "duration": "1m"}', ("invalid body.agent: string holds a lone "
+     "surrogate \\ud800 at character 1: not Unicode, which a JSON string must be")),
     (b'{"agent": "a", "tools": "fs.*", "duration": "1m", "created_by": 7}',
      "invalid body.created_by: expected a valid string"),
 ])

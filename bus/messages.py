@@ -50,6 +50,7 @@ class ThenCall(Body):
     server: str
     tool: str  # the upstream's own tool name ("" with `request`)
     timeout: float
+    traceparent: str | None = None  # passed on in the ToolCall
     # Another MCP request (resources/read, prompts/get) to forward instead of a `ToolCall` of
     # the check's params: one governed path for every kind of request (gateway/pipeline.py).
     request: UpstreamRequest | None = None
@@ -90,6 +91,9 @@ class ToolCall(Body):
     tool: str  # the upstream's own tool name (no `<server>.` prefix)
     arguments: dict[str, Any] = Field(default_factory=dict)
     timeout: float | None = None  # seconds; default: the server's timeout_seconds
+    # W3C trace context of the call (`00-<trace id>-<the call's span id>-01`): an OpenAPI
+    # source sends it to its backend (with X-Trace-Id), as the Go project does
+    traceparent: str | None = None
 
 
 class UpstreamMeta(Body):

@@ -195,7 +195,8 @@ class Pipeline:
             return _unknown(call, f"{server.name} has no tool {name!r}")
         call.tool = server.canonical(name)
         timeout = self.timeouts.get(server.name, 60.0)
-        return UpstreamCall(server, ToolCall(tool=name, arguments=call.params, timeout=timeout))
+        return UpstreamCall(server, ToolCall(tool=name, arguments=call.params, timeout=timeout,
+                                             traceparent=call.traceparent()))
 
     async def _tool(self, call: _Call, wait_for_approval: bool) -> Outcome:
         upstream = self._resolve(call)
@@ -352,6 +353,14 @@ class _Call:
         if parent is not None and parent.trace_id != trace_id:
             parent = None  # X-Trace-Id chose another trace: the caller's span is not our parent
         return _Call(agent, name, params, session_id, trace_id, on_progress, callback_url, span=_span(parent))
+
+    def traceparent(self) -> str | None:
+        """The call's W3C trace context for the upstream (its span the parent), when the trace
+        id is one W3C can carry (32 hex digits; an X-Trace-Id may be anything)."""
+        trace, span = self.trace_id.lower(), self.span.get("id")
+        if len(trace) != 32 or trace.strip("0123456789abcdef") or trace == "0" * 32 or not span:
+            return None
+        return f"00-{trace}-{span}-01"
 
     def timed(self, meta: dict[str, Any] | None) -> None:
         """Keep the step timings the workers sent with their answer."""

@@ -25,7 +25,8 @@ class UpstreamCall:
     def then(self) -> ThenCall:
         """The policy check's `then`: what the policy worker forwards if it allows the request."""
         if isinstance(self.request, ToolCall):
-            return ThenCall(server=self.server.name, tool=self.request.tool, timeout=self.timeout)
+            return ThenCall(server=self.server.name, tool=self.request.tool, timeout=self.timeout,
+                            traceparent=self.request.traceparent)
         return ThenCall(server=self.server.name, tool="", timeout=self.timeout, request=self.request)
 
     def read(self, outcome: Outcome, body: Any) -> None:

@@ -8,7 +8,8 @@ request goes); query parameters encoded (a list: the parameter once per value); 
 parameters, then the source's configured `headers` (they win: an agent cannot replace the
 credentials); the JSON body. Arguments the operation does not declare are sent as the Go
 project sends them: as the JSON body of an operation that has one (when no `body` is given),
-else in the query string. Redirects are not followed.
+else in the query string. Redirects are not followed. The call's W3C `traceparent` and its
+`X-Trace-Id` go along, as the Go project sends them (unless the configured headers set them).
 
 The result: `{status, content_type, body}` (the body parsed when it is JSON, else text) as
 structured content and as text; a 4xx / 5xx status is a tool result with `isError: true`. No
@@ -104,6 +105,10 @@ class OpenApiToolSource(LocalSource):
             request = build_request(self._http, self.base_url, op, arguments, self.source.headers)
         except ValueError as exc:
             raise ToolRefused(str(exc)) from None
+        traceparent = (meta or {}).get("traceparent")
+        if isinstance(traceparent, str):  # as the Go project: the call's trace, to the backend
+            request.headers.setdefault("traceparent", traceparent)
+            request.headers.setdefault("X-Trace-Id", traceparent.split("-")[1])
         try:
             request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
             response = await self._http.send(request, stream=True)

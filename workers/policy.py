@@ -82,7 +82,8 @@ class PolicyService:
             if then.request is not None:
                 body = then.request.model_copy(update={"timeout": then.timeout}).dump()
             else:
-                body = ToolCall(tool=then.tool, arguments=check.params, timeout=then.timeout).dump()
+                body = ToolCall(tool=then.tool, arguments=check.params, timeout=then.timeout,
+                                traceparent=then.traceparent).dump()
             request.forward(upstream_service(then.server), body,
                             meta={"policy": decision, "policy_ns": timing})
             return None

@@ -130,8 +130,12 @@ class UpstreamService:
         self.in_flight.append(request)
         started = time.time_ns()  # the upstream call's span (bus/PROTOCOL.md, Timings)
         try:
+            # The trace context goes to a local source (an OpenAPI backend); an MCP upstream's
+            # tools/call is passed on as the agent made it.
+            meta = {"traceparent": call.traceparent} if call.traceparent and \
+                isinstance(self.client, LocalSource) else None
             return await self.client.call_tool(call.tool, call.arguments, timeout, on_progress=progress,
-                                               on_log=_log_forwarder(request))
+                                               on_log=_log_forwarder(request), meta=meta)
         except UpstreamTimeout:
             raise upstream_timeout(f"{self.server.name}.{call.tool}", timeout) from None
         except UpstreamGone as exc:

@@ -61,7 +61,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, work: Path) -> Iterator[Mesh]
             ]},
         ],
     }
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
+    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start(timeout=90)
     yield m
     assert m.stop() == set(), "processes left behind after SIGTERM"
 
@@ -231,7 +231,7 @@ policies:
 def test_the_go_projects_example_runs_unchanged(tmp_path: Path) -> None:
     import yaml
 
-    m = Mesh(tmp_path, yaml.safe_load(GO_EXAMPLE)).start()
+    m = Mesh(tmp_path, yaml.safe_load(GO_EXAMPLE)).start(timeout=90)
     try:
         tools = {t["name"] for t in m.http.get("/tools").json()}
         assert tools == {"gh.__dispatch", "terraform.plan", "terraform.apply", "terraform.destroy",
@@ -286,7 +286,7 @@ def test_the_shipped_example(tmp_path: Path) -> None:
     config = yaml.safe_load((repo / "examples" / "cli-tools.yaml").read_text())
     for tool in config["cli_tools"]:
         tool["working_dir"] = str(repo)
-    m = Mesh(tmp_path, config).start()
+    m = Mesh(tmp_path, config).start(timeout=90)
     try:
         log = m.call("git.log", {"args": ["--oneline", "-n", "1"]})
         assert log.status_code == 200 and log.json()["result"]["exit_code"] == 0

@@ -96,6 +96,12 @@ def test_calls_over_rest(mesh: Mesh, backend: str) -> None:
     assert r.json()["result"] == {"id": 1, "name": "rex", "status": "available", "tags": []}  # Go's shape
     trace = _trace(mesh, r.json()["trace_id"])
     assert (trace["tool"], trace["backend_status"], trace["policy_rule"]) == ("get_pet_by_id", 200, "claude")
+    sent = _seen(backend)[-1]["headers"]  # the call's trace goes to the backend, as in Go
+    assert sent["x-trace-id"] == trace["trace_id"]
+    assert sent["traceparent"] == f"00-{trace['trace_id']}-{trace['span']['id']}-01"
+    caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+    mesh.call("get_pet_by_id", {"petId": 1}, headers={"traceparent": f"00-{caller}-00f067aa0ba902b7-01"})
+    assert _seen(backend)[-1]["headers"]["traceparent"].startswith(f"00-{caller}-")
     found = mesh.call("find_pets_by_status", {"status": "available", "limit": 5})
     assert [p["name"] for p in found.json()["result"]] == ["rex"]
     assert _seen(backend)[-1]["query"] == "status=available&limit=5"

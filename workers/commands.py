@@ -22,3 +22,14 @@ def command_problem(command: str, cwd: str | None, env: Mapping[str, str]) -> st
     if shutil.which(command, path=env.get("PATH", os.defpath)) is None:
         return f"command {command!r} not found on PATH"
     return None
+
+
+def start_failure(command: str | None, cwd: str | None, env: Mapping[str, str], exc: BaseException,
+                  exit_reason: str | None) -> str:
+    """Why a stdio server did not start, in words: the exec failed (`[Errno 2]` names no command),
+    or it exited (`exit_reason`: `exited with code 1: <its last stderr line>`), or what `exc` says."""
+    if isinstance(exc, OSError) and command is not None:
+        return command_problem(command, cwd, env) or f"cannot start {command!r}: {exc.strerror or exc}"
+    lost = str(exc)  # "process N exited with 1", "stdout closed": StdioPeer's words for an exit
+    exited = lost.startswith("process ") or lost.endswith(" closed")
+    return (exit_reason if exited else None) or lost

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, cast
 
+from workers.commands import start_failure
 from workers.stdio_rpc import INTERNAL_ERROR, PeerGone, RpcError, StdioPeer
 
 if TYPE_CHECKING:
@@ -213,7 +214,8 @@ class UpstreamClient:
                 raise UpstreamError(exc.code, exc.message, exc.data).because(
                     f"refused to start: [{exc.code}] {exc.message}") from None
             if isinstance(exc, OSError | PeerGone):
-                reason = self._start_failure(exc)
+                reason = start_failure(spec.command, spec.cwd, {**os.environ, **spec.env}, exc,
+                                       self._exit_reason())
                 raise UpstreamGone(f"upstream {spec.name!r} failed to start: {reason}").because(
                     reason) from exc
             raise
@@ -230,22 +232,10 @@ class UpstreamClient:
     @property
     def gone_reason(self) -> str:
         """Why the upstream went away, for people (once `closed` is set)."""
-        if isinstance(self._peer, StdioPeer) and (why := self._peer.exit_reason()):
-            return why
-        return "connection lost" if self.spec.transport != "stdio" else "stopped"
+        return self._exit_reason() or ("stopped" if self.spec.transport == "stdio" else "connection lost")
 
-    def _start_failure(self, exc: BaseException) -> str:
-        spec = self.spec
-        if isinstance(exc, OSError) and spec.command is not None:
-            from workers.commands import command_problem
-
-            env = {**os.environ, **spec.env}
-            return command_problem(spec.command, spec.cwd, env) or f"cannot start {spec.command!r}: {exc}"
-        lost = str(exc)
-        exited = lost.startswith("process ") or lost.endswith(" closed")  # (StdioPeer's words)
-        if exited and isinstance(self._peer, StdioPeer) and (why := self._peer.exit_reason()):
-            return why
-        return lost
+    def _exit_reason(self) -> str | None:
+        return self._peer.exit_reason() if isinstance(self._peer, StdioPeer) else None
 
     async def call_tool(
         self,

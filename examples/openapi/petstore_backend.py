@@ -6,15 +6,18 @@ example and its tests:
 
 Every request it receives is recorded (`GET /_seen` lists method, raw path, query, headers), so
 tests can check what the mesh sent, and that nothing reached `/admin`. `findByStatus` takes an
-undeclared `delay` (seconds) before it answers, for timeout tests.
+undeclared `delay` (seconds) before it answers, for timeout tests. `GET /openapi.json` serves the
+spec with a relative server (`--openapi http://127.0.0.1:8081/openapi.json` needs no --backend).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 from typing import Any
 
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -88,6 +91,11 @@ def create_app() -> Starlette:
     async def list_seen(request: Request) -> Response:
         return JSONResponse(seen)
 
+    async def document(request: Request) -> Response:
+        """The spec itself, as JSON, its server relative to where it is served from."""
+        spec = yaml.safe_load((Path(__file__).parent / "petstore.yaml").read_text())
+        return JSONResponse({**spec, "servers": [{"url": "/api/v3"}]})
+
     routes = [
         Route("/api/v3/pet", add_pet, methods=["POST"]),
         Route("/api/v3/pet", update_pet, methods=["PUT"]),
@@ -96,6 +104,7 @@ def create_app() -> Starlette:
         Route("/api/v3/store/inventory", inventory, methods=["GET"]),
         Route("/api/v3/files/{name:path}", files, methods=["GET"]),  # the decoded segment, "/" or not
         Route("/_seen", list_seen, methods=["GET"]),
+        Route("/openapi.json", document, methods=["GET"]),
         Route("/{rest:path}", anything, methods=["GET", "POST", "PUT", "DELETE"]),
     ]
     return Starlette(routes=routes)

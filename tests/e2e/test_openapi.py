@@ -176,12 +176,17 @@ async def test_over_stdio_mcp(mesh: Mesh) -> None:
         assert not found.is_error and found.structured_content["body"][0]["name"] == "rex"
 
 
-def test_the_openapi_and_backend_flags(tmp_path: Path, backend: str) -> None:
-    # `agent-mesh --openapi SPEC --backend URL` as with the Go binary: one more (unnamed) source.
+@pytest.mark.parametrize("flags", ["file and --backend", "url alone"])
+def test_the_openapi_and_backend_flags(tmp_path: Path, backend: str, flags: str) -> None:
+    # `agent-mesh --openapi SPEC [--backend URL]` as with the Go binary: one more (unnamed) source.
+    # From a URL, with no --backend: the document's server, relative to where it was fetched.
+    top = (("--openapi", str(SPEC), "--backend", f"{backend}/api/v3") if flags == "file and --backend"
+           else ("--openapi", f"{backend}/openapi.json"))
     m = Mesh(tmp_path, {"policies": [{"name": "all", "agent": "*", "rules": [{"tools": ["*"], "action": "allow"}]}]})
-    m.start(timeout=90, top_args=("--openapi", str(SPEC), "--backend", f"{backend}/api/v3"))
+    m.start(timeout=90, top_args=top)
     try:
         r = m.call("get_pet_by_id", {"petId": 1})
         assert r.status_code == 200 and r.json()["result"]["name"] == "rex", r.text
+        assert [s["name"] for s in m.http.get("/mcp-servers").json()] == ["openapi-0"]
     finally:
         assert m.stop() == set()

@@ -34,16 +34,15 @@ CONNECTION_LOST = "broker connection lost"
 
 @dataclass(slots=True)
 class _Call:
-    future: asyncio.Future[Any]
+    future: asyncio.Future[Reply]
     on_partial: PartialHandler | None
     service: str
-    with_meta: bool = False
     connection: int = -1  # the broker connection it was sent over (-1: not sent yet)
 
 
 @dataclass(slots=True)
 class Reply:
-    """A reply with what forwarding workers added on the way (`request(..., with_meta=True)`)."""
+    """A REPLY: its body, and the meta forwarding workers added on the way (PROTOCOL.md, FORWARD)."""
 
     body: Any
     meta: dict[str, Any]
@@ -118,17 +117,28 @@ class BusClient:
         timeout: float,
         key: str | None = None,
         on_partial: PartialHandler | None = None,
-        with_meta: bool = False,
     ) -> Any:
-        """Send `body` to `service`; return the decoded reply (a `Reply` if `with_meta`) or raise
-        BusError (its `meta` set by forwarding workers, if any)."""
+        """Send `body` to `service`; return the reply's decoded body or raise BusError."""
+        return (await self.exchange(service, body, timeout=timeout, key=key, on_partial=on_partial)).body
+
+    async def exchange(
+        self,
+        service: str,
+        body: Any,
+        *,
+        timeout: float,
+        key: str | None = None,
+        on_partial: PartialHandler | None = None,
+    ) -> Reply:
+        """Send `body` to `service`; return the `Reply` (body and meta) or raise BusError (its
+        `meta` set by forwarding workers, if any)."""
         rid = next(self._ids)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[Reply] = loop.create_future()
         header: dict[str, Any] = {"s": service, "id": rid, "t": max(1, int(timeout * 1000))}
         if key is not None:
             header["k"] = key
-        self._calls[rid] = _Call(future, on_partial, service, with_meta)
+        self._calls[rid] = _Call(future, on_partial, service)
         timer = loop.call_later(timeout + _GRACE, self._expire, rid)
         try:
             msg = [frames.PROTOCOL, frames.REQUEST, frames.pack(header), _packed(service, body)]
@@ -229,7 +239,7 @@ class BusClient:
             return
         if command == frames.REPLY:
             body = frames.unpack(msg[3])
-            call.future.set_result(Reply(body, header.get("m") or {}) if call.with_meta else body)
+            call.future.set_result(Reply(body, header.get("m") or {}))
         elif command == frames.ERROR:
             call.future.set_exception(received(int(header["code"]), str(header["msg"]), header.get("m")))
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -27,7 +28,19 @@ import agent_mesh
 from agent_mesh.config import LoadedConfig
 from agent_mesh.reload import Reloader
 from bus.errors import BusError, service_status, unavailable_service
-from bus.messages import APPROVAL, POLICY, TRACES, TraceQuery
+from bus.messages import (
+    APPROVAL,
+    POLICY,
+    TRACES,
+    ApprovalGet,
+    ApprovalList,
+    ApprovalResolve,
+    Body,
+    GrantCreate,
+    GrantList,
+    GrantRevoke,
+    TraceQuery,
+)
 from gateway import api, last_resort
 from gateway.api_requests import (
     ApprovalsQuery,
@@ -120,8 +133,14 @@ class Gateway(FrontEnd):
 
     # -- approvals and grants (supervisor protocol, compat.md §3 and §7) ----------------------
 
-    async def _approval(self, body: dict[str, Any]) -> Any:
-        """One request to the approval service; its BusError becomes the HTTP error it names."""
+    async def _approval(self, op: type[Body], **fields: Any) -> Any:
+        """One request to the approval service, built as its typed message (a field of the wrong
+        type is the caller's 400); its BusError becomes the HTTP error the error map names."""
+        try:
+            body = op(**fields).dump()
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise HttpError(400, f"invalid {'.'.join(map(str, error['loc']))}: {error['msg']}") from None
         try:
             return await self.client.request(APPROVAL, body, timeout=10.0)
         except BusError as exc:
@@ -155,13 +174,13 @@ class Gateway(FrontEnd):
         return None
 
     async def approvals(self, request: Request, query: ApprovalsQuery) -> Response:
-        reply = await self._approval({"op": "list", "status": query.status or None, "tool": query.tool or None,
-                                      "agent": query.agent or None, "limit": query.limit_or(500)})
+        reply = await self._approval(ApprovalList, status=query.status or None, tool=query.tool or None,
+                                     agent=query.agent or None, limit=query.limit_or(500))
         now = time.time()
         return JSONResponse([approval_view(a, now) for a in reply["approvals"]])
 
     async def approval(self, request: Request) -> Response:
-        reply = await self._approval({"op": "get", "id": request.path_params["id"]})
+        reply = await self._approval(ApprovalGet, id=request.path_params["id"])
         approval = reply["approval"]
         try:
             recent = (await self._trace_store(TraceQuery(agent=approval["agent_id"], limit=10).dump()))["traces"]
@@ -177,17 +196,17 @@ class Gateway(FrontEnd):
         decision = request.path_params["decision"]
         if decision not in ("approve", "deny"):
             return error(404, f"no route {request.url.path} (approve or deny)")
-        reply = await self._approval({
-            "op": "resolve", "id": request.path_params["id"], "decision": decision,
-            "resolved_by": body.resolved_by or _caller(request), "reasoning": body.reasoning,
-            "confidence": body.confidence, "agent": agent,
-        })
+        reply = await self._approval(
+            ApprovalResolve, id=request.path_params["id"], decision=decision,
+            resolved_by=body.resolved_by or _caller(request), reasoning=body.reasoning,
+            confidence=body.confidence, agent=agent,
+        )
         # Go: {"status", "id"}; the whole approval beside them.
         return JSONResponse({"status": reply["status"], "id": reply["id"],
                              "approval": approval_view(reply, time.time())})
 
     async def grants(self, request: Request, query: GrantsQuery) -> Response:
-        reply = await self._approval({"op": "grant_list", "agent": query.agent or None})
+        reply = await self._approval(GrantList, agent=query.agent or None)
         now = time.time()
         return JSONResponse([grant_view(g, now) for g in reply["grants"]])
 
@@ -201,13 +220,13 @@ class Gateway(FrontEnd):
         if globs is None:
             return error(400, "invalid body.tools: a tool glob (\"filesystem.*\"), globs joined by \",\", "
                               "or a list of globs")
-        grant = await self._approval({"op": "grant_create", "agent": body.agent, "tools": globs,
-                                      "duration": body.duration, "created_by": body.created_by or _caller(request)})
+        grant = await self._approval(GrantCreate, agent=body.agent, tools=globs, duration=body.duration,
+                                     created_by=body.created_by or _caller(request))
         return JSONResponse(grant_view(grant, time.time()), status_code=201)
 
     async def revoke_grant(self, request: Request) -> Response:
         self._operator(request)
-        grant = await self._approval({"op": "grant_revoke", "id": request.path_params["id"]})
+        grant = await self._approval(GrantRevoke, id=request.path_params["id"])
         return JSONResponse({"status": "revoked", "id": grant["id"], "grant": grant_view(grant, time.time())})
 
     async def tools(self, request: Request) -> Response:

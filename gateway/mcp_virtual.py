@@ -24,7 +24,16 @@ from mcp.shared.exceptions import MCPError
 from bus import frames
 from bus.client import PartialHandler
 from bus.errors import BusError
-from bus.messages import APPROVAL
+from bus.messages import (
+    APPROVAL,
+    ApprovalClaimReplay,
+    ApprovalGet,
+    ApprovalList,
+    ApprovalResolve,
+    Body,
+    GrantList,
+    GrantRevoke,
+)
 from gateway.frontend import FrontEnd
 from policy.engine import PolicyEngine
 
@@ -108,28 +117,28 @@ class VirtualTools:
             return self._catalog(agent, arguments.get("source"))
         try:
             if name == "grant.list":
-                grants = (await self._state({"op": "grant_list", "agent": agent}))["grants"]
+                grants = (await self._state(GrantList(agent=agent)))["grants"]
                 return text_result(json.dumps(grants, indent=1) if grants else "no active grants",
                                    structured={"grants": grants})
             if name == "grant.revoke":
-                grant = await self._state({"op": "grant_revoke", "id": str(arguments.get("id", ""))})
+                grant = await self._state(GrantRevoke(id=str(arguments.get("id", ""))))
                 return text_result(f"grant {grant['id'][:8]} revoked", structured=grant)
             if name == "approval.pending":
-                approvals = (await self._state({"op": "list", "status": "pending", "agent": agent}))["approvals"]
+                approvals = (await self._state(ApprovalList(status="pending", agent=agent)))["approvals"]
                 lines = [f"{a['id'][:8]} {a['tool']} {json.dumps(a['params'])}" for a in approvals]
                 return text_result("\n".join(lines) or "nothing pending", structured={"approvals": approvals})
             return await self._resolve(agent, arguments, on_progress)
         except BusError as exc:
             return text_result(f"{name}: {exc.message}", error=True)
 
-    async def _state(self, body: dict[str, Any]) -> Any:
-        return await self.frontend.client.request(APPROVAL, body, timeout=10.0)
+    async def _state(self, op: Body) -> Any:
+        return await self.frontend.client.request(APPROVAL, op.dump(), timeout=10.0)
 
     async def _resolve(self, agent: str, arguments: dict[str, Any], on_progress: PartialHandler | None) -> dict[str, Any]:
         decision = arguments.get("decision")
         if decision not in ("approve", "deny"):
             raise MCPError(types.INVALID_PARAMS, "decision must be 'approve' or 'deny'")
-        approval = (await self._state({"op": "get", "id": str(arguments.get("id", "")), "raw": True}))["approval"]
+        approval = (await self._state(ApprovalGet(id=str(arguments.get("id", "")), raw=True)))["approval"]
         if approval["agent_id"] != agent:
             return text_result(f"approval {approval['id'][:8]} belongs to another agent", error=True)
         if approval["status"] == "pending":  # else a human already decided: keep their decision
@@ -138,8 +147,8 @@ class VirtualTools:
                                    f"{approval['id'][:8]} (`mesh approve {approval['id'][:8]}`), then call "
                                    "approval.resolve again to run it", error=True)
             try:
-                approval = await self._state({"op": "resolve", "id": approval["id"], "decision": decision,
-                                              "resolved_by": f"agent:{agent}", "agent": agent})
+                approval = await self._state(ApprovalResolve(id=approval["id"], decision=decision,
+                                                             resolved_by=f"agent:{agent}", agent=agent))
             except BusError as exc:
                 if exc.code != frames.FORBIDDEN:  # an agent approving its own call
                     raise
@@ -148,7 +157,7 @@ class VirtualTools:
         if approval["status"] != "approved" or decision != "approve":
             return text_result(f"approval {approval['id'][:8]} is {approval['status']}; the call was not run",
                                error=approval["status"] != "denied")
-        claimed = await self._state({"op": "claim_replay", "id": approval["id"]})  # at most once
+        claimed = await self._state(ApprovalClaimReplay(id=approval["id"]))  # at most once
         outcome = await self.frontend.pipeline.replay(claimed, on_progress)
         if outcome.status == 200:
             return outcome.result  # type: ignore[no-any-return]

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bus.errors import BusError
-from bus.messages import APPROVAL, TRACES, UPSTREAM_DOWN_PREFIX, UPSTREAM_PREFIX
+from bus.messages import APPROVAL, TRACES, UPSTREAM_DOWN_PREFIX, UPSTREAM_PREFIX, ApprovalList
 from gateway import last_resort
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class MetricsRoute:
             log.warning("/metrics: the trace writer did not answer (%s): call metrics left out", exc.message)
             sources["traces"] = 0
         try:
-            pending = await gw.client.request(APPROVAL, {"op": "list", "status": "pending", "limit": 10_000},
+            pending = await gw.client.request(APPROVAL, ApprovalList(status="pending", limit=10_000).dump(),
                                               timeout=2.0)
             families.append(_gauge("agent_mesh_approvals_pending", "Calls waiting for a human or supervisor",
                                    len(pending["approvals"])))

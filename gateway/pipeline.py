@@ -29,6 +29,8 @@ from bus.json_values import refusal
 from bus.messages import (
     APPROVAL,
     POLICY,
+    ApprovalSubmit,
+    ApprovalWait,
     PolicyCheck,
     ToolCall,
     UpstreamRequest,
@@ -214,9 +216,9 @@ class Pipeline:
         check = PolicyCheck(agent=call.agent, tool=call.tool, params=call.params, then=upstream.then(),
                             generation=self.generation())
         try:
-            reply = await self.client.request(
+            reply = await self.client.exchange(
                 POLICY, check.dump(), timeout=POLICY_TIMEOUT + upstream.timeout + 1.0, key=call.agent,
-                on_partial=call.on_progress, with_meta=True,
+                on_partial=call.on_progress,
             )
         except BusError as exc:
             if exc.message == CONNECTION_LOST:  # sent, then lost: we cannot know how far it got
@@ -260,11 +262,10 @@ class Pipeline:
 
     async def _approval(self, call: _Call, outcome: Outcome, wait: bool) -> Outcome | None:
         try:
-            submitted = await self.client.request(APPROVAL, {
-                "op": "submit", "agent": call.agent, "tool": call.tool, "params": call.params,
-                "session_id": call.session_id, "trace_id": call.trace_id, "rule": outcome.rule,
-                "callback_url": call.callback_url,
-            }, timeout=POLICY_TIMEOUT)
+            submit = ApprovalSubmit(agent=call.agent, tool=call.tool, params=call.params,
+                                    session_id=call.session_id, trace_id=call.trace_id, rule=outcome.rule,
+                                    callback_url=call.callback_url)
+            submitted = await self.client.request(APPROVAL, submit.dump(), timeout=POLICY_TIMEOUT)
         except BusError as exc:
             outcome.status, outcome.policy = 503, "error"
             outcome.error = unavailable_service("approval service", exc)
@@ -298,7 +299,7 @@ class Pipeline:
         while (remaining := deadline - time.monotonic()) > 0:
             try:
                 result: dict[str, Any] = await self.client.request(
-                    APPROVAL, {"op": "wait", "id": approval["id"]}, timeout=remaining)
+                    APPROVAL, ApprovalWait(id=approval["id"]).dump(), timeout=remaining)
                 return result
             except BusError as exc:
                 if exc.code not in (frames.WORKER_DIED, frames.UNAVAILABLE):
@@ -310,10 +311,10 @@ class Pipeline:
     async def _call_upstream(self, call: _Call, upstream: UpstreamCall, outcome: Outcome) -> Outcome:
         outcome.forwarded = True
         try:
-            reply = await self.client.request(
+            reply = await self.client.exchange(
                 upstream_service(upstream.server.name), upstream.request.dump(),
                 timeout=upstream.timeout + 1.0,  # the worker's own timeout fires first, with a better message
-                on_partial=call.on_progress, with_meta=True,
+                on_partial=call.on_progress,
             )
         except BusError as exc:
             call.timed(exc.meta)

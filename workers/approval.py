@@ -1,5 +1,6 @@
 """Approval/state worker: the one owner of approvals, grants and Level-1 decision memory
-(SQLite via workers/approval_store.py). Serves the `approval` bus service.
+(SQLite via workers/approval_store.py). Serves the `approval` bus service: one typed message
+per operation (bus/messages.py, `ApprovalOp`, whose docstrings are the wire spec), validated here.
 
 Waiting never blocks the loop: a `wait` request parks as a future until a human, the supervisor,
 memory or the timeout resolves the approval. Callers re-issue `wait` after a restart of this
@@ -12,16 +13,29 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from agent_mesh.config import Config
 from agent_mesh.durations import parse_duration
 from bus.errors import BusError, bad_request, forbidden
-from bus.messages import APPROVAL
+from bus.messages import (
+    APPROVAL,
+    APPROVAL_OPS,
+    ApprovalClaimReplay,
+    ApprovalGet,
+    ApprovalList,
+    ApprovalResolve,
+    ApprovalSubmit,
+    ApprovalWait,
+    GrantCreate,
+    GrantList,
+    GrantRevoke,
+)
 from bus.worker import BusWorker, Request
 from gateway.api_views import approval_view, rfc3339
 from policy.approvals import injection_risk, param_shape, redact_content
@@ -42,33 +56,37 @@ class ApprovalService:
         self.waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self.http: httpx.AsyncClient | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._ops: dict[type, Callable[[Any], Awaitable[dict[str, Any]]]] = {
+            ApprovalSubmit: self.op_submit, ApprovalWait: self.op_wait, ApprovalResolve: self.op_resolve,
+            ApprovalClaimReplay: self.op_claim_replay, ApprovalList: self.op_list, ApprovalGet: self.op_get,
+            GrantCreate: self.op_grant_create, GrantList: self.op_grant_list, GrantRevoke: self.op_grant_revoke,
+        }
 
     async def handle(self, request: Request) -> Any:
-        body = request.body if isinstance(request.body, dict) else {}
-        op = body.get("op")
-        handler = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
-        if handler is None:
-            raise bad_request(f"approval: unknown op {op!r}")
+        """Validate the body as one of the operations (bus/messages.py, `ApprovalOp`), run it."""
         try:
-            return await handler(body)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise bad_request(f"approval: invalid {op}: {exc}") from None
+            op = APPROVAL_OPS.validate_python(request.body)
+        except ValidationError as exc:
+            raise bad_request(f"approval: invalid request: {_first_error(exc)}") from None
+        try:
+            return await self._ops[type(op)](op)
+        except ValueError as exc:  # a duration that does not parse
+            raise bad_request(f"approval: invalid {op.op}: {exc}") from None
 
     # -- approvals -------------------------------------------------------------------------
 
-    async def op_submit(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def op_submit(self, body: ApprovalSubmit) -> dict[str, Any]:
         """A call needs approval: a grant allows it, memory may approve it, else it is pending."""
-        agent, tool, params = str(body["agent"]), str(body["tool"]), dict(body.get("params") or {})
+        agent, tool, params = body.agent, body.tool, body.params
         now = self.clock()
         for grant in self.store.grants_active(now, agent):
             if any(glob_matches(pattern, tool) for pattern in grant["tools"]):
                 return {"status": "approved", "approved_by": f"grant:{grant['id']}", "grant_id": grant["id"]}
         shape = param_shape(params)
-        callback = body.get("callback_url")
         create = functools.partial(
             self.store.create, agent=agent, tool=tool, params=params, shape=shape,
-            session_id=str(body.get("session_id", "")), trace_id=str(body.get("trace_id", "")),
-            policy_rule=str(body.get("rule", "")), callback_url=str(callback) if callback else None, now=now,
+            session_id=body.session_id, trace_id=body.trace_id,
+            policy_rule=body.rule, callback_url=body.callback_url or None, now=now,
             expires_at=now + self.config.approval.timeout_seconds)
         threshold = self.config.approval.memory_threshold
         if threshold and self.store.memory_count(agent, tool, shape) >= threshold:
@@ -79,8 +97,8 @@ class ApprovalService:
             self._post(str(self.config.approval.notify_url), self.notification("pending", approval))
         return {"status": "pending", "id": approval["id"], "approval": approval}
 
-    async def op_wait(self, body: dict[str, Any]) -> dict[str, Any]:
-        approval = self.store.get(str(body["id"]))
+    async def op_wait(self, body: ApprovalWait) -> dict[str, Any]:
+        approval = self.store.get(body.id)
         if approval["status"] != "pending":
             return approval
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -92,24 +110,19 @@ class ApprovalService:
             if future in waiting:
                 waiting.remove(future)
 
-    async def op_resolve(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def op_resolve(self, body: ApprovalResolve) -> dict[str, Any]:
         """`agent`: who resolves, when it is an agent rather than a verified operator (front-ends
         set it from the caller's identity). An agent never approves its own call; denying it
         (withdrawing the request) is allowed."""
-        decision = body.get("decision")
-        if decision not in ("approve", "deny"):
-            raise bad_request("decision must be 'approve' or 'deny'")
-        by_agent = body.get("agent")
-        if by_agent is not None and decision == "approve":
-            approval = self.store.get(str(body["id"]))
+        by_agent = body.agent
+        if by_agent is not None and body.decision == "approve":
+            approval = self.store.get(body.id)
             if approval["agent_id"] == by_agent and approval["status"] == "pending":
                 short = approval["id"][:8]
                 raise forbidden(f"agent {by_agent} cannot approve its own call (approval {short}); "
                                 f"a human approves it: `mesh approve {short}`")
-        confidence = body.get("confidence")
-        return self.resolve(str(body["id"]), "approved" if decision == "approve" else "denied",
-                            str(body.get("resolved_by") or "human"), body.get("reasoning"),
-                            float(confidence) if confidence is not None else None)
+        return self.resolve(body.id, "approved" if body.decision == "approve" else "denied",
+                            body.resolved_by or "human", body.reasoning, body.confidence)
 
     def resolve(self, approval_id: str, status: str, resolved_by: str, reasoning: str | None,
                 confidence: float | None) -> dict[str, Any]:
@@ -123,18 +136,18 @@ class ApprovalService:
             self._post(approval["callback_url"], self.notification(status, approval))
         return approval
 
-    async def op_claim_replay(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.store.claim_replay(str(body["id"]), self.clock())
+    async def op_claim_replay(self, body: ApprovalClaimReplay) -> dict[str, Any]:
+        return self.store.claim_replay(body.id, self.clock())
 
-    async def op_list(self, body: dict[str, Any]) -> dict[str, Any]:
-        approvals = self.store.list_approvals(body.get("status"), body.get("agent"), int(body.get("limit", 500)))
-        if body.get("tool"):
-            approvals = [a for a in approvals if glob_matches(str(body["tool"]), a["tool"])]
+    async def op_list(self, body: ApprovalList) -> dict[str, Any]:
+        approvals = self.store.list_approvals(body.status, body.agent, body.limit)
+        if body.tool:
+            approvals = [a for a in approvals if glob_matches(body.tool, a["tool"])]
         return {"approvals": [self.view(a) for a in approvals]}
 
-    async def op_get(self, body: dict[str, Any]) -> dict[str, Any]:
-        approval = self.store.get(str(body["id"]))
-        raw = approval if body.get("raw") else self.view(approval)
+    async def op_get(self, body: ApprovalGet) -> dict[str, Any]:
+        approval = self.store.get(body.id)
+        raw = approval if body.raw else self.view(approval)
         return {"approval": raw, "active_grants": self.store.grants_active(self.clock(), approval["agent_id"])}
 
     def view(self, approval: dict[str, Any]) -> dict[str, Any]:
@@ -158,24 +171,20 @@ class ApprovalService:
 
     # -- grants ----------------------------------------------------------------------------
 
-    async def op_grant_create(self, body: dict[str, Any]) -> dict[str, Any]:
-        tools = body["tools"]
-        if isinstance(tools, str):
-            tools = [tools]
-        if not tools or not all(isinstance(t, str) and t for t in tools):
+    async def op_grant_create(self, body: GrantCreate) -> dict[str, Any]:
+        if not body.tools or not all(body.tools):
             raise bad_request("tools must be a non-empty list of tool globs")
-        seconds = parse_duration(str(body["duration"]))
+        seconds = parse_duration(body.duration)
         if seconds <= 0:
             raise bad_request("duration must be positive")
         now = self.clock()
-        return self.store.grant_create(str(body["agent"]), list(tools), now, now + seconds,
-                                       str(body.get("created_by") or "unknown"))
+        return self.store.grant_create(body.agent, body.tools, now, now + seconds, body.created_by or "unknown")
 
-    async def op_grant_list(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"grants": self.store.grants_active(self.clock(), body.get("agent"))}
+    async def op_grant_list(self, body: GrantList) -> dict[str, Any]:
+        return {"grants": self.store.grants_active(self.clock(), body.agent)}
 
-    async def op_grant_revoke(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.store.grant_revoke(str(body["id"]), self.clock())
+    async def op_grant_revoke(self, body: GrantRevoke) -> dict[str, Any]:
+        return self.store.grant_revoke(body.id, self.clock())
 
     # -- timeouts and webhooks -------------------------------------------------------------
 
@@ -206,6 +215,12 @@ class ApprovalService:
                 log.info("webhook %s attempt %d failed: %s", url, attempt + 1, exc)
             await asyncio.sleep(0.25 * 2**attempt)
         log.warning("webhook %s: giving up after %d attempts", url, WEBHOOK_ATTEMPTS)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"][1:])  # [0] is the operation's tag
+    return f"{where}: {error['msg']}" if where else error["msg"]
 
 
 async def run(endpoint: str, db_path: Path, config: Config) -> None:

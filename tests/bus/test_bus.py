@@ -218,7 +218,7 @@ async def test_a_worker_forwards_and_the_caller_gets_the_next_answer_with_meta(
         await _wait_for_service(client, "echo")
         partials: list[Any] = []
         replies = await asyncio.gather(*(
-            client.request("gate", {"n": n}, timeout=2, with_meta=True, on_partial=partials.append)
+            client.exchange("gate", {"n": n}, timeout=2, on_partial=partials.append)
             for n in range(6)))
         assert [(r.body, r.meta) for r in replies] == [
             ({"echo": {"via": n}}, {"gate": "passed"}) if n % 2 == 0 else ({"refused": n}, {})

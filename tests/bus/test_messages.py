@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
-from bus.messages import TraceBatch, TraceRecord, trace_record
+from bus import frames
+from bus.messages import (
+    APPROVAL_OPS,
+    ApprovalClaimReplay,
+    ApprovalGet,
+    ApprovalList,
+    ApprovalOp,
+    ApprovalResolve,
+    ApprovalSubmit,
+    ApprovalWait,
+    Body,
+    GrantCreate,
+    GrantList,
+    GrantRevoke,
+    TraceBatch,
+    TraceRecord,
+    trace_record,
+)
 
 REQUIRED: dict[str, Any] = {"trace_id": "t1", "agent_id": "claude", "tool": "fs.read", "policy": "allow",
                             "status_code": 200, "latency_ms": 1.25, "timestamp": "2026-11-26T08:00:00.000001Z"}
@@ -41,3 +58,30 @@ def test_trace_record_stamps_now_by_default() -> None:
     before = datetime.now(UTC)
     stamp = trace_record(**fields)["timestamp"]
     assert stamp.endswith("Z") and before <= datetime.fromisoformat(stamp) <= datetime.now(UTC)
+
+
+APPROVAL_MESSAGES = [
+    ApprovalSubmit(agent="claude", tool="fs.write_file", params={"path": "/a"}, callback_url="http://h/cb"),
+    ApprovalWait(id="abcd1234"),
+    ApprovalResolve(id="abcd1234", decision="approve", resolved_by="alice", confidence=0.5),
+    ApprovalClaimReplay(id="abcd1234"),
+    ApprovalList(status="pending", tool="fs.*"),
+    ApprovalGet(id="abcd1234", raw=True),
+    GrantCreate(agent="claude", tools=["fs.*"], duration="30m"),
+    GrantList(agent="claude"),
+    GrantRevoke(id="abcd1234"),
+]
+
+
+@pytest.mark.parametrize("message", APPROVAL_MESSAGES, ids=lambda m: type(m).__name__)
+def test_each_approval_operation_is_one_documented_message(message: Body) -> None:
+    """What a sender builds crosses the bus (msgpack) and is validated back into the same message."""
+    wire = frames.unpack(frames.pack(message.dump()))
+    assert wire["op"] == type(message).model_fields["op"].default
+    assert APPROVAL_OPS.validate_python(wire) == message
+    assert (type(message).__doc__ or "").startswith(f"→ `approval` `{wire['op']}`")
+
+
+def test_the_approval_operations_are_the_union() -> None:
+    ops = {type(m).model_fields["op"].default for m in APPROVAL_MESSAGES}
+    assert len(ops) == len(APPROVAL_MESSAGES) == len(get_args(get_args(ApprovalOp)[0]))

@@ -10,9 +10,8 @@ backreferences and lookaround are refused), `within` → the normalised base pat
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
-
-import re2
 
 from policy.paths import normalise
 
@@ -23,9 +22,17 @@ MAX_PATTERN = 1000  # characters of a `matches` regex
 MAX_PROGRAM = 1 << 20  # bytes of memory RE2 may use for one compiled regex
 SCALARS = (str, int, float, bool)
 
-_OPTIONS = re2.Options()
-_OPTIONS.log_errors = False  # the problem goes into the config error, not to stderr
-_OPTIONS.max_mem = MAX_PROGRAM
+
+@functools.cache
+def _re2() -> tuple[Any, Any]:
+    """The RE2 module and its options, imported on the first `matches` (every process loads the
+    policy models; few configs use regexes)."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # the problem goes into the config error, not to stderr
+    options.max_mem = MAX_PROGRAM
+    return re2, options
 
 
 def _forms(cond: Condition) -> list[str]:
@@ -88,8 +95,9 @@ def _regex(value: Any) -> Any:
     if len(value) > MAX_PATTERN:
         raise ValueError(f"value: matches: the regex is {len(value)} characters long, at most "
                          f"{MAX_PATTERN} are allowed")
+    re2, options = _re2()
     try:
-        return re2.compile(value, _OPTIONS)
+        return re2.compile(value, options)
     except re2.error as exc:
         why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) \
             else str(exc)

@@ -23,6 +23,9 @@ _NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 _UNIT = re.compile("|".join(sorted(map(re.escape, _UNITS), key=len, reverse=True)))
 
 
+MAX_SECONDS = (2**63 - 1) / 1e9  # Go's time.Duration: int64 nanoseconds, about 292 years
+
+
 def parse_duration(text: str) -> float:
     """Parse a Go duration string into seconds.
 
@@ -56,8 +59,8 @@ def parse_duration(text: str) -> float:
             )
         total += float(number.group()) * _UNITS[unit.group()]
         pos = unit.end()
-    if not math.isfinite(total):
-        raise ValueError(f"invalid duration {text!r}: too large")
+    if not math.isfinite(total) or total > MAX_SECONDS:
+        raise ValueError(f"invalid duration {text!r}: too large (at most 2562047h, as in Go)")
     return total
 
 

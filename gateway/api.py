@@ -40,6 +40,8 @@ absent); every answer, errors included, is JSON. A bad query parameter or body f
 naming it. MCP clients use `/mcp` (Streamable HTTP), described by the MCP specification."""
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+ID = {"type": "string", "minLength": 4, "description": "The id, or a unique prefix of 4 or more characters.",
+      "examples": ["1a2b3c4d"]}
 TIME = "2026-12-02T00:52:15.123456Z"
 
 
@@ -96,7 +98,7 @@ TOOL_CALL_ANSWERS = {
 def routes(gw: Gateway, metrics: MetricsRoute, console: Console, tool_fast_path: Any) -> list[ApiRoute]:
     table = [
         ApiRoute("POST", "/tool/{tool:path}", tool_fast_path, "Call a tool, governed", TOOL_CALL_ANSWERS,
-                 body=ToolCallBody, body_example={"params": {"path": "/tmp/mesh-demo"}}, tags=["calls"],
+                 body=ToolCallBody, body_example={"params": {"path": "/tmp/mesh-demo"}}, tags=["calls"], bearer=True,
                  path_params={"tool": {"type": "string", "minLength": 1, "examples": ["filesystem.read_file"],
                                        "description": "<server>.<tool>"}},
                  description="Identity from the bearer; `X-Session-Id`, `X-Trace-Id` or `traceparent` are "
@@ -127,7 +129,7 @@ def routes(gw: Gateway, metrics: MetricsRoute, console: Console, tool_fast_path:
             200: Answer(shapes.ApprovalDetail, "The approval (by id or a unique prefix of 4 or more)."),
             400: _error("The id is too short, or a prefix of several.", "approval id 'ab' is too short (at least 4)"),
             404: _error("No such approval.", "no approval 1a2b3c4d"), 500: INTERNAL, 503: APPROVALS_DOWN},
-            tags=["approvals"]),
+            path_params={"id": ID}, tags=["approvals"]),
         ApiRoute("POST", "/approvals/{id}/{decision:str}", gw.resolve, "Approve or deny a waiting call", {
             200: Answer(shapes.Resolved, "Resolved: the waiting call goes on (or is refused)."),
             400: BAD_BODY, 401: NOT_AN_AGENT, 403: NOT_AN_OPERATOR,
@@ -135,7 +137,7 @@ def routes(gw: Gateway, metrics: MetricsRoute, console: Console, tool_fast_path:
             409: _error("Already resolved.", "approval 1a2b3c4d is already approved"),
             413: TOO_LARGE, 500: INTERNAL, 503: APPROVALS_DOWN},
             body=ResolveBody, body_example={"resolved_by": "alice", "reasoning": "looks fine"}, operator=True,
-            path_params={"decision": {"type": "string", "enum": ["approve", "deny"]}}, tags=["approvals"]),
+            path_params={"id": ID, "decision": {"type": "string", "enum": ["approve", "deny"]}}, tags=["approvals"]),
         ApiRoute("GET", "/grants", gw.grants, "Active grants", {
             200: Answer(list[shapes.GrantView], "Grants in force."), 500: INTERNAL, 503: APPROVALS_DOWN},
             query=GrantsQuery, tags=["approvals"]),
@@ -150,7 +152,7 @@ def routes(gw: Gateway, metrics: MetricsRoute, console: Console, tool_fast_path:
             400: _error("The prefix names several grants.", "grant id prefix '1a2b' is ambiguous"),
             401: NOT_AN_AGENT, 403: NOT_AN_OPERATOR,
             404: _error("No such grant (or already revoked).", "no grant 1a2b3c4d"),
-            500: INTERNAL, 503: APPROVALS_DOWN}, operator=True, tags=["approvals"]),
+            500: INTERNAL, 503: APPROVALS_DOWN}, operator=True, path_params={"id": ID}, tags=["approvals"]),
         ApiRoute("POST", "/reload", gw.reload, "Read the config and its policies again", {
             200: Answer(shapes.Reloaded, "The policy set in force (`reloaded` or `unchanged`)."),
             401: NOT_AN_AGENT, 403: NOT_AN_OPERATOR,

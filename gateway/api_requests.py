@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema
 
 MAX_LIMIT = 10_000
 _INTEGER = re.compile(r"[+-]?[0-9]{1,30}\Z")  # ASCII digits, as Go's strconv.Atoi (not "１", "1_0")
@@ -27,9 +27,13 @@ def _query_integer(value: Any) -> Any:
     return value
 
 
-Limit = Annotated[int, Strict(), Field(
-    ge=0, description=f"At most this many, newest first; 0 or absent: the route's default; "
-                      f"capped at {MAX_LIMIT}.", examples=[20]), BeforeValidator(_query_integer)]
+LIMIT_DESCRIPTION = (f"At most this many, newest first; 0, empty or absent: the route's default; "
+                     f"capped at {MAX_LIMIT}.")
+Limit = Annotated[int, Strict(), Field(ge=0, description=LIMIT_DESCRIPTION, examples=[20]),
+                  BeforeValidator(_query_integer),
+                  # as Go, an empty `limit=` is the default: the document says so
+                  WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "maxLength": 0}],
+                                  "description": LIMIT_DESCRIPTION, "examples": [20]})]
 
 
 class Query(BaseModel):
@@ -86,6 +90,8 @@ class ResolveBody(Body):
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+_NUMBER, _UNIT = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)", "(ns|us|µs|μs|ms|s|m|h)"
+GO_DURATION = f"^[+]?({_NUMBER}{_UNIT})+$"  # agent_mesh/durations.py reads these
 
 
 class GrantBody(Body):
@@ -94,5 +100,6 @@ class GrantBody(Body):
     agent: NonEmpty = Field(description="The agent (or agent glob) the grant is for.", examples=["claude"])
     tools: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1)] = Field(
         description="Tool glob(s) the grant allows.", examples=["filesystem.*"])
-    duration: NonEmpty = Field(description="Go duration: 30m, 2h, 1h30m.", examples=["30m"])
+    duration: str = Field(pattern=GO_DURATION, description="How long: a Go duration (30m, 2h, 1h30m), more "
+                          "than zero.", examples=["30m"])
     created_by: str | None = Field(None, description='Who granted; default "http:<address>".')

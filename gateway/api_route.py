@@ -45,20 +45,33 @@ class ApiRoute:
     body: type[BaseModel] | None = None
     body_example: Any = None
     description: str = ""  # default: the handler's docstring
-    operator: bool = False  # may need X-Operator-Token (auth.operator_token)
+    operator: bool = False  # may need X-Operator-Token (auth.operator_token); reads the bearer
+    bearer: bool = False  # the caller's agent id comes from its Authorization header
     path_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # JSON Schema of each
     tags: Sequence[str] = field(default_factory=tuple)
 
-    def starlette(self) -> BaseRoute:
-        return Route(self.path, self._endpoint, methods=[self.method], name=f"{self.method} {self.path}")
-
-    async def _endpoint(self, request: Request) -> Response:
+    async def endpoint(self, request: Request) -> Response:
         args: dict[str, Any] = {}
         if self.query is not None:
             args["query"] = validated_query(self.query, request)
         if self.body is not None:
             args["body"] = validated_body(self.body, await read_json(request.headers, request.receive))
         return await self.handler(request, **args)
+
+
+def starlette_routes(routes: Sequence[ApiRoute]) -> list[BaseRoute]:
+    """One Starlette route per path, whatever its methods: a method it does not take is a 405
+    whose `Allow` lists all those it does."""
+    by_path: dict[str, dict[str, Handler]] = {}
+    for route in routes:
+        by_path.setdefault(route.path, {})[route.method] = route.endpoint
+    out: list[BaseRoute] = []
+    for path, endpoints in by_path.items():
+        async def endpoint(request: Request, endpoints: dict[str, Handler] = endpoints) -> Response:
+            return await endpoints["GET" if request.method == "HEAD" else request.method](request)
+
+        out.append(Route(path, endpoint, methods=list(endpoints), name=path))
+    return out
 
 
 def validated_query(model: type[Q], request: Request) -> Q:

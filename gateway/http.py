@@ -51,10 +51,11 @@ from gateway.api_requests import (
     ResolveBody,
     TracesQuery,
 )
+from gateway.api_route import starlette_routes
 from gateway.api_views import approval_view, grant_globs, grant_view, server_view, tool_view
 from gateway.frontend import FrontEnd
 from gateway.http_body import HttpError
-from gateway.identity import IdentityError, agent_from_authorization
+from gateway.identity import IdentityError, claimed_agent
 from gateway.last_resort import LastResort
 from gateway.mcp_deferred import DeferredMcpHttp
 from gateway.metrics_route import MetricsRoute
@@ -158,11 +159,8 @@ class Gateway(FrontEnd):
                                  "(add it to allowed_origins)")
         token = self.loaded.config.auth.operator_token
         if token is None:
-            header = request.headers.get("authorization")
-            if header is None or not header.strip():
-                return None  # no identity claimed: a human at the mesh CLI, a script (Go's behaviour)
-            try:
-                return agent_from_authorization(header)
+            try:  # None: no identity claimed, a human at the mesh CLI, a script (Go's behaviour)
+                return claimed_agent(request.headers.get("authorization"))
             except IdentityError as exc:
                 raise HttpError(401, str(exc)) from None
         given = request.headers.get("x-operator-token")
@@ -313,7 +311,8 @@ async def _refused(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = {404: f"no route {request.url.path}", 405: f"method {request.method} not allowed on {request.url.path}"}
-    return error(exc.status_code, message.get(exc.status_code, str(exc.detail)))
+    return JSONResponse({"error": message.get(exc.status_code, str(exc.detail))}, status_code=exc.status_code,
+                        headers=exc.headers)  # 405: Allow, the methods the route takes (RFC 9110)
 
 
 async def _tool_is_served_by_the_fast_path(request: Request, body: object) -> Response:
@@ -327,7 +326,7 @@ def create_app(loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | N
     console = Console(gw)
     table = api.routes(gw, MetricsRoute(gw), console, _tool_is_served_by_the_fast_path)
     described = {route.path for route in table}
-    routes = [r.starlette() for r in table]
+    routes = starlette_routes(table)
     # The console's redirect (/ui/) and static files are not the API: served, not described.
     routes += [r for r in console.routes() if getattr(r, "path", None) not in described]
     routes.append(Route("/mcp", gw.mcp_http))  # ASGI endpoint: POST, GET and DELETE per the MCP transport

@@ -13,13 +13,14 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
 from gateway.api_route import ApiRoute
+from gateway.identity import AUTHORIZATION_PATTERN
 
 _PATH_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 REF = "#/components/schemas/{model}"
 AUTHORIZATION = {
     "name": "Authorization", "in": "header", "required": False,
     "description": "The calling agent: `Bearer agent:<id>`. Absent: `anonymous`; any other form: 401.",
-    "schema": {"type": "string", "pattern": r"^Bearer agent:[A-Za-z0-9._:@/+-]{1,128}$"},
+    "schema": {"type": "string", "pattern": AUTHORIZATION_PATTERN},
     "example": "Bearer agent:claude",
 }
 OPERATOR_TOKEN = {
@@ -70,7 +71,8 @@ def _operation(route: ApiRoute, path: str, key_map: dict[Key, dict[str, Any]]) -
         **({"description": _dedent(doc)} if doc else {}),
         **({"tags": list(route.tags)} if route.tags else {}),
         "parameters": [*_path_parameters(route, path), *_query_parameters(route.query),
-                       AUTHORIZATION, *([OPERATOR_TOKEN] if route.operator else [])],
+                       *([AUTHORIZATION] if route.bearer or route.operator else []),
+                       *([OPERATOR_TOKEN] if route.operator else [])],
         "responses": {},
     }
     if route.body is not None:

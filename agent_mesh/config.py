@@ -121,6 +121,7 @@ class MetricsConfig(_Section):
     enabled: bool = True
     # agent ids that get their own label value; later ones are counted as `other` (cardinality)
     max_agents: int = Field(default=100, ge=0, le=10_000)
+    max_tools: int = Field(default=1000, ge=0, le=100_000)  # the same for tool names (CLI subcommands)
 
 
 class BusConfig(_Section):

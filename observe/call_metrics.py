@@ -22,9 +22,10 @@ OTHER = "other"
 
 
 class CallMetrics:
-    def __init__(self, max_agents: int = 100) -> None:
-        self.max_agents = max_agents
+    def __init__(self, max_agents: int = 100, max_tools: int = 1000) -> None:
+        self.max_agents, self.max_tools = max_agents, max_tools
         self._agents: set[str] = set()
+        self._tools: set[str] = set()
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.calls = Counter("agent_mesh_calls", "Governed calls, by tool, agent, policy decision and HTTP status",
@@ -48,19 +49,22 @@ class CallMetrics:
         self.spans.labels("exported" if ok else "dropped").inc(n)
 
     def agent_label(self, agent: str) -> str:
-        if agent in self._agents:
-            return agent
-        if len(self._agents) < self.max_agents:
-            self._agents.add(agent)
-            return agent
-        return OTHER
+        return _bounded(agent, self._agents, self.max_agents)
+
+    def tool_label(self, tool: str) -> str:
+        """A resource read is `<server>.resource` (URIs are unbounded); CLI subcommands an agent
+        may invent are bounded like agents."""
+        server, dot, rest = tool.partition(".")
+        if rest.startswith("resource:"):
+            tool = f"{server}{dot}resource"
+        return _bounded(tool, self._tools, self.max_tools)
 
     def observe(self, record: dict[str, Any]) -> None:
         """Count one stored trace record. A provisional one (waiting for approval) is not a
         finished call: its final record is counted when it comes."""
         if record.get("approval_status") == "pending":
             return
-        tool, decision = str(record.get("tool", "")), str(record.get("policy", ""))
+        tool, decision = self.tool_label(str(record.get("tool", ""))), str(record.get("policy", ""))
         agent = self.agent_label(str(record.get("agent_id", "")))
         self.calls.labels(tool, agent, decision, str(record.get("status_code", 0))).inc()
         span = record.get("span") or {}
@@ -82,6 +86,15 @@ class CallMetrics:
 
     def exposition(self) -> str:
         return generate_latest(self.registry).decode()
+
+
+def _bounded(value: str, seen: set[str], limit: int) -> str:
+    if value in seen:
+        return value
+    if len(seen) < limit:
+        seen.add(value)
+        return value
+    return OTHER
 
 
 def _step(span: dict[str, Any], step: str) -> float | None:

@@ -67,6 +67,16 @@ def _interval(timing: Any) -> tuple[int, int] | None:
     return None
 
 
+def mcp_method(tool: str) -> tuple[str, str, str]:
+    """(MCP method, its target, the server) of a governed name: `<server>.<tool>`,
+    `<server>.resource:<uri>` or `<server>.prompt:<name>` (gateway/mcp_proxy.py)."""
+    server, _, rest = tool.partition(".")
+    for kind, method in (("resource:", "resources/read"), ("prompt:", "prompts/get")):
+        if rest.startswith(kind):
+            return method, rest[len(kind):], server
+    return "tools/call", rest, server
+
+
 def call_spans(record: dict[str, Any]) -> list[SpanData]:
     """The spans of one final trace record (a provisional one, still waiting, has none yet)."""
     span = record.get("span") or {}
@@ -83,15 +93,16 @@ def call_spans(record: dict[str, Any]) -> list[SpanData]:
     tool, status_code = str(record.get("tool", "")), int(record.get("status_code") or 0)
     policy, error = str(record.get("policy", "")), str(record.get("error") or "")
     failed = bool(error) or policy == "deny"
+    method, target, server = mcp_method(tool)
     attrs: dict[str, Attribute] = {
         # Go's names
         "agent.id": str(record.get("agent_id", "")), "tool.name": tool, "policy.action": policy,
         "policy.rule": str(record.get("policy_rule", "")), "http.status_code": status_code,
         # semantic conventions: MCP server spans, GenAI tool execution, HTTP
-        "mcp.method.name": "tools/call", "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
-        "gen_ai.agent.id": str(record.get("agent_id", "")), "http.response.status_code": status_code,
-        "agent_mesh.latency_ms": round((end - start) / 1e6, 3),
+        "mcp.method.name": method, "gen_ai.agent.id": str(record.get("agent_id", "")),
+        "http.response.status_code": status_code, "agent_mesh.latency_ms": round((end - start) / 1e6, 3),
     }
+    attrs.update(_target(method, tool, target))
     if record.get("session_id"):
         attrs["session.id"] = attrs["mcp.session.id"] = str(record["session_id"])
     if error:
@@ -115,7 +126,7 @@ def call_spans(record: dict[str, Any]) -> list[SpanData]:
         attrs["agent_mesh.upstream.latency_ms"] = round((upstream[1] - upstream[0]) / 1e6, 3)
     parent = span.get("parent") if isinstance(span.get("parent"), str) else None
     sampled = str(span.get("flags", "01"))[-1:] in "13579bdf"  # the caller's sampled flag
-    call = SpanData(trace_id, call_id, parent, f"tools/call {tool}", KIND_SERVER, start, end, attrs,
+    call = SpanData(trace_id, call_id, parent, f"{method} {tool}", KIND_SERVER, start, end, attrs,
                     STATUS_ERROR if failed else STATUS_OK, error, sampled, remote_parent=parent is not None)
     spans = [call]
 
@@ -132,9 +143,16 @@ def call_spans(record: dict[str, Any]) -> list[SpanData]:
              {k: v for k, v in attrs.items() if k.startswith("approval.")},
              failed=record.get("approval_status") in ("denied", "timeout"))
     if upstream is not None:
-        server, _, name = tool.partition(".")
-        step(f"tools/call {name}", upstream, KIND_CLIENT,
-             {"mcp.method.name": "tools/call", "gen_ai.tool.name": name, "gen_ai.operation.name": "execute_tool",
-              "agent_mesh.upstream.server": server},
+        step(f"{method} {target}", upstream, KIND_CLIENT,
+             {"mcp.method.name": method, **_target(method, target, target), "agent_mesh.upstream.server": server},
              failed=status_code >= 500)
     return spans
+
+
+def _target(method: str, tool: str, target: str) -> dict[str, Attribute]:
+    """What the call acts on, by the conventions' names for each MCP method."""
+    if method == "resources/read":
+        return {"mcp.resource.uri": target}
+    if method == "prompts/get":
+        return {"gen_ai.prompt.name": target}
+    return {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool}

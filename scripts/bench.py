@@ -58,6 +58,7 @@ from agent_mesh.proctree import cmdline, descendants, rss_mb
 
 UPSTREAM = bh.REPO / "scripts" / "bench_upstream.py"
 DOC = bh.REPO / "docs" / "benchmarks.md"
+KEPT = "<!-- measured separately: what follows is kept when this script rewrites the file -->"
 CATALOG_REFRESH = 1.0  # s: /mcp-servers is the gateway's snapshot of the broker, this old at most
 RUN_PROBLEM = re.compile(r"Traceback|ERROR|CRITICAL|WARN|not expected|SIGKILL")  # while running
 STOP_PROBLEM = re.compile(r"Traceback|ERROR|CRITICAL|not expected|SIGKILL")  # at shutdown
@@ -315,7 +316,8 @@ def main() -> int:
     print(f"\n{head}\n\n{text}\n\ntotal wall time: {time.monotonic() - T0:.1f} s")
     if not args.no_write:
         DOC.parent.mkdir(exist_ok=True)
-        DOC.write_text(f"# Benchmarks\n\n{head}\n\n{text}\n")
+        kept = DOC.read_text().partition(KEPT)[2] if DOC.exists() else ""
+        DOC.write_text(f"# Benchmarks\n\n{head}\n\n{text}\n" + (f"\n{KEPT}{kept}" if kept else ""))
         say(f"wrote {DOC}")
     if args.json:
         print(json.dumps(asdict(report) | machine | {"duration_s": args.duration}, indent=2))

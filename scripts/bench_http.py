@@ -1,7 +1,7 @@
 """Benchmark: MCP `echo` calls direct to server-everything vs. through a real mesh's REST API.
 
     python scripts/bench_http.py [--duration 5] [--policy-workers N] [--upstream-workers N]
-                                 [--cpu] [--json] [--keep]
+                                 [--cpu] [--json] [--keep] [--config-extra YAML]
 
 1. direct: one in-process `UpstreamClient` (stdio) on node_modules/.bin/mcp-server-everything;
 2. mesh-rest: `agent-mesh serve` (supervisord; temp dir, free port, temp AGENT_MESH_HOME) with that
@@ -193,7 +193,8 @@ def free_port() -> int:
 class MeshProcess:
     """`python -m agent_mesh serve` (it execs supervisord) on a temp config and AGENT_MESH_HOME."""
 
-    def __init__(self, tmp: Path, policy_workers: int, upstream_workers: int) -> None:
+    def __init__(self, tmp: Path, policy_workers: int, upstream_workers: int,
+                 extra: dict[str, object] | None = None) -> None:
         self.port = free_port()
         self.home = tmp / "home"
         self.output = tmp / "serve.out"
@@ -205,6 +206,7 @@ class MeshProcess:
                              "command": str(EVERYTHING), "workers": upstream_workers}],
             "policies": [{"name": AGENT, "agent": AGENT,
                           "rules": [{"tools": ["everything.*"], "action": "allow"}]}],
+            **(extra or {}),
         }))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -288,6 +290,8 @@ def main() -> int:
     ap.add_argument("--cpu", action="store_true", help="CPU time per call of each mesh process")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir with the mesh logs")
+    ap.add_argument("--config-extra", type=yaml.safe_load, default={}, metavar="YAML",
+                    help='merged into the mesh config, e.g. \'{otel_endpoint: "http://127.0.0.1:9"}\'')
     args = ap.parse_args()
     if not EVERYTHING.exists():
         sys.exit(f"{EVERYTHING} missing: run `npm ci` in {REPO}")
@@ -302,7 +306,7 @@ def main() -> int:
     direct = asyncio.run(bench_direct(args.duration, counter))
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-mesh-"))
-    mesh = MeshProcess(tmp, args.policy_workers, args.upstream_workers)
+    mesh = MeshProcess(tmp, args.policy_workers, args.upstream_workers, args.config_extra)
     try:
         print(f"mesh on port {mesh.port}, AGENT_MESH_HOME={mesh.home} ...", file=sys.stderr)
         mesh.start()

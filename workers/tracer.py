@@ -1,7 +1,7 @@
 """Trace writer: the one owner of trace storage — the JSONL `trace_file` and the SQLite index
 behind `GET /traces`. Records arrive as acknowledged `traces` requests, so none is lost while
 this process restarts: senders keep them until acknowledged, and recording is idempotent by
-trace_id (a batch replayed after a lost ack is not written twice).
+call (`call_key`: trace_id and span id; a batch replayed after a lost ack is not written twice).
 
 A call waiting for approval is recorded twice with one trace_id: first provisionally
 (`approval_status: "pending"`), then final. The final record replaces the provisional one in
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS traces (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    trace_id TEXT NOT NULL UNIQUE,
+    trace_id TEXT NOT NULL UNIQUE,  -- the call's key (call_key): trace_id, plus its span id if any
     agent_id TEXT NOT NULL,
     tool TEXT NOT NULL,
     session_id TEXT NOT NULL,
@@ -69,6 +69,15 @@ def _contribution(data: dict[str, Any]) -> dict[str, int]:
             "estimated_output_tokens": int(data.get("estimated_output_tokens") or 0)}
 
 
+def call_key(rec: TraceRecord) -> str:
+    """What makes a record one call: its trace id and, since several calls of an agent may share
+    the agent's trace (W3C traceparent), its own span id. A record without one (an older journal)
+    is keyed by its trace id alone, as before. Replays and the final record of a waiting call
+    carry the same span id, so they are the same call."""
+    span_id = (rec.span or {}).get("id")
+    return f"{rec.trace_id}:{span_id}" if isinstance(span_id, str) and span_id else rec.trace_id
+
+
 class TraceStore:
     def __init__(self, db_path: Path, jsonl_path: Path | None) -> None:
         db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,14 +102,15 @@ class TraceStore:
             for rec in records:
                 data = rec.dump()
                 line = json_values.dumps(data).decode()
+                key = call_key(rec)
                 cur = self.db.execute(
                     "INSERT OR IGNORE INTO traces (trace_id, agent_id, tool, session_id, record) VALUES (?,?,?,?,?)",
-                    (rec.trace_id, rec.agent_id, rec.tool, rec.session_id, line),
+                    (key, rec.agent_id, rec.tool, rec.session_id, line),
                 )
                 if cur.rowcount:
                     counted.append((None, data))
-                elif rec.approval_status != PENDING and (old := self._provisional(rec.trace_id)) is not None:
-                    self.db.execute("UPDATE traces SET record = ? WHERE trace_id = ?", (line, rec.trace_id))
+                elif rec.approval_status != PENDING and (old := self._provisional(key)) is not None:
+                    self.db.execute("UPDATE traces SET record = ? WHERE trace_id = ?", (line, key))
                     counted.append((old, data))
                 else:
                     continue
@@ -203,7 +213,7 @@ class TraceService:
 async def run(endpoint: str, events_endpoint: str | None, db_path: Path, jsonl_path: Path | None,
               metrics: MetricsConfig | None = None, otel_endpoint: str | None = None) -> None:
     events = Publisher(events_endpoint) if events_endpoint is not None else None  # None: on another host
-    counting = CallMetrics(metrics.max_agents) if metrics is not None and metrics.enabled else None
+    counting = CallMetrics(metrics.max_agents, metrics.max_tools) if metrics is not None and metrics.enabled else None
     spans = None
     if otel_endpoint is not None:  # the SDK is imported only when export is on
         from observe.otel_export import SpanExport

@@ -149,6 +149,20 @@ def test_allowed_call_joins_the_callers_trace(mesh: Mesh, receiver: Receiver, de
     assert call["scope"] == "agent-mesh"
 
 
+def test_calls_in_one_agent_trace_are_each_kept(mesh: Mesh, receiver: Receiver, demo: Path) -> None:
+    trace_id, caller_span = "5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b8"
+    header = {"traceparent": f"00-{trace_id}-{caller_span}-01"}
+    for path in (demo, demo / "a.txt"):
+        tool = "fs.list_directory" if path == demo else "fs.read_text_file"
+        assert mesh.call(tool, {"path": str(path)}, agent="dev", headers=header).status_code == 200
+    calls = [s for s in spans_of(receiver, trace_id, 6).values() if s["kind"] == SERVER]
+    assert sorted(s["name"] for s in calls) == ["tools/call fs.list_directory", "tools/call fs.read_text_file"]
+    assert {s["parent"] for s in calls} == {caller_span}
+    stored = [t for t in mesh.http.get("/traces", params={"agent": "dev", "limit": 500}).json()
+              if t["trace_id"] == trace_id]
+    assert len(stored) == 2  # one trace entry per call, as in Go
+
+
 def test_denied_call(mesh: Mesh, receiver: Receiver) -> None:
     r = mesh.call("fs.move_file", {"source": "/a", "destination": "/b"}, agent="dev")
     assert r.status_code == 403

@@ -71,3 +71,11 @@ def test_rate_limit_refusals_say_which_limit() -> None:
     got = samples(m)
     assert got[("agent_mesh_rate_limited_total", (("agent", "a"), ("reason", "loop")))] == 1
     assert got[("agent_mesh_rate_limited_total", (("agent", "a"), ("reason", "rate_limit")))] == 1
+
+
+def test_resource_reads_and_many_tools_stay_bounded() -> None:
+    m = CallMetrics(max_tools=2)
+    for tool in ("fs.resource:file:///a", "fs.resource:file:///b", "git.log", "git.made-up", "git.other-made-up"):
+        m.observe(record(tool=tool))
+    tools = {dict(k[1])["tool"]: v for k, v in samples(m).items() if k[0] == "agent_mesh_calls_total"}
+    assert tools == {"fs.resource": 2, "git.log": 1, "other": 2}

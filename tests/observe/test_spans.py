@@ -66,3 +66,19 @@ def test_stdout_mode_prints_one_json_line_per_span(capsys: pytest.CaptureFixture
     spans = [json.loads(line) for line in lines]
     assert [s["name"] for s in spans] == ["tools/call fs.read", "tools/call read"]
     assert spans[1]["parent_id"] == "0x" + "cd" * 8
+
+
+def test_resources_and_prompts_are_named_by_their_mcp_method() -> None:
+    t = 10**18
+    read = trace_record(trace_id="ab" * 16, agent_id="a", tool="docs.resource:file:///x.md", policy="allow",
+                        status_code=200, latency_ms=1, span={"id": "cd" * 8, "start": t, "end": t + 9,
+                                                             "upstream": [t + 1, t + 2]})
+    call, upstream = call_spans(read)
+    assert call.name == "resources/read docs.resource:file:///x.md"
+    assert call.attributes["mcp.method.name"] == "resources/read"
+    assert call.attributes["mcp.resource.uri"] == "file:///x.md" and "gen_ai.tool.name" not in call.attributes
+    assert upstream.name == "resources/read file:///x.md"
+    (prompt,) = call_spans(trace_record(trace_id="ab" * 16, agent_id="a", tool="docs.prompt:summarise",
+                                        policy="deny", status_code=403, latency_ms=1))
+    assert prompt.attributes["mcp.method.name"] == "prompts/get"
+    assert prompt.attributes["gen_ai.prompt.name"] == "summarise"

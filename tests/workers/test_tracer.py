@@ -74,3 +74,22 @@ def test_sessions_are_gos_session_summaries(tmp_path: Path) -> None:
     assert {k: summary[k] for k in ("session_id", "agent_id", "event_count", "tools")} == {
         "session_id": "s", "agent_id": "b", "event_count": 2, "tools": ["fs.list", "fs.read"]}
     assert summary["first_seen"] <= summary["last_seen"] and summary["agents"] == ["a", "b"]
+
+
+def test_calls_sharing_the_agents_trace_are_each_stored(tmp_path: Path) -> None:
+    """An agent that sends its W3C traceparent on every call gives them one trace id: each call
+    (its own span id) is stored, a replayed one is not, and a waiting call is completed in place."""
+    store = TraceStore(tmp_path / "t.db", None)
+    a, b = {"id": "a" * 16, "start": 1, "end": 2}, {"id": "b" * 16, "start": 3}
+    assert len(store.record([rec("shared", span=a), pending_with(b)])) == 2
+    assert store.record([rec("shared", span=a)]) == []  # a replay
+    assert len(store.record([final("shared", span={**b, "end": 4})])) == 1
+    traces = store.query(TraceQuery())
+    assert [(t["trace_id"], t["span"]["id"], t.get("approval_status")) for t in traces] == [
+        ("shared", "b" * 16, "approved"), ("shared", "a" * 16, None)]
+    assert store.stats["total"] == 2
+
+
+def pending_with(span: dict[str, Any]) -> TraceRecord:
+    return rec("shared", policy="human_approval", status_code=0, latency_ms=0, approval_id="p1",
+               approval_status="pending", span=span)

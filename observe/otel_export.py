@@ -17,6 +17,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,8 +38,11 @@ from observe.spans import SERVICE, VERSION, SpanData, call_spans
 
 log = logging.getLogger(__name__)
 
-EXPORT_TIMEOUT = 5.0  # s per export request (retries included): the exporter thread's, never a call's
+EXPORT_TIMEOUT = 3.0  # s per export request, retries included: the exporter thread waits, never a call
 SCHEDULE_DELAY_MS = 500  # a span reaches the collector within about this
+# While the collector fails, calls' spans are dropped before they are even made (cheap), and
+# export is tried again this often (then it works again, or it fails and waits again).
+RETRY_EVERY = 5.0
 # The SDK's loggers that speak per batch: held back, their latest message quoted in our warning.
 _SDK_LOGGERS = ("opentelemetry.exporter.otlp.common.http", "opentelemetry.exporter.otlp.proto.http.trace_exporter",
                 "opentelemetry.sdk._shared_internal")
@@ -64,6 +68,7 @@ class _OncePerOutage(SpanExporter):
         self.inner, self.where, self.held, self.counted = inner, where, held, counted
         self.failing = False
         self.dropped = 0
+        self.retry_at = 0.0  # while failing: monotonic time of the next try; spans before it are not made
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
@@ -80,6 +85,7 @@ class _OncePerOutage(SpanExporter):
                 self.failing, self.dropped = False, 0
             return result
         self.dropped += len(spans)
+        self.retry_at = time.monotonic() + RETRY_EVERY
         if not self.failing:
             self.failing = True
             log.warning("otel: cannot export spans to %s (%s); calls go on, spans are dropped until it "
@@ -132,6 +138,14 @@ class SpanExport:
         """Queue the spans of one final trace record (a provisional one has none yet). Spans
         whose caller said "not sampled" in its traceparent are not exported."""
         if record.get("approval_status") == "pending":
+            return
+        exporter = self.exporter
+        if exporter.failing and time.monotonic() < exporter.retry_at:
+            steps = record.get("span") or {}
+            n = 1 + sum(step in steps for step in ("policy", "approval", "upstream"))  # what call_spans makes
+            if exporter.counted is not None:  # not sent: the collector is down
+                exporter.counted(False, n)
+            exporter.dropped += n
             return
         for span in call_spans(record):
             if span.sampled:

@@ -52,8 +52,9 @@ class Outcome:
 
     @property
     def refused_by_policy(self) -> bool:
-        """Denied, rate limited, or its approval was not given (as opposed to failed)."""
-        return self.policy in ("deny", "rate_limited", "human_approval") and self.status != 200
+        """Denied, rate limited, or its approval not given: denied, timed out, still pending (as
+        opposed to failed: an approval service that did not answer is a 503, not a refusal)."""
+        return self.policy in ("deny", "rate_limited", "human_approval") and self.status in (202, 403, 408, 429)
 
     def source_result(self, view: ServerView, result: Any) -> None:
         """The result of `view`'s tool: kept as the MCP result; what the trace records of it."""

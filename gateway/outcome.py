@@ -40,8 +40,11 @@ class Outcome:
 
     def body(self) -> dict[str, Any]:
         """The REST response body (compat.md §3): empty fields omitted."""
-        out: dict[str, Any] = {"trace_id": self.trace_id, "policy": self.policy,
-                               "latency_ms": round(self.latency_ms)}
+        out: dict[str, Any] = {
+            "trace_id": self.trace_id,
+            "policy": self.policy,
+            "latency_ms": round(self.latency_ms),
+        }
         for key in ("result", "error", "approval_id", "approval_status", "approved_by"):
             value = getattr(self, key)
             if value not in (None, ""):
@@ -54,7 +57,12 @@ class Outcome:
     def refused_by_policy(self) -> bool:
         """Denied, rate limited, or its approval not given: denied, timed out, still pending (as
         opposed to failed: an approval service that did not answer is a 503, not a refusal)."""
-        return self.policy in ("deny", "rate_limited", "human_approval") and self.status in (202, 403, 408, 429)
+        return self.policy in ("deny", "rate_limited", "human_approval") and self.status in (
+            202,
+            403,
+            408,
+            429,
+        )
 
     def source_result(self, view: ServerView, result: Any) -> None:
         """The result of `view`'s tool: kept as the MCP result; what the trace records of it."""
@@ -62,7 +70,9 @@ class Outcome:
         structured = result.get("structuredContent") if isinstance(result, dict) else None
         if not isinstance(structured, dict) or view.kind == "mcp":
             return
-        key, field = {"cli": ("exit_code", "exit_code"), "openapi": ("backend_status", "status")}[view.kind]
+        key, field = {"cli": ("exit_code", "exit_code"), "openapi": ("backend_status", "status")}[
+            view.kind
+        ]
         if isinstance(structured.get(field), int):
             self.trace_extra = {key: structured[field]}
 
@@ -90,7 +100,10 @@ def plain_result(kind: str, result: Any) -> Any:
 
 
 _FINAL: dict[str, Literal["approved", "denied", "timeout"]] = {
-    "approved": "approved", "denied": "denied", "timeout": "timeout"}
+    "approved": "approved",
+    "denied": "denied",
+    "timeout": "timeout",
+}
 
 
 def final_status(status: str) -> Literal["approved", "denied", "timeout"] | None:

@@ -25,9 +25,15 @@ class UpstreamCall:
     def then(self) -> ThenCall:
         """The policy check's `then`: what the policy worker forwards if it allows the request."""
         if isinstance(self.request, ToolCall):
-            return ThenCall(server=self.server.name, tool=self.request.tool, timeout=self.timeout,
-                            traceparent=self.request.traceparent)
-        return ThenCall(server=self.server.name, tool="", timeout=self.timeout, request=self.request)
+            return ThenCall(
+                server=self.server.name,
+                tool=self.request.tool,
+                timeout=self.timeout,
+                traceparent=self.request.traceparent,
+            )
+        return ThenCall(
+            server=self.server.name, tool="", timeout=self.timeout, request=self.request
+        )
 
     def read(self, outcome: Outcome, body: Any) -> None:
         """Put the upstream's answer on `outcome`: its result (200) or its own error."""

@@ -20,11 +20,25 @@ from tests.support import npm_server
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     config = {
         "approval": {"timeout_seconds": 30, "memory_threshold": 0},
-        "mcp_servers": [{"name": "everything", "command": npm_server("everything"), "args": ["stdio"]}],
-        "policies": [{"name": "reader", "agent": "reader", "rules": [
-            {"tools": ["everything.prompt:args-prompt", "everything.resource:demo://resource/dynamic/text/*"],
-             "action": "human_approval"},
-            {"tools": ["everything.*"], "action": "allow"}]}],
+        "mcp_servers": [
+            {"name": "everything", "command": npm_server("everything"), "args": ["stdio"]}
+        ],
+        "policies": [
+            {
+                "name": "reader",
+                "agent": "reader",
+                "rules": [
+                    {
+                        "tools": [
+                            "everything.prompt:args-prompt",
+                            "everything.resource:demo://resource/dynamic/text/*",
+                        ],
+                        "action": "human_approval",
+                    },
+                    {"tools": ["everything.*"], "action": "allow"},
+                ],
+            }
+        ],
     }
     m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
     yield m
@@ -58,8 +72,11 @@ async def test_a_prompt_needing_approval_is_served_once_approved(mesh: Mesh) -> 
         # Allowed reads are not held.
         assert (await client.get_prompt("everything.simple-prompt")).messages
     trace = _trace(mesh, approval["trace_id"])
-    assert (trace["tool"], trace["status_code"], trace["policy"]) == ("everything.prompt:args-prompt", 200,
-                                                                      "human_approval")
+    assert (trace["tool"], trace["status_code"], trace["policy"]) == (
+        "everything.prompt:args-prompt",
+        200,
+        "human_approval",
+    )
     assert (trace["approval_id"], trace["approval_status"]) == (approval["id"], "approved")
 
 

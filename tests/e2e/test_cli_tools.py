@@ -295,3 +295,21 @@ def test_the_shipped_example(tmp_path: Path) -> None:
         assert m.call("git.log", {"args": ["--format=%H"]}).status_code == 400
     finally:
         assert m.stop() == set()
+
+
+def test_a_killed_cli_worker_costs_nothing_but_itself(mesh: Mesh) -> None:
+    import os
+    import signal
+
+    workers = [pid for pid, cmd in mesh.processes().items()
+               if "agent_mesh run upstream" in cmd and "--server git" in cmd]
+    assert len(workers) == 3  # workers: 2, and the warm spare
+    os.kill(workers[0], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    for _ in range(20):  # every call is answered: by the other worker, then by the spare too
+        r = mesh.call("git.status")
+        assert r.status_code in (200, 502, 503), r.text
+        if r.status_code != 200:  # only a call the killed worker held may fail, once
+            assert time.monotonic() < deadline
+    assert mesh.call("git.status").status_code == 200
+    wait_until(lambda: len(mesh.http.get("/mcp-servers").json()[0]["workers"]) == 2, 20, "two git workers again")

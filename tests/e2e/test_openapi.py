@@ -190,3 +190,16 @@ def test_the_openapi_and_backend_flags(tmp_path: Path, backend: str, flags: str)
         assert [s["name"] for s in m.http.get("/mcp-servers").json()] == ["openapi-0"]
     finally:
         assert m.stop() == set()
+
+
+def test_the_shipped_example(tmp_path: Path, backend: str) -> None:
+    import yaml
+
+    config = yaml.safe_load((REPO / "examples" / "openapi.yaml").read_text())
+    config["openapi"][0].update(file=str(SPEC), backend_url=f"{backend}/api/v3")  # our backend's port
+    m = Mesh(tmp_path, config).start(timeout=90)
+    try:
+        assert m.call("get_inventory").json()["result"]["available"] >= 1  # its X-API-Key is sent
+        assert m.call("delete_pet", {"petId": 1}).status_code == 403
+    finally:
+        assert m.stop() == set()

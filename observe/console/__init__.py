@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -43,11 +43,13 @@ SECURITY_HEADERS = {
     "cache-control": "no-store",
 }
 PING = 15.0  # s between SSE keep-alive comments
+MAX_STREAMS = 64  # open /ui/events streams (each holds a bus subscription); more: 503
 
 
 class Console:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
+        self.streams = 0
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -72,17 +74,23 @@ class Console:
     async def events(self, request: Request) -> Response:
         """Every trace record the trace writer stores (new calls, a waiting call, its final
         record), as `event: trace` with the record as JSON; newest last, the page puts them first."""
+        if self.streams >= MAX_STREAMS:
+            return JSONResponse({"error": f"too many live consoles ({MAX_STREAMS}); close one"}, status_code=503)
         return EventSourceResponse(self._traces(), ping=PING, headers={"cache-control": "no-store"})
 
     async def _traces(self) -> AsyncIterator[dict[str, str]]:
-        yield {"event": "hello", "data": "{}"}  # the page knows the stream is open
-        endpoint = self.gw.events_endpoint
-        if endpoint is None:  # no event socket (gateway on another host): the page polls
-            return
-        subscriber = Subscriber(endpoint, "trace.")
+        self.streams += 1
         try:
-            async for _topic, record in subscriber:
-                yield {"event": "trace", "data": json.dumps(record, default=str)}
+            yield {"event": "hello", "data": "{}"}  # the page knows the stream is open
+            endpoint = self.gw.events_endpoint
+            if endpoint is None:  # no event socket (gateway on another host): the page polls
+                return
+            subscriber = Subscriber(endpoint, "trace.")
+            try:
+                async for _topic, record in subscriber:
+                    yield {"event": "trace", "data": json.dumps(record, default=str)}
+            finally:
+                with contextlib.suppress(Exception):
+                    subscriber.close()
         finally:
-            with contextlib.suppress(Exception):
-                subscriber.close()
+            self.streams -= 1

@@ -43,6 +43,7 @@ from gateway.frontend import FrontEnd
 from gateway.mcp_forward import LOG_LEVEL_KEY, forwarding
 from gateway.mcp_proxy import McpProxy
 from gateway.mcp_virtual import VirtualTools, text_result
+from gateway.stdio_lines import REFUSED
 from observe import traceparent
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class MeshMcp:
     async def _passthrough(
         self, ctx: ServerRequestContext[Any, Any], call_next: Callable[[ServerRequestContext[Any, Any]], Awaitable[Any]]
     ) -> Any:
+        if ctx.method == REFUSED:  # a line the SDK could not take (gateway/stdio_lines.py)
+            raise MCPError(types.INVALID_PARAMS, str((ctx.params or {}).get("message", "invalid request")))
         if ctx.method == "tools/list":
             return {"tools": self.tools()}
         if ctx.method == "tools/call":

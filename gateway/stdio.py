@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 from mcp.server.runner import serve_loop
 from mcp.server.stdio import stdio_server
 
@@ -22,6 +24,7 @@ from agent_mesh.config import LoadedConfig
 from agent_mesh.launcher import running_pid
 from gateway.frontend import FrontEnd
 from gateway.mcp_server import MeshMcp, new_session_id
+from gateway.stdio_lines import ScreenedLines
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,8 @@ async def serve(loaded: LoadedConfig, agent: str, session_id: str | None) -> Non
 async def _session(server: Any) -> None:
     # serve_loop speaks the initialize handshake only (see MeshMcp.build) and, unlike
     # Server.run, does not enter the lifespan itself.
-    async with stdio_server() as (read_stream, write_stream), server.lifespan(server) as state:
+    stdin = ScreenedLines(anyio.wrap_file(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")))
+    async with stdio_server(stdin=stdin) as (read_stream, write_stream), server.lifespan(server) as state:  # type: ignore[arg-type]
         await serve_loop(server, read_stream, write_stream, lifespan_state=state,
                          init_options=server.create_initialization_options())
 

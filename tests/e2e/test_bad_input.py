@@ -176,6 +176,10 @@ def test_mcp_stdio_arguments_the_upstream_could_not_be_given_are_invalid_params(
             answer = ask(tool_call(rid, arguments))
             assert answer["id"] == rid and answer["error"]["code"] == -32602, answer
             assert message in answer["error"]["message"], answer
+        # A lone surrogate: the SDK's parser refuses the line; the caller still gets its answer.
+        answer = ask(tool_call(8, '{"message": "ok \\ud800"}'))
+        assert answer["id"] == 8 and answer["error"]["code"] == -32602, answer
+        assert "params.arguments.message: string holds a lone surrogate \\ud800" in answer["error"]["message"]
         answer = ask(tool_call(9, '{"message": "still served"}'))
         assert answer["result"]["content"][0]["text"] == "Echo: still served", answer
     finally:

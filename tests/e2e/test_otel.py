@@ -207,6 +207,21 @@ async def test_mcp_meta_traceparent_is_the_parent(mesh: Mesh, receiver: Receiver
     assert call["parent"] == caller_span and call["attrs"]["mcp.method.name"] == "tools/call"
 
 
+async def test_mcp_http_traceparent_header_is_the_parent(mesh: Mesh, receiver: Receiver, demo: Path) -> None:
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    trace_id, caller_span = "1af7651916cd43dd8448eb211c80319d", "c7ad6b7169203332"
+    http = create_mcp_http_client(headers={"Authorization": "Bearer agent:dev",
+                                           "traceparent": f"00-{trace_id}-{caller_span}-01"})
+    async with http, Client(streamable_http_client(f"{mesh.url}/mcp", http_client=http), mode="legacy") as client:
+        result = await client.call_tool("fs.list_directory", {"path": str(demo)})
+    assert not result.is_error
+    call = spans_of(receiver, trace_id, 3)["tools/call fs.list_directory"]
+    assert call["parent"] == caller_span
+
+
 def test_otel_traces_route_answers_otlp_json(mesh: Mesh, receiver: Receiver) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     wait_until(lambda: receiver.trace(trace_id), 15, "the exported call")

@@ -45,6 +45,11 @@ ID = {"type": "string", "minLength": 4, "description": "The id, or a unique pref
 TIME = "2026-12-02T00:52:15.123456Z"
 
 
+def _link(operation_id: str, pointer: str) -> dict[str, dict[str, Any]]:
+    """An OpenAPI link: the `id` of `operation_id` is this answer's value at `pointer`."""
+    return {operation_id: {"operationId": operation_id, "parameters": {"id": f"$response.body#{pointer}"}}}
+
+
 def _error(description: str, example: str) -> Answer:
     return Answer(shapes.Error, description, {"error": example})
 
@@ -117,13 +122,16 @@ def routes(gw: Gateway, metrics: MetricsRoute, console: Console, tool_fast_path:
                         "per step (default 200 calls)."), 400: BAD_QUERY, 500: INTERNAL, 503: TRACES_DOWN},
             query=OtelTracesQuery, tags=["traces"]),
         ApiRoute("GET", "/sessions", gw.sessions, "Sessions, most recently active first", {
-            200: Answer(list[shapes.SessionSummary], "Sessions (default 50)."), 400: BAD_QUERY, 500: INTERNAL,
+            200: Answer(list[shapes.SessionSummary], "Sessions (default 50).",
+                        links=_link("get_sessions_id", "/0/session_id")), 400: BAD_QUERY, 500: INTERNAL,
             503: TRACES_DOWN}, query=Limited, tags=["traces"]),
         ApiRoute("GET", "/sessions/{id}", gw.session, "The calls of one session, newest first", {
             200: Answer(list[TraceRecord], "Calls (default 200); an unknown session has none."),
             400: BAD_QUERY, 500: INTERNAL, 503: TRACES_DOWN}, query=Limited, tags=["traces"]),
         ApiRoute("GET", "/approvals", gw.approvals, "Approvals, newest first", {
-            200: Answer(list[shapes.ApprovalView], "Approvals (default 500)."), 400: BAD_QUERY,
+            200: Answer(list[shapes.ApprovalView], "Approvals (default 500).",
+                        links=_link("get_approvals_id", "/0/id") | _link("post_approvals_id_decision", "/0/id")),
+            400: BAD_QUERY,
             500: INTERNAL, 503: APPROVALS_DOWN}, query=ApprovalsQuery, tags=["approvals"]),
         ApiRoute("GET", "/approvals/{id}", gw.approval, "One approval, with the agent's recent calls", {
             200: Answer(shapes.ApprovalDetail, "The approval (by id or a unique prefix of 4 or more)."),
@@ -139,10 +147,12 @@ def routes(gw: Gateway, metrics: MetricsRoute, console: Console, tool_fast_path:
             body=ResolveBody, body_example={"resolved_by": "alice", "reasoning": "looks fine"}, operator=True,
             path_params={"id": ID, "decision": {"type": "string", "enum": ["approve", "deny"]}}, tags=["approvals"]),
         ApiRoute("GET", "/grants", gw.grants, "Active grants", {
-            200: Answer(list[shapes.GrantView], "Grants in force."), 500: INTERNAL, 503: APPROVALS_DOWN},
+            200: Answer(list[shapes.GrantView], "Grants in force.", links=_link("delete_grants_id", "/0/id")),
+            500: INTERNAL, 503: APPROVALS_DOWN},
             query=GrantsQuery, tags=["approvals"]),
         ApiRoute("POST", "/grants", gw.create_grant, "Grant an agent tools for a while", {
-            201: Answer(shapes.GrantView, "The grant: those calls are allowed until it expires."),
+            201: Answer(shapes.GrantView, "The grant: those calls are allowed until it expires.",
+                        links=_link("delete_grants_id", "/id")),
             400: BAD_BODY, 401: NOT_AN_AGENT, 403: NOT_AN_OPERATOR, 413: TOO_LARGE, 500: INTERNAL,
             503: APPROVALS_DOWN},
             body=GrantBody, body_example={"agent": "claude", "tools": "filesystem.*", "duration": "30m"},

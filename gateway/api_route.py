@@ -32,6 +32,7 @@ class Answer:
     description: str
     example: Any = None
     media_type: str = "application/json"
+    links: dict[str, dict[str, Any]] | None = None  # OpenAPI links: where this answer's ids lead
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ def _operation(route: ApiRoute, path: str, key_map: dict[Key, dict[str, Any]]) -
         if answer.example is not None:
             content["example"] = answer.example
         operation["responses"][str(status)] = {"description": answer.description,
-                                               "content": {answer.media_type: content}}
+                                               "content": {answer.media_type: content},
+                                               **({"links": answer.links} if answer.links else {})}
     return operation
 
 

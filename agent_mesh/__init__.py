@@ -1,2 +1,5 @@
 """agent-mesh: governance gateway for MCP tool calls."""
-__version__ = "0.1.0"
+
+from importlib.metadata import version
+
+__version__ = version("agent-mesh")  # as installed, from pyproject.toml

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from agent_mesh.config import LoadedConfig
 from agent_mesh.errors import UserError
-from agent_mesh.launcher import make_state_dir, running_pid
+from agent_mesh.state import make_state_dir
 from bus.endpoints import Endpoints
+from bus.state_dir import StateDir, running_pid
 
 START_TIMEOUT = 60.0
 
@@ -28,7 +29,7 @@ class AttachError(UserError):
 
 
 def clients_dir(state: Path) -> Path:
-    return state / "clients"
+    return StateDir(state).clients
 
 
 def live_clients(state: Path) -> list[int]:
@@ -67,7 +68,7 @@ def ensure_mesh(loaded: LoadedConfig) -> Endpoints:
     state = make_state_dir(loaded)
     endpoints = Endpoints.in_dir(state)
     take_lease(state)
-    with open(state / "start.lock", "w") as lock:
+    with open(StateDir(state).start_lock, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if running_pid(state) is None:
             _start_detached(loaded, state)
@@ -75,19 +76,31 @@ def ensure_mesh(loaded: LoadedConfig) -> Endpoints:
 
 
 def _start_detached(loaded: LoadedConfig, state: Path) -> None:
-    logs = state / "logs"
+    logs = StateDir(state).logs
     logs.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log = logs / "embedded-start.log"
+    log = StateDir(state).embedded_start_log
     with open(log, "ab") as out:
         # New session: Claude's Ctrl-C or closing our stdio must not signal the mesh directly.
         serving = subprocess.Popen(
-            [sys.executable, "-m", "agent_mesh", "serve", "--config", str(loaded.path), "--embedded"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True,
+            [
+                sys.executable,
+                "-m",
+                "agent_mesh",
+                "serve",
+                "--config",
+                str(loaded.path),
+                "--embedded",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            close_fds=True,
             env={**os.environ, "AGENT_MESH_HOME": str(state.parent)},
         )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if running_pid(state) is not None and (state / "bus.ipc").exists():
+        if running_pid(state) is not None and StateDir(state).requests_ipc.exists():
             return
         if serving.poll() is not None:  # it gave up: say why (its last line, e.g. a taken port)
             from agent_mesh.tree import last_line
@@ -95,7 +108,9 @@ def _start_detached(loaded: LoadedConfig, state: Path) -> None:
             why = last_line(log).removeprefix("agent-mesh: ") or f"exit status {serving.returncode}"
             raise AttachError(f"the mesh for {loaded.path} did not start: {why} (log: {log})")
         time.sleep(0.05)
-    raise AttachError(f"the mesh for {loaded.path} did not start in {START_TIMEOUT:.0f}s; see {logs}")
+    raise AttachError(
+        f"the mesh for {loaded.path} did not start in {START_TIMEOUT:.0f}s; see {logs}"
+    )
 
 
 def watch_leases(state: Path, grace: float, interval: float = 0.5) -> None:

@@ -41,7 +41,9 @@ def _openapi_problems(loaded: LoadedConfig, notes: list[str] | None = None) -> l
 
     out: list[str] = []
     owner: dict[str, str] = {}
-    for i, (ref, source) in enumerate((r, r.config) for r in loaded.config.sources() if r.kind == "openapi"):
+    for i, (ref, source) in enumerate(
+        (r, r.config) for r in loaded.config.sources() if r.kind == "openapi"
+    ):
         if source.file is None:
             continue
         try:
@@ -50,17 +52,22 @@ def _openapi_problems(loaded: LoadedConfig, notes: list[str] | None = None) -> l
             out.append(f"{loaded.path}: openapi[{i}]: {exc}")
             continue
         if notes is not None:
-            notes += [f"openapi[{i}]: {source.file} does not validate (it loads all the same): {p}"
-                      for p in spec.problems]
+            notes += [
+                f"openapi[{i}]: {source.file} does not validate (it loads all the same): {p}"
+                for p in spec.problems
+            ]
         clashes: dict[str, list[str]] = {}
         for op in spec.operations:
             name = ref.prefix + op.tool
             if name in owner:
                 clashes.setdefault(owner[name], []).append(name)
             owner.setdefault(name, f"openapi[{i}]")
-        out += [f"{loaded.path}: openapi[{i}]: {len(names)} of its tools are also made by {other} "
-                f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): give one of them a "
-                "`name:` (its tools become <name>.<tool>)" for other, names in clashes.items()]
+        out += [
+            f"{loaded.path}: openapi[{i}]: {len(names)} of its tools are also made by {other} "
+            f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): give one of them a "
+            "`name:` (its tools become <name>.<tool>)"
+            for other, names in clashes.items()
+        ]
     return out
 
 
@@ -70,11 +77,16 @@ def warnings(loaded: LoadedConfig) -> list[str]:
         cwd = tool.working_dir or "."
         path = cli_runner.environment(tool.env)["PATH"]
         if tool.workers and not os.path.isdir(cwd):
-            out.append(f"cli_tools[{i}] ({tool.name}): working_dir {cwd} is not a directory: its "
-                       "calls will fail until it exists")
+            out.append(
+                f"cli_tools[{i}] ({tool.name}): working_dir {cwd} is not a directory: its "
+                "calls will fail until it exists"
+            )
         elif tool.workers and cli_runner.resolve_bin(tool.bin, cwd, path) is None:
-            out.append(f"cli_tools[{i}] ({tool.name}): bin {tool.bin!r} not found"
-                       + ("" if "/" in tool.bin else " on PATH") + ": its calls will fail until it is installed")
+            out.append(
+                f"cli_tools[{i}] ({tool.name}): bin {tool.bin!r} not found"
+                + ("" if "/" in tool.bin else " on PATH")
+                + ": its calls will fail until it is installed"
+            )
     return out
 
 
@@ -88,6 +100,8 @@ def check(loaded: LoadedConfig) -> int:
     if found:
         return 1
     config = loaded.config
-    print(f"{loaded.path}: ok ({len(config.mcp_servers)} servers, {len(config.cli_tools)} cli tools, "
-          f"{len(config.openapi)} openapi, {len(config.policies)} policies)")
+    print(
+        f"{loaded.path}: ok ({len(config.mcp_servers)} servers, {len(config.cli_tools)} cli tools, "
+        f"{len(config.openapi)} openapi, {len(config.policies)} policies)"
+    )
     return 0

@@ -13,8 +13,8 @@ from typing import NoReturn
 
 import agent_mesh
 from agent_mesh import keys
-from agent_mesh.config import ConfigError, LoadedConfig, load_config
-from agent_mesh.config_file import ENV_OPENAPI, ENV_OPENAPI_BACKEND
+from agent_mesh.config import ConfigError, LoadedConfig
+from agent_mesh.config_file import ENV_OPENAPI, ENV_OPENAPI_BACKEND, load_config
 from agent_mesh.errors import UserError
 from agent_mesh.roles import ROLES
 
@@ -36,7 +36,7 @@ ROLE_HELP = {
     "tracer": "stores traces (JSONL trace_file and the SQLite index)",
     "approval": "pending approvals, grants and decision memory (SQLite)",
     "upstream": "one tool source's worker: MCP server, CLI tool or OpenAPI import (--server NAME, "
-                "--slot N of its workers)",
+    "--slot N of its workers)",
     "lifecycle": "stops a mesh started by --mcp once its last client has gone",
 }
 
@@ -54,82 +54,159 @@ def _port(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="agent-mesh", description="Governance gateway for AI agents' MCP tool calls.",
+        prog="agent-mesh",
+        description="Governance gateway for AI agents' MCP tool calls.",
         usage="agent-mesh [--mcp] [--config FILE] [--port N] [options]\n"
-              "       agent-mesh {serve,connect,check,discover,run,keys,supervisor} ...",
-        epilog=MODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"agent-mesh {agent_mesh.__version__}")
-    parser.add_argument("--mcp", action="store_true",
-                        help="stdio MCP front-end (Claude Code, Cursor): attach to the mesh of --config, "
-                             "starting it if none runs; stdout carries MCP frames only")
+        "       agent-mesh {serve,connect,check,discover,run,keys,supervisor} ...",
+        epilog=MODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"agent-mesh {agent_mesh.__version__}"
+    )
+    parser.add_argument(
+        "--mcp",
+        action="store_true",
+        help="stdio MCP front-end (Claude Code, Cursor): attach to the mesh of --config, "
+        "starting it if none runs; stdout carries MCP frames only",
+    )
     parser.add_argument("--config", dest="top_config", metavar="FILE", help=CONFIG_HELP)
-    parser.add_argument("--port", dest="top_port", type=_port, metavar="N",
-                        help="HTTP port, overriding the config's `port` (not with --mcp)")
-    parser.add_argument("--mcp-agent", default="claude", metavar="ID",
-                        help="with --mcp: the agent id of this session (default claude)")
-    parser.add_argument("--mcp-session-id", metavar="ID",
-                        help="with --mcp: the session id recorded in traces (default: generated)")
-    parser.add_argument("--openapi", metavar="SPEC",
-                        help="also serve this OpenAPI document's operations as tools (a URL or a "
-                             "file; as an `openapi:` entry of the config)")
-    parser.add_argument("--backend", metavar="URL",
-                        help="with --openapi: the API's base URL (default: the document's first server)")
+    parser.add_argument(
+        "--port",
+        dest="top_port",
+        type=_port,
+        metavar="N",
+        help="HTTP port, overriding the config's `port` (not with --mcp)",
+    )
+    parser.add_argument(
+        "--mcp-agent",
+        default="claude",
+        metavar="ID",
+        help="with --mcp: the agent id of this session (default claude)",
+    )
+    parser.add_argument(
+        "--mcp-session-id",
+        metavar="ID",
+        help="with --mcp: the session id recorded in traces (default: generated)",
+    )
+    parser.add_argument(
+        "--openapi",
+        metavar="SPEC",
+        help="also serve this OpenAPI document's operations as tools (a URL or a "
+        "file; as an `openapi:` entry of the config)",
+    )
+    parser.add_argument(
+        "--backend",
+        metavar="URL",
+        help="with --openapi: the API's base URL (default: the document's first server)",
+    )
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="agent-mesh")
 
-    serve = sub.add_parser("serve", help="run the mesh under supervisord (foreground; Ctrl-C stops it)",
-                           description="Run the mesh under supervisord, in the foreground: Ctrl-C or "
-                                       "SIGTERM stop the whole process tree. Exits non-zero if a "
-                                       "process of the tree cannot be kept running.")
+    serve = sub.add_parser(
+        "serve",
+        help="run the mesh under supervisord (foreground; Ctrl-C stops it)",
+        description="Run the mesh under supervisord, in the foreground: Ctrl-C or "
+        "SIGTERM stop the whole process tree. Exits non-zero if a "
+        "process of the tree cannot be kept running.",
+    )
     serve.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=CONFIG_HELP)
-    serve.add_argument("--port", type=_port, metavar="N", help="HTTP port, overriding the config's `port`")
-    serve.add_argument("--embedded", action="store_true", help=argparse.SUPPRESS)  # started by --mcp
+    serve.add_argument(
+        "--port", type=_port, metavar="N", help="HTTP port, overriding the config's `port`"
+    )
+    serve.add_argument(
+        "--embedded", action="store_true", help=argparse.SUPPRESS
+    )  # started by --mcp
 
-    connect = sub.add_parser("connect", help="stdio MCP relay to a mesh's /mcp (local or remote)",
-                             description="Relay MCP between stdio (Claude Code) and a running mesh's "
-                                         "/mcp endpoint, as one agent.")
-    connect.add_argument("--url", default="http://127.0.0.1:9090",
-                         help="the mesh's HTTP address, or its /mcp URL (default http://127.0.0.1:9090)")
-    connect.add_argument("--agent", "--mcp-agent", dest="agent", default="claude",
-                         help="agent id sent as the bearer (default claude)")
+    connect = sub.add_parser(
+        "connect",
+        help="stdio MCP relay to a mesh's /mcp (local or remote)",
+        description="Relay MCP between stdio (Claude Code) and a running mesh's "
+        "/mcp endpoint, as one agent.",
+    )
+    connect.add_argument(
+        "--url",
+        default="http://127.0.0.1:9090",
+        help="the mesh's HTTP address, or its /mcp URL (default http://127.0.0.1:9090)",
+    )
+    connect.add_argument(
+        "--agent",
+        "--mcp-agent",
+        dest="agent",
+        default="claude",
+        help="agent id sent as the bearer (default claude)",
+    )
 
-    check = sub.add_parser("check", help="validate a config file and print its warnings",
-                           description="Validate a config file: its fields, policies, and that "
-                                       "each stdio server's command can be found.")
+    check = sub.add_parser(
+        "check",
+        help="validate a config file and print its warnings",
+        description="Validate a config file: its fields, policies, and that "
+        "each stdio server's command can be found.",
+    )
     check.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=CONFIG_HELP)
 
     discover = sub.add_parser(
-        "discover", help="start each upstream, list its tools; --generate-policy writes a starter policy",
+        "discover",
+        help="start each upstream, list its tools; --generate-policy writes a starter policy",
         description="Start each tool source of the config (no mesh needed), list its tools with a "
-                    "one-line description, and stop them. With --generate-policy, also write a "
-                    "starter policy: read-only-looking tools allowed, the rest human_approval, "
-                    "then deny.")
+        "one-line description, and stop them. With --generate-policy, also write a "
+        "starter policy: read-only-looking tools allowed, the rest human_approval, "
+        "then deny.",
+    )
     discover.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=CONFIG_HELP)
-    discover.add_argument("--generate-policy", action="store_true",
-                          help="write a starter policy YAML (stdout, or --output FILE)")
-    discover.add_argument("--agent", default="*", metavar="NAME",
-                          help="with --generate-policy: the agent (pattern) the policy is for (default *)")
-    discover.add_argument("--output", "-o", metavar="FILE",
-                          help="with --generate-policy: write the policy here instead of stdout")
+    discover.add_argument(
+        "--generate-policy",
+        action="store_true",
+        help="write a starter policy YAML (stdout, or --output FILE)",
+    )
+    discover.add_argument(
+        "--agent",
+        default="*",
+        metavar="NAME",
+        help="with --generate-policy: the agent (pattern) the policy is for (default *)",
+    )
+    discover.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="with --generate-policy: write the policy here instead of stdout",
+    )
 
     roles = "\n".join(f"  {name:<10} {what}" for name, what in ROLE_HELP.items())
-    run = sub.add_parser("run", help="run one process of the tree (what supervisord starts)",
-                         description="Run one process of the mesh's tree; `serve` starts them all.",
-                         epilog=f"roles:\n{roles}", formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("role", choices=ROLES, metavar="ROLE", help=f"one of: {', '.join(ROLES)} (below)")
+    run = sub.add_parser(
+        "run",
+        help="run one process of the tree (what supervisord starts)",
+        description="Run one process of the mesh's tree; `serve` starts them all.",
+        epilog=f"roles:\n{roles}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "role", choices=ROLES, metavar="ROLE", help=f"one of: {', '.join(ROLES)} (below)"
+    )
     run.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=CONFIG_HELP)
-    run.add_argument("--server", help="upstream: which tool source (mcp_servers, cli_tools, openapi)")
+    run.add_argument(
+        "--server", help="upstream: which tool source (mcp_servers, cli_tools, openapi)"
+    )
     run.add_argument("--slot", type=int, default=0, help="process number (stable worker name)")
     run.add_argument("--port", type=_port, help="gateway: override the config's port")
-    run.add_argument("--connect", help="tcp://host:port of a broker on another host (broker: the tcp "
-                                       "address to serve; default $AGENT_MESH_LISTEN, else bus.listen)")
-    run.add_argument("--keys", help="CURVE keys: the broker's keys dir, or this host's client bundle "
-                                    "(docs/multihost.md; default $AGENT_MESH_KEYS, broker: else bus.keys)")
+    run.add_argument(
+        "--connect",
+        help="tcp://host:port of a broker on another host (broker: the tcp "
+        "address to serve; default $AGENT_MESH_LISTEN, else bus.listen)",
+    )
+    run.add_argument(
+        "--keys",
+        help="CURVE keys: the broker's keys dir, or this host's client bundle "
+        "(docs/multihost.md; default $AGENT_MESH_KEYS, broker: else bus.keys)",
+    )
 
     keys.add_parser(sub)
     # Listed for --help; `main` hands `agent-mesh supervisor ...` to autoresolve.cli whole.
-    sub.add_parser("supervisor", add_help=False,
-                   help="auto-resolve pending approvals with rules and a local LLM (--config supervisor.yaml)")
+    sub.add_parser(
+        "supervisor",
+        add_help=False,
+        help="auto-resolve pending approvals with rules and a local LLM (--config supervisor.yaml)",
+    )
     return parser
 
 
@@ -175,8 +252,11 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         leaf = _leaf(exc)
-        _fail(str(leaf) if isinstance(leaf, UserError) else
-              f"{type(leaf).__name__}: {leaf} (--debug shows the traceback)")
+        _fail(
+            str(leaf)
+            if isinstance(leaf, UserError)
+            else f"{type(leaf).__name__}: {leaf} (--debug shows the traceback)"
+        )
 
 
 def _fail(message: str) -> NoReturn:
@@ -203,14 +283,18 @@ def _main(argv: list[str], debug: bool) -> int:
         if args.command is not None:
             parser.error(f"--mcp runs on its own, not with {args.command}")
         if args.top_port is not None:
-            parser.error("--port does not apply to --mcp (the mesh it starts uses the config's port)")
+            parser.error(
+                "--port does not apply to --mcp (the mesh it starts uses the config's port)"
+            )
         from agent_mesh import ports
-        from agent_mesh.launcher import running_pid
+        from bus.state_dir import running_pid
         from gateway import stdio
 
         loaded = _load(args.top_config or DEFAULT_CONFIG)
         if running_pid(loaded.state_dir()) is None:  # we will start it: can it listen?
-            taken = ports.problem(loaded.config.host, loaded.config.port, f"set port: in {loaded.path}")
+            taken = ports.problem(
+                loaded.config.host, loaded.config.port, f"set port: in {loaded.path}"
+            )
             if taken is not None:
                 raise UserError(taken)
         return int(stdio.main(loaded, args.mcp_agent, args.mcp_session_id) or 0)
@@ -218,8 +302,12 @@ def _main(argv: list[str], debug: bool) -> int:
         if args.top_config is None and args.top_port is None:
             parser.print_help(sys.stderr)
             return 2
-        args.command, args.config, args.port, args.embedded = "serve", args.top_config or DEFAULT_CONFIG, \
-            args.top_port, False
+        args.command, args.config, args.port, args.embedded = (
+            "serve",
+            args.top_config or DEFAULT_CONFIG,
+            args.top_port,
+            False,
+        )
     if args.command == "serve":
         from agent_mesh.launcher import serve
 
@@ -241,8 +329,15 @@ def _main(argv: list[str], debug: bool) -> int:
     if args.command == "run":
         from agent_mesh.roles import run_role
 
-        run_role(args.role, _load_for_role(args.config), server=args.server, slot=args.slot, port=args.port,
-                 connect=args.connect, keys=args.keys)
+        run_role(
+            args.role,
+            _load_for_role(args.config),
+            server=args.server,
+            slot=args.slot,
+            port=args.port,
+            connect=args.connect,
+            keys=args.keys,
+        )
         return 0
     if args.command == "keys":
         return keys.main(args)

@@ -28,8 +28,8 @@ from agent_mesh.config_sources import (
     cli_ref,
     openapi_ref,
 )
-from agent_mesh.durations import parse_duration
 from bus.endpoints import parse_tcp
+from policy.durations import parse_duration
 from policy.model import Policy
 
 Transport = Literal["stdio", "sse", "streamable_http", "http"]
@@ -70,9 +70,15 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 _NAME_RULE = "must contain only letters, digits, '_' and '-' (tools are <name>.<tool>)"
 Name = Annotated[str, _checked(_NAME_RE.fullmatch, _NAME_RULE)]
 HttpUrl = Annotated[str, _checked(_is_http_url, "must be an http:// or https:// URL")]
-Endpoint = Annotated[str, _checked(lambda v: v == "stdout" or _is_http_url(v),
-                                   "must be 'stdout' or an http:// or https:// URL")]
-TcpAddress = Annotated[str, _checked(_is_tcp_address, "must be tcp://host:port, e.g. tcp://0.0.0.0:7000")]
+Endpoint = Annotated[
+    str,
+    _checked(
+        lambda v: v == "stdout" or _is_http_url(v), "must be 'stdout' or an http:// or https:// URL"
+    ),
+]
+TcpAddress = Annotated[
+    str, _checked(_is_tcp_address, "must be tcp://host:port, e.g. tcp://0.0.0.0:7000")
+]
 # A Go duration ("30s", "5m", "1h30m"); parse_duration's ValueError names what is wrong.
 Duration = Annotated[str, _checked(lambda v: parse_duration(v) > 0, "must be a positive duration")]
 
@@ -121,7 +127,9 @@ class MetricsConfig(_Section):
     enabled: bool = True
     # agent ids that get their own label value; later ones are counted as `other` (cardinality)
     max_agents: int = Field(default=100, ge=0, le=10_000)
-    max_tools: int = Field(default=1000, ge=0, le=100_000)  # the same for tool names (CLI subcommands)
+    max_tools: int = Field(
+        default=1000, ge=0, le=100_000
+    )  # the same for tool names (CLI subcommands)
 
 
 class BusConfig(_Section):
@@ -130,13 +138,17 @@ class BusConfig(_Section):
     $AGENT_MESH_KEYS override it."""
 
     listen: TcpAddress | None = None
-    keys: str | None = Field(default=None, min_length=1)  # the broker's keys dir (`agent-mesh keys`)
+    keys: str | None = Field(
+        default=None, min_length=1
+    )  # the broker's keys dir (`agent-mesh keys`)
 
     @model_validator(mode="after")
     def _keys_with_listen(self) -> BusConfig:
         if self.listen is not None and self.keys is None:
-            raise ValueError("keys: required when listen is set (the CURVE keys directory made by "
-                             "`agent-mesh keys`; the bus is never served on tcp in the clear)")
+            raise ValueError(
+                "keys: required when listen is set (the CURVE keys directory made by "
+                "`agent-mesh keys`; the bus is never served on tcp in the clear)"
+            )
         return self
 
 
@@ -170,11 +182,17 @@ class McpServer(_Section):
     def _transport_fields(self) -> McpServer:
         t = self.transport
         if t == "stdio" and (not self.command or self.url is not None):
-            raise ValueError("url: not allowed for transport 'stdio' (use command)" if self.command
-                             else "command: required for transport 'stdio'")
+            raise ValueError(
+                "url: not allowed for transport 'stdio' (use command)"
+                if self.command
+                else "command: required for transport 'stdio'"
+            )
         if t != "stdio" and (self.command is not None or not self.url):
-            raise ValueError(f"command: not allowed for transport {t!r} (use url)" if self.command
-                             else f"url: required for transport {t!r}")
+            raise ValueError(
+                f"command: not allowed for transport {t!r} (use url)"
+                if self.command
+                else f"url: required for transport {t!r}"
+            )
         return self
 
 
@@ -204,7 +222,9 @@ class Config(_Section):
         problems = (
             _duplicates("policies", "policy", [p.name for p in self.policies])
             + _duplicates("mcp_servers", "server", [s.name for s in self.mcp_servers])
-            + _duplicates("mcp_servers", "tool prefix", [s.exposed_prefix for s in self.mcp_servers])
+            + _duplicates(
+                "mcp_servers", "tool prefix", [s.exposed_prefix for s in self.mcp_servers]
+            )
             + _source_clashes(self.sources())
         )
         if problems:
@@ -214,18 +234,35 @@ class Config(_Section):
     @property
     def transparent(self) -> bool:
         """Every upstream keeps its own names: MCP clients should not see the mesh at all."""
-        return (bool(self.mcp_servers) and not self.cli_tools and not self.openapi
-                and all(s.exposed_prefix == "" for s in self.mcp_servers))
+        return (
+            bool(self.mcp_servers)
+            and not self.cli_tools
+            and not self.openapi
+            and all(s.exposed_prefix == "" for s in self.mcp_servers)
+        )
 
     def server(self, name: str) -> McpServer | None:
         return next((s for s in self.mcp_servers if s.name == name), None)
 
     def sources(self) -> list[SourceRef]:
         """Every tool source, each served as `upstream.<name>`: MCP servers, CLI tools, OpenAPI."""
-        return ([SourceRef(s.name, "mcp", s.transport, f"{s.name}.", s.exposed_prefix,
-                           s.timeout_seconds, s.workers, config=s) for s in self.mcp_servers]
-                + [cli_ref(t) for t in self.cli_tools]
-                + [openapi_ref(o, i) for i, o in enumerate(self.openapi)])
+        return (
+            [
+                SourceRef(
+                    s.name,
+                    "mcp",
+                    s.transport,
+                    f"{s.name}.",
+                    s.exposed_prefix,
+                    s.timeout_seconds,
+                    s.workers,
+                    config=s,
+                )
+                for s in self.mcp_servers
+            ]
+            + [cli_ref(t) for t in self.cli_tools]
+            + [openapi_ref(o, i) for i, o in enumerate(self.openapi)]
+        )
 
     def source(self, name: str) -> SourceRef | None:
         return next((s for s in self.sources() if s.name == name), None)
@@ -258,8 +295,10 @@ def _source_clashes(sources: list[SourceRef]) -> list[str]:
         seen = first.setdefault(ref.name, (section, i))
         if seen != (section, i) and (section != seen[0] or section != "mcp_servers"):
             kind = "cli tool" if section == "cli_tools" and seen[0] == section else "source"
-            problems.append(f"{section}[{i}] (name={ref.name}): duplicate {kind} name {ref.name!r} "
-                            f"(also {seen[0]}[{seen[1]}])")
+            problems.append(
+                f"{section}[{i}] (name={ref.name}): duplicate {kind} name {ref.name!r} "
+                f"(also {seen[0]}[{seen[1]}])"
+            )
     return problems
 
 
@@ -296,8 +335,3 @@ class LoadedConfig:
         """`$AGENT_MESH_HOME/<hash>`, else `~/.agent-mesh/<hash>`. Not created here."""
         home = os.environ.get("AGENT_MESH_HOME")
         return (Path(home).expanduser() if home else Path.home() / ".agent-mesh") / self.config_hash
-
-
-from agent_mesh.config_file import load_config
-
-__all__ = ["Config", "ConfigError", "LoadedConfig", "McpServer", "load_config"]

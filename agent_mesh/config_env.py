@@ -38,15 +38,19 @@ def expand(data: Any, environ: Mapping[str, str], report: Report, loc: Loc = ())
             return "${"
         name, default = match.group("name"), match.group("default")
         if name is None:
-            problems.append(f"invalid variable reference at {data[match.start():match.start() + 12]!r}"
-                            " (write ${NAME}, ${NAME:-default}, or $${ for a literal ${)")
+            problems.append(
+                f"invalid variable reference at {data[match.start() : match.start() + 12]!r}"
+                " (write ${NAME}, ${NAME:-default}, or $${ for a literal ${)"
+            )
             return match.group()
         value = environ.get(name)
         if default is not None:
             return value or default
         if value is None:
-            problems.append(f"environment variable {name} is not set (export it, or write "
-                            f"${{{name}:-default}} for a default)")
+            problems.append(
+                f"environment variable {name} is not set (export it, or write "
+                f"${{{name}:-default}} for a default)"
+            )
             return match.group()
         return value
 

@@ -47,20 +47,32 @@ def load_config(path: str | Path) -> LoadedConfig:
         where = {p.name: f"{shown}: policies[{i}]" for i, p in enumerate(config.policies)}
         for shown_file, policy in extra:
             if policy.name in where:
-                problems.append(f"{shown_file}: name: duplicate policy name {policy.name!r} "
-                                f"(also {where[policy.name]})")
+                problems.append(
+                    f"{shown_file}: name: duplicate policy name {policy.name!r} "
+                    f"(also {where[policy.name]})"
+                )
             where.setdefault(policy.name, shown_file)
     if config is not None and (flagged := _flag_openapi(config, os.getcwd(), problems)) is not None:
         config = flagged
     if problems or config is None:
         raise ConfigError(path, problems)
 
-    servers = [s if s.cwd is None else
-               s.model_copy(update={"cwd": str(_absolute(absolute.parent, s.cwd))})
-               for s in config.mcp_servers]
-    policies = [*config.policies, *(p for _, p in extra), *default_action_policies(config.cli_tools)]
-    config = config.model_copy(update={"policies": policies, "mcp_servers": servers,
-                                       **_sources_made_absolute(config, absolute.parent)})
+    servers = [
+        s if s.cwd is None else s.model_copy(update={"cwd": str(_absolute(absolute.parent, s.cwd))})
+        for s in config.mcp_servers
+    ]
+    policies = [
+        *config.policies,
+        *(p for _, p in extra),
+        *default_action_policies(config.cli_tools),
+    ]
+    config = config.model_copy(
+        update={
+            "policies": policies,
+            "mcp_servers": servers,
+            **_sources_made_absolute(config, absolute.parent),
+        }
+    )
     return LoadedConfig(config=config, path=absolute, warnings=warnings)
 
 
@@ -76,14 +88,21 @@ def _flag_openapi(config: Config, cwd: str, problems: list[str]) -> Config | Non
     if not spec:
         return None
     where = "url" if spec.startswith(("http://", "https://")) else "file"
-    fields = {where: spec if where == "url" else str(_absolute(Path(cwd), spec)),
-              "backend_url": os.environ.get(ENV_OPENAPI_BACKEND) or None}
+    fields = {
+        where: spec if where == "url" else str(_absolute(Path(cwd), spec)),
+        "backend_url": os.environ.get(ENV_OPENAPI_BACKEND) or None,
+    }
     try:
         added = OpenApiSource.model_validate(fields)
-        return Config.model_validate({**config.model_dump(exclude_unset=True),
-                                      "openapi": [*config.openapi, added]})
+        return Config.model_validate(
+            {**config.model_dump(exclude_unset=True), "openapi": [*config.openapi, added]}
+        )
     except ValidationError as exc:
-        problem = exc.errors()[0]["msg"].removeprefix("Value error, ").replace("backend_url:", "--backend:")
+        problem = (
+            exc.errors()[0]["msg"]
+            .removeprefix("Value error, ")
+            .replace("backend_url:", "--backend:")
+        )
         problems.append(f"--openapi {spec}: {problem}")
         return None
 
@@ -91,22 +110,30 @@ def _flag_openapi(config: Config, cwd: str, problems: list[str]) -> Config | Non
 def _sources_made_absolute(config: Config, base: Path) -> dict[str, Any]:
     """CLI tools run in their `working_dir` (default: the config file's directory); an OpenAPI
     `file` is relative to the config file."""
-    tools = [t.model_copy(update={"working_dir": str(_absolute(base, t.working_dir or "."))})
-             for t in config.cli_tools]
-    specs = [o if o.file is None else o.model_copy(update={"file": str(_absolute(base, o.file))})
-             for o in config.openapi]
+    tools = [
+        t.model_copy(update={"working_dir": str(_absolute(base, t.working_dir or "."))})
+        for t in config.cli_tools
+    ]
+    specs = [
+        o if o.file is None else o.model_copy(update={"file": str(_absolute(base, o.file))})
+        for o in config.openapi
+    ]
     return {"cli_tools": tools, "openapi": specs}
 
 
-def _load_policy_dir(directory: Path, shown_dir: str, problems: list[str],
-                     warnings: list[str]) -> list[tuple[str, Policy]]:
+def _load_policy_dir(
+    directory: Path, shown_dir: str, problems: list[str], warnings: list[str]
+) -> list[tuple[str, Policy]]:
     """Every *.yaml / *.yml file (by name; dot-files skipped) is one policy."""
     if not directory.exists():
         warnings.append(f"policy_dir: {shown_dir} does not exist; no policies loaded from it")
         return []
     try:
-        files = sorted(f.name for f in directory.iterdir()
-                       if f.suffix in (".yaml", ".yml") and not f.name.startswith("."))
+        files = sorted(
+            f.name
+            for f in directory.iterdir()
+            if f.suffix in (".yaml", ".yml") and not f.name.startswith(".")
+        )
     except OSError as exc:
         problems.append(f"{shown_dir}: policy_dir: cannot list: {exc.strerror or exc}")
         return []
@@ -138,8 +165,10 @@ def _read_mapping(file: Path, shown: str, problems: list[str]) -> tuple[dict[str
         problems.extend(duplicates)
         data = None if duplicates or node is None else loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
-        at = [f"line {m.line + 1}, column {m.column + 1}" if m else "" for m in
-              (exc.problem_mark, exc.context_mark)]
+        at = [
+            f"line {m.line + 1}, column {m.column + 1}" if m else ""
+            for m in (exc.problem_mark, exc.context_mark)
+        ]
         context = f" ({exc.context} at {at[1]})" if exc.context and at[1] else ""
         problems.append(f"{shown}: invalid YAML: {at[0]}: {exc.problem}{context}")
         return None, None
@@ -184,6 +213,7 @@ def _duplicate_keys(root: Any, shown: str) -> list[str]:
 
 def _expanded(data: dict[str, Any], node: Any, shown: str, problems: list[str]) -> dict[str, Any]:
     """`${VAR}` expanded from the environment; a problem names the field and its line."""
+
     def report(loc: Loc, problem: str) -> None:
         where, line = _where(node, loc)
         problems.append(f"{shown}: {where}: {problem} (line {line})")
@@ -206,22 +236,43 @@ def _validate(
             loc, kind, value = tuple(error["loc"]), error["type"], error.get("input")
             message = str(error["ctx"]["error"]) if kind == "value_error" else error["msg"]
             if kind == "extra_forbidden":
-                known = [k for k in _known_keys() if k != str(loc[-1])]  # (valid elsewhere, not here)
+                known = [
+                    k for k in _known_keys() if k != str(loc[-1])
+                ]  # (valid elsewhere, not here)
                 close = difflib.get_close_matches(str(loc[-1]), known, n=1)
                 message = "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
-            elif kind != "missing" and isinstance(value, (str, int, float)) and not (
-                {"env", "headers", "operator_token"} & set(loc) or repr(value) in message  # secrets
+            elif (
+                kind != "missing"
+                and isinstance(value, (str, int, float))
+                and not (
+                    {"env", "headers", "operator_token"} & set(loc)
+                    or repr(value) in message  # secrets
+                )
             ):
                 message += f", got {value!r}"
             path, line = _where(node, loc)
-            problems.extend(f"{shown}: {path}: {m} (line {line})" if path else f"{shown}: {m}"
-                            for m in message.split("\n"))
+            problems.extend(
+                f"{shown}: {path}: {m} (line {line})" if path else f"{shown}: {m}"
+                for m in message.split("\n")
+            )
         return None
 
 
 def _known_keys() -> list[str]:
-    models = (Config, ApprovalConfig, SupervisorConfig, BusConfig, McpServer, CliTool, CliCommand,
-              OpenApiSource, Policy, Rule, Condition, RateLimit)
+    models = (
+        Config,
+        ApprovalConfig,
+        SupervisorConfig,
+        BusConfig,
+        McpServer,
+        CliTool,
+        CliCommand,
+        OpenApiSource,
+        Policy,
+        Rule,
+        Condition,
+        RateLimit,
+    )
     return sorted({f.alias or key for model in models for key, f in model.model_fields.items()})
 
 
@@ -246,5 +297,6 @@ def _where(node: Any, loc: tuple[Any, ...]) -> tuple[str, int]:
 def _child(node: Any, key: str) -> tuple[Any, Any]:
     """(key node, value node) of `key` in a YAML mapping node, else (None, None)."""
     pairs = node.value if isinstance(node, yaml.MappingNode) else []
-    return next(((k, v) for k, v in reversed(pairs) if getattr(k, "value", None) == key),
-                (None, None))
+    return next(
+        ((k, v) for k, v in reversed(pairs) if getattr(k, "value", None) == key), (None, None)
+    )

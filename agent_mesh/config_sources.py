@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent_mesh.durations import parse_duration
+from policy.durations import parse_duration
 from policy.model import Action, Policy, Rule
 
 CLI_DEFAULT_TIMEOUT = 30.0  # s, per command (as in the Go project)
@@ -90,8 +90,10 @@ class CliTool(_Section):
     def _command_names(cls, value: dict[str, CliCommand]) -> dict[str, CliCommand]:
         bad = [name for name in value if not SUBCOMMAND.fullmatch(name)]
         if bad:
-            raise ValueError(f"command name {bad[0]!r}: must be words of letters, digits, '_' and '-' "
-                             "joined by '.' (e.g. plan, pr.list), not starting with '-'")
+            raise ValueError(
+                f"command name {bad[0]!r}: must be words of letters, digits, '_' and '-' "
+                "joined by '.' (e.g. plan, pr.list), not starting with '-'"
+            )
         return value
 
     @model_validator(mode="after")
@@ -158,19 +160,43 @@ def openapi_service_name(source: OpenApiSource, index: int) -> str:
 
 
 def cli_ref(tool: CliTool) -> SourceRef:
-    return SourceRef(tool.name, "cli", "cli", f"{tool.name}.", f"{tool.name}.",
-                     tool.timeout_seconds, tool.workers, not tool.strict, tool)
+    return SourceRef(
+        tool.name,
+        "cli",
+        "cli",
+        f"{tool.name}.",
+        f"{tool.name}.",
+        tool.timeout_seconds,
+        tool.workers,
+        not tool.strict,
+        tool,
+    )
 
 
 def openapi_ref(source: OpenApiSource, index: int) -> SourceRef:
     prefix = f"{source.name}." if source.name else ""
-    return SourceRef(openapi_service_name(source, index), "openapi", "openapi", prefix, prefix,
-                     source.timeout_seconds, source.workers, False, source)
+    return SourceRef(
+        openapi_service_name(source, index),
+        "openapi",
+        "openapi",
+        prefix,
+        prefix,
+        source.timeout_seconds,
+        source.workers,
+        False,
+        source,
+    )
 
 
 def default_action_policies(tools: list[CliTool]) -> list[Policy]:
     """A CLI tool's `default_action` decides its calls that no policy rule decides: as a
     policy for every agent, tried after all others (the least specific pattern, last)."""
-    return [Policy(name=f"default_action:{t.name}", agent="*",
-                   rules=[Rule(tools=[f"{t.name}.*"], action=t.default_action)])
-            for t in tools if t.default_action != "deny"]  # deny: what no match means anyway
+    return [
+        Policy(
+            name=f"default_action:{t.name}",
+            agent="*",
+            rules=[Rule(tools=[f"{t.name}.*"], action=t.default_action)],
+        )
+        for t in tools
+        if t.default_action != "deny"
+    ]  # deny: what no match means anyway

@@ -52,8 +52,11 @@ def _openers(loaded: LoadedConfig) -> list[tuple[str, str, str, Callable[[], Too
     default_cwd = str(loaded.path.parent)
     out: list[tuple[str, str, str, Callable[[], ToolSource]]] = []
     for ref in loaded.config.sources():
-        label = {"mcp": f'MCP server "{ref.name}" ({ref.transport})', "cli": f'CLI tool "{ref.name}"',
-                 "openapi": f'OpenAPI "{ref.name}"'}[ref.kind]
+        label = {
+            "mcp": f'MCP server "{ref.name}" ({ref.transport})',
+            "cli": f'CLI tool "{ref.name}"',
+            "openapi": f'OpenAPI "{ref.name}"',
+        }[ref.kind]
         out.append((ref.name, label, ref.prefix, functools.partial(source_for, ref, default_cwd)))
     return out
 
@@ -116,7 +119,9 @@ def listing(found: list[Found], width: int) -> str:
 def run(loaded: LoadedConfig, generate: bool, agent: str, output: str | None) -> int:
     """The command: listing on stdout (on stderr when the policy goes to stdout)."""
     if not loaded.config.mcp_servers and not loaded.config.cli_tools and not loaded.config.openapi:
-        raise UserError(f"{loaded.path}: no tool sources to discover (mcp_servers, cli_tools, openapi)")
+        raise UserError(
+            f"{loaded.path}: no tool sources to discover (mcp_servers, cli_tools, openapi)"
+        )
     with _captured_stderr() as captured:
         found = asyncio.run(discover(loaded))
         chatter = captured()
@@ -126,10 +131,19 @@ def run(loaded: LoadedConfig, generate: bool, agent: str, output: str | None) ->
     print(listing(found, width), file=out)
     failed = [f for f in found if f.error is not None]
     if generate:
-        tools = [Tool(f"{f.prefix}{t['name']}", t) for f in found if f.error is None for t in f.tools
-                 if isinstance(t.get("name"), str)]
-        text = render(tools, agent, missing=[f"{f.label}: {f.error}" for f in failed],
-                      source_note=f" from {loaded.path.name}")
+        tools = [
+            Tool(f"{f.prefix}{t['name']}", t)
+            for f in found
+            if f.error is None
+            for t in f.tools
+            if isinstance(t.get("name"), str)
+        ]
+        text = render(
+            tools,
+            agent,
+            missing=[f"{f.label}: {f.error}" for f in failed],
+            source_note=f" from {loaded.path.name}",
+        )
         if policy_to_stdout:
             sys.stdout.write(text)
         else:
@@ -140,8 +154,10 @@ def run(loaded: LoadedConfig, generate: bool, agent: str, output: str | None) ->
                 raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
             print(f"\nstarter policy written to {output}", file=out)
     if failed and chatter.strip():
-        print("the upstreams' own output:\n  " + "\n  ".join(chatter.strip().splitlines()[-20:]),
-              file=sys.stderr)
+        print(
+            "the upstreams' own output:\n  " + "\n  ".join(chatter.strip().splitlines()[-20:]),
+            file=sys.stderr,
+        )
     for f in failed:
         print(f"agent-mesh: discover: {f.label} failed: {f.error}", file=sys.stderr)
     return 1 if failed else 0

@@ -45,14 +45,32 @@ def default_dir() -> Path:
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """The `keys` subcommand, for agent_mesh/cli.py."""
-    parser = sub.add_parser("keys", help="CURVE keys for workers on other hosts (docs/multihost.md)",
-                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dir", type=Path, default=None,
-                        help=f"keys directory (default ${ENV}, else $AGENT_MESH_HOME/keys, ~/.agent-mesh/keys)")
-    parser.add_argument("--client", action="append", default=[], metavar="NAME",
-                        help="make a keypair and bundle for this client host (repeatable)")
-    parser.add_argument("--revoke", action="append", default=[], metavar="NAME",
-                        help="stop accepting this client's key (and delete its bundle)")
+    parser = sub.add_parser(
+        "keys",
+        help="CURVE keys for workers on other hosts (docs/multihost.md)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help=f"keys directory (default ${ENV}, else $AGENT_MESH_HOME/keys, ~/.agent-mesh/keys)",
+    )
+    parser.add_argument(
+        "--client",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="make a keypair and bundle for this client host (repeatable)",
+    )
+    parser.add_argument(
+        "--revoke",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="stop accepting this client's key (and delete its bundle)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing client's keypair")
     return parser
 
@@ -79,23 +97,34 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
             print(f"revoked {name}: {keys_dir / AUTHORIZED_DIR / (name + '.key')} removed")
         for name in args.client:
             bundle = make_client(keys_dir, name, force=args.force)
-            print(f"made client {name}: copy {bundle}/ to that host and run its workers with --keys <that copy>")
+            print(
+                f"made client {name}: copy {bundle}/ to that host and run its workers with --keys "
+                "<that copy>"
+            )
         CurveServer.from_dir(keys_dir)  # what the broker will load: fail here, not at its start
     except KeysError as exc:
         print(f"agent-mesh keys: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # the directory cannot be made or written
-        print(f"agent-mesh keys: {exc.filename or keys_dir}: {exc.strerror or exc}; choose another with --dir",
-              file=sys.stderr)
+        print(
+            f"agent-mesh keys: {exc.filename or keys_dir}: {exc.strerror or exc}; choose another "
+            "with --dir",
+            file=sys.stderr,
+        )
         return 1
     authorized = sorted(p.stem for p in (keys_dir / AUTHORIZED_DIR).glob("*.key"))
-    print(f"{keys_dir}: broker keypair; {len(authorized)} authorised client(s): {', '.join(authorized) or '-'}")
+    print(
+        f"{keys_dir}: broker keypair; {len(authorized)} authorised client(s): "
+        f"{', '.join(authorized) or '-'}"
+    )
     return 0
 
 
 def _check_name(name: str) -> None:
     if not _NAME.fullmatch(name) or name in (BROKER_KEY, CLIENT_KEY):
-        raise KeysError(f"invalid client name {name!r}: letters, digits, '_', '-', '.' (not broker/client)")
+        raise KeysError(
+            f"invalid client name {name!r}: letters, digits, '_', '-', '.' (not broker/client)"
+        )
 
 
 def _private_dir(path: Path) -> None:
@@ -120,8 +149,13 @@ def _write_private(path: Path, text: str) -> None:
 def _cert(public: bytes, secret: bytes | None, what: str) -> str:
     # The ZPL certificate format of zmq.auth (load_certificate reads it back).
     kind = "Secret" if secret else "Public"
-    lines = [f"#   ****  Generated on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M:%S}Z by agent-mesh keys  ****",
-             f"#   ZeroMQ CURVE **{kind}** Certificate: {what}"]
+    lines = [
+        (
+            f"#   ****  Generated on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M:%S}Z by "
+            "agent-mesh keys  ****"
+        ),
+        f"#   ZeroMQ CURVE **{kind}** Certificate: {what}",
+    ]
     if secret:
         lines.append("#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions.")
     lines += ["", "metadata", "curve", f'    public-key = "{public.decode()}"']
@@ -145,7 +179,9 @@ def ensure_broker(keys_dir: Path) -> bool:
     _private_dir(keys_dir / CLIENTS_DIR)
     if (keys_dir / f"{BROKER_KEY}.key_secret").exists():
         if not (keys_dir / f"{BROKER_KEY}.key").exists():
-            raise KeysError(f"{keys_dir / (BROKER_KEY + '.key')}: missing (the broker's public key)")
+            raise KeysError(
+                f"{keys_dir / (BROKER_KEY + '.key')}: missing (the broker's public key)"
+            )
         return False
     _keypair(keys_dir, BROKER_KEY, "agent-mesh broker")
     return True

@@ -23,21 +23,41 @@ def _upstreams(body: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name, value in entries:
         if isinstance(value, dict):
-            rows.append({"name": name, "kind": "upstream", "status": value.get("status"),
-                         "reason": value.get("reason") or value.get("error") or errors.get(name) or ""})
+            rows.append(
+                {
+                    "name": name,
+                    "kind": "upstream",
+                    "status": value.get("status"),
+                    "reason": value.get("reason") or value.get("error") or errors.get(name) or "",
+                }
+            )
         else:
-            rows.append({"name": name, "kind": "upstream", "status": value, "reason": errors.get(name) or ""})
+            rows.append(
+                {
+                    "name": name,
+                    "kind": "upstream",
+                    "status": value,
+                    "reason": errors.get(name) or "",
+                }
+            )
     return rows
 
 
 def _services(body: dict[str, Any]) -> list[dict[str, Any]]:
     raw = body.get("services") or {}
     rows = []
-    for name, value in (raw.items() if isinstance(raw, dict) else []):
+    for name, value in raw.items() if isinstance(raw, dict) else []:
         workers = value.get("workers") if isinstance(value, dict) else value
         count = len(workers) if isinstance(workers, list | dict) else workers
-        rows.append({"name": name, "kind": "service", "status": "up" if count else "down",
-                     "workers": count, "reason": "" if count else "no live worker"})
+        rows.append(
+            {
+                "name": name,
+                "kind": "service",
+                "status": "up" if count else "down",
+                "workers": count,
+                "reason": "" if count else "no live worker",
+            }
+        )
     return rows
 
 
@@ -47,20 +67,28 @@ def healthy(body: Any) -> bool:
     rows = _upstreams(body) + _services(body)
     policy_set = body.get("policy_set")
     refused = isinstance(policy_set, dict) and bool(policy_set.get("error"))
-    return body.get("status") in ("ok", "healthy") and all(r["status"] == "up" for r in rows) and not refused
+    return (
+        body.get("status") in ("ok", "healthy")
+        and all(r["status"] == "up" for r in rows)
+        and not refused
+    )
 
 
 def policy_lines(policy_set: Any) -> list[str]:
     """The policy set in force (live reload): version, a refused reload, restarts needed."""
     if not isinstance(policy_set, dict):
         return []
-    head = (f"policies: set {policy_set.get('version')} (generation {policy_set.get('generation')}, "
-            f"{policy_set.get('policies')} policies, since {policy_set.get('loaded_at')})")
+    head = (
+        f"policies: set {policy_set.get('version')} (generation {policy_set.get('generation')}, "
+        f"{policy_set.get('policies')} policies, since {policy_set.get('loaded_at')})"
+    )
     lines = [head]
     if policy_set.get("error"):
         problems = str(policy_set["error"]).splitlines()
-        lines.append(f"policies: last reload REFUSED ({policy_set.get('error_at')}), the set above "
-                     f"stays in force: {problems[0]}")
+        lines.append(
+            f"policies: last reload REFUSED ({policy_set.get('error_at')}), the set above "
+            f"stays in force: {problems[0]}"
+        )
         lines += [f"  {line.strip()}" for line in problems[1:]]
     lines += [f"restart needed: {line}" for line in policy_set.get("restart_needed") or []]
     return lines
@@ -71,9 +99,11 @@ def reload_view(body: Any) -> str:
     if not isinstance(body, dict):
         return text(body)
     status = body.get("status")
-    head = {"reloaded": "policies reloaded", "unchanged": "policies unchanged (same content)",
-            "invalid": "policies NOT reloaded: the config is invalid; the set in force stays"
-            }.get(str(status), str(status))
+    head = {
+        "reloaded": "policies reloaded",
+        "unchanged": "policies unchanged (same content)",
+        "invalid": "policies NOT reloaded: the config is invalid; the set in force stays",
+    }.get(str(status), str(status))
     lines = [head, *policy_lines({**body, "error": None})]
     if status == "invalid":
         lines += [f"  {line}" for line in str(body.get("error", "")).splitlines()]
@@ -83,14 +113,21 @@ def reload_view(body: Any) -> str:
 def health_view(body: Any, width: int) -> str:
     if not isinstance(body, dict):
         return text(body)
-    extras = [f"{key} {text(body[key])}" for key in ("bus", "version", "tools", "traces", "trace_backlog")
-              if key in body and not isinstance(body[key], dict | list)]
+    extras = [
+        f"{key} {text(body[key])}"
+        for key in ("bus", "version", "tools", "traces", "trace_backlog")
+        if key in body and not isinstance(body[key], dict | list)
+    ]
     head = f"health: {body.get('status')}" + (f" ({', '.join(extras)})" if extras else "")
     head = "\n".join([head, *policy_lines(body.get("policy_set"))])
     rows = _services(body) + _upstreams(body)
     if not rows:
         return head
-    columns = [Column("name", "NAME", shrink=None), Column("kind", "KIND", shrink=None),
-               Column("status", "STATUS", shrink=None), Column("workers", "WORKERS", min=0, shrink=1),
-               Column("reason", "REASON", min=20, shrink=0)]
+    columns = [
+        Column("name", "NAME", shrink=None),
+        Column("kind", "KIND", shrink=None),
+        Column("status", "STATUS", shrink=None),
+        Column("workers", "WORKERS", min=0, shrink=1),
+        Column("reason", "REASON", min=20, shrink=0),
+    ]
     return head + "\n" + render(columns, rows, width)

@@ -13,15 +13,15 @@ import termios
 import tty
 from typing import Any
 
-from agent_mesh.mesh_cli import (
+from agent_mesh.mesh_client import (
     PENDING,
     Mesh,
     MeshError,
-    _resolve,
     columns_of_terminal,
     items,
     pending_rows,
     resolution_line,
+    resolve,
 )
 from agent_mesh.tables import Column, render
 
@@ -31,17 +31,29 @@ PAST = {"approve": "approved", "deny": "denied"}
 MARKED = [*PENDING[:1], Column("mark", "", min=0, shrink=None), *PENDING[1:]]
 
 
-def screen(url: str, pending: list[dict[str, Any]], skipped: set[str], message: str, width: int) -> str:
+def screen(
+    url: str, pending: list[dict[str, Any]], skipped: set[str], message: str, width: int
+) -> str:
     """What the terminal shows (pure: the tests read it too)."""
-    rows = [{**row, "mark": "skipped" if row["id"] in skipped else ""} for row in pending_rows(pending)]
-    lines = [render(MARKED, rows, width, f"pending approvals at {url}") if rows else f"pending approvals at {url}"]
+    rows = [
+        {**row, "mark": "skipped" if row["id"] in skipped else ""} for row in pending_rows(pending)
+    ]
+    lines = [
+        render(MARKED, rows, width, f"pending approvals at {url}")
+        if rows
+        else f"pending approvals at {url}"
+    ]
     current = next((a for a in pending if a["id"] not in skipped), None)
     if current is not None:
-        lines.append(f"{current['id'][:8]} {current.get('agent_id')} → {current.get('tool')}: "
-                     "a approve  d deny  s skip  q quit")
+        lines.append(
+            f"{current['id'][:8]} {current.get('agent_id')} → {current.get('tool')}: "
+            "a approve  d deny  s skip  q quit"
+        )
     elif pending:
         ids = ", ".join(a["id"][:8] for a in pending)
-        lines.append(f"{len(pending)} pending, all skipped ({ids}): u to show them again, q to quit")
+        lines.append(
+            f"{len(pending)} pending, all skipped ({ids}): u to show them again, q to quit"
+        )
     else:
         lines.append("nothing pending: q to quit")
     if message:
@@ -51,7 +63,9 @@ def screen(url: str, pending: list[dict[str, Any]], skipped: set[str], message: 
 
 def _ask_reason(fd: int, cooked: list[Any], decision: str, approval_id: str) -> str | None:
     """A line typed in normal (echoing) mode; None when cancelled (Esc)."""
-    sys.stdout.write(f"\nreason to {decision} {approval_id[:8]} (optional; Enter: none, Esc Enter: cancel): ")
+    sys.stdout.write(
+        f"\nreason to {decision} {approval_id[:8]} (optional; Enter: none, Esc Enter: cancel): "
+    )
     sys.stdout.flush()
     raw = termios.tcgetattr(fd)
     termios.tcsetattr(fd, termios.TCSADRAIN, cooked)
@@ -82,14 +96,19 @@ def watch(mesh: Mesh) -> None:
         tty.setcbreak(fd)
         while True:
             try:
-                pending = sorted(items(mesh.call("GET", "/approvals", params={"status": "pending"})),
-                                 key=lambda a: str(a.get("created_at")))
+                pending = sorted(
+                    items(mesh.call("GET", "/approvals", params={"status": "pending"})),
+                    key=lambda a: str(a.get("created_at")),
+                )
                 problem = ""
             except MeshError as exc:
                 problem = f"{exc} (retrying)"
             skipped &= {a["id"] for a in pending}  # resolved elsewhere: forget
-            sys.stdout.write(CLEAR + screen(mesh.url, pending, skipped, problem or message, columns_of_terminal())
-                             + "\n")
+            sys.stdout.write(
+                CLEAR
+                + screen(mesh.url, pending, skipped, problem or message, columns_of_terminal())
+                + "\n"
+            )
             sys.stdout.flush()
             ready, _, _ = select.select([fd], [], [], REFRESH)
             if not ready:
@@ -108,7 +127,9 @@ def watch(mesh: Mesh) -> None:
                     message = f"{current['id'][:8]}: not {PAST[decision]} (cancelled)"
                     continue
                 try:
-                    message = resolution_line(_resolve(mesh, current["id"], decision, reason or None))
+                    message = resolution_line(
+                        resolve(mesh, current["id"], decision, reason or None)
+                    )
                 except MeshError as exc:
                     message = f"{current['id'][:8]}: {exc}"
             elif current is not None and key == "s":

@@ -46,9 +46,15 @@ def explain(exc: OSError, host: str, port: int, fix: str) -> str:
     if exc.errno == errno.EADDRINUSE:
         return f"port {port} is in use{holder(port)}; {fix}"
     if exc.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {host}:{port}: {host} is not an address of this machine; set host: in the config"
+        return (
+            f"cannot listen on {host}:{port}: {host} is not an address of this machine; "
+            "set host: in the config"
+        )
     if exc.errno == errno.EACCES:
-        return f"cannot listen on {host}:{port}: permission denied (ports below 1024 need privileges); {fix}"
+        return (
+            f"cannot listen on {host}:{port}: permission denied "
+            f"(ports below 1024 need privileges); {fix}"
+        )
     if isinstance(exc, socket.gaierror):
         return f"cannot listen on {host}:{port}: unknown host {host!r}; set host: in the config"
     return f"cannot listen on {host}:{port}: {exc.strerror or exc}; {fix}"
@@ -69,7 +75,11 @@ def listener(port: int) -> int | None:
         with contextlib.suppress(OSError):
             for line in Path(table).read_text().splitlines()[1:]:
                 fields = line.split()
-                if len(fields) > 9 and fields[3] == _LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                if (
+                    len(fields) > 9
+                    and fields[3] == _LISTEN
+                    and int(fields[1].rsplit(":", 1)[1], 16) == port
+                ):
                     inodes.add(f"socket:[{fields[9]}]")
     if not inodes:
         return None

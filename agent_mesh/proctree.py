@@ -39,7 +39,13 @@ def alive(pid: int) -> bool:
 def cmdline(pid: int) -> str:
     """The command line, space-separated; "" if the process is gone."""
     with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        return (
+            Path(f"/proc/{pid}/cmdline")
+            .read_bytes()
+            .replace(b"\0", b" ")
+            .decode(errors="replace")
+            .strip()
+        )
     return ""
 
 
@@ -48,8 +54,11 @@ def rss_mb(pids: set[int]) -> float:
     kb = 0
     for pid in pids:
         with contextlib.suppress(OSError):
-            kb += sum(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                      if line.startswith("VmRSS:"))
+            kb += sum(
+                int(line.split()[1])
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS:")
+            )
     return kb / 1024
 
 

@@ -27,16 +27,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent_mesh.config import Config, ConfigError, LoadedConfig, load_config
+from agent_mesh.config import Config, ConfigError, LoadedConfig
+from agent_mesh.config_file import load_config
 from bus.events import Publisher
 from bus.messages import POLICY_SET_CHANGED, POLICYSET
+from bus.state_dir import StateDir
 from bus.worker import BusWorker, Request
 from policy.policyset import PolicySet
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "policy-set.json"
-SNAPSHOT = "last-good-config.json"
 FALLBACK = "the config file is invalid; running on the last valid config of this mesh"
 DEBOUNCE_MS = 300  # a burst of writes (an editor's save) is one reload
 # Sections applied live; a change anywhere else needs a restart (and is said so).
@@ -56,15 +56,25 @@ def needs_restart(old: LoadedConfig, new: LoadedConfig) -> list[str]:
         if before.get(key) == after.get(key):
             continue
         was, now = before.get(key), after.get(key)
-        if isinstance(was, list) and isinstance(now, list) and all(
-                isinstance(i, dict) and "name" in i for i in (*was, *now)):
+        if (
+            isinstance(was, list)
+            and isinstance(now, list)
+            and all(isinstance(i, dict) and "name" in i for i in (*was, *now))
+        ):
             old_by = {i["name"]: i for i in was}
             new_by = {i["name"]: i for i in now}
-            parts = [f"{label}: {', '.join(names)}" for label, names in (
-                ("added", sorted(new_by.keys() - old_by.keys())),
-                ("removed", sorted(old_by.keys() - new_by.keys())),
-                ("changed", sorted(n for n in old_by.keys() & new_by.keys() if old_by[n] != new_by[n])),
-            ) if names]
+            parts = [
+                f"{label}: {', '.join(names)}"
+                for label, names in (
+                    ("added", sorted(new_by.keys() - old_by.keys())),
+                    ("removed", sorted(old_by.keys() - new_by.keys())),
+                    (
+                        "changed",
+                        sorted(n for n in old_by.keys() & new_by.keys() if old_by[n] != new_by[n]),
+                    ),
+                )
+                if names
+            ]
             out.append(f"{key} changed ({'; '.join(parts)}): restart the mesh to apply it")
         else:
             out.append(f"{key} changed: restart the mesh to apply it")
@@ -73,13 +83,20 @@ def needs_restart(old: LoadedConfig, new: LoadedConfig) -> list[str]:
 
 def save_snapshot(loaded: LoadedConfig) -> None:
     """Keep `loaded` as the last valid config of its mesh (owner-only: it holds expanded values)."""
-    target = loaded.state_dir() / SNAPSHOT
+    target = StateDir(loaded.state_dir()).last_good_config
     tmp = target.with_suffix(".tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
-            json.dump({"saved_at": _now(), "config": loaded.config.model_dump(
-                mode="json", by_alias=True, exclude_unset=True)}, out)
+            json.dump(
+                {
+                    "saved_at": _now(),
+                    "config": loaded.config.model_dump(
+                        mode="json", by_alias=True, exclude_unset=True
+                    ),
+                },
+                out,
+            )
         os.replace(tmp, target)
     except OSError as exc:
         log.warning("cannot keep the last valid config in %s: %s", target, exc)
@@ -91,12 +108,15 @@ def last_good(path: str | Path, error: ConfigError) -> LoadedConfig | None:
     absolute = Path(path).expanduser().resolve()
     state = LoadedConfig(config=Config(), path=absolute).state_dir()
     try:
-        data = json.loads((state / SNAPSHOT).read_text())
+        data = json.loads(StateDir(state).last_good_config.read_text())
         config = Config.model_validate(data["config"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return LoadedConfig(config=config, path=absolute,
-                        warnings=[f"{FALLBACK} (kept {data.get('saved_at')}): {error}"])
+    return LoadedConfig(
+        config=config,
+        path=absolute,
+        warnings=[f"{FALLBACK} (kept {data.get('saved_at')}): {error}"],
+    )
 
 
 class Reloader:
@@ -104,7 +124,7 @@ class Reloader:
         self.running = loaded  # the config the mesh was started with (all but its policies)
         self.bus_endpoint = bus_endpoint
         self.events_in = events_in
-        self.state_file = loaded.state_dir() / STATE_FILE
+        self.state_file = StateDir(loaded.state_dir()).policy_set
         self.current = PolicySet.of(loaded.config.policies, self._generation_for(loaded))
         self.loaded_at = _now()
         fallback = next((w for w in loaded.warnings if w.startswith(FALLBACK)), None)
@@ -123,13 +143,24 @@ class Reloader:
             generation, version = int(stored["generation"]), str(stored["version"])
         except (OSError, ValueError, KeyError, TypeError):
             return 1
-        return generation if version == PolicySet.of(loaded.config.policies, 0).version else generation + 1
+        return (
+            generation
+            if version == PolicySet.of(loaded.config.policies, 0).version
+            else generation + 1
+        )
 
     def _persist(self) -> None:
         tmp = self.state_file.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps({"generation": self.current.generation, "version": self.current.version,
-                                       "loaded_at": self.loaded_at}))
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "generation": self.current.generation,
+                        "version": self.current.version,
+                        "loaded_at": self.loaded_at,
+                    }
+                )
+            )
             os.replace(tmp, self.state_file)
         except OSError as exc:
             log.warning("cannot store the policy set generation in %s: %s", self.state_file, exc)
@@ -142,8 +173,12 @@ class Reloader:
             self._publisher = Publisher(self.events_in)
         self._worker = BusWorker(self.bus_endpoint, POLICYSET, self._serve, capacity=64)
         self._tasks = [asyncio.create_task(self._worker.run()), asyncio.create_task(self._watch())]
-        log.info("policy set %s (generation %d, %d policies)", self.current.version,
-                 self.current.generation, len(self.current.policies))
+        log.info(
+            "policy set %s (generation %d, %d policies)",
+            self.current.version,
+            self.current.generation,
+            len(self.current.policies),
+        )
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -159,8 +194,12 @@ class Reloader:
 
     def view(self) -> dict[str, Any]:
         """For /health: the set in force, and why the last reload was refused (if it was)."""
-        out: dict[str, Any] = {"version": self.current.version, "generation": self.current.generation,
-                               "policies": len(self.current.policies), "loaded_at": self.loaded_at}
+        out: dict[str, Any] = {
+            "version": self.current.version,
+            "generation": self.current.generation,
+            "policies": len(self.current.policies),
+            "loaded_at": self.loaded_at,
+        }
         if self.error is not None:
             out["error"] = self.error
             out["error_at"] = self.error_at
@@ -176,7 +215,12 @@ class Reloader:
                 new = await asyncio.to_thread(load_config, self.running.path)
             except ConfigError as exc:
                 self.error, self.error_at = str(exc), _now()
-                log.error("reload (%s) refused, policy set %s stays: %s", trigger, self.current.version, exc)
+                log.error(
+                    "reload (%s) refused, policy set %s stays: %s",
+                    trigger,
+                    self.current.version,
+                    exc,
+                )
                 return {"status": "invalid", **self.view()}
             self.error = self.error_at = None
             self.restart_needed = needs_restart(self.running, new)
@@ -188,20 +232,35 @@ class Reloader:
                 return {"status": "unchanged", **self.view()}
             self.current, self.loaded_at = candidate, _now()
             self._persist()
-            save_snapshot(LoadedConfig(config=self.running.config.model_copy(
-                update={"policies": list(candidate.policies)}), path=self.running.path))
+            save_snapshot(
+                LoadedConfig(
+                    config=self.running.config.model_copy(
+                        update={"policies": list(candidate.policies)}
+                    ),
+                    path=self.running.path,
+                )
+            )
             if self._publisher is not None:
-                self._publisher.publish(POLICY_SET_CHANGED, {"generation": candidate.generation,
-                                                             "version": candidate.version})
-            log.info("reload (%s): policy set %s (generation %d, %d policies) in force", trigger,
-                     candidate.version, candidate.generation, len(candidate.policies))
+                self._publisher.publish(
+                    POLICY_SET_CHANGED,
+                    {"generation": candidate.generation, "version": candidate.version},
+                )
+            log.info(
+                "reload (%s): policy set %s (generation %d, %d policies) in force",
+                trigger,
+                candidate.version,
+                candidate.generation,
+                len(candidate.policies),
+            )
             return {"status": "reloaded", **self.view()}
 
     def watched(self) -> tuple[list[Path], set[Path], Path | None]:
         """(directories to watch, files that matter, policy_dir)."""
         config = self.running.path
         pdir = self.running.policy_dir_path
-        dirs = [config.parent] + ([pdir] if pdir is not None and pdir.is_dir() and pdir != config.parent else [])
+        dirs = [config.parent] + (
+            [pdir] if pdir is not None and pdir.is_dir() and pdir != config.parent else []
+        )
         return dirs, {config}, pdir
 
     async def _watch(self) -> None:
@@ -214,14 +273,19 @@ class Reloader:
             p = Path(path)
             if p in files:
                 return True
-            return pdir is not None and p.parent == pdir and p.suffix in (".yaml", ".yml") \
+            return (
+                pdir is not None
+                and p.parent == pdir
+                and p.suffix in (".yaml", ".yml")
                 and not p.name.startswith(".")
+            )
 
         started = time.monotonic()
         while True:
             try:
-                async for _ in awatch(*dirs, watch_filter=relevant, debounce=DEBOUNCE_MS, step=50,
-                                      recursive=False):
+                async for _ in awatch(
+                    *dirs, watch_filter=relevant, debounce=DEBOUNCE_MS, step=50, recursive=False
+                ):
                     await self.reload("file change")
             except asyncio.CancelledError:
                 raise

@@ -15,6 +15,7 @@ import uvloop
 
 from agent_mesh.config import LoadedConfig
 from bus.endpoints import CurveClient, CurveServer, Endpoints, KeysError, parse_tcp, use_curve
+from bus.state_dir import StateDir
 
 if TYPE_CHECKING:
     from bus.broker import Broker
@@ -54,8 +55,9 @@ def _first(*candidates: tuple[str | Path | None, str]) -> Setting | None:
     return next(((str(value), where) for value, where in candidates if value), None)
 
 
-def _tcp_with_keys(address: Setting, keys: Setting | None, keys_options: str,
-                   load: Callable[[Path], _K]) -> tuple[str, int, _K]:
+def _tcp_with_keys(
+    address: Setting, keys: Setting | None, keys_options: str, load: Callable[[Path], _K]
+) -> tuple[str, int, _K]:
     """(host, port, CURVE keys) for a tcp bus address; exits naming the setting that is unusable."""
     try:
         host, port = parse_tcp(address[0])
@@ -63,7 +65,9 @@ def _tcp_with_keys(address: Setting, keys: Setting | None, keys_options: str,
         raise SystemExit(f"agent-mesh: {address[1]}: {exc}") from None
     made_by = "made by `agent-mesh keys`, see docs/multihost.md"
     if keys is None:
-        raise SystemExit(f"agent-mesh: {address[1]}: {address[0]} needs CURVE keys: {keys_options} ({made_by})")
+        raise SystemExit(
+            f"agent-mesh: {address[1]}: {address[0]} needs CURVE keys: {keys_options} ({made_by})"
+        )
     directory = Path(keys[0]).expanduser()
     if not directory.is_dir():
         raise SystemExit(f"agent-mesh: {keys[1]}: {directory}: no such directory ({made_by})")
@@ -73,39 +77,54 @@ def _tcp_with_keys(address: Setting, keys: Setting | None, keys_options: str,
         raise SystemExit(f"agent-mesh: {keys[1]}: {exc}") from None
 
 
-def endpoints_for(loaded: LoadedConfig, connect: str | None, keys: str | Path | None = None) -> Endpoints:
+def endpoints_for(
+    loaded: LoadedConfig, connect: str | None, keys: str | Path | None = None
+) -> Endpoints:
     """The bus endpoints of a process that is not the broker: the local ipc sockets, or with
     `connect` a broker on another host over tcp, authenticated with the CURVE bundle `keys`
     (default $AGENT_MESH_KEYS). The config's `bus:` section is the broker's, not read here."""
     if not connect:
         return Endpoints.in_dir(loaded.state_dir())
     host, port, curve = _tcp_with_keys(
-        (connect, "--connect"), _first((keys, "--keys"), (os.environ.get(ENV_KEYS), f"${ENV_KEYS}")),
-        f"--keys DIR or ${ENV_KEYS}", CurveClient.from_dir)
+        (connect, "--connect"),
+        _first((keys, "--keys"), (os.environ.get(ENV_KEYS), f"${ENV_KEYS}")),
+        f"--keys DIR or ${ENV_KEYS}",
+        CurveClient.from_dir,
+    )
     endpoints = Endpoints.tcp(host, port)
     use_curve(endpoints.requests, curve)  # every bus socket of this process to the broker uses it
     return endpoints
 
 
-def broker_remote(loaded: LoadedConfig, listen: str | None = None,
-                  keys: str | Path | None = None) -> tuple[str, CurveServer] | None:
+def broker_remote(
+    loaded: LoadedConfig, listen: str | None = None, keys: str | Path | None = None
+) -> tuple[str, CurveServer] | None:
     """The tcp endpoint the broker also serves for workers of other hosts, and its CURVE keys
     (None: ipc only). Each setting: the flag, else $AGENT_MESH_LISTEN / $AGENT_MESH_KEYS, else
     `bus.listen` / `bus.keys` in the config. Exits naming the setting that is unusable."""
     file = loaded.path
-    address = _first((listen, "--connect"), (os.environ.get(ENV_LISTEN), f"${ENV_LISTEN}"),
-                     (loaded.config.bus.listen, f"bus.listen in {file}"))
+    address = _first(
+        (listen, "--connect"),
+        (os.environ.get(ENV_LISTEN), f"${ENV_LISTEN}"),
+        (loaded.config.bus.listen, f"bus.listen in {file}"),
+    )
     if address is None:
         return None
-    keys_dir = _first((keys, "--keys"), (os.environ.get(ENV_KEYS), f"${ENV_KEYS}"),
-                      (loaded.bus_keys_path, f"bus.keys in {file}"))
-    host, port, curve = _tcp_with_keys(address, keys_dir, f"bus.keys in {file}, --keys DIR or ${ENV_KEYS}",
-                                       CurveServer.from_dir)
+    keys_dir = _first(
+        (keys, "--keys"),
+        (os.environ.get(ENV_KEYS), f"${ENV_KEYS}"),
+        (loaded.bus_keys_path, f"bus.keys in {file}"),
+    )
+    host, port, curve = _tcp_with_keys(
+        address, keys_dir, f"bus.keys in {file}, --keys DIR or ${ENV_KEYS}", CurveServer.from_dir
+    )
     bind_host = "*" if host in ("0.0.0.0", "::") else host
     return f"tcp://{bind_host}:{port}", curve
 
 
-def broker_for(loaded: LoadedConfig, listen: str | None = None, keys: str | Path | None = None) -> Broker:
+def broker_for(
+    loaded: LoadedConfig, listen: str | None = None, keys: str | Path | None = None
+) -> Broker:
     """The broker: always on the local ipc sockets, and on tcp too when `broker_remote` says so."""
     from bus.broker import Broker
 
@@ -130,8 +149,11 @@ def run_role(
     to serve it on, overriding $AGENT_MESH_LISTEN and `bus.listen`). `keys`: CURVE keys
     (default $AGENT_MESH_KEYS; the broker's also `bus.keys`)."""
     name = f"{role}:{server}:{slot}" if server else f"{role}:{slot}"
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
+    )
     for chatty in ("httpx", "httpx2"):  # a line per HTTP request (remote upstreams' pings): no
         logging.getLogger(chatty).setLevel(logging.WARNING)
     config = loaded.config
@@ -142,12 +164,20 @@ def run_role(
     if role == "tracer":
         from workers import tracer
 
-        _run(tracer.run(endpoints.requests, endpoints.events_in, loaded.state_dir() / "traces.db", loaded.trace_path,
-                        metrics=config.metrics, otel_endpoint=config.otel_endpoint))
+        _run(
+            tracer.run(
+                endpoints.requests,
+                endpoints.events_in,
+                StateDir(loaded.state_dir()).traces_db,
+                loaded.trace_path,
+                metrics=config.metrics,
+                otel_endpoint=config.otel_endpoint,
+            )
+        )
     elif role == "approval":
         from workers import approval
 
-        _run(approval.run(endpoints.requests, loaded.state_dir() / "state.db", config))
+        _run(approval.run(endpoints.requests, StateDir(loaded.state_dir()).approvals_db, config))
     elif role == "policy":
         from workers import policy
 
@@ -158,12 +188,23 @@ def run_role(
         spec = config.source(server or "")
         if spec is None:
             names = ", ".join(s.name for s in config.sources()) or "none"
-            sys.exit(f"agent-mesh run upstream: no tool source named {server!r} in {loaded.path} "
-                     f"(mcp_servers, cli_tools or openapi; configured: {names})")
-        sys.exit(_run(upstream.run(endpoints.requests, spec, slot=slot, default_cwd=str(loaded.path.parent),
-                                   # Slots and the warm spare are this host's (serve's tree); a
-                                   # worker of another host keeps the --slot it was given.
-                                   slots_dir=None if connect else loaded.state_dir() / "slots")))
+            sys.exit(
+                f"agent-mesh run upstream: no tool source named {server!r} in {loaded.path} "
+                f"(mcp_servers, cli_tools or openapi; configured: {names})"
+            )
+        sys.exit(
+            _run(
+                upstream.run(
+                    endpoints.requests,
+                    spec,
+                    slot=slot,
+                    default_cwd=str(loaded.path.parent),
+                    # Slots and the warm spare are this host's (serve's tree); a
+                    # worker of another host keeps the --slot it was given.
+                    slots_dir=None if connect else StateDir(loaded.state_dir()).slots,
+                )
+            )
+        )
     elif role == "gateway":
         _gateway(loaded, endpoints, port or config.port)
     elif role == "lifecycle":
@@ -185,14 +226,26 @@ def _gateway(loaded: LoadedConfig, endpoints: Endpoints, port: int) -> None:
     try:
         sock = ports.bind(host, port)
     except OSError as exc:
-        sys.exit(f"gateway: {ports.explain(exc, host, port, f'set port: in {loaded.path} or --port')}")
+        sys.exit(
+            f"gateway: {ports.explain(exc, host, port, f'set port: in {loaded.path} or --port')}"
+        )
     import uvicorn
 
     from gateway.http import create_app
 
     app = create_app(loaded, endpoints.requests, endpoints.events_out, endpoints.events_in)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                           lifespan="on", loop="uvloop", http="httptools"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            loop="uvloop",
+            http="httptools",
+        )
+    )
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(3)  # uvicorn's startup failure (logged above)

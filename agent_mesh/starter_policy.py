@@ -20,13 +20,55 @@ from typing import Any, Literal
 
 Kind = Literal["read-only", "destructive", "other"]
 
-READ_VERBS = ("read", "list", "get", "search", "find", "describe", "show", "fetch", "query",
-              "view", "stat", "head", "cat", "ls", "status", "info", "tree", "diff", "log")
-DESTRUCTIVE_WORDS = frozenset({
-    "delete", "remove", "rm", "move", "mv", "rename", "drop", "destroy", "kill", "truncate",
-    "purge", "erase", "wipe", "reset", "terminate", "revoke", "overwrite", "unlink", "rmdir",
-    "uninstall", "shutdown", "force", "clean", "prune",
-})
+READ_VERBS = (
+    "read",
+    "list",
+    "get",
+    "search",
+    "find",
+    "describe",
+    "show",
+    "fetch",
+    "query",
+    "view",
+    "stat",
+    "head",
+    "cat",
+    "ls",
+    "status",
+    "info",
+    "tree",
+    "diff",
+    "log",
+)
+DESTRUCTIVE_WORDS = frozenset(
+    {
+        "delete",
+        "remove",
+        "rm",
+        "move",
+        "mv",
+        "rename",
+        "drop",
+        "destroy",
+        "kill",
+        "truncate",
+        "purge",
+        "erase",
+        "wipe",
+        "reset",
+        "terminate",
+        "revoke",
+        "overwrite",
+        "unlink",
+        "rmdir",
+        "uninstall",
+        "shutdown",
+        "force",
+        "clean",
+        "prune",
+    }
+)
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 
@@ -70,19 +112,33 @@ def one_line(text: Any, width: int = 72) -> str:
 
 
 _SECTIONS: tuple[tuple[Kind, str, list[str]], ...] = (
-    ("read-only", "allow",
-     ["Read-only by name (read_, list_, get_, search_, ...) or readOnlyHint: allowed."]),
-    ("destructive", "human_approval",
-     ["Destructive by destructiveHint or name (delete, remove, move, ...):",
-      "a human approves each call."]),
-    ("other", "human_approval",
-     ["Everything else (writes, commands, unknown effects): a human approves each call.",
-      "Move tools up to `allow` once you trust them."]),
+    (
+        "read-only",
+        "allow",
+        ["Read-only by name (read_, list_, get_, search_, ...) or readOnlyHint: allowed."],
+    ),
+    (
+        "destructive",
+        "human_approval",
+        [
+            "Destructive by destructiveHint or name (delete, remove, move, ...):",
+            "a human approves each call.",
+        ],
+    ),
+    (
+        "other",
+        "human_approval",
+        [
+            "Everything else (writes, commands, unknown effects): a human approves each call.",
+            "Move tools up to `allow` once you trust them.",
+        ],
+    ),
 )
 
 
-def render(tools: Sequence[Tool], agent: str = "*", *, missing: Sequence[str] = (),
-           source_note: str = "") -> str:
+def render(
+    tools: Sequence[Tool], agent: str = "*", *, missing: Sequence[str] = (), source_note: str = ""
+) -> str:
     """The starter policy as one policy_dir file (a single policy mapping), commented."""
     name = "starter" if agent == "*" else f"{_slug(agent)}-starter"
     lines = [
@@ -106,8 +162,13 @@ def render(tools: Sequence[Tool], agent: str = "*", *, missing: Sequence[str] = 
             note = f"{why}; {desc}" if kind != "other" and desc else (desc or why)
             lines.append(f"      - {json.dumps(tool.name):<{width}}  # {_comment(note)}")
         lines.append(f"    action: {action}")
-    lines += ["", "  # Any other tool, including ones added later: denied (fail closed).",
-              '  - tools: ["*"]', "    action: deny", ""]
+    lines += [
+        "",
+        "  # Any other tool, including ones added later: denied (fail closed).",
+        '  - tools: ["*"]',
+        "    action: deny",
+        "",
+    ]
     return "\n".join(lines)
 
 

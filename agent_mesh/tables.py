@@ -64,14 +64,20 @@ def widths(columns: Sequence[Column], cells: list[list[str]], total: int) -> lis
     """Each column's width so that the table fits in `total` (0 width: the column is dropped).
     Columns that may shrink give up width in their `shrink` order; if the table still does not
     fit, it is left wider than `total` (the terminal wraps) rather than cut a whole tool name."""
-    natural = [max([cell_len(c.header), *(cell_len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    natural = [
+        max([cell_len(c.header), *(cell_len(row[i]) for row in cells)])
+        for i, c in enumerate(columns)
+    ]
     out = list(natural)
 
     def used() -> int:
         shown = [w for w in out if w]
         return sum(shown) + len(GAP) * max(0, len(shown) - 1)
 
-    order = sorted((i for i, c in enumerate(columns) if c.shrink is not None), key=lambda i: columns[i].shrink or 0)
+    order = sorted(
+        (i for i, c in enumerate(columns) if c.shrink is not None),
+        key=lambda i: columns[i].shrink or 0,
+    )
     for i in order:
         excess = used() - total
         if excess <= 0:
@@ -84,8 +90,9 @@ def widths(columns: Sequence[Column], cells: list[list[str]], total: int) -> lis
     return out
 
 
-def render(columns: Sequence[Column], rows: Sequence[dict[str, Any]], total: int,
-           title: str | None = None) -> str:
+def render(
+    columns: Sequence[Column], rows: Sequence[dict[str, Any]], total: int, title: str | None = None
+) -> str:
     """The table as lines of text, at most `total` cells wide where the columns allow it."""
     cells = [[(c.render or text)(row.get(c.key)) for c in columns] for row in rows]
     sizes = widths(columns, cells, total)

@@ -57,8 +57,15 @@ def _processes(sock: Path) -> list[dict[str, Any]]:
 def reload_policies(sock: Path) -> bool:
     """SIGHUP to the gateway: it reads the config again and applies its policies."""
     done = _supervisor(sock, "signalProcess", "gateway", "HUP") is not None
-    print("agent-mesh: SIGHUP: " + ("policies reloading (see `mesh health`)" if done else
-                                    "the gateway is not running; nothing reloaded"), file=sys.stderr)
+    print(
+        "agent-mesh: SIGHUP: "
+        + (
+            "policies reloading (see `mesh health`)"
+            if done
+            else "the gateway is not running; nothing reloaded"
+        ),
+        file=sys.stderr,
+    )
     return done
 
 
@@ -102,4 +109,3 @@ def run(conf: Path, sock: Path) -> int:
             if proc.poll() is None:
                 proc.kill()
             return 1
-

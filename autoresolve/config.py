@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationErr
 
 from agent_mesh.config import ConfigError, Duration, HttpUrl, _Section
 from agent_mesh.config_file import _read_mapping, _where
-from agent_mesh.durations import parse_duration
 from autoresolve.conditions import Call, Condition, parse
+from policy.durations import parse_duration
 from policy.globs import glob_matches
 
 Action = Literal["approve", "deny", "escalate"]
@@ -176,7 +176,7 @@ class Loaded:
             return self.settings.mesh_url.rstrip("/")
         mesh = self.mesh_config_path
         if mesh is not None:
-            from agent_mesh.config import load_config
+            from agent_mesh.config_file import load_config
 
             try:
                 config = load_config(mesh).config

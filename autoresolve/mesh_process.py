@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import IO
 
 from agent_mesh.attach import live_clients, take_lease
-from agent_mesh.config import ConfigError, load_config
-from agent_mesh.durations import parse_duration
-from agent_mesh.launcher import running_pid
+from agent_mesh.config import ConfigError
+from agent_mesh.config_file import load_config
 from agent_mesh.proctree import alive, descendants
 from autoresolve.config import Loaded
 from autoresolve.mesh_api import MeshApi
+from bus.state_dir import StateDir, running_pid
+from policy.durations import parse_duration
 
 log = logging.getLogger("autoresolve.mesh")
 
@@ -162,9 +163,7 @@ class MeshProcess:
             log.info("starting the mesh: %s", " ".join(argv))
             try:
                 # Popen returns at once; the process is watched by polling, never waited on here.
-                self.proc = subprocess.Popen(  # noqa: ASYNC220
-                    argv, stdin=subprocess.DEVNULL, start_new_session=True
-                )
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)  # noqa: ASYNC220
             except OSError as exc:
                 raise MeshProcessError(
                     f"mesh_process.command: cannot run {argv[0]!r}: {exc.strerror or exc}"
@@ -216,7 +215,7 @@ class MeshProcess:
 
     def _lock(self) -> IO[str]:
         self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle = open(self.state / "start.lock", "w")  # noqa: SIM115 - held across awaits
+        handle = open(StateDir(self.state).start_lock, "w")  # noqa: SIM115 - held across awaits
         fcntl.flock(handle, fcntl.LOCK_EX)
         return handle
 

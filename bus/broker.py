@@ -51,7 +51,9 @@ class Broker:
         """`remote`: a tcp endpoint to serve too, for workers on other hosts; it needs `curve`
         (the broker's keypair and the directory of authorised client keys)."""
         if remote is not None and curve is None:
-            raise ValueError(f"broker: {remote} needs CURVE keys (never serve the bus on tcp in the clear)")
+            raise ValueError(
+                f"broker: {remote} needs CURVE keys (never serve the bus on tcp in the clear)"
+            )
         self.endpoints = endpoints
         self.ctx = ctx or zmq.Context.instance()
         self.router = Router()
@@ -80,7 +82,9 @@ class Broker:
 
     def bind(self) -> None:
         self._socket.bind(self.endpoints.requests)
-        assert self.endpoints.events_in and self.endpoints.events_out, "the broker's events are local (ipc)"
+        assert self.endpoints.events_in and self.endpoints.events_out, (
+            "the broker's events are local (ipc)"
+        )
         self._xsub.bind(self.endpoints.events_in)
         self._xpub.bind(self.endpoints.events_out)
         log.info("broker listening on %s", self.endpoints.requests)
@@ -91,8 +95,12 @@ class Broker:
             keys = _LoggedKeys(self.curve.authorized)
             self._auth.configure_curve_callback(ZAP_DOMAIN.decode(), credentials_provider=keys)
             self._remote.bind(self.remote)
-            log.info("broker listening on %s (CURVE; %d authorised keys in %s)", self.remote,
-                     len(keys.keys()), self.curve.authorized)
+            log.info(
+                "broker listening on %s (CURVE; %d authorised keys in %s)",
+                self.remote,
+                len(keys.keys()),
+                self.curve.authorized,
+            )
 
     @property
     def remote_endpoint(self) -> str | None:
@@ -236,5 +244,7 @@ class _LoggedKeys(AuthorizedKeys):
         allowed = super().callback(domain, key)
         if not allowed and key not in self._refused and len(self._refused) < 1000:
             self._refused.add(key)
-            log.warning("refused a tcp peer: public key %s is not in %s", key.decode(), self.directory)
+            log.warning(
+                "refused a tcp peer: public key %s is not in %s", key.decode(), self.directory
+            )
         return allowed

@@ -42,7 +42,8 @@ class _Call:
 
 @dataclass(slots=True)
 class Reply:
-    """A REPLY: its body, and the meta forwarding workers added on the way (PROTOCOL.md, FORWARD)."""
+    """A REPLY: its body, and the meta forwarding workers added on the way (PROTOCOL.md,
+    FORWARD)."""
 
     body: Any
     meta: dict[str, Any]
@@ -90,8 +91,14 @@ class BusClient:
         if self._dealer is not None:
             self._dealer.close()
         # IMMEDIATE: never queue a request towards an absent broker (a late tool call is worse).
-        self._dealer = AsyncDealer(self.ctx, self.endpoint, self._on_message, immediate=True,
-                                   on_event=self._on_event, curve=self.curve)
+        self._dealer = AsyncDealer(
+            self.ctx,
+            self.endpoint,
+            self._on_message,
+            immediate=True,
+            on_event=self._on_event,
+            curve=self.curve,
+        )
         self._last_heard = time.monotonic()
 
     def _on_event(self, event: int, value: int) -> None:
@@ -106,7 +113,11 @@ class BusClient:
             now = time.monotonic()
             if now - self._refused_logged > _REFUSED_LOG_EVERY:
                 self._refused_logged = now
-                why = "our key is not authorised" if event == AUTH_FAILED else "wrong keys or no CURVE"
+                why = (
+                    "our key is not authorised"
+                    if event == AUTH_FAILED
+                    else "wrong keys or no CURVE"
+                )
                 log.error("broker at %s refused the CURVE handshake (%s)", self.endpoint, why)
 
     async def request(
@@ -119,7 +130,9 @@ class BusClient:
         on_partial: PartialHandler | None = None,
     ) -> Any:
         """Send `body` to `service`; return the reply's decoded body or raise BusError."""
-        return (await self.exchange(service, body, timeout=timeout, key=key, on_partial=on_partial)).body
+        return (
+            await self.exchange(service, body, timeout=timeout, key=key, on_partial=on_partial)
+        ).body
 
     async def exchange(
         self,
@@ -188,8 +201,11 @@ class BusClient:
             self._send_quietly([frames.PROTOCOL, frames.CANCEL, frames.pack({"id": rid})])
 
     def answer(self, rid: int, body: Any) -> None:
-        """Answer a question (PARTIAL `{"ask": ...}`) that the worker serving request `rid` asked."""
-        self._try_send([frames.PROTOCOL, frames.ANSWER, frames.pack({"id": rid}), frames.pack(body)])
+        """Answer a question (PARTIAL `{"ask": ...}`) that the worker serving request `rid`
+        asked."""
+        self._try_send(
+            [frames.PROTOCOL, frames.ANSWER, frames.pack({"id": rid}), frames.pack(body)]
+        )
 
     def _fail_all(self, error: BusError) -> None:
         calls, self._calls = self._calls, {}
@@ -227,9 +243,17 @@ class BusClient:
                 # The worker asks the caller something (e.g. sampling): route the answer back.
                 partial["ask"]["bus_id"] = header["id"]
                 if call.on_partial is None:
-                    self.answer(header["id"], {"id": partial["ask"].get("id"),
-                                               "error": {"code": -32601, "message": "the caller cannot answer "
-                                                         f"{partial['ask'].get('method')} requests"}})
+                    self.answer(
+                        header["id"],
+                        {
+                            "id": partial["ask"].get("id"),
+                            "error": {
+                                "code": -32601,
+                                "message": "the caller cannot answer "
+                                f"{partial['ask'].get('method')} requests",
+                            },
+                        },
+                    )
                     return
             if call.on_partial is not None:
                 call.on_partial(partial)
@@ -241,7 +265,9 @@ class BusClient:
             body = frames.unpack(msg[3])
             call.future.set_result(Reply(body, header.get("m") or {}))
         elif command == frames.ERROR:
-            call.future.set_exception(received(int(header["code"]), str(header["msg"]), header.get("m")))
+            call.future.set_exception(
+                received(int(header["code"]), str(header["msg"]), header.get("m"))
+            )
 
     async def _heartbeat(self) -> None:
         interval = frames.HEARTBEAT_INTERVAL

@@ -21,6 +21,8 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
+from bus.state_dir import StateDir
+
 BROKER_KEY = "broker"  # broker.key / broker.key_secret
 CLIENT_KEY = "client"  # client.key_secret in a client bundle
 AUTHORIZED_DIR = "authorized"
@@ -44,9 +46,9 @@ class Endpoints:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(state_dir, 0o700)
         return cls(
-            requests=f"ipc://{state_dir / 'bus.ipc'}",
-            events_in=f"ipc://{state_dir / 'events-in.ipc'}",
-            events_out=f"ipc://{state_dir / 'events.ipc'}",
+            requests=f"ipc://{StateDir(state_dir).requests_ipc}",
+            events_in=f"ipc://{StateDir(state_dir).events_in_ipc}",
+            events_out=f"ipc://{StateDir(state_dir).events_out_ipc}",
         )
 
     @classmethod

@@ -16,7 +16,9 @@ class BusError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.meta = meta or {}  # what workers that forwarded the request added (PROTOCOL.md, FORWARD)
+        self.meta = (
+            meta or {}
+        )  # what workers that forwarded the request added (PROTOCOL.md, FORWARD)
 
     def __repr__(self) -> str:
         return f"BusError({self.code}, {self.message!r})"
@@ -35,7 +37,8 @@ def not_found(message: str) -> BusError:
 
 
 def conflict(message: str) -> BusError:
-    """The request is well-formed but its target's state forbids it (an approval already resolved)."""
+    """The request is well-formed but its target's state forbids it (an approval already
+    resolved)."""
     return BusError(frames.CONFLICT, message)
 
 
@@ -68,7 +71,9 @@ def upstream_gone(why: str) -> BusError:
 
 
 def upstream_timeout(what: str, seconds: float) -> BusError:
-    return timed_out(f"upstream timeout: {what} gave no answer in {seconds:g}s (cancelled upstream)")
+    return timed_out(
+        f"upstream timeout: {what} gave no answer in {seconds:g}s (cancelled upstream)"
+    )
 
 
 # JSON-RPC error codes the MCP front-ends answer with (JSON-RPC 2.0 and the MCP spec).
@@ -95,25 +100,35 @@ class ErrorKind:
 # The one error map (bus/PROTOCOL.md, Error codes): every front-end answers a BusError from it —
 # REST (gateway/pipeline.py, gateway/http.py), /mcp and stdio (gateway/mcp_*.py). Every failure
 # of an upstream is a 502, as in the Go project (proxy/handler.go); the message says which one.
-ERRORS: Final[dict[int, ErrorKind]] = {row.code: row for row in (
-    ErrorKind(frames.BAD_REQUEST, "BAD_REQUEST", 400, RPC_INVALID_PARAMS, "malformed request"),
-    ErrorKind(frames.FORBIDDEN, "FORBIDDEN", 403, RPC_POLICY_REFUSED, "refused to this caller"),
-    ErrorKind(frames.NOT_FOUND, "NOT_FOUND", 404, RPC_INVALID_PARAMS, "no such thing"),
-    ErrorKind(frames.CONFLICT, "CONFLICT", 409, RPC_INVALID_PARAMS, "not in a state that allows it"),
-    ErrorKind(frames.CANCELLED, "CANCELLED", 499, RPC_CANCELLED, "cancelled by the client"),
-    ErrorKind(frames.INTERNAL, "INTERNAL", 500, RPC_INTERNAL_ERROR, "internal error"),
-    ErrorKind(frames.WORKER_DIED, "WORKER_DIED", 502, RPC_INTERNAL_ERROR, "its worker died"),
-    ErrorKind(frames.UPSTREAM_ERROR, "UPSTREAM_ERROR", 502, RPC_INTERNAL_ERROR, "upstream error"),
-    ErrorKind(frames.UPSTREAM_GONE, "UPSTREAM_GONE", 502, RPC_INTERNAL_ERROR, "upstream gone"),
-    ErrorKind(frames.UNAVAILABLE, "UNAVAILABLE", 503, RPC_INTERNAL_ERROR, "unavailable"),
-    ErrorKind(frames.TIMEOUT, "TIMEOUT", 504, RPC_INTERNAL_ERROR, "timed out"),
-)}
+ERRORS: Final[dict[int, ErrorKind]] = {
+    row.code: row
+    for row in (
+        ErrorKind(frames.BAD_REQUEST, "BAD_REQUEST", 400, RPC_INVALID_PARAMS, "malformed request"),
+        ErrorKind(frames.FORBIDDEN, "FORBIDDEN", 403, RPC_POLICY_REFUSED, "refused to this caller"),
+        ErrorKind(frames.NOT_FOUND, "NOT_FOUND", 404, RPC_INVALID_PARAMS, "no such thing"),
+        ErrorKind(
+            frames.CONFLICT, "CONFLICT", 409, RPC_INVALID_PARAMS, "not in a state that allows it"
+        ),
+        ErrorKind(frames.CANCELLED, "CANCELLED", 499, RPC_CANCELLED, "cancelled by the client"),
+        ErrorKind(frames.INTERNAL, "INTERNAL", 500, RPC_INTERNAL_ERROR, "internal error"),
+        ErrorKind(frames.WORKER_DIED, "WORKER_DIED", 502, RPC_INTERNAL_ERROR, "its worker died"),
+        ErrorKind(
+            frames.UPSTREAM_ERROR, "UPSTREAM_ERROR", 502, RPC_INTERNAL_ERROR, "upstream error"
+        ),
+        ErrorKind(frames.UPSTREAM_GONE, "UPSTREAM_GONE", 502, RPC_INTERNAL_ERROR, "upstream gone"),
+        ErrorKind(frames.UNAVAILABLE, "UNAVAILABLE", 503, RPC_INTERNAL_ERROR, "unavailable"),
+        ErrorKind(frames.TIMEOUT, "TIMEOUT", 504, RPC_INTERNAL_ERROR, "timed out"),
+    )
+}
 HTTP_STATUS: Final[dict[int, int]] = {code: row.http for code, row in ERRORS.items()}
 
 # An upstream's own JSON-RPC error to a passed-through request → the HTTP-like status it is
 # traced with (anything else: 502, an upstream failure).
 _RPC_STATUS: Final[dict[int, int]] = {
-    RPC_RESOURCE_NOT_FOUND: 404, RPC_INVALID_PARAMS: 400, RPC_METHOD_NOT_FOUND: 404}
+    RPC_RESOURCE_NOT_FOUND: 404,
+    RPC_INVALID_PARAMS: 400,
+    RPC_METHOD_NOT_FOUND: 404,
+}
 
 
 def http_status(code: int) -> int:

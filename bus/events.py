@@ -47,7 +47,9 @@ class Publisher:
 
 
 class Subscriber:
-    def __init__(self, endpoint: str, *prefixes: str, ctx: zmq.asyncio.Context | None = None) -> None:
+    def __init__(
+        self, endpoint: str, *prefixes: str, ctx: zmq.asyncio.Context | None = None
+    ) -> None:
         self._sock = (ctx or zmq.asyncio.Context.instance()).socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         for prefix in prefixes or ("",):

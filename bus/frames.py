@@ -1,4 +1,5 @@
-"""Wire constants of the AMB/1 bus protocol (see bus/PROTOCOL.md). Leaf module: no project imports."""
+"""Wire constants of the AMB/1 bus protocol (see bus/PROTOCOL.md). Leaf module: no project
+imports."""
 
 from __future__ import annotations
 
@@ -23,9 +24,18 @@ DISCONNECT: Final = b"\x12"
 UPDATE: Final = b"\x13"
 
 COMMAND_NAMES: Final = {
-    REQUEST: "REQUEST", CANCEL: "CANCEL", PARTIAL: "PARTIAL", REPLY: "REPLY", ERROR: "ERROR", ANSWER: "ANSWER",
-    FORWARD: "FORWARD", EVENT: "EVENT",
-    READY: "READY", HEARTBEAT: "HEARTBEAT", DISCONNECT: "DISCONNECT", UPDATE: "UPDATE",
+    REQUEST: "REQUEST",
+    CANCEL: "CANCEL",
+    PARTIAL: "PARTIAL",
+    REPLY: "REPLY",
+    ERROR: "ERROR",
+    ANSWER: "ANSWER",
+    FORWARD: "FORWARD",
+    EVENT: "EVENT",
+    READY: "READY",
+    HEARTBEAT: "HEARTBEAT",
+    DISCONNECT: "DISCONNECT",
+    UPDATE: "UPDATE",
 }
 
 # Error codes (HTTP-like; what each one answers HTTP and MCP callers: bus/errors.py, ERRORS).
@@ -39,13 +49,17 @@ WORKER_DIED: Final = 502
 UNAVAILABLE: Final = 503
 TIMEOUT: Final = 504
 UPSTREAM_ERROR: Final = 520  # the upstream MCP server answered with a JSON-RPC error of its own
-UPSTREAM_GONE: Final = 521  # the upstream MCP server exited / its connection dropped during the request
+UPSTREAM_GONE: Final = (
+    521  # the upstream MCP server exited / its connection dropped during the request
+)
 
 # Liveness: any message counts as a heartbeat; a peer silent for LIVENESS intervals is dead.
 HEARTBEAT_INTERVAL: Final = 0.5
 LIVENESS: Final = 3
 
 EMPTY_HEADER: Final = msgpack.packb({})
+# What unpacking a frame from the wire raises for bytes that are not a valid value.
+UNDECODABLE: Final = (ValueError, TypeError, msgpack.UnpackException)
 
 # Extension types (PROTOCOL.md, "Values"). JSON has integers of any size, msgpack of 64 bits:
 # a larger one travels as its decimal digits and is an int again on the other side.

@@ -33,7 +33,7 @@ def refusal(value: Any, root: str = "params") -> str | None:
     steps, why = found
     steps.reverse()
     if len(steps) > _SHOWN_STEPS:
-        steps = [*steps[:_SHOWN_STEPS // 2], "…", *steps[-_SHOWN_STEPS // 2:]]
+        steps = [*steps[: _SHOWN_STEPS // 2], "…", *steps[-_SHOWN_STEPS // 2 :]]
     return root + "".join(s if s == "…" else _step(s) for s in steps) + ": " + why
 
 
@@ -41,12 +41,17 @@ def _find(value: Any, depth: int) -> tuple[list[Any], str] | None:
     """(the path to the bad value, innermost step first; why) — paths are built only on failure."""
     kind = type(value)
     if kind is str:
-        return None if value.isascii() or (bad := _surrogate(value)) is None else ([], "string " + bad)
+        return (
+            None if value.isascii() or (bad := _surrogate(value)) is None else ([], "string " + bad)
+        )
     if kind is float:
         if math.isfinite(value):
             return None
-        return [], ("NaN is not a JSON number" if math.isnan(value)
-                    else "number out of range (no 64-bit float holds it; Infinity is not JSON)")
+        return [], (
+            "NaN is not a JSON number"
+            if math.isnan(value)
+            else "number out of range (no 64-bit float holds it; Infinity is not JSON)"
+        )
     if kind is dict:
         if depth > MAX_DEPTH:
             return [], f"nested deeper than {MAX_DEPTH} levels"
@@ -76,8 +81,10 @@ def _surrogate(text: str) -> str | None:
     try:
         text.encode("utf-16")  # refuses lone surrogates like UTF-8 does, in a fifth of the time
     except UnicodeEncodeError as exc:
-        return (f"holds a lone surrogate \\u{ord(text[exc.start]):04x} at character {exc.start}: "
-                "not Unicode, which a JSON string must be")
+        return (
+            f"holds a lone surrogate \\u{ord(text[exc.start]):04x} at character {exc.start}: "
+            "not Unicode, which a JSON string must be"
+        )
     return None
 
 
@@ -95,4 +102,5 @@ def dumps(value: Any) -> bytes:
         return orjson.dumps(value, default=str)
     except TypeError:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode(
-            "utf-8", "backslashreplace")
+            "utf-8", "backslashreplace"
+        )

@@ -17,7 +17,9 @@ POLICY = "policy"
 TRACES = "traces"
 APPROVAL = "approval"  # one message per operation: `ApprovalOp` below
 POLICYSET = "policyset"  # the current policy set, served by the gateway's reloader (PolicySetQuery)
-POLICY_SET_CHANGED = "policy.set.changed"  # event: {generation, version}, after each accepted reload
+POLICY_SET_CHANGED = (
+    "policy.set.changed"  # event: {generation, version}, after each accepted reload
+)
 UPSTREAM_PREFIX = "upstream."
 
 
@@ -60,8 +62,9 @@ class PolicyCheck(Body):
     """→ `policy` (affinity key: agent). Reply: `policy.model.Decision` as a map.
 
     With `then` and an `allow` decision the policy worker does not reply: it forwards the request
-    (FORWARD) to `upstream.<then.server>` as a `ToolCall` of `params` (or as `then.request`), with the decision in the
-    answer's meta under `"policy"` — one bus round trip fewer for every allowed call."""
+    (FORWARD) to `upstream.<then.server>` as a `ToolCall` of `params` (or as `then.request`),
+    with the decision in the answer's meta under `"policy"` — one bus round trip fewer for every
+    allowed call."""
 
     agent: str
     tool: str
@@ -135,7 +138,9 @@ class ApprovalSubmit(Body):
 
     op: Literal["submit"] = "submit"
     agent: str
-    tool: str  # the policy name: `<server>.<tool>`, `<server>.prompt:<p>`, `<server>.resource:<uri>`
+    tool: (
+        str  # the policy name: `<server>.<tool>`, `<server>.prompt:<p>`, `<server>.resource:<uri>`
+    )
     params: dict[str, Any] = Field(default_factory=dict)
     session_id: str = ""
     trace_id: str = ""
@@ -225,8 +230,15 @@ class GrantRevoke(Body):
 
 
 ApprovalOp = Annotated[
-    ApprovalSubmit | ApprovalWait | ApprovalResolve | ApprovalClaimReplay | ApprovalList | ApprovalGet
-    | GrantCreate | GrantList | GrantRevoke,
+    ApprovalSubmit
+    | ApprovalWait
+    | ApprovalResolve
+    | ApprovalClaimReplay
+    | ApprovalList
+    | ApprovalGet
+    | GrantCreate
+    | GrantList
+    | GrantRevoke,
     Field(discriminator="op"),
 ]
 APPROVAL_OPS: TypeAdapter[ApprovalOp] = TypeAdapter(ApprovalOp)  # receivers: validate_python(body)
@@ -282,9 +294,19 @@ def _ms(value: float) -> int:
 
 
 def trace_record(
-    *, trace_id: str, agent_id: str, tool: str, policy: str, status_code: int, latency_ms: float,
-    timestamp: str | None = None, session_id: str = "", params: dict[str, Any] | None = None,
-    policy_rule: str = "", error: str = "", **optional: Any,
+    *,
+    trace_id: str,
+    agent_id: str,
+    tool: str,
+    policy: str,
+    status_code: int,
+    latency_ms: float,
+    timestamp: str | None = None,
+    session_id: str = "",
+    params: dict[str, Any] | None = None,
+    policy_rule: str = "",
+    error: str = "",
+    **optional: Any,
 ) -> dict[str, Any]:
     """A `TraceRecord` as its map (`TraceRecord(...).dump()`), built without the model: the call
     path makes one per call, and the trace writer validates every record it stores anyway.
@@ -292,9 +314,19 @@ def trace_record(
     supervisor_*); None ones are left out."""
     if timestamp is None:
         timestamp = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    record = {"trace_id": trace_id, "session_id": session_id, "agent_id": agent_id, "tool": tool,
-              "params": params if params is not None else {}, "policy": policy, "policy_rule": policy_rule,
-              "status_code": status_code, "latency_ms": _ms(latency_ms), "error": error, "timestamp": timestamp}
+    record = {
+        "trace_id": trace_id,
+        "session_id": session_id,
+        "agent_id": agent_id,
+        "tool": tool,
+        "params": params if params is not None else {},
+        "policy": policy,
+        "policy_rule": policy_rule,
+        "status_code": status_code,
+        "latency_ms": _ms(latency_ms),
+        "error": error,
+        "timestamp": timestamp,
+    }
     record.update((k, v) for k, v in optional.items() if v is not None)
     if isinstance(approval_ms := record.get("approval_ms"), float):
         record["approval_ms"] = _ms(approval_ms)
@@ -332,8 +364,16 @@ PASSTHROUGH_LISTS = {  # list method → the result key holding its items
     "resources/templates/list": "resourceTemplates",
     "prompts/list": "prompts",
 }
-PASSTHROUGH_METHODS = frozenset({*PASSTHROUGH_LISTS, "resources/read", "prompts/get", "completion/complete",
-                                 "resources/subscribe", "resources/unsubscribe"})
+PASSTHROUGH_METHODS = frozenset(
+    {
+        *PASSTHROUGH_LISTS,
+        "resources/read",
+        "prompts/get",
+        "completion/complete",
+        "resources/subscribe",
+        "resources/unsubscribe",
+    }
+)
 
 
 class UpstreamRequest(Body):

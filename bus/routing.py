@@ -14,20 +14,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
 from bus import frames
 from bus.events import worker_may_publish
 
 log = logging.getLogger(__name__)
 
-_UNDECODABLE = (ValueError, TypeError, msgpack.UnpackException)  # what msgpack/bad types raise
 
 Key = tuple[bytes, int]  # (client identity, correlation id)
 Event = tuple[str, dict[str, Any] | bytes]  # (topic, body: a map, or a map already packed)
 # An unknown worker is told DISCONNECT at most once in this window (its queued messages arrive
 # after the first DISCONNECT but before its READY); after it, a worker still unknown is told again.
 _TOLD_FOR = frames.HEARTBEAT_INTERVAL * frames.LIVENESS
+
+
 @dataclass(eq=False)
 class Worker:
     identity: bytes
@@ -55,7 +54,9 @@ class Pending:
     key: str | None
     body: bytes
     worker: Worker | None = None
-    meta: dict[str, Any] | None = None  # added by workers that forwarded it; sent with the final answer
+    meta: dict[str, Any] | None = (
+        None  # added by workers that forwarded it; sent with the final answer
+    )
 
 
 @dataclass(eq=False)
@@ -85,7 +86,7 @@ class Router:
         command = msg[1]
         try:
             header = frames.unpack(msg[2])
-        except _UNDECODABLE:
+        except frames.UNDECODABLE:
             header = None
         if not isinstance(header, dict):
             log.warning("dropping message with undecodable header from %r", identity)
@@ -97,11 +98,18 @@ class Router:
         try:
             self._dispatch_command(identity, worker, command, header, body, now)
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning("dropping bad %s from %r: %r", frames.COMMAND_NAMES.get(command), identity, exc)
+            log.warning(
+                "dropping bad %s from %r: %r", frames.COMMAND_NAMES.get(command), identity, exc
+            )
 
     def _dispatch_command(
-        self, identity: bytes, worker: Worker | None, command: bytes, header: dict[str, Any],
-        body: bytes, now: float,
+        self,
+        identity: bytes,
+        worker: Worker | None,
+        command: bytes,
+        header: dict[str, Any],
+        body: bytes,
+        now: float,
     ) -> None:
         if command == frames.REQUEST:
             self._client_request(identity, header, body, now)
@@ -110,14 +118,18 @@ class Router:
         elif command == frames.ANSWER:  # the caller answers a question its request's worker asked
             pending = self.pending.get((identity, int(header["id"])))
             if pending is not None and pending.worker is not None:
-                self._send(pending.worker.identity, frames.ANSWER,
-                           frames.pack({"c": identity, "id": pending.id}), body)
+                self._send(
+                    pending.worker.identity,
+                    frames.ANSWER,
+                    frames.pack({"c": identity, "id": pending.id}),
+                    body,
+                )
         elif command == frames.HEARTBEAT:
-            if worker is not None:
-                pass
-            elif "s" in header:  # a worker's heartbeat, and we do not know it: we restarted
+            # A known worker's heartbeat has done its work already: any message renews its expiry.
+            # A worker's heartbeat that we do not know: we restarted.
+            if worker is None and "s" in header:
                 self._forgotten(identity, now)
-            else:  # a client's heartbeat
+            elif worker is None:  # a client's heartbeat
                 self._send(identity, frames.HEARTBEAT, frames.EMPTY_HEADER)
         elif command == frames.READY:
             self._worker_ready(identity, header, body, now)
@@ -186,13 +198,17 @@ class Router:
             self._fail(pending, frames.TIMEOUT, f"{pending.service}: deadline exceeded")
             if pending.worker is not None:
                 self._release(pending.worker, (client, rid), now)
-                self._send(pending.worker.identity, frames.CANCEL, frames.pack({"c": client, "id": rid}))
+                self._send(
+                    pending.worker.identity, frames.CANCEL, frames.pack({"c": client, "id": rid})
+                )
             else:
                 self._services_queue_remove(pending)
 
     # -- clients -----------------------------------------------------------------------------
 
-    def _client_request(self, client: bytes, header: dict[str, Any], body: bytes, now: float) -> None:
+    def _client_request(
+        self, client: bytes, header: dict[str, Any], body: bytes, now: float
+    ) -> None:
         rid = int(header["id"])
         service_name = str(header["s"])
         timeout_ms = int(header.get("t") or 0)
@@ -203,7 +219,9 @@ class Router:
             self._mmi(client, rid, service_name)
             return
         key = header.get("k")
-        pending = Pending(client, rid, service_name, now + timeout_ms / 1000, key and str(key), body)
+        pending = Pending(
+            client, rid, service_name, now + timeout_ms / 1000, key and str(key), body
+        )
         self.pending[(client, rid)] = pending
         heapq.heappush(self._deadlines, (pending.deadline, client, rid))
         self._route(pending, now)
@@ -225,7 +243,9 @@ class Router:
             return
         if pending.worker is not None:
             self._release(pending.worker, (client, rid), now)
-            self._send(pending.worker.identity, frames.CANCEL, frames.pack({"c": client, "id": rid}))
+            self._send(
+                pending.worker.identity, frames.CANCEL, frames.pack({"c": client, "id": rid})
+            )
         else:
             self._services_queue_remove(pending)
         self._error(client, rid, frames.CANCELLED, f"{pending.service}: cancelled by client")
@@ -238,8 +258,13 @@ class Router:
             s.name: {
                 "queued": len(s.queue),
                 "workers": [
-                    {"slot": w.slot, "capacity": w.capacity, "inflight": len(w.inflight),
-                     "served": w.served, "meta": w.meta}
+                    {
+                        "slot": w.slot,
+                        "capacity": w.capacity,
+                        "inflight": len(w.inflight),
+                        "served": w.served,
+                        "meta": w.meta,
+                    }
                     for w in s.workers.values()
                 ],
             }
@@ -249,7 +274,9 @@ class Router:
 
     # -- workers -----------------------------------------------------------------------------
 
-    def _worker_ready(self, identity: bytes, header: dict[str, Any], body: bytes, now: float) -> None:
+    def _worker_ready(
+        self, identity: bytes, header: dict[str, Any], body: bytes, now: float
+    ) -> None:
         self._told.pop(identity, None)
         service_name = str(header["s"])
         capacity = max(1, int(header.get("n", 1)))
@@ -286,7 +313,10 @@ class Router:
         key: Key = (pending.client, pending.id)
         out: dict[str, Any] = {"id": key[1]}
         if command == frames.ERROR:
-            out["code"], out["msg"] = int(header.get("code", frames.INTERNAL)), str(header.get("msg", ""))
+            out["code"], out["msg"] = (
+                int(header.get("code", frames.INTERNAL)),
+                str(header.get("msg", "")),
+            )
         if command != frames.PARTIAL:
             # What forwarding workers added, and what the answering worker adds (its `m`).
             meta = header.get("m")
@@ -300,9 +330,12 @@ class Router:
             worker.served += 1
             self._release(worker, key, now)
 
-    def _worker_forward(self, worker: Worker, header: dict[str, Any], body: bytes, now: float) -> None:
-        """The worker hands its request on to another service (e.g. policy → upstream once the call
-        is allowed): same client, id and deadline; the caller's answer comes from the next worker."""
+    def _worker_forward(
+        self, worker: Worker, header: dict[str, Any], body: bytes, now: float
+    ) -> None:
+        """The worker hands its request on to another service (e.g. policy → upstream once the
+        call is allowed): same client, id and deadline; the caller's answer comes from the next
+        worker."""
         if (pending := self._held(worker, header)) is None:
             return
         worker.served += 1
@@ -323,8 +356,12 @@ class Router:
         if not worker_may_publish(worker.service, topic):
             if not worker.refused_event:
                 worker.refused_event = True
-                log.warning("%s %s may not publish %r: dropped (and any more such events from it)",
-                            worker.service, worker.slot, topic)
+                log.warning(
+                    "%s %s may not publish %r: dropped (and any more such events from it)",
+                    worker.service,
+                    worker.slot,
+                    topic,
+                )
             return
         if not isinstance(frames.unpack(body), dict):
             raise TypeError("event body is not a msgpack map")
@@ -344,7 +381,9 @@ class Router:
                 if self.pending.pop((pending.client, pending.id), None) is not None:
                     self._fail(pending, frames.UNAVAILABLE, f"{service.name}: no live worker")
         log.warning("%s %s: %s", worker.service, worker.slot, reason)
-        self.events.append((f"worker.{worker.service}.down", {"slot": worker.slot, "reason": reason}))
+        self.events.append(
+            (f"worker.{worker.service}.down", {"slot": worker.slot, "reason": reason})
+        )
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -352,7 +391,9 @@ class Router:
     def _affine_worker(service: Service, key: str) -> Worker:
         # Rendezvous hashing over stable slot names: deterministic across broker restarts.
         encoded = key.encode()
-        return max(service.workers.values(), key=lambda w: zlib.crc32(w.slot.encode() + b"\0" + encoded))
+        return max(
+            service.workers.values(), key=lambda w: zlib.crc32(w.slot.encode() + b"\0" + encoded)
+        )
 
     def _drain(self, service: Service, now: float) -> None:
         while service.queue:
@@ -392,7 +433,9 @@ class Router:
 
     # -- output ------------------------------------------------------------------------------
 
-    def _send(self, identity: bytes, command: bytes, header: bytes, body: bytes | None = None) -> None:
+    def _send(
+        self, identity: bytes, command: bytes, header: bytes, body: bytes | None = None
+    ) -> None:
         msg = [identity, frames.PROTOCOL, command, header]
         if body is not None:
             msg.append(body)

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import zmq
 
 from bus import frames
@@ -31,8 +30,11 @@ from bus.transport import AUTH_FAILED, CONNECTED, DISCONNECTED, HANDSHAKE_FAILED
 
 log = logging.getLogger(__name__)
 
-_UNDECODABLE = (ValueError, TypeError, msgpack.UnpackException)  # what msgpack/bad types raise
-_UNPACKABLE = (ValueError, TypeError, OverflowError)  # what msgpack raises for what it cannot encode
+_UNPACKABLE = (
+    ValueError,
+    TypeError,
+    OverflowError,
+)  # what msgpack raises for what it cannot encode
 
 
 @dataclass(slots=True)
@@ -54,10 +56,12 @@ class Request:
         ended): merged into the meta the caller gets with the final REPLY or ERROR."""
         self.answer_meta = {**(self.answer_meta or {}), **meta}
 
-    def forward(self, service: str, body: Any, *, key: str | None = None,
-                meta: dict[str, Any] | None = None) -> None:
+    def forward(
+        self, service: str, body: Any, *, key: str | None = None, meta: dict[str, Any] | None = None
+    ) -> None:
         """Hand this request on to `service` (the broker keeps its caller, id and deadline) instead
-        of answering it; `meta` reaches the caller with the final answer. The handler then returns."""
+        of answering it; `meta` reaches the caller with the final answer. The handler then
+        returns."""
         header: dict[str, Any] = {"c": self._client, "id": self._id, "s": service}
         if key is not None:
             header["k"] = key
@@ -84,7 +88,9 @@ class Request:
         try:
             return await asyncio.wait_for(future, min(timeout, self.remaining))
         except TimeoutError:
-            return {"error": {"code": -32001, "message": f"the caller did not answer {method} in time"}}
+            return {
+                "error": {"code": -32001, "message": f"the caller did not answer {method} in time"}
+            }
         finally:
             self._questions.pop(question_id, None)
 
@@ -155,8 +161,9 @@ class BusWorker:
 
     async def _session(self) -> None:
         self._linked = False
-        self._dealer = AsyncDealer(self.ctx, self.endpoint, self._on_message, on_event=self._on_event,
-                                   curve=self.curve)
+        self._dealer = AsyncDealer(
+            self.ctx, self.endpoint, self._on_message, on_event=self._on_event, curve=self.curve
+        )
         self._ready()
         interval = frames.HEARTBEAT_INTERVAL
         self._heard = time.monotonic()
@@ -190,8 +197,17 @@ class BusWorker:
             now = time.monotonic()
             if now - self._refused_logged > 10.0:
                 self._refused_logged = now
-                why = "our key is not authorised" if event == AUTH_FAILED else "wrong keys or no CURVE"
-                log.error("%s: broker at %s refused the CURVE handshake (%s)", self.service, self.endpoint, why)
+                why = (
+                    "our key is not authorised"
+                    if event == AUTH_FAILED
+                    else "wrong keys or no CURVE"
+                )
+                log.error(
+                    "%s: broker at %s refused the CURVE handshake (%s)",
+                    self.service,
+                    self.endpoint,
+                    why,
+                )
 
     def _forget_requests(self) -> None:
         """Cancel every request in progress: the broker has already failed them (or forgotten)."""
@@ -231,13 +247,13 @@ class BusWorker:
         try:
             header = frames.unpack(msg[2])
             key = (bytes(header["c"]), int(header["id"]))
-        except (*_UNDECODABLE, KeyError):
+        except (*frames.UNDECODABLE, KeyError):
             log.warning("%s: dropping message with bad header", self.service)
             return
         if command == frames.REQUEST:
             try:
                 body = frames.unpack(msg[3])
-            except (*_UNDECODABLE, IndexError):
+            except (*frames.UNDECODABLE, IndexError):
                 self._reply_error(key, bad_request("undecodable request body"))
                 return
             deadline = time.monotonic() + int(header.get("t", 1000)) / 1000
@@ -249,7 +265,7 @@ class BusWorker:
             if asked is not None:
                 try:
                     asked._answered(frames.unpack(msg[3]))
-                except (*_UNDECODABLE, IndexError):
+                except (*frames.UNDECODABLE, IndexError):
                     log.warning("%s: dropping undecodable answer", self.service)
         elif command == frames.CANCEL:
             task = self._tasks.pop(key, None)
@@ -288,8 +304,15 @@ class BusWorker:
             return
         self._tasks.pop(key, None)
 
-    def _reply_error(self, key: tuple[bytes, int], error: BusError, meta: dict[str, Any] | None = None) -> None:
-        header: dict[str, Any] = {"c": key[0], "id": key[1], "code": error.code, "msg": error.message}
+    def _reply_error(
+        self, key: tuple[bytes, int], error: BusError, meta: dict[str, Any] | None = None
+    ) -> None:
+        header: dict[str, Any] = {
+            "c": key[0],
+            "id": key[1],
+            "code": error.code,
+            "msg": error.message,
+        }
         if meta:
             header["m"] = meta
         self._send(frames.ERROR, header)

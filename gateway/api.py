@@ -40,8 +40,12 @@ absent); every answer, errors included, is JSON. A bad query parameter or body f
 naming it. MCP clients use `/mcp` (Streamable HTTP), described by the MCP specification."""
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
-ID = {"type": "string", "minLength": 4, "description": "The id, or a unique prefix of 4 or more characters.",
-      "examples": ["1a2b3c4d"]}
+ID = {
+    "type": "string",
+    "minLength": 4,
+    "description": "The id, or a unique prefix of 4 or more characters.",
+    "examples": ["1a2b3c4d"],
+}
 TIME = "2026-12-02T00:52:15.123456Z"
 
 
@@ -54,53 +58,110 @@ def _error(description: str, example: str) -> Answer:
     return Answer(shapes.Error, description, {"error": example})
 
 
-BAD_QUERY = _error("A query parameter is not what it should be (named).",
-                   "invalid query parameter limit='abc': expected a valid integer")
-BAD_BODY = _error("The body is not JSON, or a field is not what it should be (named).",
-                  "invalid body.duration: expected a valid string")
+BAD_QUERY = _error(
+    "A query parameter is not what it should be (named).",
+    "invalid query parameter limit='abc': expected a valid integer",
+)
+BAD_BODY = _error(
+    "The body is not JSON, or a field is not what it should be (named).",
+    "invalid body.duration: expected a valid string",
+)
 TOO_LARGE = _error("The body is over 1 MiB.", "request body too large: limit is 1048576 bytes")
-INTERNAL = Answer(shapes.InternalError, "A fault of the mesh, logged with this trace id.",
-                  {"error": "internal error", "trace_id": TRACE_ID})
-TRACES_DOWN = _error("The trace store did not answer.", "trace store unavailable: traces: deadline exceeded")
+INTERNAL = Answer(
+    shapes.InternalError,
+    "A fault of the mesh, logged with this trace id.",
+    {"error": "internal error", "trace_id": TRACE_ID},
+)
+TRACES_DOWN = _error(
+    "The trace store did not answer.", "trace store unavailable: traces: deadline exceeded"
+)
 APPROVALS_DOWN = _error("The approval service did not answer.", "approval: deadline exceeded")
-NOT_AN_AGENT = _error("Authorization is not `Bearer agent:<id>`.", "Authorization header must be "
-                      "'Bearer agent:<id>' (id: 1-128 of letters, digits and . _ : @ / + -)")
-NOT_AN_OPERATOR = _error("Operator token missing or wrong, or an agent acting on its own behalf.",
-                         "operator token required: send X-Operator-Token")
+NOT_AN_AGENT = _error(
+    "Authorization is not `Bearer agent:<id>`.",
+    "Authorization header must be "
+    "'Bearer agent:<id>' (id: 1-128 of letters, digits and . _ : @ / + -)",
+)
+NOT_AN_OPERATOR = _error(
+    "Operator token missing or wrong, or an agent acting on its own behalf.",
+    "operator token required: send X-Operator-Token",
+)
 
-CALL_EXAMPLE = {"trace_id": TRACE_ID, "policy": "allow", "latency_ms": 12,
-                "result": {"content": [{"type": "text", "text": "[FILE] hello.txt"}]}}
-
-
-def _call(description: str, policy: str, error: str) -> Answer:
-    return Answer(shapes.ToolCallResponse, description,
-                  {"trace_id": TRACE_ID, "policy": policy, "latency_ms": 0 if policy == "error" else 3,
-                   "error": error})
-
-
-TOOL_CALL_ANSWERS = {
-    200: Answer(shapes.ToolCallResponse, "Called: the upstream's result (an MCP CallToolResult; "
-                "`isError` inside it is the tool's own failure).", CALL_EXAMPLE),
-    400: _call("Bad JSON, `params` not an object, or a value the upstream could not be given "
-               "unchanged (named by its path).", "error",
-               "invalid params.n: number out of range (no 64-bit float holds it; Infinity is not JSON)"),
-    401: _call("Authorization is not `Bearer agent:<id>`.", "error",
-               "Authorization header must be 'Bearer agent:<id>'"),
-    403: _call("Denied by policy, or by a human.", "deny", "denied by policy claude: rule 2 (filesystem.*: deny)"),
-    404: _call("No such tool (not traced).", "error", "unknown tool fs.nope: fs has no tool 'nope'"),
-    408: _call("Nobody approved in time.", "human_approval", "approval 1a2b3c4d timed out"),
-    413: _call("The body is over 1 MiB.", "error", "request body too large: limit is 1048576 bytes"),
-    429: _call("Rate limit or loop detection.", "rate_limited", "rate limit: 60 calls per minute"),
-    500: _call("A fault of the mesh (`error` is \"internal error\"; logged with the trace id).",
-               "error", "internal error"),
-    502: _call("The upstream failed: its error, exit, or its worker died.", "allow",
-               "upstream error from fs.read_file: [-32603] ENOENT"),
-    503: _call("A service or the upstream is unavailable.", "error", "upstream unavailable: fs (no worker)"),
-    504: _call("The upstream gave no answer in time.", "allow", "upstream timeout: fs.read_file gave no answer in 60s"),
+CALL_EXAMPLE = {
+    "trace_id": TRACE_ID,
+    "policy": "allow",
+    "latency_ms": 12,
+    "result": {"content": [{"type": "text", "text": "[FILE] hello.txt"}]},
 }
 
 
-def routes(gw: Gateway, metrics: MetricsRoute, console: Console, tool_fast_path: Any) -> list[ApiRoute]:
+def _call(description: str, policy: str, error: str) -> Answer:
+    return Answer(
+        shapes.ToolCallResponse,
+        description,
+        {
+            "trace_id": TRACE_ID,
+            "policy": policy,
+            "latency_ms": 0 if policy == "error" else 3,
+            "error": error,
+        },
+    )
+
+
+TOOL_CALL_ANSWERS = {
+    200: Answer(
+        shapes.ToolCallResponse,
+        "Called: the upstream's result (an MCP CallToolResult; "
+        "`isError` inside it is the tool's own failure).",
+        CALL_EXAMPLE,
+    ),
+    400: _call(
+        "Bad JSON, `params` not an object, or a value the upstream could not be given "
+        "unchanged (named by its path).",
+        "error",
+        "invalid params.n: number out of range (no 64-bit float holds it; Infinity is not JSON)",
+    ),
+    401: _call(
+        "Authorization is not `Bearer agent:<id>`.",
+        "error",
+        "Authorization header must be 'Bearer agent:<id>'",
+    ),
+    403: _call(
+        "Denied by policy, or by a human.",
+        "deny",
+        "denied by policy claude: rule 2 (filesystem.*: deny)",
+    ),
+    404: _call(
+        "No such tool (not traced).", "error", "unknown tool fs.nope: fs has no tool 'nope'"
+    ),
+    408: _call("Nobody approved in time.", "human_approval", "approval 1a2b3c4d timed out"),
+    413: _call(
+        "The body is over 1 MiB.", "error", "request body too large: limit is 1048576 bytes"
+    ),
+    429: _call("Rate limit or loop detection.", "rate_limited", "rate limit: 60 calls per minute"),
+    500: _call(
+        'A fault of the mesh (`error` is "internal error"; logged with the trace id).',
+        "error",
+        "internal error",
+    ),
+    502: _call(
+        "The upstream failed: its error, exit, or its worker died.",
+        "allow",
+        "upstream error from fs.read_file: [-32603] ENOENT",
+    ),
+    503: _call(
+        "A service or the upstream is unavailable.", "error", "upstream unavailable: fs (no worker)"
+    ),
+    504: _call(
+        "The upstream gave no answer in time.",
+        "allow",
+        "upstream timeout: fs.read_file gave no answer in 60s",
+    ),
+}
+
+
+def routes(
+    gw: Gateway, metrics: MetricsRoute, console: Console, tool_fast_path: Any
+) -> list[ApiRoute]:
     table = [
         ApiRoute("POST", "/tool/{tool:path}", tool_fast_path, "Call a tool, governed", TOOL_CALL_ANSWERS,
                  body=ToolCallBody, body_example={"params": {"path": "/tmp/mesh-demo"}}, tags=["calls"], bearer=True,
@@ -197,6 +258,14 @@ def routes(gw: Gateway, metrics: MetricsRoute, console: Console, tool_fast_path:
             spec.update(document(table, version=agent_mesh.__version__, description=DESCRIPTION))
         return JSONResponse(spec)
 
-    table.append(ApiRoute("GET", "/openapi.json", openapi, "The OpenAPI 3.1 document of this API", {
-        200: Answer(dict[str, Any], "OpenAPI 3.1."), 500: INTERNAL}, tags=["operations"]))
+    table.append(
+        ApiRoute(
+            "GET",
+            "/openapi.json",
+            openapi,
+            "The OpenAPI 3.1 document of this API",
+            {200: Answer(dict[str, Any], "OpenAPI 3.1."), 500: INTERNAL},
+            tags=["operations"],
+        )
+    )
     return table

@@ -27,13 +27,24 @@ def _query_integer(value: Any) -> Any:
     return value
 
 
-LIMIT_DESCRIPTION = (f"At most this many, newest first; 0, empty or absent: the route's default; "
-                     f"capped at {MAX_LIMIT}.")
-Limit = Annotated[int, Strict(), Field(ge=0, description=LIMIT_DESCRIPTION, examples=[20]),
-                  BeforeValidator(_query_integer),
-                  # as Go, an empty `limit=` is the default: the document says so
-                  WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "maxLength": 0}],
-                                  "description": LIMIT_DESCRIPTION, "examples": [20]})]
+LIMIT_DESCRIPTION = (
+    f"At most this many, newest first; 0, empty or absent: the route's default; "
+    f"capped at {MAX_LIMIT}."
+)
+Limit = Annotated[
+    int,
+    Strict(),
+    Field(ge=0, description=LIMIT_DESCRIPTION, examples=[20]),
+    BeforeValidator(_query_integer),
+    # as Go, an empty `limit=` is the default: the document says so
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "maxLength": 0}],
+            "description": LIMIT_DESCRIPTION,
+            "examples": [20],
+        }
+    ),
+]
 
 
 class Query(BaseModel):
@@ -59,7 +70,9 @@ class OtelTracesQuery(Limited):
 
 
 class ApprovalsQuery(Limited):
-    status: str = Field("", description="pending, approved, denied or timeout.", examples=["pending"])
+    status: str = Field(
+        "", description="pending, approved, denied or timeout.", examples=["pending"]
+    )
     tool: str = Field("", description="Only tools matching this glob.")
     agent: str = Field("", description="Only this agent's calls.")
 
@@ -75,10 +88,16 @@ class Body(BaseModel):
 class ToolCallBody(Body):
     """Go's ToolCallRequest. An empty body is `{}`."""
 
-    params: dict[str, Any] = Field(default_factory=dict, description=(
-        "The tool's arguments, passed to the upstream unchanged: any JSON object, integers of any "
-        "size included. Refused (400, naming the path): non-finite numbers, lone surrogates, "
-        "nesting deeper than 100."), examples=[{"path": "/tmp/mesh-demo"}])
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "The tool's arguments, passed to the upstream unchanged: any JSON object, integers of "
+            "any "
+            "size included. Refused (400, naming the path): non-finite numbers, lone surrogates, "
+            "nesting deeper than 100."
+        ),
+        examples=[{"path": "/tmp/mesh-demo"}],
+    )
 
 
 class ResolveBody(Body):
@@ -97,9 +116,15 @@ GO_DURATION = f"^[+]?({_NUMBER}{_UNIT})+$"  # agent_mesh/durations.py reads thes
 class GrantBody(Body):
     """Go's grantRequest: `tools` a glob, globs joined by ",", or (ours) a list of globs."""
 
-    agent: NonEmpty = Field(description="The agent (or agent glob) the grant is for.", examples=["claude"])
+    agent: NonEmpty = Field(
+        description="The agent (or agent glob) the grant is for.", examples=["claude"]
+    )
     tools: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1)] = Field(
-        description="Tool glob(s) the grant allows.", examples=["filesystem.*"])
-    duration: str = Field(pattern=GO_DURATION, description="How long: a Go duration (30m, 2h, 1h30m), more "
-                          "than zero.", examples=["30m"])
+        description="Tool glob(s) the grant allows.", examples=["filesystem.*"]
+    )
+    duration: str = Field(
+        pattern=GO_DURATION,
+        description="How long: a Go duration (30m, 2h, 1h30m), more than zero.",
+        examples=["30m"],
+    )
     created_by: str | None = Field(None, description='Who granted; default "http:<address>".')

@@ -56,7 +56,9 @@ class ApiRoute:
         if self.query is not None:
             args["query"] = validated_query(self.query, request)
         if self.body is not None:
-            args["body"] = validated_body(self.body, await read_json(request.headers, request.receive))
+            args["body"] = validated_body(
+                self.body, await read_json(request.headers, request.receive)
+            )
         return await self.handler(request, **args)
 
 
@@ -68,6 +70,7 @@ def starlette_routes(routes: Sequence[ApiRoute]) -> list[BaseRoute]:
         by_path.setdefault(route.path, {})[route.method] = route.endpoint
     out: list[BaseRoute] = []
     for path, endpoints in by_path.items():
+
         async def endpoint(request: Request, endpoints: dict[str, Handler] = endpoints) -> Response:
             return await endpoints["GET" if request.method == "HEAD" else request.method](request)
 
@@ -82,8 +85,9 @@ def validated_query(model: type[Q], request: Request) -> Q:
     except ValidationError as exc:
         problem = exc.errors(include_url=False)[0]
         name = ".".join(str(p) for p in problem["loc"])
-        raise HttpError(400, f"invalid query parameter {name}={raw.get(name)!r}: "
-                             f"{_expected(problem['msg'])}") from None
+        raise HttpError(
+            400, f"invalid query parameter {name}={raw.get(name)!r}: {_expected(problem['msg'])}"
+        ) from None
 
 
 def validated_body(model: type[Q], body: Any) -> Q:
@@ -105,11 +109,15 @@ def _first_problem(exc: ValidationError) -> tuple[str, str]:
     problems: dict[tuple[Any, ...], list[str]] = {}
     for problem in exc.errors(include_url=False):
         # pydantic names union members in the path ("constrained-str", "list[str]"): not fields
-        loc = tuple(p for p in problem["loc"] if isinstance(p, int) or ("-" not in p and "[" not in p))
+        loc = tuple(
+            p for p in problem["loc"] if isinstance(p, int) or ("-" not in p and "[" not in p)
+        )
         problems.setdefault(loc, []).append(_expected(problem["msg"]))
     first = next(iter(problems))
-    loc = max((loc for loc in problems if loc[:len(first)] == first), key=len)
-    why = " or ".join(dict.fromkeys(m.removeprefix("expected ") if i else m for i, m in enumerate(problems[loc])))
+    loc = max((loc for loc in problems if loc[: len(first)] == first), key=len)
+    why = " or ".join(
+        dict.fromkeys(m.removeprefix("expected ") if i else m for i, m in enumerate(problems[loc]))
+    )
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc), why
 
 
@@ -117,10 +125,16 @@ def _expected(message: str) -> str:
     """pydantic's "Input should be a valid integer" → "expected a valid integer"."""
     for lead in ("Input should be ", "Value should be "):
         if message.startswith(lead):
-            return "expected " + message[len(lead):]
+            return "expected " + message[len(lead) :]
     return message[:1].lower() + message[1:]
 
 
 def _json_type(value: Any) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    names = {
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
     return "null" if value is None else names.get(type(value), type(value).__name__)

@@ -47,8 +47,12 @@ class ServerView:
     server_info: dict[str, Any] = field(default_factory=dict)  # the upstream's InitializeResult
     list_changes: dict[str, int] = field(default_factory=dict)  # UpstreamLiveMeta.list_changes
     pid: int | None = None  # of the worker the view was built from
-    sessions: frozenset[str] = frozenset()  # every live worker's upstream session (UpstreamMeta.session)
-    down: dict[str, Any] = field(default_factory=dict)  # the latest UpstreamDownMeta (upstream-down.<name>)
+    sessions: frozenset[str] = (
+        frozenset()
+    )  # every live worker's upstream session (UpstreamMeta.session)
+    down: dict[str, Any] = field(
+        default_factory=dict
+    )  # the latest UpstreamDownMeta (upstream-down.<name>)
     prefix: str = ""  # of its tools' canonical names (policies, traces); set from its SourceRef
     kind: str = "mcp"  # mcp | cli | openapi
     any_subcommand: bool = False  # a non-strict CLI tool: any `<name>.<subcommand>` is a tool
@@ -87,20 +91,35 @@ class ServerView:
 
 
 class Catalog:
-    def __init__(self, client: BusClient, servers: list[str], prefixes: dict[str, str] | None = None,
-                 *, sources: list[SourceRef] | None = None) -> None:
+    def __init__(
+        self,
+        client: BusClient,
+        servers: list[str],
+        prefixes: dict[str, str] | None = None,
+        *,
+        sources: list[SourceRef] | None = None,
+    ) -> None:
         """`sources` (config.sources()) gives each its canonical prefix and kind; without them
         every server is an MCP server whose tools are `<server>.<tool>`."""
         self.client = client
         if sources is not None:
-            servers, prefixes = [s.name for s in sources], {s.name: s.exposed_prefix for s in sources}
+            servers, prefixes = (
+                [s.name for s in sources],
+                {s.name: s.exposed_prefix for s in sources},
+            )
         refs = {s.name: s for s in sources or []}
-        self._shape = {name: (refs[name].prefix, refs[name].kind, refs[name].any_subcommand)
-                       if name in refs else (f"{name}.", "mcp", False) for name in servers}
+        self._shape = {
+            name: (refs[name].prefix, refs[name].kind, refs[name].any_subcommand)
+            if name in refs
+            else (f"{name}.", "mcp", False)
+            for name in servers
+        }
         self.configured = servers
         self.prefixes = prefixes or {name: f"{name}." for name in servers}  # config `prefix:`
         self.servers: dict[str, ServerView] = {name: self._view(name) for name in servers}
-        self.exposed: dict[str, tuple[str, str]] = {}  # name MCP clients see → (server, upstream name)
+        self.exposed: dict[
+            str, tuple[str, str]
+        ] = {}  # name MCP clients see → (server, upstream name)
         # canonical name → (server, tool) of every tool ever seen: a source whose tools have no
         # `<server>.` prefix (an unnamed OpenAPI import) is still found while it is down
         self.known: dict[str, tuple[str, str]] = {}
@@ -113,20 +132,24 @@ class Catalog:
         self._poke = asyncio.Event()  # refresh now
 
     def add_listener(self, listener: ChangeListener) -> None:
-        """`listener(kinds)` runs after a refresh that changed the lists of `kinds` (in LIST_KINDS)."""
+        """`listener(kinds)` runs after a refresh that changed the lists of `kinds` (in
+        LIST_KINDS)."""
         self._listeners.append(listener)
 
     def can_subscribe(self) -> bool:
         """Whether any live upstream lets clients subscribe to resource updates."""
-        return any(v.has("resources") and v.capabilities["resources"].get("subscribe") is True
-                   for v in self.servers.values())
+        return any(
+            v.has("resources") and v.capabilities["resources"].get("subscribe") is True
+            for v in self.servers.values()
+        )
 
     def has(self, capability: str) -> bool:
         """Whether any live upstream advertises this server capability (e.g. `resources`)."""
         return any(view.has(capability) for view in self.servers.values())
 
     def add_worker_listener(self, listener: ChangeListener) -> None:
-        """`listener(servers)` runs after a refresh in which those servers' upstream sessions changed."""
+        """`listener(servers)` runs after a refresh in which those servers' upstream sessions
+        changed."""
         self._worker_listeners.append(listener)
 
     def start(self, events_endpoint: str | None = None) -> None:
@@ -164,10 +187,17 @@ class Catalog:
                 view.list_changes = changes if isinstance(changes, dict) else {}
                 view.pid = meta.get("pid")
                 break
-            downs = [w.get("meta") or {} for w in (report.get(UPSTREAM_DOWN_PREFIX + name) or {}).get("workers", [])]
+            downs = [
+                w.get("meta") or {}
+                for w in (report.get(UPSTREAM_DOWN_PREFIX + name) or {}).get("workers", [])
+            ]
             view.down = max(downs, key=lambda meta: meta.get("retry_at") or 0, default={})
             old = self.servers.get(name)
-            changed |= {kind for kind in LIST_KINDS if old is None or old.signature(kind) != view.signature(kind)}
+            changed |= {
+                kind
+                for kind in LIST_KINDS
+                if old is None or old.signature(kind) != view.signature(kind)
+            }
             if old is not None and old.sessions != view.sessions:
                 renewed.add(name)
             self.servers[name] = view
@@ -200,7 +230,8 @@ class Catalog:
             subscriber.close()
 
     def reindex(self) -> None:
-        """Exposed names (`<prefix><tool>`); on a clash the first configured server keeps the name."""
+        """Exposed names (`<prefix><tool>`); on a clash the first configured server keeps the
+        name."""
         exposed: dict[str, tuple[str, str]] = {}
         clashes = []
         for server in self.configured:
@@ -209,7 +240,9 @@ class Catalog:
             for tool in view.tools:
                 name = self.prefixes[server] + tool
                 if name in exposed:
-                    clashes.append(f"{name}: {exposed[name][0]} and {server} (kept {exposed[name][0]})")
+                    clashes.append(
+                        f"{name}: {exposed[name][0]} and {server} (kept {exposed[name][0]})"
+                    )
                     continue
                 exposed[name] = (server, tool)
         if clashes and clashes != self.clashes:
@@ -220,7 +253,8 @@ class Catalog:
         """A tool as callers name it → (server view, upstream tool name); None for no such server.
 
         Exposed names (with each server's prefix) come first; the canonical name (`<server>.<tool>`,
-        or as an unnamed OpenAPI import names it) always works too (REST callers and policies use it)."""
+        or as an unnamed OpenAPI import names it) always works too (REST callers and policies use
+        it)."""
         hit = self.exposed.get(tool) or self.known.get(tool)
         if hit is not None:
             return self.servers[hit[0]], hit[1]
@@ -230,7 +264,9 @@ class Catalog:
             return None
         return view, name
 
-    def dispatched(self, view: ServerView, tool: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    def dispatched(
+        self, view: ServerView, tool: str, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]] | None:
         """The Go project's `<cli>.__dispatch {command, ...}` is `<cli>.<command>`: the policy and
         the trace see the real subcommand. (tool, params) to call, or None when it is not one."""
         if not view.any_subcommand or tool != DISPATCH:
@@ -241,7 +277,10 @@ class Catalog:
 
     def exposed_tools(self) -> list[dict[str, Any]]:
         """Tools as MCP clients see them: exposed names, schemas passed through untouched."""
-        return [{**self.servers[server].tools[tool], "name": name} for name, (server, tool) in self.exposed.items()]
+        return [
+            {**self.servers[server].tools[tool], "name": name}
+            for name, (server, tool) in self.exposed.items()
+        ]
 
     def tools(self) -> list[dict[str, Any]]:
         """Every known tool by its canonical name (`<server>.<tool>`) with its schema passed
@@ -249,7 +288,9 @@ class Catalog:
         out = []
         for view in self.servers.values():
             for name, tool in view.tools.items():
-                out.append({**tool, "name": view.canonical(name), "server": view.name, "source": view.kind})
+                out.append(
+                    {**tool, "name": view.canonical(name), "server": view.name, "source": view.kind}
+                )
         return out
 
     def service_summary(self, service: str) -> dict[str, Any]:

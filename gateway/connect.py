@@ -46,16 +46,20 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def _unreachable(endpoint: str, exc: BaseException) -> UserError:
-    return UserError(f"cannot reach the mesh at {endpoint}: {connection_reason(exc)}; is it running? "
-                     "(start it with `agent-mesh serve`, or give its address with --url)")
+    return UserError(
+        f"cannot reach the mesh at {endpoint}: {connection_reason(exc)}; is it running? "
+        "(start it with `agent-mesh serve`, or give its address with --url)"
+    )
 
 
 async def probe(endpoint: str, agent: str) -> None:
     """Raise UserError unless something answers HTTP at `endpoint` (any status will do)."""
     try:
         async with httpx.AsyncClient(timeout=PROBE_TIMEOUT) as http:
-            await http.get(endpoint, headers={"Authorization": f"Bearer agent:{agent}",
-                                              "Accept": "text/event-stream"})
+            await http.get(
+                endpoint,
+                headers={"Authorization": f"Bearer agent:{agent}", "Accept": "text/event-stream"},
+            )
     except httpx.InvalidURL as exc:
         raise UserError(f"invalid --url {endpoint!r}: {exc}") from None
     except httpx.HTTPError as exc:
@@ -73,6 +77,7 @@ async def relay(url: str, agent: str) -> None:
             stdio_server() as local,
             anyio.create_task_group() as tasks,
         ):
+
             async def to_remote() -> None:
                 await _relay(local[0], remote[1], "from stdin")
                 tasks.cancel_scope.cancel()  # stdin closed: the client is gone, end the session
@@ -82,7 +87,11 @@ async def relay(url: str, agent: str) -> None:
             tasks.cancel_scope.cancel()
     except Exception as exc:
         cause = _root_cause(exc)
-        if type(cause).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore"):  # the mesh went away
+        if type(cause).__module__.split(".")[0] in (
+            "httpx",
+            "httpx2",
+            "httpcore",
+        ):  # the mesh went away
             raise _unreachable(endpoint, exc) from exc
         raise
 
@@ -90,7 +99,9 @@ async def relay(url: str, agent: str) -> None:
 def main(url: str, agent: str) -> int:
     import uvloop
 
-    logging.basicConfig(level=logging.WARNING, format="agent-mesh connect: %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="agent-mesh connect: %(levelname)s %(message)s"
+    )
     try:
         uvloop.run(relay(url, agent))
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ from typing import Any
 
 from agent_mesh.config import LoadedConfig
 from bus.client import BusClient
+from bus.state_dir import StateDir
 from gateway.catalog import Catalog
 from gateway.pipeline import Pipeline
 from gateway.policy_follower import PolicyFollower
@@ -14,19 +15,30 @@ from gateway.trace_outbox import TraceOutbox
 
 
 class FrontEnd:
-    def __init__(self, loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | None = None) -> None:
+    def __init__(
+        self, loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | None = None
+    ) -> None:
         self.loaded = loaded
-        self.events_endpoint = events_endpoint  # the broker's XPUB: resource updates, worker up/down
+        self.events_endpoint = (
+            events_endpoint  # the broker's XPUB: resource updates, worker up/down
+        )
         config = loaded.config
         self.client = BusClient(bus_endpoint)
         sources = config.sources()  # MCP servers, CLI tools, OpenAPI imports
         self.catalog = Catalog(self.client, [], sources=sources)
-        self.outbox = TraceOutbox(self.client, loaded.state_dir() / "trace-journal", type(self).__name__.lower())
-        # The policy set in force: the gateway replaces this with its reloader (agent_mesh/reload.py).
-        self.policy_set: PolicyFollower | Any = PolicyFollower(self.client, loaded.state_dir(),
-                                                               list(config.policies))
+        self.outbox = TraceOutbox(
+            self.client, StateDir(loaded.state_dir()).trace_journal, type(self).__name__.lower()
+        )
+        # The policy set in force: the gateway replaces this with its reloader
+        # (agent_mesh/reload.py).
+        self.policy_set: PolicyFollower | Any = PolicyFollower(
+            self.client, loaded.state_dir(), list(config.policies)
+        )
         self.pipeline = Pipeline(
-            self.client, self.catalog, self.outbox, {s.name: s.timeout_seconds for s in sources},
+            self.client,
+            self.catalog,
+            self.outbox,
+            {s.name: s.timeout_seconds for s in sources},
             approval_timeout=config.approval.timeout_seconds,
             generation=lambda: self.policy_set.current.generation,
         )

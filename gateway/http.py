@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,7 +25,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-import agent_mesh
 from agent_mesh.config import LoadedConfig
 from agent_mesh.reload import Reloader
 from bus.errors import BusError, service_status, unavailable_service
@@ -65,6 +65,8 @@ from observe.console import Console
 from observe.otlp_json import otlp_traces
 from policy.globs import glob_matches
 
+VERSION = version("agent-mesh")  # as installed, from pyproject.toml
+
 TRACE_SETTLE = 2.0  # s a trace read waits for this gateway's own records to be stored
 
 
@@ -81,8 +83,13 @@ def _caller(request: Request) -> str:
 class Gateway(FrontEnd):
     """The routes, on the front-end's bus client, catalogue, trace outbox and pipeline."""
 
-    def __init__(self, loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | None = None,
-                 events_in: str | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        bus_endpoint: str,
+        events_endpoint: str | None = None,
+        events_in: str | None = None,
+    ) -> None:
         super().__init__(loaded, bus_endpoint, events_endpoint)
         self.reloader = Reloader(loaded, bus_endpoint, events_in)
         self.policy_set = self.reloader  # this front-end holds the set in force
@@ -116,8 +123,11 @@ class Gateway(FrontEnd):
         set stays; `error` says why)."""
         agent = self._operator(request)
         if agent is not None:
-            return error(403, f"agent {agent} cannot reload the mesh's policies; an operator can "
-                              "(without an agent's bearer)")
+            return error(
+                403,
+                f"agent {agent} cannot reload the mesh's policies; an operator can "
+                "(without an agent's bearer)",
+            )
         answer = await self.reloader.reload("mesh reload")
         return JSONResponse(answer, status_code=422 if answer["status"] == "invalid" else 200)
 
@@ -141,7 +151,9 @@ class Gateway(FrontEnd):
             body = op(**fields).dump()
         except ValidationError as exc:
             error = exc.errors()[0]
-            raise HttpError(400, f"invalid {'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+            raise HttpError(
+                400, f"invalid {'.'.join(map(str, error['loc']))}: {error['msg']}"
+            ) from None
         try:
             return await self.client.request(APPROVAL, body, timeout=10.0)
         except BusError as exc:
@@ -155,8 +167,11 @@ class Gateway(FrontEnd):
         a page elsewhere must not approve through an operator's browser (the console, /ui)."""
         origin = request.headers.get("origin")
         if origin is not None and origin not in self.origins:
-            raise HttpError(403, f"Origin {origin!r} is not allowed to change anything here "
-                                 "(add it to allowed_origins)")
+            raise HttpError(
+                403,
+                f"Origin {origin!r} is not allowed to change anything here "
+                "(add it to allowed_origins)",
+            )
         token = self.loaded.config.auth.operator_token
         if token is None:
             try:  # None: no identity claimed, a human at the mesh CLI, a script (Go's behaviour)
@@ -165,15 +180,25 @@ class Gateway(FrontEnd):
                 raise HttpError(401, str(exc)) from None
         given = request.headers.get("x-operator-token")
         if not given:
-            raise HttpError(403, "operator token required: send X-Operator-Token (this mesh has "
-                                 "auth.operator_token; the mesh CLI sends $MESH_OPERATOR_TOKEN)")
+            raise HttpError(
+                403,
+                "operator token required: send X-Operator-Token (this mesh has "
+                "auth.operator_token; the mesh CLI sends $MESH_OPERATOR_TOKEN)",
+            )
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HttpError(403, "wrong operator token: X-Operator-Token does not match auth.operator_token")
+            raise HttpError(
+                403, "wrong operator token: X-Operator-Token does not match auth.operator_token"
+            )
         return None
 
     async def approvals(self, request: Request, query: ApprovalsQuery) -> Response:
-        reply = await self._approval(ApprovalList, status=query.status or None, tool=query.tool or None,
-                                     agent=query.agent or None, limit=query.limit_or(500))
+        reply = await self._approval(
+            ApprovalList,
+            status=query.status or None,
+            tool=query.tool or None,
+            agent=query.agent or None,
+            limit=query.limit_or(500),
+        )
         now = time.time()
         return JSONResponse([approval_view(a, now) for a in reply["approvals"]])
 
@@ -181,12 +206,19 @@ class Gateway(FrontEnd):
         reply = await self._approval(ApprovalGet, id=request.path_params["id"])
         approval = reply["approval"]
         try:
-            recent = (await self._trace_store(TraceQuery(agent=approval["agent_id"], limit=10).dump()))["traces"]
+            recent = (
+                await self._trace_store(TraceQuery(agent=approval["agent_id"], limit=10).dump())
+            )["traces"]
         except HttpError:
             recent = []
         now = time.time()
-        return JSONResponse({**approval_view(approval, now), "recent_traces": recent,
-                             "active_grants": [grant_view(g, now) for g in reply["active_grants"]]})
+        return JSONResponse(
+            {
+                **approval_view(approval, now),
+                "recent_traces": recent,
+                "active_grants": [grant_view(g, now) for g in reply["active_grants"]],
+            }
+        )
 
     async def resolve(self, request: Request, body: ResolveBody) -> Response:
         """`resolved_by` defaults to the caller's address, as in Go."""
@@ -195,13 +227,22 @@ class Gateway(FrontEnd):
         if decision not in ("approve", "deny"):
             return error(404, f"no route {request.url.path} (approve or deny)")
         reply = await self._approval(
-            ApprovalResolve, id=request.path_params["id"], decision=decision,
-            resolved_by=body.resolved_by or _caller(request), reasoning=body.reasoning,
-            confidence=body.confidence, agent=agent,
+            ApprovalResolve,
+            id=request.path_params["id"],
+            decision=decision,
+            resolved_by=body.resolved_by or _caller(request),
+            reasoning=body.reasoning,
+            confidence=body.confidence,
+            agent=agent,
         )
         # Go: {"status", "id"}; the whole approval beside them.
-        return JSONResponse({"status": reply["status"], "id": reply["id"],
-                             "approval": approval_view(reply, time.time())})
+        return JSONResponse(
+            {
+                "status": reply["status"],
+                "id": reply["id"],
+                "approval": approval_view(reply, time.time()),
+            }
+        )
 
     async def grants(self, request: Request, query: GrantsQuery) -> Response:
         reply = await self._approval(GrantList, agent=query.agent or None)
@@ -212,20 +253,33 @@ class Gateway(FrontEnd):
         """`tools`: a glob, globs joined by ",", or a list; `duration` a Go duration (30m, 2h)."""
         agent = self._operator(request)
         if agent is not None and glob_matches(body.agent, agent):
-            return error(403, f"agent {agent} cannot grant itself tools (grant for {body.agent!r}); "
-                              "an operator creates grants without the agent's bearer")
+            return error(
+                403,
+                f"agent {agent} cannot grant itself tools (grant for {body.agent!r}); "
+                "an operator creates grants without the agent's bearer",
+            )
         globs = grant_globs(body.tools)
         if globs is None:
-            return error(400, "invalid body.tools: a tool glob (\"filesystem.*\"), globs joined by \",\", "
-                              "or a list of globs")
-        grant = await self._approval(GrantCreate, agent=body.agent, tools=globs, duration=body.duration,
-                                     created_by=body.created_by or _caller(request))
+            return error(
+                400,
+                'invalid body.tools: a tool glob ("filesystem.*"), globs joined by ",", '
+                "or a list of globs",
+            )
+        grant = await self._approval(
+            GrantCreate,
+            agent=body.agent,
+            tools=globs,
+            duration=body.duration,
+            created_by=body.created_by or _caller(request),
+        )
         return JSONResponse(grant_view(grant, time.time()), status_code=201)
 
     async def revoke_grant(self, request: Request) -> Response:
         self._operator(request)
         grant = await self._approval(GrantRevoke, id=request.path_params["id"])
-        return JSONResponse({"status": "revoked", "id": grant["id"], "grant": grant_view(grant, time.time())})
+        return JSONResponse(
+            {"status": "revoked", "id": grant["id"], "grant": grant_view(grant, time.time())}
+        )
 
     async def tools(self, request: Request) -> Response:
         return JSONResponse([tool_view(t) for t in self.catalog.tools()])
@@ -234,30 +288,47 @@ class Gateway(FrontEnd):
         servers = []
         for spec in self.loaded.config.sources():  # transport: stdio, sse, ..., cli or openapi
             view = self.catalog.servers[spec.name]
-            servers.append(server_view(spec.name, spec.transport, [view.canonical(t) for t in view.tools], view.up, {
-                "workers": [
-                    {k: w.get(k) for k in ("slot", "inflight", "served")} | {"pid": (w.get("meta") or {}).get("pid")}
-                    for w in view.workers
-                ],
-                "configured_workers": spec.workers,
-                "queued": view.queued,
-                **({"error": view.reason} if view.reason else {}),
-            }))
+            servers.append(
+                server_view(
+                    spec.name,
+                    spec.transport,
+                    [view.canonical(t) for t in view.tools],
+                    view.up,
+                    {
+                        "workers": [
+                            {k: w.get(k) for k in ("slot", "inflight", "served")}
+                            | {"pid": (w.get("meta") or {}).get("pid")}
+                            for w in view.workers
+                        ],
+                        "configured_workers": spec.workers,
+                        "queued": view.queued,
+                        **({"error": view.reason} if view.reason else {}),
+                    },
+                )
+            )
         return JSONResponse(servers)
 
     async def traces(self, request: Request, query: TracesQuery) -> Response:
-        store = TraceQuery(agent=query.agent or None, tool=query.tool or None, session_id=query.session or None,
-                           limit=query.limit_or(100))
+        store = TraceQuery(
+            agent=query.agent or None,
+            tool=query.tool or None,
+            session_id=query.session or None,
+            limit=query.limit_or(100),
+        )
         return JSONResponse((await self._trace_store(store.dump()))["traces"])
 
     async def otel_traces(self, request: Request, query: OtelTracesQuery) -> Response:
         """Go's `/otel-traces`: the recent calls (`agent`, `tool`, `limit`, default 200) as one
         OTLP/JSON export, with a child span per step of each call (observe/otlp_json.py)."""
-        store = TraceQuery(agent=query.agent or None, tool=query.tool or None, limit=query.limit_or(200))
+        store = TraceQuery(
+            agent=query.agent or None, tool=query.tool or None, limit=query.limit_or(200)
+        )
         return JSONResponse(otlp_traces((await self._trace_store(store.dump()))["traces"]))
 
     async def sessions(self, request: Request, query: Limited) -> Response:
-        return JSONResponse((await self._trace_store({"op": "sessions", "limit": query.limit_or(50)}))["sessions"])
+        return JSONResponse(
+            (await self._trace_store({"op": "sessions", "limit": query.limit_or(50)}))["sessions"]
+        )
 
     async def session(self, request: Request, query: Limited) -> Response:
         """The calls of one session, newest first (Go: an unknown session is an empty list)."""
@@ -267,11 +338,17 @@ class Gateway(FrontEnd):
     async def _status(self) -> tuple[bool, dict[str, Any]]:
         """Whether every role and upstream is up, and the detail of each."""
         await self.catalog.refresh()
-        upstreams = {name: ("up" if view.up else "down") for name, view in self.catalog.servers.items()}
+        upstreams = {
+            name: ("up" if view.up else "down") for name, view in self.catalog.servers.items()
+        }
         # Why each down upstream is down, as its workers said (workers/upstream_down.py).
         errors = {name: view.reason for name, view in self.catalog.servers.items() if view.reason}
         services = {name: self.catalog.service_summary(name) for name in (POLICY, TRACES, APPROVAL)}
-        ok = self.catalog.bus_ok and all(s["workers"] for s in services.values()) and all(v == "up" for v in upstreams.values())
+        ok = (
+            self.catalog.bus_ok
+            and all(s["workers"] for s in services.values())
+            and all(v == "up" for v in upstreams.values())
+        )
         return ok, {
             "bus": "up" if self.catalog.bus_ok else "down",
             "services": services,
@@ -289,18 +366,34 @@ class Gateway(FrontEnd):
             stats = await self.client.request(TRACES, {"op": "stats"}, timeout=2.0)
         except BusError:
             stats, ok = {}, False
-        return JSONResponse({"status": "ok" if ok else "degraded", "tools": len(self.catalog.tools()),
-                             "traces": stats, "version": agent_mesh.__version__, **detail,
-                             "policy_set": self.reloader.view()})
+        return JSONResponse(
+            {
+                "status": "ok" if ok else "degraded",
+                "tools": len(self.catalog.tools()),
+                "traces": stats,
+                "version": VERSION,
+                **detail,
+                "policy_set": self.reloader.view(),
+            }
+        )
 
     async def ready(self, request: Request) -> Response:
         """Readiness for probes and waiters: 200 when every role and upstream is up, else 503."""
         ok, detail = await self._status()
-        return JSONResponse({"status": "ok" if ok else "degraded", **detail}, status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "degraded", **detail}, status_code=200 if ok else 503
+        )
 
     async def version(self, request: Request) -> Response:
-        return JSONResponse({"version": agent_mesh.__version__, "commit": "none", "date": "unknown",
-                             "name": "agent-mesh", "implementation": "python"})
+        return JSONResponse(
+            {
+                "version": VERSION,
+                "commit": "none",
+                "date": "unknown",
+                "name": "agent-mesh",
+                "implementation": "python",
+            }
+        )
 
 
 async def _refused(request: Request, exc: Exception) -> Response:
@@ -310,9 +403,15 @@ async def _refused(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    message = {404: f"no route {request.url.path}", 405: f"method {request.method} not allowed on {request.url.path}"}
-    return JSONResponse({"error": message.get(exc.status_code, str(exc.detail))}, status_code=exc.status_code,
-                        headers=exc.headers)  # 405: Allow, the methods the route takes (RFC 9110)
+    message = {
+        404: f"no route {request.url.path}",
+        405: f"method {request.method} not allowed on {request.url.path}",
+    }
+    return JSONResponse(
+        {"error": message.get(exc.status_code, str(exc.detail))},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )  # 405: Allow, the methods the route takes (RFC 9110)
 
 
 async def _tool_is_served_by_the_fast_path(request: Request, body: object) -> Response:
@@ -320,8 +419,12 @@ async def _tool_is_served_by_the_fast_path(request: Request, body: object) -> Re
     raise AssertionError("POST /tool/... is answered by gateway.rest_tool.ToolRoute")
 
 
-def create_app(loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | None = None,
-               events_in: str | None = None) -> ASGIApp:
+def create_app(
+    loaded: LoadedConfig,
+    bus_endpoint: str,
+    events_endpoint: str | None = None,
+    events_in: str | None = None,
+) -> ASGIApp:
     gw = Gateway(loaded, bus_endpoint, events_endpoint, events_in)
     console = Console(gw)
     table = api.routes(gw, MetricsRoute(gw), console, _tool_is_served_by_the_fast_path)
@@ -329,11 +432,17 @@ def create_app(loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | N
     routes = starlette_routes(table)
     # The console's redirect (/ui/) and static files are not the API: served, not described.
     routes += [r for r in console.routes() if getattr(r, "path", None) not in described]
-    routes.append(Route("/mcp", gw.mcp_http))  # ASGI endpoint: POST, GET and DELETE per the MCP transport
+    routes.append(
+        Route("/mcp", gw.mcp_http)
+    )  # ASGI endpoint: POST, GET and DELETE per the MCP transport
     app = Starlette(
         routes=routes,
         lifespan=gw.lifespan,
-        exception_handlers={HTTPException: _http_error, HttpError: _refused, Exception: last_resort.handler},
+        exception_handlers={
+            HTTPException: _http_error,
+            HttpError: _refused,
+            Exception: last_resort.handler,
+        },
     )
     app.state.gateway = gw
     return ToolRoute(LastResort(app), gw.pipeline)

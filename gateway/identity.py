@@ -7,8 +7,10 @@ import re
 ANONYMOUS = "anonymous"
 # The header, blank or a bearer, as one regex that both Python and JSON Schema read alike
 # (GET /openapi.json describes the header with it).
-AUTHORIZATION_PATTERN = (r"^[ \t]*(?:[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+[Aa][Gg][Ee][Nn][Tt]:"
-                         r"([A-Za-z0-9._:@/+-]{1,128}))?[ \t]*$")
+AUTHORIZATION_PATTERN = (
+    r"^[ \t]*(?:[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+[Aa][Gg][Ee][Nn][Tt]:"
+    r"([A-Za-z0-9._:@/+-]{1,128}))?[ \t]*$"
+)
 _AUTHORIZATION = re.compile(AUTHORIZATION_PATTERN)
 
 

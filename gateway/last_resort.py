@@ -75,4 +75,5 @@ class LastResort:
             record(exc, trace, scope["method"], scope["path"])
             with suppress(Exception):  # fails if the response had started: nothing more to say
                 await JSONResponse(body(trace), status_code=500, headers={"x-trace-id": trace})(
-                    scope, receive, send)
+                    scope, receive, send
+                )

@@ -60,8 +60,14 @@ class DeferredMcpHttp:
             except TimeoutError:
                 self.problem = self.problem or f"not ready after {READY_WAIT:g}s"
         if self.app is None:
-            body = {"jsonrpc": "2.0", "id": None,
-                    "error": {"code": -32603, "message": f"the MCP endpoint is unavailable: {self.problem}"}}
+            body = {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {
+                    "code": -32603,
+                    "message": f"the MCP endpoint is unavailable: {self.problem}",
+                },
+            }
             await JSONResponse(body, status_code=503)(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -26,8 +26,9 @@ def _min_log_level(ctx: ServerRequestContext[Any, Any]) -> int:
 
 
 @contextlib.asynccontextmanager
-async def forwarding(ctx: ServerRequestContext[Any, Any],
-                      answer: Callable[[int, Any], None] | None = None) -> AsyncIterator[_Forwarder]:
+async def forwarding(
+    ctx: ServerRequestContext[Any, Any], answer: Callable[[int, Any], None] | None = None
+) -> AsyncIterator[_Forwarder]:
     """A `_Forwarder` for the request of `ctx`: when the block ends every notification it took
     has gone out (before the result); if the client cancelled, nothing more goes out."""
     forward = _Forwarder(ctx, answer)
@@ -49,9 +50,13 @@ class _Forwarder:
     caller's request: `notifications/progress` with the caller's own token (only if it gave one)
     and the upstream's `notifications/message` at or above the session's `logging/setLevel`."""
 
-    def __init__(self, ctx: ServerRequestContext[Any, Any], answer: Callable[[int, Any], None] | None = None) -> None:
+    def __init__(
+        self, ctx: ServerRequestContext[Any, Any], answer: Callable[[int, Any], None] | None = None
+    ) -> None:
         self.ctx = ctx
-        self.answer = answer  # BusClient.answer: questions the upstream asks (sampling, elicitation)
+        self.answer = (
+            answer  # BusClient.answer: questions the upstream asks (sampling, elicitation)
+        )
         self.token: str | int | None = ((ctx.params or {}).get("_meta") or {}).get("progressToken")
         self.min_level = _min_log_level(ctx)
         self.queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
@@ -87,12 +92,18 @@ class _Forwarder:
                 elif kind == "progress":
                     assert self.token is not None
                     await session.send_progress_notification(
-                        self.token, params.get("progress", 0), params.get("total"), params.get("message"),
+                        self.token,
+                        params.get("progress", 0),
+                        params.get("total"),
+                        params.get("message"),
                         related_request_id=request_id,  # type: ignore[arg-type]  # an int id works too
                     )
                 else:
                     notification = types.LoggingMessageNotification(
-                        params=types.LoggingMessageNotificationParams.model_validate(params, by_name=False))
+                        params=types.LoggingMessageNotificationParams.model_validate(
+                            params, by_name=False
+                        )
+                    )
                     await session.send_notification(notification, related_request_id=request_id)
 
     async def _ask(self, ask: dict[str, Any]) -> None:
@@ -106,14 +117,20 @@ class _Forwarder:
                 raise MCPError(types.METHOD_NOT_FOUND, f"{method} cannot be forwarded to the agent")
             request_type, params_type, result_type = _ASKABLE[method]
             result = await self.ctx.session.send_request(
-                request_type(params=params_type.validate_python(params, by_alias=True, by_name=False)), result_type,
+                request_type(
+                    params=params_type.validate_python(params, by_alias=True, by_name=False)
+                ),
+                result_type,
                 metadata=ServerMessageMetadata(related_request_id=self.ctx.request_id),
             )
             reply["result"] = result.model_dump(by_alias=True, exclude_none=True, mode="json")
         except MCPError as exc:
             reply["error"] = {"code": exc.error.code, "message": exc.error.message}
         except Exception as exc:  # noqa: BLE001 — whatever went wrong, the upstream gets an error, never a hang
-            reply["error"] = {"code": -32603, "message": f"{method}: the agent could not answer: {exc}"}
+            reply["error"] = {
+                "code": -32603,
+                "message": f"{method}: the agent could not answer: {exc}",
+            }
         self.answer(int(ask["bus_id"]), reply)
 
     async def close(self) -> None:
@@ -128,7 +145,14 @@ class _Forwarder:
 
 # Server-to-client requests an upstream may make during a call, forwarded to the calling agent.
 _ASKABLE: dict[str, tuple[Any, Any, Any]] = {
-    "sampling/createMessage": (types.CreateMessageRequest, TypeAdapter(types.CreateMessageRequestParams),
-                               types.CreateMessageResult),
-    "elicitation/create": (types.ElicitRequest, TypeAdapter(types.ElicitRequestParams), types.ElicitResult),
+    "sampling/createMessage": (
+        types.CreateMessageRequest,
+        TypeAdapter(types.CreateMessageRequestParams),
+        types.CreateMessageResult,
+    ),
+    "elicitation/create": (
+        types.ElicitRequest,
+        TypeAdapter(types.ElicitRequestParams),
+        types.ElicitResult,
+    ),
 }

@@ -26,16 +26,21 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
 def rpc_error(status: int, code: int, message: str) -> JSONResponse:
-    return JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}},
-                        status_code=status)
+    return JSONResponse(
+        {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}},
+        status_code=status,
+    )
 
 
 class McpHttp:
     def __init__(self, frontend: FrontEnd) -> None:
         config = frontend.loaded.config
-        self.allowed_origins = {f"http://{h}:{config.port}" for h in LOOPBACK} | set(config.allowed_origins)
+        self.allowed_origins = {f"http://{h}:{config.port}" for h in LOOPBACK} | set(
+            config.allowed_origins
+        )
         self.allowed_hosts = {f"{h}:{config.port}" for h in (*LOOPBACK, config.host)} | {
-            urlsplit(origin).netloc for origin in config.allowed_origins}
+            urlsplit(origin).netloc for origin in config.allowed_origins
+        }
         self.server = MeshMcp(frontend, identify=self._identify).build()
         self.manager = StreamableHTTPSessionManager(
             app=self.server,
@@ -58,8 +63,12 @@ class McpHttp:
     def _identify(self, ctx: ServerRequestContext[Any, Any]) -> tuple[str, str]:
         request = ctx.request
         assert request is not None
-        agent = agent_from_authorization(request.headers.get("authorization"))  # checked in __call__
-        return agent, request.headers.get("mcp-session-id") or ctx.session._connection.session_id or ""
+        agent = agent_from_authorization(
+            request.headers.get("authorization")
+        )  # checked in __call__
+        return agent, request.headers.get(
+            "mcp-session-id"
+        ) or ctx.session._connection.session_id or ""
 
     def _bind(self, session: str, agent: str) -> None:
         if len(self._session_agents) >= 100_000:  # bounded: forget the oldest binding
@@ -90,7 +99,9 @@ class McpHttp:
     def _check(self, headers: Headers) -> JSONResponse | None:
         origin = headers.get("origin")
         if origin is not None and origin not in self.allowed_origins:
-            return rpc_error(403, -32600, f"Origin {origin!r} is not allowed (add it to allowed_origins)")
+            return rpc_error(
+                403, -32600, f"Origin {origin!r} is not allowed (add it to allowed_origins)"
+            )
         host = headers.get("host")
         if host is not None and host not in self.allowed_hosts:
             return rpc_error(421, -32600, f"Host {host!r} is not allowed")

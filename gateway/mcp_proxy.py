@@ -23,8 +23,8 @@ Naming — what agents see, and the name policies and traces match against:
 resource, while `<server>.*` covers the server's tools, prompts and resources alike; e.g.
 `everything.resource:demo://resource/static/*` for static documents only. A refusal is a
 JSON-RPC error with code `RPC_POLICY_REFUSED` (bus/errors.py) naming the policy rule (`data`:
-policy, rule, trace_id); an upstream's own JSON-RPC error (unknown prompt, unknown resource) is passed through
-with its code, message and data.
+policy, rule, trace_id); an upstream's own JSON-RPC error (unknown prompt, unknown resource) is
+passed through with its code, message and data.
 """
 
 from __future__ import annotations
@@ -89,7 +89,9 @@ class McpProxy:
                 try:
                     parsed.append(UriTemplate.parse(str(template.get("uriTemplate"))))
                 except (InvalidUriTemplate, ValueError):
-                    log.debug("%s: unusable resource template %r", server, template.get("uriTemplate"))
+                    log.debug(
+                        "%s: unusable resource template %r", server, template.get("uriTemplate")
+                    )
             self._templates[server] = parsed
             templates.extend(listed)
         return {"resourceTemplates": templates}
@@ -99,7 +101,9 @@ class McpProxy:
         for server, result in await self._fan_out("prompts", "prompts/list"):
             for prompt in result.get("prompts") or []:
                 if isinstance(prompt, dict) and isinstance(prompt.get("name"), str):
-                    prompts.append({**prompt, "name": self.catalog.prefixes[server] + prompt["name"]})
+                    prompts.append(
+                        {**prompt, "name": self.catalog.prefixes[server] + prompt["name"]}
+                    )
         return {"prompts": prompts}
 
     async def _fan_out(self, capability: str, method: str) -> list[tuple[str, dict[str, Any]]]:
@@ -139,45 +143,78 @@ class McpProxy:
     # -- governed ----------------------------------------------------------------------------
 
     async def read_resource(
-        self, agent: str, session_id: str, uri: str, *, on_partial: PartialHandler | None = None,
+        self,
+        agent: str,
+        session_id: str,
+        uri: str,
+        *,
+        on_partial: PartialHandler | None = None,
         progress: bool = False,
     ) -> dict[str, Any]:
         server = await self.resource_owner(uri)
         if server is None:
-            message = f"Resource not found: {uri} (no upstream lists it or has a matching resource template)"
+            message = (
+                f"Resource not found: {uri} "
+                "(no upstream lists it or has a matching resource template)"
+            )
             self.pipeline.refused(agent, session_id, f"resource:{uri}", {"uri": uri}, 404, message)
             raise MCPError(RPC_RESOURCE_NOT_FOUND, message, data={"uri": uri})
         request = UpstreamRequest(method="resources/read", params={"uri": uri}, progress=progress)
-        return await self._governed(agent, session_id, server, resource_policy_name(server, uri), {"uri": uri},
-                                    request, on_partial)
+        return await self._governed(
+            agent,
+            session_id,
+            server,
+            resource_policy_name(server, uri),
+            {"uri": uri},
+            request,
+            on_partial,
+        )
 
     def _prompt_owner(self, name: str) -> tuple[str, str]:
         """Exposed prompt name → (server, upstream prompt name): the longest matching prefix wins,
         so `fs.x` goes to server `fs` even when another server has the empty prefix."""
         for server, prefix in sorted(self.catalog.prefixes.items(), key=lambda item: -len(item[1])):
             if name.startswith(prefix) and len(name) > len(prefix):
-                return server, name[len(prefix):]
+                return server, name[len(prefix) :]
         return name.partition(".")[0], ""
 
     async def get_prompt(
-        self, agent: str, session_id: str, name: str, arguments: dict[str, Any], *,
-        on_partial: PartialHandler | None = None, progress: bool = False,
+        self,
+        agent: str,
+        session_id: str,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        on_partial: PartialHandler | None = None,
+        progress: bool = False,
     ) -> dict[str, Any]:
         server_name, prompt = self._prompt_owner(name)
         view = self.catalog.servers.get(server_name)
         if not prompt or view is None:
-            raise MCPError(types.INVALID_PARAMS,
-                           f"unknown prompt {name}: no upstream server named {server_name!r} "
-                           "(prompts are named <server>.<prompt>)")
+            raise MCPError(
+                types.INVALID_PARAMS,
+                f"unknown prompt {name}: no upstream server named {server_name!r} "
+                "(prompts are named <server>.<prompt>)",
+            )
         if not view.has("prompts"):
-            raise MCPError(types.INVALID_PARAMS, f"unknown prompt {name}: {server_name} has no prompts"
-                                                 + ("" if view.up else " (upstream unavailable)"))
+            raise MCPError(
+                types.INVALID_PARAMS,
+                f"unknown prompt {name}: {server_name} has no prompts"
+                + ("" if view.up else " (upstream unavailable)"),
+            )
         params: dict[str, Any] = {"name": prompt}
         if arguments:
             params["arguments"] = arguments
         request = UpstreamRequest(method="prompts/get", params=params, progress=progress)
-        return await self._governed(agent, session_id, server_name, prompt_policy_name(server_name, prompt),
-                                    arguments, request, on_partial)
+        return await self._governed(
+            agent,
+            session_id,
+            server_name,
+            prompt_policy_name(server_name, prompt),
+            arguments,
+            request,
+            on_partial,
+        )
 
     async def complete(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """`completion/complete` for a prompt's or a resource template's argument, asked of the
@@ -185,7 +222,10 @@ class McpProxy:
         values, it does not act."""
         ref = params.get("ref")
         if not isinstance(ref, dict) or ref.get("type") not in ("ref/prompt", "ref/resource"):
-            raise MCPError(types.INVALID_PARAMS, "completion/complete needs a ref of type ref/prompt or ref/resource")
+            raise MCPError(
+                types.INVALID_PARAMS,
+                "completion/complete needs a ref of type ref/prompt or ref/resource",
+            )
         if ref["type"] == "ref/prompt":
             server, prompt = self._prompt_owner(str(ref.get("name", "")))
             if not prompt or server not in self.catalog.servers:
@@ -194,12 +234,17 @@ class McpProxy:
         else:
             owner = await self.resource_owner(str(ref.get("uri", "")))
             if owner is None:
-                raise MCPError(RPC_RESOURCE_NOT_FOUND, f"no upstream has resources matching {ref.get('uri')}")
+                raise MCPError(
+                    RPC_RESOURCE_NOT_FOUND, f"no upstream has resources matching {ref.get('uri')}"
+                )
             server = owner
-        return await self._upstream(server, UpstreamRequest(method="completion/complete", params=dict(params)))
+        return await self._upstream(
+            server, UpstreamRequest(method="completion/complete", params=dict(params))
+        )
 
     async def forward_to_owner(self, uri: str, method: str) -> str:
-        """resources/subscribe | unsubscribe, to the upstream that owns `uri`; returns that server."""
+        """resources/subscribe | unsubscribe, to the upstream that owns `uri`; returns that
+        server."""
         owner = await self.resource_owner(uri)
         if owner is None:
             raise MCPError(RPC_RESOURCE_NOT_FOUND, f"Resource not found: {uri}", data={"uri": uri})
@@ -210,7 +255,9 @@ class McpProxy:
         """The server a resource URI is routed to (see the module docstring), None if none."""
         owner = self._lookup(uri)
         if owner is None:  # listed since we last looked? ask again once
-            await asyncio.gather(self.list_resources(), self.list_resource_templates(), return_exceptions=True)
+            await asyncio.gather(
+                self.list_resources(), self.list_resource_templates(), return_exceptions=True
+            )
             owner = self._lookup(uri)
         if owner is None:
             live = self.servers_with("resources")
@@ -229,14 +276,27 @@ class McpProxy:
         return None
 
     async def _governed(
-        self, agent: str, session_id: str, server: str, policy_name: str, policy_params: dict[str, Any],
-        request: UpstreamRequest, on_partial: PartialHandler | None,
+        self,
+        agent: str,
+        session_id: str,
+        server: str,
+        policy_name: str,
+        policy_params: dict[str, Any],
+        request: UpstreamRequest,
+        on_partial: PartialHandler | None,
     ) -> dict[str, Any]:
         upstream = self.pipeline.upstream_call(server, request)
         if upstream is None:
             raise MCPError(types.INVALID_PARAMS, f"no upstream server named {server!r}")
-        outcome = await self.pipeline.governed(agent, policy_name, policy_params, upstream, session_id=session_id,
-                                               on_progress=on_partial, params_name="arguments")
+        outcome = await self.pipeline.governed(
+            agent,
+            policy_name,
+            policy_params,
+            upstream,
+            session_id=session_id,
+            on_progress=on_partial,
+            params_name="arguments",
+        )
         result: dict[str, Any] = answer(outcome)
         return result
 
@@ -248,8 +308,11 @@ def answer(outcome: Outcome) -> Any:
     if outcome.status == 200:
         return outcome.result
     if outcome.refused_by_policy:
-        raise MCPError(RPC_POLICY_REFUSED, outcome.error,
-                       data={"policy": outcome.policy, "rule": outcome.rule, "trace_id": outcome.trace_id})
+        raise MCPError(
+            RPC_POLICY_REFUSED,
+            outcome.error,
+            data={"policy": outcome.policy, "rule": outcome.rule, "trace_id": outcome.trace_id},
+        )
     if outcome.rpc_code is not None:
         raise MCPError(outcome.rpc_code, outcome.error, outcome.rpc_data)
     raise MCPError(rpc_code(outcome.status), outcome.error)

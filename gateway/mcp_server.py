@@ -9,8 +9,8 @@ The same middleware answers resources and prompts (gateway/mcp_proxy.py: naming 
 What else passes through (compat.md §4):
 
 - progress and upstream log messages (`notifications/message`) of a call reach its caller while
-  the call runs, in order, related to the caller's request (gateway/mcp_forward.py); log messages are
-  filtered by the level the session asked for with `logging/setLevel`, which the mesh accepts
+  the call runs, in order, related to the caller's request (gateway/mcp_forward.py); log messages
+  are filtered by the level the session asked for with `logging/setLevel`, which the mesh accepts
   and records per session and does NOT forward (upstreams are shared by every agent);
 - cancellation: the SDK cancels the handler on `notifications/cancelled`, the bus client sends
   CANCEL, the upstream worker cancels its call and sends `notifications/cancelled` upstream;
@@ -28,6 +28,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from importlib.metadata import version
 from typing import Any
 
 import mcp_types as types
@@ -35,7 +36,6 @@ from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
 
-from agent_mesh import __version__
 from bus.errors import rpc_code
 from bus.events import Subscriber
 from bus.json_values import refusal
@@ -45,6 +45,8 @@ from gateway.mcp_proxy import McpProxy
 from gateway.mcp_virtual import VirtualTools, text_result
 from gateway.stdio_lines import REFUSED
 from observe import traceparent
+
+VERSION = version("agent-mesh")  # as installed, from pyproject.toml
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ class MeshMcp:
 
     def build(self) -> Server[Any]:
         server = _MeshServer(
-            "agent-mesh", version=__version__, on_list_tools=self._unused, on_call_tool=self._unused
+            "agent-mesh", version=VERSION, on_list_tools=self._unused, on_call_tool=self._unused
         )
         server.upstream_has = self.frontend.catalog.has
         server.upstream_subscribe = self.frontend.catalog.can_subscribe
@@ -98,24 +100,35 @@ class MeshMcp:
         # switch SDK clients to a protocol revision whose result shapes we would have to rewrite.
         server.add_request_handler("server/discover", types.RequestParams, _no_discover)
         server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self._set_level)
-        server.add_notification_handler("notifications/initialized", types.NotificationParams, self._initialized)
+        server.add_notification_handler(
+            "notifications/initialized", types.NotificationParams, self._initialized
+        )
         return server
 
     async def _unused(self, ctx: ServerRequestContext[Any, Any], params: Any) -> Any:
-        raise AssertionError("answered by the passthrough middleware")  # registered for capabilities
+        raise AssertionError(
+            "answered by the passthrough middleware"
+        )  # registered for capabilities
 
     async def _passthrough(
-        self, ctx: ServerRequestContext[Any, Any], call_next: Callable[[ServerRequestContext[Any, Any]], Awaitable[Any]]
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        call_next: Callable[[ServerRequestContext[Any, Any]], Awaitable[Any]],
     ) -> Any:
         if ctx.method == REFUSED:  # a line the SDK could not take (gateway/stdio_lines.py)
-            raise MCPError(types.INVALID_PARAMS, str((ctx.params or {}).get("message", "invalid request")))
+            raise MCPError(
+                types.INVALID_PARAMS, str((ctx.params or {}).get("message", "invalid request"))
+            )
         if ctx.method == "tools/list":
             return {"tools": self.tools()}
         if ctx.method == "tools/call":
             params = ctx.params or {}
             name, arguments = params.get("name"), params.get("arguments") or {}
             if not isinstance(name, str) or not isinstance(arguments, dict):
-                raise MCPError(types.INVALID_PARAMS, "tools/call needs a string 'name' and an object 'arguments'")
+                raise MCPError(
+                    types.INVALID_PARAMS,
+                    "tools/call needs a string 'name' and an object 'arguments'",
+                )
             return await self.call_tool(ctx, name, arguments)
         if ctx.method in PROXIED:
             if not self.frontend.catalog.has(PROXIED[ctx.method]):
@@ -130,7 +143,9 @@ class MeshMcp:
 
     # -- tools/call --------------------------------------------------------------------------
 
-    async def call_tool(self, ctx: ServerRequestContext[Any, Any], name: str, arguments: dict[str, Any]) -> Any:
+    async def call_tool(
+        self, ctx: ServerRequestContext[Any, Any], name: str, arguments: dict[str, Any]
+    ) -> Any:
         agent, session_id = self.identify(ctx)
         async with forwarding(ctx, self.frontend.client.answer) as forward:
             if name in self.virtual:
@@ -138,8 +153,14 @@ class MeshMcp:
                     raise MCPError(types.INVALID_PARAMS, f"invalid {bad}")
                 return await self.virtual.call(agent, name, arguments, forward.push)
             outcome = await self.frontend.pipeline.call_tool(
-                agent, name, arguments, session_id=session_id, on_progress=forward.push,
-                wait_for_approval=self.blocking, parent=_trace_parent(ctx), params_name="arguments",
+                agent,
+                name,
+                arguments,
+                session_id=session_id,
+                on_progress=forward.push,
+                wait_for_approval=self.blocking,
+                parent=_trace_parent(ctx),
+                params_name="arguments",
             )
         if outcome.status == 200:
             return outcome.result
@@ -149,15 +170,22 @@ class MeshMcp:
         if outcome.status == 404 or outcome.status == 400 and not outcome.forwarded:
             raise MCPError(rpc_code(outcome.status), outcome.error)
         if outcome.status == 202:  # non-blocking approval: tell the agent how it gets resolved
-            return text_result(f"{outcome.error}. Nothing has run yet: ask a human to run `mesh approve "
-                               f"{outcome.approval_id[:8]}`, then call approval.resolve with id "
-                               f"{outcome.approval_id[:8]} and decision approve to run it.", error=True,
-                               structured={"approval_id": outcome.approval_id, "status": "pending"})
-        return text_result(f"{outcome.error} (policy: {outcome.policy}, trace {outcome.trace_id})", error=True)
+            return text_result(
+                f"{outcome.error}. Nothing has run yet: ask a human to run `mesh approve "
+                f"{outcome.approval_id[:8]}`, then call approval.resolve with id "
+                f"{outcome.approval_id[:8]} and decision approve to run it.",
+                error=True,
+                structured={"approval_id": outcome.approval_id, "status": "pending"},
+            )
+        return text_result(
+            f"{outcome.error} (policy: {outcome.policy}, trace {outcome.trace_id})", error=True
+        )
 
     # -- resources and prompts (gateway/mcp_proxy.py) ----------------------------------------
 
-    async def _proxied(self, ctx: ServerRequestContext[Any, Any], method: str, params: Mapping[str, Any]) -> Any:
+    async def _proxied(
+        self, ctx: ServerRequestContext[Any, Any], method: str, params: Mapping[str, Any]
+    ) -> Any:
         if method == "resources/list":
             return await self.proxy.list_resources()
         if method == "resources/templates/list":
@@ -175,23 +203,31 @@ class MeshMcp:
                 uri = params.get("uri")
                 if not isinstance(uri, str) or not uri:
                     raise MCPError(types.INVALID_PARAMS, "resources/read needs a string 'uri'")
-                result = await self.proxy.read_resource(agent, session_id, uri, on_partial=forward.push,
-                                                        progress=progress)
+                result = await self.proxy.read_resource(
+                    agent, session_id, uri, on_partial=forward.push, progress=progress
+                )
             else:
                 name, arguments = params.get("name"), params.get("arguments") or {}
                 if not isinstance(name, str) or not isinstance(arguments, dict):
-                    raise MCPError(types.INVALID_PARAMS, "prompts/get needs a string 'name' and an object 'arguments'")
+                    raise MCPError(
+                        types.INVALID_PARAMS,
+                        "prompts/get needs a string 'name' and an object 'arguments'",
+                    )
                 if (bad := refusal(arguments, "arguments")) is not None:
                     raise MCPError(types.INVALID_PARAMS, f"invalid {bad}")
-                result = await self.proxy.get_prompt(agent, session_id, name, arguments, on_partial=forward.push,
-                                                     progress=progress)
+                result = await self.proxy.get_prompt(
+                    agent, session_id, name, arguments, on_partial=forward.push, progress=progress
+                )
         return result
 
     # -- resource subscriptions --------------------------------------------------------------
 
-    async def _subscription(self, session: ServerSession, method: str, params: Mapping[str, Any]) -> Any:
+    async def _subscription(
+        self, session: ServerSession, method: str, params: Mapping[str, Any]
+    ) -> Any:
         """Sessions subscribe here; the owning upstream is subscribed once per URI (while anyone
-        is), and its `notifications/resources/updated` come back as bus events to every front-end."""
+        is), and its `notifications/resources/updated` come back as bus events to every
+        front-end."""
         uri = params.get("uri")
         if not isinstance(uri, str) or not uri:
             raise MCPError(types.INVALID_PARAMS, f"{method} needs a string 'uri'")
@@ -202,7 +238,13 @@ class MeshMcp:
             session._connection.exit_stack.callback(self._forget, session)
         else:
             sessions.discard(session)
-        if method == "resources/subscribe" and first or method == "resources/unsubscribe" and was and not sessions:
+        if (
+            method == "resources/subscribe"
+            and first
+            or method == "resources/unsubscribe"
+            and was
+            and not sessions
+        ):
             self.owners[uri] = await self.proxy.forward_to_owner(uri, method)
         if not sessions:
             del self.subscriptions[uri]
@@ -244,7 +286,9 @@ class MeshMcp:
 
     # -- logging/setLevel, sessions, list_changed --------------------------------------------
 
-    async def _set_level(self, ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams) -> Any:
+    async def _set_level(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
+    ) -> Any:
         """Accepted and recorded for this session: upstream log messages below it are not
         forwarded to it. Not sent upstream: an upstream serves every agent of the mesh."""
         ctx.session._connection.state[LOG_LEVEL_KEY] = params.level
@@ -285,13 +329,17 @@ class MeshMcp:
 
 
 class _MeshServer(Server[Any]):
-    upstream_has: Callable[[str], bool] = staticmethod(lambda capability: False)  # set by MeshMcp.build
+    upstream_has: Callable[[str], bool] = staticmethod(
+        lambda capability: False
+    )  # set by MeshMcp.build
     upstream_subscribe: Callable[[], bool] = staticmethod(lambda: False)  # set by MeshMcp.build
     # Transparent mode with one upstream: initialize answers with that upstream's identity.
     upstream_info: Callable[[], dict[str, Any]] | None = None
 
     # The HTTP session manager never passes initialization options: advertise list_changed here.
-    def create_initialization_options(self, notification_options: Any = None, *args: Any, **kw: Any) -> Any:
+    def create_initialization_options(
+        self, notification_options: Any = None, *args: Any, **kw: Any
+    ) -> Any:
         if self.upstream_info is not None:
             info = self.upstream_info()
             server_info = info.get("serverInfo") or {}
@@ -301,21 +349,29 @@ class _MeshServer(Server[Any]):
             self.instructions = info.get("instructions")
         return super().create_initialization_options(
             notification_options
-            or NotificationOptions(tools_changed=True, resources_changed=True, prompts_changed=True),
-            *args, **kw,
+            or NotificationOptions(
+                tools_changed=True, resources_changed=True, prompts_changed=True
+            ),
+            *args,
+            **kw,
         )
 
     def get_capabilities(self, *args: Any, **kw: Any) -> types.ServerCapabilities:
         """Tools always; resources, prompts and logging only when a live upstream has them."""
         caps = super().get_capabilities(*args, **kw)
         has = self.upstream_has
-        return caps.model_copy(update={
-            "resources": types.ResourcesCapability(subscribe=self.upstream_subscribe(), list_changed=True)
-            if has("resources") else None,
-            "prompts": types.PromptsCapability(list_changed=True) if has("prompts") else None,
-            "logging": types.LoggingCapability() if has("logging") else None,
-            "completions": types.CompletionsCapability() if has("completions") else None,
-        })
+        return caps.model_copy(
+            update={
+                "resources": types.ResourcesCapability(
+                    subscribe=self.upstream_subscribe(), list_changed=True
+                )
+                if has("resources")
+                else None,
+                "prompts": types.PromptsCapability(list_changed=True) if has("prompts") else None,
+                "logging": types.LoggingCapability() if has("logging") else None,
+                "completions": types.CompletionsCapability() if has("completions") else None,
+            }
+        )
 
 
 async def _no_discover(ctx: ServerRequestContext[Any, Any], params: Any) -> Any:

@@ -23,7 +23,7 @@ from bus.messages import APPROVAL, TRACES, UPSTREAM_DOWN_PREFIX, UPSTREAM_PREFIX
 from gateway import last_resort
 
 if TYPE_CHECKING:
-    from gateway.http import Gateway
+    from gateway.frontend import FrontEnd
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,12 @@ class UpstreamRestarts:
         for service, entry in services.items():
             if not service.startswith(UPSTREAM_PREFIX):
                 continue
-            server = service[len(UPSTREAM_PREFIX):]
+            server = service[len(UPSTREAM_PREFIX) :]
             for worker in entry.get("workers", []):
-                key, session = (server, str(worker.get("slot"))), str((worker.get("meta") or {}).get("session"))
+                key, session = (
+                    (server, str(worker.get("slot"))),
+                    str((worker.get("meta") or {}).get("session")),
+                )
                 before = self.sessions.get(key)
                 if before is not None and before != session:
                     self.counts[server] = self.counts.get(server, 0) + 1
@@ -59,7 +62,7 @@ class _Families:
 
 
 class MetricsRoute:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: FrontEnd) -> None:
         self.gw = gateway
         self.restarts = UpstreamRestarts()
         self.enabled = gateway.loaded.config.metrics.enabled
@@ -68,37 +71,70 @@ class MetricsRoute:
 
     async def handle(self, request: Request) -> Response:
         if not self.enabled:
-            return JSONResponse({"error": "metrics are off in this mesh's config (metrics: {enabled: false})"},
-                                status_code=404)
+            return JSONResponse(
+                {"error": "metrics are off in this mesh's config (metrics: {enabled: false})"},
+                status_code=404,
+            )
         gw = self.gw
-        await gw.outbox.settled(2.0)  # the calls this gateway answered are counted (read-your-writes)
+        await gw.outbox.settled(
+            2.0
+        )  # the calls this gateway answered are counted (read-your-writes)
         await gw.catalog.refresh()
         self.restarts.seen(gw.catalog.services)
-        families = self._bus(gw.catalog.services, gw.catalog.bus_ok) + self._upstreams(gw.catalog.services)
+        families = self._bus(gw.catalog.services, gw.catalog.bus_ok) + self._upstreams(
+            gw.catalog.services
+        )
         outbox = gw.outbox
-        families.append(_gauge("agent_mesh_trace_outbox_depth", "Trace records this gateway holds until the "
-                               "trace writer acknowledges them", outbox.backlog))
-        families.append(_counter("agent_mesh_trace_outbox_dropped", "Trace records dropped: backlog full",
-                                 outbox.dropped))
-        families.append(_counter("agent_mesh_http_internal_errors", "HTTP requests this gateway answered "
-                                 "with a 500 internal error (gateway/last_resort.py)", last_resort.internal_errors()))
+        families.append(
+            _gauge(
+                "agent_mesh_trace_outbox_depth",
+                "Trace records this gateway holds until the trace writer acknowledges them",
+                outbox.backlog,
+            )
+        )
+        families.append(
+            _counter(
+                "agent_mesh_trace_outbox_dropped",
+                "Trace records dropped: backlog full",
+                outbox.dropped,
+            )
+        )
+        families.append(
+            _counter(
+                "agent_mesh_http_internal_errors",
+                "HTTP requests this gateway answered "
+                "with a 500 internal error (gateway/last_resort.py)",
+                last_resort.internal_errors(),
+            )
+        )
         calls_text, sources = "", {}
         try:
             reply = await gw.client.request(TRACES, {"op": "metrics"}, timeout=2.0)
             calls_text, sources["traces"] = str(reply.get("text", "")), 1
         except BusError as exc:
-            log.warning("/metrics: the trace writer did not answer (%s): call metrics left out", exc.message)
+            log.warning(
+                "/metrics: the trace writer did not answer (%s): call metrics left out", exc.message
+            )
             sources["traces"] = 0
         try:
-            pending = await gw.client.request(APPROVAL, ApprovalList(status="pending", limit=10_000).dump(),
-                                              timeout=2.0)
-            families.append(_gauge("agent_mesh_approvals_pending", "Calls waiting for a human or supervisor",
-                                   len(pending["approvals"])))
+            pending = await gw.client.request(
+                APPROVAL, ApprovalList(status="pending", limit=10_000).dump(), timeout=2.0
+            )
+            families.append(
+                _gauge(
+                    "agent_mesh_approvals_pending",
+                    "Calls waiting for a human or supervisor",
+                    len(pending["approvals"]),
+                )
+            )
             sources["approval"] = 1
         except BusError:
             sources["approval"] = 0
-        up = GaugeMetricFamily("agent_mesh_metrics_source_up", "Whether a process answered this scrape",
-                               labels=["source"])
+        up = GaugeMetricFamily(
+            "agent_mesh_metrics_source_up",
+            "Whether a process answered this scrape",
+            labels=["source"],
+        )
         for source, value in sources.items():
             up.add_metric([source], value)
         families.append(up)
@@ -108,34 +144,56 @@ class MetricsRoute:
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     def _bus(self, services: dict[str, Any], bus_ok: bool) -> list[Metric]:
-        workers = GaugeMetricFamily("agent_mesh_bus_workers", "Live workers of each bus service", labels=["service"])
-        inflight = GaugeMetricFamily("agent_mesh_bus_inflight", "Requests being served, per bus service",
-                                     labels=["service"])
-        queued = GaugeMetricFamily("agent_mesh_bus_queued", "Requests waiting for a free worker, per bus service",
-                                   labels=["service"])
+        workers = GaugeMetricFamily(
+            "agent_mesh_bus_workers", "Live workers of each bus service", labels=["service"]
+        )
+        inflight = GaugeMetricFamily(
+            "agent_mesh_bus_inflight", "Requests being served, per bus service", labels=["service"]
+        )
+        queued = GaugeMetricFamily(
+            "agent_mesh_bus_queued",
+            "Requests waiting for a free worker, per bus service",
+            labels=["service"],
+        )
         for service, entry in sorted(services.items()):
             live = entry.get("workers", [])
             workers.add_metric([service], len(live))
             inflight.add_metric([service], sum(int(w.get("inflight", 0)) for w in live))
             queued.add_metric([service], int(entry.get("queued", 0)))
-        return [_gauge("agent_mesh_bus_up", "Whether the gateway reaches the broker", int(bus_ok)),
-                workers, inflight, queued]
+        return [
+            _gauge("agent_mesh_bus_up", "Whether the gateway reaches the broker", int(bus_ok)),
+            workers,
+            inflight,
+            queued,
+        ]
 
     def _upstreams(self, services: dict[str, Any]) -> list[Metric]:
-        state = GaugeMetricFamily("agent_mesh_upstream_workers",
-                                  "Upstream worker processes by state: serving (its MCP server runs), "
-                                  "down (waiting to start it again)", labels=["server", "state"])
-        failures = GaugeMetricFamily("agent_mesh_upstream_start_failures",
-                                     "Failed starts in a row of a server that is down", labels=["server"])
-        restarts = CounterMetricFamily("agent_mesh_upstream_restarts",
-                                       "A worker slot back with a new upstream session (worker or server "
-                                       "restarted), since this gateway started", labels=["server"])
+        state = GaugeMetricFamily(
+            "agent_mesh_upstream_workers",
+            "Upstream worker processes by state: serving (its MCP server runs), "
+            "down (waiting to start it again)",
+            labels=["server", "state"],
+        )
+        failures = GaugeMetricFamily(
+            "agent_mesh_upstream_start_failures",
+            "Failed starts in a row of a server that is down",
+            labels=["server"],
+        )
+        restarts = CounterMetricFamily(
+            "agent_mesh_upstream_restarts",
+            "A worker slot back with a new upstream session (worker or server "
+            "restarted), since this gateway started",
+            labels=["server"],
+        )
         for name in self.gw.catalog.configured:
             serving = (services.get(UPSTREAM_PREFIX + name) or {}).get("workers", [])
             down = (services.get(UPSTREAM_DOWN_PREFIX + name) or {}).get("workers", [])
             state.add_metric([name, "serving"], len(serving))
             state.add_metric([name, "down"], len(down))
-            failures.add_metric([name], max((int((w.get("meta") or {}).get("failures", 0)) for w in down), default=0))
+            failures.add_metric(
+                [name],
+                max((int((w.get("meta") or {}).get("failures", 0)) for w in down), default=0),
+            )
             restarts.add_metric([name], self.restarts.counts.get(name, 0))
         return [state, failures, restarts]
 

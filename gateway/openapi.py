@@ -18,15 +18,20 @@ from gateway.identity import AUTHORIZATION_PATTERN
 _PATH_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 REF = "#/components/schemas/{model}"
 AUTHORIZATION = {
-    "name": "Authorization", "in": "header", "required": False,
-    "description": "The calling agent: `Bearer agent:<id>`. Absent: `anonymous`; any other form: 401.",
+    "name": "Authorization",
+    "in": "header",
+    "required": False,
+    "description": "The calling agent: `Bearer agent:<id>`. Absent: `anonymous`; "
+    "any other form: 401.",
     "schema": {"type": "string", "pattern": AUTHORIZATION_PATTERN},
     "example": "Bearer agent:claude",
 }
 OPERATOR_TOKEN = {
-    "name": "X-Operator-Token", "in": "header", "required": False,
-    "description": "Required when the mesh has `auth.operator_token` (403 without it). Without one, "
-                   "an agent's bearer may not approve its own calls nor grant itself tools.",
+    "name": "X-Operator-Token",
+    "in": "header",
+    "required": False,
+    "description": "Required when the mesh has `auth.operator_token` (403 without it). "
+    "Without one, an agent's bearer may not approve its own calls nor grant itself tools.",
     "schema": {"type": "string"},
 }
 
@@ -59,7 +64,8 @@ def _schemas(routes: Sequence[ApiRoute]) -> tuple[dict[Key, dict[str, Any]], dic
         for answer in route.answers.values():
             inputs.setdefault((answer.shape, "serialization"), TypeAdapter(answer.shape))
     key_map, definitions = TypeAdapter.json_schemas(
-        [(shape, mode, adapter) for (shape, mode), adapter in inputs.items()], ref_template=REF)
+        [(shape, mode, adapter) for (shape, mode), adapter in inputs.items()], ref_template=REF
+    )
     return dict(key_map), dict(definitions.get("$defs", {}))
 
 
@@ -70,9 +76,12 @@ def _operation(route: ApiRoute, path: str, key_map: dict[Key, dict[str, Any]]) -
         "summary": route.summary,
         **({"description": _dedent(doc)} if doc else {}),
         **({"tags": list(route.tags)} if route.tags else {}),
-        "parameters": [*_path_parameters(route, path), *_query_parameters(route.query),
-                       *([AUTHORIZATION] if route.bearer or route.operator else []),
-                       *([OPERATOR_TOKEN] if route.operator else [])],
+        "parameters": [
+            *_path_parameters(route, path),
+            *_query_parameters(route.query),
+            *([AUTHORIZATION] if route.bearer or route.operator else []),
+            *([OPERATOR_TOKEN] if route.operator else []),
+        ],
         "responses": {},
     }
     if route.body is not None:
@@ -91,9 +100,15 @@ def _operation(route: ApiRoute, path: str, key_map: dict[Key, dict[str, Any]]) -
 
 
 def _path_parameters(route: ApiRoute, path: str) -> list[dict[str, Any]]:
-    return [{"name": name, "in": "path", "required": True,
-             "schema": route.path_params.get(name, {"type": "string", "minLength": 1})}
-            for name in _PATH_PARAM.findall(path)]
+    return [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": route.path_params.get(name, {"type": "string", "minLength": 1}),
+        }
+        for name in _PATH_PARAM.findall(path)
+    ]
 
 
 def _query_parameters(model: type[BaseModel] | None) -> list[dict[str, Any]]:
@@ -106,8 +121,12 @@ def _query_parameters(model: type[BaseModel] | None) -> list[dict[str, Any]]:
         description = prop.pop("description", None)
         examples = prop.pop("examples", None)
         prop.pop("title", None)
-        parameter: dict[str, Any] = {"name": name, "in": "query", "required": name in schema.get("required", []),
-                                     "schema": prop}
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": name in schema.get("required", []),
+            "schema": prop,
+        }
         if description:
             parameter["description"] = description
         if examples:

@@ -10,4 +10,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
 def allowed_origins(config: Config) -> set[str]:
-    return {f"http://{h}:{config.port}" for h in (*LOOPBACK, config.host)} | set(config.allowed_origins)
+    return {f"http://{h}:{config.port}" for h in (*LOOPBACK, config.host)} | set(
+        config.allowed_origins
+    )

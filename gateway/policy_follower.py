@@ -19,6 +19,7 @@ from bus.client import BusClient
 from bus.errors import BusError
 from bus.events import Subscriber
 from bus.messages import POLICY_SET_CHANGED, POLICYSET, PolicySetQuery
+from bus.state_dir import StateDir
 from policy.model import Policy
 from policy.policyset import PolicySet
 
@@ -34,7 +35,7 @@ class PolicyFollower:
     @staticmethod
     def _stored_generation(state_dir: Path) -> int:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            return int(json.loads((state_dir / "policy-set.json").read_text())["generation"])
+            return int(json.loads(StateDir(state_dir).policy_set.read_text())["generation"])
         return 0
 
     @property
@@ -62,11 +63,16 @@ class PolicyFollower:
     async def fetch(self, generation: int) -> None:
         """Get the current set (at least `generation`); keep ours on failure, but its number."""
         try:
-            fetched = PolicySet.load(await self.client.request(POLICYSET, PolicySetQuery().dump(), timeout=2.0))
+            fetched = PolicySet.load(
+                await self.client.request(POLICYSET, PolicySetQuery().dump(), timeout=2.0)
+            )
         except (BusError, ValueError) as exc:
             log.warning("policy set generation %d announced but not fetched: %s", generation, exc)
-            self.current = PolicySet(max(generation, self.current.generation), self.current.version,
-                                     self.current.policies)
+            self.current = PolicySet(
+                max(generation, self.current.generation),
+                self.current.version,
+                self.current.policies,
+            )
             return
         if fetched.generation >= self.current.generation:
             self.current = fetched

@@ -21,7 +21,7 @@ from mcp.server.stdio import stdio_server
 
 from agent_mesh.attach import clients_dir, ensure_mesh
 from agent_mesh.config import LoadedConfig
-from agent_mesh.launcher import running_pid
+from bus.state_dir import StateDir, running_pid
 from gateway.frontend import FrontEnd
 from gateway.mcp_server import MeshMcp, new_session_id
 from gateway.stdio_lines import ScreenedLines
@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 UPSTREAM_WAIT = 30.0  # how long the first tools/list may wait for upstreams still starting
 MESH_WATCH = 0.5  # s between looks at whether the mesh still runs
-MESH_GONE = 10.0  # s a mesh may be gone (restarted, e.g. by `agent-mesh supervisor`) before we give up
+MESH_GONE = (
+    10.0  # s a mesh may be gone (restarted, e.g. by `agent-mesh supervisor`) before we give up
+)
 
 
 async def serve(loaded: LoadedConfig, agent: str, session_id: str | None) -> None:
@@ -53,17 +55,28 @@ async def serve(loaded: LoadedConfig, agent: str, session_id: str | None) -> Non
 async def _session(server: Any) -> None:
     # serve_loop speaks the initialize handshake only (see MeshMcp.build) and, unlike
     # Server.run, does not enter the lifespan itself.
-    stdin = ScreenedLines(anyio.wrap_file(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")))
-    async with stdio_server(stdin=stdin) as (read_stream, write_stream), server.lifespan(server) as state:  # type: ignore[arg-type]
-        await serve_loop(server, read_stream, write_stream, lifespan_state=state,
-                         init_options=server.create_initialization_options())
+    stdin = ScreenedLines(
+        anyio.wrap_file(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace"))
+    )
+    async with (
+        stdio_server(stdin=stdin) as (read_stream, write_stream),  # type: ignore[arg-type]
+        server.lifespan(server) as state,
+    ):
+        await serve_loop(
+            server,
+            read_stream,
+            write_stream,
+            lifespan_state=state,
+            init_options=server.create_initialization_options(),
+        )
 
 
 async def _watch_mesh(loaded: LoadedConfig) -> None:
-    """Once the mesh this session runs on has stopped (its supervisord gone for MESH_GONE), end the session
-    loudly, with the mesh's reason when it gave one, instead of failing every call with "broker
-    unavailable". A hard exit: the MCP transport reads stdin in a thread no cancellation reaches
-    (it would wait for the client's next line). Traces not yet stored stay in the outbox journal."""
+    """Once the mesh this session runs on has stopped (its supervisord gone for MESH_GONE), end the
+    session loudly, with the mesh's reason when it gave one, instead of failing every call with
+    "broker unavailable". A hard exit: the MCP transport reads stdin in a thread no cancellation
+    reaches (it would wait for the client's next line). Traces not yet stored stay in the outbox
+    journal."""
     state = loaded.state_dir()
     gone_since: float | None = None
     while gone_since is None or time.monotonic() - gone_since < MESH_GONE:
@@ -72,21 +85,28 @@ async def _watch_mesh(loaded: LoadedConfig) -> None:
             gone_since = None
         elif gone_since is None:
             gone_since = time.monotonic()
-    why = _stop_reason(state / "logs" / "embedded-start.log")
-    print(f"agent-mesh: the mesh for {loaded.path} stopped{f' ({why})' if why else ''}; "
-          "restart this MCP server to start it again", file=sys.stderr, flush=True)
+    why = _stop_reason(StateDir(state).embedded_start_log)
+    print(
+        f"agent-mesh: the mesh for {loaded.path} stopped{f' ({why})' if why else ''}; "
+        "restart this MCP server to start it again",
+        file=sys.stderr,
+        flush=True,
+    )
     with contextlib.suppress(OSError):
         (clients_dir(state) / str(os.getpid())).unlink(missing_ok=True)
     os._exit(1)
 
 
 def _stop_reason(log: Path) -> str:
-    """What the mesh's last `serve` said when it gave up on a role (agent_mesh/tree.py), if it did."""
+    """What the mesh's last `serve` said when it gave up on a role (agent_mesh/tree.py), if it
+    did."""
     try:
         lines = log.read_text(errors="replace").splitlines()[-50:]
     except OSError:
         return ""
-    since = max((i for i, line in enumerate(lines) if line.startswith("agent-mesh: serving ")), default=0)
+    since = max(
+        (i for i, line in enumerate(lines) if line.startswith("agent-mesh: serving ")), default=0
+    )
     given_up = [line for line in lines[since:] if "could not be kept running" in line]
     return given_up[-1].removeprefix("agent-mesh: ") if given_up else ""
 
@@ -101,7 +121,11 @@ async def _wait_for_upstreams(frontend: FrontEnd) -> None:
             break
         await asyncio.sleep(0.1)
         await frontend.catalog.refresh()
-    down = [f"{name} ({view.reason})" if view.reason else name for name, view in servers.items() if not view.up]
+    down = [
+        f"{name} ({view.reason})" if view.reason else name
+        for name, view in servers.items()
+        if not view.up
+    ]
     if down:
         log.warning("serving without upstreams that are down: %s", ", ".join(down))
 

@@ -46,8 +46,21 @@ def screen(line: str) -> str:
         message = json.loads(line)
     except ValueError:
         return line  # not JSON: the SDK drops it (no id to answer)
-    if not isinstance(message, dict) or not isinstance(message.get("id"), int | str) or "method" not in message:
+    if (
+        not isinstance(message, dict)
+        or not isinstance(message.get("id"), int | str)
+        or "method" not in message
+    ):
         return line
     why = refusal(message.get("params"), "params") or "the request is not a valid JSON-RPC message"
-    return json.dumps({"jsonrpc": "2.0", "id": message["id"], "method": REFUSED,
-                       "params": {"message": f"invalid {why}"}}) + "\n"
+    return (
+        json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": message["id"],
+                "method": REFUSED,
+                "params": {"message": f"invalid {why}"},
+            }
+        )
+        + "\n"
+    )

@@ -45,8 +45,11 @@ def llm_tokens(tool: str, result: Any) -> tuple[int, int] | None:
         usage = result.get("usage")
         if not isinstance(usage, dict):
             return None
-        keys = ("input_tokens", "output_tokens") if tool.startswith("anthropic.") else (
-            "prompt_tokens", "completion_tokens")
+        keys = (
+            ("input_tokens", "output_tokens")
+            if tool.startswith("anthropic.")
+            else ("prompt_tokens", "completion_tokens")
+        )
         counts = _int(usage.get(keys[0])), _int(usage.get(keys[1]))
     else:
         return None
@@ -56,8 +59,11 @@ def llm_tokens(tool: str, result: Any) -> tuple[int, int] | None:
 def token_fields(tool: str, params: dict[str, Any], result: Any) -> dict[str, Any]:
     """The trace fields of a forwarded call; zero counts are left out (Go's omitempty)."""
     real = llm_tokens(tool, result)
-    counts, source = (real, "real") if real is not None else (
-        (estimate_tokens(params), estimate_tokens(result)), "estimate")
+    counts, source = (
+        (real, "real")
+        if real is not None
+        else ((estimate_tokens(params), estimate_tokens(result)), "estimate")
+    )
     fields: dict[str, Any] = {"tokens_source": source}
     if counts[0]:
         fields["estimated_input_tokens"] = counts[0]

@@ -36,7 +36,9 @@ MAX_BATCH = 500
 MAX_BACKLOG = 200_000  # past this new records are dropped, loudly (memory is finite)
 RETRY_DELAY = 0.2
 LINGER = 0.02  # let records gather into one batch: one bus round trip per batch, not per call
-SEGMENT_RECORDS = 10_000  # journal segment size: a segment is deleted once all its records are acked
+SEGMENT_RECORDS = (
+    10_000  # journal segment size: a segment is deleted once all its records are acked
+)
 
 
 Record = dict[str, Any]  # a TraceRecord map (bus.messages.trace_record)
@@ -57,7 +59,9 @@ class _Segment:
 
 
 class TraceOutbox:
-    def __init__(self, client: BusClient, journal_dir: Path | None = None, name: str = "frontend") -> None:
+    def __init__(
+        self, client: BusClient, journal_dir: Path | None = None, name: str = "frontend"
+    ) -> None:
         self.client = client
         self._queue: deque[tuple[Record, _Segment | None]] = deque()
         self._wakeup = asyncio.Event()
@@ -114,7 +118,9 @@ class TraceOutbox:
         self._wakeup.set()
         try:
             async with self._acked:
-                await asyncio.wait_for(self._acked.wait_for(lambda: self._acked_total >= target), timeout)
+                await asyncio.wait_for(
+                    self._acked.wait_for(lambda: self._acked_total >= target), timeout
+                )
             return True
         except TimeoutError:
             return False
@@ -169,7 +175,9 @@ class TraceOutbox:
             self.replayed += len(records)
             self._queued_total += len(records)
             if records:
-                log.warning("replaying %d trace records from %s (a front-end died)", len(records), path.name)
+                log.warning(
+                    "replaying %d trace records from %s (a front-end died)", len(records), path.name
+                )
                 self._orphans.append(segment)
             else:
                 segment.close(delete=True)
@@ -195,7 +203,11 @@ class TraceOutbox:
                     body = {"op": "record", "records": [r for r, _ in batch]}
                     await self.client.request(TRACES, body, timeout=5.0)
                 except BusError as exc:
-                    log.warning("trace writer unavailable (%s); %d records kept", exc.message, len(self._queue))
+                    log.warning(
+                        "trace writer unavailable (%s); %d records kept",
+                        exc.message,
+                        len(self._queue),
+                    )
                     await asyncio.sleep(RETRY_DELAY)
                     continue
                 for _ in batch:

@@ -15,8 +15,24 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 # 0.5 ms .. 60 s: a policy-only answer is well under a millisecond, an upstream may take a minute.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                   10.0, 30.0, 60.0)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 APPROVAL_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 OTHER = "other"
 
@@ -28,21 +44,46 @@ class CallMetrics:
         self._tools: set[str] = set()
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
-        self.calls = Counter("agent_mesh_calls", "Governed calls, by tool, agent, policy decision and HTTP status",
-                             ["tool", "agent", "decision", "status"], registry=r)
-        self.latency = Histogram("agent_mesh_call_duration_seconds",
-                                 "Whole call as the caller saw it (policy, approval wait, upstream)",
-                                 ["tool", "decision"], buckets=LATENCY_BUCKETS, registry=r)
-        self.upstream = Histogram("agent_mesh_upstream_duration_seconds",
-                                  "The upstream MCP call alone, as its worker measured it",
-                                  ["tool"], buckets=LATENCY_BUCKETS, registry=r)
-        self.approval_wait = Histogram("agent_mesh_approval_wait_seconds",
-                                       "From asking for approval to its resolution",
-                                       ["status"], buckets=APPROVAL_BUCKETS, registry=r)
-        self.refused = Counter("agent_mesh_rate_limited", "Calls refused by a rate limit or loop detection",
-                               ["agent", "reason"], registry=r)
-        self.spans = Counter("agent_mesh_otel_spans", "Spans handed to the OpenTelemetry exporter, by result "
-                             "(exported, dropped: the collector did not take them)", ["result"], registry=r)
+        self.calls = Counter(
+            "agent_mesh_calls",
+            "Governed calls, by tool, agent, policy decision and HTTP status",
+            ["tool", "agent", "decision", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "agent_mesh_call_duration_seconds",
+            "Whole call as the caller saw it (policy, approval wait, upstream)",
+            ["tool", "decision"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream = Histogram(
+            "agent_mesh_upstream_duration_seconds",
+            "The upstream MCP call alone, as its worker measured it",
+            ["tool"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.approval_wait = Histogram(
+            "agent_mesh_approval_wait_seconds",
+            "From asking for approval to its resolution",
+            ["status"],
+            buckets=APPROVAL_BUCKETS,
+            registry=r,
+        )
+        self.refused = Counter(
+            "agent_mesh_rate_limited",
+            "Calls refused by a rate limit or loop detection",
+            ["agent", "reason"],
+            registry=r,
+        )
+        self.spans = Counter(
+            "agent_mesh_otel_spans",
+            "Spans handed to the OpenTelemetry exporter, by result "
+            "(exported, dropped: the collector did not take them)",
+            ["result"],
+            registry=r,
+        )
 
     def spans_exported(self, ok: bool, n: int) -> None:
         """observe/otel_export.py's `counted` (its exporter thread; counters are thread-safe)."""
@@ -81,7 +122,9 @@ class CallMetrics:
         elif status is not None and isinstance(record.get("approval_ms"), int):
             self.approval_wait.labels(str(status)).observe(record["approval_ms"] / 1000)
         if decision == "rate_limited":
-            reason = "loop" if str(record.get("error", "")).startswith("loop detected") else "rate_limit"
+            reason = (
+                "loop" if str(record.get("error", "")).startswith("loop detected") else "rate_limit"
+            )
             self.refused.labels(agent, reason).inc()
 
     def exposition(self) -> str:

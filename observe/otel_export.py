@@ -38,14 +38,19 @@ from observe.spans import SERVICE, VERSION, SpanData, call_spans
 
 log = logging.getLogger(__name__)
 
-EXPORT_TIMEOUT = 3.0  # s per export request, retries included: the exporter thread waits, never a call
+EXPORT_TIMEOUT = (
+    3.0  # s per export request, retries included: the exporter thread waits, never a call
+)
 SCHEDULE_DELAY_MS = 500  # a span reaches the collector within about this
 # While the collector fails, calls' spans are dropped before they are even made (cheap), and
 # export is tried again this often (then it works again, or it fails and waits again).
 RETRY_EVERY = 5.0
 # The SDK's loggers that speak per batch: held back, their latest message quoted in our warning.
-_SDK_LOGGERS = ("opentelemetry.exporter.otlp.common.http", "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-                "opentelemetry.sdk._shared_internal")
+_SDK_LOGGERS = (
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.sdk._shared_internal",
+)
 _KINDS = {1: SpanKind.INTERNAL, 2: SpanKind.SERVER, 3: SpanKind.CLIENT}
 Counted = Callable[[bool, int], None]
 
@@ -62,13 +67,18 @@ class _HeldBack(logging.Filter):
 
 
 class _OncePerOutage(SpanExporter):
-    """Wraps the real exporter: one warning when export starts failing, one line when it works again."""
+    """Wraps the real exporter: one warning when export starts failing, one line when it works
+    again."""
 
-    def __init__(self, inner: SpanExporter, where: str, held: _HeldBack, counted: Counted | None) -> None:
+    def __init__(
+        self, inner: SpanExporter, where: str, held: _HeldBack, counted: Counted | None
+    ) -> None:
         self.inner, self.where, self.held, self.counted = inner, where, held, counted
         self.failing = False
         self.dropped = 0
-        self.retry_at = 0.0  # while failing: monotonic time of the next try; spans before it are not made
+        self.retry_at = (
+            0.0  # while failing: monotonic time of the next try; spans before it are not made
+        )
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
@@ -80,16 +90,23 @@ class _OncePerOutage(SpanExporter):
             self.counted(result is SpanExportResult.SUCCESS, len(spans))
         if result is SpanExportResult.SUCCESS:
             if self.failing:
-                log.warning("otel: exporting spans to %s works again (%d spans were dropped meanwhile)",
-                            self.where, self.dropped)
+                log.warning(
+                    "otel: exporting spans to %s works again (%d spans were dropped meanwhile)",
+                    self.where,
+                    self.dropped,
+                )
                 self.failing, self.dropped = False, 0
             return result
         self.dropped += len(spans)
         self.retry_at = time.monotonic() + RETRY_EVERY
         if not self.failing:
             self.failing = True
-            log.warning("otel: cannot export spans to %s (%s); calls go on, spans are dropped until it "
-                        "answers (said once)", self.where, _reach(self.where, self.held.last))
+            log.warning(
+                "otel: cannot export spans to %s (%s); calls go on, spans are dropped until it "
+                "answers (said once)",
+                self.where,
+                _reach(self.where, self.held.last),
+            )
         return result
 
     def shutdown(self) -> None:
@@ -116,8 +133,12 @@ def _console(span: ReadableSpan) -> str:
 
 
 class SpanExport:
-    def __init__(self, endpoint: str, schedule_delay_ms: int = SCHEDULE_DELAY_MS,
-                 counted: Counted | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        schedule_delay_ms: int = SCHEDULE_DELAY_MS,
+        counted: Counted | None = None,
+    ) -> None:
         """`counted(exported, n)` hears of each batch (from the exporter thread)."""
         held = _HeldBack()
         for name in _SDK_LOGGERS:
@@ -142,7 +163,9 @@ class SpanExport:
         exporter = self.exporter
         if exporter.failing and time.monotonic() < exporter.retry_at:
             steps = record.get("span") or {}
-            n = 1 + sum(step in steps for step in ("policy", "approval", "upstream"))  # what call_spans makes
+            n = 1 + sum(
+                step in steps for step in ("policy", "approval", "upstream")
+            )  # what call_spans makes
             if exporter.counted is not None:  # not sent: the collector is down
                 exporter.counted(False, n)
             exporter.dropped += n
@@ -153,15 +176,34 @@ class SpanExport:
 
     def _readable(self, span: SpanData) -> ReadableSpan:
         flags = TraceFlags(TraceFlags.SAMPLED)
-        context = SpanContext(int(span.trace_id, 16), int(span.span_id, 16), is_remote=False, trace_flags=flags)
+        context = SpanContext(
+            int(span.trace_id, 16), int(span.span_id, 16), is_remote=False, trace_flags=flags
+        )
         parent = None
         if span.parent_id:
-            parent = SpanContext(int(span.trace_id, 16), int(span.parent_id, 16), is_remote=span.remote_parent,
-                                 trace_flags=flags)
-        status = Status(StatusCode.ERROR, span.message or None) if span.status == 2 else Status(StatusCode.OK)
-        return ReadableSpan(name=span.name, context=context, parent=parent, resource=self.resource,
-                            attributes=span.attributes, kind=_KINDS[span.kind], status=status,
-                            start_time=span.start, end_time=span.end, instrumentation_scope=self.scope)
+            parent = SpanContext(
+                int(span.trace_id, 16),
+                int(span.parent_id, 16),
+                is_remote=span.remote_parent,
+                trace_flags=flags,
+            )
+        status = (
+            Status(StatusCode.ERROR, span.message or None)
+            if span.status == 2
+            else Status(StatusCode.OK)
+        )
+        return ReadableSpan(
+            name=span.name,
+            context=context,
+            parent=parent,
+            resource=self.resource,
+            attributes=span.attributes,
+            kind=_KINDS[span.kind],
+            status=status,
+            start_time=span.start,
+            end_time=span.end,
+            instrumentation_scope=self.scope,
+        )
 
     def shutdown(self) -> None:
         """Flush what is queued (bounded by the export timeout) and stop the exporter thread."""

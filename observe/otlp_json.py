@@ -26,17 +26,30 @@ def _span(span: SpanData) -> dict[str, Any]:
     out: dict[str, Any] = {"traceId": span.trace_id, "spanId": span.span_id}
     if span.parent_id:
         out["parentSpanId"] = span.parent_id
-    out |= {"name": span.name, "kind": span.kind, "startTimeUnixNano": str(span.start),
-            "endTimeUnixNano": str(span.end), "attributes": _attributes(span.attributes),
-            "status": {"code": span.status, **({"message": span.message} if span.message else {})}}
+    out |= {
+        "name": span.name,
+        "kind": span.kind,
+        "startTimeUnixNano": str(span.start),
+        "endTimeUnixNano": str(span.end),
+        "attributes": _attributes(span.attributes),
+        "status": {"code": span.status, **({"message": span.message} if span.message else {})},
+    }
     return out
 
 
 def otlp_traces(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The recent calls (trace records, newest first) as one OTLP/JSON export request. A call
     still waiting for approval has no spans yet."""
-    spans = [_span(s) for r in records if r.get("approval_status") != "pending" for s in call_spans(r)]
-    return {"resourceSpans": [{
-        "resource": {"attributes": _attributes({"service.name": SERVICE, "service.version": VERSION})},
-        "scopeSpans": [{"scope": {"name": SERVICE, "version": VERSION}, "spans": spans}],
-    }]}
+    spans = [
+        _span(s) for r in records if r.get("approval_status") != "pending" for s in call_spans(r)
+    ]
+    return {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": _attributes({"service.name": SERVICE, "service.version": VERSION})
+                },
+                "scopeSpans": [{"scope": {"name": SERVICE, "version": VERSION}, "spans": spans}],
+            }
+        ]
+    }

@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib.metadata import version
 from typing import Any
 
-import agent_mesh
+VERSION = version("agent-mesh")  # as installed, from pyproject.toml
+
 
 SERVICE = "agent-mesh"
-VERSION = agent_mesh.__version__
 KIND_INTERNAL, KIND_SERVER, KIND_CLIENT = 1, 2, 3  # OTLP's SpanKind numbers
 STATUS_OK, STATUS_ERROR = 1, 2
 Attribute = str | int | float | bool
@@ -73,7 +74,7 @@ def mcp_method(tool: str) -> tuple[str, str, str]:
     server, _, rest = tool.partition(".")
     for kind, method in (("resource:", "resources/read"), ("prompt:", "prompts/get")):
         if rest.startswith(kind):
-            return method, rest[len(kind):], server
+            return method, rest[len(kind) :], server
     return "tools/call", rest, server
 
 
@@ -96,11 +97,16 @@ def call_spans(record: dict[str, Any]) -> list[SpanData]:
     method, target, server = mcp_method(tool)
     attrs: dict[str, Attribute] = {
         # Go's names
-        "agent.id": str(record.get("agent_id", "")), "tool.name": tool, "policy.action": policy,
-        "policy.rule": str(record.get("policy_rule", "")), "http.status_code": status_code,
+        "agent.id": str(record.get("agent_id", "")),
+        "tool.name": tool,
+        "policy.action": policy,
+        "policy.rule": str(record.get("policy_rule", "")),
+        "http.status_code": status_code,
         # semantic conventions: MCP server spans, GenAI tool execution, HTTP
-        "mcp.method.name": method, "gen_ai.agent.id": str(record.get("agent_id", "")),
-        "http.response.status_code": status_code, "agent_mesh.latency_ms": round((end - start) / 1e6, 3),
+        "mcp.method.name": method,
+        "gen_ai.agent.id": str(record.get("agent_id", "")),
+        "http.response.status_code": status_code,
+        "agent_mesh.latency_ms": round((end - start) / 1e6, 3),
     }
     attrs.update(_target(method, tool, target))
     if record.get("session_id"):
@@ -117,8 +123,12 @@ def call_spans(record: dict[str, Any]) -> list[SpanData]:
         if record.get("approval_ms"):
             attrs["approval.duration_ms"] = int(record["approval_ms"])
     if record.get("estimated_input_tokens"):
-        attrs["llm.token.input"] = attrs["gen_ai.usage.input_tokens"] = int(record["estimated_input_tokens"])
-        attrs["llm.token.output"] = attrs["gen_ai.usage.output_tokens"] = int(record.get("estimated_output_tokens") or 0)
+        attrs["llm.token.input"] = attrs["gen_ai.usage.input_tokens"] = int(
+            record["estimated_input_tokens"]
+        )
+        attrs["llm.token.output"] = attrs["gen_ai.usage.output_tokens"] = int(
+            record.get("estimated_output_tokens") or 0
+        )
     if record.get("policy_version"):
         attrs["agent_mesh.policy.version"] = str(record["policy_version"])
     upstream = _interval(span.get("upstream"))
@@ -126,26 +136,72 @@ def call_spans(record: dict[str, Any]) -> list[SpanData]:
         attrs["agent_mesh.upstream.latency_ms"] = round((upstream[1] - upstream[0]) / 1e6, 3)
     parent = span.get("parent") if isinstance(span.get("parent"), str) else None
     sampled = str(span.get("flags", "01"))[-1:] in "13579bdf"  # the caller's sampled flag
-    call = SpanData(trace_id, call_id, parent, f"{method} {tool}", KIND_SERVER, start, end, attrs,
-                    STATUS_ERROR if failed else STATUS_OK, error, sampled, remote_parent=parent is not None)
+    call = SpanData(
+        trace_id,
+        call_id,
+        parent,
+        f"{method} {tool}",
+        KIND_SERVER,
+        start,
+        end,
+        attrs,
+        STATUS_ERROR if failed else STATUS_OK,
+        error,
+        sampled,
+        remote_parent=parent is not None,
+    )
     spans = [call]
 
-    def step(name: str, timing: tuple[int, int], kind: int, step_attrs: dict[str, Attribute],
-             failed: bool = False) -> None:
-        spans.append(SpanData(trace_id, child_id(call_id, name), call_id, name, kind, timing[0], timing[1],
-                              step_attrs, STATUS_ERROR if failed else STATUS_OK, error if failed else "", sampled))
+    def step(
+        name: str,
+        timing: tuple[int, int],
+        kind: int,
+        step_attrs: dict[str, Attribute],
+        failed: bool = False,
+    ) -> None:
+        spans.append(
+            SpanData(
+                trace_id,
+                child_id(call_id, name),
+                call_id,
+                name,
+                kind,
+                timing[0],
+                timing[1],
+                step_attrs,
+                STATUS_ERROR if failed else STATUS_OK,
+                error if failed else "",
+                sampled,
+            )
+        )
 
     if (policy_at := _interval(span.get("policy"))) is not None:
-        step("policy decision", policy_at, KIND_INTERNAL, {"policy.action": policy,
-                                                           "policy.rule": attrs["policy.rule"]})
+        step(
+            "policy decision",
+            policy_at,
+            KIND_INTERNAL,
+            {"policy.action": policy, "policy.rule": attrs["policy.rule"]},
+        )
     if (approval_at := _interval(span.get("approval"))) is not None:
-        step("approval wait", approval_at, KIND_INTERNAL,
-             {k: v for k, v in attrs.items() if k.startswith("approval.")},
-             failed=record.get("approval_status") in ("denied", "timeout"))
+        step(
+            "approval wait",
+            approval_at,
+            KIND_INTERNAL,
+            {k: v for k, v in attrs.items() if k.startswith("approval.")},
+            failed=record.get("approval_status") in ("denied", "timeout"),
+        )
     if upstream is not None:
-        step(f"{method} {target}", upstream, KIND_CLIENT,
-             {"mcp.method.name": method, **_target(method, target, target), "agent_mesh.upstream.server": server},
-             failed=status_code >= 500)
+        step(
+            f"{method} {target}",
+            upstream,
+            KIND_CLIENT,
+            {
+                "mcp.method.name": method,
+                **_target(method, target, target),
+                "agent_mesh.upstream.server": server,
+            },
+            failed=status_code >= 500,
+        )
     return spans
 
 

@@ -11,8 +11,16 @@ from typing import Any
 CONTENT_FIELDS = frozenset({"content", "body", "data", "file_content", "text"})
 MAX_INLINE_BYTES = 256
 INJECTION_PHRASES = (
-    "ignore previous instructions", "you are now", "system prompt:", "override policy", "pre-approved",
-    "do not deny", "do not escalate", "pretend you are", "act as", "important: approve",
+    "ignore previous instructions",
+    "you are now",
+    "system prompt:",
+    "override policy",
+    "pre-approved",
+    "do not deny",
+    "do not escalate",
+    "pretend you are",
+    "act as",
+    "important: approve",
     "confidence should be",
 )
 
@@ -69,7 +77,9 @@ def _detect(raw: bytes) -> str:
 def redact_content(params: Any, _key: str | None = None) -> Any:
     """Content isolation (`supervisor.expose_content: false`): params named like content, and any
     string over 256 bytes, become `{content_length, content_sha256, content_type_detected}`."""
-    if isinstance(params, str) and (_key in CONTENT_FIELDS or len(params.encode()) > MAX_INLINE_BYTES):
+    if isinstance(params, str) and (
+        _key in CONTENT_FIELDS or len(params.encode()) > MAX_INLINE_BYTES
+    ):
         return _describe(params)
     if _key in CONTENT_FIELDS and isinstance(params, Mapping | list):
         return _describe(json.dumps(params, sort_keys=True))

@@ -122,7 +122,9 @@ def _operator(cond: Condition, actual: object) -> bool:
     if op == "contains":
         if isinstance(actual, str):
             return isinstance(value, str) and value in actual
-        return isinstance(actual, list) and any(_compare("==", v, value) for v in actual if _scalar(v))
+        return isinstance(actual, list) and any(
+            _compare("==", v, value) for v in actual if _scalar(v)
+        )
     if op == "starts_with":
         return _each_string(actual, lambda text: text.startswith(value))
     if op == "ends_with":
@@ -158,7 +160,8 @@ def condition_holds(cond: Condition, call: Mapping[str, Any]) -> bool:
 
 
 def describe(cond: Condition) -> str:
-    """The condition as one line, for decision reasons: `params.path within '/srv' and not (...)`."""
+    """The condition as one line, for decision reasons: `params.path within '/srv' and not
+    (...)`."""
     if cond.all is not None:
         return "(" + " and ".join(describe(c) for c in cond.all) + ")"
     if cond.any is not None:

@@ -9,16 +9,29 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from agent_mesh.durations import parse_duration  # a pure parser: no I/O comes with it
 from policy.condition_check import check
+from policy.durations import parse_duration  # a pure parser: no I/O comes with it
 
 Action = Literal["allow", "deny", "human_approval"]
 # What a decision can say: a rule's action, or a limit that fired before any rule was tried.
 Verdict = Literal["allow", "deny", "human_approval", "rate_limited"]
 # The Go project's six comparisons, then conditions v2's (an extension; policy/conditions.py).
 COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
-Operator = Literal["<", "<=", ">", ">=", "==", "!=", "in", "not_in", "contains", "starts_with",
-                   "ends_with", "matches", "within"]
+Operator = Literal[
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "==",
+    "!=",
+    "in",
+    "not_in",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "matches",
+    "within",
+]
 
 
 class _Strict(BaseModel):
@@ -75,7 +88,8 @@ class RateLimit(_Strict):
         if isinstance(value, str):
             return parse_duration(value)  # its ValueError names what is wrong
         if isinstance(value, bool):  # YAML `yes`; never a duration
-            raise ValueError("must be a duration such as '10s' or a number of seconds")
+            # pydantic reports a ValueError as a validation error (a TypeError would escape)
+            raise ValueError("must be a duration such as '10s' or a number of seconds")  # noqa: TRY004
         return value
 
 

@@ -37,7 +37,11 @@ class PolicySet:
         return cls(generation, version_of(policies), tuple(policies))
 
     def dump(self) -> dict[str, Any]:
-        return {"generation": self.generation, "version": self.version, "policies": wire(self.policies)}
+        return {
+            "generation": self.generation,
+            "version": self.version,
+            "policies": wire(self.policies),
+        }
 
     @classmethod
     def load(cls, data: Any) -> PolicySet:

@@ -76,14 +76,20 @@ def echo_params(n: int) -> dict[str, Any]:
 
 
 def server(name: str, command: str, args: list[str], workers: int = 1) -> dict[str, Any]:
-    return {"name": name, "transport": "stdio", "command": command, "args": args,
-            "workers": workers}
+    return {
+        "name": name,
+        "transport": "stdio",
+        "command": command,
+        "args": args,
+        "workers": workers,
+    }
 
 
 EVERYTHING_SERVER = server("everything", str(bh.EVERYTHING), ["stdio"])
 
 
 # -- load generators -------------------------------------------------------------------------------
+
 
 class RestConn(bh.HttpConn):
     """bench_http.HttpConn with tool, params and expected reply as arguments (its `call` has
@@ -103,8 +109,10 @@ class RestConn(bh.HttpConn):
         try:
             lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
             status = int(lines[0].split(" ", 2)[1])
-            headers = {k.strip().lower(): v.strip()
-                       for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (line.partition(":") for line in lines[1:] if line)
+            }
             data = (await reader.readexactly(int(headers["content-length"]))).decode()
         except BaseException:
             self.close()  # unknown state: never reuse it
@@ -117,9 +125,16 @@ class RestConn(bh.HttpConn):
         return f"call {n}: unexpected reply {data[:500]}" if bad else None
 
 
-async def rest_levels(mode: str, port: int, tool: str, params: Params, levels: tuple[int, ...],
-                      duration: float, counter: itertools.count[int],
-                      expect: str | None = None) -> list[Result]:
+async def rest_levels(
+    mode: str,
+    port: int,
+    tool: str,
+    params: Params,
+    levels: tuple[int, ...],
+    duration: float,
+    counter: itertools.count[int],
+    expect: str | None = None,
+) -> list[Result]:
     results = []
     for c in levels:
         say(f"{mode} c={c} ...")
@@ -132,8 +147,9 @@ async def rest_levels(mode: str, port: int, tool: str, params: Params, levels: t
     return results
 
 
-async def sdk_levels(mode: str, client: Client, tool: str, duration: float,
-                     counter: itertools.count[int]) -> list[Result]:
+async def sdk_levels(
+    mode: str, client: Client, tool: str, duration: float, counter: itertools.count[int]
+) -> list[Result]:
     async def call(n: int) -> str | None:  # every concurrent caller shares `client`'s session
         result = await client.call_tool(tool, echo_params(n))
         text = getattr(result.content[0], "text", None) if result.content else None
@@ -159,9 +175,16 @@ class BenchMesh(bh.MeshProcess):
     def __init__(self, tmp: Path, servers: list[dict[str, Any]]) -> None:
         super().__init__(tmp, policy_workers=1, upstream_workers=1)
         rules = [{"tools": ["*"], "action": "allow"}]
-        self.config_path.write_text(yaml.safe_dump({
-            "port": self.port, "policy_workers": 1, "mcp_servers": servers,
-            "policies": [{"name": AGENT, "agent": AGENT, "rules": rules}]}))
+        self.config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "port": self.port,
+                    "policy_workers": 1,
+                    "mcp_servers": servers,
+                    "policies": [{"name": AGENT, "agent": AGENT, "rules": rules}],
+                }
+            )
+        )
         self.env = {**os.environ, "AGENT_MESH_HOME": str(self.home)}
 
     def workers(self, name: str) -> list[dict[str, Any]]:
@@ -169,13 +192,18 @@ class BenchMesh(bh.MeshProcess):
             return next(s["workers"] for s in json.load(r) if s["name"] == name)
 
     def log_lines(self, pattern: re.Pattern[str]) -> set[tuple[str, str]]:
-        return {(log.name, line.strip()) for log in self.home.glob("*/logs/*.log")
-                for line in log.read_text(errors="replace").splitlines() if pattern.search(line)}
+        return {
+            (log.name, line.strip())
+            for log in self.home.glob("*/logs/*.log")
+            for line in log.read_text(errors="replace").splitlines()
+            if pattern.search(line)
+        }
 
 
 @contextlib.contextmanager
-def running_mesh(label: str, servers: list[dict[str, Any]], report: Report,
-                 keep: bool) -> Iterator[BenchMesh]:
+def running_mesh(
+    label: str, servers: list[dict[str, Any]], report: Report, keep: bool
+) -> Iterator[BenchMesh]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-mesh-"))
     mesh = BenchMesh(tmp, servers)
     LIVE.append(mesh)
@@ -193,8 +221,10 @@ def running_mesh(label: str, servers: list[dict[str, Any]], report: Report,
         during = mesh.log_lines(RUN_PROBLEM)
         say(f"[{label}] stopping the mesh")
         notes = mesh.stop() + [f"{name}: {line[:300]}" for name, line in sorted(during)]
-        notes += [f"at shutdown, {name}: {line[:300]}"
-                  for name, line in sorted(mesh.log_lines(STOP_PROBLEM) - during)]
+        notes += [
+            f"at shutdown, {name}: {line[:300]}"
+            for name, line in sorted(mesh.log_lines(STOP_PROBLEM) - during)
+        ]
         LIVE.remove(mesh)
         say(f"[{label}] stopped")
         report.notes += [f"[{label}] {line}" for line in notes[:20]]
@@ -207,6 +237,7 @@ def running_mesh(label: str, servers: list[dict[str, Any]], report: Report,
 
 # -- the three parts -------------------------------------------------------------------------------
 
+
 async def part_echo(args: argparse.Namespace, counter: itertools.count[int], rep: Report) -> None:
     say("direct c=1,16,64 ...")
     rep.echo += await bh.bench_direct(args.duration, counter)
@@ -215,31 +246,55 @@ async def part_echo(args: argparse.Namespace, counter: itertools.count[int], rep
         rep.echo += await sdk_levels("direct-sdk", client, "echo", args.duration, counter)
     with running_mesh("echo", [EVERYTHING_SERVER], rep, args.keep) as mesh:
         tool = "everything.echo"
-        rep.echo += await rest_levels("mesh-rest", mesh.port, tool, echo_params, bh.CONCURRENCY,
-                                      args.duration, counter, ECHO_OK)
+        rep.echo += await rest_levels(
+            "mesh-rest",
+            mesh.port,
+            tool,
+            echo_params,
+            bh.CONCURRENCY,
+            args.duration,
+            counter,
+            ECHO_OK,
+        )
         http = create_mcp_http_client(headers={"Authorization": f"Bearer agent:{AGENT}"})
         transport = streamable_http_client(f"http://127.0.0.1:{mesh.port}/mcp", http_client=http)
         async with http, Client(transport, mode="legacy") as client:
             rep.echo += await sdk_levels("mesh-mcp-http", client, tool, args.duration, counter)
         front = StdioServerParameters(
-            command=sys.executable, env=mesh.env, cwd=str(mesh.config_path.parent),
-            args=["-m", "agent_mesh", "--mcp", "--config", str(mesh.config_path),
-                  "--mcp-agent", AGENT])
+            command=sys.executable,
+            env=mesh.env,
+            cwd=str(mesh.config_path.parent),
+            args=[
+                "-m",
+                "agent_mesh",
+                "--mcp",
+                "--config",
+                str(mesh.config_path),
+                "--mcp-agent",
+                AGENT,
+            ],
+        )
         async with Client(front, mode="legacy") as client:
             rep.echo += await sdk_levels("mesh-stdio", client, tool, args.duration, counter)
         tree = mesh.tree()
         rep.rss_mb, rep.mesh_processes = rss_mb(tree), len(tree)
 
 
-async def part_hol(mesh: BenchMesh, duration: float, counter: itertools.count[int],
-                   rep: Report) -> None:
+async def part_hol(
+    mesh: BenchMesh, duration: float, counter: itertools.count[int], rep: Report
+) -> None:
     async def echo(mode: str) -> Result:
-        return (await rest_levels(mode, mesh.port, "everything.echo", echo_params, (1,),
-                                  duration, counter, ECHO_OK))[0]
+        return (
+            await rest_levels(
+                mode, mesh.port, "everything.echo", echo_params, (1,), duration, counter, ECHO_OK
+            )
+        )[0]
 
     rep.hol.append(await echo("other upstream idle"))
-    slow = [RestConn(mesh.port, "bench.sleep", lambda n: {"seconds": SLOW_SECONDS, "n": n})
-            for _ in range(SLOW_CONCURRENCY)]
+    slow = [
+        RestConn(mesh.port, "bench.sleep", lambda n: {"seconds": SLOW_SECONDS, "n": n})
+        for _ in range(SLOW_CONCURRENCY)
+    ]
     # Each caller starts a new sleep as soon as one ends, until 0.5 s after the echo run's end.
     load_s = 1.5 + bh.WARMUP + duration
     load = asyncio.create_task(bh.drive([c.call for c in slow], load_s, counter))
@@ -257,14 +312,22 @@ async def part_hol(mesh: BenchMesh, duration: float, counter: itertools.count[in
             conn.close()
 
 
-async def part_scaling(args: argparse.Namespace, counter: itertools.count[int],
-                       rep: Report) -> None:
+async def part_scaling(
+    args: argparse.Namespace, counter: itertools.count[int], rep: Report
+) -> None:
     for workers in (1, 2):
         label = f"workers={workers}"
         bench = server("bench", sys.executable, [str(UPSTREAM)], workers)
         with running_mesh(label, [EVERYTHING_SERVER, bench], rep, args.keep) as mesh:
-            rep.scaling += await rest_levels(label, mesh.port, "bench.burn", lambda n: {"n": n},
-                                             (SCALE_CONCURRENCY,), args.duration, counter)
+            rep.scaling += await rest_levels(
+                label,
+                mesh.port,
+                "bench.burn",
+                lambda n: {"n": n},
+                (SCALE_CONCURRENCY,),
+                args.duration,
+                counter,
+            )
             await asyncio.sleep(CATALOG_REFRESH + 0.2)
             rep.served[label] = {str(w["slot"]): w["served"] for w in mesh.workers("bench")}
             if workers == 1:
@@ -286,8 +349,9 @@ async def run_all(args: argparse.Namespace, report: Report) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--duration", type=float, default=5.0, help="seconds measured per level")
     ap.add_argument("--quick", action="store_true", help="1 s per level (smoke run)")
     ap.add_argument("--no-write", action="store_true", help=f"do not write {DOC}")
@@ -310,8 +374,17 @@ def main() -> int:
             mesh.stop()
         reap_own_children()
     cmd = " ".join(["python", "scripts/bench.py", *sys.argv[1:]])
-    head = "\n".join([f"Generated by `{cmd}` (method: the docstring of `scripts/bench.py`; where the time goes: `docs/profiling.md`).",
-                      "", *(f"- {k}: {v}" for k, v in machine.items())])
+    head = "\n".join(
+        [
+            (
+                f"Generated by `{cmd}` (method: the docstring of `scripts/bench.py`; where the "
+                "time "
+                "goes: `docs/profiling.md`)."
+            ),
+            "",
+            *(f"- {k}: {v}" for k, v in machine.items()),
+        ]
+    )
     text = render(report, args.duration)
     print(f"\n{head}\n\n{text}\n\ntotal wall time: {time.monotonic() - T0:.1f} s")
     if not args.no_write:

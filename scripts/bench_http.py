@@ -39,7 +39,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from agent_mesh.proctree import alive, cmdline, cpu_seconds, descendants, rss_mb
-from workers.mcp_client import UpstreamClient, UpstreamSpec
+from workers.mcp_client import UpstreamClient
+from workers.upstream_types import UpstreamSpec
 
 EVERYTHING = REPO / "node_modules" / ".bin" / "mcp-server-everything"
 CONCURRENCY = (1, 16, 64)
@@ -97,15 +98,27 @@ async def drive(calls: list[Call], duration: float, counter: itertools.count[int
     return run
 
 
-async def measure(mode: str, calls: list[Call], duration: float,
-                  counter: itertools.count[int], tree: set[int] | None = None) -> Result:
+async def measure(
+    mode: str,
+    calls: list[Call],
+    duration: float,
+    counter: itertools.count[int],
+    tree: set[int] | None = None,
+) -> Result:
     """`tree`: also measure these processes' CPU time per call."""
     await drive(calls, WARMUP, counter)
     before = {pid: cpu_seconds(pid) for pid in tree or ()}
     run = await drive(calls, duration, counter)
     lat = sorted(run.latencies)
-    result = Result(mode, len(calls), len(lat) / run.elapsed, percentile(lat, 0.50) * 1e3,
-                    percentile(lat, 0.99) * 1e3, run.errors, run.first_error)
+    result = Result(
+        mode,
+        len(calls),
+        len(lat) / run.elapsed,
+        percentile(lat, 0.50) * 1e3,
+        percentile(lat, 0.99) * 1e3,
+        run.errors,
+        run.first_error,
+    )
     if tree and lat:
         spent: dict[str, float] = {}
         for pid, start in before.items():
@@ -121,13 +134,19 @@ def role_of(command: str) -> str:
     if "run" in words and words.index("run") + 1 < len(words):
         role = words[words.index("run") + 1]
         return f"{role}:{words[words.index('--server') + 1]}" if "--server" in words else role
-    return "supervisord" if "supervisord" in command else (os.path.basename(words[0]) if words else "?")
+    return (
+        "supervisord"
+        if "supervisord" in command
+        else (os.path.basename(words[0]) if words else "?")
+    )
 
 
 async def bench_direct(duration: float, counter: itertools.count[int]) -> list[Result]:
-    spec = UpstreamSpec(name="everything", transport="stdio", command=str(EVERYTHING),
-                        args=("stdio",))
+    spec = UpstreamSpec(
+        name="everything", transport="stdio", command=str(EVERYTHING), args=("stdio",)
+    )
     async with UpstreamClient(spec) as client:
+
         async def call(n: int) -> str | None:
             result = await client.call_tool("echo", {"message": f"hi {n}"}, timeout=30)
             return f"isError: {json.dumps(result)[:500]}" if result.get("isError") else None
@@ -141,8 +160,10 @@ class HttpConn:
     def __init__(self, port: int) -> None:
         self.port = port
         self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        self.head = (f"POST /tool/everything.echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                     f"Authorization: Bearer agent:{AGENT}\r\nContent-Type: application/json\r\n")
+        self.head = (
+            f"POST /tool/everything.echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer agent:{AGENT}\r\nContent-Type: application/json\r\n"
+        )
 
     async def call(self, n: int) -> str | None:
         if self.streams is None:
@@ -153,8 +174,10 @@ class HttpConn:
         try:
             lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
             status = int(lines[0].split(" ", 2)[1])
-            headers = {k.strip().lower(): v.strip()
-                       for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (line.partition(":") for line in lines[1:] if line)
+            }
             data = await reader.readexactly(int(headers["content-length"]))
         except BaseException:
             self.close()  # unknown state: never reuse it
@@ -169,13 +192,16 @@ class HttpConn:
             self.streams = None
 
 
-async def bench_mesh(port: int, duration: float, counter: itertools.count[int],
-                     tree: set[int] | None = None) -> list[Result]:
+async def bench_mesh(
+    port: int, duration: float, counter: itertools.count[int], tree: set[int] | None = None
+) -> list[Result]:
     results = []
     for c in CONCURRENCY:
         conns = [HttpConn(port) for _ in range(c)]
         try:
-            results.append(await measure("mesh-rest", [x.call for x in conns], duration, counter, tree))
+            results.append(
+                await measure("mesh-rest", [x.call for x in conns], duration, counter, tree)
+            )
         finally:
             for conn in conns:
                 conn.close()
@@ -183,6 +209,7 @@ async def bench_mesh(port: int, duration: float, counter: itertools.count[int],
 
 
 # -- processes ------------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -193,21 +220,42 @@ def free_port() -> int:
 class MeshProcess:
     """`python -m agent_mesh serve` (it execs supervisord) on a temp config and AGENT_MESH_HOME."""
 
-    def __init__(self, tmp: Path, policy_workers: int, upstream_workers: int,
-                 extra: dict[str, object] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        policy_workers: int,
+        upstream_workers: int,
+        extra: dict[str, object] | None = None,
+    ) -> None:
         self.port = free_port()
         self.home = tmp / "home"
         self.output = tmp / "serve.out"
         self.config_path = tmp / "mesh.yaml"
-        self.config_path.write_text(yaml.safe_dump({
-            "port": self.port,
-            "policy_workers": policy_workers,
-            "mcp_servers": [{"name": "everything", "transport": "stdio", "args": ["stdio"],
-                             "command": str(EVERYTHING), "workers": upstream_workers}],
-            "policies": [{"name": AGENT, "agent": AGENT,
-                          "rules": [{"tools": ["everything.*"], "action": "allow"}]}],
-            **(extra or {}),
-        }))
+        self.config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "port": self.port,
+                    "policy_workers": policy_workers,
+                    "mcp_servers": [
+                        {
+                            "name": "everything",
+                            "transport": "stdio",
+                            "args": ["stdio"],
+                            "command": str(EVERYTHING),
+                            "workers": upstream_workers,
+                        }
+                    ],
+                    "policies": [
+                        {
+                            "name": AGENT,
+                            "agent": AGENT,
+                            "rules": [{"tools": ["everything.*"], "action": "allow"}],
+                        }
+                    ],
+                    **(extra or {}),
+                }
+            )
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
@@ -215,7 +263,9 @@ class MeshProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "agent_mesh", "serve", "--config", str(self.config_path)],
                 env={**os.environ, "AGENT_MESH_HOME": str(self.home)},
-                stdout=out, stderr=subprocess.STDOUT)
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -248,50 +298,70 @@ class MeshProcess:
         report = []
         while pending and time.monotonic() - t0 < grace:
             for pid in [p for p in pending if not alive(p)]:
-                report.append(f"pid {pid} exited {time.monotonic() - t0:.2f}s after supervisord: "
-                              f"{names[pid]}")
+                report.append(
+                    f"pid {pid} exited {time.monotonic() - t0:.2f}s after supervisord: {names[pid]}"
+                )
                 pending.discard(pid)
             time.sleep(0.01)
         for pid in pending:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            report.append(f"pid {pid} still alive {grace}s after supervisord, SIGKILLed: "
-                          f"{names[pid]}")
+            report.append(
+                f"pid {pid} still alive {grace}s after supervisord, SIGKILLed: {names[pid]}"
+            )
         return report
 
 
 # -- report ---------------------------------------------------------------------------------------
 
+
 def table(direct: list[Result], mesh: list[Result]) -> str:
     base = {r.concurrency: r for r in direct}
-    rows = [f"{'mode':<10} {'conc':>4} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
-            + f" {'x direct':>8} {'+p50 ms':>8}"]
+    rows = [
+        f"{'mode':<10} {'conc':>4} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        + f" {'x direct':>8} {'+p50 ms':>8}"
+    ]
     for r in direct + mesh:
         d = base.get(r.concurrency) if r.mode != "direct" else None
-        extra = (f" {r.calls_per_s / d.calls_per_s:>8.2f} {r.p50_ms - d.p50_ms:>8.2f}" if d else "")
-        rows.append(f"{r.mode:<10} {r.concurrency:>4} {r.calls_per_s:>9.1f} {r.p50_ms:>8.2f}"
-                    f" {r.p99_ms:>8.2f} {r.errors:>6}{extra}")
-    rows += [f"first error ({r.mode}, concurrency {r.concurrency}): {r.first_error}"
-             for r in direct + mesh if r.first_error]
+        extra = f" {r.calls_per_s / d.calls_per_s:>8.2f} {r.p50_ms - d.p50_ms:>8.2f}" if d else ""
+        rows.append(
+            f"{r.mode:<10} {r.concurrency:>4} {r.calls_per_s:>9.1f} {r.p50_ms:>8.2f}"
+            f" {r.p99_ms:>8.2f} {r.errors:>6}{extra}"
+        )
+    rows += [
+        f"first error ({r.mode}, concurrency {r.concurrency}): {r.first_error}"
+        for r in direct + mesh
+        if r.first_error
+    ]
     for r in mesh:
         if r.cpu_ms_per_call:
             total = sum(r.cpu_ms_per_call.values())
-            rows.append(f"CPU ms per call, {r.mode} c={r.concurrency}: total {total:.3f} = " + ", ".join(
-                f"{role} {ms:.3f}" for role, ms in r.cpu_ms_per_call.items() if ms >= 0.0005))
+            rows.append(
+                f"CPU ms per call, {r.mode} c={r.concurrency}: total {total:.3f} = "
+                + ", ".join(
+                    f"{role} {ms:.3f}" for role, ms in r.cpu_ms_per_call.items() if ms >= 0.0005
+                )
+            )
     return "\n".join(rows)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--duration", type=float, default=5.0, help="seconds measured per level")
     ap.add_argument("--policy-workers", type=int, default=1)
     ap.add_argument("--upstream-workers", type=int, default=1)
     ap.add_argument("--cpu", action="store_true", help="CPU time per call of each mesh process")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir with the mesh logs")
-    ap.add_argument("--config-extra", type=yaml.safe_load, default={}, metavar="YAML",
-                    help='merged into the mesh config, e.g. \'{otel_endpoint: "http://127.0.0.1:9"}\'')
+    ap.add_argument(
+        "--config-extra",
+        type=yaml.safe_load,
+        default={},
+        metavar="YAML",
+        help="merged into the mesh config, e.g. '{otel_endpoint: \"http://127.0.0.1:9\"}'",
+    )
     args = ap.parse_args()
     if not EVERYTHING.exists():
         sys.exit(f"{EVERYTHING} missing: run `npm ci` in {REPO}")
@@ -310,7 +380,9 @@ def main() -> int:
     try:
         print(f"mesh on port {mesh.port}, AGENT_MESH_HOME={mesh.home} ...", file=sys.stderr)
         mesh.start()
-        results = asyncio.run(bench_mesh(mesh.port, args.duration, counter, mesh.tree() if args.cpu else None))
+        results = asyncio.run(
+            bench_mesh(mesh.port, args.duration, counter, mesh.tree() if args.cpu else None)
+        )
         tree = mesh.tree()
         rss = rss_mb(tree)
     finally:
@@ -321,16 +393,27 @@ def main() -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\npolicy_workers={args.policy_workers} upstream_workers={args.upstream_workers}"
-          f" duration={args.duration}s per level (after {WARMUP}s warm-up)")
+    print(
+        f"\npolicy_workers={args.policy_workers} upstream_workers={args.upstream_workers}"
+        f" duration={args.duration}s per level (after {WARMUP}s warm-up)"
+    )
     print(table(direct, results))
     print(f"mesh process tree RSS: {rss:.1f} MB ({len(tree)} processes: supervisord + descendants)")
     print(f"total wall time: {time.monotonic() - t_start:.1f} s")
     if args.json:
-        print(json.dumps({"policy_workers": args.policy_workers, "duration_s": args.duration,
-                          "upstream_workers": args.upstream_workers,
-                          "results": [asdict(r) for r in direct + results],
-                          "mesh_rss_mb": round(rss, 1), "mesh_processes": len(tree)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "policy_workers": args.policy_workers,
+                    "duration_s": args.duration,
+                    "upstream_workers": args.upstream_workers,
+                    "results": [asdict(r) for r in direct + results],
+                    "mesh_rss_mb": round(rss, 1),
+                    "mesh_processes": len(tree),
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -42,8 +42,14 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def row(r: Result) -> list[str]:
-    return [r.mode, str(r.concurrency), f"{r.calls_per_s:.1f}", f"{r.p50_ms:.2f}",
-            f"{r.p99_ms:.2f}", str(r.errors)]
+    return [
+        r.mode,
+        str(r.concurrency),
+        f"{r.calls_per_s:.1f}",
+        f"{r.p50_ms:.2f}",
+        f"{r.p99_ms:.2f}",
+        str(r.errors),
+    ]
 
 
 def goals(rep: Report) -> list[str]:
@@ -53,18 +59,24 @@ def goals(rep: Report) -> list[str]:
     rest1, direct1 = got.get(("mesh-rest", 1)), got.get(("direct", 1))
     if rest1 and direct1:
         added = rest1.p50_ms - direct1.p50_ms
-        out.append(f"- added p50 at c=1 (REST) under 1 ms: {'met' if added < 1 else 'missed'} "
-                   f"({added:+.2f} ms)")
+        out.append(
+            f"- added p50 at c=1 (REST) under 1 ms: {'met' if added < 1 else 'missed'} "
+            f"({added:+.2f} ms)"
+        )
     rest16, direct16 = got.get(("mesh-rest", 16)), got.get(("direct", 16))
     if rest16 and direct16 and direct16.calls_per_s:
         ratio = rest16.calls_per_s / direct16.calls_per_s
-        out.append(f"- mesh (REST) / direct throughput at c=16 at least 0.4x: "
-                   f"{'met' if ratio >= 0.4 else 'missed'} ({ratio:.2f}x: {rest16.calls_per_s:.0f} / "
-                   f"{direct16.calls_per_s:.0f} calls/s)")
+        out.append(
+            f"- mesh (REST) / direct throughput at c=16 at least 0.4x: "
+            f"{'met' if ratio >= 0.4 else 'missed'} ({ratio:.2f}x: {rest16.calls_per_s:.0f} / "
+            f"{direct16.calls_per_s:.0f} calls/s)"
+        )
     if len(rep.scaling) == 2 and rep.scaling[0].calls_per_s:
         ratio = rep.scaling[1].calls_per_s / rep.scaling[0].calls_per_s
-        out.append(f"- `workers: 2` clearly more than one worker on a CPU-bound tool: "
-                   f"{'met' if ratio >= 1.3 else 'missed'} ({ratio:.2f}x)")
+        out.append(
+            f"- `workers: 2` clearly more than one worker on a CPU-bound tool: "
+            f"{'met' if ratio >= 1.3 else 'missed'} ({ratio:.2f}x)"
+        )
     return out
 
 
@@ -73,38 +85,78 @@ def render(rep: Report, duration: float) -> str:
     echo_rows = []
     for r in rep.echo:
         b = base.get((BASELINE.get(r.mode, ""), r.concurrency))
-        echo_rows.append(row(r) + ([f"{r.calls_per_s / b.calls_per_s:.2f} x {b.mode}",
-                                    f"{r.p50_ms - b.p50_ms:+.2f}"] if b else ["", ""]))
-    out = [f"## 1. echo (server-everything), {duration:g} s per level, {bh.WARMUP} s warm-up",
-           "", md_table(["mode", *COLUMNS, "ratio", "added p50 ms"], echo_rows), "",
-           (f"Mesh process tree RSS after the runs: {rep.rss_mb:.1f} MB ({rep.mesh_processes} "
-            "processes: supervisord + descendants, the stdio MCP server included)."), "",
-           f"## 2. Scaling: CPU-bound `bench.burn`, REST at concurrency {SCALE_CONCURRENCY}", "",
-           md_table(["upstream", *COLUMNS, "served per worker (warm-up included)"],
-                    [row(r) + [json.dumps(rep.served.get(r.mode, {}))] for r in rep.scaling])]
+        echo_rows.append(
+            row(r)
+            + (
+                [f"{r.calls_per_s / b.calls_per_s:.2f} x {b.mode}", f"{r.p50_ms - b.p50_ms:+.2f}"]
+                if b
+                else ["", ""]
+            )
+        )
+    out = [
+        f"## 1. echo (server-everything), {duration:g} s per level, {bh.WARMUP} s warm-up",
+        "",
+        md_table(["mode", *COLUMNS, "ratio", "added p50 ms"], echo_rows),
+        "",
+        (
+            f"Mesh process tree RSS after the runs: {rep.rss_mb:.1f} MB ({rep.mesh_processes} "
+            "processes: supervisord + descendants, the stdio MCP server included)."
+        ),
+        "",
+        f"## 2. Scaling: CPU-bound `bench.burn`, REST at concurrency {SCALE_CONCURRENCY}",
+        "",
+        md_table(
+            ["upstream", *COLUMNS, "served per worker (warm-up included)"],
+            [row(r) + [json.dumps(rep.served.get(r.mode, {}))] for r in rep.scaling],
+        ),
+    ]
     if len(rep.scaling) == 2 and rep.scaling[0].calls_per_s:
         ratio = rep.scaling[1].calls_per_s / rep.scaling[0].calls_per_s
         out += ["", f"workers=2 / workers=1: {ratio:.2f}x"]
-    out += ["", "## 3. Head-of-line: echo (REST) beside a busy upstream of the same mesh", "",
-            md_table(["echo while", *COLUMNS], [row(r) for r in rep.hol])]
+    out += [
+        "",
+        "## 3. Head-of-line: echo (REST) beside a busy upstream of the same mesh",
+        "",
+        md_table(["echo while", *COLUMNS], [row(r) for r in rep.hol]),
+    ]
     if len(rep.hol) == 2:
-        out += ["", (f"p50 busy - idle: {rep.hol[1].p50_ms - rep.hol[0].p50_ms:+.2f} ms; "
-                     f"`bench.sleep` ({SLOW_SECONDS:g} s) in flight during the busy run: "
-                     f"{rep.slow_inflight}; completed {rep.slow_done}, errors {rep.slow_errors}.")]
+        out += [
+            "",
+            (
+                f"p50 busy - idle: {rep.hol[1].p50_ms - rep.hol[0].p50_ms:+.2f} ms; "
+                f"`bench.sleep` ({SLOW_SECONDS:g} s) in flight during the busy run: "
+                f"{rep.slow_inflight}; completed {rep.slow_done}, errors {rep.slow_errors}."
+            ),
+        ]
     if verdicts := goals(rep):
         out += ["", "## Goals (issue 5)", "", *verdicts]
-    notes = [f"first error of {r.mode} c={r.concurrency}: {r.first_error}"
-             for r in rep.echo + rep.scaling + rep.hol if r.first_error] + rep.notes
+    notes = [
+        f"first error of {r.mode} c={r.concurrency}: {r.first_error}"
+        for r in rep.echo + rep.scaling + rep.hol
+        if r.first_error
+    ] + rep.notes
     if notes:
-        out += ["", "## Notes (first errors, processes outliving supervisord, log problems)", "",
-                *(f"- {n}" for n in notes)]
+        out += [
+            "",
+            "## Notes (first errors, processes outliving supervisord, log problems)",
+            "",
+            *(f"- {n}" for n in notes),
+        ]
     return "\n".join(out)
 
 
 def machine_info() -> dict[str, str]:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
-                .splitlines() if ln.startswith("model name")), platform.processor() or "?")
-    return {"date": f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
-            "machine": f"nproc {len(os.sched_getaffinity(0))}, {cpu}",
-            "python": platform.python_version(),
-            "load average at start": ", ".join(f"{x:.2f}" for x in os.getloadavg())}
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor() or "?",
+    )
+    return {
+        "date": f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+        "machine": f"nproc {len(os.sched_getaffinity(0))}, {cpu}",
+        "python": platform.python_version(),
+        "load average at start": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }

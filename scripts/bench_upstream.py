@@ -44,8 +44,9 @@ def build(rounds: int) -> MCPServer:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="SHA-256 rounds per burn")
     build(ap.parse_args().rounds).run("stdio")
 

@@ -16,13 +16,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent_mesh.config import LoadedConfig, load_config
+from agent_mesh.config import LoadedConfig
+from agent_mesh.config_file import load_config
 from agent_mesh.launcher import supervisor_conf
 
 CONFIG = Path("/etc/agent-mesh/agent-mesh.yaml")
 HOME = Path("/var/lib/agent-mesh")  # AGENT_MESH_HOME
 LOGS = Path("/var/log/agent-mesh")  # AGENT_MESH_LOGS
-PYTHON = Path("/opt/agent-mesh/venv/bin/python")  # the unit's ExecStart runs `python -m agent_mesh serve`
+PYTHON = Path(
+    "/opt/agent-mesh/venv/bin/python"
+)  # the unit's ExecStart runs `python -m agent_mesh serve`
 
 HEADER = """\
 ; agent-mesh on a production host (docs/deploy.md): what `agent-mesh serve` writes into the state
@@ -40,11 +43,14 @@ def installed(config: Path = CONFIG) -> LoadedConfig:
 
 def render(prefix: Path = Path("/")) -> str:
     """The generated file, for an installation under `prefix` (scripts/deploy --prefix)."""
+
     def at(path: Path) -> Path:
         return prefix / path.relative_to("/")
 
     loaded = installed(at(CONFIG))
-    conf = supervisor_conf(loaded, at(HOME) / loaded.config_hash, logs=at(LOGS), python=str(at(PYTHON)))
+    conf = supervisor_conf(
+        loaded, at(HOME) / loaded.config_hash, logs=at(LOGS), python=str(at(PYTHON))
+    )
     return HEADER + conf
 
 

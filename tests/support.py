@@ -7,9 +7,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import mcp_types
 import pytest
 
-from agent_mesh.proctree import alive, cmdline, descendants  # noqa: F401 - the tests' process helpers
+from agent_mesh.proctree import alive, cmdline, descendants
+
+# the tests' process helpers are re-exported from here
+__all__ = [
+    "NODE_BIN",
+    "REPO",
+    "alive",
+    "cmdline",
+    "descendants",
+    "free_port",
+    "npm_server",
+    "text_of",
+    "wait_until",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_BIN = REPO / "node_modules" / ".bin"
@@ -23,13 +37,22 @@ def npm_server(name: str) -> str:
     return str(path)
 
 
+def text_of(result: mcp_types.CallToolResult) -> str:
+    """The text of an MCP tool result's first content item (which a test expects to be text)."""
+    item = result.content[0]
+    assert isinstance(item, mcp_types.TextContent), item
+    return item.text
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> None:
+def wait_until(
+    predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05
+) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():

@@ -21,11 +21,19 @@ from tests.support import free_port
 REPO = Path(__file__).resolve().parent.parent
 
 
-def agent_mesh(*args: str, tmp: Path, stdin: str = "", timeout: float = 60,
-               **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent_mesh", *args], input=stdin, capture_output=True,
-                          text=True, timeout=timeout, cwd=tmp, check=False,
-                          env={**os.environ, "AGENT_MESH_HOME": str(tmp / "home"), **env})
+def agent_mesh(
+    *args: str, tmp: Path, stdin: str = "", timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent_mesh", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp,
+        check=False,
+        env={**os.environ, "AGENT_MESH_HOME": str(tmp / "home"), **env},
+    )
 
 
 def one_line_failure(result: subprocess.CompletedProcess[str]) -> str:
@@ -51,12 +59,24 @@ def test_no_arguments_prints_usage_with_the_mcp_mode(tmp_path: Path) -> None:
 
 def test_help_lists_mcp_and_every_command(tmp_path: Path) -> None:
     out = agent_mesh("--help", tmp=tmp_path).stdout
-    for word in ("--mcp", "--mcp-agent", "--config", "--port", "--debug", "serve", "connect", "check",
-                 "run", "keys"):
+    for word in (
+        "--mcp",
+        "--mcp-agent",
+        "--config",
+        "--port",
+        "--debug",
+        "serve",
+        "connect",
+        "check",
+        "run",
+        "keys",
+    ):
         assert word in out
 
 
-def _actions(parser: argparse.ArgumentParser, where: str = "agent-mesh") -> list[tuple[str, argparse.Action]]:
+def _actions(
+    parser: argparse.ArgumentParser, where: str = "agent-mesh"
+) -> list[tuple[str, argparse.Action]]:
     found = []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -68,8 +88,11 @@ def _actions(parser: argparse.ArgumentParser, where: str = "agent-mesh") -> list
 
 
 def test_every_option_has_help_text() -> None:
-    missing = [f"{where} {'/'.join(a.option_strings) or a.dest}" for where, a in _actions(_parser())
-               if not a.help]
+    missing = [
+        f"{where} {'/'.join(a.option_strings) or a.dest}"
+        for where, a in _actions(_parser())
+        if not a.help
+    ]
     assert missing == []
 
 
@@ -83,8 +106,10 @@ def test_run_lists_every_role(tmp_path: Path) -> None:
 def test_connect_to_nothing_is_one_line(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     line = one_line_failure(agent_mesh("connect", "--url", url, tmp=tmp_path, stdin="\n"))
-    assert line == (f"agent-mesh: cannot reach the mesh at {url}/mcp: connection refused; is it running? "
-                    "(start it with `agent-mesh serve`, or give its address with --url)")
+    assert line == (
+        f"agent-mesh: cannot reach the mesh at {url}/mcp: connection refused; is it running? "
+        "(start it with `agent-mesh serve`, or give its address with --url)"
+    )
     debug = agent_mesh("connect", "--url", url, "--debug", tmp=tmp_path, stdin="\n")
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
@@ -125,7 +150,9 @@ def test_port_in_use_is_refused_before_anything_starts(tmp_path: Path, command: 
 
 
 def _cmdline() -> str:
-    return Path(f"/proc/{os.getpid()}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()[:80]
+    return (
+        Path(f"/proc/{os.getpid()}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()[:80]
+    )
 
 
 def test_check_resolves_stdio_commands_as_the_worker_does(tmp_path: Path) -> None:
@@ -136,25 +163,35 @@ def test_check_resolves_stdio_commands_as_the_worker_does(tmp_path: Path) -> Non
     script.chmod(0o755)
     (here / "plain.txt").write_text("not executable")
     path = here / "mesh.yaml"
-    servers = [{"name": "local", "command": "./server.sh"},  # relative to the config's directory
-               {"name": "onpath", "command": "sh"},
-               {"name": "remote", "command": "does-not-exist", "workers": 0},  # runs on another host
-               {"name": "web", "url": "http://127.0.0.1:1/mcp", "transport": "streamable_http"}]
+    servers = [
+        {"name": "local", "command": "./server.sh"},  # relative to the config's directory
+        {"name": "onpath", "command": "sh"},
+        {"name": "remote", "command": "does-not-exist", "workers": 0},  # runs on another host
+        {"name": "web", "url": "http://127.0.0.1:1/mcp", "transport": "streamable_http"},
+    ]
     path.write_text(yaml.safe_dump({"mcp_servers": servers}))
     ok = agent_mesh("check", "--config", str(path), tmp=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert f"{path}: ok (4 servers" in ok.stdout
-    servers += [{"name": "filesystem", "command": "does-not-exist"},
-                {"name": "plain", "command": "./plain.txt"},
-                {"name": "elsewhere", "command": "./server.sh", "cwd": str(tmp_path)}]
+    servers += [
+        {"name": "filesystem", "command": "does-not-exist"},
+        {"name": "plain", "command": "./plain.txt"},
+        {"name": "elsewhere", "command": "./server.sh", "cwd": str(tmp_path)},
+    ]
     path.write_text(yaml.safe_dump({"mcp_servers": servers}))
     bad = agent_mesh("check", "--config", str(path), tmp=tmp_path)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.splitlines() == [
-        f"agent-mesh: {path}: mcp_servers[4] (filesystem): command 'does-not-exist' not found on PATH",
+        (
+            f"agent-mesh: {path}: mcp_servers[4] (filesystem): command 'does-not-exist' not found "
+            "on "
+            "PATH"
+        ),
         f"agent-mesh: {path}: mcp_servers[5] (plain): command './plain.txt' is not executable",
-        (f"agent-mesh: {path}: mcp_servers[6] (elsewhere): command './server.sh' not found "
-         f"(no {tmp_path}/server.sh)"),
+        (
+            f"agent-mesh: {path}: mcp_servers[6] (elsewhere): command './server.sh' not found "
+            f"(no {tmp_path}/server.sh)"
+        ),
     ]
 
 
@@ -168,16 +205,28 @@ def test_a_bad_port_is_a_usage_error(tmp_path: Path, port: str) -> None:
 
 def test_keys_in_a_directory_that_cannot_be_made(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    line = one_line_failure(agent_mesh("keys", "--dir", str(tmp_path / "file" / "keys"), tmp=tmp_path))
-    assert line.startswith(f"agent-mesh keys: {tmp_path / 'file'}") and line.endswith("; choose another with --dir")
+    line = one_line_failure(
+        agent_mesh("keys", "--dir", str(tmp_path / "file" / "keys"), tmp=tmp_path)
+    )
+    assert line.startswith(f"agent-mesh keys: {tmp_path / 'file'}") and line.endswith(
+        "; choose another with --dir"
+    )
 
 
 def test_serve_warns_of_a_server_that_cannot_start_and_serves_the_others(tmp_path: Path) -> None:
     path = config(tmp_path)
-    path.write_text(yaml.safe_dump({"port": free_port(), "mcp_servers": [{"name": "missing", "command": "nope-x"}]}))
-    serve = subprocess.Popen([sys.executable, "-m", "agent_mesh", "serve", "--config", str(path)],
-                             env={**os.environ, "AGENT_MESH_HOME": str(tmp_path / "home")}, cwd=tmp_path,
-                             stderr=subprocess.PIPE, text=True)
+    path.write_text(
+        yaml.safe_dump(
+            {"port": free_port(), "mcp_servers": [{"name": "missing", "command": "nope-x"}]}
+        )
+    )
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "agent_mesh", "serve", "--config", str(path)],
+        env={**os.environ, "AGENT_MESH_HOME": str(tmp_path / "home")},
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert serve.stderr is not None
     lines = []
     try:
@@ -188,5 +237,8 @@ def test_serve_warns_of_a_server_that_cannot_start_and_serves_the_others(tmp_pat
     finally:
         serve.terminate()
         serve.wait(timeout=60)
-    assert (f"agent-mesh: warning: {path}: mcp_servers[0] (missing): command 'nope-x' not found on PATH: "
-            "it stays down until that is fixed") in lines, lines
+    assert (
+        f"agent-mesh: warning: {path}: mcp_servers[0] (missing): command 'nope-x' not found on "
+        "PATH: "
+        "it stays down until that is fixed"
+    ) in lines, lines

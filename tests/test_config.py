@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent_mesh.config import Config, ConfigError, LoadedConfig, load_config
-from agent_mesh.durations import parse_duration
+from agent_mesh.config import Config, ConfigError, LoadedConfig
+from agent_mesh.config_file import load_config
+from policy.durations import parse_duration
 
 # The full example of compat.md §1, verbatim.
 FULL_EXAMPLE = """\
@@ -108,7 +109,10 @@ def test_full_spec_example_loads(tmp_path: Path) -> None:
     assert git.commands["status"].timeout_seconds == 30.0
     assert git.commands["log"].allowed_args == ["--oneline", "-n"]
     assert git.commands["log"].timeout_seconds == 30.0
-    assert (c.openapi[0].file, c.openapi[0].url) == (str(tmp_path.resolve() / "petstore.yaml"), None)
+    assert (c.openapi[0].file, c.openapi[0].url) == (
+        str(tmp_path.resolve() / "petstore.yaml"),
+        None,
+    )
     [claude] = c.policies
     assert claude.rate_limit is not None and claude.rate_limit.max_per_minute == 60
     assert [r.action for r in claude.rules] == ["allow", "allow", "human_approval", "deny"]
@@ -117,8 +121,11 @@ def test_full_spec_example_loads(tmp_path: Path) -> None:
     assert (cond.field, cond.operator, cond.value) == ("params.amount", "<", 100)
     assert not any("not supported" in w for w in loaded.warnings)
     assert [(s.name, s.kind, s.prefix) for s in c.sources()] == [
-        ("filesystem", "mcp", "filesystem."), ("remote", "mcp", "remote."), ("git", "cli", "git."),
-        ("openapi-0", "openapi", "")]
+        ("filesystem", "mcp", "filesystem."),
+        ("remote", "mcp", "remote."),
+        ("git", "cli", "git."),
+        ("openapi-0", "openapi", ""),
+    ]
     # policies/ does not exist next to this config: a warning, not an error.
     assert any("policy_dir" in w and "does not exist" in w for w in loaded.warnings)
     assert loaded.trace_path == tmp_path.resolve() / "traces.jsonl"
@@ -141,8 +148,13 @@ def test_spec_filesystem_example_loads() -> None:
 
 def test_default_action_decides_what_no_rule_does(tmp_path: Path) -> None:
     from policy.engine import PolicyEngine
+    from policy.model import Decision
 
-    loaded = load_config(write(tmp_path, "c.yaml", """\
+    loaded = load_config(
+        write(
+            tmp_path,
+            "c.yaml",
+            """\
         cli_tools:
           - {name: tf, bin: terraform, default_action: human_approval}
           - {name: gh, bin: gh, default_action: allow}
@@ -152,14 +164,24 @@ def test_default_action_decides_what_no_rule_does(tmp_path: Path) -> None:
             agent: claude
             rules:
               - {tools: [tf.destroy], action: deny}
-        """))
+        """,
+        )
+    )
     names = [p.name for p in loaded.config.policies]
     assert names == ["claude", "default_action:tf", "default_action:gh"]  # deny: nothing to add
     engine = PolicyEngine(loaded.config.policies)
-    decide = lambda agent, tool: engine.evaluate(agent, tool, {}, 0.0)
-    assert (decide("claude", "tf.destroy").action, decide("claude", "tf.destroy").rule) == ("deny", "claude")
+
+    def decide(agent: str, tool: str) -> Decision:
+        return engine.evaluate(agent, tool, {}, 0.0)
+
+    assert (decide("claude", "tf.destroy").action, decide("claude", "tf.destroy").rule) == (
+        "deny",
+        "claude",
+    )
     assert (decide("claude", "tf.plan").action, decide("claude", "tf.plan").rule) == (
-        "human_approval", "default_action:tf")
+        "human_approval",
+        "default_action:tf",
+    )
     assert decide("bob", "gh.pr.list").action == "allow"
     assert (decide("bob", "kc.get").action, decide("bob", "kc.get").rule) == ("deny", "default")
 
@@ -175,7 +197,11 @@ def test_empty_mapping_gives_defaults(tmp_path: Path) -> None:
 
 
 def test_extensions_and_aliases(tmp_path: Path) -> None:
-    loaded = load_config(write(tmp_path, "sub/c.yaml", """\
+    loaded = load_config(
+        write(
+            tmp_path,
+            "sub/c.yaml",
+            """\
         host: 0.0.0.0
         policy_workers: 4
         otel_endpoint: https://collector:4318
@@ -198,7 +224,9 @@ def test_extensions_and_aliases(tmp_path: Path) -> None:
             strict: true
             commands:
               run:
-        """))
+        """,
+        )
+    )
     c = loaded.config
     assert (c.host, c.policy_workers, c.otel_endpoint) == ("0.0.0.0", 4, "https://collector:4318")
     web = c.server("web-api_2")
@@ -213,14 +241,25 @@ def test_extensions_and_aliases(tmp_path: Path) -> None:
     assert c.cli_tools[0].working_dir == str(tmp_path.resolve() / "sub")  # the config's directory
 
 
-def test_bus_section_and_remote_only_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bus_section_and_remote_only_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    loaded = load_config(write(tmp_path, "sub/c.yaml", """\
+    loaded = load_config(
+        write(
+            tmp_path,
+            "sub/c.yaml",
+            """\
         bus: {listen: "tcp://0.0.0.0:7000", keys: ../keys}
         mcp_servers:
           - {name: far, command: srv, workers: 0}
-        """))
-    assert (loaded.config.bus.listen, loaded.bus_keys_path) == ("tcp://0.0.0.0:7000", tmp_path.resolve() / "keys")
+        """,
+        )
+    )
+    assert (loaded.config.bus.listen, loaded.bus_keys_path) == (
+        "tcp://0.0.0.0:7000",
+        tmp_path.resolve() / "keys",
+    )
     assert loaded.config.mcp_servers[0].workers == 0  # served by workers on other hosts only
     home = load_config(write(tmp_path, "h.yaml", "bus: {listen: 'tcp://[::1]:7000', keys: ~/k}\n"))
     assert home.bus_keys_path == (tmp_path / "home" / "k").resolve()
@@ -230,33 +269,54 @@ def test_bus_section_and_remote_only_servers(tmp_path: Path, monkeypatch: pytest
 
 
 def test_loop_detection_settings(tmp_path: Path) -> None:
-    loaded = load_config(write(tmp_path, "c.yaml", """\
+    loaded = load_config(
+        write(
+            tmp_path,
+            "c.yaml",
+            """\
         policies:
           - {name: a, agent: a, rate_limit: {}}
           - {name: b, agent: b, rate_limit: {max_per_minute: 5, loop_threshold: 0}}
           - {name: c, agent: c, rate_limit: {loop_threshold: 10, loop_window: 1m30s}}
           - {name: d, agent: d, rate_limit: {loop_window: 2.5}}
           - {name: e, agent: e}
-        """))
+        """,
+        )
+    )
     limits = [p.rate_limit for p in loaded.config.policies]
     assert [(r.loop_threshold, r.loop_window) for r in limits if r is not None] == [
-        (3, 10.0), (0, 10.0), (10, 90.0), (3, 2.5)]
+        (3, 10.0),
+        (0, 10.0),
+        (10, 90.0),
+        (3, 2.5),
+    ]
     assert limits[-1] is None  # no rate_limit: no limits, no loop detection
 
 
-def test_environment_variables_are_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_variables_are_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MESH_TEST_TOKEN", "s3cret-token")
     monkeypatch.setenv("MESH_TEST_DIR", "/srv/demo")
     monkeypatch.setenv("MESH_TEST_EMPTY", "")
     monkeypatch.delenv("MESH_TEST_UNSET", raising=False)
-    c = load_config(write(tmp_path, "c.yaml", """\
+    c = load_config(
+        write(
+            tmp_path,
+            "c.yaml",
+            """\
         auth: {operator_token: "${MESH_TEST_TOKEN}"}
         mcp_servers:
           - name: fs
             command: "${MESH_TEST_UNSET:-npx}"
-            args: ["--root=${MESH_TEST_DIR}/files", "$${NOT_EXPANDED}", "${MESH_TEST_EMPTY:-fallback}"]
+            args:
+              - "--root=${MESH_TEST_DIR}/files"
+              - "$${NOT_EXPANDED}"
+              - "${MESH_TEST_EMPTY:-fallback}"
             env: {TOKEN: "Bearer ${MESH_TEST_TOKEN}"}
-        """)).config
+        """,
+        )
+    ).config
     assert c.auth.operator_token == "s3cret-token"
     fs = c.mcp_servers[0]
     assert fs.command == "npx"
@@ -264,32 +324,54 @@ def test_environment_variables_are_expanded(tmp_path: Path, monkeypatch: pytest.
     assert fs.env == {"TOKEN": "Bearer s3cret-token"}
 
 
-def test_an_empty_operator_token_means_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_empty_operator_token_means_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MESH_TEST_UNSET", raising=False)
-    loaded = load_config(write(tmp_path, "c.yaml", "auth: {operator_token: '${MESH_TEST_UNSET:-}'}\n"))
+    loaded = load_config(
+        write(tmp_path, "c.yaml", "auth: {operator_token: '${MESH_TEST_UNSET:-}'}\n")
+    )
     assert loaded.config.auth.operator_token is None
 
 
-def test_unset_variable_names_variable_field_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unset_variable_names_variable_field_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MESH_TEST_UNSET", raising=False)
     monkeypatch.setenv("MESH_TEST_SHORT", "short")
-    error = load_error(tmp_path, """\
+    error = load_error(
+        tmp_path,
+        """\
         port: 9090
         auth:
           operator_token: ${MESH_TEST_UNSET}
         mcp_servers:
           - {name: fs, command: x, args: ["${MESH_TEST_UNSET}", "${oops"]}
-        """)
+        """,
+    )
     assert error.problems == [
-        f"{tmp_path / 'mesh.yaml'}: auth.operator_token: environment variable MESH_TEST_UNSET is not set "
-        "(export it, or write ${MESH_TEST_UNSET:-default} for a default) (line 3)",
-        f"{tmp_path / 'mesh.yaml'}: mcp_servers[0] (name=fs).args[0]: environment variable "
-        "MESH_TEST_UNSET is not set (export it, or write ${MESH_TEST_UNSET:-default} for a default) (line 5)",
-        f"{tmp_path / 'mesh.yaml'}: mcp_servers[0] (name=fs).args[1]: invalid variable reference at "
-        "'${oops' (write ${NAME}, ${NAME:-default}, or $${ for a literal ${) (line 5)",
+        (
+            f"{tmp_path / 'mesh.yaml'}: auth.operator_token: environment variable MESH_TEST_UNSET "
+            "is "
+            "not set "
+            "(export it, or write ${MESH_TEST_UNSET:-default} for a default) (line 3)"
+        ),
+        (
+            f"{tmp_path / 'mesh.yaml'}: mcp_servers[0] (name=fs).args[0]: environment variable "
+            "MESH_TEST_UNSET is not set (export it, or write ${MESH_TEST_UNSET:-default} for a "
+            "default) (line 5)"
+        ),
+        (
+            f"{tmp_path / 'mesh.yaml'}: mcp_servers[0] (name=fs).args[1]: invalid variable "
+            "reference "
+            "at "
+            "'${oops' (write ${NAME}, ${NAME:-default}, or $${ for a literal ${) (line 5)"
+        ),
     ]
     # a token too short is reported without echoing it
-    short = load_error(tmp_path, "auth: {operator_token: '${MESH_TEST_SHORT}'}\n", name="short.yaml")
+    short = load_error(
+        tmp_path, "auth: {operator_token: '${MESH_TEST_SHORT}'}\n", name="short.yaml"
+    )
     assert "auth.operator_token: String should have at least 8 characters" in str(short)
     assert "short'" not in str(short)
 
@@ -303,7 +385,9 @@ def test_policy_dir_files_are_expanded_too(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.delenv("MESH_TEST_UNSET", raising=False)
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "c.yaml")
-    assert "policies/q.yaml: agent: environment variable MESH_TEST_UNSET is not set" in str(info.value)
+    assert "policies/q.yaml: agent: environment variable MESH_TEST_UNSET is not set" in str(
+        info.value
+    )
 
 
 def test_null_sections_mean_defaults(tmp_path: Path) -> None:
@@ -493,7 +577,12 @@ ERROR_CASES = [
     ),
     pytest.param(
         "bus: {listen: '0.0.0.0:7000', keys: /k}\n",
-        ["bus.listen: must be tcp://host:port, e.g. tcp://0.0.0.0:7000, got '0.0.0.0:7000' (line 1)"],
+        [
+            (
+                "bus.listen: must be tcp://host:port, e.g. tcp://0.0.0.0:7000, got '0.0.0.0:7000' "
+                "(line 1)"
+            )
+        ],
         id="bus-listen-without-scheme",
     ),
     pytest.param(
@@ -503,8 +592,14 @@ ERROR_CASES = [
     ),
     pytest.param(
         "port: 9090\nbus:\n  listen: tcp://0.0.0.0:7000\n",
-        ["bus: keys: required when listen is set (the CURVE keys directory made by `agent-mesh keys`",
-         "(line 2)"],
+        [
+            (
+                "bus: keys: required when listen is set (the CURVE keys directory made by "
+                "`agent-mesh "
+                "keys`"
+            ),
+            "(line 2)",
+        ],
         id="bus-listen-without-keys",
     ),
     pytest.param(
@@ -576,14 +671,23 @@ ERROR_CASES = [
     ),
     pytest.param(
         "policies:\n  - {name: p, agent: a, rate_limit: {loop_threshold: -1}}\n",
-        ["policies[0] (name=p).rate_limit.loop_threshold: Input should be greater than or equal "
-         "to 0, got -1 (line 2)"],
+        [
+            (
+                "policies[0] (name=p).rate_limit.loop_threshold: Input should be greater than or "
+                "equal "
+                "to 0, got -1 (line 2)"
+            )
+        ],
         id="loop-threshold-negative",
     ),
     pytest.param(
         "policies:\n  - name: p\n    agent: a\n    rate_limit:\n      loop_window: 10x\n",
-        ["mesh.yaml: policies[0] (name=p).rate_limit.loop_window: invalid duration '10x': "
-         "unknown unit 'x' after '10' (use ns, us, ms, s, m or h) (line 5)"],
+        [
+            (
+                "mesh.yaml: policies[0] (name=p).rate_limit.loop_window: invalid duration '10x': "
+                "unknown unit 'x' after '10' (use ns, us, ms, s, m or h) (line 5)"
+            )
+        ],
         id="loop-window-bad-unit",
     ),
     pytest.param(
@@ -593,7 +697,12 @@ ERROR_CASES = [
     ),
     pytest.param(
         "policies:\n  - {name: p, agent: a, rate_limit: {loop_treshold: 5}}\n",
-        ["policies[0] (name=p).rate_limit.loop_treshold: unknown key; did you mean 'loop_threshold'?"],
+        [
+            (
+                "policies[0] (name=p).rate_limit.loop_treshold: unknown key; did you mean "
+                "'loop_threshold'?"
+            )
+        ],
         id="loop-threshold-typo",
     ),
     pytest.param(
@@ -615,19 +724,26 @@ def test_validation_errors(tmp_path: Path, text: str, expected: list[str]) -> No
 
 
 def test_all_problems_in_one_error(tmp_path: Path) -> None:
-    error = load_error(tmp_path, """\
+    error = load_error(
+        tmp_path,
+        """\
         port: 0
         bogus: true
         mcp_servers:
           - {name: a.b, command: x}
         policies:
           - {name: p, agent: a, rules: [{tools: ["*"], action: nope}]}
-        """)
+        """,
+    )
     assert len(error.problems) == 4
     message = str(error)
     assert message.startswith(f"4 problems in config {tmp_path / 'mesh.yaml'}:")
-    for fragment in ("port:", "bogus: unknown key", "mcp_servers[0] (name=a.b).name:",
-                     "policies[0] (name=p).rules[0].action:"):
+    for fragment in (
+        "port:",
+        "bogus: unknown key",
+        "mcp_servers[0] (name=a.b).name:",
+        "policies[0] (name=p).rules[0].action:",
+    ):
         assert fragment in message
 
 
@@ -640,17 +756,26 @@ def test_env_and_header_values_are_not_echoed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        pytest.param("port: 9090\nmcp_servers:\n  - name: [x\n",
-                     "invalid YAML: line 4, column 1: expected ',' or ']'", id="unclosed"),
-        pytest.param("port: 9090\npolicies: a: b\n",
-                     "invalid YAML: line 2, column 12: mapping values are not allowed here",
-                     id="mapping-in-scalar"),
+        pytest.param(
+            "port: 9090\nmcp_servers:\n  - name: [x\n",
+            "invalid YAML: line 4, column 1: expected ',' or ']'",
+            id="unclosed",
+        ),
+        pytest.param(
+            "port: 9090\npolicies: a: b\n",
+            "invalid YAML: line 2, column 12: mapping values are not allowed here",
+            id="mapping-in-scalar",
+        ),
         pytest.param("port: 1\n\tmcp_servers: []\n", "invalid YAML: line 2, column 1:", id="tab"),
         pytest.param("port: 1\n---\nport: 2\n", "invalid YAML: line 2, column 1:", id="two-docs"),
-        pytest.param("x: !!python/object:os.system y\n", "invalid YAML: line 1, column 4:",
-                     id="unsafe-tag"),
-        pytest.param("port: 1\npolicies: []\nport: 2\n",
-                     "line 3: duplicate key 'port' (first at line 1)", id="duplicate-key"),
+        pytest.param(
+            "x: !!python/object:os.system y\n", "invalid YAML: line 1, column 4:", id="unsafe-tag"
+        ),
+        pytest.param(
+            "port: 1\npolicies: []\nport: 2\n",
+            "line 3: duplicate key 'port' (first at line 1)",
+            id="duplicate-key",
+        ),
         pytest.param("", "the top level must be a mapping; the file is empty", id="empty"),
         pytest.param("# only a comment\n", "the file is empty", id="only-comment"),
         pytest.param("- port: 1\n", "the top level must be a mapping; got list", id="list"),
@@ -698,11 +823,15 @@ def test_policy_dir_files_load_in_name_order_after_inline(tmp_path: Path) -> Non
     write(tmp_path, "pol/a_first.yml", POLICY.format(name="first", agent="a", action="allow"))
     write(tmp_path, "pol/README.md", "not a policy")
     write(tmp_path, "pol/.hidden.yaml", "garbage: [")
-    path = write(tmp_path, "c.yaml", """\
+    path = write(
+        tmp_path,
+        "c.yaml",
+        """\
         policy_dir: pol
         policies:
           - {name: inline, agent: "*"}
-        """)
+        """,
+    )
     loaded = load_config(path)
     assert [p.name for p in loaded.config.policies] == ["inline", "first", "second"]
     assert loaded.config.policies[1].rules[0].action == "allow"
@@ -824,7 +953,9 @@ def test_parse_duration_rejects_non_strings() -> None:
 
 
 def test_condition_v2_errors_name_policy_rule_and_part(tmp_path: Path) -> None:
-    error = load_error(tmp_path, """\
+    error = load_error(
+        tmp_path,
+        """\
         policies:
           - name: dev
             agent: claude
@@ -836,18 +967,26 @@ def test_condition_v2_errors_name_policy_rule_and_part(tmp_path: Path) -> None:
                     - {field: params.path, operator: within, value: relative/x}
                     - not: {field: params.path, operator: matches, value: "(a)\\\\1"}
                     - {nto: {field: x, operator: "==", value: 1}}
-        """)
+        """,
+    )
     message = str(error)
     assert len(error.problems) == 3, message
-    assert ("policies[0] (name=dev).rules[0].condition.all[0]: value: within needs an absolute "
-            "path (e.g. /home/me/project), got 'relative/x' (line 9)") in message
-    assert ("policies[0] (name=dev).rules[0].condition.all[1].not: value: matches: invalid regex "
-            in message)
+    assert (
+        "policies[0] (name=dev).rules[0].condition.all[0]: value: within needs an absolute "
+        "path (e.g. /home/me/project), got 'relative/x' (line 9)"
+    ) in message
+    assert (
+        "policies[0] (name=dev).rules[0].condition.all[1].not: value: matches: invalid regex "
+        in message
+    )
     assert "condition.all[2].nto: unknown key; did you mean 'not'? (line 11)" in message
 
 
 def test_condition_v2_loads_from_policy_dir(tmp_path: Path) -> None:
-    write(tmp_path / "policies", "dev.yaml", """\
+    write(
+        tmp_path / "policies",
+        "dev.yaml",
+        """\
         name: dev
         agent: claude
         rules:
@@ -857,7 +996,8 @@ def test_condition_v2_loads_from_policy_dir(tmp_path: Path) -> None:
               any:
                 - {field: params.path, operator: within, value: /srv/data/}
                 - {field: tool, operator: in, value: [fs.list_allowed_directories]}
-        """)
+        """,
+    )
     loaded = load_config(write(tmp_path, "mesh.yaml", "policy_dir: policies\n"))
     condition = loaded.config.policies[0].rules[0].condition
     assert condition is not None and condition.any is not None
@@ -881,18 +1021,33 @@ def test_live_policies_example_loads_and_decides() -> None:
     assert action("read_text_file", path="/tmp/mesh-demo/.env") == "deny"
     assert action("write_file", path="/tmp/mesh-demo/a", content="x") == "human_approval"
     assert action("write_file", path="/etc/a", content="x") == "deny"
-    assert engine.evaluate("bob", "filesystem.read_text_file", {"path": "/tmp/mesh-demo/a"},
-                           now=0).action == "deny"
+    assert (
+        engine.evaluate(
+            "bob", "filesystem.read_text_file", {"path": "/tmp/mesh-demo/a"}, now=0
+        ).action
+        == "deny"
+    )
 
 
-def test_openapi_sources_and_the_openapi_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = write(tmp_path, "c.yaml", """\
+def test_openapi_sources_and_the_openapi_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(
+        tmp_path,
+        "c.yaml",
+        """\
         openapi:
           - {file: specs/pets.yaml, name: pets, headers: {X-Key: k}, timeout: 5s}
-        """)
+        """,
+    )
     loaded = load_config(config)
     (pets,) = loaded.config.sources()
-    assert (pets.name, pets.prefix, pets.kind, pets.timeout_seconds) == ("pets", "pets.", "openapi", 5.0)
+    assert (pets.name, pets.prefix, pets.kind, pets.timeout_seconds) == (
+        "pets",
+        "pets.",
+        "openapi",
+        5.0,
+    )
     assert loaded.config.openapi[0].file == str(tmp_path.resolve() / "specs" / "pets.yaml")
     # `agent-mesh --openapi SPEC --backend URL` (the command sets these for the whole tree)
     monkeypatch.setenv("AGENT_MESH_OPENAPI", "https://api.example.com/openapi.json")
@@ -902,7 +1057,9 @@ def test_openapi_sources_and_the_openapi_flag(tmp_path: Path, monkeypatch: pytes
     assert flagged.openapi[1].url == "https://api.example.com/openapi.json"
     assert flagged.openapi[1].backend_url == "http://localhost:8080"
     monkeypatch.setenv("AGENT_MESH_OPENAPI_BACKEND", "localhost:8080")
-    with pytest.raises(ConfigError, match="--openapi https://api.example.com/openapi.json: --backend: must be"):
+    with pytest.raises(
+        ConfigError, match="--openapi https://api.example.com/openapi.json: --backend: must be"
+    ):
         load_config(config)
 
 
@@ -910,9 +1067,15 @@ def test_check_reads_openapi_documents(tmp_path: Path, capsys: pytest.CaptureFix
     from agent_mesh.check import check
 
     spec = Path(__file__).parents[1] / "examples" / "openapi" / "petstore.yaml"
-    ok = load_config(write(tmp_path, "ok.yaml", f"openapi:\n  - {{file: {spec}}}\n  - {{file: {spec}, name: b}}\n"))
+    ok = load_config(
+        write(
+            tmp_path, "ok.yaml", f"openapi:\n  - {{file: {spec}}}\n  - {{file: {spec}, name: b}}\n"
+        )
+    )
     assert check(ok) == 0
-    clash = load_config(write(tmp_path, "clash.yaml", f"openapi:\n  - {{file: {spec}}}\n  - {{file: {spec}}}\n"))
+    clash = load_config(
+        write(tmp_path, "clash.yaml", f"openapi:\n  - {{file: {spec}}}\n  - {{file: {spec}}}\n")
+    )
     assert check(clash) == 1
     assert "openapi[1]: 7 of its tools are also made by openapi[0]" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text('{"swagger": "1.2"}')

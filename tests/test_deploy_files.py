@@ -19,7 +19,8 @@ import deploy_conf
 def test_deploy_supervisord_conf_is_what_serve_generates() -> None:
     shipped = (REPO / "deploy" / "supervisord.conf").read_text()
     assert shipped == deploy_conf.render(), (
-        "deploy/supervisord.conf is stale: python scripts/deploy_conf.py > deploy/supervisord.conf")
+        "deploy/supervisord.conf is stale: python scripts/deploy_conf.py > deploy/supervisord.conf"
+    )
     assert "[program:wakeup]" in shipped  # the fast-restart ticker, as generated
 
 
@@ -28,7 +29,10 @@ def test_the_unit_runs_serve_on_the_installed_paths() -> None:
     unit.optionxform = str  # type: ignore[assignment,method-assign]
     unit.read_string((REPO / "deploy" / "agent-mesh.service").read_text())
     service = unit["Service"]
-    assert service["ExecStart"] == f"{deploy_conf.PYTHON} -m agent_mesh serve --config {deploy_conf.CONFIG}"
+    assert (
+        service["ExecStart"]
+        == f"{deploy_conf.PYTHON} -m agent_mesh serve --config {deploy_conf.CONFIG}"
+    )
     assert service["User"] == "agent-mesh"
     env = (REPO / "deploy" / "agent-mesh.service").read_text()
     assert f"Environment=AGENT_MESH_HOME={deploy_conf.HOME}\n" in env
@@ -41,7 +45,9 @@ def test_the_config_keeps_state_and_upstreams_in_known_places() -> None:
     assert loaded.trace_path is not None and loaded.trace_path.is_relative_to(deploy_conf.HOME)
     for server in loaded.config.mcp_servers:
         assert server.command is not None
-        assert server.command.startswith("/opt/agent-mesh/upstreams/node_modules/.bin/"), server.command
+        assert server.command.startswith("/opt/agent-mesh/upstreams/node_modules/.bin/"), (
+            server.command
+        )
         assert "npx" not in [server.command, *server.args] and "-y" not in server.args
     raw = yaml.safe_load((REPO / "deploy" / "agent-mesh.yaml").read_text())
     assert raw["auth"]["operator_token"] == "${MESH_OPERATOR_TOKEN}"

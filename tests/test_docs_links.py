@@ -42,8 +42,10 @@ def test_the_checker_sees_links_out(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "there.md").write_text("x")
     doc = tmp_path / "README.md"
-    doc.write_text("[ok](docs/there.md), `docs/there.md`, [web](https://example.org), [top](#top)\n"
-                   "see `../shared/spec/compat.md`, [out](../../elsewhere.md), [gone](docs/nope.md)\n")
+    doc.write_text(
+        "[ok](docs/there.md), `docs/there.md`, [web](https://example.org), [top](#top)\n"
+        "see `../shared/spec/compat.md`, [out](../../elsewhere.md), [gone](docs/nope.md)\n"
+    )
     problems = _problems(doc, tmp_path)
     assert sum("../shared/spec/compat.md" in p for p in problems) == 1, problems  # as text
     assert sum("elsewhere.md" in p for p in problems) == 2, problems  # as a link and as text

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from agent_mesh.config import load_config
+from agent_mesh.config_file import load_config
 from agent_mesh.launcher import supervisor_conf
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,7 +36,16 @@ def test_tree_has_every_role_with_numprocs(tmp_path: Path) -> None:
     loaded = load_config(path)
     text = supervisor_conf(loaded, tmp_path / "state", port=9999)
     programs = _programs(text)
-    assert set(programs) == {"wakeup", "broker", "tracer", "approval", "policy", "upstream-fs", "upstream-mem", "gateway"}
+    assert set(programs) == {
+        "wakeup",
+        "broker",
+        "tracer",
+        "approval",
+        "policy",
+        "upstream-fs",
+        "upstream-mem",
+        "gateway",
+    }
     assert programs["policy"]["numprocs"] == "3"
     assert programs["upstream-fs"]["numprocs"] == "3"  # workers + the warm spare
     assert programs["upstream-mem"]["numprocs"] == "2"
@@ -58,16 +67,32 @@ def test_supervisor_accepts_the_generated_file(tmp_path: Path) -> None:
     options = ServerOptions()
     options.realize(args=["-c", str(conf)])
     names = sorted(p.name for group in options.process_group_configs for p in group.process_configs)
-    assert names == ["approval", "broker", "gateway", "policy", "tracer", "upstream-filesystem-0",
-                     "upstream-filesystem-1", "wakeup"]  # the worker and its warm spare
+    assert names == [
+        "approval",
+        "broker",
+        "gateway",
+        "policy",
+        "tracer",
+        "upstream-filesystem-0",
+        "upstream-filesystem-1",
+        "wakeup",
+    ]  # the worker and its warm spare
 
 
 def test_remote_only_server_has_no_local_program(tmp_path: Path) -> None:
     """`workers: 0`: served by workers on other hosts; supervisord starts none here."""
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"bus": {"listen": "tcp://0.0.0.0:7000", "keys": "keys"},
-                                    "mcp_servers": [{"name": "far", "command": "srv", "workers": 0},
-                                                    {"name": "near", "command": "srv"}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "bus": {"listen": "tcp://0.0.0.0:7000", "keys": "keys"},
+                "mcp_servers": [
+                    {"name": "far", "command": "srv", "workers": 0},
+                    {"name": "near", "command": "srv"},
+                ],
+            }
+        )
+    )
     programs = _programs(supervisor_conf(load_config(path), tmp_path / "state"))
     assert "upstream-far" not in programs and programs["upstream-near"]["numprocs"] == "2"
     # The broker reads `bus:` from the config itself: flags and environment can still override it.
@@ -76,10 +101,18 @@ def test_remote_only_server_has_no_local_program(tmp_path: Path) -> None:
 
 def _serve(config: Path, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """`agent-mesh serve` that fails before supervisord starts (the broker's tcp settings)."""
-    clean = {k: v for k, v in os.environ.items() if k not in ("AGENT_MESH_KEYS", "AGENT_MESH_LISTEN")}
-    return subprocess.run([sys.executable, "-m", "agent_mesh", "serve", "--config", str(config)],
-                          env={**clean, "AGENT_MESH_HOME": str(tmp_path / "home"), **env},
-                          capture_output=True, text=True, timeout=30, cwd=REPO, check=False)
+    clean = {
+        k: v for k, v in os.environ.items() if k not in ("AGENT_MESH_KEYS", "AGENT_MESH_LISTEN")
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "agent_mesh", "serve", "--config", str(config)],
+        env={**clean, "AGENT_MESH_HOME": str(tmp_path / "home"), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        check=False,
+    )
 
 
 def test_serve_refuses_unusable_bus_keys(tmp_path: Path) -> None:
@@ -87,15 +120,24 @@ def test_serve_refuses_unusable_bus_keys(tmp_path: Path) -> None:
     config.write_text("bus: {listen: 'tcp://127.0.0.1:7000', keys: nokeys}\n")
     missing = _serve(config, tmp_path)
     assert missing.returncode != 0
-    assert f"agent-mesh: bus.keys in {config}: {tmp_path / 'nokeys'}: no such directory" in missing.stderr
+    assert (
+        f"agent-mesh: bus.keys in {config}: {tmp_path / 'nokeys'}: no such directory"
+        in missing.stderr
+    )
     (tmp_path / "empty").mkdir()
-    empty = _serve(config, tmp_path, AGENT_MESH_KEYS=str(tmp_path / "empty"))  # the environment wins
+    empty = _serve(
+        config, tmp_path, AGENT_MESH_KEYS=str(tmp_path / "empty")
+    )  # the environment wins
     assert empty.returncode != 0
     assert "agent-mesh: $AGENT_MESH_KEYS: " in empty.stderr and "broker.key_secret" in empty.stderr
     bare = tmp_path / "bare.yaml"
     bare.write_text("mcp_servers: [{name: far, command: srv, workers: 0}]\n")
     unkeyed = _serve(bare, tmp_path, AGENT_MESH_LISTEN="tcp://127.0.0.1:7000")
     assert unkeyed.returncode != 0
-    assert ("agent-mesh: $AGENT_MESH_LISTEN: tcp://127.0.0.1:7000 needs CURVE keys: "
-            f"bus.keys in {bare}, --keys DIR or $AGENT_MESH_KEYS") in unkeyed.stderr
-    assert not (tmp_path / "home").exists() or not list((tmp_path / "home").rglob("supervisord.conf"))
+    assert (
+        "agent-mesh: $AGENT_MESH_LISTEN: tcp://127.0.0.1:7000 needs CURVE keys: "
+        f"bus.keys in {bare}, --keys DIR or $AGENT_MESH_KEYS"
+    ) in unkeyed.stderr
+    assert not (tmp_path / "home").exists() or not list(
+        (tmp_path / "home").rglob("supervisord.conf")
+    )

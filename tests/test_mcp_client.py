@@ -25,8 +25,8 @@ import pytest
 import uvloop
 
 from workers import mcp_client
-from workers.mcp_client import (
-    UpstreamClient,
+from workers.mcp_client import UpstreamClient
+from workers.upstream_types import (
     UpstreamError,
     UpstreamException,
     UpstreamGone,
@@ -375,14 +375,21 @@ async def test_request_passes_resources_and_prompts_through(everything: Upstream
         "prompts/get", {"name": "args-prompt", "arguments": {"city": "Oslo"}}, 5
     )
     assert prompt == {
-        "messages": [{"role": "user", "content": {"type": "text", "text": "What's weather in Oslo?"}}]
+        "messages": [
+            {"role": "user", "content": {"type": "text", "text": "What's weather in Oslo?"}}
+        ]
     }
     with pytest.raises(UpstreamError) as unknown:
         await everything.request("prompts/get", {"name": "nope"}, 5)
-    assert (unknown.value.code, unknown.value.message) == (-32602, "MCP error -32602: Prompt nope not found")
+    assert (unknown.value.code, unknown.value.message) == (
+        -32602,
+        "MCP error -32602: Prompt nope not found",
+    )
     with pytest.raises(UpstreamError) as missing:
         await everything.request("resources/read", {"uri": "demo://nope"}, 5)
-    assert missing.value.code == -32602 and "Resource demo://nope not found" in missing.value.message
+    assert (
+        missing.value.code == -32602 and "Resource demo://nope not found" in missing.value.message
+    )
 
 
 @pytest.mark.timeout(15)

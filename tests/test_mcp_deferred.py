@@ -1,10 +1,12 @@
-"""The deferred /mcp endpoint: requests wait for it; a build failure is a clear 503, REST unaffected."""
+"""The deferred /mcp endpoint: requests wait for it; a build failure is a clear 503, REST
+unaffected."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
 import json
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -36,12 +38,12 @@ class _Built:
 
 
 async def _call(app: DeferredMcpHttp) -> tuple[int, bytes]:
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     await app({"type": "http", "method": "POST", "path": "/mcp", "headers": []}, receive, send)
@@ -62,7 +64,7 @@ async def test_an_early_request_waits_for_the_endpoint(monkeypatch: pytest.Monke
         return Module
 
     loop = asyncio.get_running_loop()
-    monkeypatch.setattr(mcp_deferred.importlib, "import_module", slow_import)
+    monkeypatch.setattr(importlib, "import_module", slow_import)
     deferred = DeferredMcpHttp(frontend=object())  # type: ignore[arg-type]
     async with deferred.lifespan():
         request = asyncio.create_task(_call(deferred))
@@ -70,14 +72,17 @@ async def test_an_early_request_waits_for_the_endpoint(monkeypatch: pytest.Monke
         assert not request.done() and deferred.app is None
         gate.set()
         assert await asyncio.wait_for(request, 5) == (200, b"ok")
-        assert deferred.app.served == ["/mcp"]
+        built: Any = deferred.app  # the _Built stand-in
+        assert built.served == ["/mcp"]
 
 
-async def test_a_failed_build_answers_503_naming_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failed_build_answers_503_naming_the_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def broken(name: str) -> Any:
         raise ImportError(f"no module named {name} (broken install)")
 
-    monkeypatch.setattr(mcp_deferred.importlib, "import_module", broken)
+    monkeypatch.setattr(importlib, "import_module", broken)
     deferred = DeferredMcpHttp(frontend=object())  # type: ignore[arg-type]
     async with deferred.lifespan():
         status, body = await asyncio.wait_for(_call(deferred), 5)
@@ -87,7 +92,9 @@ async def test_a_failed_build_answers_503_naming_the_problem(monkeypatch: pytest
     assert "ImportError: no module named gateway.mcp_http (broken install)" in error["message"]
 
 
-async def test_a_request_that_waits_too_long_gets_503_not_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_request_that_waits_too_long_gets_503_not_ready(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     release = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -95,11 +102,14 @@ async def test_a_request_that_waits_too_long_gets_503_not_ready(monkeypatch: pyt
         asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
         raise ImportError("released at the end of the test")
 
-    monkeypatch.setattr(mcp_deferred.importlib, "import_module", stuck)
+    monkeypatch.setattr(importlib, "import_module", stuck)
     monkeypatch.setattr(mcp_deferred, "READY_WAIT", 0.1)
     deferred = DeferredMcpHttp(frontend=object())  # type: ignore[arg-type]
     async with deferred.lifespan():
         status, body = await asyncio.wait_for(_call(deferred), 5)
         release.set()
     assert status == 503
-    assert "the MCP endpoint is unavailable: not ready after 0.1s" in json.loads(body)["error"]["message"]
+    assert (
+        "the MCP endpoint is unavailable: not ready after 0.1s"
+        in json.loads(body)["error"]["message"]
+    )

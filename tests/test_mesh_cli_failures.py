@@ -17,8 +17,15 @@ from tests.support import free_port
 
 
 def mesh(*args: str, url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent_mesh.mesh_cli", *args], capture_output=True, text=True,
-                          env={**os.environ, "MESH_URL": url}, stdin=subprocess.DEVNULL, timeout=30, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "agent_mesh.mesh_cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MESH_URL": url},
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+        check=False,
+    )
 
 
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -40,24 +47,42 @@ def not_a_mesh(tmp_path: Path) -> Iterator[str]:
     server.shutdown()
 
 
-@pytest.mark.parametrize("command", [["health"], ["traces"], ["pending"], ["grants"], ["show", "abcd1234"],
-                                     ["approve", "abcd1234"], ["revoke", "abcd1234"],
-                                     ["grant", "claude", "fs.*", "--for", "5m"], ["tools"], ["servers"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["health"],
+        ["traces"],
+        ["pending"],
+        ["grants"],
+        ["show", "abcd1234"],
+        ["approve", "abcd1234"],
+        ["revoke", "abcd1234"],
+        ["grant", "claude", "fs.*", "--for", "5m"],
+        ["tools"],
+        ["servers"],
+    ],
+)
 def test_nothing_listening(command: list[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     assert one_line(mesh(*command, url=url)) == (
-        f"mesh {command[0]}: cannot reach {url}: connection refused; is the mesh running? (set MESH_URL or --url)")
+        f"mesh {command[0]}: cannot reach {url}: connection refused; is the mesh running? (set "
+        "MESH_URL or --url)"
+    )
 
 
 def test_not_an_agent_mesh(not_a_mesh: str) -> None:
     line = one_line(mesh("traces", url=not_a_mesh))
-    assert line == (f"mesh traces: GET /traces: HTTP 404 without a JSON body: is {not_a_mesh} an agent-mesh? "
-                    "(set MESH_URL or --url)")
+    assert line == (
+        f"mesh traces: GET /traces: HTTP 404 without a JSON body: is {not_a_mesh} an agent-mesh? "
+        "(set MESH_URL or --url)"
+    )
 
 
 def test_a_url_without_scheme_is_taken_as_http() -> None:
     port = free_port()
-    assert f"cannot reach http://127.0.0.1:{port}:" in one_line(mesh("health", url=f"127.0.0.1:{port}"))
+    assert f"cannot reach http://127.0.0.1:{port}:" in one_line(
+        mesh("health", url=f"127.0.0.1:{port}")
+    )
 
 
 def test_watch_needs_a_terminal() -> None:
@@ -79,7 +104,9 @@ def test_watch_waits_for_a_mesh_that_does_not_answer() -> None:
     screen = b""
     try:
         end = time.monotonic() + 20
-        while screen.count(b"(retrying)") < 2 and time.monotonic() < end:  # drawn again: still trying
+        while (
+            screen.count(b"(retrying)") < 2 and time.monotonic() < end
+        ):  # drawn again: still trying
             if select.select([fd], [], [], 0.2)[0]:
                 screen += os.read(fd, 65536)
         assert screen.count(b"(retrying)") >= 2, screen[-400:]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent_mesh.config import LoadedConfig, load_config
+from agent_mesh.config import LoadedConfig
+from agent_mesh.config_file import load_config
 from agent_mesh.reload import Reloader, needs_restart
 
 
@@ -27,15 +28,27 @@ BASE = """\
     """
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    ("", []),
-    ("policies:\n  - {name: q, agent: '*'}\n", []),
-    ("port: 1234\n", ["port changed: restart the mesh to apply it"]),
-    ("mcp_servers:\n  - {name: a, command: z}\n  - {name: c, command: y}\n",
-     ["mcp_servers changed (added: c; removed: b; changed: a): restart the mesh to apply it"]),
-    ("cli_tools:\n  - {name: git, bin: git}\n",
-     ["cli_tools changed (added: git): restart the mesh to apply it"]),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("", []),
+        ("policies:\n  - {name: q, agent: '*'}\n", []),
+        ("port: 1234\n", ["port changed: restart the mesh to apply it"]),
+        (
+            "mcp_servers:\n  - {name: a, command: z}\n  - {name: c, command: y}\n",
+            [
+                (
+                    "mcp_servers changed (added: c; removed: b; changed: a): restart the mesh to "
+                    "apply it"
+                )
+            ],
+        ),
+        (
+            "cli_tools:\n  - {name: git, bin: git}\n",
+            ["cli_tools changed (added: git): restart the mesh to apply it"],
+        ),
+    ],
+)
 def test_needs_restart(tmp_path: Path, change: str, expected: list[str]) -> None:
     old = config(tmp_path, BASE)
     merged = {**yaml.safe_load(textwrap.dedent(BASE)), **yaml.safe_load(change or "{}")}

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import time
 
-from agent_mesh.mesh_cli import TRACES, trace_rows
+from agent_mesh.mesh_client import TRACES, trace_rows
 from agent_mesh.tables import clock, render
 
-TRACE = {"timestamp": "2026-12-02T23:41:07.123456Z", "agent_id": "claude-code-session",
-         "tool": "filesystem.list_allowed_directories", "policy": "human_approval", "status_code": 200,
-         "latency_ms": 12.345, "params": {"path": "/tmp/mesh-demo/a/rather/long/path", "depth": 3}, "error": ""}
+TRACE = {
+    "timestamp": "2026-12-02T23:41:07.123456Z",
+    "agent_id": "claude-code-session",
+    "tool": "filesystem.list_allowed_directories",
+    "policy": "human_approval",
+    "status_code": 200,
+    "latency_ms": 12.345,
+    "params": {"path": "/tmp/mesh-demo/a/rather/long/path", "depth": 3},
+    "error": "",
+}
 
 
 def test_times_are_short_local_clock_times() -> None:

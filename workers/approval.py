@@ -21,7 +21,6 @@ import httpx
 from pydantic import ValidationError
 
 from agent_mesh.config import Config
-from agent_mesh.durations import parse_duration
 from bus.errors import BusError, bad_request, forbidden
 from bus.messages import (
     APPROVAL,
@@ -39,6 +38,7 @@ from bus.messages import (
 from bus.worker import BusWorker, Request
 from gateway.api_views import approval_view, rfc3339
 from policy.approvals import injection_risk, param_shape, redact_content
+from policy.durations import parse_duration
 from policy.globs import glob_matches
 from workers.approval_store import StateStore
 
@@ -49,7 +49,9 @@ WEBHOOK_ATTEMPTS = 4
 
 
 class ApprovalService:
-    def __init__(self, store: StateStore, config: Config, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: StateStore, config: Config, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
@@ -57,9 +59,15 @@ class ApprovalService:
         self.http: httpx.AsyncClient | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._ops: dict[type, Callable[[Any], Awaitable[dict[str, Any]]]] = {
-            ApprovalSubmit: self.op_submit, ApprovalWait: self.op_wait, ApprovalResolve: self.op_resolve,
-            ApprovalClaimReplay: self.op_claim_replay, ApprovalList: self.op_list, ApprovalGet: self.op_get,
-            GrantCreate: self.op_grant_create, GrantList: self.op_grant_list, GrantRevoke: self.op_grant_revoke,
+            ApprovalSubmit: self.op_submit,
+            ApprovalWait: self.op_wait,
+            ApprovalResolve: self.op_resolve,
+            ApprovalClaimReplay: self.op_claim_replay,
+            ApprovalList: self.op_list,
+            ApprovalGet: self.op_get,
+            GrantCreate: self.op_grant_create,
+            GrantList: self.op_grant_list,
+            GrantRevoke: self.op_grant_revoke,
         }
 
     async def handle(self, request: Request) -> Any:
@@ -81,17 +89,34 @@ class ApprovalService:
         now = self.clock()
         for grant in self.store.grants_active(now, agent):
             if any(glob_matches(pattern, tool) for pattern in grant["tools"]):
-                return {"status": "approved", "approved_by": f"grant:{grant['id']}", "grant_id": grant["id"]}
+                return {
+                    "status": "approved",
+                    "approved_by": f"grant:{grant['id']}",
+                    "grant_id": grant["id"],
+                }
         shape = param_shape(params)
         create = functools.partial(
-            self.store.create, agent=agent, tool=tool, params=params, shape=shape,
-            session_id=body.session_id, trace_id=body.trace_id,
-            policy_rule=body.rule, callback_url=body.callback_url or None, now=now,
-            expires_at=now + self.config.approval.timeout_seconds)
+            self.store.create,
+            agent=agent,
+            tool=tool,
+            params=params,
+            shape=shape,
+            session_id=body.session_id,
+            trace_id=body.trace_id,
+            policy_rule=body.rule,
+            callback_url=body.callback_url or None,
+            now=now,
+            expires_at=now + self.config.approval.timeout_seconds,
+        )
         threshold = self.config.approval.memory_threshold
         if threshold and self.store.memory_count(agent, tool, shape) >= threshold:
             approval = create(status="approved", resolved_by="auto:memory")
-            return {"status": "approved", "approved_by": "auto:memory", "id": approval["id"], "approval": approval}
+            return {
+                "status": "approved",
+                "approved_by": "auto:memory",
+                "id": approval["id"],
+                "approval": approval,
+            }
         approval = create()
         if self.config.approval.notify_url:
             self._post(str(self.config.approval.notify_url), self.notification("pending", approval))
@@ -119,16 +144,33 @@ class ApprovalService:
             approval = self.store.get(body.id)
             if approval["agent_id"] == by_agent and approval["status"] == "pending":
                 short = approval["id"][:8]
-                raise forbidden(f"agent {by_agent} cannot approve its own call (approval {short}); "
-                                f"a human approves it: `mesh approve {short}`")
-        return self.resolve(body.id, "approved" if body.decision == "approve" else "denied",
-                            body.resolved_by or "human", body.reasoning, body.confidence)
+                raise forbidden(
+                    f"agent {by_agent} cannot approve its own call (approval {short}); "
+                    f"a human approves it: `mesh approve {short}`"
+                )
+        return self.resolve(
+            body.id,
+            "approved" if body.decision == "approve" else "denied",
+            body.resolved_by or "human",
+            body.reasoning,
+            body.confidence,
+        )
 
-    def resolve(self, approval_id: str, status: str, resolved_by: str, reasoning: str | None,
-                confidence: float | None) -> dict[str, Any]:
-        approval = self.store.resolve(approval_id, status, resolved_by, reasoning, confidence, self.clock())
+    def resolve(
+        self,
+        approval_id: str,
+        status: str,
+        resolved_by: str,
+        reasoning: str | None,
+        confidence: float | None,
+    ) -> dict[str, Any]:
+        approval = self.store.resolve(
+            approval_id, status, resolved_by, reasoning, confidence, self.clock()
+        )
         if status in ("approved", "denied") and not resolved_by.startswith("auto:"):
-            self.store.memory_record(approval["agent_id"], approval["tool"], approval["shape"], status == "approved")
+            self.store.memory_record(
+                approval["agent_id"], approval["tool"], approval["shape"], status == "approved"
+            )
         for future in self.waiters.pop(approval["id"], []):
             if not future.done():
                 future.set_result(approval)
@@ -148,10 +190,14 @@ class ApprovalService:
     async def op_get(self, body: ApprovalGet) -> dict[str, Any]:
         approval = self.store.get(body.id)
         raw = approval if body.raw else self.view(approval)
-        return {"approval": raw, "active_grants": self.store.grants_active(self.clock(), approval["agent_id"])}
+        return {
+            "approval": raw,
+            "active_grants": self.store.grants_active(self.clock(), approval["agent_id"]),
+        }
 
     def view(self, approval: dict[str, Any]) -> dict[str, Any]:
-        """What supervisors see: content isolated when `expose_content: false`, injection flagged."""
+        """What supervisors see: content isolated when `expose_content: false`, injection
+        flagged."""
         out = {k: v for k, v in approval.items() if k not in ("shape", "callback_url")}
         out["injection_risk"] = injection_risk(approval["params"])
         if not self.config.supervisor.expose_content:
@@ -162,9 +208,20 @@ class ApprovalService:
         """A webhook body: the Go project's (`event` pending | approved | denied | timeout, id,
         agent_id, tool, params, policy_rule, resolved_by, timestamp), the approval item beside."""
         view = approval_view(self.view(approval), self.clock())
-        at = approval["resolved_at"] if event != "pending" and approval.get("resolved_at") else approval["created_at"]
-        body = {"event": event, "id": approval["id"], "agent_id": approval["agent_id"], "tool": approval["tool"],
-                "params": view["params"], "policy_rule": approval["policy_rule"], "timestamp": rfc3339(at)}
+        at = (
+            approval["resolved_at"]
+            if event != "pending" and approval.get("resolved_at")
+            else approval["created_at"]
+        )
+        body = {
+            "event": event,
+            "id": approval["id"],
+            "agent_id": approval["agent_id"],
+            "tool": approval["tool"],
+            "params": view["params"],
+            "policy_rule": approval["policy_rule"],
+            "timestamp": rfc3339(at),
+        }
         if event != "pending" and approval.get("resolved_by"):
             body["resolved_by"] = approval["resolved_by"]
         return body | {"approval": view}
@@ -178,7 +235,9 @@ class ApprovalService:
         if seconds <= 0:
             raise bad_request("duration must be positive")
         now = self.clock()
-        return self.store.grant_create(body.agent, body.tools, now, now + seconds, body.created_by or "unknown")
+        return self.store.grant_create(
+            body.agent, body.tools, now, now + seconds, body.created_by or "unknown"
+        )
 
     async def op_grant_list(self, body: GrantList) -> dict[str, Any]:
         return {"grants": self.store.grants_active(self.clock(), body.agent)}

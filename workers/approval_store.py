@@ -18,7 +18,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS approvals (
     id TEXT PRIMARY KEY, status TEXT NOT NULL, agent_id TEXT NOT NULL, tool TEXT NOT NULL,
     params TEXT NOT NULL, shape TEXT NOT NULL, session_id TEXT NOT NULL, trace_id TEXT NOT NULL,
-    policy_rule TEXT NOT NULL, callback_url TEXT, created_at REAL NOT NULL, expires_at REAL NOT NULL,
+    policy_rule TEXT NOT NULL, callback_url TEXT, created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
     resolved_at REAL, resolved_by TEXT, reasoning TEXT, confidence REAL,
     replayed_at REAL  -- an approved call run later by approval.resolve: at most once
 );
@@ -46,15 +47,44 @@ class StateStore:
 
     # -- approvals -------------------------------------------------------------------------
 
-    def create(self, *, agent: str, tool: str, params: dict[str, Any], shape: str, session_id: str,
-               trace_id: str, policy_rule: str, callback_url: str | None, now: float, expires_at: float,
-               status: str = "pending", resolved_by: str | None = None) -> dict[str, Any]:
+    def create(
+        self,
+        *,
+        agent: str,
+        tool: str,
+        params: dict[str, Any],
+        shape: str,
+        session_id: str,
+        trace_id: str,
+        policy_rule: str,
+        callback_url: str | None,
+        now: float,
+        expires_at: float,
+        status: str = "pending",
+        resolved_by: str | None = None,
+    ) -> dict[str, Any]:
         approval_id = uuid.uuid4().hex
         self.db.execute(
-            "INSERT INTO approvals (id, status, agent_id, tool, params, shape, session_id, trace_id, policy_rule,"
-            " callback_url, created_at, expires_at, resolved_at, resolved_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (approval_id, status, agent, tool, json.dumps(params), shape, session_id, trace_id, policy_rule,
-             callback_url, now, expires_at, now if status != "pending" else None, resolved_by),
+            "INSERT INTO approvals (id, status, agent_id, tool, params, shape, session_id, "
+            "trace_id, policy_rule,"
+            " callback_url, created_at, expires_at, resolved_at, resolved_by) VALUES "
+            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                approval_id,
+                status,
+                agent,
+                tool,
+                json.dumps(params),
+                shape,
+                session_id,
+                trace_id,
+                policy_rule,
+                callback_url,
+                now,
+                expires_at,
+                now if status != "pending" else None,
+                resolved_by,
+            ),
         )
         return self.get(approval_id)
 
@@ -62,8 +92,10 @@ class StateStore:
         """By full id or a unique prefix (≥ 4 characters); 404 unknown, 400 ambiguous."""
         if len(id_or_prefix) < MIN_PREFIX:
             raise bad_request(f"approval id {id_or_prefix!r} is too short (at least {MIN_PREFIX})")
-        rows = self.db.execute("SELECT * FROM approvals WHERE id LIKE ? || '%' LIMIT 6",
-                               (id_or_prefix.replace("%", "").replace("_", ""),)).fetchall()
+        rows = self.db.execute(
+            "SELECT * FROM approvals WHERE id LIKE ? || '%' LIMIT 6",
+            (id_or_prefix.replace("%", "").replace("_", ""),),
+        ).fetchall()
         if not rows:
             raise not_found(f"no approval {id_or_prefix}")
         if len(rows) > 1:
@@ -71,7 +103,9 @@ class StateStore:
             raise bad_request(f"approval id prefix {id_or_prefix!r} is ambiguous ({ids}…)")
         return _approval(rows[0])
 
-    def list_approvals(self, status: str | None = None, agent: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+    def list_approvals(
+        self, status: str | None = None, agent: str | None = None, limit: int = 500
+    ) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM approvals", []
         where = []
         if status:
@@ -85,8 +119,15 @@ class StateStore:
         sql += " ORDER BY created_at DESC LIMIT ?"
         return [_approval(r) for r in self.db.execute(sql, (*args, limit))]
 
-    def resolve(self, approval_id: str, status: str, resolved_by: str, reasoning: str | None,
-                confidence: float | None, now: float) -> dict[str, Any]:
+    def resolve(
+        self,
+        approval_id: str,
+        status: str,
+        resolved_by: str,
+        reasoning: str | None,
+        confidence: float | None,
+        now: float,
+    ) -> dict[str, Any]:
         """pending → approved | denied | timeout; 409 when it was already resolved."""
         current = self.get(approval_id)
         cur = self.db.execute(
@@ -101,28 +142,42 @@ class StateStore:
     def claim_replay(self, approval_id: str, now: float) -> dict[str, Any]:
         """Mark an approved approval as replayed; 409 if it is not approved or was replayed."""
         current = self.get(approval_id)
-        cur = self.db.execute("UPDATE approvals SET replayed_at=? WHERE id=? AND status='approved'"
-                              " AND replayed_at IS NULL", (now, current["id"]))
+        cur = self.db.execute(
+            "UPDATE approvals SET replayed_at=? WHERE id=? AND status='approved'"
+            " AND replayed_at IS NULL",
+            (now, current["id"]),
+        )
         if cur.rowcount == 0:
             state = "already replayed" if current["replayed_at"] else current["status"]
             raise conflict(f"approval {current['id'][:8]} cannot be replayed: {state}")
         return self.get(current["id"])
 
     def due(self, now: float) -> list[str]:
-        return [r["id"] for r in self.db.execute(
-            "SELECT id FROM approvals WHERE status='pending' AND expires_at <= ?", (now,))]
+        return [
+            r["id"]
+            for r in self.db.execute(
+                "SELECT id FROM approvals WHERE status='pending' AND expires_at <= ?", (now,)
+            )
+        ]
 
     # -- grants ----------------------------------------------------------------------------
 
-    def grant_create(self, agent: str, tools: list[str], now: float, expires_at: float, created_by: str) -> dict[str, Any]:
+    def grant_create(
+        self, agent: str, tools: list[str], now: float, expires_at: float, created_by: str
+    ) -> dict[str, Any]:
         grant_id = uuid.uuid4().hex
-        self.db.execute("INSERT INTO grants (id, agent, tools, created_at, expires_at, created_by) VALUES (?,?,?,?,?,?)",
-                        (grant_id, agent, json.dumps(tools), now, expires_at, created_by))
+        self.db.execute(
+            "INSERT INTO grants (id, agent, tools, created_at, expires_at, created_by) VALUES "
+            "(?,?,?,?,?,?)",
+            (grant_id, agent, json.dumps(tools), now, expires_at, created_by),
+        )
         return self.grant_get(grant_id)
 
     def grant_get(self, id_or_prefix: str) -> dict[str, Any]:
-        rows = self.db.execute("SELECT * FROM grants WHERE id LIKE ? || '%' LIMIT 2",
-                               (id_or_prefix.replace("%", "").replace("_", ""),)).fetchall()
+        rows = self.db.execute(
+            "SELECT * FROM grants WHERE id LIKE ? || '%' LIMIT 2",
+            (id_or_prefix.replace("%", "").replace("_", ""),),
+        ).fetchall()
         if len(id_or_prefix) < MIN_PREFIX or not rows:
             raise not_found(f"no grant {id_or_prefix}")
         if len(rows) > 1:
@@ -130,8 +185,10 @@ class StateStore:
         return _grant(rows[0])
 
     def grants_active(self, now: float, agent: str | None = None) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT * FROM grants WHERE revoked_at IS NULL AND expires_at > ? ORDER BY created_at",
-                               (now,))
+        rows = self.db.execute(
+            "SELECT * FROM grants WHERE revoked_at IS NULL AND expires_at > ? ORDER BY created_at",
+            (now,),
+        )
         grants = [_grant(r) for r in rows]
         if agent is not None:
             from policy.globs import glob_matches
@@ -150,14 +207,17 @@ class StateStore:
     # -- Level-1 memory --------------------------------------------------------------------
 
     def memory_count(self, agent: str, tool: str, shape: str) -> int:
-        row = self.db.execute("SELECT approvals FROM memory WHERE agent_id=? AND tool=? AND shape=?",
-                              (agent, tool, shape)).fetchone()
+        row = self.db.execute(
+            "SELECT approvals FROM memory WHERE agent_id=? AND tool=? AND shape=?",
+            (agent, tool, shape),
+        ).fetchone()
         return int(row[0]) if row else 0
 
     def memory_record(self, agent: str, tool: str, shape: str, approved: bool) -> None:
         """A human approval adds one; a deny resets the count to zero."""
         self.db.execute(
-            "INSERT INTO memory (agent_id, tool, shape, approvals) VALUES (?,?,?,?) ON CONFLICT (agent_id, tool, shape)"
+            "INSERT INTO memory (agent_id, tool, shape, approvals) VALUES (?,?,?,?) ON CONFLICT "
+            "(agent_id, tool, shape)"
             " DO UPDATE SET approvals = CASE WHEN ? THEN approvals + 1 ELSE 0 END",
             (agent, tool, shape, 1 if approved else 0, approved),
         )

@@ -46,12 +46,14 @@ def _word(value: Any, where: str) -> str:
 
 def _flag_words(flags: Any) -> list[str]:
     if not isinstance(flags, dict):
-        raise Refused("flags: must be an object of flag name → value, e.g. {\"n\": 5}")
+        raise Refused('flags: must be an object of flag name → value, e.g. {"n": 5}')
     words: list[str] = []
     for name, value in flags.items():
         if not name or name.startswith("-") or "=" in name or any(c.isspace() for c in name):
-            raise Refused(f"flags: {name!r} is not a flag name (write it without dashes, e.g. "
-                          "\"namespace\" for --namespace)")
+            raise Refused(
+                f"flags: {name!r} is not a flag name (write it without dashes, e.g. "
+                '"namespace" for --namespace)'
+            )
         flag = ("-" if len(name) == 1 else "--") + name
         for item in value if isinstance(value, list) else [value]:
             if item is True:
@@ -61,15 +63,16 @@ def _flag_words(flags: Any) -> list[str]:
     return words
 
 
-def build_argv(bin_path: str, command: str, params: dict[str, Any],
-               allowed_args: list[str] | None) -> list[str]:
+def build_argv(
+    bin_path: str, command: str, params: dict[str, Any], allowed_args: list[str] | None
+) -> list[str]:
     """The argv for `<bin> <command words> <args> <flags>`; raises Refused."""
     unknown = sorted(set(params) - {"args", "flags"})
     if unknown:
         raise Refused(f"unknown parameter {unknown[0]!r} (a CLI tool takes 'args' and 'flags')")
     args = params.get("args", [])
     if not isinstance(args, list):
-        raise Refused("args: must be a list of strings, e.g. [\"-n\", \"5\"]")
+        raise Refused('args: must be a list of strings, e.g. ["-n", "5"]')
     words = [_word(a, f"args[{i}]") for i, a in enumerate(args)]
     words += _flag_words(params.get("flags", {}))
     subcommand = command.split(".") if command else []
@@ -87,8 +90,12 @@ def build_argv(bin_path: str, command: str, params: dict[str, Any],
 
 def environment(declared: dict[str, str]) -> dict[str, str]:
     """Only PATH, HOME and LANG of ours, plus what the tool declares: no secret leaks through."""
-    return {"PATH": os.environ.get("PATH", os.defpath), "HOME": os.environ.get("HOME", "/"),
-            "LANG": os.environ.get("LANG", "C.UTF-8"), **declared}
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": os.environ.get("HOME", "/"),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        **declared,
+    }
 
 
 def resolve_bin(bin_name: str, working_dir: str, path: str) -> str | None:
@@ -125,11 +132,13 @@ class RunResult:
     truncated: dict[str, int] = field(default_factory=dict)  # stream → bytes written in all
 
 
-async def run(argv: list[str], *, cwd: str, env: dict[str, str], timeout: float,
-              max_output: int) -> RunResult:
+async def run(
+    argv: list[str], *, cwd: str, env: dict[str, str], timeout: float, max_output: int
+) -> RunResult:
     """Run to completion or `timeout`; OSError if it cannot be started."""
-    proc = await asyncio.create_subprocess_exec(*argv, stdin=DEVNULL, stdout=PIPE, stderr=PIPE,
-                                                cwd=cwd, env=env, start_new_session=True)
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=DEVNULL, stdout=PIPE, stderr=PIPE, cwd=cwd, env=env, start_new_session=True
+    )
     assert proc.stdout is not None and proc.stderr is not None
     out, err = _Capped(max_output), _Capped(max_output)
     reading: asyncio.Future[Any] = asyncio.gather(out.drain(proc.stdout), err.drain(proc.stderr))
@@ -149,7 +158,9 @@ async def run(argv: list[str], *, cwd: str, env: dict[str, str], timeout: float,
         await exited
     elif reading.exception() is not None:
         raise reading.exception()  # type: ignore[misc]
-    truncated = {name: c.total for name, c in (("stdout", out), ("stderr", err)) if c.total > c.limit}
+    truncated = {
+        name: c.total for name, c in (("stdout", out), ("stderr", err)) if c.total > c.limit
+    }
     assert proc.returncode is not None
     return RunResult(out.text(), err.text(), proc.returncode, timed_out, truncated)
 

@@ -15,7 +15,9 @@ def command_problem(command: str, cwd: str | None, env: Mapping[str, str]) -> st
     if "/" in command:  # a path: relative ones are taken from the working directory
         path = Path(command) if os.path.isabs(command) else Path(cwd or os.getcwd()) / command
         if not path.exists():
-            return f"command {command!r} not found" + ("" if os.path.isabs(command) else f" (no {path})")
+            return f"command {command!r} not found" + (
+                "" if os.path.isabs(command) else f" (no {path})"
+            )
         if path.is_dir() or not os.access(path, os.X_OK):
             return f"command {command!r} is not executable"
         return None
@@ -24,12 +26,20 @@ def command_problem(command: str, cwd: str | None, env: Mapping[str, str]) -> st
     return None
 
 
-def start_failure(command: str | None, cwd: str | None, env: Mapping[str, str], exc: BaseException,
-                  exit_reason: str | None) -> str:
+def start_failure(
+    command: str | None,
+    cwd: str | None,
+    env: Mapping[str, str],
+    exc: BaseException,
+    exit_reason: str | None,
+) -> str:
     """Why a stdio server did not start, in words: the exec failed (`[Errno 2]` names no command),
-    or it exited (`exit_reason`: `exited with code 1: <its last stderr line>`), or what `exc` says."""
+    or it exited (`exit_reason`: `exited with code 1: <its last stderr line>`), or what `exc`
+    says."""
     if isinstance(exc, OSError) and command is not None:
-        return command_problem(command, cwd, env) or f"cannot start {command!r}: {exc.strerror or exc}"
+        return (
+            command_problem(command, cwd, env) or f"cannot start {command!r}: {exc.strerror or exc}"
+        )
     lost = str(exc)  # "process N exited with 1", "stdout closed": StdioPeer's words for an exit
     exited = lost.startswith("process ") or lost.endswith(" closed")
     return (exit_reason if exited else None) or lost

@@ -31,21 +31,25 @@ import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, cast
 
 from workers.commands import start_failure
 from workers.stdio_rpc import INTERNAL_ERROR, PeerGone, RpcError, StdioPeer
+from workers.upstream_types import (
+    LogCallback,
+    ProgressCallback,
+    UpstreamError,
+    UpstreamGone,
+    UpstreamSpec,
+    UpstreamTimeout,
+)
 
 if TYPE_CHECKING:
     from workers.mcp_http_client import HttpSession
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[dict[str, Any]], Awaitable[None]]
-LogCallback = Callable[[dict[str, Any]], Awaitable[None]]
-TRANSPORTS = frozenset({"stdio", "sse", "streamable_http", "http"})
 # What the SDK's ClientSession.initialize() offers and accepts (mcp_types.version
 # LATEST_HANDSHAKE_VERSION, HANDSHAKE_PROTOCOL_VERSIONS); a test keeps them equal.
 PROTOCOL_VERSION = "2025-11-25"
@@ -55,56 +59,6 @@ CLIENT_INFO = {"name": "agent-mesh", "version": "0.1.0"}
 CLIENT_CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {}}}
 _ASKS = frozenset({"sampling/createMessage", "elicitation/create"})
 _MAX_TOOL_PAGES = 1000
-
-
-class UpstreamException(Exception):
-    """Base of everything `UpstreamClient` raises for upstream trouble. `reason`: the short
-    why for people (`command 'x' not found on PATH`, `exited with code 1: <stderr line>`)."""
-
-    reason: str = ""
-
-    def because(self, reason: str) -> UpstreamException:
-        self.reason = reason
-        return self
-
-
-class UpstreamError(UpstreamException):
-    """The upstream answered with a JSON-RPC error."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(code, message)
-        self.code, self.message, self.data = code, message, data
-
-    def __str__(self) -> str:
-        return f"[{self.code}] {self.message}"
-
-
-class UpstreamTimeout(UpstreamException):
-    """No answer within the deadline (`notifications/cancelled` was sent upstream)."""
-
-
-class UpstreamGone(UpstreamException):
-    """The upstream process exited, the connection dropped, or the client was closed."""
-
-
-@dataclass(frozen=True)
-class UpstreamSpec:
-    name: str
-    transport: str  # "stdio" | "sse" | "streamable_http" | "http"
-    command: str | None = None
-    args: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)  # merged over os.environ (stdio)
-    cwd: str | None = None
-    url: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.transport not in TRANSPORTS:
-            raise ValueError(f"{self.name}: unknown transport {self.transport!r}")
-        if self.transport == "stdio" and not self.command:
-            raise ValueError(f"{self.name}: stdio transport needs a command")
-        if self.transport != "stdio" and not self.url:
-            raise ValueError(f"{self.name}: {self.transport} transport needs a url")
 
 
 class _CallSink:
@@ -212,12 +166,15 @@ class UpstreamClient:
                 ).because(f"did not answer initialize in {self.connect_timeout:g}s") from None
             if isinstance(exc, RpcError):
                 raise UpstreamError(exc.code, exc.message, exc.data).because(
-                    f"refused to start: [{exc.code}] {exc.message}") from None
+                    f"refused to start: [{exc.code}] {exc.message}"
+                ) from None
             if isinstance(exc, OSError | PeerGone):
-                reason = start_failure(spec.command, spec.cwd, {**os.environ, **spec.env}, exc,
-                                       self._exit_reason())
+                reason = start_failure(
+                    spec.command, spec.cwd, {**os.environ, **spec.env}, exc, self._exit_reason()
+                )
                 raise UpstreamGone(f"upstream {spec.name!r} failed to start: {reason}").because(
-                    reason) from exc
+                    reason
+                ) from exc
             raise
 
     def knows(self, tool: str) -> bool:
@@ -232,7 +189,9 @@ class UpstreamClient:
     @property
     def gone_reason(self) -> str:
         """Why the upstream went away, for people (once `closed` is set)."""
-        return self._exit_reason() or ("stopped" if self.spec.transport == "stdio" else "connection lost")
+        return self._exit_reason() or (
+            "stopped" if self.spec.transport == "stdio" else "connection lost"
+        )
 
     def _exit_reason(self) -> str | None:
         return self._peer.exit_reason() if isinstance(self._peer, StdioPeer) else None

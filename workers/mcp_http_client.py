@@ -31,7 +31,7 @@ from mcp.shared.message import SessionMessage
 from workers.stdio_rpc import PeerGone, RpcError
 
 if TYPE_CHECKING:
-    from workers.mcp_client import UpstreamSpec
+    from workers.upstream_types import UpstreamSpec
 
 log = logging.getLogger(__name__)
 
@@ -251,5 +251,7 @@ def _said(exc: BaseException, url: str) -> str:
     response = getattr(exc, "response", None)
     if response is not None and getattr(response, "status_code", None):
         return f"HTTP {response.status_code} from {url}"
-    text = str(exc) or "no answer"  # (httpx's ReadError for a connection closed at once says nothing)
+    text = (
+        str(exc) or "no answer"
+    )  # (httpx's ReadError for a connection closed at once says nothing)
     return f"{type(exc).__name__}: {text} ({url})"

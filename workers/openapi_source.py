@@ -22,17 +22,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 
-import agent_mesh
 from agent_mesh.config_sources import OpenApiSource
-from workers.mcp_client import LogCallback, ProgressCallback, UpstreamError, UpstreamTimeout
 from workers.openapi_spec import Operation, Spec, SpecError, load, parse_text
 from workers.tool_source import LocalSource, ToolRefused, tool_result
+from workers.upstream_types import LogCallback, ProgressCallback, UpstreamError, UpstreamTimeout
+
+VERSION = version("agent-mesh")  # as installed, from pyproject.toml
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +77,24 @@ class OpenApiToolSource(LocalSource):
         self.operations: dict[str, Operation] = {}
         self.base_url = ""
         self._http: httpx.AsyncClient | None = None
-        self.identity(agent_mesh.__version__)
+        self.identity(VERSION)
 
     async def start(self) -> None:
         spec = await read_spec(self.source)
         self.operations = {op.tool: op for op in spec.operations}
         self.base_url = spec.base_url
-        self.tools = [{"name": op.tool, "description": op.description,
-                       "inputSchema": op.input_schema()} for op in spec.operations]
+        self.tools = [
+            {"name": op.tool, "description": op.description, "inputSchema": op.input_schema()}
+            for op in spec.operations
+        ]
         self._http = httpx.AsyncClient(timeout=self.source.timeout_seconds, follow_redirects=False)
-        log.info("%s: %d operations from OpenAPI %s, backend %s", self.name, len(self.tools),
-                 spec.version, self.base_url)
+        log.info(
+            "%s: %d operations from OpenAPI %s, backend %s",
+            self.name,
+            len(self.tools),
+            spec.version,
+            self.base_url,
+        )
 
     async def close(self) -> None:
         if self._http is not None:
@@ -95,10 +104,16 @@ class OpenApiToolSource(LocalSource):
     def knows(self, tool: str) -> bool:
         return tool in self.operations
 
-    async def call_tool(self, name: str, arguments: dict[str, Any], timeout: float,
-                        on_progress: ProgressCallback | None = None, *,
-                        meta: Mapping[str, Any] | None = None,
-                        on_log: LogCallback | None = None) -> dict[str, Any]:
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        timeout: float,
+        on_progress: ProgressCallback | None = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        on_log: LogCallback | None = None,
+    ) -> dict[str, Any]:
         assert self._http is not None
         op = self.operations[name]
         try:
@@ -119,8 +134,10 @@ class OpenApiToolSource(LocalSource):
         except httpx.TimeoutException:
             raise UpstreamTimeout(f"{op.method} {op.path} gave no answer in {timeout:g}s") from None
         except httpx.HTTPError as exc:
-            raise UpstreamError(BACKEND_UNREACHABLE, f"backend {self.base_url} unreachable: "
-                                                     f"{type(exc).__name__}: {exc}") from None
+            raise UpstreamError(
+                BACKEND_UNREACHABLE,
+                f"backend {self.base_url} unreachable: {type(exc).__name__}: {exc}",
+            ) from None
         return _rendered(response, body, truncated)
 
 
@@ -129,11 +146,18 @@ def _text(value: Any, where: str) -> str:
         return "true" if value else "false"
     if isinstance(value, (str, int, float)):
         return str(value)
-    raise ValueError(f"{where}: must be a string, a number or a boolean, got {type(value).__name__}")
+    raise ValueError(
+        f"{where}: must be a string, a number or a boolean, got {type(value).__name__}"
+    )
 
 
-def build_request(http: httpx.AsyncClient, base_url: str, op: Operation, arguments: dict[str, Any],
-                  headers: Mapping[str, str]) -> httpx.Request:
+def build_request(
+    http: httpx.AsyncClient,
+    base_url: str,
+    op: Operation,
+    arguments: dict[str, Any],
+    headers: Mapping[str, str],
+) -> httpx.Request:
     """The backend request for a call; ValueError (refused, nothing sent) says what is wrong."""
     args = dict(arguments)
     path, query, sent_headers = op.path, [], {}
@@ -178,8 +202,12 @@ def _same_origin(url: httpx.URL, base_url: str) -> None:
     port = base.port or {"http": 80, "https": 443}.get(base.scheme)
     prefix = base.path.rstrip("/") + "/"
     path = url.raw_path.decode("ascii").partition("?")[0] + "/"  # as sent: encoded
-    if (url.scheme, url.host, url.port or port) != (base.scheme, base.hostname, port) or \
-            not path.startswith(prefix) or "/../" in path or "/./" in path:
+    if (
+        (url.scheme, url.host, url.port or port) != (base.scheme, base.hostname, port)
+        or not path.startswith(prefix)
+        or "/../" in path
+        or "/./" in path
+    ):
         raise ValueError(f"the request would leave {base_url}: refused")
 
 
@@ -200,12 +228,17 @@ def _rendered(response: httpx.Response, raw: bytes, truncated: int) -> dict[str,
             body = json.loads(text)
         except ValueError:
             pass
-    structured: dict[str, Any] = {"status": response.status_code, "content_type": content_type,
-                                  "body": body}
+    structured: dict[str, Any] = {
+        "status": response.status_code,
+        "content_type": content_type,
+        "body": body,
+    }
     if truncated:
         structured["truncated"] = truncated
     shown = text if isinstance(body, str) else json.dumps(body, indent=2, ensure_ascii=False)
     error = response.status_code >= 400
     if error or not shown:
-        shown = f"HTTP {response.status_code} {response.reason_phrase}" + (f": {shown}" if shown else "")
+        shown = f"HTTP {response.status_code} {response.reason_phrase}" + (
+            f": {shown}" if shown else ""
+        )
     return tool_result(structured, shown, error)

@@ -28,8 +28,19 @@ log = logging.getLogger(__name__)
 
 METHODS = ("get", "put", "post", "delete", "patch")  # Go skips OPTIONS and HEAD (and TRACE)
 LOCATIONS = ("path", "query", "header")
-_SCHEMA_KEYS_2 = ("type", "format", "items", "enum", "default", "minimum", "maximum", "pattern",
-                  "minLength", "maxLength", "collectionFormat")
+_SCHEMA_KEYS_2 = (
+    "type",
+    "format",
+    "items",
+    "enum",
+    "default",
+    "minimum",
+    "maximum",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "collectionFormat",
+)
 
 
 class SpecError(Exception):
@@ -59,13 +70,17 @@ class Operation:
         properties: dict[str, Any] = {}
         required = []
         for p in self.params:
-            properties[p.name] = {**p.schema, "description": p.schema.get("description")
-                                  or f"{p.location} parameter"}
+            properties[p.name] = {
+                **p.schema,
+                "description": p.schema.get("description") or f"{p.location} parameter",
+            }
             if p.required:
                 required.append(p.name)
         if self.body is not None:
-            properties[self.body_name] = {**self.body, "description": self.body.get("description")
-                                          or "the JSON request body"}
+            properties[self.body_name] = {
+                **self.body,
+                "description": self.body.get("description") or "the JSON request body",
+            }
             if self.body_required:
                 required.append(self.body_name)
         schema: dict[str, Any] = {"type": "object", "properties": properties}
@@ -94,8 +109,10 @@ def parse_text(text: str, where: str) -> dict[str, Any]:
 
 def snake(operation_id: str) -> str:
     """The Go project's toSnake: '_' before every upper-case letter but the first, lowered."""
-    return "".join(("_" if i and c.isupper() else "") + (c.lower() if "A" <= c <= "Z" else c)
-                   for i, c in enumerate(operation_id))
+    return "".join(
+        ("_" if i and c.isupper() else "") + (c.lower() if "A" <= c <= "Z" else c)
+        for i, c in enumerate(operation_id)
+    )
 
 
 def tool_name(method: str, path: str, operation: dict[str, Any]) -> str:
@@ -106,14 +123,22 @@ def tool_name(method: str, path: str, operation: dict[str, Any]) -> str:
     return f"{method.lower()}_{clean}"
 
 
-def load(data: dict[str, Any], base_uri: str, backend_url: str | None, spec_url: str | None,
-         *, validate: bool = False) -> Spec:
+def load(
+    data: dict[str, Any],
+    base_uri: str,
+    backend_url: str | None,
+    spec_url: str | None,
+    *,
+    validate: bool = False,
+) -> Spec:
     """The document's operations. `validate`: also run openapi-spec-validator (`agent-mesh
     check` does; a worker does not, to start quickly)."""
     version = str(data.get("openapi") or data.get("swagger") or "")
     if not (version.startswith("3.") or version == "2.0"):
-        raise SpecError("not an OpenAPI 3.x or Swagger 2.0 document (no 'openapi: 3.x' or "
-                        "'swagger: \"2.0\"' at the top)")
+        raise SpecError(
+            "not an OpenAPI 3.x or Swagger 2.0 document (no 'openapi: 3.x' or "
+            "'swagger: \"2.0\"' at the top)"
+        )
     problems = _validation_problems(data, base_uri) if validate else []
     if not isinstance(data.get("paths"), dict):
         raise SpecError("no paths found in the document")
@@ -133,8 +158,10 @@ def load(data: dict[str, Any], base_uri: str, backend_url: str | None, spec_url:
                 continue
             operation = _operation(method, path, op, shared, version)
             if operation.tool in names:
-                raise SpecError(f"two operations make the tool {operation.tool!r}: "
-                                f"{names[operation.tool]} and {method.upper()} {path}")
+                raise SpecError(
+                    f"two operations make the tool {operation.tool!r}: "
+                    f"{names[operation.tool]} and {method.upper()} {path}"
+                )
             names[operation.tool] = f"{method.upper()} {path}"
             operations.append(operation)
     return Spec(operations, _base_url(data, backend_url, spec_url, version), version, problems)
@@ -153,7 +180,9 @@ def _validation_problems(data: dict[str, Any], base_uri: str) -> list[str]:
     return []
 
 
-def _operation(method: str, path: str, op: dict[str, Any], shared: list[Any], version: str) -> Operation:
+def _operation(
+    method: str, path: str, op: dict[str, Any], shared: list[Any], version: str
+) -> Operation:
     by_key: dict[tuple[str, str], dict[str, Any]] = {}
     for raw in [*shared, *(op.get("parameters") or [])]:  # the operation's own win
         if isinstance(raw, dict) and isinstance(raw.get("name"), str):
@@ -165,14 +194,24 @@ def _operation(method: str, path: str, op: dict[str, Any], shared: list[Any], ve
         if location == "body":  # Swagger 2.0
             body, body_required = _schema(raw.get("schema")), bool(raw.get("required"))
         elif location in LOCATIONS:
-            schema = _schema(raw.get("schema")) if "schema" in raw else {
-                k: raw[k] for k in _SCHEMA_KEYS_2 if k in raw} or {"type": "string"}
+            schema = (
+                _schema(raw.get("schema"))
+                if "schema" in raw
+                else {k: raw[k] for k in _SCHEMA_KEYS_2 if k in raw} or {"type": "string"}
+            )
             if raw.get("description"):
                 schema = {**schema, "description": raw["description"]}
-            params.append(Param(name, location, location == "path" or bool(raw.get("required")), schema))
+            params.append(
+                Param(name, location, location == "path" or bool(raw.get("required")), schema)
+            )
         else:
-            log.warning("%s %s: %s parameter %r is not sent (only path, query, header and a "
-                        "JSON body are)", method.upper(), path, location, name)
+            log.warning(
+                "%s %s: %s parameter %r is not sent (only path, query, header and a JSON body are)",
+                method.upper(),
+                path,
+                location,
+                name,
+            )
     request_body = op.get("requestBody")
     if isinstance(request_body, dict):
         content = request_body.get("content") or {}
@@ -186,8 +225,16 @@ def _operation(method: str, path: str, op: dict[str, Any], shared: list[Any], ve
     body_name = "body" if "body" not in taken else "request_body"
     summary, description = op.get("summary"), op.get("description")
     text = summary or description or f"{method.upper()} {path}"
-    return Operation(tool_name(method, path, op), method.upper(), path, str(text), tuple(params),
-                     body, body_required, body_name)
+    return Operation(
+        tool_name(method, path, op),
+        method.upper(),
+        path,
+        str(text),
+        tuple(params),
+        body,
+        body_required,
+        body_name,
+    )
 
 
 def _schema(value: Any) -> dict[str, Any]:
@@ -215,7 +262,9 @@ def _deref(value: Any, resolver: Resolver[Any], chain: tuple[int, ...]) -> Any:
     return {k: _deref(v, resolver, chain) for k, v in value.items()}
 
 
-def _base_url(data: dict[str, Any], backend_url: str | None, spec_url: str | None, version: str) -> str:
+def _base_url(
+    data: dict[str, Any], backend_url: str | None, spec_url: str | None, version: str
+) -> str:
     if backend_url:
         return backend_url.rstrip("/")
     if version == "2.0":
@@ -231,7 +280,9 @@ def _base_url(data: dict[str, Any], backend_url: str | None, spec_url: str | Non
         url = url.replace("{" + name + "}", str((var or {}).get("default", "")))
     if not re.match(r"https?://", url):
         if spec_url is None:
-            raise SpecError("the document's first server is not an absolute http(s) URL "
-                            f"({url or 'none'}): set backend_url")
+            raise SpecError(
+                "the document's first server is not an absolute http(s) URL "
+                f"({url or 'none'}): set backend_url"
+            )
         url = urljoin(spec_url, url or "/")
     return url.rstrip("/")

@@ -42,10 +42,16 @@ class PolicyService:
     def switch(self, new: PolicySet) -> None:
         """Decide with `new` from now on; the counters carry over."""
         old = self.engine
-        self.engine = PolicyEngine(new.policies, rate_limiter=old.rate_limiter,
-                                   loop_detector=old.loop_detector)
-        log.info("policy set %s (generation %d, %d policies) replaces %s", new.version,
-                 new.generation, len(new.policies), self.current.version)
+        self.engine = PolicyEngine(
+            new.policies, rate_limiter=old.rate_limiter, loop_detector=old.loop_detector
+        )
+        log.info(
+            "policy set %s (generation %d, %d policies) replaces %s",
+            new.version,
+            new.generation,
+            len(new.policies),
+            self.current.version,
+        )
         self.current = new
 
     async def _catch_up(self, generation: int) -> None:
@@ -53,12 +59,16 @@ class PolicyService:
             if self.current.generation >= generation or self.client is None:
                 return
             try:
-                reply = await self.client.request(POLICYSET, PolicySetQuery().dump(), timeout=FETCH_TIMEOUT)
+                reply = await self.client.request(
+                    POLICYSET, PolicySetQuery().dump(), timeout=FETCH_TIMEOUT
+                )
                 new = PolicySet.load(reply)
             except (BusError, ValueError) as exc:
                 # Deciding with rules the operator has replaced would be wrong: refuse instead.
-                raise unavailable(f"policy: cannot get policy set generation {generation} "
-                                  f"(have {self.current.generation}): {exc}") from None
+                raise unavailable(
+                    f"policy: cannot get policy set generation {generation} "
+                    f"(have {self.current.generation}): {exc}"
+                ) from None
             if new.generation >= generation and new.version != self.current.version:
                 self.switch(new)
             elif new.generation >= generation:
@@ -82,10 +92,15 @@ class PolicyService:
             if then.request is not None:
                 body = then.request.model_copy(update={"timeout": then.timeout}).dump()
             else:
-                body = ToolCall(tool=then.tool, arguments=check.params, timeout=then.timeout,
-                                traceparent=then.traceparent).dump()
-            request.forward(upstream_service(then.server), body,
-                            meta={"policy": decision, "policy_ns": timing})
+                body = ToolCall(
+                    tool=then.tool,
+                    arguments=check.params,
+                    timeout=then.timeout,
+                    traceparent=then.traceparent,
+                ).dump()
+            request.forward(
+                upstream_service(then.server), body, meta={"policy": decision, "policy_ns": timing}
+            )
             return None
         request.add_meta(policy_ns=timing)
         return decision

@@ -1,9 +1,10 @@
 """A JSON-RPC 2.0 peer over a child process's stdin/stdout, one message per line (MCP's stdio).
 
 `StdioPeer.spawn` starts the child in a session (process group) of its own, its stderr relayed
-to ours (the last line kept: why it exited, `exit_reason()`), and then carries: our requests (`request`, answered through a dict of pending futures), our
-notifications (`notify`), and the child's notifications and requests, handed to the owner's
-callbacks (each request answered in a task of its own, so the reader never waits).
+to ours (the last line kept: why it exited, `exit_reason()`), and then carries: our requests
+(`request`, answered through a dict of pending futures), our notifications (`notify`), and the
+child's notifications and requests, handed to the owner's callbacks (each request answered in a
+task of its own, so the reader never waits).
 
 The child's death is noticed at once, by the event loop's `process_exited`, not by pipe EOF: EOF
 never comes when a launcher (npx -> sh -> node) dies and a grandchild still holds the pipe. Then,
@@ -234,10 +235,10 @@ class StdioPeer(asyncio.SubprocessProtocol):
         with suppress(OSError):
             os.write(2, data)  # the worker's log: what the server says stays visible
         lines = (self._stderr_tail + data).split(b"\n")
-        self._stderr_tail = lines.pop()[-_REASON_CHARS * 4:]
+        self._stderr_tail = lines.pop()[-_REASON_CHARS * 4 :]
         for line in reversed(lines):
             if line.strip():
-                self._last_stderr = line[-_REASON_CHARS * 4:]
+                self._last_stderr = line[-_REASON_CHARS * 4 :]
                 break
 
     # -- inbound -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from workers.mcp_client import LogCallback, ProgressCallback, UpstreamError
+from workers.upstream_types import LogCallback, ProgressCallback, UpstreamError
 
 METHOD_NOT_FOUND = -32601
 
@@ -40,9 +40,11 @@ class LocalSource:
         self.on_ask: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
 
     def identity(self, version: str) -> None:
-        self.server_info = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
-                            "serverInfo": {"name": f"agent-mesh {self.kind} {self.name}",
-                                           "version": version}}
+        self.server_info = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": f"agent-mesh {self.kind} {self.name}", "version": version},
+        }
 
     async def start(self) -> None:
         """Load what the tools are made from; raise with a clear message if it cannot be."""
@@ -60,20 +62,37 @@ class LocalSource:
     async def refresh_tools(self) -> list[dict[str, Any]]:
         return self.tools
 
-    async def call_tool(self, name: str, arguments: dict[str, Any], timeout: float,
-                        on_progress: ProgressCallback | None = None, *,
-                        meta: Mapping[str, Any] | None = None,
-                        on_log: LogCallback | None = None) -> dict[str, Any]:
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        timeout: float,
+        on_progress: ProgressCallback | None = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        on_log: LogCallback | None = None,
+    ) -> dict[str, Any]:
         raise NotImplementedError
 
-    async def request(self, method: str, params: dict[str, Any] | None, timeout: float, *,
-                      on_progress: ProgressCallback | None = None,
-                      on_log: LogCallback | None = None) -> dict[str, Any]:
-        raise UpstreamError(METHOD_NOT_FOUND, f"{self.name} is a {self.kind} tool source: it has "
-                                              f"tools only ({method} is not served)")
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        timeout: float,
+        *,
+        on_progress: ProgressCallback | None = None,
+        on_log: LogCallback | None = None,
+    ) -> dict[str, Any]:
+        raise UpstreamError(
+            METHOD_NOT_FOUND,
+            f"{self.name} is a {self.kind} tool source: it has tools only ({method} is not served)",
+        )
 
 
 def tool_result(structured: dict[str, Any], text: str, error: bool) -> dict[str, Any]:
     """An MCP CallToolResult with both renderings: text for the model, the object for code."""
-    return {"content": [{"type": "text", "text": text}], "structuredContent": structured,
-            "isError": error}
+    return {
+        "content": [{"type": "text", "text": text}],
+        "structuredContent": structured,
+        "isError": error,
+    }

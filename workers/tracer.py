@@ -50,23 +50,36 @@ PENDING = "pending"
 # and its traces of a policy deny or an approval denied / timed out carry none: ours name the
 # reason, so those (403, 408) are left out of `errors` to count what Go counts.
 _STATS_SQL = """SELECT COUNT(*),
-    TOTAL(json_extract(record, '$.policy') = 'allow'), TOTAL(json_extract(record, '$.policy') = 'deny'),
+    TOTAL(json_extract(record, '$.policy') = 'allow'),
+    TOTAL(json_extract(record, '$.policy') = 'deny'),
     TOTAL(json_extract(record, '$.policy') = 'human_approval'),
     TOTAL(COALESCE(json_extract(record, '$.error'), '') != ''
           AND json_extract(record, '$.status_code') NOT IN (403, 408)),
-    TOTAL(json_extract(record, '$.estimated_input_tokens')), TOTAL(json_extract(record, '$.estimated_output_tokens'))
+    TOTAL(json_extract(record, '$.estimated_input_tokens')),
+    TOTAL(json_extract(record, '$.estimated_output_tokens'))
     FROM traces"""
-STATS_KEYS = ("total", "allowed", "denied", "human_approval", "errors", "estimated_input_tokens",
-              "estimated_output_tokens")
+STATS_KEYS = (
+    "total",
+    "allowed",
+    "denied",
+    "human_approval",
+    "errors",
+    "estimated_input_tokens",
+    "estimated_output_tokens",
+)
 
 
 def _contribution(data: dict[str, Any]) -> dict[str, int]:
     policy = data.get("policy")
-    return {"total": 1, "allowed": int(policy == "allow"), "denied": int(policy == "deny"),
-            "human_approval": int(policy == "human_approval"),
-            "errors": int(bool(data.get("error")) and data.get("status_code") not in (403, 408)),
-            "estimated_input_tokens": int(data.get("estimated_input_tokens") or 0),
-            "estimated_output_tokens": int(data.get("estimated_output_tokens") or 0)}
+    return {
+        "total": 1,
+        "allowed": int(policy == "allow"),
+        "denied": int(policy == "deny"),
+        "human_approval": int(policy == "human_approval"),
+        "errors": int(bool(data.get("error")) and data.get("status_code") not in (403, 408)),
+        "estimated_input_tokens": int(data.get("estimated_input_tokens") or 0),
+        "estimated_output_tokens": int(data.get("estimated_output_tokens") or 0),
+    }
 
 
 def call_key(rec: TraceRecord) -> str:
@@ -86,7 +99,9 @@ class TraceStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
         # Counted once here, then kept up to date by record(): /health asks often.
-        self.stats = dict(zip(STATS_KEYS, (int(n) for n in self.db.execute(_STATS_SQL).fetchone()), strict=True))
+        self.stats = dict(
+            zip(STATS_KEYS, (int(n) for n in self.db.execute(_STATS_SQL).fetchone()), strict=True)
+        )
         self.jsonl = None
         if jsonl_path is not None:
             jsonl_path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +119,8 @@ class TraceStore:
                 line = json_values.dumps(data).decode()
                 key = call_key(rec)
                 cur = self.db.execute(
-                    "INSERT OR IGNORE INTO traces (trace_id, agent_id, tool, session_id, record) VALUES (?,?,?,?,?)",
+                    "INSERT OR IGNORE INTO traces (trace_id, agent_id, tool, session_id, record) "
+                    "VALUES (?,?,?,?,?)",
                     (key, rec.agent_id, rec.tool, rec.session_id, line),
                 )
                 if cur.rowcount:
@@ -130,7 +146,9 @@ class TraceStore:
         return new
 
     def _provisional(self, trace_id: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT record FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
+        row = self.db.execute(
+            "SELECT record FROM traces WHERE trace_id = ?", (trace_id,)
+        ).fetchone()
         stored: dict[str, Any] | None = json.loads(row[0]) if row else None
         return stored if stored is not None and stored.get("approval_status") == PENDING else None
 
@@ -155,7 +173,6 @@ class TraceStore:
                 break
         return out
 
-
     def sessions(self, limit: int) -> list[dict[str, Any]]:
         """One summary per session id, most recently active first: Go's SessionSummary
         (session_id, agent_id = the first agent, event_count, first_seen, last_seen, tools),
@@ -163,24 +180,45 @@ class TraceStore:
         rows = self.db.execute(
             "SELECT session_id, COUNT(*), MIN(seq), MAX(seq), GROUP_CONCAT(DISTINCT agent_id),"
             " GROUP_CONCAT(DISTINCT tool) FROM traces"
-            " WHERE session_id != '' GROUP BY session_id ORDER BY MAX(seq) DESC LIMIT ?", (limit,)).fetchall()
+            " WHERE session_id != '' GROUP BY session_id ORDER BY MAX(seq) DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
         out = []
         for session_id, calls, first, last, agents, tools in rows:
-            first_at = json.loads(self.db.execute("SELECT record FROM traces WHERE seq=?", (first,)).fetchone()[0])
-            last_at = json.loads(self.db.execute("SELECT record FROM traces WHERE seq=?", (last,)).fetchone()[0])
-            out.append({"session_id": session_id, "agent_id": first_at["agent_id"], "event_count": calls,
-                        "first_seen": first_at["timestamp"], "last_seen": last_at["timestamp"],
-                        "tools": sorted(tools.split(",")), "agents": sorted(agents.split(","))})
+            first_at = json.loads(
+                self.db.execute("SELECT record FROM traces WHERE seq=?", (first,)).fetchone()[0]
+            )
+            last_at = json.loads(
+                self.db.execute("SELECT record FROM traces WHERE seq=?", (last,)).fetchone()[0]
+            )
+            out.append(
+                {
+                    "session_id": session_id,
+                    "agent_id": first_at["agent_id"],
+                    "event_count": calls,
+                    "first_seen": first_at["timestamp"],
+                    "last_seen": last_at["timestamp"],
+                    "tools": sorted(tools.split(",")),
+                    "agents": sorted(agents.split(",")),
+                }
+            )
         return out
 
 
 class TraceService:
-    def __init__(self, store: TraceStore, events: Publisher | None = None, metrics: CallMetrics | None = None,
-                 spans: SpanExport | None = None) -> None:
+    def __init__(
+        self,
+        store: TraceStore,
+        events: Publisher | None = None,
+        metrics: CallMetrics | None = None,
+        spans: SpanExport | None = None,
+    ) -> None:
         self.store = store
         self.events = events
         self.metrics = metrics  # every call of the tree is counted here (observe/call_metrics.py)
-        self.spans = spans  # and exported to OpenTelemetry (observe/otel_export.py): queued, never awaited
+        self.spans = (
+            spans  # and exported to OpenTelemetry (observe/otel_export.py): queued, never awaited
+        )
 
     async def handle(self, request: Request) -> Any:
         body = request.body
@@ -206,19 +244,35 @@ class TraceService:
             if op == "metrics":  # GET /metrics: the calls' counters, Prometheus text format
                 return {"text": self.metrics.exposition() if self.metrics is not None else ""}
         except ValidationError as exc:
-            raise bad_request(f"traces: invalid {op}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+            raise bad_request(
+                f"traces: invalid {op}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+            ) from None
         raise bad_request(f"traces: unknown op {op!r}")
 
 
-async def run(endpoint: str, events_endpoint: str | None, db_path: Path, jsonl_path: Path | None,
-              metrics: MetricsConfig | None = None, otel_endpoint: str | None = None) -> None:
-    events = Publisher(events_endpoint) if events_endpoint is not None else None  # None: on another host
-    counting = CallMetrics(metrics.max_agents, metrics.max_tools) if metrics is not None and metrics.enabled else None
+async def run(
+    endpoint: str,
+    events_endpoint: str | None,
+    db_path: Path,
+    jsonl_path: Path | None,
+    metrics: MetricsConfig | None = None,
+    otel_endpoint: str | None = None,
+) -> None:
+    events = (
+        Publisher(events_endpoint) if events_endpoint is not None else None
+    )  # None: on another host
+    counting = (
+        CallMetrics(metrics.max_agents, metrics.max_tools)
+        if metrics is not None and metrics.enabled
+        else None
+    )
     spans = None
     if otel_endpoint is not None:  # the SDK is imported only when export is on
         from observe.otel_export import SpanExport
 
-        spans = SpanExport(otel_endpoint, counted=counting.spans_exported if counting is not None else None)
+        spans = SpanExport(
+            otel_endpoint, counted=counting.spans_exported if counting is not None else None
+        )
     service = TraceService(TraceStore(db_path, jsonl_path), events, counting, spans)
     try:
         # One at a time: SQLite has one writer, and ordering in the JSONL file follows arrival.

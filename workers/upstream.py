@@ -47,16 +47,11 @@ from bus.messages import (
     upstream_service,
 )
 from bus.worker import BusWorker, Request
-from workers.mcp_client import (
-    UpstreamClient,
-    UpstreamError,
-    UpstreamGone,
-    UpstreamSpec,
-    UpstreamTimeout,
-)
+from workers.mcp_client import UpstreamClient
 from workers.tool_source import LocalSource, ToolRefused
 from workers.upstream_down import Backoff, DownReport
 from workers.upstream_slots import SlotClaim, candidates
+from workers.upstream_types import UpstreamError, UpstreamGone, UpstreamSpec, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +99,22 @@ class UpstreamService:
         self.server = server
         self.client = client
         self.tool_names = {t["name"] for t in client.tools}
-        self.in_flight: list[Request] = []  # tool calls, oldest first: who answers an upstream's question
+        self.in_flight: list[
+            Request
+        ] = []  # tool calls, oldest first: who answers an upstream's question
         self.session = uuid.uuid4().hex
         client.on_ask = self.ask
 
     def meta(self) -> dict[str, Any]:
-        return UpstreamLiveMeta(server=self.server.name, tools=self.client.tools,
-                                server_info=self.client.server_info, pid=os.getpid(), upstream_pid=self.client.pid,
-                                session=self.session, list_changes=dict(self.client.list_changes)).dump()
+        return UpstreamLiveMeta(
+            server=self.server.name,
+            tools=self.client.tools,
+            server_info=self.client.server_info,
+            pid=os.getpid(),
+            upstream_pid=self.client.pid,
+            session=self.session,
+            list_changes=dict(self.client.list_changes),
+        ).dump()
 
     async def handle(self, request: Request) -> Any:
         if isinstance(request.body, dict) and "method" in request.body:
@@ -119,7 +122,9 @@ class UpstreamService:
         try:
             call = ToolCall.model_validate(request.body)
         except ValidationError as exc:
-            raise bad_request(f"{self.server.name}: invalid tool call: {exc.errors()[0]['msg']}") from None
+            raise bad_request(
+                f"{self.server.name}: invalid tool call: {exc.errors()[0]['msg']}"
+            ) from None
         if call.tool not in self.tool_names and not self.client.knows(call.tool):
             raise not_found(f"unknown tool {self.server.name}.{call.tool}")
         timeout = self._timeout(call.timeout, request)
@@ -132,10 +137,19 @@ class UpstreamService:
         try:
             # The trace context goes to a local source (an OpenAPI backend); an MCP upstream's
             # tools/call is passed on as the agent made it.
-            meta = {"traceparent": call.traceparent} if call.traceparent and \
-                isinstance(self.client, LocalSource) else None
-            return await self.client.call_tool(call.tool, call.arguments, timeout, on_progress=progress,
-                                               on_log=_log_forwarder(request), meta=meta)
+            meta = (
+                {"traceparent": call.traceparent}
+                if call.traceparent and isinstance(self.client, LocalSource)
+                else None
+            )
+            return await self.client.call_tool(
+                call.tool,
+                call.arguments,
+                timeout,
+                on_progress=progress,
+                on_log=_log_forwarder(request),
+                meta=meta,
+            )
         except UpstreamTimeout:
             raise upstream_timeout(f"{self.server.name}.{call.tool}", timeout) from None
         except UpstreamGone as exc:
@@ -152,7 +166,9 @@ class UpstreamService:
         """The upstream asks its client (sampling, elicitation). MCP over stdio does not say which
         call the question belongs to: it goes to the agent of the most recent call in flight."""
         if not self.in_flight:
-            return {"error": {"code": -32600, "message": f"{method}: no agent call in flight to ask"}}
+            return {
+                "error": {"code": -32600, "message": f"{method}: no agent call in flight to ask"}
+            }
         request = self.in_flight[-1]
         answer: dict[str, Any] = await request.ask(method, params, timeout=request.remaining)
         return answer
@@ -161,10 +177,14 @@ class UpstreamService:
         try:
             call = UpstreamRequest.model_validate(request.body)
         except ValidationError as exc:
-            raise bad_request(f"{self.server.name}: invalid request: {exc.errors()[0]['msg']}") from None
+            raise bad_request(
+                f"{self.server.name}: invalid request: {exc.errors()[0]['msg']}"
+            ) from None
         if call.method not in PASSTHROUGH_METHODS:
-            raise bad_request(f"{self.server.name}: {call.method!r} is not passed through "
-                              f"(one of {', '.join(sorted(PASSTHROUGH_METHODS))})")
+            raise bad_request(
+                f"{self.server.name}: {call.method!r} is not passed through "
+                f"(one of {', '.join(sorted(PASSTHROUGH_METHODS))})"
+            )
         timeout = self._timeout(call.timeout, request)
 
         async def progress(params: dict[str, Any]) -> None:
@@ -173,9 +193,13 @@ class UpstreamService:
         try:
             if call.method in PASSTHROUGH_LISTS:
                 return {"result": await self._list_all(call.method, call.params, timeout)}
-            result = await self.client.request(call.method, call.params, timeout,
-                                               on_progress=progress if call.progress else None,
-                                               on_log=_log_forwarder(request))
+            result = await self.client.request(
+                call.method,
+                call.params,
+                timeout,
+                on_progress=progress if call.progress else None,
+                on_log=_log_forwarder(request),
+            )
             return {"result": result}
         except UpstreamError as exc:
             error: dict[str, Any] = {"code": exc.code, "message": exc.message}
@@ -187,7 +211,9 @@ class UpstreamService:
         except UpstreamGone as exc:
             raise upstream_gone(str(exc)) from None
 
-    async def _list_all(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def _list_all(
+        self, method: str, params: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
         """Every page of a list method as one result (the first page's other keys kept)."""
         key = PASSTHROUGH_LISTS[method]
         params = {k: v for k, v in params.items() if k != "cursor"}
@@ -213,8 +239,10 @@ class UpstreamService:
         TIMEOUT (the caller has its answer already: the upstream is not asked at all)."""
         remaining = request.remaining
         if remaining <= 0:
-            raise timed_out(f"upstream timeout: {self.server.name}: the request's deadline passed before the "
-                          "upstream was asked")
+            raise timed_out(
+                f"upstream timeout: {self.server.name}: the request's deadline passed before the "
+                "upstream was asked"
+            )
         return min(asked or self.server.timeout_seconds, remaining)
 
     async def follow_list_changes(self, worker: BusWorker) -> None:
@@ -227,7 +255,9 @@ class UpstreamService:
                 try:
                     await client.refresh_tools()
                 except Exception as exc:  # noqa: BLE001 - keep the old list, keep serving
-                    log.warning("%s: tools/list after tools/list_changed failed: %s", self.server.name, exc)
+                    log.warning(
+                        "%s: tools/list after tools/list_changed failed: %s", self.server.name, exc
+                    )
                     continue
                 self.tool_names = {t["name"] for t in client.tools}
                 log.info("%s: tool list changed: %d tools", self.server.name, len(self.tool_names))
@@ -241,8 +271,13 @@ def _log_forwarder(request: Request) -> Any:
     return forward
 
 
-async def run(endpoint: str, server: SourceRef | McpServer, slot: int, default_cwd: str | None = None,
-              slots_dir: Path | None = None) -> int:
+async def run(
+    endpoint: str,
+    server: SourceRef | McpServer,
+    slot: int,
+    default_cwd: str | None = None,
+    slots_dir: Path | None = None,
+) -> int:
     """Start an upstream, then serve a slot of this server (workers/upstream_slots.py): the slot
     `slot` if free, else any free one, else wait for one as the warm spare. When the upstream MCP
     server dies the slot is released at once (a spare takes it) and a new upstream is started in
@@ -250,7 +285,9 @@ async def run(endpoint: str, server: SourceRef | McpServer, slot: int, default_c
     started again after a back-off (1 s, 2 s, 4 s… 30 s), its reason on the bus meanwhile
     (workers/upstream_down.py). Runs until cancelled. Without `slots_dir` the process serves
     `slot`, no claim (tests)."""
-    claim = SlotClaim(slots_dir, server.name, candidates(slot, server.workers)) if slots_dir else None
+    claim = (
+        SlotClaim(slots_dir, server.name, candidates(slot, server.workers)) if slots_dir else None
+    )
     backoff = Backoff()
     down = DownReport(endpoint, server.name, f"{server.name}:{slot}")
     try:
@@ -261,16 +298,27 @@ async def run(endpoint: str, server: SourceRef | McpServer, slot: int, default_c
             if not delay:
                 log.warning("%s: upstream stopped (%s); starting a new one", server.name, reason)
                 continue
-            log.error("%s: %s; next start in %gs (%d failed in a row)", server.name, reason, delay,
-                      backoff.failures)
+            log.error(
+                "%s: %s; next start in %gs (%d failed in a row)",
+                server.name,
+                reason,
+                delay,
+                backoff.failures,
+            )
             down.say(reason, delay, backoff)
             await asyncio.sleep(delay)
     finally:
         await down.clear()
 
 
-async def _serve_once(endpoint: str, server: SourceRef | McpServer, slot: int, default_cwd: str | None,
-                      claim: SlotClaim | None, down: DownReport) -> str:
+async def _serve_once(
+    endpoint: str,
+    server: SourceRef | McpServer,
+    slot: int,
+    default_cwd: str | None,
+    claim: SlotClaim | None,
+    down: DownReport,
+) -> str:
     """Start an upstream; serve a slot with it until it dies (or fails to start). Returns why
     it stopped (`command 'x' not found on PATH`, `exited with code 1: ...`)."""
     try:
@@ -294,7 +342,9 @@ async def _claimed(server: SourceRef | McpServer, claim: SlotClaim, client: Sour
     """The slot this process now holds, or -1 if its upstream died while it waited for one."""
     if (slot := claim.try_claim()) is not None:
         return slot
-    log.info("%s: every slot is served; this worker (pid %d) is the warm spare", server.name, os.getpid())
+    log.info(
+        "%s: every slot is served; this worker (pid %d) is the warm spare", server.name, os.getpid()
+    )
     claiming = asyncio.create_task(claim.claim())
     lost = asyncio.create_task(client.closed.wait())
     await asyncio.wait({claiming, lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -311,20 +361,36 @@ async def _claimed(server: SourceRef | McpServer, claim: SlotClaim, client: Sour
 async def _serve(endpoint: str, server: SourceRef | McpServer, slot: str, client: Source) -> None:
     """Serve until the upstream dies."""
     service = UpstreamService(server, client)
-    log.info("%s: upstream ready with %d tools, serving slot %s", server.name, len(service.tool_names), slot)
-    worker = BusWorker(endpoint, upstream_service(server.name), service.handle, capacity=CAPACITY,
-                       slot=slot, meta=service.meta())
+    log.info(
+        "%s: upstream ready with %d tools, serving slot %s",
+        server.name,
+        len(service.tool_names),
+        slot,
+    )
+    worker = BusWorker(
+        endpoint,
+        upstream_service(server.name),
+        service.handle,
+        capacity=CAPACITY,
+        slot=slot,
+        meta=service.meta(),
+    )
     # Resource subscriptions: every front-end hears the updates, through the broker (EVENT),
     # so a worker on another host publishes them too.
     client.on_resource_updated = lambda params: worker.publish(
-        f"resource.{server.name}.updated", {"uri": params.get("uri")})
+        f"resource.{server.name}.updated", {"uri": params.get("uri")}
+    )
     serving = asyncio.create_task(worker.run())
     upstream_lost = asyncio.create_task(client.closed.wait())
     changes = asyncio.create_task(service.follow_list_changes(worker))
     # A remote server that dies is not seen by a streamable HTTP session until it is asked
     # something: ask (MCP ping), so the next call gets "unavailable", not a failed call.
     pings = None
-    if isinstance(client, UpstreamClient) and client.spec.transport in ("sse", "streamable_http", "http"):
+    if isinstance(client, UpstreamClient) and client.spec.transport in (
+        "sse",
+        "streamable_http",
+        "http",
+    ):
         pings = asyncio.create_task(_ping(server.name, client))
     tasks = [t for t in (serving, upstream_lost, changes, pings) if t is not None]
     try:
@@ -348,7 +414,11 @@ async def _ping(name: str, client: UpstreamClient) -> None:
         except UpstreamError:
             continue  # it answered, if only with an error: it is there
         except (UpstreamGone, UpstreamTimeout) as exc:
-            log.error("%s: %s did not answer a ping (%s): reconnecting", name, client.spec.url,
-                      exc.reason or exc or type(exc).__name__)
+            log.error(
+                "%s: %s did not answer a ping (%s): reconnecting",
+                name,
+                client.spec.url,
+                exc.reason or exc or type(exc).__name__,
+            )
             await client.close()
             return

@@ -22,7 +22,9 @@ HEALTHY_RUN = 5.0  # s: an upstream that served this long did not "fail to start
 class Backoff:
     """How long to wait before the next start, given how the last one went."""
 
-    def __init__(self, first: float = FIRST, cap: float = CAP, healthy: float = HEALTHY_RUN) -> None:
+    def __init__(
+        self, first: float = FIRST, cap: float = CAP, healthy: float = HEALTHY_RUN
+    ) -> None:
         self.first, self.cap, self.healthy = first, cap, healthy
         self.failures = 0  # in a row
         self.since = 0.0  # epoch seconds of the first of them
@@ -49,8 +51,14 @@ class DownReport:
         self._task: asyncio.Task[None] | None = None
 
     def say(self, reason: str, delay: float, backoff: Backoff) -> None:
-        meta = UpstreamDownMeta(server=self.server, reason=reason, failures=backoff.failures, since=backoff.since,
-                                retry_at=time.time() + delay, pid=os.getpid()).dump()
+        meta = UpstreamDownMeta(
+            server=self.server,
+            reason=reason,
+            failures=backoff.failures,
+            since=backoff.since,
+            retry_at=time.time() + delay,
+            pid=os.getpid(),
+        ).dump()
         if self._worker is not None:
             self._worker.update_meta(meta)
             return
@@ -58,8 +66,14 @@ class DownReport:
         async def status(request: Request) -> object:  # anyone may ask; nobody has to
             return self._worker.meta if self._worker is not None else meta
 
-        self._worker = BusWorker(self.endpoint, upstream_down_service(self.server), status, capacity=1,
-                                 slot=self.slot, meta=meta)
+        self._worker = BusWorker(
+            self.endpoint,
+            upstream_down_service(self.server),
+            status,
+            capacity=1,
+            slot=self.slot,
+            meta=meta,
+        )
         self._task = asyncio.create_task(self._worker.run())
 
     async def clear(self) -> None:

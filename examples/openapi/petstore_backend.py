@@ -27,12 +27,20 @@ API_KEY = "demo-key"  # what examples/openapi.yaml sends as X-API-Key
 
 
 def create_app() -> Starlette:
-    pets: dict[int, dict[str, Any]] = {1: {"id": 1, "name": "rex", "status": "available", "tags": []}}
+    pets: dict[int, dict[str, Any]] = {
+        1: {"id": 1, "name": "rex", "status": "available", "tags": []}
+    }
     seen: list[dict[str, Any]] = []
 
     async def record(request: Request) -> None:
-        seen.append({"method": request.method, "raw_path": request.scope["raw_path"].decode(),
-                     "query": request.url.query, "headers": dict(request.headers)})
+        seen.append(
+            {
+                "method": request.method,
+                "raw_path": request.scope["raw_path"].decode(),
+                "query": request.url.query,
+                "headers": dict(request.headers),
+            }
+        )
 
     async def add_pet(request: Request) -> Response:
         await record(request)
@@ -102,7 +110,9 @@ def create_app() -> Starlette:
         Route("/api/v3/pet/findByStatus", find_by_status, methods=["GET"]),
         Route("/api/v3/pet/{pet_id}", pet, methods=["GET", "DELETE"]),
         Route("/api/v3/store/inventory", inventory, methods=["GET"]),
-        Route("/api/v3/files/{name:path}", files, methods=["GET"]),  # the decoded segment, "/" or not
+        Route(
+            "/api/v3/files/{name:path}", files, methods=["GET"]
+        ),  # the decoded segment, "/" or not
         Route("/_seen", list_seen, methods=["GET"]),
         Route("/openapi.json", document, methods=["GET"]),
         Route("/{rest:path}", anything, methods=["GET", "POST", "PUT", "DELETE"]),

@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
@@ -26,18 +27,27 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-import agent_mesh
 from bus.events import Subscriber
 
-if TYPE_CHECKING:
-    from gateway.http import Gateway
+VERSION = version("agent-mesh")  # as installed, from pyproject.toml
+
+
+class Host(Protocol):
+    """What the console reads of the gateway that serves it (gateway/http.py `Gateway`)."""
+
+    @property
+    def loaded(self) -> Any: ...
+    @property
+    def events_endpoint(self) -> str | None: ...
+
 
 HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
 # The page runs only its own script: no inline code, nothing from elsewhere, never in a frame.
 SECURITY_HEADERS = {
-    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
     "cache-control": "no-store",
@@ -47,7 +57,7 @@ MAX_STREAMS = 64  # open /ui/events streams (each holds a bus subscription); mor
 
 
 class Console:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Host) -> None:
         self.gw = gateway
         self.streams = 0
 
@@ -66,16 +76,21 @@ class Console:
         config = self.gw.loaded.config
         context: dict[str, Any] = {
             "token_required": config.auth.operator_token is not None,
-            "version": agent_mesh.__version__,
+            "version": VERSION,
             "supervisor": config.supervisor.enabled,
         }
-        return TEMPLATES.TemplateResponse(request, "console.html", context, headers=SECURITY_HEADERS)
+        return TEMPLATES.TemplateResponse(
+            request, "console.html", context, headers=SECURITY_HEADERS
+        )
 
     async def events(self, request: Request) -> Response:
         """Every trace record the trace writer stores (new calls, a waiting call, its final
-        record), as `event: trace` with the record as JSON; newest last, the page puts them first."""
+        record), as `event: trace` with the record as JSON; newest last, the page puts them
+        first."""
         if self.streams >= MAX_STREAMS:
-            return JSONResponse({"error": f"too many live consoles ({MAX_STREAMS}); close one"}, status_code=503)
+            return JSONResponse(
+                {"error": f"too many live consoles ({MAX_STREAMS}); close one"}, status_code=503
+            )
         return EventSourceResponse(self._traces(), ping=PING, headers={"cache-control": "no-store"})
 
     async def _traces(self) -> AsyncIterator[dict[str, str]]:

@@ -15,7 +15,11 @@ CONFIG = """
 supervisor:
   memory: {path: decisions.db}
   rules:
-    - {name: project, tools: ["fs.write_*"], condition: "params.path starts_with /home/user", action: approve, confidence: 0.95}
+    - name: project
+      tools: ["fs.write_*"]
+      condition: "params.path starts_with /home/user"
+      action: approve
+      confidence: 0.95
     - {name: secrets, condition: "params.path contains .ssh", action: deny}
 """
 

@@ -232,7 +232,10 @@ def test_history_and_long_values_in_the_prompt() -> None:
     [
         ('{"decision": "approve", "confidence": 0.9, "reasoning": "ok"}', "approve"),
         (
-            '<think>hmm, approve?</think>\n{"decision": "deny", "confidence": 0.9, "reasoning": "no"}',
+            (
+                "<think>hmm, approve?</think>\n"
+                '{"decision": "deny", "confidence": 0.9, "reasoning": "no"}'
+            ),
             "deny",
         ),
         ('```json\n{"decision": "deny", "confidence": 1, "reasoning": "no"}\n```', "deny"),

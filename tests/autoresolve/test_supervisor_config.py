@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent_mesh.config import ConfigError, load_config
+from agent_mesh.config import ConfigError
+from agent_mesh.config_file import load_config
 from autoresolve.config import load
 from tests.support import REPO
 
@@ -94,16 +95,25 @@ supervisor:
     ("text", "problems"),
     [
         (
-            "supervisor:\n  rules:\n    - {name: a, condition: 'params.path startswith /x', action: approve}\n",
+            (
+                "supervisor:\n  rules:\n    - "
+                "{name: a, condition: 'params.path startswith /x', action: approve}\n"
+            ),
             [
-                "supervisor.rules[0] (name=a).condition: column 13: expected an operator after 'params.path'",
+                (
+                    "supervisor.rules[0] (name=a).condition: column 13: expected an operator after "
+                    "'params.path'"
+                ),
                 "did you mean 'starts_with'? (line 3)",
             ],
         ),
         (
             "supervisor:\n  rules:\n    - {name: a, action: aprove}\n",
             [
-                "supervisor.rules[0] (name=a).action: Input should be 'approve', 'deny' or 'escalate', got 'aprove' (line 3)"
+                (
+                    "supervisor.rules[0] (name=a).action: Input should be 'approve', 'deny' or "
+                    "'escalate', got 'aprove' (line 3)"
+                )
             ],
         ),
         (
@@ -115,7 +125,10 @@ supervisor:
             ["supervisor.rules[0] (name=a).condtion: unknown key; did you mean 'condition'?"],
         ),
         (
-            "supervisor:\n  rules:\n    - {name: a, action: approve}\n    - {name: a, action: deny}\n",
+            (
+                "supervisor:\n  rules:\n    - {name: a, action: approve}\n    - "
+                "{name: a, action: deny}\n"
+            ),
             ["supervisor: rules[1]: duplicate rule name 'a' (also rules[0])"],
         ),
         (

@@ -15,7 +15,9 @@ from bus.errors import BusError
 from bus.worker import BusWorker, Request
 
 
-async def _start_worker(endpoints: Endpoints, service: str, handler: Any, **kw: Any) -> tuple[BusWorker, asyncio.Task[None]]:
+async def _start_worker(
+    endpoints: Endpoints, service: str, handler: Any, **kw: Any
+) -> tuple[BusWorker, asyncio.Task[None]]:
     worker = BusWorker(endpoints.requests, service, handler, **kw)
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.connected.wait(), 2)
@@ -39,7 +41,9 @@ async def test_request_reply(broker: Broker, endpoints: Endpoints) -> None:
     _, task = await _start_worker(endpoints, "echo", echo, capacity=8)
     async with BusClient(endpoints.requests) as client:
         await _wait_for_service(client, "echo")
-        replies = await asyncio.gather(*(client.request("echo", {"n": i}, timeout=2) for i in range(200)))
+        replies = await asyncio.gather(
+            *(client.request("echo", {"n": i}, timeout=2) for i in range(200))
+        )
         assert replies == [{"echo": {"n": i}} for i in range(200)]
     task.cancel()
 
@@ -111,21 +115,29 @@ async def test_load_is_shared_and_affinity_is_sticky(broker: Broker, endpoints: 
         async def handler(request: Request) -> Any:
             await asyncio.sleep(0.01)
             return name
+
         return handler
 
-    tasks = [(await _start_worker(endpoints, "s", named(f"w{i}"), slot=f"s:{i}", capacity=2))[1] for i in range(3)]
+    tasks = [
+        (await _start_worker(endpoints, "s", named(f"w{i}"), slot=f"s:{i}", capacity=2))[1]
+        for i in range(3)
+    ]
     async with BusClient(endpoints.requests) as client:
         await _wait_for_service(client, "s", 3)
         spread = await asyncio.gather(*(client.request("s", {}, timeout=5) for _ in range(60)))
         assert set(spread) == {"w0", "w1", "w2"}
         for agent in ("alice", "bob", "carol", "dave"):
-            served = await asyncio.gather(*(client.request("s", {}, timeout=5, key=agent) for _ in range(20)))
+            served = await asyncio.gather(
+                *(client.request("s", {}, timeout=5, key=agent) for _ in range(20))
+            )
             assert len(set(served)) == 1, (agent, served)
     for t in tasks:
         t.cancel()
 
 
-async def test_worker_death_fails_inflight_with_clear_error(broker: Broker, endpoints: Endpoints) -> None:
+async def test_worker_death_fails_inflight_with_clear_error(
+    broker: Broker, endpoints: Endpoints
+) -> None:
     async def hang(request: Request) -> Any:
         await asyncio.sleep(30)
 
@@ -150,6 +162,7 @@ async def test_worker_death_fails_inflight_with_clear_error(broker: Broker, endp
 async def test_events_fan_out_through_the_broker(broker: Broker, endpoints: Endpoints) -> None:
     from bus.events import Publisher, Subscriber
 
+    assert endpoints.events_out and endpoints.events_in
     traces = Subscriber(endpoints.events_out, "trace.")
     everything = Subscriber(endpoints.events_out)
     publisher = Publisher(endpoints.events_in)
@@ -177,7 +190,9 @@ async def test_events_fan_out_through_the_broker(broker: Broker, endpoints: Endp
         closable.close()
 
 
-async def test_worker_asks_the_caller_during_a_request(broker: Broker, endpoints: Endpoints) -> None:
+async def test_worker_asks_the_caller_during_a_request(
+    broker: Broker, endpoints: Endpoints
+) -> None:
     async def asking(request: Request) -> Any:
         answer = await request.ask("sampling/createMessage", {"q": request.body}, timeout=2)
         return {"got": answer}
@@ -194,7 +209,10 @@ async def test_worker_asks_the_caller_during_a_request(broker: Broker, endpoints
         assert reply == {"got": {"id": 1, "result": {"a": 42}}}
         # A caller that cannot answer gets an immediate error back to the worker, not a hang.
         refused = await client.request("asker", 1, timeout=3)
-        assert refused["got"]["error"]["message"] == "the caller cannot answer sampling/createMessage requests"
+        assert (
+            refused["got"]["error"]["message"]
+            == "the caller cannot answer sampling/createMessage requests"
+        )
     task.cancel()
 
 
@@ -217,12 +235,16 @@ async def test_a_worker_forwards_and_the_caller_gets_the_next_answer_with_meta(
         await _wait_for_service(client, "gate")
         await _wait_for_service(client, "echo")
         partials: list[Any] = []
-        replies = await asyncio.gather(*(
-            client.exchange("gate", {"n": n}, timeout=2, on_partial=partials.append)
-            for n in range(6)))
+        replies = await asyncio.gather(
+            *(
+                client.exchange("gate", {"n": n}, timeout=2, on_partial=partials.append)
+                for n in range(6)
+            )
+        )
         assert [(r.body, r.meta) for r in replies] == [
             ({"echo": {"via": n}}, {"gate": "passed"}) if n % 2 == 0 else ({"refused": n}, {})
-            for n in range(6)]
+            for n in range(6)
+        ]
         assert partials == [{"progress": 1}] * 3
         echo_task.cancel()
         await asyncio.gather(echo_task, return_exceptions=True)
@@ -233,7 +255,9 @@ async def test_a_worker_forwards_and_the_caller_gets_the_next_answer_with_meta(
     gate_task.cancel()
 
 
-async def test_concurrent_questions_of_one_request_keep_distinct_ids(broker: Broker, endpoints: Endpoints) -> None:
+async def test_concurrent_questions_of_one_request_keep_distinct_ids(
+    broker: Broker, endpoints: Endpoints
+) -> None:
     # q1 and q2 are asked together; q1 is answered, then q3 is asked while q2 still waits.
     # Each answer must reach its own question (ids are never reused within a request).
     async def asking(request: Request) -> Any:
@@ -268,7 +292,8 @@ async def test_concurrent_questions_of_one_request_keep_distinct_ids(broker: Bro
 
 @pytest.mark.parametrize("attempt", range(5))
 async def test_answers_sent_before_a_worker_leaves_reach_their_callers(
-        broker: Broker, endpoints: Endpoints, attempt: int) -> None:
+    broker: Broker, endpoints: Endpoints, attempt: int
+) -> None:
     """A worker answers what it holds (drain), says DISCONNECT and closes its connection at once,
     as an upstream worker does when its MCP server dies: the callers get those answers, not
     WORKER_DIED (the broker reads what a peer sent before it applies the peer's disconnect)."""
@@ -284,7 +309,9 @@ async def test_answers_sent_before_a_worker_leaves_reach_their_callers(
         while not (await client.request("mmi.services", {}, timeout=1)).get("s"):
             await asyncio.sleep(0.01)
         calls = [asyncio.create_task(client.request("s", n, timeout=10)) for n in range(16)]
-        while (await client.request("mmi.services", {}, timeout=1))["s"]["workers"][0]["inflight"] < 16:
+        while (await client.request("mmi.services", {}, timeout=1))["s"]["workers"][0][
+            "inflight"
+        ] < 16:
             await asyncio.sleep(0.01)
         gone.set()
         await worker.drain(1.0)

@@ -46,7 +46,9 @@ async def test_the_catalogue_follows_worker_events(broker: Broker, endpoints: En
             assert set(catalog.servers["fs"].tools) == {"read"}
             assert renewed == [{"fs"}]  # a worker joined
 
-            worker.update_meta({**meta, "tools": [{"name": "read"}, {"name": "write"}], "session": "s2"})
+            worker.update_meta(
+                {**meta, "tools": [{"name": "read"}, {"name": "write"}], "session": "s2"}
+            )
             await _until(lambda: set(catalog.servers["fs"].tools) == {"read", "write"}, FAST)
             assert renewed == [{"fs"}] * 2  # a new upstream session: subscriptions are renewed
 

@@ -76,7 +76,9 @@ async def _registered(client: BusClient, service: str, timeout: float) -> bool:
     return False
 
 
-def _worker(endpoint: str, service: str, curve: CurveClient | None) -> tuple[BusWorker, asyncio.Task[None]]:
+def _worker(
+    endpoint: str, service: str, curve: CurveClient | None
+) -> tuple[BusWorker, asyncio.Task[None]]:
     worker = BusWorker(endpoint, service, echo, capacity=4, slot=service, curve=curve)
     return worker, asyncio.create_task(worker.run())
 
@@ -86,11 +88,18 @@ async def test_authorised_worker_on_tcp_is_served(mesh: Mesh) -> None:
     client "on host c" (tcp + its bundle): one bus across both sockets."""
     _, task = _worker(mesh.remote, "upstream.remote", bundle(mesh.keys, "host-b"))
     try:
-        async with BusClient(mesh.local.requests) as local, \
-                BusClient(mesh.remote, curve=bundle(mesh.keys, "host-c")) as far:
+        async with (
+            BusClient(mesh.local.requests) as local,
+            BusClient(mesh.remote, curve=bundle(mesh.keys, "host-c")) as far,
+        ):
             assert await _registered(local, "upstream.remote", 3)
-            replies = await asyncio.gather(*(c.request("upstream.remote", i, timeout=2)
-                                             for i in range(50) for c in (local, far)))
+            replies = await asyncio.gather(
+                *(
+                    c.request("upstream.remote", i, timeout=2)
+                    for i in range(50)
+                    for c in (local, far)
+                )
+            )
             assert replies == [{"echo": i} for i in range(50) for _ in range(2)]
     finally:
         task.cancel()
@@ -98,8 +107,9 @@ async def test_authorised_worker_on_tcp_is_served(mesh: Mesh) -> None:
 
 
 @pytest.mark.parametrize("who", ["unknown-key", "no-keys", "wrong-broker-key", "revoked"])
-async def test_unauthenticated_worker_is_never_registered(mesh: Mesh, who: str,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+async def test_unauthenticated_worker_is_never_registered(
+    mesh: Mesh, who: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Refused at the CURVE handshake: no message of its ever reaches the broker, so it is never
     registered and never gets a request; the honest worker next to it is served as usual."""
     good = bundle(mesh.keys, "host-b")
@@ -143,8 +153,9 @@ async def test_unauthenticated_client_gets_nothing_served(mesh: Mesh) -> None:
     try:
         async with BusClient(mesh.local.requests) as local:
             assert await _registered(local, "upstream.local", 3)
-        async with BusClient(mesh.remote, curve=CurveClient(*zmq.curve_keypair(),
-                                                               bundle(mesh.keys, "host-b").server)) as rogue:
+        async with BusClient(
+            mesh.remote, curve=CurveClient(*zmq.curve_keypair(), bundle(mesh.keys, "host-b").server)
+        ) as rogue:
             with pytest.raises(BusError) as err:
                 await rogue.request("upstream.local", "steal", timeout=1)
             assert (err.value.code, err.value.message) == (frames.UNAVAILABLE, "broker unavailable")
@@ -153,12 +164,15 @@ async def test_unauthenticated_client_gets_nothing_served(mesh: Mesh) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_a_worker_on_tcp_publishes_events_to_subscribers_on_the_broker_host(mesh: Mesh) -> None:
+async def test_a_worker_on_tcp_publishes_events_to_subscribers_on_the_broker_host(
+    mesh: Mesh,
+) -> None:
     """EVENT over the remote worker's own CURVE connection: a subscriber at the broker's XPUB (ipc,
     as the gateway is) gets `resource.<server>.updated`; the topics that worker may not publish
     (the broker's `worker.*`, the trace writer's `trace.*`) are not republished."""
     from bus.events import Subscriber
 
+    assert mesh.local.events_out
     everything = Subscriber(mesh.local.events_out)
     worker, task = _worker(mesh.remote, "upstream.far", bundle(mesh.keys, "host-b"))
     seen: list[tuple[str, Any]] = []
@@ -196,14 +210,20 @@ def test_keys_are_private_and_checked(keys: Path, tmp_path: Path) -> None:
     for path in [keys, *keys.rglob("*")]:
         mode = os.stat(path).st_mode & 0o777
         assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
-    assert {p.name for p in (keys / "clients" / "host-b").iterdir()} == {"client.key", "client.key_secret", "broker.key"}
+    assert {p.name for p in (keys / "clients" / "host-b").iterdir()} == {
+        "client.key",
+        "client.key_secret",
+        "broker.key",
+    }
     assert CurveServer.from_dir(keys).public == bundle(keys, "host-b").server
     # An existing client is not silently replaced; --force does (and revokes the old key).
     old = bundle(keys, "host-b").public
     assert keys_cli.main(["--dir", str(keys), "--client", "host-b"]) == 1
     assert keys_cli.main(["--dir", str(keys), "--client", "host-b", "--force"]) == 0
     assert bundle(keys, "host-b").public != old
-    assert (keys / "authorized" / "host-b.key").read_text() == (keys / "clients" / "host-b" / "client.key").read_text()
+    assert (keys / "authorized" / "host-b.key").read_text() == (
+        keys / "clients" / "host-b" / "client.key"
+    ).read_text()
     # The broker keypair survives a re-run (every bundle holds its public key).
     broker = CurveServer.from_dir(keys).public
     assert keys_cli.main(["--dir", str(keys)]) == 0 and CurveServer.from_dir(keys).public == broker
@@ -228,12 +248,14 @@ async def test_agent_mesh_run_over_tcp_with_curve(tmp_path: Path, keys: Path) ->
     import subprocess
     import sys
 
-    from agent_mesh.config import load_config
+    from agent_mesh.config_file import load_config
     from tests.support import wait_until
 
     config = tmp_path / "mesh.yaml"
-    config.write_text("policies:\n  - name: all\n    agent: '*'\n    rules:\n"
-                      "      - tools: ['*']\n        action: allow\n")
+    config.write_text(
+        "policies:\n  - name: all\n    agent: '*'\n    rules:\n"
+        "      - tools: ['*']\n        action: allow\n"
+    )
     port = free_port()
     env = {**os.environ, "AGENT_MESH_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
     env.pop("AGENT_MESH_KEYS", None)
@@ -242,8 +264,14 @@ async def test_agent_mesh_run_over_tcp_with_curve(tmp_path: Path, keys: Path) ->
     repo = Path(__file__).parents[2]
 
     def start(role: str, *args: str, **extra: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([*run, role, "--config", str(config), *args], env={**env, **extra}, cwd=repo,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            [*run, role, "--config", str(config), *args],
+            env={**env, **extra},
+            cwd=repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     os.environ["AGENT_MESH_HOME"] = env["AGENT_MESH_HOME"]
     try:
@@ -254,19 +282,36 @@ async def test_agent_mesh_run_over_tcp_with_curve(tmp_path: Path, keys: Path) ->
     keys_cli.main(["--dir", str(stranger_keys), "--client", "x"])
     # A stranger knows the broker's public key (it is public), but its own key was never authorised.
     (stranger_keys / "clients" / "x" / "broker.key").write_bytes((keys / "broker.key").read_bytes())
-    procs = [start("broker", AGENT_MESH_LISTEN=f"tcp://127.0.0.1:{port}", AGENT_MESH_KEYS=str(keys))]
+    procs = [
+        start("broker", AGENT_MESH_LISTEN=f"tcp://127.0.0.1:{port}", AGENT_MESH_KEYS=str(keys))
+    ]
     try:
         wait_until(lambda: (state / "bus.ipc").exists(), 15, "the broker's ipc socket")
         connect = ["--connect", f"tcp://127.0.0.1:{port}"]
-        procs.append(start("policy", "--slot", "7", *connect, AGENT_MESH_KEYS=str(keys / "clients" / "host-b")))
-        procs.append(start("policy", "--slot", "8", *connect,
-                           AGENT_MESH_KEYS=str(stranger_keys / "clients" / "x")))
+        procs.append(
+            start(
+                "policy", "--slot", "7", *connect, AGENT_MESH_KEYS=str(keys / "clients" / "host-b")
+            )
+        )
+        procs.append(
+            start(
+                "policy",
+                "--slot",
+                "8",
+                *connect,
+                AGENT_MESH_KEYS=str(stranger_keys / "clients" / "x"),
+            )
+        )
         bare = start("policy", "--slot", "9", *connect)
         out, _ = bare.communicate(timeout=15)
-        assert bare.returncode != 0 and "needs CURVE keys: --keys DIR or $AGENT_MESH_KEYS" in out, out
+        assert bare.returncode != 0 and "needs CURVE keys: --keys DIR or $AGENT_MESH_KEYS" in out, (
+            out
+        )
         async with BusClient(f"ipc://{state / 'bus.ipc'}") as client:
             assert await _registered(client, "policy", 15)
-            decision = await client.request("policy", {"agent": "a", "tool": "x.y", "params": {}}, timeout=2)
+            decision = await client.request(
+                "policy", {"agent": "a", "tool": "x.y", "params": {}}, timeout=2
+            )
             assert decision["action"] == "allow"
             await asyncio.sleep(2.0)  # time for the stranger to try, and fail
             slots = [w["slot"] for w in (await _services(client))["policy"]["workers"]]

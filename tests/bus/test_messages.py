@@ -26,23 +26,51 @@ from bus.messages import (
     trace_record,
 )
 
-REQUIRED: dict[str, Any] = {"trace_id": "t1", "agent_id": "claude", "tool": "fs.read", "policy": "allow",
-                            "status_code": 200, "latency_ms": 1.25, "timestamp": "2026-11-26T08:00:00.000001Z"}
+REQUIRED: dict[str, Any] = {
+    "trace_id": "t1",
+    "agent_id": "claude",
+    "tool": "fs.read",
+    "policy": "allow",
+    "status_code": 200,
+    "latency_ms": 1.25,
+    "timestamp": "2026-11-26T08:00:00.000001Z",
+}
 
 
-@pytest.mark.parametrize("extra", [
-    {},
-    {"session_id": "s", "params": {"path": "/x", "n": [1, {"a": None}]}, "policy_rule": "r", "error": ""},
-    {"approval_id": "a1", "approval_status": "approved", "approved_by": "alice", "approval_ms": 12.5,
-     "supervisor_reasoning": "fine", "supervisor_confidence": 0.9},
-    {"approval_id": None, "approval_status": None, "approved_by": None, "supervisor_confidence": None},
-    {"status_code": 502, "policy": "allow", "error": "upstream unavailable: fs (worker died)"},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {
+            "session_id": "s",
+            "params": {"path": "/x", "n": [1, {"a": None}]},
+            "policy_rule": "r",
+            "error": "",
+        },
+        {
+            "approval_id": "a1",
+            "approval_status": "approved",
+            "approved_by": "alice",
+            "approval_ms": 12.5,
+            "supervisor_reasoning": "fine",
+            "supervisor_confidence": 0.9,
+        },
+        {
+            "approval_id": None,
+            "approval_status": None,
+            "approved_by": None,
+            "supervisor_confidence": None,
+        },
+        {"status_code": 502, "policy": "allow", "error": "upstream unavailable: fs (worker died)"},
+    ],
+)
 def test_trace_record_is_the_models_map(extra: dict[str, Any]) -> None:
     fields = {**REQUIRED, **extra}
     built = trace_record(**fields)
     assert built == TraceRecord(**fields).dump()
-    assert TraceBatch.model_validate({"op": "record", "records": [built]}).records[0].dump() == built
+    assert (
+        TraceBatch.model_validate({"op": "record", "records": [built]}).records[0].dump() == built
+    )
 
 
 def test_trace_record_needs_every_required_field() -> None:
@@ -61,7 +89,9 @@ def test_trace_record_stamps_now_by_default() -> None:
 
 
 APPROVAL_MESSAGES = [
-    ApprovalSubmit(agent="claude", tool="fs.write_file", params={"path": "/a"}, callback_url="http://h/cb"),
+    ApprovalSubmit(
+        agent="claude", tool="fs.write_file", params={"path": "/a"}, callback_url="http://h/cb"
+    ),
     ApprovalWait(id="abcd1234"),
     ApprovalResolve(id="abcd1234", decision="approve", resolved_by="alice", confidence=0.5),
     ApprovalClaimReplay(id="abcd1234"),
@@ -75,7 +105,8 @@ APPROVAL_MESSAGES = [
 
 @pytest.mark.parametrize("message", APPROVAL_MESSAGES, ids=lambda m: type(m).__name__)
 def test_each_approval_operation_is_one_documented_message(message: Body) -> None:
-    """What a sender builds crosses the bus (msgpack) and is validated back into the same message."""
+    """What a sender builds crosses the bus (msgpack) and is validated back into the same
+    message."""
     wire = frames.unpack(frames.pack(message.dump()))
     assert wire["op"] == type(message).model_fields["op"].default
     assert APPROVAL_OPS.validate_python(wire) == message

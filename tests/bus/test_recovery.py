@@ -82,8 +82,12 @@ async def test_broker_restart_under_load(endpoints: Endpoints, downtime: float) 
     try:
         async with BusClient(endpoints.requests) as client:
             await _until_registered(client, "s")
-            held = [asyncio.create_task(_settle(asyncio.create_task(client.request("s", "hold", timeout=30))))
-                    for _ in range(20)]
+            held = [
+                asyncio.create_task(
+                    _settle(asyncio.create_task(client.request("s", "hold", timeout=30)))
+                )
+                for _ in range(20)
+            ]
             await asyncio.sleep(0.1)
             broker.stop()
             results = await asyncio.gather(*held)
@@ -104,8 +108,9 @@ async def test_broker_restart_under_load(endpoints: Endpoints, downtime: float) 
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_client_fails_requests_when_the_broker_hangs(endpoints: Endpoints,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+async def test_client_fails_requests_when_the_broker_hangs(
+    endpoints: Endpoints, caplog: pytest.LogCaptureFixture
+) -> None:
     """A broker that is alive (connection up) but silent: heartbeats catch it in LIVENESS."""
     caplog.set_level(logging.WARNING, "bus.client")
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -117,7 +122,9 @@ async def test_client_fails_requests_when_the_broker_hangs(endpoints: Endpoints,
             started = loop.time()
             with pytest.raises(BusError) as err:
                 await client.request("s", 1, timeout=30)
-            assert err.value.code == frames.UNAVAILABLE and err.value.message == "broker unavailable"
+            assert (
+                err.value.code == frames.UNAVAILABLE and err.value.message == "broker unavailable"
+            )
             limit = frames.HEARTBEAT_INTERVAL * (frames.LIVENESS + 1) + 0.2
             assert loop.time() - started < limit
         assert "broker silent: failing 1 in-flight requests" in caplog.text  # it was sent: lost
@@ -126,8 +133,9 @@ async def test_client_fails_requests_when_the_broker_hangs(endpoints: Endpoints,
         ctx.term()
 
 
-async def test_a_broker_not_up_yet_is_no_failure_to_warn_about(endpoints: Endpoints,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_broker_not_up_yet_is_no_failure_to_warn_about(
+    endpoints: Endpoints, caplog: pytest.LogCaptureFixture
+) -> None:
     """A cold start (`--mcp` starting the mesh): the client polls before the broker is up. Its
     requests wait for a connection and fail on their own ("broker unavailable", for the caller
     to handle); nothing sent was lost, so nothing is said about failing in-flight requests."""
@@ -162,18 +170,29 @@ asyncio.run(BusWorker(sys.argv[1], "victim", hang, capacity=4).run())
 """
 
 
-async def test_killed_worker_process_fails_its_requests_at_once(endpoints: Endpoints, tmp_path: Path) -> None:
+async def test_killed_worker_process_fails_its_requests_at_once(
+    endpoints: Endpoints, tmp_path: Path
+) -> None:
     """kill -9 closes the worker's connection: the broker sees it (socket monitor) and fails
     what the worker held at once, instead of after LIVENESS missed heartbeats."""
     broker = BrokerThread(endpoints)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _WORKER, endpoints.requests, cwd=Path(__file__).parents[2],
-        stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        _WORKER,
+        endpoints.requests,
+        cwd=Path(__file__).parents[2],
+        stdout=asyncio.subprocess.PIPE,
+    )
     try:
         async with BusClient(endpoints.requests) as client:
             await _until_registered(client, "victim", 10)
-            calls = [asyncio.create_task(_settle(asyncio.create_task(client.request("victim", i, timeout=30))))
-                     for i in range(3)]
+            calls = [
+                asyncio.create_task(
+                    _settle(asyncio.create_task(client.request("victim", i, timeout=30)))
+                )
+                for i in range(3)
+            ]
             assert proc.stdout is not None
             for _ in range(3):
                 await asyncio.wait_for(proc.stdout.readline(), 5)

@@ -24,16 +24,29 @@ def sent(router: Router) -> list[tuple[bytes, bytes, dict[str, Any]]]:
     return out
 
 
-def ready(router: Router, ident: bytes, service: str = "s", capacity: int = 1, now: float = 0.0,
-          slot: str | None = None) -> None:
+def ready(
+    router: Router,
+    ident: bytes,
+    service: str = "s",
+    capacity: int = 1,
+    now: float = 0.0,
+    slot: str | None = None,
+) -> None:
     header: dict[str, Any] = {"s": service, "n": capacity}
     if slot:
         header["slot"] = slot
     router.on_message(ident, msg(frames.READY, header, {"tools": []}), now)
 
 
-def request(router: Router, client: bytes, rid: int, service: str = "s", t: int = 1000, now: float = 0.0,
-            key: str | None = None) -> None:
+def request(
+    router: Router,
+    client: bytes,
+    rid: int,
+    service: str = "s",
+    t: int = 1000,
+    now: float = 0.0,
+    key: str | None = None,
+) -> None:
     header: dict[str, Any] = {"s": service, "id": rid, "t": t}
     if key:
         header["k"] = key
@@ -48,7 +61,10 @@ def test_queue_waits_for_capacity_then_dispatches_in_order() -> None:
     assert [(to, cmd, h["id"]) for to, cmd, h in sent(r)] == [(b"w1", frames.REQUEST, 1)]
     r.on_message(b"w1", msg(frames.REPLY, {"c": b"c", "id": 1}, "ok"), 0.1)
     out = sent(r)
-    assert [(to, cmd, h["id"]) for to, cmd, h in out] == [(b"c", frames.REPLY, 1), (b"w1", frames.REQUEST, 2)]
+    assert [(to, cmd, h["id"]) for to, cmd, h in out] == [
+        (b"c", frames.REPLY, 1),
+        (b"w1", frames.REQUEST, 2),
+    ]
 
 
 def test_deadline_in_queue_times_out_and_inflight_is_cancelled() -> None:
@@ -75,8 +91,10 @@ def test_dead_worker_fails_inflight_and_queue_when_last() -> None:
     sent(r)
     r.tick(frames.HEARTBEAT_INTERVAL * frames.LIVENESS + 0.01)
     out = {h["id"]: (h["code"], h["msg"]) for to, cmd, h in sent(r) if cmd == frames.ERROR}
-    assert out == {1: (frames.WORKER_DIED, "upstream.fs: worker died"),
-                   2: (frames.UNAVAILABLE, "upstream.fs: no live worker")}
+    assert out == {
+        1: (frames.WORKER_DIED, "upstream.fs: worker died"),
+        2: (frames.UNAVAILABLE, "upstream.fs: no live worker"),
+    }
     assert r.events[-1][0] == "worker.upstream.fs.down"
 
 
@@ -147,7 +165,7 @@ def test_affinity_is_deterministic_by_slot() -> None:
         for ident, slot in order:
             ready(r, ident, capacity=100, slot=slot)
         request(r, b"c", 1, key=key)
-        (to, _, _), = sent(r)
+        ((to, _, _),) = sent(r)
         return r.workers[to].slot
 
     slots = [(b"a", "p:0"), (b"b", "p:1"), (b"c", "p:2")]
@@ -162,9 +180,13 @@ def test_unknown_worker_is_told_to_reregister_and_garbage_is_dropped() -> None:
     r = Router()
     r.on_message(b"ghost", msg(frames.REPLY, {"c": b"c", "id": 1}, "x"), 0)
     assert sent(r) == [(b"ghost", frames.DISCONNECT, {})]
-    for garbage in ([b"XXXX", frames.REQUEST, b"\x80"], [frames.PROTOCOL], [frames.PROTOCOL, frames.REQUEST, b"\xc1"],
-                    [frames.PROTOCOL, frames.REQUEST, frames.pack({"s": "s"})],
-                    [frames.PROTOCOL, frames.REQUEST, frames.pack([1, 2])]):
+    for garbage in (
+        [b"XXXX", frames.REQUEST, b"\x80"],
+        [frames.PROTOCOL],
+        [frames.PROTOCOL, frames.REQUEST, b"\xc1"],
+        [frames.PROTOCOL, frames.REQUEST, frames.pack({"s": "s"})],
+        [frames.PROTOCOL, frames.REQUEST, frames.pack([1, 2])],
+    ):
         r.on_message(b"c", garbage, 0)
     assert sent(r) == []
 
@@ -182,8 +204,16 @@ def test_request_without_timeout_is_refused_and_mmi_reports_services() -> None:
     assert report["policy"]["workers"][0]["capacity"] == 4
 
 
-def forward(router: Router, worker: bytes, client: bytes, rid: int, service: str, now: float = 0.0,
-            meta: dict[str, Any] | None = None, key: str | None = None) -> None:
+def forward(
+    router: Router,
+    worker: bytes,
+    client: bytes,
+    rid: int,
+    service: str,
+    now: float = 0.0,
+    meta: dict[str, Any] | None = None,
+    key: str | None = None,
+) -> None:
     header: dict[str, Any] = {"c": client, "id": rid, "s": service}
     if meta:
         header["m"] = meta
@@ -203,7 +233,10 @@ def test_forward_hands_the_request_on_and_the_caller_gets_meta_with_the_answer()
     out = r.outbox[:]
     msgs = sent(r)
     # The upstream gets the new body with the remaining deadline; p is free for request 2.
-    assert [(to, cmd, h["id"]) for to, cmd, h in msgs] == [(b"p", frames.REQUEST, 2), (b"u", frames.REQUEST, 1)]
+    assert [(to, cmd, h["id"]) for to, cmd, h in msgs] == [
+        (b"p", frames.REQUEST, 2),
+        (b"u", frames.REQUEST, 1),
+    ]
     assert msgs[1][2]["t"] == 900 and frames.unpack(out[1][4]) == {"fwd": 1}
     r.on_message(b"u", msg(frames.PARTIAL, {"c": b"c", "id": 1}, "p"), 0.2)
     r.on_message(b"u", msg(frames.REPLY, {"c": b"c", "id": 1}, "done"), 0.3)
@@ -224,13 +257,26 @@ def test_forward_failures_carry_the_meta_and_late_forwards_are_dropped() -> None
     sent(r)
     meta = {"policy": {"rule": "r1"}}
     forward(r, b"p", b"c", 1, "upstream.gone", meta=meta)  # no such service: at once, with meta
-    assert sent(r) == [(b"c", frames.ERROR, {"id": 1, "code": frames.UNAVAILABLE,
-                                             "msg": "upstream.gone: no live worker", "m": meta})]
+    assert sent(r) == [
+        (
+            b"c",
+            frames.ERROR,
+            {
+                "id": 1,
+                "code": frames.UNAVAILABLE,
+                "msg": "upstream.gone: no live worker",
+                "m": meta,
+            },
+        )
+    ]
     forward(r, b"p", b"c", 2, "upstream.fs", meta=meta)
     r.tick(1.01)  # the original deadline still holds after the forward
     out = sent(r)
-    assert (b"c", frames.ERROR, {"id": 2, "code": frames.TIMEOUT, "msg": "upstream.fs: deadline exceeded",
-                                 "m": meta}) in out
+    assert (
+        b"c",
+        frames.ERROR,
+        {"id": 2, "code": frames.TIMEOUT, "msg": "upstream.fs: deadline exceeded", "m": meta},
+    ) in out
     assert (b"u", frames.CANCEL, {"c": b"c", "id": 2}) in out
     forward(r, b"p", b"c", 2, "upstream.fs")  # late: the request is gone
     forward(r, b"u", b"c", 3, "upstream.fs")  # not the worker holding it
@@ -246,12 +292,22 @@ def test_a_forwarded_request_whose_worker_dies_fails_with_the_meta() -> None:
     forward(r, b"p", b"c", 1, "upstream.fs", meta={"policy": {"rule": "r"}})
     sent(r)
     r.on_message(b"u", msg(frames.DISCONNECT, {}), 0.1)
-    assert sent(r)[0] == (b"c", frames.ERROR, {"id": 1, "code": frames.WORKER_DIED,
-                                               "msg": "upstream.fs: worker disconnected", "m": {"policy": {"rule": "r"}}})
+    assert sent(r)[0] == (
+        b"c",
+        frames.ERROR,
+        {
+            "id": 1,
+            "code": frames.WORKER_DIED,
+            "msg": "upstream.fs: worker disconnected",
+            "m": {"policy": {"rule": "r"}},
+        },
+    )
 
 
 def event(router: Router, worker: bytes, topic: Any, body: bytes, now: float = 0.0) -> None:
-    router.on_message(worker, [frames.PROTOCOL, frames.EVENT, frames.pack({"topic": topic}), body], now)
+    router.on_message(
+        worker, [frames.PROTOCOL, frames.EVENT, frames.pack({"topic": topic}), body], now
+    )
 
 
 def test_an_upstream_worker_publishes_its_resource_events_as_sent() -> None:
@@ -262,7 +318,9 @@ def test_an_upstream_worker_publishes_its_resource_events_as_sent() -> None:
     event(r, b"u", "resource.fs.updated", body, now=1.0)
     assert r.events == [("resource.fs.updated", body)]  # the bytes it sent, not re-encoded
     assert sent(r) == []
-    assert r.workers[b"u"].expiry == 1.0 + frames.HEARTBEAT_INTERVAL * frames.LIVENESS  # counts as a heartbeat
+    assert (
+        r.workers[b"u"].expiry == 1.0 + frames.HEARTBEAT_INTERVAL * frames.LIVENESS
+    )  # counts as a heartbeat
 
 
 def test_forged_topics_are_dropped_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -272,15 +330,23 @@ def test_forged_topics_are_dropped_with_one_warning(caplog: pytest.LogCaptureFix
     r.events.clear()
     body = frames.pack({"uri": "file:///a"})
     caplog.set_level(logging.WARNING, logger="bus.routing")
-    for topic in ("worker.upstream.fs.ready", "trace.claude.recorded", "resource.other.updated",
-                  "resource.fs.", "resource.fsx.updated", "resource.", b"resource.fs.updated"):
+    for topic in (
+        "worker.upstream.fs.ready",
+        "trace.claude.recorded",
+        "resource.other.updated",
+        "resource.fs.",
+        "resource.fsx.updated",
+        "resource.",
+        b"resource.fs.updated",
+    ):
         event(r, b"u", topic, body)
     event(r, b"p", "resource.policy.updated", body)  # not an upstream: publishes nothing
     assert r.events == [] and sent(r) == []
     once = ": dropped (and any more such events from it)"
     assert [rec.getMessage() for rec in caplog.records] == [
         f"upstream.fs fs:0 may not publish 'worker.upstream.fs.ready'{once}",
-        f"policy policy:0 may not publish 'resource.policy.updated'{once}"]
+        f"policy policy:0 may not publish 'resource.policy.updated'{once}",
+    ]
 
 
 def test_events_need_a_known_worker_and_a_map_body() -> None:

@@ -41,15 +41,29 @@ class Mesh:
         self._ready: Callable[[dict[str, Any]], bool] | None = None
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
-    def start(self, timeout: float = 30, ready: Callable[[dict[str, Any]], bool] | None = None,
-              top_args: tuple[str, ...] = ()) -> Mesh:
+    def start(
+        self,
+        timeout: float = 30,
+        ready: Callable[[dict[str, Any]], bool] | None = None,
+        top_args: tuple[str, ...] = (),
+    ) -> Mesh:
         """Start and wait until /ready says ok (or `ready(ready_json)` holds). `top_args`: options
         before the command (`agent-mesh --openapi SPEC serve ...`)."""
         self._ready = ready
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent_mesh", *top_args, "serve", "--config", str(self.config_path),
-             *self.args],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "agent_mesh",
+                *top_args,
+                "serve",
+                "--config",
+                str(self.config_path),
+                *self.args,
+            ],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         try:
             wait_until(self.healthy, timeout, f"mesh ready at {self.url}", interval=0.1)
@@ -61,7 +75,10 @@ class Mesh:
     def healthy(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"agent-mesh serve exited: {self.proc.stdout.read().decode() if self.proc.stdout else ''}")
+            raise AssertionError(
+                "agent-mesh serve exited: "
+                f"{self.proc.stdout.read().decode() if self.proc.stdout else ''}"
+            )
         try:
             response = self.http.get("/ready")  # 503 until every role and upstream is up
         except httpx.HTTPError:
@@ -75,17 +92,30 @@ class Mesh:
         (state,) = [p for p in self.home.iterdir() if p.is_dir()]
         return state
 
-    def call(self, tool: str, params: dict[str, Any] | None = None, agent: str | None = "claude",
-             headers: dict[str, str] | None = None) -> httpx.Response:
+    def call(
+        self,
+        tool: str,
+        params: dict[str, Any] | None = None,
+        agent: str | None = "claude",
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         auth = {"Authorization": f"Bearer agent:{agent}"} if agent else {}
-        return self.http.post(f"/tool/{tool}", json={"params": params or {}}, headers={**auth, **(headers or {})})
+        return self.http.post(
+            f"/tool/{tool}", json={"params": params or {}}, headers={**auth, **(headers or {})}
+        )
 
     @asynccontextmanager
     async def mcp(self, agent: str = "claude", **client_options: Any) -> AsyncIterator[Client]:
         """An official SDK MCP client on this mesh's Streamable HTTP `/mcp`, as `agent`."""
         http = create_mcp_http_client(headers={"Authorization": f"Bearer agent:{agent}"})
-        async with http, Client(streamable_http_client(f"{self.url}/mcp", http_client=http), mode="legacy",
-                                **client_options) as client:
+        async with (
+            http,
+            Client(
+                streamable_http_client(f"{self.url}/mcp", http_client=http),
+                mode="legacy",
+                **client_options,
+            ) as client,
+        ):
             yield client
 
     def processes(self) -> dict[int, str]:
@@ -99,10 +129,15 @@ class Mesh:
         return {w["pid"] for s in servers if s["name"] == server for w in s["workers"]}
 
     def spare_warm(self, server: str) -> bool:
-        """A live upstream process of `server` that serves no slot has its MCP server up and waits."""
-        spares = {pid for pid in self.role_pids("upstream") if f"--server {server} " in cmdline(pid)}
+        """A live upstream process of `server` that serves no slot has its MCP server up and
+        waits."""
+        spares = {
+            pid for pid in self.role_pids("upstream") if f"--server {server} " in cmdline(pid)
+        }
         spares -= self.serving(server)
-        return any((self.state / "slots" / f"upstream-{server}.spare.{pid}").exists() for pid in spares)
+        return any(
+            (self.state / "slots" / f"upstream-{server}.spare.{pid}").exists() for pid in spares
+        )
 
     def role_pids(self, role: str) -> list[int]:
         return [pid for pid, cmd in self.processes().items() if f"agent_mesh run {role}" in cmd]

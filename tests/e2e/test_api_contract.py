@@ -24,14 +24,20 @@ SEED = 15
 
 def config(demo: Path) -> dict[str, Any]:
     return {
-        "approval": {"timeout_seconds": 1},  # a fuzzed call that needs approval is not waited on long
+        "approval": {
+            "timeout_seconds": 1
+        },  # a fuzzed call that needs approval is not waited on long
         "mcp_servers": [{"name": "fs", "command": npm_server("filesystem"), "args": [str(demo)]}],
         "policies": [
-            {"name": "claude", "agent": "claude", "rules": [
-                {"tools": ["fs.read_*", "fs.list_*", "fs.get_*"], "action": "allow"},
-                {"tools": ["fs.write_file"], "action": "human_approval"},
-                {"tools": ["fs.*"], "action": "deny"},
-            ]},
+            {
+                "name": "claude",
+                "agent": "claude",
+                "rules": [
+                    {"tools": ["fs.read_*", "fs.list_*", "fs.get_*"], "action": "allow"},
+                    {"tools": ["fs.write_file"], "action": "human_approval"},
+                    {"tools": ["fs.*"], "action": "deny"},
+                ],
+            },
             {"name": "default", "agent": "*", "rules": [{"tools": ["*"], "action": "deny"}]},
         ],
     }
@@ -39,11 +45,33 @@ def config(demo: Path) -> dict[str, Any]:
 
 def schemathesis(url: str, examples: int, seed: int, report: Path, *extra: str) -> list[str]:
     """The command line (also scripts/fuzz-api's)."""
-    return [sys.executable, "-m", "schemathesis.cli", "--config-file", str(HERE / "schemathesis.toml"),
-            "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", str(examples), "--seed", str(seed),
-            "--exclude-path", "/ui/events",  # a stream that stays open: nothing to fuzz
-            "--request-timeout", "15", "--generation-database", "none", "--no-color",
-            "--report", "junit", "--report-junit-path", str(report), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(HERE / "schemathesis.toml"),
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        str(examples),
+        "--seed",
+        str(seed),
+        "--exclude-path",
+        "/ui/events",  # a stream that stays open: nothing to fuzz
+        "--request-timeout",
+        "15",
+        "--generation-database",
+        "none",
+        "--no-color",
+        "--report",
+        "junit",
+        "--report-junit-path",
+        str(report),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +84,17 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
 
 @pytest.mark.timeout(300)
-def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(mesh: Mesh, tmp_path: Path) -> None:
-    run = subprocess.run(schemathesis(mesh.url, EXAMPLES, SEED, tmp_path / "junit.xml"),
-                         capture_output=True, text=True, cwd=tmp_path, timeout=280, check=False)
+def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    run = subprocess.run(
+        schemathesis(mesh.url, EXAMPLES, SEED, tmp_path / "junit.xml"),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=280,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout[-20_000:] + run.stderr[-5_000:]
     assert "Test Phases:" in run.stdout and "Stateful" in run.stdout, run.stdout[-3_000:]
     # The mesh answered all of it and is still healthy, with no internal error counted.
@@ -81,7 +117,9 @@ def main(argv: list[str]) -> int:
             mesh = Mesh(Path(tmp), config(Path(tmp) / "demo")).start(timeout=60)
             url = mesh.url
         try:
-            return subprocess.run(schemathesis(url, examples, seed, Path(tmp) / "junit.xml"), check=False).returncode
+            return subprocess.run(
+                schemathesis(url, examples, seed, Path(tmp) / "junit.xml"), check=False
+            ).returncode
         finally:
             if mesh is not None:
                 mesh.stop()

@@ -62,11 +62,17 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, hooks: Webhooks) -> Iterator[
         "auth": {"operator_token": TOKEN},
         "trace_file": "traces.jsonl",
         "mcp_servers": [{"name": "fs", "command": npm_server("filesystem"), "args": [str(demo)]}],
-        "policies": [{"name": "claude", "agent": "claude", "rules": [
-            {"tools": ["fs.list_directory"], "action": "allow"},
-            {"tools": ["fs.move_file"], "action": "deny"},
-            {"tools": ["fs.*"], "action": "human_approval"},
-        ]}],
+        "policies": [
+            {
+                "name": "claude",
+                "agent": "claude",
+                "rules": [
+                    {"tools": ["fs.list_directory"], "action": "allow"},
+                    {"tools": ["fs.move_file"], "action": "deny"},
+                    {"tools": ["fs.*"], "action": "human_approval"},
+                ],
+            }
+        ],
     }
     m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
     m.demo = demo  # type: ignore[attr-defined]
@@ -74,11 +80,22 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, hooks: Webhooks) -> Iterator[
     assert m.stop() == set()
 
 
-def background(mesh: Mesh, tool: str, params: dict[str, Any], agent: str = "claude",
-               headers: dict[str, str] | None = None) -> Future[httpx.Response]:
+def background(
+    mesh: Mesh,
+    tool: str,
+    params: dict[str, Any],
+    agent: str = "claude",
+    headers: dict[str, str] | None = None,
+) -> Future[httpx.Response]:
     pool = ThreadPoolExecutor(1)
-    return pool.submit(lambda: httpx.post(f"{mesh.url}/tool/{tool}", json={"params": params}, timeout=60,
-                                          headers={"Authorization": f"Bearer agent:{agent}", **(headers or {})}))
+    return pool.submit(
+        lambda: httpx.post(
+            f"{mesh.url}/tool/{tool}",
+            json={"params": params},
+            timeout=60,
+            headers={"Authorization": f"Bearer agent:{agent}", **(headers or {})},
+        )
+    )
 
 
 def pending_for(mesh: Mesh, tool: str) -> dict[str, Any]:
@@ -96,8 +113,14 @@ def mesh_cli(mesh: Mesh, *args: str, token: bool = True) -> subprocess.Completed
     env = {**os.environ, "MESH_URL": mesh.url}
     if token:
         env["MESH_OPERATOR_TOKEN"] = TOKEN
-    return subprocess.run([sys.executable, "-c", "from agent_mesh.mesh_cli import main; main()", *args],
-                          env=env, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-c", "from agent_mesh.mesh_cli import main; main()", *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def trace(mesh: Mesh, trace_id: str) -> dict[str, Any]:
@@ -105,8 +128,11 @@ def trace(mesh: Mesh, trace_id: str) -> dict[str, Any]:
     found: list[dict[str, Any]] = []
 
     def look() -> bool:
-        found[:] = [t for t in mesh.http.get("/traces", params={"limit": 200}).json()
-                    if t["trace_id"] == trace_id and t.get("approval_status") != "pending"]
+        found[:] = [
+            t
+            for t in mesh.http.get("/traces", params={"limit": 200}).json()
+            if t["trace_id"] == trace_id and t.get("approval_status") != "pending"
+        ]
         return bool(found)
 
     wait_until(look, 5, f"trace {trace_id}")
@@ -126,10 +152,18 @@ def test_approve_with_mesh_cli_releases_the_waiting_call(mesh: Mesh, hooks: Webh
     assert r.status_code == 200, r.text
     assert r.json()["approval_status"] == "approved" and target.read_text() == "yes"
     t = trace(mesh, r.json()["trace_id"])
-    assert (t["approval_status"], t["approved_by"], t["supervisor_reasoning"]) == ("approved", "human", "looks fine")
+    assert (t["approval_status"], t["approved_by"], t["supervisor_reasoning"]) == (
+        "approved",
+        "human",
+        "looks fine",
+    )
     assert t["approval_id"] == approval["id"] and t["approval_ms"] > 0
     (hook,) = [h for h in hooks.received if h["event"] == "pending" and h["id"] == approval["id"]]
-    assert (hook["agent_id"], hook["tool"], hook["policy_rule"]) == ("claude", "fs.write_file", "claude")
+    assert (hook["agent_id"], hook["tool"], hook["policy_rule"]) == (
+        "claude",
+        "fs.write_file",
+        "claude",
+    )
     assert hook["params"]["path"] == str(target) and hook["timestamp"] == approval["created_at"]
     assert hook["approval"]["status"] == "pending" and "resolved_by" not in hook
 
@@ -137,19 +171,30 @@ def test_approve_with_mesh_cli_releases_the_waiting_call(mesh: Mesh, hooks: Webh
 def test_deny_answers_403_and_timeout_408(mesh: Mesh) -> None:
     call = background(mesh, "fs.create_directory", {"path": str(mesh.demo / "denied")})  # type: ignore[attr-defined]
     approval = pending_for(mesh, "fs.create_directory")
-    r = mesh.http.post(f"/approvals/{approval['id']}/deny", json={"resolved_by": "alice", "reasoning": "no"},
-                       headers={"X-Operator-Token": TOKEN})
-    assert r.status_code == 200 and (r.json()["status"], r.json()["id"]) == ("denied", approval["id"])
+    r = mesh.http.post(
+        f"/approvals/{approval['id']}/deny",
+        json={"resolved_by": "alice", "reasoning": "no"},
+        headers={"X-Operator-Token": TOKEN},
+    )
+    assert r.status_code == 200 and (r.json()["status"], r.json()["id"]) == (
+        "denied",
+        approval["id"],
+    )
     denied = call.result(timeout=10)
     assert denied.status_code == 403 and denied.json()["approval_status"] == "denied"
     assert trace(mesh, denied.json()["trace_id"])["approved_by"] == "alice"
-    again = mesh.http.post(f"/approvals/{approval['id']}/approve", json={}, headers={"X-Operator-Token": TOKEN})
+    again = mesh.http.post(
+        f"/approvals/{approval['id']}/approve", json={}, headers={"X-Operator-Token": TOKEN}
+    )
     assert again.status_code == 409 and "already denied" in again.json()["error"]
 
     started = time.monotonic()
-    timed_out = background(mesh, "fs.create_directory", {"path": str(mesh.demo / "late")}).result(timeout=20)  # type: ignore[attr-defined]
+    demo = mesh.demo  # type: ignore[attr-defined]
+    timed_out = background(mesh, "fs.create_directory", {"path": str(demo / "late")}).result(20)
     assert timed_out.status_code == 408 and timed_out.json()["approval_status"] == "timeout"
-    assert timed_out.json()["policy"] == "human_approval" and "timed out" in timed_out.json()["error"]
+    assert (
+        timed_out.json()["policy"] == "human_approval" and "timed out" in timed_out.json()["error"]
+    )
     assert 5.5 < time.monotonic() - started < 11
     assert trace(mesh, timed_out.json()["trace_id"])["approval_status"] == "timeout"
 
@@ -158,24 +203,53 @@ def test_operator_token_and_unknown_or_ambiguous_ids(mesh: Mesh) -> None:
     call = background(mesh, "fs.read_text_file", {"path": str(mesh.demo / "a.txt")})  # type: ignore[attr-defined]
     approval = pending_for(mesh, "fs.read_text_file")
     # The agent itself (no operator token) cannot approve its own request.
-    r = mesh.http.post(f"/approvals/{approval['id']}/approve", json={},
-                       headers={"Authorization": "Bearer agent:claude"})
+    r = mesh.http.post(
+        f"/approvals/{approval['id']}/approve",
+        json={},
+        headers={"Authorization": "Bearer agent:claude"},
+    )
     assert r.status_code == 403 and "operator token" in r.json()["error"]
     assert mesh_cli(mesh, "approve", approval["id"], token=False).returncode != 0
-    assert mesh.http.post("/approvals/ffffffff/approve", json={}, headers={"X-Operator-Token": TOKEN}).status_code == 404
-    assert mesh.http.post("/approvals/a/approve", json={}, headers={"X-Operator-Token": TOKEN}).status_code == 400
-    assert mesh.http.post(f"/approvals/{approval['id']}/maybe", json={}, headers={"X-Operator-Token": TOKEN}).status_code == 404
+    assert (
+        mesh.http.post(
+            "/approvals/ffffffff/approve", json={}, headers={"X-Operator-Token": TOKEN}
+        ).status_code
+        == 404
+    )
+    assert (
+        mesh.http.post(
+            "/approvals/a/approve", json={}, headers={"X-Operator-Token": TOKEN}
+        ).status_code
+        == 400
+    )
+    assert (
+        mesh.http.post(
+            f"/approvals/{approval['id']}/maybe", json={}, headers={"X-Operator-Token": TOKEN}
+        ).status_code
+        == 404
+    )
     detail = mesh.http.get(f"/approvals/{approval['id'][:8]}").json()
     assert detail["id"] == approval["id"] and isinstance(detail["recent_traces"], list)
-    assert "injection_risk" not in detail and "active_grants" in detail  # false is omitted, as in Go
+    assert (
+        "injection_risk" not in detail and "active_grants" in detail
+    )  # false is omitted, as in Go
     mesh_cli(mesh, "approve", approval["id"])
     assert call.result(timeout=10).json()["result"]["content"][0]["text"] == "alpha"
 
 
 def test_grants_turn_approval_into_allow_and_expire(mesh: Mesh) -> None:
     headers = {"X-Operator-Token": TOKEN}
-    assert mesh.http.post("/grants", json={"agent": "claude", "tools": ["fs.get_*"], "duration": "1s"}).status_code == 403
-    grant = mesh.http.post("/grants", json={"agent": "claude", "tools": ["fs.get_*"], "duration": "2s"}, headers=headers)
+    assert (
+        mesh.http.post(
+            "/grants", json={"agent": "claude", "tools": ["fs.get_*"], "duration": "1s"}
+        ).status_code
+        == 403
+    )
+    grant = mesh.http.post(
+        "/grants",
+        json={"agent": "claude", "tools": ["fs.get_*"], "duration": "2s"},
+        headers=headers,
+    )
     assert grant.status_code == 201
     gid = grant.json()["id"]
     assert gid in {g["id"] for g in mesh.http.get("/grants").json()}
@@ -188,17 +262,26 @@ def test_grants_turn_approval_into_allow_and_expire(mesh: Mesh) -> None:
     expired = mesh.call("fs.get_file_info", {"path": str(mesh.demo / "a.txt"), "n": 2})  # type: ignore[attr-defined]
     assert expired.status_code == 408 and expired.json()["approval_status"] == "timeout"
     revoked = mesh.http.delete(f"/grants/{gid}", headers=headers)
-    assert revoked.status_code == 200 and {k: revoked.json()[k] for k in ("status", "id")} == {"status": "revoked", "id": gid}
+    assert revoked.status_code == 200 and {k: revoked.json()[k] for k in ("status", "id")} == {
+        "status": "revoked",
+        "id": gid,
+    }
     assert mesh.http.delete(f"/grants/{gid}", headers=headers).status_code == 404
-    bad = mesh.http.post("/grants", json={"agent": "claude", "tools": ["x"], "duration": "soon"}, headers=headers)
+    bad = mesh.http.post(
+        "/grants", json={"agent": "claude", "tools": ["x"], "duration": "soon"}, headers=headers
+    )
     assert bad.status_code == 400 and "duration" in bad.json()["error"]
 
 
 def test_level1_memory_auto_approves_and_deny_resets(mesh: Mesh) -> None:
-    def approve_next(tool: str, params: dict[str, Any], decision: str = "approve") -> httpx.Response:
+    def approve_next(
+        tool: str, params: dict[str, Any], decision: str = "approve"
+    ) -> httpx.Response:
         call = background(mesh, tool, params)
         approval = pending_for(mesh, tool)
-        mesh.http.post(f"/approvals/{approval['id']}/{decision}", json={}, headers={"X-Operator-Token": TOKEN})
+        mesh.http.post(
+            f"/approvals/{approval['id']}/{decision}", json={}, headers={"X-Operator-Token": TOKEN}
+        )
         return call.result(timeout=10)
 
     d = str(mesh.demo)  # type: ignore[attr-defined]
@@ -213,16 +296,26 @@ def test_level1_memory_auto_approves_and_deny_resets(mesh: Mesh) -> None:
     assert approve_next("fs.directory_tree", other).status_code == 200
     assert approve_next("fs.directory_tree", {**other, "path": d + "/"}, "deny").status_code == 403
     assert approve_next("fs.directory_tree", {**other, "path": d + "//"}).status_code == 200
-    assert approve_next("fs.directory_tree", {**other, "path": d + "/./"}, "deny").status_code == 403
+    assert (
+        approve_next("fs.directory_tree", {**other, "path": d + "/./"}, "deny").status_code == 403
+    )
 
 
 def test_webhook_callback_url_gets_the_resolution(mesh: Mesh, hooks: Webhooks) -> None:
-    call = background(mesh, "fs.list_allowed_directories", {}, headers={"X-Callback-URL": hooks.url})
+    call = background(
+        mesh, "fs.list_allowed_directories", {}, headers={"X-Callback-URL": hooks.url}
+    )
     approval = pending_for(mesh, "fs.list_allowed_directories")
     mesh_cli(mesh, "approve", approval["id"][:8])
     assert call.result(timeout=10).status_code == 200
-    wait_until(lambda: any(h["event"] == "approved" and h["id"] == approval["id"] and h["resolved_by"]
-                           for h in hooks.received), 5, "the callback webhook")
+    wait_until(
+        lambda: any(
+            h["event"] == "approved" and h["id"] == approval["id"] and h["resolved_by"]
+            for h in hooks.received
+        ),
+        5,
+        "the callback webhook",
+    )
 
 
 def test_approval_worker_killed_while_a_call_waits(mesh: Mesh) -> None:
@@ -230,10 +323,17 @@ def test_approval_worker_killed_while_a_call_waits(mesh: Mesh) -> None:
     approval = pending_for(mesh, "fs.search_files")
     (pid,) = mesh.role_pids("approval")
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: mesh.role_pids("approval") not in ([], [pid]), 10, "approval worker restarted")
+    wait_until(
+        lambda: mesh.role_pids("approval") not in ([], [pid]), 10, "approval worker restarted"
+    )
     # The pending approval survived, and the waiting caller is still waiting for it.
-    wait_until(lambda: approval["id"] in str(mesh.http.get("/approvals", params={"status": "pending"}).json()), 5,
-               "the approval still pending after the restart")
+    wait_until(
+        lambda: (
+            approval["id"] in str(mesh.http.get("/approvals", params={"status": "pending"}).json())
+        ),
+        5,
+        "the approval still pending after the restart",
+    )
     assert not call.done()
     assert mesh_cli(mesh, "approve", approval["id"]).returncode == 0
     r = call.result(timeout=10)
@@ -250,7 +350,10 @@ def test_mesh_watch_is_interactive(mesh: Mesh) -> None:
     pid, fd = pty.fork()
     if pid == 0:  # the child runs `mesh watch` on the pty
         os.environ.update(MESH_URL=mesh.url, MESH_OPERATOR_TOKEN=TOKEN, COLUMNS="160")
-        os.execv(sys.executable, [sys.executable, "-c", "from agent_mesh.mesh_cli import main; main(['watch'])"])
+        os.execv(
+            sys.executable,
+            [sys.executable, "-c", "from agent_mesh.mesh_cli import main; main(['watch'])"],
+        )
     screen = b""
     try:
         end = time.monotonic() + 15

@@ -43,22 +43,53 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, work: Path) -> Iterator[Mesh]
         "trace_file": "traces.jsonl",
         "cli_tools": [
             # fine-tuned: declared commands, any other subcommand falls to default_action
-            {"name": "git", "bin": "git", "working_dir": str(work / "repo"), "default_action": "allow",
-             "workers": 2, "env": {"GIT_PAGER": "cat"},
-             "commands": {"status": None, "log": {"allowed_args": ["--oneline", "-n"], "timeout": "10s"}}},
+            {
+                "name": "git",
+                "bin": "git",
+                "working_dir": str(work / "repo"),
+                "default_action": "allow",
+                "workers": 2,
+                "env": {"GIT_PAGER": "cat"},
+                "commands": {
+                    "status": None,
+                    "log": {"allowed_args": ["--oneline", "-n"], "timeout": "10s"},
+                },
+            },
             # strict: only `docs` exists
-            {"name": "files", "bin": "ls", "strict": True, "working_dir": str(work),
-             "commands": {"docs": {}}},
-            {"name": "slow", "bin": "sh", "strict": True, "working_dir": str(work),
-             "commands": {"sleepy": {"timeout": "1s"}}},
-            {"name": "big", "bin": sys.executable, "strict": True, "working_dir": str(work),
-             "commands": {"big": {}}},
+            {
+                "name": "files",
+                "bin": "ls",
+                "strict": True,
+                "working_dir": str(work),
+                "commands": {"docs": {}},
+            },
+            {
+                "name": "slow",
+                "bin": "sh",
+                "strict": True,
+                "working_dir": str(work),
+                "commands": {"sleepy": {"timeout": "1s"}},
+            },
+            {
+                "name": "big",
+                "bin": sys.executable,
+                "strict": True,
+                "working_dir": str(work),
+                "commands": {"big": {}},
+            },
         ],
         "policies": [
-            {"name": "claude", "agent": "claude", "rules": [
-                {"tools": ["git.push"], "action": "deny"},
-                {"tools": ["git.status", "git.log", "files.*", "slow.*", "big.*"], "action": "allow"},
-            ]},
+            {
+                "name": "claude",
+                "agent": "claude",
+                "rules": [
+                    {"tools": ["git.push"], "action": "deny"},
+                    {
+                        "tools": ["git.status", "git.log", "files.*", "slow.*", "big.*"],
+                        "action": "allow",
+                    },
+                ],
+            },
         ],
     }
     m = Mesh(tmp_path_factory.mktemp("mesh"), config).start(timeout=90)
@@ -66,7 +97,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, work: Path) -> Iterator[Mesh]
     assert m.stop() == set(), "processes left behind after SIGTERM"
 
 
-def _ok(mesh: Mesh, tool: str, params: dict[str, Any] | None = None, agent: str = "claude") -> dict[str, Any]:
+def _ok(
+    mesh: Mesh, tool: str, params: dict[str, Any] | None = None, agent: str = "claude"
+) -> dict[str, Any]:
     r = mesh.call(tool, params, agent=agent)
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
@@ -99,10 +132,12 @@ def test_a_non_zero_exit_is_a_result_not_a_gateway_error(mesh: Mesh) -> None:
 
 
 def test_refused_arguments_never_run(mesh: Mesh) -> None:
-    for params, why in (({"args": ["--format=%H"]}, "flag '--format=%H' is not allowed here"),
-                        ({"args": ["-n", "1", "--", "-rf"]}, "flag '--' is not allowed"),
-                        ({"args": ["HEAD; touch pwned"]}, "holds ';'"),
-                        ({"flags": {"n": "$(id)"}}, "holds '$('")):
+    for params, why in (
+        ({"args": ["--format=%H"]}, "flag '--format=%H' is not allowed here"),
+        ({"args": ["-n", "1", "--", "-rf"]}, "flag '--' is not allowed"),
+        ({"args": ["HEAD; touch pwned"]}, "holds ';'"),
+        ({"flags": {"n": "$(id)"}}, "holds '$('"),
+    ):
         r = mesh.call("git.log", params)
         assert r.status_code == 400, r.text
         assert why in r.json()["error"] and r.json()["error"].startswith("git.log: ")
@@ -150,16 +185,23 @@ def test_listed_as_tools_and_servers(mesh: Mesh) -> None:
     servers = {s["name"]: s for s in mesh.http.get("/mcp-servers").json()}
     git = servers["git"]
     assert (git["transport"], git["status"], git["configured_workers"]) == ("cli", "ready", 2)
-    wait_until(lambda: len(mesh.http.get("/mcp-servers").json()[0]["workers"]) == 2, 10, "two git workers")
+    wait_until(
+        lambda: len(mesh.http.get("/mcp-servers").json()[0]["workers"]) == 2, 10, "two git workers"
+    )
 
 
 async def test_over_mcp_http(mesh: Mesh) -> None:
     async with mesh.mcp() as client:
         listed = {t.name: t for t in (await client.list_tools()).tools}
         assert {"git.status", "git.log", "git.__dispatch", "mesh.catalog"} <= set(listed)
-        result = _RAW.validate_python((await client.call_tool("git.log", {"args": ["--oneline"]})).model_dump(
-            by_alias=True, exclude_none=True))
-        assert result["isError"] is False and result["structuredContent"]["stdout"].endswith("first commit\n")
+        result = _RAW.validate_python(
+            (await client.call_tool("git.log", {"args": ["--oneline"]})).model_dump(
+                by_alias=True, exclude_none=True
+            )
+        )
+        assert result["isError"] is False and result["structuredContent"]["stdout"].endswith(
+            "first commit\n"
+        )
         assert result["content"][0]["text"].endswith("first commit\n")
         failed = await client.call_tool("git.show", {"args": ["nope"]})
         assert failed.is_error and failed.structured_content["exit_code"] == 128
@@ -172,9 +214,20 @@ async def test_over_mcp_http(mesh: Mesh) -> None:
 
 
 async def test_over_stdio_mcp(mesh: Mesh) -> None:
-    params = StdioServerParameters(command=sys.executable, env=mesh.env, cwd=str(mesh.tmp),
-                                   args=["-m", "agent_mesh", "--mcp", "--config", str(mesh.config_path),
-                                         "--mcp-agent", "claude"])
+    params = StdioServerParameters(
+        command=sys.executable,
+        env=mesh.env,
+        cwd=str(mesh.tmp),
+        args=[
+            "-m",
+            "agent_mesh",
+            "--mcp",
+            "--config",
+            str(mesh.config_path),
+            "--mcp-agent",
+            "claude",
+        ],
+    )
     async with Client(params, mode="legacy") as client:  # attaches to the running mesh
         result = await client.call_tool("git.status", {})
         assert not result.is_error and "On branch main" in result.structured_content["stdout"]
@@ -234,8 +287,16 @@ def test_the_go_projects_example_runs_unchanged(tmp_path: Path) -> None:
     m = Mesh(tmp_path, yaml.safe_load(GO_EXAMPLE)).start(timeout=90)
     try:
         tools = {t["name"] for t in m.http.get("/tools").json()}
-        assert tools == {"gh.__dispatch", "terraform.plan", "terraform.apply", "terraform.destroy",
-                         "terraform.__dispatch", "kubectl.get", "kubectl.apply", "kubectl.delete"}
+        assert tools == {
+            "gh.__dispatch",
+            "terraform.plan",
+            "terraform.apply",
+            "terraform.destroy",
+            "terraform.__dispatch",
+            "kubectl.get",
+            "kubectl.apply",
+            "kubectl.delete",
+        }
         assert m.call("terraform.destroy").status_code == 403
         assert m.call("kubectl.logs").status_code == 404  # strict: not a tool
         # No rule for kubectl.get: kubectl's default_action, deny (the policy decides first).
@@ -244,18 +305,23 @@ def test_the_go_projects_example_runs_unchanged(tmp_path: Path) -> None:
         refused = m.call("terraform.plan", {"args": ["-out=plan; rm -rf /"]})
         assert refused.status_code == 400 and "holds ';'" in refused.json()["error"]
         # Allowed, then each fails as this machine makes it fail: a result or one clear 502.
-        for tool, params in (("gh.pr.list", {}), ("terraform.plan", {})):
+        no_params: dict[str, Any] = {}
+        for tool, params in (("gh.pr.list", no_params), ("terraform.plan", no_params)):
             r = m.call(tool, params)
             assert r.json()["policy"] == "allow", r.text
             if r.status_code == 502:
                 assert "cannot run" in r.json()["error"], r.text
             else:
-                assert r.status_code == 200 and isinstance(r.json()["result"]["exit_code"], int), r.text
+                assert r.status_code == 200 and isinstance(r.json()["result"]["exit_code"], int), (
+                    r.text
+                )
         # No rule: terraform's default_action, human_approval; a human denies it.
         waiting: dict[str, Any] = {}
 
         def pending() -> bool:
-            waiting.update(next(iter(m.http.get("/approvals", params={"status": "pending"}).json()), {}))
+            waiting.update(
+                next(iter(m.http.get("/approvals", params={"status": "pending"}).json()), {})
+            )
             return bool(waiting)
 
         import threading
@@ -264,17 +330,24 @@ def test_the_go_projects_example_runs_unchanged(tmp_path: Path) -> None:
         caller = threading.Thread(target=lambda: answer.append(m.call("terraform.init")))
         caller.start()
         wait_until(pending, 10, "terraform.init pending approval")
-        assert (waiting["tool"], waiting["policy_rule"]) == ("terraform.init", "default_action:terraform")
+        assert (waiting["tool"], waiting["policy_rule"]) == (
+            "terraform.init",
+            "default_action:terraform",
+        )
         assert m.http.post(f"/approvals/{waiting['id']}/deny", json={}).status_code == 200
         caller.join(10)
         assert answer[0].status_code == 403
         # A grant turns the default_action's human_approval into allow, as for any tool.
-        grant = m.http.post("/grants", json={"agent": "claude", "tools": "terraform.*", "duration": "5m"})
+        grant = m.http.post(
+            "/grants", json={"agent": "claude", "tools": "terraform.*", "duration": "5m"}
+        )
         assert grant.status_code == 201, grant.text
         granted = m.call("terraform.init")  # runs now; /home/user/infra does not exist here
         assert granted.json()["policy"] == "allow", granted.text
         assert _trace(m, granted.json()["trace_id"])["policy_rule"] == f"grant:{grant.json()['id']}"
-        assert granted.status_code == 502 and "working_dir /home/user/infra" in granted.json()["error"]
+        assert (
+            granted.status_code == 502 and "working_dir /home/user/infra" in granted.json()["error"]
+        )
     finally:
         assert m.stop() == set()
 
@@ -301,8 +374,11 @@ def test_a_killed_cli_worker_costs_nothing_but_itself(mesh: Mesh) -> None:
     import os
     import signal
 
-    workers = [pid for pid, cmd in mesh.processes().items()
-               if "agent_mesh run upstream" in cmd and "--server git" in cmd]
+    workers = [
+        pid
+        for pid, cmd in mesh.processes().items()
+        if "agent_mesh run upstream" in cmd and "--server git" in cmd
+    ]
     assert len(workers) == 3  # workers: 2, and the warm spare
     os.kill(workers[0], signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -312,4 +388,8 @@ def test_a_killed_cli_worker_costs_nothing_but_itself(mesh: Mesh) -> None:
         if r.status_code != 200:  # only a call the killed worker held may fail, once
             assert time.monotonic() < deadline
     assert mesh.call("git.status").status_code == 200
-    wait_until(lambda: len(mesh.http.get("/mcp-servers").json()[0]["workers"]) == 2, 20, "two git workers again")
+    wait_until(
+        lambda: len(mesh.http.get("/mcp-servers").json()[0]["workers"]) == 2,
+        20,
+        "two git workers again",
+    )

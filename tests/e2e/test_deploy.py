@@ -45,7 +45,9 @@ class Installed:
         """The installed unit's ExecStart, as its User, with its Environment and EnvironmentFile."""
         unit = configparser.ConfigParser(strict=False, interpolation=None)
         unit.optionxform = str  # type: ignore[assignment,method-assign]
-        unit.read_string((self.prefix / "etc" / "systemd" / "system" / "agent-mesh.service").read_text())
+        unit.read_string(
+            (self.prefix / "etc" / "systemd" / "system" / "agent-mesh.service").read_text()
+        )
         service = unit["Service"]
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
         text = (self.prefix / "etc" / "systemd" / "system" / "agent-mesh.service").read_text()
@@ -56,9 +58,16 @@ class Installed:
         for line in Path(service["EnvironmentFile"]).read_text().splitlines():
             key, _, value = line.partition("=")
             env[key] = value
-        self.serve = subprocess.Popen(shlex.split(service["ExecStart"]), env=env, user=service["User"],
-                                      group=service["Group"], cwd="/", stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, umask=0o027)
+        self.serve = subprocess.Popen(
+            shlex.split(service["ExecStart"]),
+            env=env,
+            user=service["User"],
+            group=service["Group"],
+            cwd="/",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            umask=0o027,
+        )
 
     def ready(self) -> bool:
         assert self.serve is not None
@@ -73,8 +82,14 @@ class Installed:
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The guide's `ctl`: supervisorctl as the service user on the state dir's conf."""
         (conf,) = self.home.glob("*/supervisord.conf")
-        return subprocess.run([str(self.prefix / "opt/agent-mesh/venv/bin/supervisorctl"), "-c", str(conf), *args],
-                              user=USER, capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run(
+            [str(self.prefix / "opt/agent-mesh/venv/bin/supervisorctl"), "-c", str(conf), *args],
+            user=USER,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     def stop(self) -> None:
         if self.serve is not None and self.serve.poll() is None:
@@ -92,15 +107,22 @@ def installed() -> Iterator[Installed]:
     # Under /tmp, traversable by the service user (pytest's own tmp dirs are root's, 0700).
     prefix = Path(tempfile.mkdtemp(prefix="agent-mesh-deploy-", dir="/tmp"))
     prefix.chmod(0o755)
-    done = subprocess.run([str(REPO / "scripts" / "deploy"), "--prefix", str(prefix), "--user", USER],
-                          env={**os.environ, "PYTHON": SYSTEM_PYTHON}, capture_output=True, text=True,
-                          timeout=600, check=False)
+    done = subprocess.run(
+        [str(REPO / "scripts" / "deploy"), "--prefix", str(prefix), "--user", USER],
+        env={**os.environ, "PYTHON": SYSTEM_PYTHON},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     box = Installed(prefix)
     try:
         assert done.returncode == 0, done.stdout + done.stderr
         assert "installed under" in done.stdout
         config = box.etc / "agent-mesh.yaml"
-        config.write_text(config.read_text().replace("port: 9090", f"port: {box.port}"))  # as an operator would
+        config.write_text(
+            config.read_text().replace("port: 9090", f"port: {box.port}")
+        )  # as an operator would
         box.start()
         wait_until(box.ready, 90, "the installed mesh ready")
         yield box
@@ -115,10 +137,15 @@ def test_it_runs_as_the_service_user_from_the_installed_paths(installed: Install
     opt = installed.prefix / "opt" / "agent-mesh"
     assert (opt / "venv" / "bin" / "agent-mesh").exists()
     (site,) = (opt / "venv" / "lib").glob("python3*/site-packages")
-    assert (site / "agent_mesh").is_dir() and not list(site.glob("__editable__*")), "a regular install"
+    assert (site / "agent_mesh").is_dir() and not list(site.glob("__editable__*")), (
+        "a regular install"
+    )
     assert (opt / "upstreams" / "node_modules" / ".bin" / "mcp-server-filesystem").exists()
     config = yaml.safe_load((installed.etc / "agent-mesh.yaml").read_text())
-    assert config["mcp_servers"][0]["command"] == f"{opt}/upstreams/node_modules/.bin/mcp-server-filesystem"
+    assert (
+        config["mcp_servers"][0]["command"]
+        == f"{opt}/upstreams/node_modules/.bin/mcp-server-filesystem"
+    )
     assert oct((installed.etc / "env").stat().st_mode & 0o777) == "0o600"
     for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
         try:
@@ -131,17 +158,31 @@ def test_it_runs_as_the_service_user_from_the_installed_paths(installed: Install
         assert not ("npx" in cmd and str(installed.prefix) in cmd), cmd
 
 
-def test_a_call_is_served_and_traced_under_var_lib_and_logged_under_var_log(installed: Installed) -> None:
-    r = httpx.post(f"{installed.url}/tool/filesystem.list_allowed_directories", json={"params": {}},
-                   headers={"Authorization": "Bearer agent:claude"}, timeout=30)
+def test_a_call_is_served_and_traced_under_var_lib_and_logged_under_var_log(
+    installed: Installed,
+) -> None:
+    r = httpx.post(
+        f"{installed.url}/tool/filesystem.list_allowed_directories",
+        json={"params": {}},
+        headers={"Authorization": "Bearer agent:claude"},
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
     assert str(installed.home / "files") in r.text
     trace_id = r.json()["trace_id"]
     traces = installed.home / "traces.jsonl"
-    wait_until(lambda: trace_id in traces.read_text(), 10, "the trace in /var/lib/agent-mesh/traces.jsonl")
+    wait_until(
+        lambda: trace_id in traces.read_text(), 10, "the trace in /var/lib/agent-mesh/traces.jsonl"
+    )
     assert traces.stat().st_uid != 0
     logs = {p.name for p in installed.logs.iterdir()}
-    assert {"gateway-0.log", "broker-0.log", "policy-1.log", "upstream-filesystem-2.log", "supervisord.log"} <= logs
+    assert {
+        "gateway-0.log",
+        "broker-0.log",
+        "policy-1.log",
+        "upstream-filesystem-2.log",
+        "supervisord.log",
+    } <= logs
 
 
 def test_the_generated_supervisord_conf_is_deploy_supervisord_conf(installed: Installed) -> None:
@@ -156,10 +197,16 @@ def test_the_guides_supervisorctl_commands(installed: Installed) -> None:
     lines = status.stdout.splitlines()
     assert len(lines) == 10 and all(" RUNNING " in line for line in lines), status.stdout
     assert installed.ctl("stop", "policy:policy-1").stdout.strip() == "policy:policy-1: stopped"
-    r = httpx.post(f"{installed.url}/tool/filesystem.list_allowed_directories", json={"params": {"n": 1}},
-                   headers={"Authorization": "Bearer agent:claude"}, timeout=30)
+    r = httpx.post(
+        f"{installed.url}/tool/filesystem.list_allowed_directories",
+        json={"params": {"n": 1}},
+        headers={"Authorization": "Bearer agent:claude"},
+        timeout=30,
+    )
     assert r.status_code == 200, "the other policy worker took its agents"
     assert installed.ctl("start", "policy:policy-1").returncode == 0
     restarted = installed.ctl("restart", "gateway")
-    assert restarted.stdout.splitlines() == ["gateway: stopped", "gateway: started"], restarted.stdout
+    assert restarted.stdout.splitlines() == ["gateway: stopped", "gateway: started"], (
+        restarted.stdout
+    )
     wait_until(installed.ready, 20, "ready after the gateway restart")

@@ -37,11 +37,14 @@ def _answers(mesh: Mesh, n: int) -> bool:
 def test_the_pinned_server_runs_straight_from_node_modules(mesh: Mesh) -> None:
     for worker in mesh.role_pids("upstream"):  # the serving one and the warm spare
         (child,) = [cmdline(p) for p in descendants(worker)]
-        assert child.startswith("node ") and "/node_modules/.bin/mcp-server-filesystem /tmp/mesh-demo" in child, child
+        assert (
+            child.startswith("node ")
+            and "/node_modules/.bin/mcp-server-filesystem /tmp/mesh-demo" in child
+        ), child
     assert not any("npm" in cmd or "npx" in cmd for cmd in mesh.processes().values())
 
 
-@pytest.mark.parametrize("victim", ["worker", "server", "worker"])
+@pytest.mark.parametrize("victim", ["worker", "server", pytest.param("worker", id="worker-again")])
 def test_a_killed_upstream_is_replaced_well_within_2s(mesh: Mesh, victim: str) -> None:
     wait_until(lambda: mesh.spare_warm("filesystem"), 20, "the warm spare")
     (worker,) = mesh.serving("filesystem")
@@ -57,8 +60,13 @@ def test_a_killed_upstream_is_replaced_well_within_2s(mesh: Mesh, victim: str) -
     print(f"\n{victim} killed: answering again after {took:.3f}s")
     assert took < WELL_WITHIN
     # /mcp-servers follows the broker's worker events: the dead worker leaves it shortly after
-    wait_until(lambda: worker not in mesh.serving("filesystem"), 2, "the dead worker off /mcp-servers")
+    wait_until(
+        lambda: worker not in mesh.serving("filesystem"), 2, "the dead worker off /mcp-servers"
+    )
     if victim == "server":  # the worker outlives its server, starts a new one and is the next spare
         assert alive(worker)
-        wait_until(lambda: (mesh.state / "slots" / f"upstream-filesystem.spare.{worker}").exists(), 10,
-                   "the worker back as the warm spare")
+        wait_until(
+            lambda: (mesh.state / "slots" / f"upstream-filesystem.spare.{worker}").exists(),
+            10,
+            "the worker back as the warm spare",
+        )

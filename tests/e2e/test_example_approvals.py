@@ -15,14 +15,16 @@ import pytest
 import yaml
 
 from tests.e2e.mesh import Mesh
-from tests.support import npm_server, wait_until
+from tests.support import npm_server, text_of, wait_until
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "filesystem.yaml"
 TOKEN = "operator-token-for-tests"
 
 
 @pytest.fixture(scope="module", params=[None, TOKEN], ids=["no-token", "operator-token"])
-def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def mesh(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mesh]:
     demo = tmp_path_factory.mktemp("demo")
     config = yaml.safe_load(EXAMPLE.read_text())
     assert config["auth"] == {"operator_token": "${MESH_OPERATOR_TOKEN:-}"}  # expanded by the mesh
@@ -41,13 +43,20 @@ def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 def mesh_cli(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
     """The `mesh` CLI as the operator runs it, in the environment the mesh was started in."""
     env = {**mesh.env, "MESH_URL": mesh.url}
-    return subprocess.run([sys.executable, "-c", "from agent_mesh.mesh_cli import main; main()", *args],
-                          env=env, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-c", "from agent_mesh.mesh_cli import main; main()", *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def traces(mesh: Mesh) -> list[dict[str, Any]]:
     body = mesh.http.get("/traces", params={"limit": 50}).json()
-    return body if isinstance(body, list) else body["traces"]  # type: ignore[no-any-return]
+    found: list[dict[str, Any]] = body if isinstance(body, list) else body["traces"]
+    return found
 
 
 async def test_the_agent_cannot_approve_its_own_call(mesh: Mesh) -> None:
@@ -56,42 +65,62 @@ async def test_the_agent_cannot_approve_its_own_call(mesh: Mesh) -> None:
     target = demo / "note.txt"
     bearer = {"Authorization": "Bearer agent:claude"}
     async with mesh.mcp("claude") as client:
-        first = await client.call_tool("filesystem.write_file", {"path": str(target), "content": "hi"})
+        first = await client.call_tool(
+            "filesystem.write_file", {"path": str(target), "content": "hi"}
+        )
         assert first.is_error and not target.exists()
         approval_id = first.structured_content["approval_id"]
-        assert f"mesh approve {approval_id[:8]}" in first.content[0].text
+        assert f"mesh approve {approval_id[:8]}" in text_of(first)
 
         # Over MCP: neither approving its own call nor granting itself tools.
-        itself = await client.call_tool("approval.resolve", {"id": approval_id, "decision": "approve"})
-        granted = await client.call_tool("grant.create", {"tools": ["filesystem.*"], "duration": "1h"})
+        itself = await client.call_tool(
+            "approval.resolve", {"id": approval_id, "decision": "approve"}
+        )
+        granted = await client.call_tool(
+            "grant.create", {"tools": ["filesystem.*"], "duration": "1h"}
+        )
         assert itself.is_error and granted.is_error
         if token:
-            assert "operator token required" in itself.content[0].text
-            assert "operator token required" in granted.content[0].text
+            assert "operator token required" in text_of(itself)
+            assert "operator token required" in text_of(granted)
         else:
-            assert (f"agent claude cannot approve its own call (approval {approval_id[:8]})"
-                    in itself.content[0].text)
-            assert "agent claude cannot grant itself tools" in granted.content[0].text
+            assert (
+                f"agent claude cannot approve its own call (approval {approval_id[:8]})"
+                in text_of(itself)
+            )
+            assert "agent claude cannot grant itself tools" in text_of(granted)
         assert (await client.call_tool("grant.list", {})).structured_content == {"grants": []}
 
         # Over REST with its own bearer: the same.
         r = mesh.http.post(f"/approvals/{approval_id}/approve", json={}, headers=bearer)
-        g = mesh.http.post("/grants", json={"agent": "claude", "tools": ["*"], "duration": "1h"}, headers=bearer)
+        g = mesh.http.post(
+            "/grants", json={"agent": "claude", "tools": ["*"], "duration": "1h"}, headers=bearer
+        )
         assert (r.status_code, g.status_code) == (403, 403)
         if token:
             assert r.json()["error"].startswith("operator token required")
-            wrong = mesh.http.post(f"/approvals/{approval_id}/approve", json={},
-                                   headers={"X-Operator-Token": "not-the-token"})
-            assert wrong.status_code == 403 and wrong.json()["error"].startswith("wrong operator token")
+            wrong = mesh.http.post(
+                f"/approvals/{approval_id}/approve",
+                json={},
+                headers={"X-Operator-Token": "not-the-token"},
+            )
+            assert wrong.status_code == 403 and wrong.json()["error"].startswith(
+                "wrong operator token"
+            )
         else:
-            assert f"agent claude cannot approve its own call (approval {approval_id[:8]})" in r.json()["error"]
+            assert (
+                f"agent claude cannot approve its own call (approval {approval_id[:8]})"
+                in r.json()["error"]
+            )
             assert "agent claude cannot grant itself tools" in g.json()["error"]
         assert not target.exists()
 
         # The human approves with the mesh CLI; the agent then gets its call run, once.
         approved = mesh_cli(mesh, "approve", approval_id[:8])
         assert approved.returncode == 0, approved.stderr
-        replayed = await client.call_tool("approval.resolve", {"id": approval_id, "decision": "approve"})
+        replayed = await client.call_tool(
+            "approval.resolve", {"id": approval_id, "decision": "approve"}
+        )
         assert not replayed.is_error, replayed.content
         assert target.read_text() == "hi"
 
@@ -110,8 +139,10 @@ async def test_the_agent_may_withdraw_its_own_call(mesh: Mesh) -> None:
     async with mesh.mcp("claude") as client:
         first = await client.call_tool("filesystem.create_directory", {"path": str(demo / "never")})
         approval_id = first.structured_content["approval_id"]
-        withdrawn = await client.call_tool("approval.resolve", {"id": approval_id, "decision": "deny"})
-        assert not withdrawn.is_error and "denied" in withdrawn.content[0].text
+        withdrawn = await client.call_tool(
+            "approval.resolve", {"id": approval_id, "decision": "deny"}
+        )
+        assert not withdrawn.is_error and "denied" in text_of(withdrawn)
     assert not (demo / "never").exists()
 
 
@@ -119,9 +150,20 @@ def test_check_names_an_unset_variable(tmp_path: Path) -> None:
     config = tmp_path / "mesh.yaml"
     config.write_text("auth:\n  operator_token: ${MESH_TEST_NOT_SET_ANYWHERE}\n")
     env = {k: v for k, v in os.environ.items() if k != "MESH_TEST_NOT_SET_ANYWHERE"}
-    out = subprocess.run([sys.executable, "-m", "agent_mesh", "check", "--config", str(config)],
-                         env=env, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "agent_mesh", "check", "--config", str(config)],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode != 0 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [
-        f"agent-mesh: {config}: auth.operator_token: environment variable MESH_TEST_NOT_SET_ANYWHERE is not "
-        "set (export it, or write ${MESH_TEST_NOT_SET_ANYWHERE:-default} for a default) (line 2)"]
+        (
+            f"agent-mesh: {config}: auth.operator_token: environment variable "
+            "MESH_TEST_NOT_SET_ANYWHERE is not "
+            "set (export it, or write ${MESH_TEST_NOT_SET_ANYWHERE:-default} for a default) (line "
+            "2)"
+        )
+    ]

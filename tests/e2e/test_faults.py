@@ -102,9 +102,11 @@ class Run:
     def summary(self) -> str:
         statuses = Counter(str(o.status or o.failure) for o in self.outcomes)
         mesh_ms = max((o.body.get("latency_ms", 0) for o in self.outcomes), default=0)
-        return (f"{len(self.outcomes)} requests ({len(self.during())} during the fault), back in "
-                f"{self.recovery:.2f}s, slowest answer {max(o.took for o in self.outcomes):.2f}s "
-                f"(mesh {mesh_ms:.0f} ms), {dict(statuses)}, {self.traces} trace ids all stored once")
+        return (
+            f"{len(self.outcomes)} requests ({len(self.during())} during the fault), back in "
+            f"{self.recovery:.2f}s, slowest answer {max(o.took for o in self.outcomes):.2f}s "
+            f"(mesh {mesh_ms:.0f} ms), {dict(statuses)}, {self.traces} trace ids all stored once"
+        )
 
 
 def _params(tool: str, session: str, client: int, n: int) -> dict[str, Any]:
@@ -114,7 +116,9 @@ def _params(tool: str, session: str, client: int, n: int) -> dict[str, Any]:
     return {"call": f"{session}/{client}/{n}"}
 
 
-async def _client(url: str, session: str, i: int, tool: str, stop: asyncio.Event, out: list[Outcome]) -> None:
+async def _client(
+    url: str, session: str, i: int, tool: str, stop: asyncio.Event, out: list[Outcome]
+) -> None:
     agent = f"{session}-{i}"
     headers = {"Authorization": f"Bearer agent:{agent}", "X-Session-Id": session}
     n = 0
@@ -125,7 +129,9 @@ async def _client(url: str, session: str, i: int, tool: str, stop: asyncio.Event
             outcome = Outcome(i, tool, agent, started, 0.0)
             try:
                 r = await http.post(f"/tool/{tool}", json={"params": _params(tool, session, i, n)})
-            except httpx.TimeoutException as exc:  # the mesh left a request hanging: always a failure
+            except (
+                httpx.TimeoutException
+            ) as exc:  # the mesh left a request hanging: always a failure
                 outcome.failure = f"TIMEOUT {type(exc).__name__}"
             except httpx.TransportError as exc:  # no HTTP answer (the gateway is down)
                 outcome.failure = type(exc).__name__
@@ -140,20 +146,28 @@ async def _client(url: str, session: str, i: int, tool: str, stop: asyncio.Event
             await asyncio.sleep(PACE if outcome.status is not None else 0.05)
 
 
-async def under_load(mesh: Mesh, session: str, fault: Callable[[], float], back: Callable[[], bool]) -> Run:
+async def under_load(
+    mesh: Mesh, session: str, fault: Callable[[], float], back: Callable[[], bool]
+) -> Run:
     """Run CLIENTS clients (even ones on ECHO, odd ones on FS). Once every client has been
     answered, call `fault()` (returns the kill time), poll `back()` until it holds, keep the
     load AFTER seconds more, then stop the clients and return everything they saw."""
     stop = asyncio.Event()
     outcomes: list[Outcome] = []
     tools = (ECHO, FS)
-    clients = [asyncio.create_task(_client(mesh.url, session, i, tools[i % 2], stop, outcomes))
-               for i in range(CLIENTS)]
+    clients = [
+        asyncio.create_task(_client(mesh.url, session, i, tools[i % 2], stop, outcomes))
+        for i in range(CLIENTS)
+    ]
     run = Run(session, outcomes)
     try:
         limit = time.monotonic() + 10  # steady state first: every client answered a few times
-        while min(Counter(o.client for o in outcomes if o.ok).get(i, 0) for i in range(CLIENTS)) < 3:
-            assert time.monotonic() < limit, f"{session}: no steady load: {Counter(o.status for o in outcomes)}"
+        while (
+            min(Counter(o.client for o in outcomes if o.ok).get(i, 0) for i in range(CLIENTS)) < 3
+        ):
+            assert time.monotonic() < limit, (
+                f"{session}: no steady load: {Counter(o.status for o in outcomes)}"
+            )
             await asyncio.sleep(0.05)
         await asyncio.sleep(WARMUP)
         run.t_fault = await asyncio.to_thread(fault)
@@ -175,7 +189,10 @@ async def under_load(mesh: Mesh, session: str, fault: Callable[[], float], back:
 def _wrapped_everything(tmp: Path) -> str:
     """server-everything behind `tee`, so the test can read what its worker sent it."""
     script = tmp / "everything.sh"
-    script.write_text(f'#!/bin/sh\ntee -a "{tmp}/everything-stdin.$$.log" | exec {npm_server("everything")} stdio\n')
+    script.write_text(
+        f'#!/bin/sh\ntee -a "{tmp}/everything-stdin.$$.log" '
+        f"| exec {npm_server('everything')} stdio\n"
+    )
     script.chmod(0o755)
     return str(script)
 
@@ -188,10 +205,18 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         "policy_workers": 2,
         "trace_file": "traces.jsonl",
         "mcp_servers": [
-            {"name": "everything", "command": _wrapped_everything(tmp), "workers": 2,
-             "timeout_seconds": UPSTREAM_TIMEOUT},
-            {"name": "fs", "command": npm_server("filesystem"), "args": [str(demo)],
-             "timeout_seconds": UPSTREAM_TIMEOUT},
+            {
+                "name": "everything",
+                "command": _wrapped_everything(tmp),
+                "workers": 2,
+                "timeout_seconds": UPSTREAM_TIMEOUT,
+            },
+            {
+                "name": "fs",
+                "command": npm_server("filesystem"),
+                "args": [str(demo)],
+                "timeout_seconds": UPSTREAM_TIMEOUT,
+            },
         ],
         "policies": [{"name": "all", "agent": "*", "rules": [{"tools": ["*"], "action": "allow"}]}],
     }
@@ -253,7 +278,9 @@ def assert_every_request_answered(run: Run, *, connection_errors: bool = False) 
             assert o.error and "NOT JSON" not in o.error, (o.status, o.body)
             assert o.body.get("trace_id"), o.body
     slow = run.by(lambda o: o.took > CLIENT_LIMIT or o.body.get("latency_ms", 0) > MESH_LIMIT_MS)
-    assert not slow, [(o.tool, o.status, round(o.took, 2), o.body.get("latency_ms"), o.error) for o in slow]
+    assert not slow, [
+        (o.tool, o.status, round(o.took, 2), o.body.get("latency_ms"), o.error) for o in slow
+    ]
     # and the fault is over: every client's calls succeed again
     for i in range(CLIENTS):
         mine = [o for o in run.outcomes if o.client == i and o.sent > run.t_back + 0.5]
@@ -270,20 +297,37 @@ def assert_no_trace_lost(mesh: Mesh, run: Run) -> None:
         return [t["trace_id"] for t in r.json()] if r.status_code == 200 else []
 
     try:
-        wait_until(lambda: set(returned) <= set(stored()), 10, "every returned trace id in /traces", interval=0.1)
+        wait_until(
+            lambda: set(returned) <= set(stored()),
+            10,
+            "every returned trace id in /traces",
+            interval=0.1,
+        )
     except AssertionError:
         missing = set(returned) - set(stored())
-        raise AssertionError(f"{len(missing)} of {len(returned)} trace records lost, "
-                             f"e.g. {sorted(missing)[:3]}") from None
+        raise AssertionError(
+            f"{len(missing)} of {len(returned)} trace records lost, e.g. {sorted(missing)[:3]}"
+        ) from None
     in_api = Counter(stored())
     assert max(in_api.values()) == 1, [t for t, n in in_api.items() if n > 1][:5]
     # And each says what the client was told: an allowed call whose upstream failed is traced
     # `allow` with the failure's status (the decision travels back with the error).
-    records = {t["trace_id"]: t for t in mesh.http.get(
-        "/traces", params={"session": run.session, "limit": 10_000}, timeout=5).json()}
-    told = {o.body["trace_id"]: (o.status, o.body["policy"]) for o in run.outcomes if o.body.get("trace_id")}
-    wrong = {t: (records[t]["status_code"], records[t]["policy"], seen) for t, seen in told.items()
-             if (records[t]["status_code"], records[t]["policy"]) != seen}
+    records = {
+        t["trace_id"]: t
+        for t in mesh.http.get(
+            "/traces", params={"session": run.session, "limit": 10_000}, timeout=5
+        ).json()
+    }
+    told = {
+        o.body["trace_id"]: (o.status, o.body["policy"])
+        for o in run.outcomes
+        if o.body.get("trace_id")
+    }
+    wrong = {
+        t: (records[t]["status_code"], records[t]["policy"], seen)
+        for t, seen in told.items()
+        if (records[t]["status_code"], records[t]["policy"]) != seen
+    }
     assert not wrong, f"traces that differ from the answers: {list(wrong.items())[:3]}"
     lines = (mesh.tmp / "traces.jsonl").read_text().splitlines()
     in_file = Counter(json.loads(line)["trace_id"] for line in lines)
@@ -328,15 +372,25 @@ async def test_kill_upstream_worker(mesh: Mesh) -> None:
     failed = run.by(lambda o: not o.ok)
     for o in failed:
         assert o.status == 502, (o.status, o.error)
-        assert o.error == ("upstream everything: its worker died during the call "
-                           "(upstream.everything: worker died)"), o.error
+        assert o.error == (
+            "upstream everything: its worker died during the call "
+            "(upstream.everything: worker died)"
+        ), o.error
     assert len(failed) <= CLIENTS // 2, "more failures than calls the dead worker can have held"
-    wait_until(lambda: not any(alive(p) for p in server_procs), 5, "the dead worker's MCP server to exit")
+    wait_until(
+        lambda: not any(alive(p) for p in server_procs), 5, "the dead worker's MCP server to exit"
+    )
     assert_no_trace_lost(mesh, run)
     report(run)
     assert run.recovery < TAKEOVER, run.summary()
-    wait_until(lambda: victim not in _pids(mesh, "upstream", "everything").values()
-               and mesh.spare_warm("everything"), RESTART + 5, "a new warm spare")
+    wait_until(
+        lambda: (
+            victim not in _pids(mesh, "upstream", "everything").values()
+            and mesh.spare_warm("everything")
+        ),
+        RESTART + 5,
+        "a new warm spare",
+    )
 
 
 async def test_kill_upstream_server_process(mesh: Mesh) -> None:
@@ -355,11 +409,19 @@ async def test_kill_upstream_server_process(mesh: Mesh) -> None:
 
     run = await under_load(mesh, "kill-upstream-server", lambda: _kill(node), back)
     assert alive(worker) and not alive(node), "the worker outlives its MCP server"
-    wait_until(lambda: mesh.spare_warm("fs") and (mesh.state / "slots" / f"upstream-fs.spare.{worker}").exists(),
-               RESTART + 5, "the worker, with a new MCP server, as the warm spare")
+    wait_until(
+        lambda: (
+            mesh.spare_warm("fs")
+            and (mesh.state / "slots" / f"upstream-fs.spare.{worker}").exists()
+        ),
+        RESTART + 5,
+        "the worker, with a new MCP server, as the warm spare",
+    )
     assert_every_request_answered(run)
     assert all(o.ok for o in run.by(lambda o: o.tool == ECHO)), "the other upstream was affected"
-    for o in run.by(lambda o: not o.ok):  # held by the dead server: gone; sent while replaced: unavailable
+    for o in run.by(
+        lambda o: not o.ok
+    ):  # held by the dead server: gone; sent while replaced: unavailable
         # (process N exited with -9, or its stdout closed: whichever the worker saw first)
         gone = o.status == 502 and o.error.startswith("upstream 'fs' went away during tools/call (")
         unavailable = o.status == 503 and o.error.startswith("upstream unavailable: fs (")
@@ -383,15 +445,23 @@ async def test_kill_policy_worker(mesh: Mesh) -> None:
     def back() -> bool:
         now = _pids(mesh, "policy")
         status, health = _health(mesh)
-        return len(now) == 2 and before[0] not in now.values() and status == 200 \
+        return (
+            len(now) == 2
+            and before[0] not in now.values()
+            and status == 200
             and health["services"]["policy"]["workers"] == 2
+        )
 
     run = await under_load(mesh, "kill-policy-worker", lambda: _kill(before[0]), back)
     assert_every_request_answered(run)
     survivors = run.by(lambda o: _policy_slot(o.agent) == 1)
-    assert survivors and all(o.ok for o in survivors), "agents of the live policy worker were affected"
+    assert survivors and all(o.ok for o in survivors), (
+        "agents of the live policy worker were affected"
+    )
     for o in run.by(lambda o: not o.ok):
-        assert o.status == 503 and o.error == "policy service unavailable: policy: worker died", o.error
+        assert o.status == 503 and o.error == "policy service unavailable: policy: worker died", (
+            o.error
+        )
     assert_no_trace_lost(mesh, run)
     report(run)
     assert run.recovery < RESTART, run.summary()
@@ -429,8 +499,9 @@ async def test_kill_broker(mesh: Mesh) -> None:
     # (A quick enough restart can go unnoticed: a request waits up to 1 s for the connection.)
     for o in run.by(lambda o: not o.ok):
         assert o.status in (502, 503), (o.status, o.error)
-        assert o.error.startswith(("policy service unavailable: ", "upstream unavailable: ",
-                                   "mesh bus unavailable: ")), o.error
+        assert o.error.startswith(
+            ("policy service unavailable: ", "upstream unavailable: ", "mesh bus unavailable: ")
+        ), o.error
         assert "broker" in o.error or "no live worker" in o.error, o.error
     assert_no_trace_lost(mesh, run)
     report(run)
@@ -444,13 +515,24 @@ async def test_kill_gateway(mesh: Mesh) -> None:
     def back() -> bool:
         now = _pids(mesh, "gateway")
         status, health = _health(mesh)
-        return bool(now) and before not in now.values() and status == 200 and health["pid"] in now.values()
+        return (
+            bool(now)
+            and before not in now.values()
+            and status == 200
+            and health["pid"] in now.values()
+        )
 
     run = await under_load(mesh, "kill-gateway", lambda: _kill(before), back)
     assert_every_request_answered(run, connection_errors=True)
     gap = run.by(lambda o: o.status is None)
-    assert gap and {o.failure for o in gap} <= {"ConnectError", "ReadError", "RemoteProtocolError"}, gap[:3]
-    assert all(o.ok for o in run.by(lambda o: o.status is not None)), "answered requests must succeed"
+    assert gap and {o.failure for o in gap} <= {
+        "ConnectError",
+        "ReadError",
+        "RemoteProtocolError",
+    }, gap[:3]
+    assert all(o.ok for o in run.by(lambda o: o.status is not None)), (
+        "answered requests must succeed"
+    )
     assert run.recovery < RESTART, run.summary()
     # The trace outbox journals each record before the answer goes out; the restarted gateway
     # replays what the killed one had not had acknowledged.
@@ -468,21 +550,30 @@ async def test_hung_upstream_times_out_and_is_cancelled(mesh: Mesh) -> None:
 
     async def hang(http: httpx.AsyncClient, n: int) -> Outcome:
         started = time.monotonic()
-        r = await http.post(f"/tool/{LONG}", json={"params": {"duration": 3600, "steps": 1, "n": n}})
-        return Outcome(-1, LONG, "hung", started, time.monotonic() - started, r.status_code, r.json())
+        r = await http.post(
+            f"/tool/{LONG}", json={"params": {"duration": 3600, "steps": 1, "n": n}}
+        )
+        return Outcome(
+            -1, LONG, "hung", started, time.monotonic() - started, r.status_code, r.json()
+        )
 
     stop = asyncio.Event()
     echoes: list[Outcome] = []
-    load = [asyncio.create_task(_client(mesh.url, session, i, ECHO, stop, echoes)) for i in range(8)]
-    async with httpx.AsyncClient(base_url=mesh.url, timeout=CLIENT_TIMEOUT, headers=headers) as http:
+    load = [
+        asyncio.create_task(_client(mesh.url, session, i, ECHO, stop, echoes)) for i in range(8)
+    ]
+    async with httpx.AsyncClient(
+        base_url=mesh.url, timeout=CLIENT_TIMEOUT, headers=headers
+    ) as http:
         hung = await asyncio.gather(*(hang(http, n) for n in range(4)))
     await asyncio.sleep(0.5)  # and after
     stop.set()
     await asyncio.gather(*load)
     for o in hung:
         assert o.status == 504, o.body
-        assert o.error == (f"upstream timeout: {LONG} gave no answer in {UPSTREAM_TIMEOUT:g}s "
-                           "(cancelled upstream)"), o.error
+        assert o.error == (
+            f"upstream timeout: {LONG} gave no answer in {UPSTREAM_TIMEOUT:g}s (cancelled upstream)"
+        ), o.error
         assert UPSTREAM_TIMEOUT - 0.1 < o.took < UPSTREAM_TIMEOUT + 1.0, o.took
     during = [o for o in echoes if o.sent < max(h.sent + h.took for h in hung)]
     assert during and all(o.ok for o in echoes), Counter(o.status for o in echoes)
@@ -492,17 +583,30 @@ async def test_hung_upstream_times_out_and_is_cancelled(mesh: Mesh) -> None:
     hung_calls = cancelled = 0
     for log_file in mesh.tmp.glob("everything-stdin.*.log"):
         sent = [_json(line) for line in log_file.read_text().splitlines()]
-        calls = {m["id"] for m in sent if m.get("method") == "tools/call"
-                 and m["params"]["name"] == "trigger-long-running-operation"}
-        told = {m["params"]["requestId"] for m in sent if m.get("method") == "notifications/cancelled"}
+        calls = {
+            m["id"]
+            for m in sent
+            if m.get("method") == "tools/call"
+            and m["params"]["name"] == "trigger-long-running-operation"
+        }
+        told = {
+            m["params"]["requestId"] for m in sent if m.get("method") == "notifications/cancelled"
+        }
         assert calls <= told, (log_file, calls - told)
         hung_calls, cancelled = hung_calls + len(calls), cancelled + len(told & calls)
     assert hung_calls == len(hung) == cancelled
     # and the broker holds nothing for them any more
-    wait_until(lambda: all(w["inflight"] == 0 for s in mesh.http.get("/mcp-servers").json()
-                           for w in s["workers"]), 3, "no call in flight")
+    wait_until(
+        lambda: all(
+            w["inflight"] == 0 for s in mesh.http.get("/mcp-servers").json() for w in s["workers"]
+        ),
+        3,
+        "no call in flight",
+    )
     run = Run(session, echoes + hung)
     assert_no_trace_lost(mesh, run)
-    print(f"\n{session}: {len(hung)} hung calls → 504 in {[round(o.took, 2) for o in hung]}s, "
-          f"{cancelled} notifications/cancelled, {len(echoes)} echo calls all 200 "
-          f"({len(during)} during), {run.traces} trace ids stored once")
+    print(
+        f"\n{session}: {len(hung)} hung calls → 504 in {[round(o.took, 2) for o in hung]}s, "
+        f"{cancelled} notifications/cancelled, {len(echoes)} echo calls all 200 "
+        f"({len(during)} during), {run.traces} trace ids stored once"
+    )

@@ -13,7 +13,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from tests.e2e.mesh import Mesh
-from tests.support import npm_server
+from tests.support import npm_server, text_of
 
 
 def config(demo: Path, supervisor: bool) -> dict[str, Any]:
@@ -21,14 +21,23 @@ def config(demo: Path, supervisor: bool) -> dict[str, Any]:
         "supervisor": {"enabled": supervisor},
         "approval": {"timeout_seconds": 30, "memory_threshold": 0},
         "mcp_servers": [{"name": "fs", "command": npm_server("filesystem"), "args": [str(demo)]}],
-        "policies": [{"name": "claude", "agent": "claude", "rules": [
-            {"tools": ["fs.write_file", "fs.create_directory"], "action": "human_approval"},
-            {"tools": ["fs.*"], "action": "allow"}]}],
+        "policies": [
+            {
+                "name": "claude",
+                "agent": "claude",
+                "rules": [
+                    {"tools": ["fs.write_file", "fs.create_directory"], "action": "human_approval"},
+                    {"tools": ["fs.*"], "action": "allow"},
+                ],
+            }
+        ],
     }
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["non-blocking", "supervisor"])
-def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def mesh(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mesh]:
     demo = tmp_path_factory.mktemp("demo")
     m = Mesh(tmp_path_factory.mktemp("mesh"), config(demo, request.param)).start()
     m.demo = demo  # type: ignore[attr-defined]
@@ -48,7 +57,9 @@ async def test_approval_flow(mesh: Mesh) -> None:
                 await client.call_tool("approval.resolve", {"id": "x", "decision": "approve"})
             assert "supervisor mode is active" in str(hidden.value)
             # The call blocks until a human (REST here) approves it.
-            call = asyncio.create_task(client.call_tool("fs.write_file", {"path": str(target), "content": "ok"}))
+            call = asyncio.create_task(
+                client.call_tool("fs.write_file", {"path": str(target), "content": "ok"})
+            )
             approval: dict[str, Any] = {}
             for _ in range(100):
                 pending = mesh.http.get("/approvals", params={"status": "pending"}).json()
@@ -57,7 +68,9 @@ async def test_approval_flow(mesh: Mesh) -> None:
                     break
                 await asyncio.sleep(0.1)
             assert approval and not call.done() and not target.exists()
-            assert mesh.http.post(f"/approvals/{approval['id']}/approve", json={}).status_code == 200
+            assert (
+                mesh.http.post(f"/approvals/{approval['id']}/approve", json={}).status_code == 200
+            )
             result = await asyncio.wait_for(call, 10)
             assert not result.is_error and target.read_text() == "ok"
         else:
@@ -65,26 +78,37 @@ async def test_approval_flow(mesh: Mesh) -> None:
             first = await client.call_tool("fs.write_file", {"path": str(target), "content": "ok"})
             assert first.is_error and not target.exists()
             approval_id = first.structured_content["approval_id"]
-            assert approval_id[:8] in first.content[0].text and "approval.resolve" in first.content[0].text
+            assert approval_id[:8] in text_of(first) and "approval.resolve" in text_of(first)
             pending = await client.call_tool("approval.pending", {})
             assert [a["id"] for a in pending.structured_content["approvals"]] == [approval_id]
             # Another agent cannot resolve it, nor can the agent approve its own call.
             async with mesh.mcp("intruder") as other:
-                refused = await other.call_tool("approval.resolve", {"id": approval_id, "decision": "approve"})
-                assert refused.is_error and "another agent" in refused.content[0].text
-            itself = await client.call_tool("approval.resolve", {"id": approval_id, "decision": "approve"})
-            assert itself.is_error and "cannot approve its own call" in itself.content[0].text
+                refused = await other.call_tool(
+                    "approval.resolve", {"id": approval_id, "decision": "approve"}
+                )
+                assert refused.is_error and "another agent" in text_of(refused)
+            itself = await client.call_tool(
+                "approval.resolve", {"id": approval_id, "decision": "approve"}
+            )
+            assert itself.is_error and "cannot approve its own call" in text_of(itself)
             assert not target.exists()
-            # A human approves; the agent's approval.resolve then runs the call and returns its result.
+            # A human approves; the agent's approval.resolve then runs the call and returns its
+            # result.
             assert mesh.http.post(f"/approvals/{approval_id}/approve", json={}).status_code == 200
-            replayed = await client.call_tool("approval.resolve", {"id": approval_id[:8], "decision": "approve"})
+            replayed = await client.call_tool(
+                "approval.resolve", {"id": approval_id[:8], "decision": "approve"}
+            )
             assert not replayed.is_error, replayed.content
             assert target.read_text() == "ok"
-            again = await client.call_tool("approval.resolve", {"id": approval_id, "decision": "approve"})
-            assert again.is_error and "already replayed" in again.content[0].text
+            again = await client.call_tool(
+                "approval.resolve", {"id": approval_id, "decision": "approve"}
+            )
+            assert again.is_error and "already replayed" in text_of(again)
             # Deny (the agent withdraws its own request): nothing runs.
             second = await client.call_tool("fs.create_directory", {"path": str(demo / "never")})
-            denied = await client.call_tool("approval.resolve", {"id": second.structured_content["approval_id"],
-                                                                 "decision": "deny"})
-            assert not denied.is_error and "denied" in denied.content[0].text
+            denied = await client.call_tool(
+                "approval.resolve",
+                {"id": second.structured_content["approval_id"], "decision": "deny"},
+            )
+            assert not denied.is_error and "denied" in text_of(denied)
             assert not (demo / "never").exists()

@@ -33,11 +33,12 @@ from gateway.catalog import ServerView
 from gateway.frontend import FrontEnd
 from gateway.mcp_server import MeshMcp
 from tests.e2e.mesh import Mesh
-from tests.support import npm_server
+from tests.support import npm_server, text_of
 
 pytestmark = [
     pytest.mark.timeout(60),
-    # logging/setLevel is deprecated at 2026-07-28; the handshake-era clients we serve still send it.
+    # logging/setLevel is deprecated at 2026-07-28; the handshake-era clients we serve still send
+    # it.
     pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning"),
 ]
 
@@ -48,7 +49,9 @@ TOOLS = {
     "grow": {"name": "grow", "description": "add a tool named `name`",
              "inputSchema": {"type": "object", "properties": {"name": {"type": "string"}}}},
     "log": {"name": "log", "description": "log at each of `levels`, with progress after each",
-            "inputSchema": {"type": "object", "properties": {"levels": {"type": "array"}, "tag": {"type": "string"}}}},
+            "inputSchema": {"type": "object",
+                            "properties": {"levels": {"type": "array"},
+                                           "tag": {"type": "string"}}}},
 }
 
 
@@ -64,7 +67,8 @@ def text(value):
 def call(params):
     name, args = params["name"], params.get("arguments") or {}
     if name == "grow":
-        TOOLS[args["name"]] = {"name": args["name"], "description": "grown", "inputSchema": {"type": "object"}}
+        TOOLS[args["name"]] = {"name": args["name"], "description": "grown",
+                               "inputSchema": {"type": "object"}}
         send({"method": "notifications/tools/list_changed"})
         return text("grew " + args["name"])
     if name == "log":
@@ -74,7 +78,8 @@ def call(params):
                   "params": {"level": level, "logger": "dyn", "data": args["tag"] + " " + level}})
             if token is not None:
                 send({"method": "notifications/progress",
-                      "params": {"progressToken": token, "progress": i + 1, "total": len(args["levels"])}})
+                      "params": {"progressToken": token, "progress": i + 1,
+                                 "total": len(args["levels"])}})
         return text("logged " + args["tag"])
     return text(name + " called")
 
@@ -109,15 +114,23 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     dyn.write_text(DYN_SERVER)
     config = {
         "mcp_servers": [
-            {"name": "everything", "command": "sh",
-             "args": ["-c", 'tee "$0" | exec "$1" stdio', str(wire), npm_server("everything")]},
+            {
+                "name": "everything",
+                "command": "sh",
+                "args": ["-c", 'tee "$0" | exec "$1" stdio', str(wire), npm_server("everything")],
+            },
             {"name": "dyn", "command": sys.executable, "args": [str(dyn)]},
         ],
         "policies": [
-            {"name": "reader", "agent": "reader", "rules": [
-                {"tools": ["everything.resource:demo://resource/static/*"], "action": "deny"},
-                {"tools": ["everything.prompt:completable-prompt"], "action": "deny"},
-                {"tools": ["everything.*", "dyn.*"], "action": "allow"}]},
+            {
+                "name": "reader",
+                "agent": "reader",
+                "rules": [
+                    {"tools": ["everything.resource:demo://resource/static/*"], "action": "deny"},
+                    {"tools": ["everything.prompt:completable-prompt"], "action": "deny"},
+                    {"tools": ["everything.*", "dyn.*"], "action": "allow"},
+                ],
+            },
             {"name": "default", "agent": "*", "rules": [{"tools": ["*"], "action": "deny"}]},
         ],
     }
@@ -136,11 +149,13 @@ class Seen:
     async def log(self, params: types.LoggingMessageNotificationParams) -> None:
         self.events.append(("log", (params.level, params.logger, params.data)))
 
-    async def progress(self, value: float, total: float | None, message: str | None) -> None:
-        self.events.append(("progress", value))
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
+        self.events.append(("progress", progress))
 
     async def message(self, message: Any) -> None:
-        if isinstance(message, types.ServerNotification | types.Notification) or hasattr(message, "method"):
+        if isinstance(message, types.ServerNotification | types.Notification) or hasattr(
+            message, "method"
+        ):
             self.events.append(("notification", getattr(message, "method", type(message).__name__)))
 
     def of(self, kind: str) -> list[Any]:
@@ -151,25 +166,39 @@ class Seen:
 
 
 @asynccontextmanager
-async def http_client(mesh: Mesh, seen: Seen | None = None, agent: str = "reader") -> AsyncIterator[Client]:
+async def http_client(
+    mesh: Mesh, seen: Seen | None = None, agent: str = "reader"
+) -> AsyncIterator[Client]:
     seen = seen or Seen()
     http = create_mcp_http_client(headers={"Authorization": f"Bearer agent:{agent}"})
-    async with http, Client(streamable_http_client(f"{mesh.url}/mcp", http_client=http), mode="legacy",
-                            logging_callback=seen.log, message_handler=seen.message) as client:
+    async with (
+        http,
+        Client(
+            streamable_http_client(f"{mesh.url}/mcp", http_client=http),
+            mode="legacy",
+            logging_callback=seen.log,
+            message_handler=seen.message,
+        ) as client,
+    ):
         yield client
 
 
 @asynccontextmanager
 async def stdio_client(mesh: Mesh, seen: Seen, agent: str = "reader") -> AsyncIterator[Client]:
     params = StdioServerParameters(
-        command=sys.executable, env={**os.environ, "AGENT_MESH_HOME": str(mesh.home)},
-        args=["-m", "agent_mesh", "--mcp", "--config", str(mesh.config_path), "--mcp-agent", agent])
-    async with Client(params, mode="legacy", logging_callback=seen.log, message_handler=seen.message) as client:
+        command=sys.executable,
+        env={**os.environ, "AGENT_MESH_HOME": str(mesh.home)},
+        args=["-m", "agent_mesh", "--mcp", "--config", str(mesh.config_path), "--mcp-agent", agent],
+    )
+    async with Client(
+        params, mode="legacy", logging_callback=seen.log, message_handler=seen.message
+    ) as client:
         yield client
 
 
 def traces(mesh: Mesh, **query: str) -> list[dict[str, Any]]:
-    return mesh.http.get("/traces", params=query).json()
+    found: list[dict[str, Any]] = mesh.http.get("/traces", params=query).json()
+    return found
 
 
 async def until(predicate: Any, timeout: float, what: str) -> Any:
@@ -192,19 +221,33 @@ async def test_upstream_logs_reach_the_caller_in_order_and_honour_set_level(mesh
         assert caps.logging is not None and caps.resources is not None and caps.prompts is not None
         assert caps.tools is not None and caps.tools.list_changed
 
-        result = await client.call_tool("dyn.log", {"levels": ["debug", "info", "error"], "tag": "a"},
-                                        progress_callback=seen.progress)
-        assert result.content[0].text == "logged a"
+        result = await client.call_tool(
+            "dyn.log",
+            {"levels": ["debug", "info", "error"], "tag": "a"},
+            progress_callback=seen.progress,
+        )
+        assert text_of(result) == "logged a"
         # Everything arrived before the result, interleaved exactly as the upstream sent it.
         assert [e for e in seen.events if e[0] != "notification"] == [
-            ("log", ("debug", "dyn", "a debug")), ("progress", 1),
-            ("log", ("info", "dyn", "a info")), ("progress", 2),
-            ("log", ("error", "dyn", "a error")), ("progress", 3)]
+            ("log", ("debug", "dyn", "a debug")),
+            ("progress", 1),
+            ("log", ("info", "dyn", "a info")),
+            ("progress", 2),
+            ("log", ("error", "dyn", "a error")),
+            ("progress", 3),
+        ]
 
         seen.clear()
-        assert isinstance(await client.set_logging_level("warning"), types.EmptyResult)  # accepted, recorded
-        await client.call_tool("dyn.log", {"levels": ["debug", "warning", "info", "critical"], "tag": "b"})
-        assert seen.of("log") == [("warning", "dyn", "b warning"), ("critical", "dyn", "b critical")]
+        assert isinstance(
+            await client.set_logging_level("warning"), types.EmptyResult
+        )  # accepted, recorded
+        await client.call_tool(
+            "dyn.log", {"levels": ["debug", "warning", "info", "critical"], "tag": "b"}
+        )
+        assert seen.of("log") == [
+            ("warning", "dyn", "b warning"),
+            ("critical", "dyn", "b critical"),
+        ]
         await client.send_ping()
 
     # A session that did not ask for a level gets everything; the real everything server's
@@ -214,10 +257,19 @@ async def test_upstream_logs_reach_the_caller_in_order_and_honour_set_level(mesh
         started = await client.call_tool("everything.toggle-simulated-logging", {})
         logs = seen.of("log")
         await client.call_tool("everything.toggle-simulated-logging", {})  # and off again
-    assert "Started simulated" in started.content[0].text
+    assert "Started simulated" in text_of(started)
     assert len(logs) == 1
     level, _logger, data = logs[0]
-    assert level in {"debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"}
+    assert level in {
+        "debug",
+        "info",
+        "notice",
+        "warning",
+        "error",
+        "critical",
+        "alert",
+        "emergency",
+    }
     assert "-level message" in data or "level-message" in data
 
 
@@ -239,28 +291,45 @@ async def cancel_a_long_call(mesh: Mesh, client: Client, duration: int) -> None:
     """Start a long call, cancel it once it runs upstream; prove the upstream was told."""
     first_progress = anyio.Event()
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         first_progress.set()
 
     with anyio.move_on_after(10) as scope:
         async with anyio.create_task_group() as tasks:
+
             async def call() -> None:
-                await client.call_tool("everything.trigger-long-running-operation",
-                                       {"duration": duration, "steps": 60}, progress_callback=on_progress)
+                await client.call_tool(
+                    "everything.trigger-long-running-operation",
+                    {"duration": duration, "steps": 60},
+                    progress_callback=on_progress,
+                )
 
             tasks.start_soon(call)
             await first_progress.wait()  # the call is running upstream
-            await until(lambda: _inflight(mesh) == 1, 3, "the call in flight on the upstream worker")
+            await until(
+                lambda: _inflight(mesh) == 1, 3, "the call in flight on the upstream worker"
+            )
             cancelled_at = time.monotonic()
             tasks.cancel_scope.cancel()  # the SDK client sends notifications/cancelled
     assert not scope.cancelled_caught
 
     def upstream_cancelled() -> dict[str, Any] | None:
         sent = _sent_to_everything(mesh)
-        call_id = next(m["id"] for m in sent if m.get("method") == "tools/call"
-                       and m["params"]["arguments"].get("duration") == duration)
-        return next((m for m in sent if m.get("method") == "notifications/cancelled"
-                     and m["params"]["requestId"] == call_id), None)
+        call_id = next(
+            m["id"]
+            for m in sent
+            if m.get("method") == "tools/call"
+            and m["params"]["arguments"].get("duration") == duration
+        )
+        return next(
+            (
+                m
+                for m in sent
+                if m.get("method") == "notifications/cancelled"
+                and m["params"]["requestId"] == call_id
+            ),
+            None,
+        )
 
     # agent → MCP front-end (handler cancelled) → bus CANCEL → worker task cancelled → upstream
     await until(upstream_cancelled, 3, "notifications/cancelled sent to the upstream")
@@ -268,7 +337,7 @@ async def cancel_a_long_call(mesh: Mesh, client: Client, duration: int) -> None:
     await until(lambda: _inflight(mesh) == 0, 3, "no call in flight on the upstream worker")
     # The agent's session and the upstream session go on.
     echo = await client.call_tool("everything.echo", {"message": f"after cancel {duration}"})
-    assert echo.content[0].text == f"Echo: after cancel {duration}"
+    assert text_of(echo) == f"Echo: after cancel {duration}"
 
 
 async def test_cancel_from_the_agent_reaches_the_upstream(mesh: Mesh) -> None:
@@ -299,15 +368,20 @@ async def test_stdio_front_end_logs_cancel_and_tools_list_changed(mesh: Mesh) ->
         over_http.clear()
         over_stdio.clear()
         grew = await stdio.call_tool("dyn.grow", {"name": "grown-1"})
-        assert grew.content[0].text == "grew grown-1"
+        assert text_of(grew) == "grew grown-1"
         for seen in (over_http, over_stdio):
-            await until(lambda: "notifications/tools/list_changed" in seen.of("notification"), 5,  # noqa: B023
-                        "tools/list_changed")
+            await until(
+                lambda seen=seen: "notifications/tools/list_changed" in seen.of("notification"),
+                5,
+                "tools/list_changed",
+            )
         after = {t.name for t in (await http.list_tools(cache_mode="bypass")).tools}
         assert after == before | {"dyn.grown-1"}
-        assert "dyn.grown-1" in {t.name for t in (await stdio.list_tools(cache_mode="bypass")).tools}
+        assert "dyn.grown-1" in {
+            t.name for t in (await stdio.list_tools(cache_mode="bypass")).tools
+        }
         called = await http.call_tool("dyn.grown-1", {})  # the worker knows the new tool too
-        assert called.content[0].text == "grown-1 called"
+        assert text_of(called) == "grown-1 called"
         assert over_http.of("notification").count("notifications/tools/list_changed") == 1
 
 
@@ -316,12 +390,18 @@ async def test_resources_list_changed_from_the_upstream(mesh: Mesh) -> None:
     async with http_client(mesh, seen) as client:
         uris = {str(r.uri) for r in (await client.list_resources()).resources}
         assert "demo://resource/session/fidelity.gz" not in uris
-        # server-everything registers a session resource: it sends notifications/resources/list_changed.
-        made = await client.call_tool("everything.gzip-file-as-resource",
-                                      {"name": "fidelity.gz", "data": "data:text/plain,hello%20mesh"})
+        # server-everything registers a session resource: it sends
+        # notifications/resources/list_changed.
+        made = await client.call_tool(
+            "everything.gzip-file-as-resource",
+            {"name": "fidelity.gz", "data": "data:text/plain,hello%20mesh"},
+        )
         assert made.content[0].type == "resource_link"
-        await until(lambda: "notifications/resources/list_changed" in seen.of("notification"), 5,
-                    "resources/list_changed")
+        await until(
+            lambda: "notifications/resources/list_changed" in seen.of("notification"),
+            5,
+            "resources/list_changed",
+        )
         listed = {str(r.uri) for r in (await client.list_resources(cache_mode="bypass")).resources}
         assert listed == uris | {"demo://resource/session/fidelity.gz"}
         read = await client.read_resource("demo://resource/session/fidelity.gz")
@@ -334,23 +414,36 @@ async def test_resources_list_changed_from_the_upstream(mesh: Mesh) -> None:
 async def test_resources_under_policy(mesh: Mesh) -> None:
     async with http_client(mesh) as client:
         resources = (await client.list_resources(cache_mode="bypass")).resources
-        static = [str(r.uri) for r in resources if str(r.uri).startswith("demo://resource/static/document/")]
+        static = [
+            str(r.uri)
+            for r in resources
+            if str(r.uri).startswith("demo://resource/static/document/")
+        ]
         assert "demo://resource/static/document/features.md" in static
-        templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
-        assert templates == {"demo://resource/dynamic/text/{resourceId}", "demo://resource/dynamic/blob/{resourceId}"}
+        templates = {
+            t.uri_template for t in (await client.list_resource_templates()).resource_templates
+        }
+        assert templates == {
+            "demo://resource/dynamic/text/{resourceId}",
+            "demo://resource/dynamic/blob/{resourceId}",
+        }
 
         # Routed by template (never listed), allowed by `everything.*`.
         text = await client.read_resource("demo://resource/dynamic/text/7")
+        assert isinstance(text.contents[0], types.TextResourceContents)
         assert text.contents[0].text.startswith("Resource 7: This is a plaintext resource")
         blob = await client.read_resource("demo://resource/dynamic/blob/8")
-        assert blob.contents[0].blob
+        assert isinstance(blob.contents[0], types.BlobResourceContents) and blob.contents[0].blob
 
         # Denied by the rule on `everything.resource:demo://resource/static/*`.
         with pytest.raises(MCPError) as denied:
             await client.read_resource("demo://resource/static/document/features.md")
         assert denied.value.code == -32003
         assert denied.value.message.startswith("denied by policy reader: ")
-        assert "everything.resource:demo://resource/static/document/features.md" in denied.value.message
+        assert (
+            "everything.resource:demo://resource/static/document/features.md"
+            in denied.value.message
+        )
         assert denied.value.data["rule"] == "reader" and denied.value.data["policy"] == "deny"
 
         # An unknown URI goes to the only upstream with resources, whose error passes through.
@@ -362,13 +455,19 @@ async def test_resources_under_policy(mesh: Mesh) -> None:
     def traced() -> dict[str, dict[str, Any]]:
         return {t["tool"]: t for t in traces(mesh, agent="reader", tool="everything.resource:*")}
 
-    expected = {f"everything.resource:demo://resource/{path}" for path in (
-        "dynamic/text/7", "dynamic/blob/8", "static/document/features.md", "nope")}
+    expected = {
+        f"everything.resource:demo://resource/{path}"
+        for path in ("dynamic/text/7", "dynamic/blob/8", "static/document/features.md", "nope")
+    }
     await until(lambda: expected <= traced().keys(), 5, "resource reads traced")
     by_tool = traced()
     assert by_tool["everything.resource:demo://resource/dynamic/text/7"]["status_code"] == 200
     denied_trace = by_tool["everything.resource:demo://resource/static/document/features.md"]
-    assert (denied_trace["status_code"], denied_trace["policy"], denied_trace["policy_rule"]) == (403, "deny", "reader")
+    assert (denied_trace["status_code"], denied_trace["policy"], denied_trace["policy_rule"]) == (
+        403,
+        "deny",
+        "reader",
+    )
     assert denied_trace["params"] == {"uri": "demo://resource/static/document/features.md"}
     assert by_tool["everything.resource:demo://resource/nope"]["status_code"] == 400
 
@@ -376,10 +475,15 @@ async def test_resources_under_policy(mesh: Mesh) -> None:
 async def test_prompts_under_policy(mesh: Mesh) -> None:
     async with http_client(mesh) as client:
         names = [p.name for p in (await client.list_prompts()).prompts]
-        assert {"everything.simple-prompt", "everything.args-prompt", "everything.completable-prompt"} <= set(names)
+        assert {
+            "everything.simple-prompt",
+            "everything.args-prompt",
+            "everything.completable-prompt",
+        } <= set(names)
         assert all(name.startswith("everything.") for name in names)  # dyn has no prompts
 
         got = await client.get_prompt("everything.args-prompt", {"city": "Paris"})
+        assert isinstance(got.messages[0].content, types.TextContent)
         assert got.messages[0].content.text == "What's weather in Paris?"
 
         with pytest.raises(MCPError) as denied:
@@ -388,10 +492,16 @@ async def test_prompts_under_policy(mesh: Mesh) -> None:
 
         with pytest.raises(MCPError) as unknown:
             await client.get_prompt("everything.nope")
-        assert unknown.value.code == types.INVALID_PARAMS and "Prompt nope not found" in unknown.value.message
+        assert (
+            unknown.value.code == types.INVALID_PARAMS
+            and "Prompt nope not found" in unknown.value.message
+        )
         with pytest.raises(MCPError) as no_server:
             await client.get_prompt("nosuch.prompt")
-        assert "unknown prompt nosuch.prompt: no upstream server named 'nosuch'" in no_server.value.message
+        assert (
+            "unknown prompt nosuch.prompt: no upstream server named 'nosuch'"
+            in no_server.value.message
+        )
         with pytest.raises(MCPError) as no_prompts:
             await client.get_prompt("dyn.anything")
         assert "dyn has no prompts" in no_prompts.value.message
@@ -403,21 +513,34 @@ async def test_prompts_under_policy(mesh: Mesh) -> None:
 
     await until(lambda: traces(mesh, tool="everything.prompt:args-prompt"), 5, "prompt traced")
     trace = traces(mesh, tool="everything.prompt:args-prompt")[0]
-    assert (trace["agent_id"], trace["status_code"], trace["params"]) == ("reader", 200, {"city": "Paris"})
+    assert (trace["agent_id"], trace["status_code"], trace["params"]) == (
+        "reader",
+        200,
+        {"city": "Paris"},
+    )
 
 
 # -- capabilities follow the upstreams ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("upstream_caps", [{"tools": {}}, {"tools": {}, "resources": {}, "prompts": {}, "logging": {}}])
-async def test_capabilities_follow_the_upstreams(tmp_path: Path, upstream_caps: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "upstream_caps", [{"tools": {}}, {"tools": {}, "resources": {}, "prompts": {}, "logging": {}}]
+)
+async def test_capabilities_follow_the_upstreams(
+    tmp_path: Path, upstream_caps: dict[str, Any]
+) -> None:
     """The MCP face alone (in-process, no bus): what it advertises depends on the catalogue."""
-    loaded = LoadedConfig(config=Config.model_validate({"mcp_servers": [{"name": "t", "command": "x"}]}),
-                          path=tmp_path / "mesh.yaml")
+    loaded = LoadedConfig(
+        config=Config.model_validate({"mcp_servers": [{"name": "t", "command": "x"}]}),
+        path=tmp_path / "mesh.yaml",
+    )
     frontend = FrontEnd(loaded, f"ipc://{tmp_path}/nowhere.ipc")
     frontend.catalog.servers["t"] = ServerView(
-        "t", workers=[{"slot": "t:0"}], tools={"a": {"name": "a", "inputSchema": {"type": "object"}}},
-        server_info={"capabilities": upstream_caps})
+        "t",
+        workers=[{"slot": "t:0"}],
+        tools={"a": {"name": "a", "inputSchema": {"type": "object"}}},
+        server_info={"capabilities": upstream_caps},
+    )
     frontend.catalog.reindex()
     server = MeshMcp(frontend, identify=lambda ctx: ("agent", "session")).build()
     async with Client(server, mode="legacy") as client:
@@ -426,7 +549,11 @@ async def test_capabilities_follow_the_upstreams(tmp_path: Path, upstream_caps: 
         assert "t.a" in {t.name for t in (await client.list_tools()).tools}
         await client.send_ping()
         if "resources" in upstream_caps:
-            assert caps.resources is not None and caps.resources.list_changed and not caps.resources.subscribe
+            assert (
+                caps.resources is not None
+                and caps.resources.list_changed
+                and not caps.resources.subscribe
+            )
             assert caps.prompts is not None and caps.prompts.list_changed
             assert caps.logging is not None
             return
@@ -438,4 +565,6 @@ async def test_capabilities_follow_the_upstreams(tmp_path: Path, upstream_caps: 
         with pytest.raises(MCPError) as absent:
             await client.read_resource("demo://x")
         assert absent.value.code == types.METHOD_NOT_FOUND
-        assert isinstance(await client.set_logging_level("info"), types.EmptyResult)  # still accepted
+        assert isinstance(
+            await client.set_logging_level("info"), types.EmptyResult
+        )  # still accepted

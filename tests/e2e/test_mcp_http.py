@@ -10,7 +10,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from tests.e2e.mesh import Mesh
-from tests.support import npm_server, wait_until
+from tests.support import npm_server, text_of, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             {"name": "fs", "command": npm_server("filesystem"), "args": [str(demo)]},
         ],
         "policies": [
-            {"name": "cloud", "agent": "cloud-*", "rules": [
-                {"tools": ["everything.get-env"], "action": "deny"},
-                {"tools": ["*"], "action": "allow"}]},
+            {
+                "name": "cloud",
+                "agent": "cloud-*",
+                "rules": [
+                    {"tools": ["everything.get-env"], "action": "deny"},
+                    {"tools": ["*"], "action": "allow"},
+                ],
+            },
             {"name": "default", "agent": "*", "rules": [{"tools": ["*"], "action": "deny"}]},
         ],
     }
@@ -37,27 +42,35 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
 
 async def test_list_call_deny_progress_over_http(mesh: Mesh) -> None:
-    progress: list[float] = []
+    seen: list[float] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append(value)
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
 
     async with mesh.mcp("cloud-1") as client:
         names = {t.name for t in (await client.list_tools()).tools}
         assert {"everything.echo", "fs.read_text_file", "mesh.catalog"} <= names
         echo = await client.call_tool("everything.echo", {"message": "over http"})
-        assert echo.content[0].text == "Echo: over http"
+        assert text_of(echo) == "Echo: over http"
         image = await client.call_tool("everything.get-tiny-image", {})
         assert any(c.type == "image" and c.mime_type == "image/png" for c in image.content)
-        structured = await client.call_tool("everything.get-structured-content", {"location": "New York"})
-        assert structured.structured_content is not None and "temperature" in structured.structured_content
+        structured = await client.call_tool(
+            "everything.get-structured-content", {"location": "New York"}
+        )
+        assert (
+            structured.structured_content is not None
+            and "temperature" in structured.structured_content
+        )
         denied = await client.call_tool("everything.get-env", {})
-        assert denied.is_error and "denied by policy cloud" in denied.content[0].text
+        assert denied.is_error and "denied by policy cloud" in text_of(denied)
         text = await client.call_tool("fs.read_text_file", {"path": str(mesh.demo / "a.txt")})  # type: ignore[attr-defined]
-        assert text.content[0].text == "alpha"
-        await client.call_tool("everything.trigger-long-running-operation", {"duration": 0.6, "steps": 2},
-                               progress_callback=on_progress)
-        assert progress == [1, 2]
+        assert text_of(text) == "alpha"
+        await client.call_tool(
+            "everything.trigger-long-running-operation",
+            {"duration": 0.6, "steps": 2},
+            progress_callback=on_progress,
+        )
+        assert seen == [1, 2]
         with pytest.raises(MCPError):
             await client.call_tool("nosuch.tool", {})
 
@@ -69,40 +82,72 @@ async def test_rest_and_mcp_agents_share_one_mesh(mesh: Mesh) -> None:
     assert r.status_code == 200 and r.json()["result"]["content"][0]["text"] == "Echo: from rest"
 
     def agents() -> set[str]:
-        return {t["agent_id"] for t in mesh.http.get("/traces", params={"tool": "everything.echo"}).json()}
+        return {
+            t["agent_id"]
+            for t in mesh.http.get("/traces", params={"tool": "everything.echo"}).json()
+        }
 
     wait_until(lambda: {"cloud-7", "cloud-8"} <= agents(), 5, "both agents in one trace store")
     mcp_trace = mesh.http.get("/traces", params={"agent": "cloud-7"}).json()[0]
     assert len(mcp_trace["session_id"]) == 32  # the MCP session id is recorded
 
 
-INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
-@pytest.mark.parametrize(("headers", "status", "needle"), [
-    ({"Origin": "http://evil.example"}, 403, "Origin 'http://evil.example' is not allowed"),
-    ({"Authorization": "Token abc"}, 401, "Bearer agent:<id>"),
-    ({"Host": "rebind.example:80"}, 421, "Host 'rebind.example:80' is not allowed"),
-])
-def test_edge_refusals_are_json_rpc_errors(mesh: Mesh, headers: dict[str, str], status: int, needle: str) -> None:
+@pytest.mark.parametrize(
+    ("headers", "status", "needle"),
+    [
+        ({"Origin": "http://evil.example"}, 403, "Origin 'http://evil.example' is not allowed"),
+        ({"Authorization": "Token abc"}, 401, "Bearer agent:<id>"),
+        ({"Host": "rebind.example:80"}, 421, "Host 'rebind.example:80' is not allowed"),
+    ],
+)
+def test_edge_refusals_are_json_rpc_errors(
+    mesh: Mesh, headers: dict[str, str], status: int, needle: str
+) -> None:
     r = mesh.http.post("/mcp", json=INIT, headers={**MCP_HEADERS, **headers})
     assert r.status_code == status
     assert needle in r.json()["error"]["message"]
 
 
 def test_allowed_origin_missing_session_and_garbage(mesh: Mesh) -> None:
-    ok = mesh.http.post("/mcp", json=INIT, headers={**MCP_HEADERS, "Origin": "https://agents.example.com"})
+    ok = mesh.http.post(
+        "/mcp", json=INIT, headers={**MCP_HEADERS, "Origin": "https://agents.example.com"}
+    )
     assert ok.status_code == 200 and ok.headers["mcp-session-id"]
-    no_session = mesh.http.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=MCP_HEADERS)
-    assert no_session.status_code == 400 and "session" in no_session.json()["error"]["message"].lower()
-    garbage = mesh.http.post("/mcp", content=b"{not json", headers={**MCP_HEADERS, "mcp-session-id": ok.headers["mcp-session-id"]})
+    no_session = mesh.http.post(
+        "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=MCP_HEADERS
+    )
+    assert (
+        no_session.status_code == 400 and "session" in no_session.json()["error"]["message"].lower()
+    )
+    garbage = mesh.http.post(
+        "/mcp",
+        content=b"{not json",
+        headers={**MCP_HEADERS, "mcp-session-id": ok.headers["mcp-session-id"]},
+    )
     assert garbage.status_code == 400 and garbage.json()["error"]["code"] == -32700
     # Someone else's session id is refused.
-    stolen = mesh.http.post("/mcp", json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"},
-                            headers={**MCP_HEADERS, "mcp-session-id": ok.headers["mcp-session-id"],
-                                     "Authorization": "Bearer agent:cloud-evil"})
+    stolen = mesh.http.post(
+        "/mcp",
+        json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"},
+        headers={
+            **MCP_HEADERS,
+            "mcp-session-id": ok.headers["mcp-session-id"],
+            "Authorization": "Bearer agent:cloud-evil",
+        },
+    )
     assert stolen.status_code == 403
     assert "belongs to another agent" in stolen.json()["error"]["message"]
     # The mesh keeps serving.
@@ -115,13 +160,19 @@ async def test_connect_relays_stdio_to_the_mesh(mesh: Mesh) -> None:
 
     from mcp import StdioServerParameters
 
-    params = StdioServerParameters(command=sys.executable, env=dict(os.environ),
-                                   args=["-m", "agent_mesh", "connect", "--url", mesh.url, "--agent", "cloud-relay"])
+    params = StdioServerParameters(
+        command=sys.executable,
+        env=dict(os.environ),
+        args=["-m", "agent_mesh", "connect", "--url", mesh.url, "--agent", "cloud-relay"],
+    )
     async with Client(params, mode="legacy") as client:
         assert "everything.echo" in {t.name for t in (await client.list_tools()).tools}
         echo = await client.call_tool("everything.echo", {"message": "relayed"})
-        assert echo.content[0].text == "Echo: relayed"
+        assert text_of(echo) == "Echo: relayed"
         denied = await client.call_tool("everything.get-env", {})
-        assert denied.is_error and "policy cloud" in denied.content[0].text
-    wait_until(lambda: len(mesh.http.get("/traces", params={"agent": "cloud-relay"}).json()) == 2, 5,
-               "the relayed calls traced under the relay's agent id")
+        assert denied.is_error and "policy cloud" in text_of(denied)
+    wait_until(
+        lambda: len(mesh.http.get("/traces", params={"agent": "cloud-relay"}).json()) == 2,
+        5,
+        "the relayed calls traced under the relay's agent id",
+    )

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 
@@ -68,6 +69,7 @@ async def test_a_prompt_needing_approval_is_served_once_approved(mesh: Mesh) -> 
         assert approval["params"] == {"city": "Paris"} and not got.done()
         assert mesh.http.post(f"/approvals/{approval['id']}/approve", json={}).status_code == 200
         prompt = await asyncio.wait_for(got, 10)
+        assert isinstance(prompt.messages[0].content, types.TextContent)
         assert prompt.messages[0].content.text == "What's weather in Paris?"
         # Allowed reads are not held.
         assert (await client.get_prompt("everything.simple-prompt")).messages
@@ -97,5 +99,6 @@ async def test_a_resource_read_denied_by_a_human_is_a_policy_refusal(mesh: Mesh)
         second = await _pending(mesh, f"everything.resource:{uri}")
         assert mesh.http.post(f"/approvals/{second['id']}/approve", json={}).status_code == 200
         text = await asyncio.wait_for(again, 10)
+        assert isinstance(text.contents[0], types.TextResourceContents)
         assert text.contents[0].text.startswith("Resource 3: This is a plaintext resource")
     assert _trace(mesh, approval["trace_id"])["status_code"] == 403

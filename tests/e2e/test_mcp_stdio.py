@@ -3,6 +3,7 @@ tools/list passthrough, calls through policy, progress, two sessions sharing one
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -19,10 +20,11 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter
 
-from agent_mesh.config import load_config
-from agent_mesh.launcher import running_pid
-from tests.support import alive, descendants, free_port, npm_server, wait_until
-from workers.mcp_client import UpstreamClient, UpstreamSpec
+from agent_mesh.config_file import load_config
+from bus.state_dir import running_pid
+from tests.support import alive, descendants, free_port, npm_server, text_of, wait_until
+from workers.mcp_client import UpstreamClient
+from workers.upstream_types import UpstreamSpec
 
 _RAW = TypeAdapter(dict[str, Any])  # read results as sent, not through the SDK's models
 
@@ -32,26 +34,47 @@ class Setup:
         self.home = tmp / "home"
         self.port = free_port()
         self.config_path = tmp / "mesh.yaml"
-        self.config_path.write_text(yaml.safe_dump({
-            "port": self.port,
-            "grace_seconds": 1,
-            "trace_file": "traces.jsonl",
-            "mcp_servers": [{"name": "everything", "command": npm_server("everything"), "args": ["stdio"]}],
-            "policies": [
-                {"name": "claude", "agent": "claude", "rules": [
-                    {"tools": ["everything.get-env"], "action": "deny"},
-                    {"tools": ["everything.*"], "action": "allow"},
-                ]},
-                {"name": "default", "agent": "*", "rules": [{"tools": ["*"], "action": "deny"}]},
-            ],
-        }))
+        self.config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "port": self.port,
+                    "grace_seconds": 1,
+                    "trace_file": "traces.jsonl",
+                    "mcp_servers": [
+                        {
+                            "name": "everything",
+                            "command": npm_server("everything"),
+                            "args": ["stdio"],
+                        }
+                    ],
+                    "policies": [
+                        {
+                            "name": "claude",
+                            "agent": "claude",
+                            "rules": [
+                                {"tools": ["everything.get-env"], "action": "deny"},
+                                {"tools": ["everything.*"], "action": "allow"},
+                            ],
+                        },
+                        {
+                            "name": "default",
+                            "agent": "*",
+                            "rules": [{"tools": ["*"], "action": "deny"}],
+                        },
+                    ],
+                }
+            )
+        )
         self.env = {**os.environ, "AGENT_MESH_HOME": str(self.home)}
         self.state = self.home / load_config(self.config_path).config_hash
 
     def params(self, *extra: str) -> StdioServerParameters:
-        return StdioServerParameters(command=sys.executable,
-                                     args=["-m", "agent_mesh", "--mcp", "--config", str(self.config_path), *extra],
-                                     env=self.env, cwd=str(self.config_path.parent))
+        return StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "agent_mesh", "--mcp", "--config", str(self.config_path), *extra],
+            env=self.env,
+            cwd=str(self.config_path.parent),
+        )
 
     @asynccontextmanager
     async def client(self, *extra: str, **kw: Any) -> AsyncIterator[Client]:
@@ -75,56 +98,75 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
 
 
 async def _upstream_tools() -> dict[str, dict[str, Any]]:
-    async with UpstreamClient(UpstreamSpec(name="e", transport="stdio", command=npm_server("everything"),
-                                           args=("stdio",))) as direct:
+    async with UpstreamClient(
+        UpstreamSpec(name="e", transport="stdio", command=npm_server("everything"), args=("stdio",))
+    ) as direct:
         return {t["name"]: t for t in direct.tools}
 
 
 async def test_tools_calls_policy_and_progress(setup: Setup) -> None:
     direct = await _upstream_tools()
-    progress: list[tuple[float, float | None]] = []
+    seen: list[tuple[float, float | None]] = []
     async with setup.client("--mcp-session-id", "sess-1") as client:
-        listed = (await client.session.send_request(types.ListToolsRequest(params=None), _RAW))["tools"]
+        raw = client.session.send_request(types.ListToolsRequest(params=None), _RAW)  # type: ignore[type-var]
+        listed = (await raw)["tools"]
         by_name = {t["name"]: t for t in listed}
         # Every upstream tool, prefixed, its schema untouched.
         for name, tool in direct.items():
             assert by_name[f"everything.{name}"]["inputSchema"] == tool["inputSchema"]
-        assert {"mesh.catalog", "grant.create", "approval.pending", "approval.resolve"} <= set(by_name)
+        assert {"mesh.catalog", "grant.create", "approval.pending", "approval.resolve"} <= set(
+            by_name
+        )
 
         result = await client.call_tool("everything.echo", {"message": "hello mesh"})
         assert not result.is_error
-        assert result.content[0].text == "Echo: hello mesh"
+        assert text_of(result) == "Echo: hello mesh"
 
         denied = await client.call_tool("everything.get-env", {})
-        assert denied.is_error and "denied by policy claude" in denied.content[0].text
+        assert denied.is_error and "denied by policy claude" in text_of(denied)
 
         with pytest.raises(MCPError) as unknown:
             await client.call_tool("everything.nope", {})
         assert "unknown tool everything.nope" in str(unknown.value)
 
-        async def on_progress(value: float, total: float | None, message: str | None) -> None:
-            progress.append((value, total))
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            seen.append((progress, total))
 
-        long = await client.call_tool("everything.trigger-long-running-operation", {"duration": 1, "steps": 3},
-                                      progress_callback=on_progress)
+        long = await client.call_tool(
+            "everything.trigger-long-running-operation",
+            {"duration": 1, "steps": 3},
+            progress_callback=on_progress,
+        )
         assert not long.is_error
-        assert [p for p, _ in progress] == [1, 2, 3] and progress[-1][1] == 3
+        assert [p for p, _ in seen] == [1, 2, 3] and seen[-1][1] == 3
 
         catalog = await client.call_tool("mesh.catalog", {})
-        actions = {t["tool"]: t["action"] for t in catalog.structured_content["servers"]["everything"]}
+        actions = {
+            t["tool"]: t["action"] for t in catalog.structured_content["servers"]["everything"]
+        }
         assert actions["everything.get-env"] == "deny" and actions["everything.echo"] == "allow"
 
         # An agent cannot grant itself tools (grants are the operator's).
-        grant = await client.call_tool("grant.create", {"tools": ["everything.*"], "duration": "1h"})
-        assert grant.is_error and "agent claude cannot grant itself tools" in grant.content[0].text
+        grant = await client.call_tool(
+            "grant.create", {"tools": ["everything.*"], "duration": "1h"}
+        )
+        assert grant.is_error and "agent claude cannot grant itself tools" in text_of(grant)
         listed_grants = await client.call_tool("grant.list", {})
         assert listed_grants.structured_content["grants"] == []
 
     # The calls are traced with the session id, in the mesh's one trace store.
     port = setup.port
-    traces = httpx.get(f"http://127.0.0.1:{port}/traces", params={"session": "sess-1"}, timeout=5).json()
+    traces = (
+        await asyncio.to_thread(
+            httpx.get, f"http://127.0.0.1:{port}/traces", params={"session": "sess-1"}, timeout=5
+        )
+    ).json()
     tools = {t["tool"] for t in traces}
-    assert {"everything.echo", "everything.get-env", "everything.trigger-long-running-operation"} <= tools
+    assert {
+        "everything.echo",
+        "everything.get-env",
+        "everything.trigger-long-running-operation",
+    } <= tools
 
 
 async def test_two_sessions_share_one_mesh_that_stops_after_the_last(setup: Setup) -> None:
@@ -134,22 +176,37 @@ async def test_two_sessions_share_one_mesh_that_stops_after_the_last(setup: Setu
         tree = descendants(mesh)
         async with setup.client("--mcp-agent", "other", "--mcp-session-id", "b") as second:
             assert setup.mesh_pid() == mesh  # attached, no second mesh
-            assert (await first.call_tool("everything.echo", {"message": "one"})).content[0].text == "Echo: one"
+            assert (
+                text_of(await first.call_tool("everything.echo", {"message": "one"})) == "Echo: one"
+            )
             other = await second.call_tool("everything.echo", {"message": "two"})
-            assert other.is_error and "denied by policy default" in other.content[0].text
+            assert other.is_error and "denied by policy default" in text_of(other)
             # Config 5: a REST agent on the same mesh at the same time, same policies and traces.
-            rest = httpx.post(f"http://127.0.0.1:{setup.port}/tool/everything.echo", timeout=10,
-                              json={"params": {"message": "rest"}}, headers={"Authorization": "Bearer agent:claude",
-                                                                             "X-Session-Id": "rest-1"})
-            assert rest.status_code == 200 and rest.json()["result"]["content"][0]["text"] == "Echo: rest"
+            rest = await asyncio.to_thread(
+                httpx.post,
+                f"http://127.0.0.1:{setup.port}/tool/everything.echo",
+                timeout=10,
+                json={"params": {"message": "rest"}},
+                headers={"Authorization": "Bearer agent:claude", "X-Session-Id": "rest-1"},
+            )
+            assert (
+                rest.status_code == 200
+                and rest.json()["result"]["content"][0]["text"] == "Echo: rest"
+            )
         # One client left: the mesh stays.
         await anyio.sleep(1.5)
         assert setup.mesh_pid() == mesh
-        assert (await first.call_tool("everything.echo", {"message": "three"})).content[0].text == "Echo: three"
+        assert (
+            text_of(await first.call_tool("everything.echo", {"message": "three"})) == "Echo: three"
+        )
     wait_until(lambda: not alive(mesh), 20, "the mesh to stop after its last client left")
     wait_until(lambda: not [p for p in tree if alive(p)], 10, "no process of the mesh left")
-    sessions = {}
+    sessions: dict[str, Any] = {}
     for line in (setup.config_path.parent / "traces.jsonl").read_text().splitlines():
         record = yaml.safe_load(line)
         sessions.setdefault(record["session_id"], set()).add(record["agent_id"])
-    assert sessions["a"] == {"claude"} and sessions["b"] == {"other"} and sessions["rest-1"] == {"claude"}
+    assert (
+        sessions["a"] == {"claude"}
+        and sessions["b"] == {"other"}
+        and sessions["rest-1"] == {"claude"}
+    )

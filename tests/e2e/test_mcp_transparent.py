@@ -16,9 +16,10 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter
 
-from agent_mesh.config import ConfigError, load_config
+from agent_mesh.config import ConfigError
+from agent_mesh.config_file import load_config
 from tests.e2e.mesh import Mesh
-from tests.support import alive, cmdline, descendants, npm_server
+from tests.support import alive, cmdline, descendants, npm_server, text_of
 
 RAW = TypeAdapter(dict[str, Any])
 
@@ -26,10 +27,24 @@ RAW = TypeAdapter(dict[str, Any])
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     config = {
-        "mcp_servers": [{"name": "everything", "prefix": "", "command": npm_server("everything"), "args": ["stdio"]}],
-        "policies": [{"name": "p", "agent": "*", "rules": [
-            {"tools": ["everything.get-env"], "action": "deny"},
-            {"tools": ["everything.*"], "action": "allow"}]}],
+        "mcp_servers": [
+            {
+                "name": "everything",
+                "prefix": "",
+                "command": npm_server("everything"),
+                "args": ["stdio"],
+            }
+        ],
+        "policies": [
+            {
+                "name": "p",
+                "agent": "*",
+                "rules": [
+                    {"tools": ["everything.get-env"], "action": "deny"},
+                    {"tools": ["everything.*"], "action": "allow"},
+                ],
+            }
+        ],
     }
     m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
     yield m
@@ -42,41 +57,55 @@ async def _no_llm(context: Any, params: Any) -> Any:
 
 # The mesh's upstream session can forward sampling and elicitation, so it declares both; an
 # upstream may list tools by client capabilities (server-everything does): compare like with like.
-CAPABLE = {"sampling_callback": _no_llm, "elicitation_callback": _no_llm}
+CAPABLE: dict[str, Any] = {"sampling_callback": _no_llm, "elicitation_callback": _no_llm}
 
 
 @asynccontextmanager
 async def direct() -> AsyncIterator[Client]:
-    async with Client(StdioServerParameters(command=npm_server("everything"), args=["stdio"]), mode="legacy",
-                      **CAPABLE) as c:
+    async with Client(
+        StdioServerParameters(command=npm_server("everything"), args=["stdio"]),
+        mode="legacy",
+        **CAPABLE,
+    ) as c:
         yield c
 
 
 async def _raw(client: Client, request: Any) -> dict[str, Any]:
-    return await client.session.send_request(request, RAW)  # type: ignore[no-any-return]
+    return await client.session.send_request(request, RAW)  # type: ignore[type-var]
 
 
 async def test_the_mesh_looks_like_the_upstream(mesh: Mesh) -> None:
     async with direct() as upstream, mesh.mcp("t", **CAPABLE) as proxied:
+        assert proxied.server_info and upstream.server_info
         assert proxied.server_info.name == upstream.server_info.name
         assert proxied.server_info.version == upstream.server_info.version
         up_tools = (await _raw(upstream, types.ListToolsRequest(params=None)))["tools"]
         mesh_tools = (await _raw(proxied, types.ListToolsRequest(params=None)))["tools"]
         assert mesh_tools == up_tools  # same names, schemas untouched, no mesh tools added
-        call = types.CallToolRequest(params=types.CallToolRequestParams(name="echo", arguments={"message": "same"}))
+        call = types.CallToolRequest(
+            params=types.CallToolRequestParams(name="echo", arguments={"message": "same"})
+        )
         assert await _raw(proxied, call) == await _raw(upstream, call)
-        image = types.CallToolRequest(params=types.CallToolRequestParams(name="get-tiny-image", arguments={}))
+        image = types.CallToolRequest(
+            params=types.CallToolRequestParams(name="get-tiny-image", arguments={})
+        )
         assert await _raw(proxied, image) == await _raw(upstream, image)
-        for request in (types.ListResourcesRequest(params=None), types.ListPromptsRequest(params=None)):
+        for request in (
+            types.ListResourcesRequest(params=None),
+            types.ListPromptsRequest(params=None),
+        ):
             assert await _raw(proxied, request) == await _raw(upstream, request)
         # Apart from policy decisions.
         denied = await proxied.call_tool("get-env", {})
-        assert denied.is_error and "denied by policy p" in denied.content[0].text
+        assert denied.is_error and "denied by policy p" in text_of(denied)
 
 
 def test_clashing_prefixes_are_a_config_error(tmp_path: Any) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text('mcp_servers:\n  - {name: a, command: x, prefix: ""}\n  - {name: b, command: y, prefix: ""}\n')
+    path.write_text(
+        'mcp_servers:\n  - {name: a, command: x, prefix: ""}\n'
+        '  - {name: b, command: y, prefix: ""}\n'
+    )
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert "duplicate tool prefix" in str(err.value) and "mcp_servers[1]" in str(err.value)
@@ -85,15 +114,21 @@ def test_clashing_prefixes_are_a_config_error(tmp_path: Any) -> None:
 async def test_completion_is_proxied_like_the_upstream(mesh: Mesh) -> None:
     async with direct() as upstream, mesh.mcp("t", **CAPABLE) as proxied:
         assert proxied.server_capabilities.completions is not None
-        request = types.CompleteRequest(params=types.CompleteRequestParams(
-            ref=types.PromptReference(type="ref/prompt", name="completable-prompt"),
-            argument=types.CompletionArgument(name="department", value="E")))
+        request = types.CompleteRequest(
+            params=types.CompleteRequestParams(
+                ref=types.PromptReference(type="ref/prompt", name="completable-prompt"),
+                argument=types.CompletionArgument(name="department", value="E"),
+            )
+        )
         expected = await _raw(upstream, request)
         assert expected["completion"]["values"], expected  # the upstream does complete this
         assert await _raw(proxied, request) == expected
-        unknown = types.CompleteRequest(params=types.CompleteRequestParams(
-            ref=types.PromptReference(type="ref/prompt", name="no-such-prompt"),
-            argument=types.CompletionArgument(name="x", value="")))
+        unknown = types.CompleteRequest(
+            params=types.CompleteRequestParams(
+                ref=types.PromptReference(type="ref/prompt", name="no-such-prompt"),
+                argument=types.CompletionArgument(name="x", value=""),
+            )
+        )
         with pytest.raises(MCPError) as direct_error:
             await _raw(upstream, unknown)
         with pytest.raises(MCPError) as mesh_error:  # the upstream's own error, passed through
@@ -111,10 +146,12 @@ async def test_resource_subscription_updates_reach_the_subscriber(mesh: Mesh) ->
             updates.append(str(message.params.uri))
 
     async with mesh.mcp("t", message_handler=on_message, **CAPABLE) as client:
-        assert client.server_capabilities.resources.subscribe
+        resources = client.server_capabilities.resources
+        assert resources and resources.subscribe
         uri = str((await client.list_resources()).resources[0].uri)
         await _raw(client, types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri)))
-        # server-everything then sends notifications/resources/updated every 5 s for subscribed URIs.
+        # server-everything then sends notifications/resources/updated every 5 s for subscribed
+        # URIs.
         await client.call_tool("toggle-subscriber-updates", {})
         with anyio.fail_after(12):
             while uri not in updates:
@@ -144,7 +181,9 @@ async def test_a_subscription_survives_the_upstream_being_replaced(mesh: Mesh) -
         with anyio.fail_after(15):  # the worker replaces it (in-process restart)
             while alive(server) or not await _answers(client):
                 await anyio.sleep(0.1)
-        await client.call_tool("toggle-subscriber-updates", {})  # on the new server: updates every 5 s
+        await client.call_tool(
+            "toggle-subscriber-updates", {}
+        )  # on the new server: updates every 5 s
         try:
             with anyio.fail_after(12):
                 while uri not in updates:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agent_mesh.mesh_cli import items
+from agent_mesh.mesh_client import items
 from agent_mesh.tables import clock
 from tests.e2e.mesh import Mesh
 from tests.support import npm_server, wait_until
@@ -37,11 +37,25 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     config = {
         "approval": {"timeout_seconds": 30, "memory_threshold": 0},
         "auth": {"operator_token": TOKEN},
-        "mcp_servers": [{"name": "filesystem", "command": npm_server("filesystem"), "args": [str(demo)]}],
-        "policies": [{"name": "claude", "agent": "claude", "rules": [
-            {"tools": ["filesystem.list_directory", "filesystem.list_allowed_directories"], "action": "allow"},
-            {"tools": ["filesystem.*"], "action": "human_approval"},
-        ]}],
+        "mcp_servers": [
+            {"name": "filesystem", "command": npm_server("filesystem"), "args": [str(demo)]}
+        ],
+        "policies": [
+            {
+                "name": "claude",
+                "agent": "claude",
+                "rules": [
+                    {
+                        "tools": [
+                            "filesystem.list_directory",
+                            "filesystem.list_allowed_directories",
+                        ],
+                        "action": "allow",
+                    },
+                    {"tools": ["filesystem.*"], "action": "human_approval"},
+                ],
+            }
+        ],
     }
     m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
     m.demo = demo  # type: ignore[attr-defined]
@@ -49,19 +63,32 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     assert m.stop() == set()
 
 
-def mesh_cli(mesh: Mesh, *args: str, token: bool = True, columns: int = 80) -> subprocess.CompletedProcess[str]:
+def mesh_cli(
+    mesh: Mesh, *args: str, token: bool = True, columns: int = 80
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MESH_URL": mesh.url, "COLUMNS": str(columns)}
     env.pop("MESH_OPERATOR_TOKEN", None)
     if token:
         env["MESH_OPERATOR_TOKEN"] = TOKEN
-    return subprocess.run([sys.executable, "-m", "agent_mesh.mesh_cli", *args], env=env, capture_output=True,
-                          text=True, timeout=30, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "agent_mesh.mesh_cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def background(mesh: Mesh, tool: str, params: dict[str, Any]) -> Future[httpx.Response]:
-    return ThreadPoolExecutor(1).submit(lambda: httpx.post(
-        f"{mesh.url}/tool/{tool}", json={"params": params}, timeout=60,
-        headers={"Authorization": "Bearer agent:claude"}))
+    return ThreadPoolExecutor(1).submit(
+        lambda: httpx.post(
+            f"{mesh.url}/tool/{tool}",
+            json={"params": params},
+            timeout=60,
+            headers={"Authorization": "Bearer agent:claude"},
+        )
+    )
 
 
 def pending(mesh: Mesh, tool: str | None = None) -> list[dict[str, Any]]:
@@ -78,8 +105,11 @@ def trace(mesh: Mesh, trace_id: str) -> dict[str, Any]:
     found: list[dict[str, Any]] = []
 
     def look() -> bool:
-        found[:] = [t for t in items(mesh.http.get("/traces", params={"limit": 50}).json())
-                    if t["trace_id"] == trace_id]
+        found[:] = [
+            t
+            for t in items(mesh.http.get("/traces", params={"limit": 50}).json())
+            if t["trace_id"] == trace_id
+        ]
         return bool(found)
 
     wait_until(look, 5, f"trace {trace_id}")
@@ -99,13 +129,20 @@ def test_json_before_or_after_the_subcommand(mesh: Mesh) -> None:
 
 def test_grant_and_revoke(mesh: Mesh) -> None:
     target = mesh.demo / "granted.txt"  # type: ignore[attr-defined]
-    refused = mesh_cli(mesh, "grant", "claude", "filesystem.write_file", "--for", "30m", token=False)
+    refused = mesh_cli(
+        mesh, "grant", "claude", "filesystem.write_file", "--for", "30m", token=False
+    )
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().endswith("(HTTP 403) (set MESH_OPERATOR_TOKEN)"), refused.stderr
-    made = mesh_cli(mesh, "grant", "claude", "filesystem.write_file", "filesystem.edit_*", "--for", "30m")
+    made = mesh_cli(
+        mesh, "grant", "claude", "filesystem.write_file", "filesystem.edit_*", "--for", "30m"
+    )
     assert made.returncode == 0, made.stderr
-    match = re.fullmatch(r"grant ([0-9a-f]{8}): claude may call filesystem.write_file, filesystem.edit_\* "
-                         r"without approval until (\d\d:\d\d:\d\d) \(mesh revoke \1 ends it\)\n", made.stdout)
+    match = re.fullmatch(
+        r"grant ([0-9a-f]{8}): claude may call filesystem.write_file, filesystem.edit_\* "
+        r"without approval until (\d\d:\d\d:\d\d) \(mesh revoke \1 ends it\)\n",
+        made.stdout,
+    )
     assert match, made.stdout
     grant_id = match.group(1)
     r = mesh.call("filesystem.write_file", {"path": str(target), "content": "granted"})
@@ -117,7 +154,11 @@ def test_grant_and_revoke(mesh: Mesh) -> None:
     assert revoked.returncode == 0 and revoked.stdout == f"grant {grant_id} revoked\n"
     assert mesh_cli(mesh, "grants").stdout == "no active grants\n"
     again = mesh_cli(mesh, "revoke", grant_id)
-    assert again.returncode == 1 and "already revoked" in again.stderr and len(again.stderr.splitlines()) == 1
+    assert (
+        again.returncode == 1
+        and "already revoked" in again.stderr
+        and len(again.stderr.splitlines()) == 1
+    )
     bad = mesh_cli(mesh, "grant", "claude", "filesystem.x", "--for", "soon")
     assert bad.returncode == 1 and "HTTP 400" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -202,28 +243,42 @@ def test_watch_skip_keeps_the_skipped_approval_in_sight_and_asks_for_reasons(mes
     short = approval["id"][:8]
     term = Terminal(mesh)
     try:
-        term.wait_for(lambda s: f"{short} claude → filesystem.get_file_info" in s, "the approval to be current")
+        term.wait_for(
+            lambda s: f"{short} claude → filesystem.get_file_info" in s,
+            "the approval to be current",
+        )
         term.type("s")
         skipped = term.wait_for(lambda s: "all skipped" in s, "the skipped screen")
         assert "nothing pending" not in skipped
-        assert f"1 pending, all skipped ({short})" in skipped and "skipped" in skipped.split("\n", 3)[2]
+        assert (
+            f"1 pending, all skipped ({short})" in skipped
+            and "skipped" in skipped.split("\n", 3)[2]
+        )
         term.type("u")
-        term.wait_for(lambda s: f"{short} claude → filesystem.get_file_info" in s, "the approval back")
+        term.wait_for(
+            lambda s: f"{short} claude → filesystem.get_file_info" in s, "the approval back"
+        )
         term.type("d")
         term.wait_for(lambda s: f"reason to deny {short}" in s, "the reason prompt")
         term.type("\x1b\r")  # Esc Enter: changed my mind
         term.wait_for(lambda s: f"{short}: not denied (cancelled)" in s, "the cancelled decision")
         assert not first.done() and pending(mesh, "filesystem.get_file_info")
         term.type("d")
-        term.wait_for(lambda s: f"reason to deny {short}" in s.rsplit("cancelled", 1)[-1], "the prompt again")
+        term.wait_for(
+            lambda s: f"reason to deny {short}" in s.rsplit("cancelled", 1)[-1], "the prompt again"
+        )
         term.type("outside the task\r")
         denied = first.result(timeout=10)
         assert denied.status_code == 403 and "outside the task" in denied.json()["error"]
-        term.wait_for(lambda s: "nothing pending" in s and f"{short}: denied" in s, "the empty queue")
+        term.wait_for(
+            lambda s: "nothing pending" in s and f"{short}: denied" in s, "the empty queue"
+        )
 
         second = background(mesh, "filesystem.directory_tree", {"path": str(mesh.demo)})  # type: ignore[attr-defined]
         other = pending_for(mesh, "filesystem.directory_tree")
-        term.wait_for(lambda s: f"{other['id'][:8]} claude → filesystem.directory_tree" in s, "the second one")
+        term.wait_for(
+            lambda s: f"{other['id'][:8]} claude → filesystem.directory_tree" in s, "the second one"
+        )
         term.type("a")
         term.wait_for(lambda s: f"reason to approve {other['id'][:8]}" in s, "the reason prompt")
         term.type("\r")  # no reason

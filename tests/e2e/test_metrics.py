@@ -31,13 +31,21 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Iterator[Mesh]
         "metrics": {"max_agents": 2},
         "mcp_servers": [{"name": "fs", "command": npm_server("filesystem"), "args": [str(demo)]}],
         "policies": [
-            {"name": "burst", "agent": "burst", "rate_limit": {"max_per_minute": 2},
-             "rules": [{"tools": ["fs.*"], "action": "allow"}]},
-            {"name": "devs", "agent": "*", "rules": [
-                {"tools": ["fs.list_*", "fs.read_*"], "action": "allow"},
-                {"tools": ["fs.write_file"], "action": "human_approval"},
-                {"tools": ["*"], "action": "deny"},
-            ]},
+            {
+                "name": "burst",
+                "agent": "burst",
+                "rate_limit": {"max_per_minute": 2},
+                "rules": [{"tools": ["fs.*"], "action": "allow"}],
+            },
+            {
+                "name": "devs",
+                "agent": "*",
+                "rules": [
+                    {"tools": ["fs.list_*", "fs.read_*"], "action": "allow"},
+                    {"tools": ["fs.write_file"], "action": "human_approval"},
+                    {"tools": ["*"], "action": "deny"},
+                ],
+            },
         ],
     }
     m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
@@ -64,42 +72,120 @@ def test_exact_counts_after_known_calls(mesh: Mesh, demo: Path) -> None:
     listing = {"path": str(demo)}
     for _ in range(3):
         assert mesh.call("fs.list_directory", listing, agent="reader").status_code == 200
-    assert mesh.call("fs.move_file", {"source": "a", "destination": "b"}, agent="reader").status_code == 403
-    statuses = [mesh.call("fs.list_directory", listing, agent="burst").status_code for _ in range(3)]
+    assert (
+        mesh.call("fs.move_file", {"source": "a", "destination": "b"}, agent="reader").status_code
+        == 403
+    )
+    statuses = [
+        mesh.call("fs.list_directory", listing, agent="burst").status_code for _ in range(3)
+    ]
     assert statuses == [200, 200, 429]
 
     # A call waiting for approval: the pending gauge sees it; approved, it is counted once.
     answer: dict[str, Any] = {}
-    waiting = threading.Thread(target=lambda: answer.update(r=mesh.call(
-        "fs.write_file", {"path": str(demo / "w.txt"), "content": "x"}, agent="writer")))
+    waiting = threading.Thread(
+        target=lambda: answer.update(
+            r=mesh.call(
+                "fs.write_file", {"path": str(demo / "w.txt"), "content": "x"}, agent="writer"
+            )
+        )
+    )
     waiting.start()
     pending: list[dict[str, Any]] = []
-    wait_until(lambda: pending.extend(mesh.http.get("/approvals", params={"status": "pending"}).json()) or pending,
-               10, "the pending approval")
+
+    def some_pending() -> bool:
+        pending.extend(mesh.http.get("/approvals", params={"status": "pending"}).json())
+        return bool(pending)
+
+    wait_until(
+        some_pending,
+        10,
+        "the pending approval",
+    )
     assert value(scrape(mesh), "agent_mesh_approvals_pending") == 1
-    assert mesh.http.post(f"/approvals/{pending[0]['id']}/approve", json={"resolved_by": "ops"}).status_code == 200
+    assert (
+        mesh.http.post(
+            f"/approvals/{pending[0]['id']}/approve", json={"resolved_by": "ops"}
+        ).status_code
+        == 200
+    )
     waiting.join(30)
     assert answer["r"].status_code == 200
 
     got = scrape(mesh)
     calls = {k: v for k, v in got.items() if k[0] == "agent_mesh_calls_total"}
     assert calls == {
-        ("agent_mesh_calls_total", frozenset({"tool": "fs.list_directory", "agent": "reader", "decision": "allow",
-                                             "status": "200"}.items())): 3,
-        ("agent_mesh_calls_total", frozenset({"tool": "fs.move_file", "agent": "reader", "decision": "deny",
-                                             "status": "403"}.items())): 1,
-        ("agent_mesh_calls_total", frozenset({"tool": "fs.list_directory", "agent": "burst", "decision": "allow",
-                                             "status": "200"}.items())): 2,
-        ("agent_mesh_calls_total", frozenset({"tool": "fs.list_directory", "agent": "burst",
-                                             "decision": "rate_limited", "status": "429"}.items())): 1,
+        (
+            "agent_mesh_calls_total",
+            frozenset(
+                {
+                    "tool": "fs.list_directory",
+                    "agent": "reader",
+                    "decision": "allow",
+                    "status": "200",
+                }.items()
+            ),
+        ): 3,
+        (
+            "agent_mesh_calls_total",
+            frozenset(
+                {
+                    "tool": "fs.move_file",
+                    "agent": "reader",
+                    "decision": "deny",
+                    "status": "403",
+                }.items()
+            ),
+        ): 1,
+        (
+            "agent_mesh_calls_total",
+            frozenset(
+                {
+                    "tool": "fs.list_directory",
+                    "agent": "burst",
+                    "decision": "allow",
+                    "status": "200",
+                }.items()
+            ),
+        ): 2,
+        (
+            "agent_mesh_calls_total",
+            frozenset(
+                {
+                    "tool": "fs.list_directory",
+                    "agent": "burst",
+                    "decision": "rate_limited",
+                    "status": "429",
+                }.items()
+            ),
+        ): 1,
         # max_agents: 2 — the third agent is `other`
-        ("agent_mesh_calls_total", frozenset({"tool": "fs.write_file", "agent": "other",
-                                             "decision": "human_approval", "status": "200"}.items())): 1,
+        (
+            "agent_mesh_calls_total",
+            frozenset(
+                {
+                    "tool": "fs.write_file",
+                    "agent": "other",
+                    "decision": "human_approval",
+                    "status": "200",
+                }.items()
+            ),
+        ): 1,
     }
     assert value(got, "agent_mesh_rate_limited_total", agent="burst", reason="rate_limit") == 1
-    assert value(got, "agent_mesh_call_duration_seconds_count", tool="fs.list_directory", decision="allow") == 5
+    assert (
+        value(
+            got,
+            "agent_mesh_call_duration_seconds_count",
+            tool="fs.list_directory",
+            decision="allow",
+        )
+        == 5
+    )
     # Only the calls that reached the upstream: 5 listings and the approved write.
-    upstream = sum(v for k, v in got.items() if k[0] == "agent_mesh_upstream_duration_seconds_count")
+    upstream = sum(
+        v for k, v in got.items() if k[0] == "agent_mesh_upstream_duration_seconds_count"
+    )
     assert upstream == 6
     assert value(got, "agent_mesh_approval_wait_seconds_count", status="approved") == 1
     assert value(got, "agent_mesh_approvals_pending") == 0
@@ -123,7 +209,15 @@ def test_upstream_restart_is_counted(mesh: Mesh, demo: Path) -> None:
     before = value(scrape(mesh), "agent_mesh_upstream_restarts_total", server="fs")
     (pid,) = sorted(mesh.serving("fs"))[:1]
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: value(scrape(mesh), "agent_mesh_upstream_restarts_total", server="fs") > before, 15,
-               "the restart counted")
-    wait_until(lambda: mesh.call("fs.list_directory", {"path": str(demo)}, agent="reader").status_code == 200,
-               15, "fs serving again")
+    wait_until(
+        lambda: value(scrape(mesh), "agent_mesh_upstream_restarts_total", server="fs") > before,
+        15,
+        "the restart counted",
+    )
+    wait_until(
+        lambda: (
+            mesh.call("fs.list_directory", {"path": str(demo)}, agent="reader").status_code == 200
+        ),
+        15,
+        "fs serving again",
+    )

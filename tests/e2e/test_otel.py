@@ -47,13 +47,20 @@ class Receiver:
                     receiver.resources.append(resource)
                     for ss in rs.scope_spans:
                         for s in ss.spans:
-                            receiver.spans.append({
-                                "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(),
-                                "parent": s.parent_span_id.hex(), "name": s.name, "kind": s.kind,
-                                "start": s.start_time_unix_nano, "end": s.end_time_unix_nano,
-                                "status": s.status.code, "scope": ss.scope.name,
-                                "attrs": {a.key: _value(a.value) for a in s.attributes},
-                            })
+                            receiver.spans.append(
+                                {
+                                    "trace_id": s.trace_id.hex(),
+                                    "span_id": s.span_id.hex(),
+                                    "parent": s.parent_span_id.hex(),
+                                    "name": s.name,
+                                    "kind": s.kind,
+                                    "start": s.start_time_unix_nano,
+                                    "end": s.end_time_unix_nano,
+                                    "status": s.status.code,
+                                    "scope": ss.scope.name,
+                                    "attrs": {a.key: _value(a.value) for a in s.attributes},
+                                }
+                            )
                 reply = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
@@ -73,7 +80,8 @@ class Receiver:
 
 
 def _value(value: AnyValue) -> Any:
-    return getattr(value, value.WhichOneof("value")) if value.WhichOneof("value") else None
+    field = value.WhichOneof("value")
+    return getattr(value, field) if field else None
 
 
 @pytest.fixture(scope="module")
@@ -95,16 +103,24 @@ def config(demo: Path, otel_endpoint: str) -> dict[str, Any]:
         "otel_endpoint": otel_endpoint,
         "approval": {"timeout_seconds": 30, "memory_threshold": 0},
         "mcp_servers": [{"name": "fs", "command": npm_server("filesystem"), "args": [str(demo)]}],
-        "policies": [{"name": "devs", "agent": "*", "rules": [
-            {"tools": ["fs.list_*", "fs.read_*"], "action": "allow"},
-            {"tools": ["fs.write_file"], "action": "human_approval"},
-            {"tools": ["*"], "action": "deny"},
-        ]}],
+        "policies": [
+            {
+                "name": "devs",
+                "agent": "*",
+                "rules": [
+                    {"tools": ["fs.list_*", "fs.read_*"], "action": "allow"},
+                    {"tools": ["fs.write_file"], "action": "human_approval"},
+                    {"tools": ["*"], "action": "deny"},
+                ],
+            }
+        ],
     }
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory, demo: Path, receiver: Receiver) -> Iterator[Mesh]:
+def mesh(
+    tmp_path_factory: pytest.TempPathFactory, demo: Path, receiver: Receiver
+) -> Iterator[Mesh]:
     m = Mesh(tmp_path_factory.mktemp("mesh"), config(demo, receiver.url)).start()
     yield m
     assert m.stop() == set()
@@ -118,31 +134,61 @@ def spans_of(receiver: Receiver, trace_id: str, n: int) -> dict[str, dict[str, A
 
 
 def inside(child: dict[str, Any], parent: dict[str, Any]) -> bool:
-    return parent["start"] <= child["start"] <= child["end"] <= parent["end"]
+    return bool(parent["start"] <= child["start"] <= child["end"] <= parent["end"])
 
 
 def test_allowed_call_joins_the_callers_trace(mesh: Mesh, receiver: Receiver, demo: Path) -> None:
     trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    r = mesh.call("fs.list_directory", {"path": str(demo)}, agent="dev",
-                  headers={"traceparent": f"00-{trace_id}-{caller_span}-01", "X-Session-Id": "s-1"})
+    r = mesh.call(
+        "fs.list_directory",
+        {"path": str(demo)},
+        agent="dev",
+        headers={"traceparent": f"00-{trace_id}-{caller_span}-01", "X-Session-Id": "s-1"},
+    )
     assert r.status_code == 200 and r.json()["trace_id"] == trace_id
     spans = spans_of(receiver, trace_id, 3)
-    call, policy, upstream = spans["tools/call fs.list_directory"], spans["policy decision"], spans[
-        "tools/call list_directory"]
+    call, policy, upstream = (
+        spans["tools/call fs.list_directory"],
+        spans["policy decision"],
+        spans["tools/call list_directory"],
+    )
     assert call["parent"] == caller_span and call["kind"] == SERVER and call["status"] == OK
     assert policy["parent"] == call["span_id"] and policy["kind"] == INTERNAL
     assert upstream["parent"] == call["span_id"] and upstream["kind"] == CLIENT
     assert inside(policy, call) and inside(upstream, call) and policy["end"] <= upstream["start"]
     a = call["attrs"]
-    assert {k: a[k] for k in ("agent.id", "tool.name", "policy.action", "policy.rule", "http.status_code",
-                              "mcp.method.name", "gen_ai.tool.name", "gen_ai.operation.name", "session.id",
-                              "mcp.session.id")} == {
-        "agent.id": "dev", "tool.name": "fs.list_directory", "policy.action": "allow", "policy.rule": "devs",
-        "http.status_code": 200, "mcp.method.name": "tools/call", "gen_ai.tool.name": "fs.list_directory",
-        "gen_ai.operation.name": "execute_tool", "session.id": "s-1", "mcp.session.id": "s-1"}
+    assert {
+        k: a[k]
+        for k in (
+            "agent.id",
+            "tool.name",
+            "policy.action",
+            "policy.rule",
+            "http.status_code",
+            "mcp.method.name",
+            "gen_ai.tool.name",
+            "gen_ai.operation.name",
+            "session.id",
+            "mcp.session.id",
+        )
+    } == {
+        "agent.id": "dev",
+        "tool.name": "fs.list_directory",
+        "policy.action": "allow",
+        "policy.rule": "devs",
+        "http.status_code": 200,
+        "mcp.method.name": "tools/call",
+        "gen_ai.tool.name": "fs.list_directory",
+        "gen_ai.operation.name": "execute_tool",
+        "session.id": "s-1",
+        "mcp.session.id": "s-1",
+    }
     # upstream vs total latency, both measured where they happen
     assert 0 < a["agent_mesh.upstream.latency_ms"] <= a["agent_mesh.latency_ms"]
-    assert abs(a["agent_mesh.upstream.latency_ms"] - (upstream["end"] - upstream["start"]) / 1e6) < 0.01
+    assert (
+        abs(a["agent_mesh.upstream.latency_ms"] - (upstream["end"] - upstream["start"]) / 1e6)
+        < 0.01
+    )
     assert upstream["attrs"]["gen_ai.tool.name"] == "list_directory"
     assert receiver.paths[0] == "/v1/traces"
     assert receiver.resources[0]["service.name"] == "agent-mesh"
@@ -156,10 +202,16 @@ def test_calls_in_one_agent_trace_are_each_kept(mesh: Mesh, receiver: Receiver, 
         tool = "fs.list_directory" if path == demo else "fs.read_text_file"
         assert mesh.call(tool, {"path": str(path)}, agent="dev", headers=header).status_code == 200
     calls = [s for s in spans_of(receiver, trace_id, 6).values() if s["kind"] == SERVER]
-    assert sorted(s["name"] for s in calls) == ["tools/call fs.list_directory", "tools/call fs.read_text_file"]
+    assert sorted(s["name"] for s in calls) == [
+        "tools/call fs.list_directory",
+        "tools/call fs.read_text_file",
+    ]
     assert {s["parent"] for s in calls} == {caller_span}
-    stored = [t for t in mesh.http.get("/traces", params={"agent": "dev", "limit": 500}).json()
-              if t["trace_id"] == trace_id]
+    stored = [
+        t
+        for t in mesh.http.get("/traces", params={"agent": "dev", "limit": 500}).json()
+        if t["trace_id"] == trace_id
+    ]
     assert len(stored) == 2  # one trace entry per call, as in Go
 
 
@@ -170,52 +222,94 @@ def test_denied_call(mesh: Mesh, receiver: Receiver) -> None:
     call, policy = spans["tools/call fs.move_file"], spans["policy decision"]
     assert call["parent"] == "" and call["status"] == ERROR  # a root span: no traceparent given
     assert call["attrs"]["policy.action"] == "deny" and call["attrs"]["http.status_code"] == 403
-    assert call["attrs"]["error.type"] == "403" and "denied by policy devs" in call["attrs"]["error.message"]
+    assert (
+        call["attrs"]["error.type"] == "403"
+        and "denied by policy devs" in call["attrs"]["error.message"]
+    )
     assert policy["parent"] == call["span_id"] and policy["attrs"]["policy.action"] == "deny"
 
 
 def test_approved_call_says_who_approved(mesh: Mesh, receiver: Receiver, demo: Path) -> None:
     answer: dict[str, Any] = {}
-    waiting = threading.Thread(target=lambda: answer.update(r=mesh.call(
-        "fs.write_file", {"path": str(demo / "w.txt"), "content": "x"}, agent="dev")))
+    waiting = threading.Thread(
+        target=lambda: answer.update(
+            r=mesh.call("fs.write_file", {"path": str(demo / "w.txt"), "content": "x"}, agent="dev")
+        )
+    )
     waiting.start()
     pending: list[dict[str, Any]] = []
-    wait_until(lambda: pending.extend(mesh.http.get("/approvals", params={"status": "pending"}).json()) or pending,
-               10, "the pending approval")
+
+    def some_pending() -> bool:
+        pending.extend(mesh.http.get("/approvals", params={"status": "pending"}).json())
+        return bool(pending)
+
+    wait_until(
+        some_pending,
+        10,
+        "the pending approval",
+    )
     time.sleep(0.05)  # a measurable wait
-    assert mesh.http.post(f"/approvals/{pending[0]['id']}/approve", json={"resolved_by": "alice"}).status_code == 200
+    assert (
+        mesh.http.post(
+            f"/approvals/{pending[0]['id']}/approve", json={"resolved_by": "alice"}
+        ).status_code
+        == 200
+    )
     waiting.join(30)
     r = answer["r"]
     assert r.status_code == 200
     spans = spans_of(receiver, r.json()["trace_id"], 4)
-    call, wait, upstream = spans["tools/call fs.write_file"], spans["approval wait"], spans["tools/call write_file"]
+    call, wait, upstream = (
+        spans["tools/call fs.write_file"],
+        spans["approval wait"],
+        spans["tools/call write_file"],
+    )
     assert call["attrs"]["approval.id"] == pending[0]["id"]
-    assert call["attrs"]["approval.status"] == "approved" and call["attrs"]["approval.approved_by"] == "alice"
+    assert (
+        call["attrs"]["approval.status"] == "approved"
+        and call["attrs"]["approval.approved_by"] == "alice"
+    )
     assert call["attrs"]["policy.action"] == "human_approval"
     assert wait["parent"] == call["span_id"] and wait["attrs"]["approval.approved_by"] == "alice"
     assert inside(wait, call) and wait["end"] <= upstream["start"] and inside(upstream, call)
     assert wait["end"] - wait["start"] >= 50_000_000
 
 
-async def test_mcp_meta_traceparent_is_the_parent(mesh: Mesh, receiver: Receiver, demo: Path) -> None:
+async def test_mcp_meta_traceparent_is_the_parent(
+    mesh: Mesh, receiver: Receiver, demo: Path
+) -> None:
     trace_id, caller_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
     async with mesh.mcp(agent="dev") as client:
-        result = await client.call_tool("fs.list_directory", {"path": str(demo)},
-                                        meta={"traceparent": f"00-{trace_id}-{caller_span}-01"})
+        result = await client.call_tool(
+            "fs.list_directory",
+            {"path": str(demo)},
+            meta={"traceparent": f"00-{trace_id}-{caller_span}-01"},  # type: ignore[arg-type]
+        )
     assert not result.is_error
     call = spans_of(receiver, trace_id, 3)["tools/call fs.list_directory"]
     assert call["parent"] == caller_span and call["attrs"]["mcp.method.name"] == "tools/call"
 
 
-async def test_mcp_http_traceparent_header_is_the_parent(mesh: Mesh, receiver: Receiver, demo: Path) -> None:
+async def test_mcp_http_traceparent_header_is_the_parent(
+    mesh: Mesh, receiver: Receiver, demo: Path
+) -> None:
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
 
     trace_id, caller_span = "1af7651916cd43dd8448eb211c80319d", "c7ad6b7169203332"
-    http = create_mcp_http_client(headers={"Authorization": "Bearer agent:dev",
-                                           "traceparent": f"00-{trace_id}-{caller_span}-01"})
-    async with http, Client(streamable_http_client(f"{mesh.url}/mcp", http_client=http), mode="legacy") as client:
+    http = create_mcp_http_client(
+        headers={
+            "Authorization": "Bearer agent:dev",
+            "traceparent": f"00-{trace_id}-{caller_span}-01",
+        }
+    )
+    async with (
+        http,
+        Client(
+            streamable_http_client(f"{mesh.url}/mcp", http_client=http), mode="legacy"
+        ) as client,
+    ):
         result = await client.call_tool("fs.list_directory", {"path": str(demo)})
     assert not result.is_error
     call = spans_of(receiver, trace_id, 3)["tools/call fs.list_directory"]
@@ -227,7 +321,9 @@ def test_otel_traces_route_answers_otlp_json(mesh: Mesh, receiver: Receiver) -> 
     wait_until(lambda: receiver.trace(trace_id), 15, "the exported call")
     body = mesh.http.get("/otel-traces", params={"limit": 50}).json()
     (resource,) = body["resourceSpans"]
-    assert {"key": "service.name", "value": {"stringValue": "agent-mesh"}} in resource["resource"]["attributes"]
+    assert {"key": "service.name", "value": {"stringValue": "agent-mesh"}} in resource["resource"][
+        "attributes"
+    ]
     (scope,) = resource["scopeSpans"]
     spans = [s for s in scope["spans"] if s["traceId"] == trace_id]
     exported = {s["span_id"]: s for s in receiver.trace(trace_id)}
@@ -247,8 +343,12 @@ def test_collector_down_never_touches_calls(tmp_path: Path, demo: Path) -> None:
 
         def dropped() -> float:
             text = m.http.get("/metrics").text
-            return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-                       if s.name == "agent_mesh_otel_spans_total" and s.labels.get("result") == "dropped")
+            return sum(
+                s.value
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+                if s.name == "agent_mesh_otel_spans_total" and s.labels.get("result") == "dropped"
+            )
 
         for batch in range(2):
             started = time.perf_counter()
@@ -256,8 +356,12 @@ def test_collector_down_never_touches_calls(tmp_path: Path, demo: Path) -> None:
                 r = m.call("fs.list_directory", {"path": str(demo)}, agent="dev")
                 assert r.status_code == 200
             assert (time.perf_counter() - started) / 10 < 1.0  # never the export timeout (5 s)
+
             # 10 calls of 3 spans each, dropped by the exporter thread after its failed tries
-            wait_until(lambda n=batch: dropped() >= 30 * (n + 1), 30, "the spans dropped")
+            def all_dropped(n: int = batch) -> bool:
+                return dropped() >= 30 * (n + 1)
+
+            wait_until(all_dropped, 30, "the spans dropped")
         warnings = [line for line in log.read_text().splitlines() if "otel:" in line]
         assert len(warnings) == 1, warnings
         assert f"cannot export spans to http://127.0.0.1:{port}/v1/traces" in warnings[0]

@@ -28,7 +28,8 @@ AGENTS = [f"agent-{i}" for i in range(6)]  # spread over both policy workers by 
 
 
 def rules(action: str, extra: str = "") -> str:
-    return textwrap.dedent(f"""\
+    return (
+        textwrap.dedent(f"""\
         name: team
         agent: "agent-*"
         rules:
@@ -37,7 +38,9 @@ def rules(action: str, extra: str = "") -> str:
             condition: {{field: params.path, operator: within, value: {{DATA}}}}
           - tools: ["filesystem.write_file"]
             action: human_approval
-        """) + extra
+        """)
+        + extra
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +52,16 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     config = {
         "policy_workers": 2,
         "policy_dir": "policies",
-        "mcp_servers": [{"name": "filesystem", "command": npm_server("filesystem"), "args": [str(data)]}],
+        "mcp_servers": [
+            {"name": "filesystem", "command": npm_server("filesystem"), "args": [str(data)]}
+        ],
         "policies": [
-            {"name": "bots", "agent": "bot", "rate_limit": {"max_per_minute": 2},
-             "rules": [{"tools": ["filesystem.list_*"], "action": "allow"}]},
+            {
+                "name": "bots",
+                "agent": "bot",
+                "rate_limit": {"max_per_minute": 2},
+                "rules": [{"tools": ["filesystem.list_*"], "action": "allow"}],
+            },
         ],
         "approval": {"timeout_seconds": 60},
     }
@@ -81,17 +90,29 @@ def list_status(mesh: Mesh, agent: str = "agent-0") -> int:
 
 
 def trace(mesh: Mesh, trace_id: str) -> dict[str, Any]:
-    found = [t for t in mesh.http.get("/traces", params={"limit": 200}).json() if t["trace_id"] == trace_id]
+    found = [
+        t
+        for t in mesh.http.get("/traces", params={"limit": 200}).json()
+        if t["trace_id"] == trace_id
+    ]
     assert found, trace_id
-    return found[0]
+    return dict(found[0])
 
 
 def mesh_cli(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent_mesh.mesh_cli", "--url", mesh.url, *args],
-                          capture_output=True, text=True, timeout=30, check=False, env=mesh.env)
+    return subprocess.run(
+        [sys.executable, "-m", "agent_mesh.mesh_cli", "--url", mesh.url, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=mesh.env,
+    )
 
 
-def test_a_changed_file_decides_the_next_call_and_an_invalid_one_changes_nothing(mesh: Mesh) -> None:
+def test_a_changed_file_decides_the_next_call_and_an_invalid_one_changes_nothing(
+    mesh: Mesh,
+) -> None:
     first = policy_set(mesh)
     assert first.get("error") is None
     allowed = mesh.call("filesystem.list_directory", {"path": str(mesh.data)}, agent="agent-0")  # type: ignore[attr-defined]
@@ -99,7 +120,9 @@ def test_a_changed_file_decides_the_next_call_and_an_invalid_one_changes_nothing
     assert trace(mesh, allowed.json()["trace_id"])["policy_version"] == first["version"]
 
     write_policy(mesh, rules("deny"))
-    wait_until(lambda: all(list_status(mesh, a) == 403 for a in AGENTS), DEADLINE, "the new rules deciding")
+    wait_until(
+        lambda: all(list_status(mesh, a) == 403 for a in AGENTS), DEADLINE, "the new rules deciding"
+    )
     second = policy_set(mesh)
     assert second["generation"] == first["generation"] + 1 and second["version"] != first["version"]
     denied = mesh.call("filesystem.list_directory", {"path": str(mesh.data)}, agent="agent-3")  # type: ignore[attr-defined]
@@ -114,7 +137,11 @@ def test_a_changed_file_decides_the_next_call_and_an_invalid_one_changes_nothing
     assert "team.yaml: rules[0].condition.operator: Input should be" in refused["error"]
     assert all(list_status(mesh, a) == 403 for a in AGENTS)
     health = mesh_cli(mesh, "health")
-    assert health.returncode == 1 and "last reload REFUSED" in health.stdout and "team.yaml" in health.stdout
+    assert (
+        health.returncode == 1
+        and "last reload REFUSED" in health.stdout
+        and "team.yaml" in health.stdout
+    )
     again = mesh_cli(mesh, "reload")
     assert again.returncode == 1 and "policies NOT reloaded" in again.stderr, again
     log = (mesh.state / "logs" / "gateway-0.log").read_text()
@@ -139,8 +166,11 @@ def test_mesh_reload_applies_at_once_and_sighup_restarts_nothing(mesh: Mesh) -> 
     assert mesh.proc is not None
     mesh.proc.send_signal(signal.SIGHUP)  # to `agent-mesh serve`: passed to the gateway
     wait_until(lambda: list_status(mesh) == 200, DEADLINE, "the rules after SIGHUP")
-    wait_until(lambda: "reload (SIGHUP)" in (mesh.state / "logs" / "gateway-0.log").read_text(), DEADLINE,
-               "the gateway's log of the SIGHUP reload")
+    wait_until(
+        lambda: "reload (SIGHUP)" in (mesh.state / "logs" / "gateway-0.log").read_text(),
+        DEADLINE,
+        "the gateway's log of the SIGHUP reload",
+    )
     assert {role: mesh.role_pids(role) for role in pids} == pids  # nothing restarted
     assert mesh.http.get("/ready").status_code == 200
 
@@ -163,13 +193,18 @@ def test_a_call_waiting_for_approval_finishes_under_the_version_that_decided_it(
     result: dict[str, Any] = {}
 
     def call() -> None:
-        response = mesh.call("filesystem.write_file", {"path": str(target), "content": "ok"}, agent="agent-2")
+        response = mesh.call(
+            "filesystem.write_file", {"path": str(target), "content": "ok"}, agent="agent-2"
+        )
         result["response"] = response
 
     waiter = threading.Thread(target=call)
     waiter.start()
-    wait_until(lambda: mesh.http.get("/approvals", params={"status": "pending"}).json(), DEADLINE,
-               "the pending approval")
+    wait_until(
+        lambda: mesh.http.get("/approvals", params={"status": "pending"}).json(),
+        DEADLINE,
+        "the pending approval",
+    )
     (pending,) = mesh.http.get("/approvals", params={"status": "pending"}).json()
     # New rules would deny every write; the waiting call was decided before them.
     write_policy(mesh, rules("allow").replace("action: human_approval", "action: deny"))
@@ -182,7 +217,9 @@ def test_a_call_waiting_for_approval_finishes_under_the_version_that_decided_it(
     assert response.status_code == 200, response.text
     assert target.read_text() == "ok"
     assert trace(mesh, response.json()["trace_id"])["policy_version"] == deciding
-    later = mesh.call("filesystem.write_file", {"path": str(target), "content": "no"}, agent="agent-2")
+    later = mesh.call(
+        "filesystem.write_file", {"path": str(target), "content": "no"}, agent="agent-2"
+    )
     assert later.status_code == 403
 
 
@@ -195,18 +232,24 @@ def test_an_mcp_servers_change_says_a_restart_is_needed(mesh: Mesh) -> None:
         mesh.config_path.write_text(yaml.safe_dump(config))
         answer = mesh_cli(mesh, "reload")
         assert answer.returncode == 0, answer
-        needed = "mcp_servers changed (added: memory; changed: filesystem): restart the mesh to apply it"
+        needed = (
+            "mcp_servers changed (added: memory; changed: filesystem): restart the mesh to apply it"
+        )
         assert f"restart needed: {needed}" in answer.stdout
         assert needed in policy_set(mesh)["restart_needed"]
         assert needed in (mesh.state / "logs" / "gateway-0.log").read_text()
-        assert "memory" not in mesh.http.get("/health").json()["upstreams"]  # not started behind our back
+        assert (
+            "memory" not in mesh.http.get("/health").json()["upstreams"]
+        )  # not started behind our back
     finally:
         mesh.config_path.write_text(original)
         mesh_cli(mesh, "reload")
     assert "restart_needed" not in policy_set(mesh)
 
 
-def test_processes_restarting_while_the_file_is_invalid_run_on_the_last_valid_config(mesh: Mesh) -> None:
+def test_processes_restarting_while_the_file_is_invalid_run_on_the_last_valid_config(
+    mesh: Mesh,
+) -> None:
     write_policy(mesh, rules("allow"))
     assert mesh_cli(mesh, "reload").returncode == 0
     version = policy_set(mesh)["version"]
@@ -219,7 +262,9 @@ def test_processes_restarting_while_the_file_is_invalid_run_on_the_last_valid_co
     def back() -> bool:
         pids = {pid for role in ("gateway", "policy") for pid in mesh.role_pids(role)}
         try:
-            return len(pids) == 3 and not pids & killed and mesh.http.get("/ready").status_code == 200
+            return (
+                len(pids) == 3 and not pids & killed and mesh.http.get("/ready").status_code == 200
+            )
         except Exception:  # noqa: BLE001 - the gateway is restarting
             return False
 
@@ -227,10 +272,15 @@ def test_processes_restarting_while_the_file_is_invalid_run_on_the_last_valid_co
     assert all(list_status(mesh, a) == 200 for a in AGENTS)  # the last valid rules decide
     after = policy_set(mesh)
     assert after["version"] == version
-    assert "running on the last valid config" in after["error"] and "team.yaml" in after["error"], after
+    assert "running on the last valid config" in after["error"] and "team.yaml" in after["error"], (
+        after
+    )
     write_policy(mesh, rules("deny"))
-    wait_until(lambda: list_status(mesh) == 403 and not policy_set(mesh).get("error"), DEADLINE,
-               "the fixed file applied, the error gone")
+    wait_until(
+        lambda: list_status(mesh) == 403 and not policy_set(mesh).get("error"),
+        DEADLINE,
+        "the fixed file applied, the error gone",
+    )
 
 
 async def test_a_stdio_connector_follows_the_reloads(mesh: Mesh) -> None:
@@ -239,11 +289,24 @@ async def test_a_stdio_connector_follows_the_reloads(mesh: Mesh) -> None:
     write_policy(mesh, rules("allow"))
     assert mesh_cli(mesh, "reload").returncode == 0
     params = StdioServerParameters(
-        command=sys.executable, env=mesh.env, cwd=str(mesh.tmp),
-        args=["-m", "agent_mesh", "--mcp", "--config", str(mesh.config_path), "--mcp-agent", "agent-x"])
+        command=sys.executable,
+        env=mesh.env,
+        cwd=str(mesh.tmp),
+        args=[
+            "-m",
+            "agent_mesh",
+            "--mcp",
+            "--config",
+            str(mesh.config_path),
+            "--mcp-agent",
+            "agent-x",
+        ],
+    )
 
     def owner(agent: str) -> str:  # the broker's affinity (bus/routing.py: rendezvous, crc32)
-        return max(["policy:0", "policy:1"], key=lambda s: zlib.crc32(s.encode() + b"\0" + agent.encode()))
+        return max(
+            ["policy:0", "policy:1"], key=lambda s: zlib.crc32(s.encode() + b"\0" + agent.encode())
+        )
 
     assert owner("agent-x") != owner("agent-0")
     path = {"path": str(mesh.data)}  # type: ignore[attr-defined]

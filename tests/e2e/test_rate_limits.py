@@ -33,18 +33,36 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mesh(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Iterator[Mesh]:
     config = {
         "policy_workers": 4,
-        "mcp_servers": [{"name": "filesystem", "command": npm_server("filesystem"), "args": [str(demo)]}],
+        "mcp_servers": [
+            {"name": "filesystem", "command": npm_server("filesystem"), "args": [str(demo)]}
+        ],
         "policies": [
             # the shipped example's policies (claude, default): no rate_limit, so no loop detection
             *yaml.safe_load(EXAMPLE.read_text())["policies"],
-            {"name": "bots", "agent": "bot-*", "rate_limit": {"max_per_minute": PER_MINUTE},
-             "rules": [{"tools": ["*"], "action": "deny"}]},
-            {"name": "capped", "agent": "capped", "rate_limit": {"max_total": 7},
-             "rules": [{"tools": ["*"], "action": "deny"}]},
-            {"name": "loops", "agent": "loop-*", "rate_limit": {"loop_window": "10s"},
-             "rules": [{"tools": ["filesystem.list_*"], "action": "allow"}]},
-            {"name": "strict", "agent": "strict", "rate_limit": {"loop_threshold": 1, "loop_window": "1m"},
-             "rules": [{"tools": ["filesystem.list_*"], "action": "allow"}]},
+            {
+                "name": "bots",
+                "agent": "bot-*",
+                "rate_limit": {"max_per_minute": PER_MINUTE},
+                "rules": [{"tools": ["*"], "action": "deny"}],
+            },
+            {
+                "name": "capped",
+                "agent": "capped",
+                "rate_limit": {"max_total": 7},
+                "rules": [{"tools": ["*"], "action": "deny"}],
+            },
+            {
+                "name": "loops",
+                "agent": "loop-*",
+                "rate_limit": {"loop_window": "10s"},
+                "rules": [{"tools": ["filesystem.list_*"], "action": "allow"}],
+            },
+            {
+                "name": "strict",
+                "agent": "strict",
+                "rate_limit": {"loop_threshold": 1, "loop_window": "1m"},
+                "rules": [{"tools": ["filesystem.list_*"], "action": "allow"}],
+            },
         ],
     }
     m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
@@ -55,11 +73,16 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Iterator[Mesh]
 async def _burst(mesh: Mesh, agent: str, n: int) -> Counter[int]:
     async with httpx.AsyncClient(base_url=mesh.url, timeout=30) as client:
         # Distinct params per call: this is about rate limits, not loop detection.
-        responses = await asyncio.gather(*(
-            client.post("/tool/filesystem.list_directory", json={"params": {"path": "/", "n": i}},
-                        headers={"Authorization": f"Bearer agent:{agent}"})
-            for i in range(n)
-        ))
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    "/tool/filesystem.list_directory",
+                    json={"params": {"path": "/", "n": i}},
+                    headers={"Authorization": f"Bearer agent:{agent}"},
+                )
+                for i in range(n)
+            )
+        )
     for r in responses:
         if r.status_code == 429:
             assert r.json()["policy"] == "rate_limited"
@@ -74,7 +97,9 @@ async def test_per_minute_limit_is_exact_across_four_policy_workers(mesh: Mesh) 
         assert counts == {403: PER_MINUTE, 429: CALLS - PER_MINUTE}, (agent, counts)
     served = mesh.http.get("/health").json()["services"]["policy"]["served"]
     assert len(served) == 4
-    assert sum(1 for n in served.values() if n > 0) >= 2, f"agents should spread over workers: {served}"
+    assert sum(1 for n in served.values() if n > 0) >= 2, (
+        f"agents should spread over workers: {served}"
+    )
 
 
 async def test_total_limit_is_exact(mesh: Mesh) -> None:
@@ -89,21 +114,35 @@ def test_readme_demo_run_again_and_again_is_never_refused(mesh: Mesh, demo: Path
         assert mesh.call("filesystem.list_directory", {"path": str(demo)}).status_code == 200
         move = {"source": f"{demo}/a", "destination": f"{demo}/b"}
         assert mesh.call("filesystem.move_file", move).status_code == 403
-        assert mesh.call("filesystem.list_directory", {"path": str(demo)}, agent=None).status_code == 403
+        assert (
+            mesh.call("filesystem.list_directory", {"path": str(demo)}, agent=None).status_code
+            == 403
+        )
 
 
 def test_loop_detection_refuses_the_fourth_identical_call(mesh: Mesh, demo: Path) -> None:
-    statuses = [mesh.call("filesystem.list_directory", {"path": str(demo)}, agent="loop-1")
-                for _ in range(4)]
+    statuses = [
+        mesh.call("filesystem.list_directory", {"path": str(demo)}, agent="loop-1")
+        for _ in range(4)
+    ]
     assert [r.status_code for r in statuses] == [200, 200, 200, 429]
     refused = statuses[-1].json()
     assert refused["policy"] == "rate_limited"
     assert refused["error"] == (
-        f"loop detected: agent loop-1 called filesystem.list_directory with the same params more "
-        f"than 3 times within 10s (policy loops: loop_threshold=3, loop_window=10s)")
+        "loop detected: agent loop-1 called filesystem.list_directory with the same params more "
+        "than 3 times within 10s (policy loops: loop_threshold=3, loop_window=10s)"
+    )
     # other params, or another agent of the same policy, are other calls
-    assert mesh.call("filesystem.list_directory", {"path": str(demo), "n": 1}, agent="loop-1").status_code == 200
-    assert mesh.call("filesystem.list_directory", {"path": str(demo)}, agent="loop-2").status_code == 200
+    assert (
+        mesh.call(
+            "filesystem.list_directory", {"path": str(demo), "n": 1}, agent="loop-1"
+        ).status_code
+        == 200
+    )
+    assert (
+        mesh.call("filesystem.list_directory", {"path": str(demo)}, agent="loop-2").status_code
+        == 200
+    )
 
 
 def test_loop_threshold_and_window_are_per_policy(mesh: Mesh, demo: Path) -> None:

@@ -78,9 +78,13 @@ class Everything:
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(NODE_BIN / "mcp-server-everything"), self.mode],
-                                         env={**os.environ, "PORT": str(self.port)},
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [str(NODE_BIN / "mcp-server-everything"), self.mode],
+                env={**os.environ, "PORT": str(self.port)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_until(self.listening, 20, f"server-everything {self.mode} on port {self.port}")
 
     def listening(self) -> bool:
@@ -97,23 +101,39 @@ class Everything:
             self.proc = None
 
 
-@pytest.fixture(scope="module", params=[("sse", "sse", "/sse"), ("streamable_http", "streamableHttp", "/mcp")],
-                ids=["sse", "streamable_http"])
-def remote(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, Everything, Relay]]:
+@pytest.fixture(
+    scope="module",
+    params=[("sse", "sse", "/sse"), ("streamable_http", "streamableHttp", "/mcp")],
+    ids=["sse", "streamable_http"],
+)
+def remote(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Mesh, Everything, Relay]]:
     transport, mode, path = request.param
     tmp = tmp_path_factory.mktemp(transport)
     server = Everything(mode, tmp)
     server.start()
     relay = Relay(server.port)
     config = {
-        "mcp_servers": [{"name": "everything", "transport": transport,
-                         "url": f"http://127.0.0.1:{relay.port}{path}",
-                         "headers": {"Authorization": SECRET, "X-Mesh-Test": transport},
-                         "timeout_seconds": 10}],
-        "policies": [{"name": "claude", "agent": "claude", "rules": [
-            {"tools": ["everything.echo", "everything.get-sum"], "action": "allow"},
-            {"tools": ["everything.*"], "action": "deny"}]}],
+        "mcp_servers": [
+            {
+                "name": "everything",
+                "transport": transport,
+                "url": f"http://127.0.0.1:{relay.port}{path}",
+                "headers": {"Authorization": SECRET, "X-Mesh-Test": transport},
+                "timeout_seconds": 10,
+            }
+        ],
+        "policies": [
+            {
+                "name": "claude",
+                "agent": "claude",
+                "rules": [
+                    {"tools": ["everything.echo", "everything.get-sum"], "action": "allow"},
+                    {"tools": ["everything.*"], "action": "deny"},
+                ],
+            }
+        ],
     }
     mesh = Mesh(tmp, config).start(timeout=60)  # a busy machine: node + the SDK import
     try:
@@ -143,7 +163,9 @@ def test_tools_calls_and_headers(remote: tuple[Mesh, Everything, Relay]) -> None
     assert f"authorization: {SECRET.lower()}" in seen and "x-mesh-test: " in seen
 
 
-def test_down_is_a_clear_503_and_back_up_serves_again(remote: tuple[Mesh, Everything, Relay]) -> None:
+def test_down_is_a_clear_503_and_back_up_serves_again(
+    remote: tuple[Mesh, Everything, Relay],
+) -> None:
     mesh, server, relay = remote
     workers = set(mesh.role_pids("upstream"))  # the worker and its warm spare
     server.kill()
@@ -155,7 +177,7 @@ def test_down_is_a_clear_503_and_back_up_serves_again(remote: tuple[Mesh, Everyt
         r = echo(mesh)
         seen.append(f"{r.status_code} {r.json().get('error')}")  # type: ignore[attr-defined]
         # (through the relay: it accepts, then closes since the server is gone)
-        return r.status_code == 503 and f":{relay.port}/" in seen[-1]  # type: ignore[attr-defined, no-any-return]
+        return r.status_code == 503 and f":{relay.port}/" in seen[-1]  # type: ignore[attr-defined]
 
     try:
         wait_until(refused_saying_why, 20, "calls refused with the cause while the server is down")

@@ -15,8 +15,19 @@ import pytest
 from tests.e2e.mesh import Mesh
 from tests.support import alive, descendants, npm_server, wait_until
 
-TRACE_FIELDS = {"trace_id", "session_id", "agent_id", "tool", "params", "policy", "policy_rule",
-                "status_code", "latency_ms", "error", "timestamp"}
+TRACE_FIELDS = {
+    "trace_id",
+    "session_id",
+    "agent_id",
+    "tool",
+    "params",
+    "policy",
+    "policy_rule",
+    "status_code",
+    "latency_ms",
+    "error",
+    "timestamp",
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +50,9 @@ def yaml_config(demo: Path) -> dict[str, object]:
     # The shipped example's policies, on a demo dir of our own.
     import yaml
 
-    example = yaml.safe_load((Path(__file__).parents[2] / "examples" / "filesystem.yaml").read_text())
+    example = yaml.safe_load(
+        (Path(__file__).parents[2] / "examples" / "filesystem.yaml").read_text()
+    )
     example["mcp_servers"][0].update(command=npm_server("filesystem"), args=[str(demo)])
     example["trace_file"] = "traces.jsonl"
     return dict(example)
@@ -56,7 +69,9 @@ def test_allowed_call_returns_the_real_listing(mesh: Mesh, demo: Path) -> None:
 
 
 def test_denied_tool_names_the_rule(mesh: Mesh, demo: Path) -> None:
-    r = mesh.call("filesystem.move_file", {"source": str(demo / "hello.txt"), "destination": str(demo / "x")})
+    r = mesh.call(
+        "filesystem.move_file", {"source": str(demo / "hello.txt"), "destination": str(demo / "x")}
+    )
     assert r.status_code == 403
     assert r.json()["policy"] == "deny"
     assert "policy claude" in r.json()["error"]
@@ -81,14 +96,19 @@ def test_unknown_tool_and_server_are_404(mesh: Mesh) -> None:
     [
         (b'{"params": ', {}, 400, "invalid JSON body"),
         (b'{"params": [1, 2]}', {}, 400, "params must be an object"),
-        (b'[]', {}, 400, "params must be an object"),
+        (b"[]", {}, 400, "params must be an object"),
         (b'{"params": {}}', {"Authorization": "Basic Zm9vOmJhcg=="}, 401, "Bearer agent:<id>"),
-        (b'x' * (1 << 20 + 1), {}, 413, "too large"),
+        (b"x" * (1 << 20 + 1), {}, 413, "too large"),
     ],
 )
-def test_bad_requests_get_precise_json_errors(mesh: Mesh, body: bytes, headers: dict[str, str], status: int,
-                                              needle: str) -> None:
-    headers = {"Authorization": "Bearer agent:claude", "Content-Type": "application/json", **headers}
+def test_bad_requests_get_precise_json_errors(
+    mesh: Mesh, body: bytes, headers: dict[str, str], status: int, needle: str
+) -> None:
+    headers = {
+        "Authorization": "Bearer agent:claude",
+        "Content-Type": "application/json",
+        **headers,
+    }
     r = mesh.http.post("/tool/filesystem.list_directory", content=body, headers=headers)
     assert r.status_code == status, r.text
     assert needle in r.json()["error"]
@@ -104,9 +124,15 @@ def test_unknown_route_and_method_are_json(mesh: Mesh) -> None:
 def test_tools_servers_health_version(mesh: Mesh) -> None:
     tools = {t["name"]: t for t in mesh.http.get("/tools").json()}
     assert "filesystem.read_text_file" in tools or "filesystem.read_file" in tools
-    assert tools["filesystem.list_directory"]["inputSchema"]["properties"]["path"]["type"] == "string"
+    assert (
+        tools["filesystem.list_directory"]["inputSchema"]["properties"]["path"]["type"] == "string"
+    )
     (server,) = mesh.http.get("/mcp-servers").json()
-    assert server["name"] == "filesystem" and server["status"] == "ready" and set(server["tools"]) == set(tools)
+    assert (
+        server["name"] == "filesystem"
+        and server["status"] == "ready"
+        and set(server["tools"]) == set(tools)
+    )
     health = mesh.http.get("/health").json()
     assert health["status"] == "ok" and health["upstreams"] == {"filesystem": "up"}
     assert health["tools"] == len(tools)
@@ -115,12 +141,22 @@ def test_tools_servers_health_version(mesh: Mesh) -> None:
 
 
 def test_every_call_is_traced_in_api_and_jsonl(mesh: Mesh, demo: Path) -> None:
-    r1 = mesh.call("filesystem.list_directory", {"path": str(demo)}, headers={"X-Session-Id": "s-42"})
-    r2 = mesh.call("filesystem.move_file", {"source": "a", "destination": "b"}, headers={"X-Session-Id": "s-42"})
+    r1 = mesh.call(
+        "filesystem.list_directory", {"path": str(demo)}, headers={"X-Session-Id": "s-42"}
+    )
+    r2 = mesh.call(
+        "filesystem.move_file",
+        {"source": "a", "destination": "b"},
+        headers={"X-Session-Id": "s-42"},
+    )
     ids = {r1.json()["trace_id"]: 200, r2.json()["trace_id"]: 403}
 
     def traced() -> list[dict[str, object]]:
-        return [t for t in mesh.http.get("/traces", params={"agent": "claude"}).json() if t["trace_id"] in ids]
+        return [
+            t
+            for t in mesh.http.get("/traces", params={"agent": "claude"}).json()
+            if t["trace_id"] in ids
+        ]
 
     wait_until(lambda: len(traced()) == 2, 5, "both traces in /traces")
     for trace in traced():
@@ -151,7 +187,7 @@ def test_killed_upstream_worker_fails_fast_then_recovers(mesh: Mesh, demo: Path)
     upstream_server = descendants(pid)
     assert upstream_server, "the worker should own its npm server process"
     os.kill(pid, signal.SIGKILL)
-    statuses = []
+    statuses: list[int] = []
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         started = time.monotonic()
@@ -163,13 +199,19 @@ def test_killed_upstream_worker_fails_fast_then_recovers(mesh: Mesh, demo: Path)
             break
         assert r.status_code in (200, 502, 503), r.text
         if r.status_code != 200:
-            assert r.json()["error"].startswith(("upstream unavailable: filesystem (",
-                                                 "upstream filesystem: its worker died during the call (")), r.text
+            assert r.json()["error"].startswith(
+                (
+                    "upstream unavailable: filesystem (",
+                    "upstream filesystem: its worker died during the call (",
+                )
+            ), r.text
         time.sleep(0.1)
     assert statuses[-1] == 200, statuses
     assert pid not in mesh.serving("filesystem") | set(mesh.role_pids("upstream"))
     # The dead worker's npm server must not linger as an orphan.
-    wait_until(lambda: not any(alive(p) for p in upstream_server), 5, "orphaned upstream server to exit")
+    wait_until(
+        lambda: not any(alive(p) for p in upstream_server), 5, "orphaned upstream server to exit"
+    )
 
 
 def test_mesh_cli_reads_the_running_mesh(mesh: Mesh, demo: Path) -> None:
@@ -178,23 +220,42 @@ def test_mesh_cli_reads_the_running_mesh(mesh: Mesh, demo: Path) -> None:
 
     r = mesh.call("filesystem.list_directory", {"path": str(demo), "cli": True})
     trace_id = r.json()["trace_id"]
-    wait_until(lambda: trace_id in str(mesh.http.get("/traces").json()), 5, "the trace to be stored")
+    wait_until(
+        lambda: trace_id in str(mesh.http.get("/traces").json()), 5, "the trace to be stored"
+    )
     env = {**os.environ, "MESH_URL": mesh.url}
     run = [sys.executable, "-c", "from agent_mesh.mesh_cli import main; main()"]
-    out = subprocess.run([*run, "--json", "traces", "--limit", "50"], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [*run, "--json", "traces", "--limit", "50"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert trace_id in {t["trace_id"] for t in json.loads(out.stdout)}
-    table = subprocess.run([*run, "servers"], env=env, capture_output=True, text=True, check=True).stdout
+    table = subprocess.run(
+        [*run, "servers"], env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert "NAME" in table and "TRANSPORT" in table
     assert "filesystem" in table and "ready" in table
-    down = subprocess.run([*run, "--url", "http://127.0.0.1:9", "pending"], env=env, capture_output=True, text=True)
+    down = subprocess.run(
+        [*run, "--url", "http://127.0.0.1:9", "pending"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert down.returncode != 0 and "cannot reach http://127.0.0.1:9" in down.stderr
 
 
 def test_a_callers_trace_is_in_its_next_traces_read(mesh: Mesh, demo: Path) -> None:
     """Read-your-writes: once a caller has its answer, the gateway's next /traces has the call."""
     for n in range(40):
-        tool, params = (("filesystem.list_directory", {"path": str(demo), "n": n}) if n % 2
-                        else ("filesystem.move_file", {"source": f"a{n}", "destination": "b"}))
+        tool, params = (
+            ("filesystem.list_directory", {"path": str(demo), "n": n})
+            if n % 2
+            else ("filesystem.move_file", {"source": f"a{n}", "destination": "b"})
+        )
         trace_id = mesh.call(tool, params, headers={"X-Session-Id": "ryw"}).json()["trace_id"]
         newest = mesh.http.get("/traces", params={"limit": 1}).json()
         assert [t["trace_id"] for t in newest] == [trace_id], f"call {n}: not yet in /traces"
@@ -208,5 +269,7 @@ def test_a_callers_trace_is_in_its_next_traces_read(mesh: Mesh, demo: Path) -> N
 def test_a_bad_limit_is_400_naming_it(mesh: Mesh, route: str, limit: str) -> None:
     r = mesh.http.get(route, params={"limit": limit})
     assert r.status_code == 400, r.text
-    assert r.json()["error"].startswith(f"invalid query parameter limit={limit!r}: expected "), r.json()
+    assert r.json()["error"].startswith(f"invalid query parameter limit={limit!r}: expected "), (
+        r.json()
+    )
     assert mesh.http.get(route, params={"limit": "3"}).status_code == 200

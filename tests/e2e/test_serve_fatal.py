@@ -27,9 +27,12 @@ def test_gateway_that_cannot_listen_stops_serve_with_the_reason(tmp_path: Path) 
     holder = socket.socket()
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     holder.bind(("127.0.0.1", port))
-    serve = subprocess.Popen([sys.executable, "-m", "agent_mesh", "serve", "--config", str(config)],
-                             env={**os.environ, "AGENT_MESH_HOME": str(tmp_path / "home")},
-                             stderr=subprocess.PIPE, text=True)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "agent_mesh", "serve", "--config", str(config)],
+        env={**os.environ, "AGENT_MESH_HOME": str(tmp_path / "home")},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert serve.stderr is not None
     lines: list[str] = []
     started = time.monotonic()
@@ -47,12 +50,17 @@ def test_gateway_that_cannot_listen_stops_serve_with_the_reason(tmp_path: Path) 
     assert time.monotonic() - started < GIVE_UP
     fatal = [line for line in lines if "could not be kept running" in line]
     assert fatal, lines
-    assert fatal[0].startswith(f"agent-mesh: gateway could not be kept running: gateway: port {port} is in use "
-                               f"(by pid {os.getpid()}")
+    assert fatal[0].startswith(
+        f"agent-mesh: gateway could not be kept running: gateway: port {port} is in use "
+        f"(by pid {os.getpid()}"
+    )
     assert f"set port: in {config} or --port (log: " in fatal[0]
     assert lines[-1] == "agent-mesh: stopping the mesh"
     log = next((tmp_path / "home").rglob("supervisord.log")).read_text()
     assert "gateway entered FATAL state" in log
-    leftovers = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
-                 if str(config) in cmdline(pid) and alive(pid)]
+    leftovers = [
+        pid
+        for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+        if str(config) in cmdline(pid) and alive(pid)
+    ]
     assert leftovers == [], "the tree outlived serve"

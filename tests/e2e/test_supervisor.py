@@ -271,12 +271,11 @@ def test_decisions_are_mirrored_to_the_memory_server_through_the_mesh(
     ).start()
     try:
         proc.wait_log("connected to the mesh at")
+        demo = mesh.demo  # type: ignore[attr-defined]
         assert (
-            mesh.call(
-                "fs.write_file", {"path": str(mesh.demo / "m.txt"), "content": "m"}
-            ).status_code
+            mesh.call("fs.write_file", {"path": str(demo / "m.txt"), "content": "m"}).status_code
             == 200
-        )  # type: ignore[attr-defined]
+        )
 
         def entities() -> dict[str, list[str]]:
             path = mesh.memory_file  # type: ignore[attr-defined]

@@ -25,8 +25,14 @@ LONG = "everything.trigger-long-running-operation"
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     config = {
-        "mcp_servers": [{"name": "everything", "command": npm_server("everything"), "args": ["stdio"],
-                         "timeout_seconds": TIMEOUT}],
+        "mcp_servers": [
+            {
+                "name": "everything",
+                "command": npm_server("everything"),
+                "args": ["stdio"],
+                "timeout_seconds": TIMEOUT,
+            }
+        ],
         "policies": [{"name": "all", "agent": "*", "rules": [{"tools": ["*"], "action": "allow"}]}],
     }
     m = Mesh(tmp_path_factory.mktemp("mesh"), config).start(timeout=60)
@@ -53,8 +59,11 @@ def _worker(mesh: Mesh) -> int:
 def _in_flight_then(mesh: Mesh, kill: int) -> httpx.Response:
     """A long call, and `kill` -9'd once the upstream holds it."""
     answer: list[httpx.Response] = []
-    thread = threading.Thread(target=lambda: answer.append(
-        mesh.call(LONG, {"duration": 30, "steps": 1, "n": uuid.uuid4().hex})))
+    thread = threading.Thread(
+        target=lambda: answer.append(
+            mesh.call(LONG, {"duration": 30, "steps": 1, "n": uuid.uuid4().hex})
+        )
+    )
     thread.start()
 
     def held() -> bool:
@@ -62,7 +71,9 @@ def _in_flight_then(mesh: Mesh, kill: int) -> httpx.Response:
         return any(w["inflight"] for s in servers for w in s["workers"])
 
     wait_until(held, 10, "the long call to reach the upstream")
-    time.sleep(0.2)  # the worker has written it to the server (inflight counts from the broker's send)
+    time.sleep(
+        0.2
+    )  # the worker has written it to the server (inflight counts from the broker's send)
     os.kill(kill, signal.SIGKILL)
     thread.join(20)
     (response,) = answer
@@ -76,7 +87,9 @@ def test_the_upstreams_own_error_is_a_502_that_says_so(mesh: Mesh) -> None:
     assert r.status_code == 502, r.text
     body = r.json()
     # [its JSON-RPC code] its message, as it sent it
-    assert body["error"].startswith("upstream error from everything.trigger-url-elicitation: [-32042] "), body
+    assert body["error"].startswith(
+        "upstream error from everything.trigger-url-elicitation: [-32042] "
+    ), body
     assert body["error"].endswith("This request requires browser-based authorization."), body
     assert body["policy"] == "allow"
     trace = _traced(mesh, body["trace_id"])
@@ -100,14 +113,18 @@ def test_the_upstream_server_gone_mid_call_is_a_502_naming_it(mesh: Mesh) -> Non
 def test_the_worker_dead_mid_call_is_a_502_naming_it(mesh: Mesh) -> None:
     r = _in_flight_then(mesh, _worker(mesh))
     assert r.status_code == 502, r.text
-    assert r.json()["error"] == ("upstream everything: its worker died during the call "
-                                 "(upstream.everything: worker died)"), r.json()
+    assert r.json()["error"] == (
+        "upstream everything: its worker died during the call (upstream.everything: worker died)"
+    ), r.json()
 
 
 def test_no_answer_in_time_is_a_504_naming_server_and_tool(mesh: Mesh) -> None:
     r = mesh.call(LONG, {"duration": 30, "steps": 1, "n": uuid.uuid4().hex})
     assert r.status_code == 504, r.text
-    assert r.json()["error"] == f"upstream timeout: {LONG} gave no answer in {TIMEOUT:g}s (cancelled upstream)"
+    assert (
+        r.json()["error"]
+        == f"upstream timeout: {LONG} gave no answer in {TIMEOUT:g}s (cancelled upstream)"
+    )
 
 
 async def test_over_mcp_the_upstreams_own_error_is_a_tool_error_that_says_so(mesh: Mesh) -> None:
@@ -116,5 +133,7 @@ async def test_over_mcp_the_upstreams_own_error_is_a_tool_error_that_says_so(mes
         result = await client.call_tool("everything.trigger-url-elicitation", params)
     assert result.is_error
     text = result.content[0].text  # type: ignore[union-attr]
-    assert text.startswith("upstream error from everything.trigger-url-elicitation: [-32042] "), text
+    assert text.startswith("upstream error from everything.trigger-url-elicitation: [-32042] "), (
+        text
+    )
     assert "unavailable" not in text

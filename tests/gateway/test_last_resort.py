@@ -35,8 +35,10 @@ class BrokenPipeline:
 
 
 def app() -> Any:
-    starlette = Starlette(routes=[Route("/broken", broken), Route("/fine", fine)],
-                          exception_handlers={Exception: last_resort.handler})
+    starlette = Starlette(
+        routes=[Route("/broken", broken), Route("/fine", fine)],
+        exception_handlers={Exception: last_resort.handler},
+    )
     return ToolRoute(LastResort(starlette), BrokenPipeline())  # type: ignore[arg-type]
 
 
@@ -46,17 +48,28 @@ def client() -> httpx.AsyncClient:
 
 
 def logged(caplog: pytest.LogCaptureFixture, trace_id: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "gateway.internal_error" and trace_id in r.getMessage()]
+    return [
+        r
+        for r in caplog.records
+        if r.name == "gateway.internal_error" and trace_id in r.getMessage()
+    ]
 
 
-@pytest.mark.parametrize(("method", "path", "headers"), [
-    ("GET", "/broken", {}),
-    ("GET", "/broken", {"X-Trace-Id": "given-by-the-caller"}),
-    ("POST", "/tool/fs.read_file", {"traceparent": "00-" + "ab" * 16 + "-00f067aa0ba902b7-01"}),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/broken", {}),
+        ("GET", "/broken", {"X-Trace-Id": "given-by-the-caller"}),
+        ("POST", "/tool/fs.read_file", {"traceparent": "00-" + "ab" * 16 + "-00f067aa0ba902b7-01"}),
+    ],
+)
 async def test_an_escaped_exception_is_a_json_500_logged_once_and_counted(
-        client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, method: str, path: str,
-        headers: dict[str, str]) -> None:
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+) -> None:
     before = last_resort.internal_errors()
     with caplog.at_level(logging.ERROR):
         r = await client.request(method, path, headers=headers, json={"params": {}})

@@ -14,17 +14,21 @@ import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
-from agent_mesh.config import load_config
+from agent_mesh.config_file import load_config
 from gateway.http import create_app
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "filesystem.yaml"
 
 
 @pytest.fixture
-async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[httpx.AsyncClient]:
     monkeypatch.setenv("AGENT_MESH_HOME", str(tmp_path))  # the gateway's trace journal goes there
     app = create_app(load_config(EXAMPLE), f"ipc://{tmp_path}/nobody.ipc")  # no lifespan: no bus
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://mesh") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://mesh"
+    ) as c:
         c.app = app  # type: ignore[attr-defined]
         yield c
 
@@ -44,16 +48,38 @@ async def test_the_document_is_valid_openapi_3_1(client: httpx.AsyncClient) -> N
 async def test_every_rest_route_is_in_the_document(client: httpx.AsyncClient) -> None:
     doc = await fetch(client)
     starlette = client.app.app.app  # type: ignore[attr-defined]  # ToolRoute → LastResort → Starlette
-    served = {(method.lower(), route.path.replace(":path", "").replace(":str", ""))
-              for route in starlette.routes if isinstance(route, Route) and route.methods
-              and route.path != "/ui/"  # the console's redirect to /ui
-              for method in route.methods - {"HEAD"}}
+    served = {
+        (method.lower(), route.path.replace(":path", "").replace(":str", ""))
+        for route in starlette.routes
+        if isinstance(route, Route)
+        and route.methods
+        and route.path != "/ui/"  # the console's redirect to /ui
+        for method in route.methods - {"HEAD"}
+    }
     documented = {(method, path) for path, item in doc["paths"].items() for method in item}
     assert served == documented
-    for required in ["/tool/{tool}", "/tools", "/mcp-servers", "/traces", "/sessions", "/sessions/{id}",
-                     "/approvals", "/approvals/{id}", "/approvals/{id}/{decision}", "/grants", "/grants/{id}",
-                     "/health", "/ready", "/version", "/openapi.json", "/metrics", "/reload", "/otel-traces",
-                     "/ui", "/ui/events"]:
+    for required in [
+        "/tool/{tool}",
+        "/tools",
+        "/mcp-servers",
+        "/traces",
+        "/sessions",
+        "/sessions/{id}",
+        "/approvals",
+        "/approvals/{id}",
+        "/approvals/{id}/{decision}",
+        "/grants",
+        "/grants/{id}",
+        "/health",
+        "/ready",
+        "/version",
+        "/openapi.json",
+        "/metrics",
+        "/reload",
+        "/otel-traces",
+        "/ui",
+        "/ui/events",
+    ]:
         assert required in doc["paths"], required
     assert "/mcp" not in doc["paths"]  # JSON-RPC: the MCP specification is its contract
 
@@ -75,8 +101,10 @@ async def test_every_operation_says_what_it_takes_and_answers(client: httpx.Asyn
              for answer in op["responses"].values() for link in answer.get("links", {}).values()]
     assert len(links) >= 5 and {link["operationId"] for link in links} <= ids  # stateful testing follows them
     limit = next(p for p in doc["paths"]["/traces"]["get"]["parameters"] if p["name"] == "limit")
-    assert limit["schema"] == {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "maxLength": 0}],
-                               "default": 0}
+    assert limit["schema"] == {
+        "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "maxLength": 0}],
+        "default": 0,
+    }
 
 
 def _examples(node: Any, schema: Any = None) -> list[tuple[Any, Any]]:
@@ -102,29 +130,64 @@ async def test_the_examples_fit_their_schemas(client: httpx.AsyncClient) -> None
         jsonschema.Draft202012Validator(resolver_doc).validate(example)
 
 
-@pytest.mark.parametrize(("path", "message"), [
-    ("/traces?limit=abc", "invalid query parameter limit='abc': expected a valid integer"),
-    ("/sessions?limit=-1", "invalid query parameter limit='-1': expected greater than or equal to 0"),
-    ("/approvals?limit=1.5", "invalid query parameter limit='1.5': expected a valid integer"),
-    ("/sessions/x?limit=%EF%BC%91", "invalid query parameter limit='１': expected a valid integer"),
-])
-async def test_a_bad_query_parameter_is_a_400_naming_it(client: httpx.AsyncClient, path: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/traces?limit=abc", "invalid query parameter limit='abc': expected a valid integer"),
+        (
+            "/sessions?limit=-1",
+            "invalid query parameter limit='-1': expected greater than or equal to 0",
+        ),
+        ("/approvals?limit=1.5", "invalid query parameter limit='1.5': expected a valid integer"),
+        (
+            "/sessions/x?limit=%EF%BC%91",
+            "invalid query parameter limit='１': expected a valid integer",
+        ),
+    ],
+)
+async def test_a_bad_query_parameter_is_a_400_naming_it(
+    client: httpx.AsyncClient, path: str, message: str
+) -> None:
     r = await client.get(path)
     assert (r.status_code, r.json()) == (400, {"error": message})
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (b"[1]", "invalid body: expected a JSON object, got an array"),
-    (b'{"tools": "fs.*", "duration": "1m"}', "invalid body.agent: field required"),
-    (b'{"agent": "", "tools": "fs.*", "duration": "1m"}', "invalid body.agent: string should have at least 1 character"),
-    (b'{"agent": "a", "tools": 5, "duration": "1m"}', "invalid body.tools: expected a valid string or a valid list"),
-    (b'{"agent": "a", "tools": ["fs.*", 3], "duration": "1m"}', "invalid body.tools[1]: expected a valid string"),
-    (b'{"agent": "a", "tools": "fs.*", "duration": 30}', "invalid body.duration: expected a valid string"),
-    (b'{"agent": "a\\ud800", "tools": "fs.*", "duration": "1m"}', ("invalid body.agent: string holds a lone "
-     "surrogate \\ud800 at character 1: not Unicode, which a JSON string must be")),
-    (b'{"agent": "a", "tools": "fs.*", "duration": "1m", "created_by": 7}',
-     "invalid body.created_by: expected a valid string"),
-])
-async def test_a_bad_body_is_a_400_naming_the_field(client: httpx.AsyncClient, body: bytes, message: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[1]", "invalid body: expected a JSON object, got an array"),
+        (b'{"tools": "fs.*", "duration": "1m"}', "invalid body.agent: field required"),
+        (
+            b'{"agent": "", "tools": "fs.*", "duration": "1m"}',
+            "invalid body.agent: string should have at least 1 character",
+        ),
+        (
+            b'{"agent": "a", "tools": 5, "duration": "1m"}',
+            "invalid body.tools: expected a valid string or a valid list",
+        ),
+        (
+            b'{"agent": "a", "tools": ["fs.*", 3], "duration": "1m"}',
+            "invalid body.tools[1]: expected a valid string",
+        ),
+        (
+            b'{"agent": "a", "tools": "fs.*", "duration": 30}',
+            "invalid body.duration: expected a valid string",
+        ),
+        (
+            b'{"agent": "a\\ud800", "tools": "fs.*", "duration": "1m"}',
+            (
+                "invalid body.agent: string holds a lone "
+                "surrogate \\ud800 at character 1: not Unicode, which a JSON string must be"
+            ),
+        ),
+        (
+            b'{"agent": "a", "tools": "fs.*", "duration": "1m", "created_by": 7}',
+            "invalid body.created_by: expected a valid string",
+        ),
+    ],
+)
+async def test_a_bad_body_is_a_400_naming_the_field(
+    client: httpx.AsyncClient, body: bytes, message: str
+) -> None:
     r = await client.post("/grants", content=body, headers={"content-type": "application/json"})
     assert (r.status_code, r.json()) == (400, {"error": message})

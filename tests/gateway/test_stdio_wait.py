@@ -23,12 +23,19 @@ from tests.support import npm_server
 from workers import upstream
 
 
-async def test_a_server_that_failed_to_start_is_not_waited_for(broker: Broker, endpoints: Endpoints,  # noqa: F811
-                                                               tmp_path: Path,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
-    servers = [McpServer(name="fs", command=npm_server("filesystem"), args=[str(tmp_path)]),
-               McpServer(name="missing", command="does-not-exist")]
-    workers = [asyncio.create_task(upstream.run(endpoints.requests, s, 0, str(tmp_path))) for s in servers]
+async def test_a_server_that_failed_to_start_is_not_waited_for(
+    broker: Broker,  # noqa: F811 - the fixture imported above
+    endpoints: Endpoints,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    servers = [
+        McpServer(name="fs", command=npm_server("filesystem"), args=[str(tmp_path)]),
+        McpServer(name="missing", command="does-not-exist"),
+    ]
+    workers = [
+        asyncio.create_task(upstream.run(endpoints.requests, s, 0, str(tmp_path))) for s in servers
+    ]
     try:
         async with BusClient(endpoints.requests) as client:
             catalog = Catalog(client, [s.name for s in servers])
@@ -38,8 +45,10 @@ async def test_a_server_that_failed_to_start_is_not_waited_for(broker: Broker, e
             assert catalog.servers["fs"].up  # waited for the one starting
             assert catalog.servers["missing"].reason == "command 'does-not-exist' not found on PATH"
             assert took < stdio.UPSTREAM_WAIT / 2, took  # not for the one that cannot start
-        assert "serving without upstreams that are down: missing (command 'does-not-exist' not found on PATH)" \
-            in caplog.text
+        assert (
+            "serving without upstreams that are down: missing (command 'does-not-exist' not found "
+            "on PATH)" in caplog.text
+        )
     finally:
         for task in workers:
             task.cancel()

@@ -18,10 +18,18 @@ def samples(metrics: CallMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]
     return out
 
 
-def record(agent: str = "a", tool: str = "fs.read", policy: str = "allow", status: int = 200,
-           **extra: Any) -> dict[str, Any]:
-    return trace_record(trace_id="t", agent_id=agent, tool=tool, policy=policy, status_code=status,
-                        latency_ms=1, **extra)
+def record(
+    agent: str = "a", tool: str = "fs.read", policy: str = "allow", status: int = 200, **extra: Any
+) -> dict[str, Any]:
+    return trace_record(
+        trace_id="t",
+        agent_id=agent,
+        tool=tool,
+        policy=policy,
+        status_code=status,
+        latency_ms=1,
+        **extra,
+    )
 
 
 def test_calls_by_tool_agent_decision_status() -> None:
@@ -32,15 +40,24 @@ def test_calls_by_tool_agent_decision_status() -> None:
     got = samples(m)
     labels = (("agent", "a"), ("decision", "allow"), ("status", "200"), ("tool", "fs.read"))
     assert got[("agent_mesh_calls_total", labels)] == 2
-    assert got[("agent_mesh_calls_total", (("agent", "a"), ("decision", "deny"), ("status", "403"),
-                                            ("tool", "fs.read")))] == 1
+    assert (
+        got[
+            (
+                "agent_mesh_calls_total",
+                (("agent", "a"), ("decision", "deny"), ("status", "403"), ("tool", "fs.read")),
+            )
+        ]
+        == 1
+    )
 
 
 def test_agents_past_the_limit_are_other() -> None:
     m = CallMetrics(max_agents=2)
     for agent in ("a", "b", "c", "d", "a"):
         m.observe(record(agent=agent))
-    agents = {dict(k[1])["agent"]: v for k, v in samples(m).items() if k[0] == "agent_mesh_calls_total"}
+    agents = {
+        dict(k[1])["agent"]: v for k, v in samples(m).items() if k[0] == "agent_mesh_calls_total"
+    }
     assert agents == {"a": 2, "b": 1, "other": 2}
 
 
@@ -56,12 +73,27 @@ def test_latencies_come_from_the_span_timings() -> None:
     span = {"start": 0, "end": 30 * ms, "upstream": [5 * ms, 25 * ms], "approval": [1 * ms, 4 * ms]}
     m.observe(record(policy="human_approval", approval_status="approved", span=span))
     got = samples(m)
-    assert got[("agent_mesh_call_duration_seconds_sum", (("decision", "human_approval"), ("tool", "fs.read")))] == 0.03
+    assert (
+        got[
+            (
+                "agent_mesh_call_duration_seconds_sum",
+                (("decision", "human_approval"), ("tool", "fs.read")),
+            )
+        ]
+        == 0.03
+    )
     assert got[("agent_mesh_upstream_duration_seconds_sum", (("tool", "fs.read"),))] == 0.02
     assert got[("agent_mesh_approval_wait_seconds_sum", (("status", "approved"),))] == 0.003
     # 0.5 ms is the first bucket: a sub-millisecond answer is not lumped with a slow one
-    assert got[("agent_mesh_call_duration_seconds_bucket", (("decision", "human_approval"), ("le", "0.0005"),
-                                                            ("tool", "fs.read")))] == 0
+    assert (
+        got[
+            (
+                "agent_mesh_call_duration_seconds_bucket",
+                (("decision", "human_approval"), ("le", "0.0005"), ("tool", "fs.read")),
+            )
+        ]
+        == 0
+    )
 
 
 def test_rate_limit_refusals_say_which_limit() -> None:
@@ -75,7 +107,15 @@ def test_rate_limit_refusals_say_which_limit() -> None:
 
 def test_resource_reads_and_many_tools_stay_bounded() -> None:
     m = CallMetrics(max_tools=2)
-    for tool in ("fs.resource:file:///a", "fs.resource:file:///b", "git.log", "git.made-up", "git.other-made-up"):
+    for tool in (
+        "fs.resource:file:///a",
+        "fs.resource:file:///b",
+        "git.log",
+        "git.made-up",
+        "git.other-made-up",
+    ):
         m.observe(record(tool=tool))
-    tools = {dict(k[1])["tool"]: v for k, v in samples(m).items() if k[0] == "agent_mesh_calls_total"}
+    tools = {
+        dict(k[1])["tool"]: v for k, v in samples(m).items() if k[0] == "agent_mesh_calls_total"
+    }
     assert tools == {"fs.resource": 2, "git.log": 1, "other": 2}

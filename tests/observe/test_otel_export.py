@@ -30,16 +30,28 @@ class Ok(BaseHTTPRequestHandler):
 
 def record() -> dict[str, Any]:
     t = time.time_ns()
-    return trace_record(trace_id="ab" * 16, agent_id="a", tool="fs.read", policy="allow", status_code=200,
-                        latency_ms=1, span={"id": "cd" * 8, "start": t, "end": t + 1000, "upstream": [t, t + 10]})
+    return trace_record(
+        trace_id="ab" * 16,
+        agent_id="a",
+        tool="fs.read",
+        policy="allow",
+        status_code=200,
+        latency_ms=1,
+        span={"id": "cd" * 8, "start": t, "end": t + 1000, "upstream": [t, t + 10]},
+    )
 
 
-def test_collector_down_then_back(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_collector_down_then_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(otel_export, "RETRY_EVERY", 0.3)
     port = free_port()
     counts = {True: 0, False: 0}
-    exporter = SpanExport(f"http://127.0.0.1:{port}", schedule_delay_ms=50,
-                          counted=lambda ok, n: counts.__setitem__(ok, counts[ok] + n))
+    exporter = SpanExport(
+        f"http://127.0.0.1:{port}",
+        schedule_delay_ms=50,
+        counted=lambda ok, n: counts.__setitem__(ok, counts[ok] + n),
+    )
     caplog.set_level(logging.WARNING, logger=otel_export.__name__)
     try:
         exporter.export(record())
@@ -50,7 +62,12 @@ def test_collector_down_then_back(monkeypatch: pytest.MonkeyPatch, caplog: pytes
         server = ThreadingHTTPServer(("127.0.0.1", port), Ok)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
-            wait_until(lambda: exporter.export(record()) or not exporter.exporter.failing, 10, "export back")
+
+            def exported() -> bool:
+                exporter.export(record())
+                return not exporter.exporter.failing
+
+            wait_until(exported, 10, "export back")
             exporter.shutdown()  # flushed while the collector is still there
         finally:
             server.shutdown()
@@ -59,6 +76,10 @@ def test_collector_down_then_back(monkeypatch: pytest.MonkeyPatch, caplog: pytes
         exporter.shutdown()
     lines = [r.getMessage() for r in caplog.records if r.name == otel_export.__name__]
     assert len(lines) == 2, lines
-    assert lines[0].startswith(f"otel: cannot export spans to http://127.0.0.1:{port}/v1/traces (cannot connect")
-    assert lines[1].startswith(f"otel: exporting spans to http://127.0.0.1:{port}/v1/traces works again")
+    assert lines[0].startswith(
+        f"otel: cannot export spans to http://127.0.0.1:{port}/v1/traces (cannot connect"
+    )
+    assert lines[1].startswith(
+        f"otel: exporting spans to http://127.0.0.1:{port}/v1/traces works again"
+    )
     assert counts[True] >= 2

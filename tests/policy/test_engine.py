@@ -332,15 +332,23 @@ LOOPED = ("rate_limited", "loop_detection")
         # the selected (most specific) policy's settings apply, not a broader one's
         (
             [
-                _policy("pollers", "poll-*", _rule("allow", "*"), limit=RateLimit(loop_threshold=0)),
+                _policy(
+                    "pollers", "poll-*", _rule("allow", "*"), limit=RateLimit(loop_threshold=0)
+                ),
                 *LIMITED,
             ],
             [(0, "poll-1", "fs.read", {})] * 6,
             [("allow", "pollers")] * 6,
         ),
         (
-            [_policy("strict", "*", _rule("allow", "*"), limit=RateLimit(loop_threshold=1,
-                                                                          loop_window=2))],
+            [
+                _policy(
+                    "strict",
+                    "*",
+                    _rule("allow", "*"),
+                    limit=RateLimit(loop_threshold=1, loop_window=2),
+                )
+            ],
             [(0, "a", "t", {}), (1, "a", "t", {}), (2, "a", "t", {}), (2, "a", "t", {})],
             [("allow", "strict"), LOOPED, ("allow", "strict"), LOOPED],
         ),

@@ -156,7 +156,11 @@ def test_loop_detector(
         # loop_threshold 1: any repeat within the window is refused
         (RateLimit(loop_threshold=1, loop_window=5), [0, 4.9, 5], [None, "refused", None]),
         # a longer window
-        (RateLimit(loop_threshold=2, loop_window="1m"), [0, 30, 59, 60], [None, None, "refused", None]),
+        (
+            RateLimit.model_validate({"loop_threshold": 2, "loop_window": "1m"}),
+            [0, 30, 59, 60],
+            [None, None, "refused", None],
+        ),
         # 0 turns loop detection off
         (RateLimit(loop_threshold=0), [0] * 20, [None] * 20),
         # rate limits alone keep Go's default loop detection
@@ -172,7 +176,7 @@ def test_loop_detector_per_policy_settings(
 
 def test_loop_detector_names_the_settings() -> None:
     detector = LoopDetector()
-    limit = RateLimit(loop_threshold=1, loop_window="1m30s")
+    limit = RateLimit.model_validate({"loop_threshold": 1, "loop_window": "1m30s"})
     detector.record(("bots", "bot-1"), "t", {}, limit, T0)
     assert detector.check(("bots", "bot-1"), "t", {}, limit, T0 + 1) == (
         "loop detected: agent bot-1 called t with the same params more than 1 times within 90s "

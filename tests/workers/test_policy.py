@@ -16,13 +16,18 @@ from bus.worker import BusWorker
 from policy.model import Policy, RateLimit, Rule
 from workers.policy import PolicyService
 
-ONE_PER_MINUTE = Policy(name="bots", agent="bot", rate_limit=RateLimit(max_per_minute=1),
-                        rules=[Rule(tools=["*"], action="allow")])
+ONE_PER_MINUTE = Policy(
+    name="bots",
+    agent="bot",
+    rate_limit=RateLimit(max_per_minute=1),
+    rules=[Rule(tools=["*"], action="allow")],
+)
 
 
 async def _decide(client: BusClient, agent: str, tool: str, params: dict[str, Any]) -> Any:
-    return await client.request(POLICY, {"agent": agent, "tool": tool, "params": params},
-                                timeout=5, key=agent)
+    return await client.request(
+        POLICY, {"agent": agent, "tool": tool, "params": params}, timeout=5, key=agent
+    )
 
 
 async def test_a_wall_clock_step_does_not_reopen_the_rate_window(
@@ -68,27 +73,53 @@ async def test_a_newer_generation_is_fetched_once_and_keeps_the_windows(
 
     limited = RateLimit(max_per_minute=2)
     served: list[int] = []
-    newer = PolicySet.of([Policy(name="all", agent="*", rate_limit=limited,
-                                 rules=[Rule(tools=["t.*"], action="deny")])], 5)
+    newer = PolicySet.of(
+        [
+            Policy(
+                name="all",
+                agent="*",
+                rate_limit=limited,
+                rules=[Rule(tools=["t.*"], action="deny")],
+            )
+        ],
+        5,
+    )
 
     async def policyset(request: Any) -> Any:
         served.append(1)
         return newer.dump()
 
-    async with BusClient(endpoints.requests) as worker_client, BusClient(endpoints.requests) as client:
+    async with (
+        BusClient(endpoints.requests) as worker_client,
+        BusClient(endpoints.requests) as client,
+    ):
         service = PolicyService([_allow_all("all", limited)], worker_client)
-        workers = [BusWorker(endpoints.requests, POLICY, service.handle, capacity=16),
-                   BusWorker(endpoints.requests, POLICYSET, policyset, capacity=4)]
+        workers = [
+            BusWorker(endpoints.requests, POLICY, service.handle, capacity=16),
+            BusWorker(endpoints.requests, POLICYSET, policyset, capacity=4),
+        ]
         tasks = [asyncio.create_task(w.run()) for w in workers]
         try:
             await _registered(client, POLICY, POLICYSET)
-            first = await client.request(POLICY, {"agent": "a", "tool": "t.x", "params": {"n": 1},
-                                                  "generation": 0}, timeout=5, key="a")
+            first = await client.request(
+                POLICY,
+                {"agent": "a", "tool": "t.x", "params": {"n": 1}, "generation": 0},
+                timeout=5,
+                key="a",
+            )
             assert first["action"] == "allow" and first["version"] == service.current.version
             # Several calls naming generation 5 at once: one fetch, all decided by the new set.
-            answers = await asyncio.gather(*(client.request(
-                POLICY, {"agent": "b", "tool": "t.x", "params": {"n": i}, "generation": 5}, timeout=5, key="b")
-                for i in range(2)))
+            answers = await asyncio.gather(
+                *(
+                    client.request(
+                        POLICY,
+                        {"agent": "b", "tool": "t.x", "params": {"n": i}, "generation": 5},
+                        timeout=5,
+                        key="b",
+                    )
+                    for i in range(2)
+                )
+            )
             assert [a["action"] for a in answers] == ["deny", "deny"]
             assert {a["version"] for a in answers} == {newer.version} and len(served) == 1
             # Agent a's window (one call under the old set) carried over: one more, then 429.
@@ -106,14 +137,19 @@ async def test_a_newer_generation_is_fetched_once_and_keeps_the_windows(
 async def test_no_policyset_means_503_not_old_rules(broker: Broker, endpoints: Endpoints) -> None:
     from bus.errors import BusError
 
-    async with BusClient(endpoints.requests) as worker_client, BusClient(endpoints.requests) as client:
+    async with (
+        BusClient(endpoints.requests) as worker_client,
+        BusClient(endpoints.requests) as client,
+    ):
         service = PolicyService([_allow_all("all")], worker_client)
         worker = BusWorker(endpoints.requests, POLICY, service.handle, capacity=16)
         task = asyncio.create_task(worker.run())
         try:
             await _registered(client, POLICY)
             with pytest.raises(BusError) as info:
-                await client.request(POLICY, {"agent": "a", "tool": "t.x", "generation": 2}, timeout=5, key="a")
+                await client.request(
+                    POLICY, {"agent": "a", "tool": "t.x", "generation": 2}, timeout=5, key="a"
+                )
             assert info.value.code == 503
             assert "cannot get policy set generation 2 (have 0)" in info.value.message
             assert (await _decide(client, "a", "t.x", {}))["action"] == "allow"  # generation 0: any

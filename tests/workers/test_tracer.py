@@ -12,19 +12,39 @@ from workers.tracer import TraceStore
 
 
 def rec(trace_id: str, **fields: Any) -> TraceRecord:
-    base: dict[str, Any] = {"trace_id": trace_id, "agent_id": "a", "tool": "fs.read", "policy": "allow",
-                            "status_code": 200, "latency_ms": 3.4}
+    base: dict[str, Any] = {
+        "trace_id": trace_id,
+        "agent_id": "a",
+        "tool": "fs.read",
+        "policy": "allow",
+        "status_code": 200,
+        "latency_ms": 3.4,
+    }
     return TraceRecord(**trace_record(**{**base, **fields}))
 
 
 def pending(trace_id: str) -> TraceRecord:
-    return rec(trace_id, policy="human_approval", status_code=0, latency_ms=0, approval_id="p1",
-               approval_status="pending")
+    return rec(
+        trace_id,
+        policy="human_approval",
+        status_code=0,
+        latency_ms=0,
+        approval_id="p1",
+        approval_status="pending",
+    )
 
 
 def final(trace_id: str, **fields: Any) -> TraceRecord:
-    return rec(trace_id, policy="human_approval", approval_id="p1", approval_status="approved",
-               estimated_input_tokens=4, estimated_output_tokens=9, tokens_source="estimate", **fields)
+    return rec(
+        trace_id,
+        policy="human_approval",
+        approval_id="p1",
+        approval_status="approved",
+        estimated_input_tokens=4,
+        estimated_output_tokens=9,
+        tokens_source="estimate",
+        **fields,
+    )
 
 
 def test_final_record_replaces_the_provisional_one_in_place(tmp_path: Path) -> None:
@@ -43,7 +63,11 @@ def test_final_record_replaces_the_provisional_one_in_place(tmp_path: Path) -> N
     assert store.query(TraceQuery())[1]["error"] == ""
     lines = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert [(t["trace_id"], t.get("approval_status")) for t in lines] == [
-        ("t0", None), ("t1", "pending"), ("t2", None), ("t1", "approved")]
+        ("t0", None),
+        ("t1", "pending"),
+        ("t2", None),
+        ("t1", "approved"),
+    ]
 
 
 def test_provisional_and_final_in_one_batch(tmp_path: Path) -> None:
@@ -56,23 +80,46 @@ def test_provisional_and_final_in_one_batch(tmp_path: Path) -> None:
 
 def test_stats_are_gos_and_survive_a_restart(tmp_path: Path) -> None:
     store = TraceStore(tmp_path / "t.db", None)
-    store.record([rec("t0", estimated_input_tokens=2, estimated_output_tokens=5, tokens_source="estimate"),
-                  rec("t1", policy="deny", status_code=403, error="denied by policy p: no"), pending("t2"),
-                  rec("t3", policy="allow", status_code=502, error="upstream unavailable: fs")])
+    store.record(
+        [
+            rec(
+                "t0", estimated_input_tokens=2, estimated_output_tokens=5, tokens_source="estimate"
+            ),
+            rec("t1", policy="deny", status_code=403, error="denied by policy p: no"),
+            pending("t2"),
+            rec("t3", policy="allow", status_code=502, error="upstream unavailable: fs"),
+        ]
+    )
     store.record([final("t2", error="")])
-    expected = {"total": 4, "allowed": 2, "denied": 1, "human_approval": 1, "errors": 1,
-                "estimated_input_tokens": 6, "estimated_output_tokens": 14}
+    expected = {
+        "total": 4,
+        "allowed": 2,
+        "denied": 1,
+        "human_approval": 1,
+        "errors": 1,
+        "estimated_input_tokens": 6,
+        "estimated_output_tokens": 14,
+    }
     assert store.stats == expected
     assert TraceStore(tmp_path / "t.db", None).stats == expected  # counted from the table
 
 
 def test_sessions_are_gos_session_summaries(tmp_path: Path) -> None:
     store = TraceStore(tmp_path / "t.db", None)
-    store.record([rec("t0", session_id="s", agent_id="b"), rec("t1", session_id="s", tool="fs.list"),
-                  rec("t2", session_id="")])
+    store.record(
+        [
+            rec("t0", session_id="s", agent_id="b"),
+            rec("t1", session_id="s", tool="fs.list"),
+            rec("t2", session_id=""),
+        ]
+    )
     (summary,) = store.sessions(10)
     assert {k: summary[k] for k in ("session_id", "agent_id", "event_count", "tools")} == {
-        "session_id": "s", "agent_id": "b", "event_count": 2, "tools": ["fs.list", "fs.read"]}
+        "session_id": "s",
+        "agent_id": "b",
+        "event_count": 2,
+        "tools": ["fs.list", "fs.read"],
+    }
     assert summary["first_seen"] <= summary["last_seen"] and summary["agents"] == ["a", "b"]
 
 
@@ -86,10 +133,19 @@ def test_calls_sharing_the_agents_trace_are_each_stored(tmp_path: Path) -> None:
     assert len(store.record([final("shared", span={**b, "end": 4})])) == 1
     traces = store.query(TraceQuery())
     assert [(t["trace_id"], t["span"]["id"], t.get("approval_status")) for t in traces] == [
-        ("shared", "b" * 16, "approved"), ("shared", "a" * 16, None)]
+        ("shared", "b" * 16, "approved"),
+        ("shared", "a" * 16, None),
+    ]
     assert store.stats["total"] == 2
 
 
 def pending_with(span: dict[str, Any]) -> TraceRecord:
-    return rec("shared", policy="human_approval", status_code=0, latency_ms=0, approval_id="p1",
-               approval_status="pending", span=span)
+    return rec(
+        "shared",
+        policy="human_approval",
+        status_code=0,
+        latency_ms=0,
+        approval_id="p1",
+        approval_status="pending",
+        span=span,
+    )

@@ -21,8 +21,9 @@ LONG_OP = "trigger-long-running-operation"
 
 @pytest.fixture
 async def service() -> AsyncIterator[UpstreamService]:
-    server = McpServer(name="everything", command=npm_server("everything"), args=["stdio"],
-                       timeout_seconds=60)
+    server = McpServer(
+        name="everything", command=npm_server("everything"), args=["stdio"], timeout_seconds=60
+    )
     async with UpstreamClient(spec_for(server, str(REPO))) as client:
         yield UpstreamService(server, client)
 
@@ -45,12 +46,14 @@ async def test_a_passed_deadline_is_not_the_full_timeout(service: UpstreamServic
 async def test_the_remaining_deadline_bounds_the_call(service: UpstreamService) -> None:
     started = time.monotonic()
     with pytest.raises(BusError) as err:
-        await service.handle(_request({"tool": LONG_OP, "arguments": {"duration": 10, "steps": 2}},
-                                      remaining=0.5))
+        await service.handle(
+            _request({"tool": LONG_OP, "arguments": {"duration": 10, "steps": 2}}, remaining=0.5)
+        )
     assert err.value.code == frames.TIMEOUT and "gave no answer in 0.4" in err.value.message
     assert time.monotonic() - started < 3
     assert await service.handle(_request({"tool": "echo", "arguments": {"message": "hi"}}, 5)) == {
-        "content": [{"type": "text", "text": "Echo: hi"}]}
+        "content": [{"type": "text", "text": "Echo: hi"}]
+    }
 
 
 async def test_calls_held_by_a_dying_server_say_it_went_away(endpoints: Any, broker: Any) -> None:
@@ -63,16 +66,24 @@ async def test_calls_held_by_a_dying_server_say_it_went_away(endpoints: Any, bro
     from bus.client import BusClient
     from workers.upstream import _serve
 
-    server = McpServer(name="everything", command=npm_server("everything"), args=["stdio"], timeout_seconds=60)
+    server = McpServer(
+        name="everything", command=npm_server("everything"), args=["stdio"], timeout_seconds=60
+    )
     client = UpstreamClient(spec_for(server, str(REPO)))
     await client.start()
     serving = asyncio.create_task(_serve(endpoints.requests, server, "everything:0", client))
     try:
         async with BusClient(endpoints.requests) as bus:
-            await bus.request("upstream.everything", {"tool": "echo", "arguments": {"message": "up"}}, timeout=10)
+            await bus.request(
+                "upstream.everything", {"tool": "echo", "arguments": {"message": "up"}}, timeout=10
+            )
             body = {"tool": LONG_OP, "arguments": {"duration": 30, "steps": 1}}
-            calls = [asyncio.create_task(bus.request("upstream.everything", {**body, "n": n}, timeout=20))
-                     for n in range(8)]
+            calls = [
+                asyncio.create_task(
+                    bus.request("upstream.everything", {**body, "n": n}, timeout=20)
+                )
+                for n in range(8)
+            ]
             await asyncio.sleep(0.5)  # all of them written to the server
             assert client.pid is not None
             os.kill(client.pid, signal.SIGKILL)

@@ -20,9 +20,10 @@ from bus.endpoints import Endpoints
 from bus.messages import upstream_down_service
 from tests.support import REPO, npm_server
 from workers import upstream
-from workers.mcp_client import UpstreamClient, UpstreamGone
+from workers.mcp_client import UpstreamClient
 from workers.upstream import spec_for
 from workers.upstream_down import Backoff
+from workers.upstream_types import UpstreamGone
 
 
 def test_backoff_doubles_to_30s_and_resets_after_a_healthy_run() -> None:
@@ -69,8 +70,9 @@ async def _down_meta(client: BusClient, server: str) -> dict[str, Any] | None:
     return workers[0]["meta"] if workers else None
 
 
-async def test_the_worker_backs_off_and_says_why_on_the_bus(broker: Broker, endpoints: Endpoints,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_worker_backs_off_and_says_why_on_the_bus(
+    broker: Broker, endpoints: Endpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
     attempts: list[float] = []
     original = UpstreamClient.start
 
@@ -104,7 +106,9 @@ async def test_the_worker_backs_off_and_says_why_on_the_bus(broker: Broker, endp
             await asyncio.sleep(0.05)
 
 
-async def test_the_reason_goes_once_an_upstream_runs(broker: Broker, endpoints: Endpoints, tmp_path: Path) -> None:
+async def test_the_reason_goes_once_an_upstream_runs(
+    broker: Broker, endpoints: Endpoints, tmp_path: Path
+) -> None:
     link = tmp_path / "server"  # missing at first, then the real server appears
     server = McpServer(name="fs", command=str(link), args=[str(tmp_path)])
     worker = asyncio.create_task(upstream.run(endpoints.requests, server, 0, str(tmp_path)))

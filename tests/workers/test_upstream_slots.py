@@ -17,13 +17,16 @@ from tests.support import wait_until
 from workers.upstream_slots import POLL, SlotClaim, candidates
 
 
-@pytest.mark.parametrize(("slot", "workers", "expected"), [
-    (0, 1, [0]),  # the one worker
-    (1, 1, [0]),  # its warm spare
-    (1, 3, [1, 0, 2]),  # its own slot first
-    (3, 3, [0, 1, 2]),  # the spare of three
-    (5, 0, [5]),  # run by hand (workers: 0): only the slot it was given
-])
+@pytest.mark.parametrize(
+    ("slot", "workers", "expected"),
+    [
+        (0, 1, [0]),  # the one worker
+        (1, 1, [0]),  # its warm spare
+        (1, 3, [1, 0, 2]),  # its own slot first
+        (3, 3, [0, 1, 2]),  # the spare of three
+        (5, 0, [5]),  # run by hand (workers: 0): only the slot it was given
+    ],
+)
 def test_candidates(slot: int, workers: int, expected: list[int]) -> None:
     assert candidates(slot, workers) == expected
 
@@ -49,7 +52,11 @@ def test_each_slot_has_one_holder_and_the_spare_waits(tmp_path: Path) -> None:
 
 
 def test_a_killed_holders_slot_is_free_at_once(tmp_path: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import sys, time
 sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
 from pathlib import Path
@@ -57,7 +64,11 @@ from workers.upstream_slots import SlotClaim
 assert SlotClaim(Path({str(tmp_path)!r}), "fs", [0]).try_claim() == 0
 print("held", flush=True)
 time.sleep(60)
-"""], stdout=subprocess.PIPE, text=True)
+""",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         spare = SlotClaim(tmp_path, "fs", [0])

@@ -51,7 +51,7 @@ def parse_duration(text: str) -> float:
             raise ValueError(f"invalid duration {text!r}: expected a number at {s[pos:]!r}")
         unit = _UNIT.match(s, number.end())
         if unit is None:
-            rest = s[number.end():]
+            rest = s[number.end() :]
             what = f"unknown unit {rest!r}" if rest else "missing unit"
             raise ValueError(
                 f"invalid duration {text!r}: {what} after {number.group()!r} "

@@ -93,9 +93,11 @@ def _operation(route: ApiRoute, path: str, key_map: dict[Key, dict[str, Any]]) -
         content: dict[str, Any] = {"schema": key_map[(answer.shape, "serialization")]}
         if answer.example is not None:
             content["example"] = answer.example
-        operation["responses"][str(status)] = {"description": answer.description,
-                                               "content": {answer.media_type: content},
-                                               **({"links": answer.links} if answer.links else {})}
+        operation["responses"][str(status)] = {
+            "description": answer.description,
+            "content": {answer.media_type: content},
+            **({"links": answer.links} if answer.links else {}),
+        }
     return operation
 
 

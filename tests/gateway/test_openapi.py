@@ -97,9 +97,16 @@ async def test_every_operation_says_what_it_takes_and_answers(client: httpx.Asyn
             if any(p["name"] == "limit" for p in operation["parameters"]):
                 assert "400" in operation["responses"], where
     ids = {op["operationId"] for item in doc["paths"].values() for op in item.values()}
-    links = [link for item in doc["paths"].values() for op in item.values()
-             for answer in op["responses"].values() for link in answer.get("links", {}).values()]
-    assert len(links) >= 5 and {link["operationId"] for link in links} <= ids  # stateful testing follows them
+    links = [
+        link
+        for item in doc["paths"].values()
+        for op in item.values()
+        for answer in op["responses"].values()
+        for link in answer.get("links", {}).values()
+    ]
+    assert (
+        len(links) >= 5 and {link["operationId"] for link in links} <= ids
+    )  # stateful testing follows them
     limit = next(p for p in doc["paths"]["/traces"]["get"]["parameters"] if p["name"] == "limit")
     assert limit["schema"] == {
         "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "maxLength": 0}],

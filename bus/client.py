@@ -19,14 +19,13 @@ from bus import frames
 from bus.endpoints import CurveClient
 from bus.errors import BusError, bad_request, received, timed_out, unavailable
 from bus.json_values import refusal
-from bus.transport import AUTH_FAILED, DISCONNECTED, HANDSHAKE_FAILED, AsyncDealer
+from bus.transport import DISCONNECTED, HANDSHAKE_FAILED, AsyncDealer, RefusedHandshakes
 
 log = logging.getLogger(__name__)
 
 PartialHandler = Callable[[Any], None]
 _GRACE = 0.25  # local deadline slack, so the broker's TIMEOUT (which names the service) wins
 _CONNECT_WAIT = 1.0  # how long a request may wait for the broker connection to come up
-_REFUSED_LOG_EVERY = 10.0  # s between two warnings about a refused CURVE handshake
 # The message of the UNAVAILABLE error for requests sent over a connection that then dropped:
 # unlike other failures, such a request may or may not have reached its worker.
 CONNECTION_LOST = "broker connection lost"
@@ -61,7 +60,7 @@ class BusClient:
         self.ctx = ctx or zmq.Context.instance()
         self.curve = curve
         self._connection = 0  # +1 each time the broker connection drops
-        self._refused_logged = 0.0
+        self._refused = RefusedHandshakes(log)
         self._ids = itertools.count(1)
         self._calls: dict[int, _Call] = {}
         self._dealer: AsyncDealer | None = None
@@ -110,15 +109,7 @@ class BusClient:
             self._connection += 1
             self._fail_sent_over(lost, unavailable(CONNECTION_LOST))
         elif event in HANDSHAKE_FAILED:
-            now = time.monotonic()
-            if now - self._refused_logged > _REFUSED_LOG_EVERY:
-                self._refused_logged = now
-                why = (
-                    "our key is not authorised"
-                    if event == AUTH_FAILED
-                    else "wrong keys or no CURVE"
-                )
-                log.error("broker at %s refused the CURVE handshake (%s)", self.endpoint, why)
+            self._refused(event, self.endpoint)
 
     async def request(
         self,

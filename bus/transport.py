@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import Callable
 
 import zmq
@@ -39,6 +40,28 @@ CONNECTED = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)  # connected and through the secu
 _MONITORED = CONNECTED | DISCONNECTED | sum(HANDSHAKE_FAILED)
 
 log = logging.getLogger(__name__)
+
+
+class RefusedHandshakes:
+    """Says a refused CURVE handshake on `logger`, at most once per EVERY seconds: ZeroMQ retries
+    the connection, and each retry is refused again. One place for the client and the worker."""
+
+    EVERY = 10.0
+
+    def __init__(self, logger: logging.Logger, prefix: str = "") -> None:
+        self.logger, self.prefix = logger, prefix
+        self._last = -self.EVERY - 1.0
+
+    def __call__(self, event: int, endpoint: str) -> None:
+        now = time.monotonic()
+        if now - self._last <= self.EVERY:
+            return
+        self._last = now
+        why = "our key is not authorised" if event == AUTH_FAILED else "wrong keys or no CURVE"
+        self.logger.error(
+            "%sbroker at %s refused the CURVE handshake (%s)", self.prefix, endpoint, why
+        )
+
 
 MessageHandler = Callable[[list[bytes]], None]
 EventHandler = Callable[[int, int], None]  # (event, value), zmq.EVENT_* numbers

@@ -26,7 +26,7 @@ from bus import frames
 from bus.endpoints import CurveClient
 from bus.errors import BusError, bad_request, internal
 from bus.json_values import refusal
-from bus.transport import AUTH_FAILED, CONNECTED, DISCONNECTED, HANDSHAKE_FAILED, AsyncDealer
+from bus.transport import CONNECTED, DISCONNECTED, HANDSHAKE_FAILED, AsyncDealer, RefusedHandshakes
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class BusWorker:
         self.ctx = ctx or zmq.Context.instance()
         self.curve = curve
         self._dealer: AsyncDealer | None = None
-        self._refused_logged = 0.0
+        self._refused = RefusedHandshakes(log, f"{self.service}: ")
         self._linked = False  # a connection to the broker is up (handshake done)
         self._tasks: dict[tuple[bytes, int], asyncio.Task[None]] = {}
         self._requests: dict[tuple[bytes, int], Request] = {}
@@ -194,20 +194,7 @@ class BusWorker:
             if not self._stopping:
                 self._ready()  # queued: the first thing the broker hears after the reconnect
         elif event in HANDSHAKE_FAILED:
-            now = time.monotonic()
-            if now - self._refused_logged > 10.0:
-                self._refused_logged = now
-                why = (
-                    "our key is not authorised"
-                    if event == AUTH_FAILED
-                    else "wrong keys or no CURVE"
-                )
-                log.error(
-                    "%s: broker at %s refused the CURVE handshake (%s)",
-                    self.service,
-                    self.endpoint,
-                    why,
-                )
+            self._refused(event, self.endpoint)
 
     def _forget_requests(self) -> None:
         """Cancel every request in progress: the broker has already failed them (or forgotten)."""

@@ -15,15 +15,13 @@ import zmq.asyncio
 
 from bus import frames
 
-_UPSTREAM = "upstream."  # bus.messages.UPSTREAM_PREFIX (the broker loads no message models)
-
 
 def worker_may_publish(service: str, topic: str) -> bool:
     """Whether a worker of `service` may publish `topic` (EVENT): a worker of `upstream.<name>`
     publishes `resource.<name>.<event>` and nothing else. Subscribers trust `worker.*` (the
     broker's) and `trace.*` (the trace writer's) events, and a remote worker must not forge those
     nor speak for another server."""
-    server = service.removeprefix(_UPSTREAM)
+    server = service.removeprefix(frames.UPSTREAM_PREFIX)
     prefix = f"resource.{server}."
     return server != service and topic.startswith(prefix) and len(topic) > len(prefix)
 

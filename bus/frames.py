@@ -58,6 +58,10 @@ HEARTBEAT_INTERVAL: Final = 0.5
 LIVENESS: Final = 3
 
 EMPTY_HEADER: Final = msgpack.packb({})
+# The services of upstream servers are `upstream.<server>` (bus/messages.py names them; the
+# broker, which loads no message models, checks what their workers may publish).
+UPSTREAM_PREFIX: Final = "upstream."
+
 # What unpacking a frame from the wire raises for bytes that are not a valid value.
 UNDECODABLE: Final = (ValueError, TypeError, msgpack.UnpackException)
 

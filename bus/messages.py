@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
+from bus import frames
+
 # Service names.
 POLICY = "policy"
 TRACES = "traces"
@@ -20,7 +22,7 @@ POLICYSET = "policyset"  # the current policy set, served by the gateway's reloa
 POLICY_SET_CHANGED = (
     "policy.set.changed"  # event: {generation, version}, after each accepted reload
 )
-UPSTREAM_PREFIX = "upstream."
+UPSTREAM_PREFIX = frames.UPSTREAM_PREFIX
 
 
 UPSTREAM_DOWN_PREFIX = "upstream-down."

@@ -82,17 +82,27 @@ def given_up(sock: Path) -> list[str]:
 
 def run(conf: Path, sock: Path) -> int:
     """Run supervisord on `conf` until it exits (its status) or gives up on a program (1)."""
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])
+    # The handlers come first: a SIGTERM between the start of supervisord and their installation
+    # would end us and leave the tree running, orphaned.
+    stopping: list[int] = []
+    proc: subprocess.Popen[bytes] | None = None
 
     def forward(signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
             reload_policies(sock)
             return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
+        stopping.append(signum)
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
+    if stopping:  # asked to stop before anything started
+        return 0
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])
+    if stopping:  # asked while it started
+        proc.send_signal(signal.SIGTERM)
     while True:
         try:
             return proc.wait(timeout=POLL)

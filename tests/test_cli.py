@@ -16,7 +16,7 @@ import yaml
 
 from agent_mesh.cli import _parser
 from agent_mesh.roles import ROLES
-from tests.support import free_port
+from tests.support import alive, cmdline, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -235,10 +235,16 @@ def test_serve_warns_of_a_server_that_cannot_start_and_serves_the_others(tmp_pat
             if line.startswith("agent-mesh: serving"):
                 break
     finally:
-        serve.terminate()
+        serve.terminate()  # at once: serve may be starting supervisord right now
         serve.wait(timeout=60)
     assert (
         f"agent-mesh: warning: {path}: mcp_servers[0] (missing): command 'nope-x' not found on "
         "PATH: "
         "it stays down until that is fixed"
     ) in lines, lines
+    left = [
+        pid
+        for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+        if str(tmp_path) in cmdline(pid) and alive(pid)
+    ]
+    assert left == [], "serve stopped, its tree did not"

@@ -62,7 +62,6 @@ from gateway.metrics_route import MetricsRoute
 from gateway.origins import allowed_origins
 from gateway.rest_tool import ToolRoute
 from observe.console import Console
-from observe.otlp_json import otlp_traces
 from policy.globs import glob_matches
 
 VERSION = version("agent-mesh")  # as installed, from pyproject.toml
@@ -323,6 +322,8 @@ class Gateway(FrontEnd):
         store = TraceQuery(
             agent=query.agent or None, tool=query.tool or None, limit=query.limit_or(200)
         )
+        from observe.otlp_json import otlp_traces  # not at start: a restarted gateway serves sooner
+
         return JSONResponse(otlp_traces((await self._trace_store(store.dump()))["traces"]))
 
     async def sessions(self, request: Request, query: Limited) -> Response:

@@ -13,8 +13,6 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -23,6 +21,8 @@ from bus.messages import APPROVAL, TRACES, UPSTREAM_DOWN_PREFIX, UPSTREAM_PREFIX
 from gateway import last_resort
 
 if TYPE_CHECKING:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
     from gateway.frontend import FrontEnd
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,10 @@ class MetricsRoute:
         catalog.add_worker_listener(lambda _servers: self.restarts.seen(catalog.services))
 
     async def handle(self, request: Request) -> Response:
+        # prometheus-client is imported at the first scrape: a restarted gateway serves sooner.
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from prometheus_client.core import GaugeMetricFamily
+
         if not self.enabled:
             return JSONResponse(
                 {"error": "metrics are off in this mesh's config (metrics: {enabled: false})"},
@@ -144,6 +148,8 @@ class MetricsRoute:
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     def _bus(self, services: dict[str, Any], bus_ok: bool) -> list[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         workers = GaugeMetricFamily(
             "agent_mesh_bus_workers", "Live workers of each bus service", labels=["service"]
         )
@@ -168,6 +174,8 @@ class MetricsRoute:
         ]
 
     def _upstreams(self, services: dict[str, Any]) -> list[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         state = GaugeMetricFamily(
             "agent_mesh_upstream_workers",
             "Upstream worker processes by state: serving (its MCP server runs), "
@@ -199,8 +207,12 @@ class MetricsRoute:
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    from prometheus_client.core import GaugeMetricFamily
+
     return GaugeMetricFamily(name, doc, value=value)
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    from prometheus_client.core import CounterMetricFamily
+
     return CounterMetricFamily(name, doc, value=value)

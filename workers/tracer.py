@@ -12,8 +12,10 @@ The JSONL file is append-only: there the later line of a trace_id supersedes the
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +27,10 @@ from bus.errors import bad_request
 from bus.events import Publisher
 from bus.messages import TRACES, TraceBatch, TraceQuery, TraceRecord
 from bus.worker import BusWorker, Request
-from observe.call_metrics import CallMetrics
 from policy.globs import glob_matches
 
 if TYPE_CHECKING:
+    from observe.call_metrics import CallMetrics
     from observe.otel_export import SpanExport
 
 _SCHEMA = """
@@ -210,15 +212,23 @@ class TraceService:
         self,
         store: TraceStore,
         events: Publisher | None = None,
-        metrics: CallMetrics | None = None,
+        metrics: CallMetrics | Callable[[], CallMetrics] | None = None,
         spans: SpanExport | None = None,
     ) -> None:
         self.store = store
         self.events = events
-        self.metrics = metrics  # every call of the tree is counted here (observe/call_metrics.py)
+        # Every call of the tree is counted here (observe/call_metrics.py); given as a factory it is
+        # made at the first request (prometheus-client is imported then, not while restarting).
+        self._metrics = metrics
         self.spans = (
             spans  # and exported to OpenTelemetry (observe/otel_export.py): queued, never awaited
         )
+
+    @property
+    def metrics(self) -> CallMetrics | None:
+        if callable(self._metrics):
+            self._metrics = self._metrics()
+        return self._metrics
 
     async def handle(self, request: Request) -> Any:
         body = request.body
@@ -227,8 +237,8 @@ class TraceService:
             if op == "record":
                 new = self.store.record(TraceBatch.model_validate(body).records)
                 for data in new:
-                    if self.metrics is not None:
-                        self.metrics.observe(data)
+                    if (metrics := self.metrics) is not None:
+                        metrics.observe(data)
                     if self.spans is not None:
                         self.spans.export(data)
                 if self.events is not None:  # live watchers (mesh watch, dashboards), updates too
@@ -242,12 +252,20 @@ class TraceService:
             if op == "stats":
                 return dict(self.store.stats)
             if op == "metrics":  # GET /metrics: the calls' counters, Prometheus text format
-                return {"text": self.metrics.exposition() if self.metrics is not None else ""}
+                return {
+                    "text": metrics.exposition() if (metrics := self.metrics) is not None else ""
+                }
         except ValidationError as exc:
             raise bad_request(
                 f"traces: invalid {op}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
             ) from None
         raise bad_request(f"traces: unknown op {op!r}")
+
+
+def _call_metrics(max_agents: int, max_tools: int) -> CallMetrics:
+    from observe.call_metrics import CallMetrics  # prometheus-client: imported at first use
+
+    return CallMetrics(max_agents, max_tools)
 
 
 async def run(
@@ -261,19 +279,21 @@ async def run(
     events = (
         Publisher(events_endpoint) if events_endpoint is not None else None
     )  # None: on another host
-    counting = (
-        CallMetrics(metrics.max_agents, metrics.max_tools)
-        if metrics is not None and metrics.enabled
-        else None
-    )
+    counting: Callable[[], CallMetrics] | None = None
+    if metrics is not None and metrics.enabled:
+        counting = functools.partial(_call_metrics, metrics.max_agents, metrics.max_tools)
+    service = TraceService(TraceStore(db_path, jsonl_path), events, counting)
     spans = None
     if otel_endpoint is not None:  # the SDK is imported only when export is on
+
+        def counted(ok: bool, n: int) -> None:
+            if (made := service.metrics) is not None:
+                made.spans_exported(ok, n)
+
         from observe.otel_export import SpanExport
 
-        spans = SpanExport(
-            otel_endpoint, counted=counting.spans_exported if counting is not None else None
-        )
-    service = TraceService(TraceStore(db_path, jsonl_path), events, counting, spans)
+        spans = SpanExport(otel_endpoint, counted=counted)
+        service.spans = spans
     try:
         # One at a time: SQLite has one writer, and ordering in the JSONL file follows arrival.
         await BusWorker(endpoint, TRACES, service.handle, capacity=1, slot="traces").run()

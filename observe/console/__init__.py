@@ -20,12 +20,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Protocol
 
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 
 from bus.events import Subscriber
 
@@ -42,7 +40,6 @@ class Host(Protocol):
 
 
 HERE = Path(__file__).parent
-TEMPLATES = Jinja2Templates(directory=HERE / "templates")
 # The page runs only its own script: no inline code, nothing from elsewhere, never in a frame.
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -60,6 +57,16 @@ class Console:
     def __init__(self, gateway: Host) -> None:
         self.gw = gateway
         self.streams = 0
+        self._templates: Any = None  # Jinja2Templates, made at the first page view
+
+    def templates(self) -> Any:
+        # Jinja2 and sse-starlette are imported when the console is first used, not when the
+        # gateway starts: a restarted gateway answers calls sooner.
+        if self._templates is None:
+            from starlette.templating import Jinja2Templates
+
+            self._templates = Jinja2Templates(directory=HERE / "templates")
+        return self._templates
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -79,14 +86,17 @@ class Console:
             "version": VERSION,
             "supervisor": config.supervisor.enabled,
         }
-        return TEMPLATES.TemplateResponse(
+        response: Response = self.templates().TemplateResponse(
             request, "console.html", context, headers=SECURITY_HEADERS
         )
+        return response
 
     async def events(self, request: Request) -> Response:
         """Every trace record the trace writer stores (new calls, a waiting call, its final
         record), as `event: trace` with the record as JSON; newest last, the page puts them
         first."""
+        from sse_starlette import EventSourceResponse
+
         if self.streams >= MAX_STREAMS:
             return JSONResponse(
                 {"error": f"too many live consoles ({MAX_STREAMS}); close one"}, status_code=503

@@ -41,6 +41,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mesh(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Iterator[Mesh]:
     config = {
         "auth": {"operator_token": TOKEN},
+        "metrics": {"enabled": False},  # (the console needs none; /metrics off is checked here too)
         "approval": {"timeout_seconds": 60, "memory_threshold": 0},
         "mcp_servers": [
             {"name": "filesystem", "command": npm_server("filesystem"), "args": [str(demo)]}
@@ -295,6 +296,9 @@ def test_console_security_edges(mesh: Mesh) -> None:
         == 404
     )
     assert mesh.http.post("/approvals/nope/approve", json={}, headers=own).status_code == 403
+    # metrics: {enabled: false} — /metrics says so.
+    off = mesh.http.get("/metrics")
+    assert off.status_code == 404 and "metrics are off" in off.json()["error"]
     # Live traces: a server-sent events stream that says hello first.
     with httpx.stream("GET", f"{mesh.url}/ui/events", timeout=10) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")

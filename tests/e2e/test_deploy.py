@@ -192,10 +192,14 @@ def test_the_generated_supervisord_conf_is_deploy_supervisord_conf(installed: In
 
 
 def test_the_guides_supervisorctl_commands(installed: Installed) -> None:
+    # Each role is STARTING for its startsecs (3 s) before supervisord calls it RUNNING.
+    def all_running() -> bool:
+        lines = installed.ctl("status").stdout.splitlines()
+        return len(lines) == 10 and all(" RUNNING " in line for line in lines)
+
+    wait_until(all_running, 30, "every program of the guide's tree RUNNING")
     status = installed.ctl("status")
     assert status.returncode == 0, status.stdout + status.stderr
-    lines = status.stdout.splitlines()
-    assert len(lines) == 10 and all(" RUNNING " in line for line in lines), status.stdout
     assert installed.ctl("stop", "policy:policy-1").stdout.strip() == "policy:policy-1: stopped"
     r = httpx.post(
         f"{installed.url}/tool/filesystem.list_allowed_directories",

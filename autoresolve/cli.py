@@ -109,9 +109,10 @@ async def _serve(loaded: Loaded, dry_run: bool) -> int:
         cleanup.push_async_callback(api.aclose)
         process = None
         if settings.mesh_process.enabled:
-            from autoresolve.mesh_process import MeshProcess
+            from autoresolve.mesh_process import MeshProcess, become_subreaper
 
             process = MeshProcess(loaded, api)  # a bad mesh config: one line, before anything runs
+            become_subreaper()  # orphans of a kill -9 of the mesh are ours to stop
             cleanup.push_async_callback(process.close)
         memory = Memory(loaded.memory_path)
         cleanup.callback(memory.close)

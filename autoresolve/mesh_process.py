@@ -64,7 +64,6 @@ class MeshProcess:
         self.failures = 0  # consecutive unanswered health checks
         self.starts = 0  # consecutive starts that never got healthy
         self.up = asyncio.Event()  # set each time a mesh we started is up (the poll loop's wake)
-        _become_subreaper()
 
     # -- the watch ------------------------------------------------------------------------------
 
@@ -295,7 +294,9 @@ def _state_dir(config: Path) -> Path:
         ) from None
 
 
-def _become_subreaper() -> None:
+def become_subreaper() -> None:
+    """Called by the supervisor's process only (cli.py), never on construction: a test process
+    that became a subreaper would collect every orphan of the suite as an unreaped zombie."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

@@ -3,7 +3,7 @@ as docs/deploy.md (and scripts/deploy) say. After a change to the launcher or th
 
     python scripts/deploy_conf.py > deploy/supervisord.conf
 
-tests/test_deploy_files.py fails until the file is regenerated.
+tests/repo/test_deploy_files.py fails until the file is regenerated.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import yaml
 from agent_mesh.config_file import load_config
 from agent_mesh.launcher import supervisor_conf
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _programs(text: str) -> dict[str, configparser.SectionProxy]:

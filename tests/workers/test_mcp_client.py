@@ -3,7 +3,7 @@
 The upstreams are the npm reference servers pinned in package.json, run with
 `node` straight from node_modules/.bin (deterministic, no npm wrapper, ~0.5 s to
 start); one test goes through `npx` on purpose, to cover a launcher dying while
-its child keeps the pipes. Run `npm ci` in the repo root to enable these tests.
+its child keeps the pipes. `npm ci` in the repo root installs them (scripts/test does).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from tests.support import REPO, npm_server
 from workers import mcp_client
 from workers.mcp_client import UpstreamClient
 from workers.upstream_types import (
@@ -34,16 +35,11 @@ from workers.upstream_types import (
     UpstreamTimeout,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / "node_modules" / ".bin"
-EVERYTHING = BIN / "mcp-server-everything"
-FILESYSTEM = BIN / "mcp-server-filesystem"
-NODE = shutil.which("node")
-
-pytestmark = pytest.mark.skipif(
-    NODE is None or not EVERYTHING.exists() or not FILESYSTEM.exists(),
-    reason="npm upstreams not installed: run `npm ci` in the repo root (needs node)",
-)
+ROOT = REPO
+EVERYTHING = npm_server("everything")
+FILESYSTEM = npm_server("filesystem")
+# A missing node is an install problem (.ci/run installs it): the module fails, never skips.
+NODE = shutil.which("node") or pytest.fail("node not found: install nodejs (.ci/run does)")
 
 LONG_OP = "trigger-long-running-operation"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOCS = sorted([REPO / "README.md", REPO / "bus" / "PROTOCOL.md", *(REPO / "docs").glob("*.md")])
 
 _LINK = re.compile(r"\]\(([^)\s]+)\)")  # [text](target)

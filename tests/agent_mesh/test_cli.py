@@ -18,7 +18,7 @@ from agent_mesh.cli import _parser
 from agent_mesh.roles import ROLES
 from tests.support import alive, cmdline, free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def agent_mesh(

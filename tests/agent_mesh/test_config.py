@@ -64,7 +64,7 @@ policies:
 """
 
 SPEC_EXAMPLES = [
-    Path(__file__).resolve().parent.parent / "examples" / "filesystem.yaml",
+    Path(__file__).resolve().parents[2] / "examples" / "filesystem.yaml",
     Path("/work/shared/spec/examples/filesystem.yaml"),
 ]
 
@@ -1007,7 +1007,7 @@ def test_condition_v2_loads_from_policy_dir(tmp_path: Path) -> None:
 def test_live_policies_example_loads_and_decides() -> None:
     from policy.engine import PolicyEngine
 
-    example = Path(__file__).resolve().parent.parent / "examples" / "live-policies" / "mesh.yaml"
+    example = Path(__file__).resolve().parents[2] / "examples" / "live-policies" / "mesh.yaml"
     engine = PolicyEngine(load_config(example).config.policies)
 
     def action(tool: str, **params: object) -> str:
@@ -1066,7 +1066,7 @@ def test_openapi_sources_and_the_openapi_flag(
 def test_check_reads_openapi_documents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from agent_mesh.check import check
 
-    spec = Path(__file__).parents[1] / "examples" / "openapi" / "petstore.yaml"
+    spec = Path(__file__).resolve().parents[2] / "examples" / "openapi" / "petstore.yaml"
     ok = load_config(
         write(
             tmp_path, "ok.yaml", f"openapi:\n  - {{file: {spec}}}\n  - {{file: {spec}, name: b}}\n"

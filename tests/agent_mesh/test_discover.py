@@ -9,8 +9,8 @@ import yaml
 
 from agent_mesh.config_file import load_config
 from policy.engine import PolicyEngine
+from tests.agent_mesh.test_cli import agent_mesh, one_line_failure
 from tests.support import npm_server
-from tests.test_cli import agent_mesh, one_line_failure
 
 
 def write_config(tmp: Path, *extra: dict[str, object]) -> Path:

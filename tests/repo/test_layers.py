@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ["agent_mesh", "bus", "policy", "workers", "gateway", "observe", "autoresolve"]
 
 # package -> top-level packages of the project it must not import

@@ -15,11 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from agent_mesh.config import LoadedConfig
 from agent_mesh.errors import UserError
 from agent_mesh.state import make_state_dir
 from bus.endpoints import Endpoints
 from bus.state_dir import StateDir, running_pid
+from mesh_config.model import LoadedConfig
 
 START_TIMEOUT = 60.0
 

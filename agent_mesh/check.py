@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from agent_mesh.config import LoadedConfig
+from mesh_config.model import LoadedConfig
 from workers import cli_runner
 from workers.commands import command_problem
 

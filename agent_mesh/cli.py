@@ -13,10 +13,10 @@ from typing import NoReturn
 
 import agent_mesh
 from agent_mesh import keys
-from agent_mesh.config import ConfigError, LoadedConfig
-from agent_mesh.config_file import ENV_OPENAPI, ENV_OPENAPI_BACKEND, load_config
 from agent_mesh.errors import UserError
 from agent_mesh.roles import ROLES
+from mesh_config.file import ENV_OPENAPI, ENV_OPENAPI_BACKEND, load_config
+from mesh_config.model import ConfigError, LoadedConfig
 
 DEFAULT_CONFIG = "agent-mesh.yaml"
 CONFIG_HELP = f"the mesh's config file (default {DEFAULT_CONFIG})"
@@ -276,7 +276,7 @@ def _main(argv: list[str], debug: bool) -> int:
     args = parser.parse_args(argv)
     if args.backend and not args.openapi:
         parser.error("--backend goes with --openapi (the API whose base URL it is)")
-    if args.openapi:  # every process of the tree loads it too (agent_mesh/config_file.py)
+    if args.openapi:  # every process of the tree loads it too (mesh_config/file.py)
         os.environ[ENV_OPENAPI] = args.openapi
         os.environ[ENV_OPENAPI_BACKEND] = args.backend or ""
     if args.mcp:

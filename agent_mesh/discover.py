@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent_mesh.config import LoadedConfig
 from agent_mesh.errors import UserError
 from agent_mesh.starter_policy import Tool, one_line, render
+from mesh_config.model import LoadedConfig
 
 START_TIMEOUT = 30.0  # s for one source to start and list its tools
 

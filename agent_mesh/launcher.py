@@ -14,10 +14,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from agent_mesh.config import LoadedConfig
 from agent_mesh.roles import broker_remote
 from agent_mesh.state import logs_dir, make_state_dir
 from bus.state_dir import StateDir, running_pid
+from mesh_config.model import LoadedConfig
 
 CONF_NAME = "supervisord.conf"
 

@@ -27,12 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent_mesh.config import Config, ConfigError, LoadedConfig
-from agent_mesh.config_file import load_config
 from bus.events import Publisher
 from bus.messages import POLICY_SET_CHANGED, POLICYSET
 from bus.state_dir import StateDir
 from bus.worker import BusWorker, Request
+from mesh_config.file import load_config
+from mesh_config.model import Config, ConfigError, LoadedConfig
 from policy.policyset import PolicySet
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvloop
 
-from agent_mesh.config import LoadedConfig
 from bus.endpoints import CurveClient, CurveServer, Endpoints, KeysError, parse_tcp, use_curve
 from bus.state_dir import StateDir
+from mesh_config.model import LoadedConfig
 
 if TYPE_CHECKING:
     from bus.broker import Broker

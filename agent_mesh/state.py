@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent_mesh.config import LoadedConfig
 from agent_mesh.errors import UserError
 from bus.state_dir import StateDir
+from mesh_config.model import LoadedConfig
 
 ENV_LOGS = "AGENT_MESH_LOGS"  # where the tree's logs go (default <state>/logs)
 

@@ -18,11 +18,11 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from agent_mesh.config import ConfigError
 from autoresolve.config import Loaded, load
 from autoresolve.decide import by_rules, call_of
 from autoresolve.memory import Memory
 from autoresolve.mesh_process import MeshProcessError
+from mesh_config.model import ConfigError
 
 DEFAULT_CONFIG = "supervisor.yaml"
 

@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
-from agent_mesh.config import ConfigError, Duration, HttpUrl, _Section
-from agent_mesh.config_file import _read_mapping, _where
 from autoresolve.conditions import Call, Condition, parse
+from mesh_config.file import _read_mapping, _where
+from mesh_config.model import ConfigError, Duration, HttpUrl, _Section
 from policy.durations import parse_duration
 from policy.globs import glob_matches
 
@@ -176,7 +176,7 @@ class Loaded:
             return self.settings.mesh_url.rstrip("/")
         mesh = self.mesh_config_path
         if mesh is not None:
-            from agent_mesh.config_file import load_config
+            from mesh_config.file import load_config
 
             try:
                 config = load_config(mesh).config

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import IO
 
 from agent_mesh.attach import live_clients, take_lease
-from agent_mesh.config import ConfigError
-from agent_mesh.config_file import load_config
 from agent_mesh.proctree import alive, descendants
 from autoresolve.config import Loaded
 from autoresolve.mesh_api import MeshApi
 from bus.state_dir import StateDir, running_pid
+from mesh_config.file import load_config
+from mesh_config.model import ConfigError
 from policy.durations import parse_duration
 
 log = logging.getLogger("autoresolve.mesh")

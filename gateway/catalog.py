@@ -24,11 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_mesh.config_sources import DISPATCH, SUBCOMMAND, SourceRef
 from bus.client import BusClient
 from bus.errors import BusError
 from bus.events import Subscriber
 from bus.messages import UPSTREAM_DOWN_PREFIX, UPSTREAM_PREFIX
+from mesh_config.sources import DISPATCH, SUBCOMMAND, SourceRef
 
 log = logging.getLogger(__name__)
 

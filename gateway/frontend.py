@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_mesh.config import LoadedConfig
 from bus.client import BusClient
 from bus.state_dir import StateDir
 from gateway.catalog import Catalog
 from gateway.pipeline import Pipeline
 from gateway.policy_follower import PolicyFollower
 from gateway.trace_outbox import TraceOutbox
+from mesh_config.model import LoadedConfig
 
 
 class FrontEnd:

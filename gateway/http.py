@@ -25,7 +25,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from agent_mesh.config import LoadedConfig
 from agent_mesh.reload import Reloader
 from bus.errors import BusError, service_status, unavailable_service
 from bus.messages import (
@@ -61,6 +60,7 @@ from gateway.mcp_deferred import DeferredMcpHttp
 from gateway.metrics_route import MetricsRoute
 from gateway.origins import allowed_origins
 from gateway.rest_tool import ToolRoute
+from mesh_config.model import LoadedConfig
 from observe.console import Console
 from policy.globs import glob_matches
 

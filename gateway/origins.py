@@ -4,7 +4,7 @@ routes the console uses): the mesh's own address and `allowed_origins`. A reques
 
 from __future__ import annotations
 
-from agent_mesh.config import Config
+from mesh_config.model import Config
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 

@@ -21,7 +21,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_mesh.config_sources import DISPATCH
 from bus import frames
 from bus.client import CONNECTION_LOST, BusClient, PartialHandler
 from bus.errors import BusError, unavailable_service, upstream_failure
@@ -42,6 +41,7 @@ from gateway.outcome import Outcome, final_status
 from gateway.tokens import token_fields
 from gateway.trace_outbox import TraceOutbox
 from gateway.upstream_call import UpstreamCall
+from mesh_config.sources import DISPATCH
 from observe.traceparent import TraceParent, new_span_id
 
 POLICY_TIMEOUT = 5.0

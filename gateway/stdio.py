@@ -20,11 +20,11 @@ from mcp.server.runner import serve_loop
 from mcp.server.stdio import stdio_server
 
 from agent_mesh.attach import clients_dir, ensure_mesh
-from agent_mesh.config import LoadedConfig
 from bus.state_dir import StateDir, running_pid
 from gateway.frontend import FrontEnd
 from gateway.mcp_server import MeshMcp, new_session_id
 from gateway.stdio_lines import ScreenedLines
+from mesh_config.model import LoadedConfig
 
 log = logging.getLogger(__name__)
 

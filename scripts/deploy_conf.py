@@ -16,9 +16,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent_mesh.config import LoadedConfig
-from agent_mesh.config_file import load_config
 from agent_mesh.launcher import supervisor_conf
+from mesh_config.file import load_config
+from mesh_config.model import LoadedConfig
 
 CONFIG = Path("/etc/agent-mesh/agent-mesh.yaml")
 HOME = Path("/var/lib/agent-mesh")  # AGENT_MESH_HOME

@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from agent_mesh.config import Config
 from bus.errors import BusError, bad_request, forbidden
 from bus.messages import (
     APPROVAL,
@@ -37,6 +36,7 @@ from bus.messages import (
 )
 from bus.worker import BusWorker, Request
 from gateway.api_views import approval_view, rfc3339
+from mesh_config.model import Config
 from policy.approvals import injection_risk, param_shape, redact_content
 from policy.durations import parse_duration
 from policy.globs import glob_matches

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from importlib.metadata import version
 from typing import Any
 
-from agent_mesh.config_sources import CLI_DEFAULT_TIMEOUT, DISPATCH, SUBCOMMAND, CliTool
+from mesh_config.sources import CLI_DEFAULT_TIMEOUT, DISPATCH, SUBCOMMAND, CliTool
 from workers import cli_runner
 from workers.tool_source import LocalSource, ToolRefused, tool_result
 from workers.upstream_types import LogCallback, ProgressCallback, UpstreamError

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from agent_mesh.config_sources import OpenApiSource
+from mesh_config.sources import OpenApiSource
 from workers.openapi_spec import Operation, Spec, SpecError, load, parse_text
 from workers.tool_source import LocalSource, ToolRefused, tool_result
 from workers.upstream_types import LogCallback, ProgressCallback, UpstreamError, UpstreamTimeout

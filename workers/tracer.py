@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from agent_mesh.config import MetricsConfig
 from bus import json_values
 from bus.errors import bad_request
 from bus.events import Publisher
 from bus.messages import TRACES, TraceBatch, TraceQuery, TraceRecord
 from bus.worker import BusWorker, Request
+from mesh_config.model import MetricsConfig
 from policy.globs import glob_matches
 
 if TYPE_CHECKING:

@@ -28,8 +28,6 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
-from agent_mesh.config import McpServer
-from agent_mesh.config_sources import CliTool, OpenApiSource, SourceRef
 from bus.errors import (
     bad_request,
     not_found,
@@ -47,6 +45,8 @@ from bus.messages import (
     upstream_service,
 )
 from bus.worker import BusWorker, Request
+from mesh_config.model import McpServer
+from mesh_config.sources import CliTool, OpenApiSource, SourceRef
 from workers.mcp_client import UpstreamClient
 from workers.tool_source import LocalSource, ToolRefused
 from workers.upstream_down import Backoff, DownReport

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent_mesh.config import Config, ConfigError, LoadedConfig
-from agent_mesh.config_file import load_config
+from mesh_config.file import load_config
+from mesh_config.model import Config, ConfigError, LoadedConfig
 from policy.durations import parse_duration
 
 # The full example of compat.md §1, verbatim.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from agent_mesh.config_file import load_config
+from mesh_config.file import load_config
 from policy.engine import PolicyEngine
 from tests.agent_mesh.test_cli import agent_mesh, one_line_failure
 from tests.support import npm_server

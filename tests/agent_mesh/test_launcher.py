@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from agent_mesh.config_file import load_config
 from agent_mesh.launcher import supervisor_conf
+from mesh_config.file import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

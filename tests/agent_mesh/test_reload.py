@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent_mesh.config import LoadedConfig
-from agent_mesh.config_file import load_config
 from agent_mesh.reload import Reloader, needs_restart
+from mesh_config.file import load_config
+from mesh_config.model import LoadedConfig
 
 
 def config(tmp: Path, text: str) -> LoadedConfig:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent_mesh.config import ConfigError
-from agent_mesh.config_file import load_config
 from autoresolve.config import load
+from mesh_config.file import load_config
+from mesh_config.model import ConfigError
 from tests.support import REPO
 
 

@@ -248,7 +248,7 @@ async def test_agent_mesh_run_over_tcp_with_curve(tmp_path: Path, keys: Path) ->
     import subprocess
     import sys
 
-    from agent_mesh.config_file import load_config
+    from mesh_config.file import load_config
     from tests.support import wait_until
 
     config = tmp_path / "mesh.yaml"

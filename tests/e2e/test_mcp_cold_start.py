@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from agent_mesh.config_file import load_config
 from bus.state_dir import running_pid
+from mesh_config.file import load_config
 from tests.support import free_port, npm_server, wait_until
 
 INITIALIZE = {

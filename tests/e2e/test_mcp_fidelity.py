@@ -28,10 +28,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
-from agent_mesh.config import Config, LoadedConfig
 from gateway.catalog import ServerView
 from gateway.frontend import FrontEnd
 from gateway.mcp_server import MeshMcp
+from mesh_config.model import Config, LoadedConfig
 from tests.e2e.mesh import Mesh
 from tests.support import npm_server, text_of
 

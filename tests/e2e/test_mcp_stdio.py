@@ -20,8 +20,8 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter
 
-from agent_mesh.config_file import load_config
 from bus.state_dir import running_pid
+from mesh_config.file import load_config
 from tests.support import alive, descendants, free_port, npm_server, text_of, wait_until
 from workers.mcp_client import UpstreamClient
 from workers.upstream_types import UpstreamSpec

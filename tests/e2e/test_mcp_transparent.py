@@ -16,8 +16,8 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter
 
-from agent_mesh.config import ConfigError
-from agent_mesh.config_file import load_config
+from mesh_config.file import load_config
+from mesh_config.model import ConfigError
 from tests.e2e.mesh import Mesh
 from tests.support import alive, cmdline, descendants, npm_server, text_of
 

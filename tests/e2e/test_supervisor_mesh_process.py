@@ -22,8 +22,8 @@ import pytest
 import yaml
 from mcp import Client, StdioServerParameters
 
-from agent_mesh.config_file import load_config
 from bus.state_dir import running_pid
+from mesh_config.file import load_config
 from tests.autoresolve.fake_llm import FakeLlm
 from tests.e2e.supervisor_proc import SupervisorProc
 from tests.support import alive, cmdline, descendants, free_port, npm_server, wait_until

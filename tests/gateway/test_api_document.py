@@ -14,8 +14,8 @@ import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
-from agent_mesh.config_file import load_config
 from gateway.http import create_app
+from mesh_config.file import load_config
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "filesystem.yaml"
 

@@ -12,12 +12,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent_mesh.config import McpServer
 from bus.broker import Broker
 from bus.client import BusClient
 from bus.endpoints import Endpoints
 from gateway import stdio
 from gateway.catalog import Catalog
+from mesh_config.model import McpServer
 from tests.bus.conftest import broker, endpoints  # noqa: F401 - the real broker on ipc, reused
 from tests.support import npm_server
 from workers import upstream

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from agent_mesh.config import Config
 from bus import frames
 from bus.errors import BusError
 from bus.messages import ApprovalResolve, ApprovalSubmit
 from bus.worker import Request
+from mesh_config.model import Config
 from workers.approval import ApprovalService
 from workers.approval_store import StateStore
 

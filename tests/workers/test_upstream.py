@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from agent_mesh.config import McpServer
 from bus import frames
 from bus.errors import BusError
 from bus.worker import Request
+from mesh_config.model import McpServer
 from tests.support import REPO, npm_server
 from workers.mcp_client import UpstreamClient
 from workers.upstream import UpstreamService, spec_for

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from agent_mesh.config import McpServer
 from bus.broker import Broker
 from bus.client import BusClient
 from bus.endpoints import Endpoints
 from bus.messages import upstream_down_service
+from mesh_config.model import McpServer
 from tests.support import REPO, npm_server
 from workers import upstream
 from workers.mcp_client import UpstreamClient

@@ -1,5 +1,5 @@
 """The agent-mesh config (compat.md §1) as validated models, plus `LoadedConfig` (a config and
-where it came from). Reading files is `agent_mesh.config_file.load_config`; re-exported here."""
+where it came from). Reading files is `mesh_config.file.load_config`."""
 
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ from pydantic import (
     model_validator,
 )
 
-from agent_mesh.config_sources import (
+from bus.endpoints import parse_tcp
+from mesh_config.sources import (
     CliTool,
     OpenApiSource,
     SourceRef,
     cli_ref,
     openapi_ref,
 )
-from bus.endpoints import parse_tcp
 from policy.durations import parse_duration
 from policy.model import Policy
 

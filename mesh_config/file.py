@@ -1,5 +1,5 @@
 """Reading a config file (compat.md §1): YAML with line numbers and duplicate-key checks,
-`${VAR}` expansion (agent_mesh/config_env.py), validation into `agent_mesh.config` models,
+`${VAR}` expansion (mesh_config/env.py), validation into `mesh_config.model` models,
 `policy_dir`, and ONE `ConfigError` that lists every problem as `<file>: <field path>: <problem>`.
 """
 
@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from agent_mesh.config import (
+from mesh_config.env import Loc, expand
+from mesh_config.model import (
     ApprovalConfig,
     BusConfig,
     Config,
@@ -23,8 +24,7 @@ from agent_mesh.config import (
     SupervisorConfig,
     _absolute,
 )
-from agent_mesh.config_env import Loc, expand
-from agent_mesh.config_sources import CliCommand, CliTool, OpenApiSource, default_action_policies
+from mesh_config.sources import CliCommand, CliTool, OpenApiSource, default_action_policies
 from policy.model import Condition, Policy, RateLimit, Rule
 
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from agent_mesh.config import Config
 from bus import frames
 from bus.client import CONNECTION_LOST, BusClient, PartialHandler, Reply
 from bus.errors import BusError, received, unavailable, upstream_error, upstream_timeout
@@ -37,6 +36,7 @@ from gateway.catalog import Catalog
 from gateway.outcome import Outcome
 from gateway.pipeline import Pipeline
 from gateway.trace_outbox import TraceOutbox
+from mesh_config.model import Config
 from policy.engine import PolicyEngine
 from policy.model import Policy
 from workers.approval import ApprovalService

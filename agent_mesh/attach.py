@@ -8,6 +8,7 @@ mesh `grace_seconds` after the last lease is gone (a mesh started by `serve` nev
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import subprocess
@@ -59,20 +60,30 @@ def take_lease(state: Path) -> Path:
     return lease
 
 
-def ensure_mesh(loaded: LoadedConfig) -> Endpoints:
-    """Return the bus endpoints of this config's mesh, starting it (embedded) if none runs.
+def release_lease(lease: Path) -> None:
+    with contextlib.suppress(OSError):  # (no state directory: nothing to remove)
+        lease.unlink(missing_ok=True)
 
-    Takes a lease for this process first, so a mesh that is about to stop for lack of clients
-    sees us. Concurrent starters are serialised by a lock file: only one mesh per config.
+
+def ensure_mesh(loaded: LoadedConfig) -> tuple[Endpoints, Path]:
+    """Return the bus endpoints of this config's mesh, starting it (embedded) if none runs, and
+    this process's lease (the caller releases it when its client has gone: `release_lease`).
+
+    Takes the lease first, so a mesh that is about to stop for lack of clients sees us.
+    Concurrent starters are serialised by a lock file: only one mesh per config.
     """
     state = make_state_dir(loaded)
     endpoints = Endpoints.in_dir(state)
-    take_lease(state)
-    with open(StateDir(state).start_lock, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if running_pid(state) is None:
-            _start_detached(loaded, state)
-    return endpoints
+    lease = take_lease(state)
+    try:
+        with open(StateDir(state).start_lock, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if running_pid(state) is None:
+                _start_detached(loaded, state)
+    except BaseException:
+        release_lease(lease)
+        raise
+    return endpoints, lease
 
 
 def _start_detached(loaded: LoadedConfig, state: Path) -> None:

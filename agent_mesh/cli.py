@@ -219,11 +219,12 @@ def _load(path: str) -> LoadedConfig:
 
 def _load_for_role(path: str) -> LoadedConfig:
     """A process of a running tree (`run`): if the file has become invalid since the mesh started
-    (a live edit), start on the mesh's last valid config rather than fail (agent_mesh/reload.py)."""
+    (a live edit), start on the mesh's last valid config rather than fail
+    (mesh_config/last_good.py)."""
     try:
         return load_config(path)
     except ConfigError as exc:
-        from agent_mesh.reload import last_good
+        from mesh_config.last_good import last_good
 
         fallback = last_good(path, exc)
         if fallback is None:
@@ -287,6 +288,7 @@ def _main(argv: list[str], debug: bool) -> int:
                 "--port does not apply to --mcp (the mesh it starts uses the config's port)"
             )
         from agent_mesh import ports
+        from agent_mesh.attach import ensure_mesh, release_lease
         from bus.state_dir import running_pid
         from gateway import stdio
 
@@ -297,7 +299,20 @@ def _main(argv: list[str], debug: bool) -> int:
             )
             if taken is not None:
                 raise UserError(taken)
-        return int(stdio.main(loaded, args.mcp_agent, args.mcp_session_id) or 0)
+        endpoints, lease = ensure_mesh(loaded)  # attach, or start the mesh and attach
+        try:
+            return int(
+                stdio.main(
+                    loaded,
+                    endpoints,
+                    args.mcp_agent,
+                    args.mcp_session_id,
+                    leave=lambda: release_lease(lease),
+                )
+                or 0
+            )
+        finally:
+            release_lease(lease)
     if args.command is None:
         if args.top_config is None and args.top_port is None:
             parser.print_help(sys.stderr)
@@ -313,7 +328,7 @@ def _main(argv: list[str], debug: bool) -> int:
 
         return serve(_load(args.config), port=args.port, embedded=args.embedded)
     if args.command == "connect":
-        from gateway import connect
+        from agent_mesh import connect
 
         return connect.main(args.url, args.agent)
     if args.command == "check":

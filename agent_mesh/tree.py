@@ -4,7 +4,7 @@ supervisord gives up on a program whose start keeps failing (FATAL, after `start
 mesh with a role given up on is not the mesh the user asked for: we say which role and the last
 line of its log (e.g. the gateway's "port 9090 is in use"), stop the tree and exit 1. Ctrl-C and
 SIGTERM are passed on to supervisord, which stops the tree; we exit with its status. SIGHUP
-reloads the policies: it goes to the gateway (agent_mesh/reload.py), not to supervisord, whose
+reloads the policies: it goes to the gateway (gateway/reload.py), not to supervisord, whose
 own SIGHUP would restart every process.
 """
 

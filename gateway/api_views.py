@@ -1,5 +1,6 @@
 """The REST API's objects in the Go agent-mesh's shapes (its `proxy/handler.go` is the contract):
-the approval, grant, tool and server views, RFC 3339 times and Go duration strings.
+the grant, tool and server views (the approval's is policy/approval_view.py: the approval
+webhook sends it too), RFC 3339 times and Go duration strings.
 
 The services keep their own records (epoch seconds, lists of globs); only the HTTP edge turns
 them into these shapes. Our extra fields stay beside Go's; an optional field without a value is
@@ -8,52 +9,10 @@ left out, never `null`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
+from policy.approval_view import rfc3339
 from policy.durations import format_duration
-
-
-def rfc3339(epoch: float) -> str:
-    """Epoch seconds → RFC 3339 in UTC, e.g. `2026-12-02T00:52:15.123456Z`."""
-    return (
-        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    )
-
-
-def _present(out: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in out.items() if v is not None and v != ""}
-
-
-def approval_view(approval: dict[str, Any], now: float) -> dict[str, Any]:
-    """An approval item: Go's `approvalView` (id, agent_id, tool, params, policy_rule, status,
-    created_at, remaining while pending, resolved_by, resolved_at, reasoning, confidence,
-    injection_risk when true), plus our session_id, trace_id, expires_at, replayed_at."""
-    out: dict[str, Any] = {
-        "id": approval["id"],
-        "agent_id": approval["agent_id"],
-        "tool": approval["tool"],
-        "params": approval.get("params") or {},
-        "policy_rule": approval.get("policy_rule") or "",
-        "status": approval["status"],
-        "created_at": rfc3339(approval["created_at"]),
-    }
-    optional: dict[str, Any] = {
-        "resolved_by": approval.get("resolved_by"),
-        "reasoning": approval.get("reasoning"),
-        "confidence": approval.get("confidence"),
-        "session_id": approval.get("session_id"),
-        "trace_id": approval.get("trace_id"),
-    }
-    if approval["status"] == "pending" and approval.get("expires_at") is not None:
-        optional["remaining"] = format_duration(approval["expires_at"] - now)
-    for key in ("resolved_at", "expires_at", "replayed_at"):
-        if approval.get(key) is not None:
-            optional[key] = rfc3339(approval[key])
-    if approval.get("injection_risk"):
-        optional["injection_risk"] = True
-    # policy_rule is never omitted in Go; the rest are.
-    return out | _present(optional)
 
 
 def grant_view(grant: dict[str, Any], now: float) -> dict[str, Any]:

@@ -30,7 +30,7 @@ class FrontEnd:
             self.client, StateDir(loaded.state_dir()).trace_journal, type(self).__name__.lower()
         )
         # The policy set in force: the gateway replaces this with its reloader
-        # (agent_mesh/reload.py).
+        # (gateway/reload.py).
         self.policy_set: PolicyFollower | Any = PolicyFollower(
             self.client, loaded.state_dir(), list(config.policies)
         )

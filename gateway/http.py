@@ -25,7 +25,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from agent_mesh.reload import Reloader
 from bus.errors import BusError, service_status, unavailable_service
 from bus.messages import (
     APPROVAL,
@@ -51,7 +50,7 @@ from gateway.api_requests import (
     TracesQuery,
 )
 from gateway.api_route import starlette_routes
-from gateway.api_views import approval_view, grant_globs, grant_view, server_view, tool_view
+from gateway.api_views import grant_globs, grant_view, server_view, tool_view
 from gateway.frontend import FrontEnd
 from gateway.http_body import HttpError
 from gateway.identity import IdentityError, claimed_agent
@@ -59,9 +58,11 @@ from gateway.last_resort import LastResort
 from gateway.mcp_deferred import DeferredMcpHttp
 from gateway.metrics_route import MetricsRoute
 from gateway.origins import allowed_origins
+from gateway.reload import Reloader
 from gateway.rest_tool import ToolRoute
 from mesh_config.model import LoadedConfig
 from observe.console import Console
+from policy.approval_view import approval_view
 from policy.globs import glob_matches
 
 VERSION = version("agent-mesh")  # as installed, from pyproject.toml

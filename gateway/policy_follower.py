@@ -1,7 +1,7 @@
 """What a front-end knows of the policy set: its generation (sent with every policy check, so a
 policy worker on an older set fetches the current one first) and its policies (for `mesh.catalog`).
 
-The gateway holds the reloader itself (agent_mesh/reload.py). Other front-ends (stdio `--mcp`
+The gateway holds the reloader itself (gateway/reload.py). Other front-ends (stdio `--mcp`
 connectors) follow it: the stored generation at start, then each `policy.set.changed` event,
 and the set itself from `policyset` when asked for.
 """

@@ -1,17 +1,18 @@
 """The stdio MCP connector (`agent-mesh --mcp`): one MCP session over stdin/stdout (Claude Code,
-Cursor), a front-end process on the mesh's bus. Attaches to the mesh of its config, starting it
-if none runs (agent_mesh/attach.py). Nothing but MCP frames is written to stdout.
+Cursor), a front-end process on the mesh's bus. The CLI attaches to the mesh of its config,
+starting it if none runs, and hands this module the bus endpoints (agent_mesh/attach.py).
+Nothing but MCP frames is written to stdout.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import anyio
 from mcp.server.runner import serve_loop
 from mcp.server.stdio import stdio_server
 
-from agent_mesh.attach import clients_dir, ensure_mesh
+from bus.endpoints import Endpoints
 from bus.state_dir import StateDir, running_pid
 from gateway.frontend import FrontEnd
 from gateway.mcp_server import MeshMcp, new_session_id
@@ -35,15 +36,20 @@ MESH_GONE = (
 )
 
 
-async def serve(loaded: LoadedConfig, agent: str, session_id: str | None) -> None:
-    endpoints = ensure_mesh(loaded)
+async def serve(
+    loaded: LoadedConfig,
+    endpoints: Endpoints,
+    agent: str,
+    session_id: str | None,
+    leave: Callable[[], None],
+) -> None:
     session = session_id or new_session_id()
     frontend = FrontEnd(loaded, endpoints.requests, endpoints.events_out)
     await frontend.start()
     try:
         await _wait_for_upstreams(frontend)
         server = MeshMcp(frontend, identify=lambda ctx: (agent, session)).build()
-        watching = asyncio.create_task(_watch_mesh(loaded))
+        watching = asyncio.create_task(_watch_mesh(loaded, leave))
         try:
             await _session(server)
         finally:
@@ -71,12 +77,12 @@ async def _session(server: Any) -> None:
         )
 
 
-async def _watch_mesh(loaded: LoadedConfig) -> None:
+async def _watch_mesh(loaded: LoadedConfig, leave: Callable[[], None]) -> None:
     """Once the mesh this session runs on has stopped (its supervisord gone for MESH_GONE), end the
     session loudly, with the mesh's reason when it gave one, instead of failing every call with
     "broker unavailable". A hard exit: the MCP transport reads stdin in a thread no cancellation
     reaches (it would wait for the client's next line). Traces not yet stored stay in the outbox
-    journal."""
+    journal; `leave` gives up this client's lease first (the hard exit skips every `finally`)."""
     state = loaded.state_dir()
     gone_since: float | None = None
     while gone_since is None or time.monotonic() - gone_since < MESH_GONE:
@@ -92,8 +98,7 @@ async def _watch_mesh(loaded: LoadedConfig) -> None:
         file=sys.stderr,
         flush=True,
     )
-    with contextlib.suppress(OSError):
-        (clients_dir(state) / str(os.getpid())).unlink(missing_ok=True)
+    leave()
     os._exit(1)
 
 
@@ -130,19 +135,17 @@ async def _wait_for_upstreams(frontend: FrontEnd) -> None:
         log.warning("serving without upstreams that are down: %s", ", ".join(down))
 
 
-def main(loaded: LoadedConfig, agent: str, session_id: str | None) -> Any:
+def main(
+    loaded: LoadedConfig,
+    endpoints: Endpoints,
+    agent: str,
+    session_id: str | None,
+    leave: Callable[[], None],
+) -> Any:
     import uvloop
-
-    from agent_mesh.attach import clients_dir
 
     logging.basicConfig(level=logging.WARNING, format="agent-mesh --mcp: %(levelname)s %(message)s")
     try:
-        return uvloop.run(serve(loaded, agent, session_id))
+        return uvloop.run(serve(loaded, endpoints, agent, session_id, leave))
     except KeyboardInterrupt:
         return 0
-    finally:
-        import contextlib
-        import os
-
-        with contextlib.suppress(OSError):  # (no state directory: nothing to remove)
-            (clients_dir(loaded.state_dir()) / str(os.getpid())).unlink(missing_ok=True)

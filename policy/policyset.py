@@ -1,6 +1,6 @@
 """A policy set: the policies one version of the config declares, with the content hash that
 names the version (in traces as `policy_version`) and a generation that orders versions (each
-accepted reload is the next generation). Pure: the reloader (agent_mesh/reload.py) does the I/O.
+accepted reload is the next generation). Pure: the reloader (gateway/reload.py) does the I/O.
 """
 
 from __future__ import annotations

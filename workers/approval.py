@@ -35,8 +35,8 @@ from bus.messages import (
     GrantRevoke,
 )
 from bus.worker import BusWorker, Request
-from gateway.api_views import approval_view, rfc3339
 from mesh_config.model import Config
+from policy.approval_view import approval_view, rfc3339
 from policy.approvals import injection_risk, param_shape, redact_content
 from policy.durations import parse_duration
 from policy.globs import glob_matches

@@ -44,10 +44,6 @@ FORBIDDEN = {
 # Still to be moved (issue 11 item 3). This list only shrinks.
 KNOWN: set[tuple[str, str]] = {
     ("gateway.api", "agent_mesh"),
-    ("gateway.connect", "agent_mesh.errors"),
-    ("gateway.http", "agent_mesh.reload"),
-    ("gateway.stdio", "agent_mesh.attach"),
-    ("workers.approval", "gateway.api_views"),
 }
 
 

@@ -7,12 +7,8 @@ kept for /health, `mesh health` and the log.
 
 Only policies are applied live. Any other change (mcp_servers, cli_tools, openapi, port, ...)
 is reported as needing a restart — in the log, /health and the reload answer — never ignored.
-The generation is kept in `<state>/policy-set.json`, so it keeps growing across gateway restarts.
-
-The config in force (the running one with the policies in force) is kept in
-`<state>/last-good-config.json` (owner-only): a process of the tree that restarts while the file
-on disk is invalid starts on it (`last_good`) instead of failing, which would bring the whole
-mesh down; the error stays visible in /health.
+The generation is kept in `<state>/policy-set.json`, so it keeps growing across gateway restarts;
+the config in force is kept for restarts on an invalid file (mesh_config/last_good.py).
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ import json
 import logging
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +27,15 @@ from bus.messages import POLICY_SET_CHANGED, POLICYSET
 from bus.state_dir import StateDir
 from bus.worker import BusWorker, Request
 from mesh_config.file import load_config
-from mesh_config.model import Config, ConfigError, LoadedConfig
+from mesh_config.last_good import FALLBACK, now, save_snapshot
+from mesh_config.model import ConfigError, LoadedConfig
 from policy.policyset import PolicySet
 
 log = logging.getLogger(__name__)
 
-FALLBACK = "the config file is invalid; running on the last valid config of this mesh"
 DEBOUNCE_MS = 300  # a burst of writes (an editor's save) is one reload
 # Sections applied live; a change anywhere else needs a restart (and is said so).
 LIVE = frozenset({"policies", "policy_dir"})
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def needs_restart(old: LoadedConfig, new: LoadedConfig) -> list[str]:
@@ -81,44 +72,6 @@ def needs_restart(old: LoadedConfig, new: LoadedConfig) -> list[str]:
     return out
 
 
-def save_snapshot(loaded: LoadedConfig) -> None:
-    """Keep `loaded` as the last valid config of its mesh (owner-only: it holds expanded values)."""
-    target = StateDir(loaded.state_dir()).last_good_config
-    tmp = target.with_suffix(".tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(
-                {
-                    "saved_at": _now(),
-                    "config": loaded.config.model_dump(
-                        mode="json", by_alias=True, exclude_unset=True
-                    ),
-                },
-                out,
-            )
-        os.replace(tmp, target)
-    except OSError as exc:
-        log.warning("cannot keep the last valid config in %s: %s", target, exc)
-
-
-def last_good(path: str | Path, error: ConfigError) -> LoadedConfig | None:
-    """The last valid config of the mesh of `path` (None if there is none), with a warning that
-    starts with FALLBACK and says what is wrong with the file."""
-    absolute = Path(path).expanduser().resolve()
-    state = LoadedConfig(config=Config(), path=absolute).state_dir()
-    try:
-        data = json.loads(StateDir(state).last_good_config.read_text())
-        config = Config.model_validate(data["config"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return LoadedConfig(
-        config=config,
-        path=absolute,
-        warnings=[f"{FALLBACK} (kept {data.get('saved_at')}): {error}"],
-    )
-
-
 class Reloader:
     def __init__(self, loaded: LoadedConfig, bus_endpoint: str, events_in: str | None) -> None:
         self.running = loaded  # the config the mesh was started with (all but its policies)
@@ -126,10 +79,10 @@ class Reloader:
         self.events_in = events_in
         self.state_file = StateDir(loaded.state_dir()).policy_set
         self.current = PolicySet.of(loaded.config.policies, self._generation_for(loaded))
-        self.loaded_at = _now()
+        self.loaded_at = now()
         fallback = next((w for w in loaded.warnings if w.startswith(FALLBACK)), None)
         self.error: str | None = fallback  # started on the last valid config: say why
-        self.error_at: str | None = _now() if fallback else None
+        self.error_at: str | None = now() if fallback else None
         self.restart_needed: list[str] = []
         self._lock = asyncio.Lock()
         self._publisher: Publisher | None = None
@@ -214,7 +167,7 @@ class Reloader:
             try:
                 new = await asyncio.to_thread(load_config, self.running.path)
             except ConfigError as exc:
-                self.error, self.error_at = str(exc), _now()
+                self.error, self.error_at = str(exc), now()
                 log.error(
                     "reload (%s) refused, policy set %s stays: %s",
                     trigger,
@@ -230,7 +183,7 @@ class Reloader:
             if candidate.version == self.current.version:
                 log.info("reload (%s): policy set %s unchanged", trigger, self.current.version)
                 return {"status": "unchanged", **self.view()}
-            self.current, self.loaded_at = candidate, _now()
+            self.current, self.loaded_at = candidate, now()
             self._persist()
             save_snapshot(
                 LoadedConfig(

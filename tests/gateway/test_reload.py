@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent_mesh.reload import Reloader, needs_restart
+from gateway.reload import Reloader, needs_restart
 from mesh_config.file import load_config
 from mesh_config.model import LoadedConfig
 

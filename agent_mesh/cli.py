@@ -12,7 +12,7 @@ import sys
 from typing import NoReturn
 
 import agent_mesh
-from agent_mesh import keys
+from agent_mesh import audit, keys
 from agent_mesh.errors import UserError
 from agent_mesh.roles import ROLES
 from mesh_config.file import ENV_OPENAPI, ENV_OPENAPI_BACKEND, load_config
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="agent-mesh",
         description="Governance gateway for AI agents' MCP tool calls.",
         usage="agent-mesh [--mcp] [--config FILE] [--port N] [options]\n"
-        "       agent-mesh {serve,connect,check,discover,run,keys,supervisor} ...",
+        "       agent-mesh {serve,connect,check,discover,run,keys,audit,supervisor} ...",
         epilog=MODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -201,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     keys.add_parser(sub)
+    audit.add_parser(sub)
     # Listed for --help; `main` hands `agent-mesh supervisor ...` to autoresolve.cli whole.
     sub.add_parser(
         "supervisor",
@@ -356,4 +357,6 @@ def _main(argv: list[str], debug: bool) -> int:
         return 0
     if args.command == "keys":
         return keys.main(args)
+    if args.command == "audit":
+        return audit.main(args, _load)
     parser.error(f"unknown command {args.command}")

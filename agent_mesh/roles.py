@@ -172,6 +172,7 @@ def run_role(
                 loaded.trace_path,
                 metrics=config.metrics,
                 otel_endpoint=config.otel_endpoint,
+                rotate_bytes=config.audit.rotate_bytes,
             )
         )
     elif role == "approval":

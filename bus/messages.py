@@ -342,6 +342,28 @@ class TraceBatch(Body):
     records: list[TraceRecord]
 
 
+class AuditEvent(Body):
+    """An act on the mesh's governance — an approval resolved, a grant made or revoked, a freeze,
+    a tool definition accepted — written by the trace writer into the trace file's hash chain
+    beside the call records (docs/audit.md; not a call: not in `/traces`). Build with
+    `workers.audit.audit_event`."""
+
+    kind: Literal["audit"] = "audit"  # tells an audit line from a call record in the file
+    id: str  # unique: a replay after a lost ack is written once
+    action: str  # `<noun>.<verb>`: approval.resolved, grant.created, grant.revoked, freeze.*, ...
+    actor: str  # who: "human", an operator or agent id, "system:timeout", "auto:memory", ...
+    subject: str  # what it acted on: an approval id, a grant id, a tool, an agent
+    detail: dict[str, Any] = Field(default_factory=dict)
+    timestamp: str  # RFC 3339, UTC
+
+
+class AuditBatch(Body):
+    """→ `traces`: write these audit events (idempotent by id). Reply: `{"stored": n}`."""
+
+    op: Literal["audit"] = "audit"
+    events: list[AuditEvent]
+
+
 class TraceQuery(Body):
     """→ `traces`: newest first. Reply: `{"traces": [TraceRecord, ...]}`."""
 

@@ -132,6 +132,19 @@ class MetricsConfig(_Section):
     )  # the same for tool names (CLI subcommands)
 
 
+class AuditConfig(_Section):
+    """Extension: the tamper-evident trace file (docs/audit.md)."""
+
+    # the trace file is renamed `<trace_file>.000001`, ... once past this size; None: never
+    rotate_mb: float | None = Field(default=None, gt=0)
+    # Ed25519 private key (PEM) that signs `agent-mesh audit checkpoint` (config-relative)
+    signing_key: str | None = None
+
+    @property
+    def rotate_bytes(self) -> int | None:
+        return None if self.rotate_mb is None else max(1, int(self.rotate_mb * 1_000_000))
+
+
 class BusConfig(_Section):
     """Extension: the broker also serves its bus on tcp, CURVE only, for workers on other hosts
     (docs/multihost.md). Read by the broker; --connect/--keys and $AGENT_MESH_LISTEN /
@@ -206,6 +219,7 @@ class Config(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     bus: BusConfig = Field(default_factory=BusConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     policy_dir: str | None = None  # as written; see LoadedConfig.policy_dir_path
     mcp_servers: list[McpServer] = Field(default_factory=list)
     cli_tools: list[CliTool] = Field(default_factory=list)
@@ -316,6 +330,11 @@ class LoadedConfig:
     def trace_path(self) -> Path | None:
         trace = self.config.trace_file
         return None if trace is None else _absolute(self.path.parent, trace)
+
+    @property
+    def audit_key_path(self) -> Path | None:
+        key = self.config.audit.signing_key
+        return None if key is None else _absolute(self.path.parent, key)
 
     @property
     def policy_dir_path(self) -> Path | None:

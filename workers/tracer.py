@@ -7,6 +7,10 @@ A call waiting for approval is recorded twice with one trace_id: first provision
 (`approval_status: "pending"`), then final. The final record replaces the provisional one in
 place (same position in `/traces`); nothing replaces a final record, so replays are harmless.
 The JSONL file is append-only: there the later line of a trace_id supersedes the earlier.
+
+Every line of the JSONL file is hash-chained (workers/audit_chain.py): call records and the audit
+events (`AuditEvent`: approvals resolved, grants, ...) that arrive as `audit` requests. Hashing
+happens here, after the caller has its answer: the call path never waits on it.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from pydantic import ValidationError
 from bus import json_values
 from bus.errors import bad_request
 from bus.events import Publisher
-from bus.messages import TRACES, TraceBatch, TraceQuery, TraceRecord
+from bus.messages import TRACES, AuditBatch, AuditEvent, TraceBatch, TraceQuery, TraceRecord
 from bus.worker import BusWorker, Request
 from mesh_config.model import MetricsConfig
 from policy.globs import glob_matches
+from workers.audit_chain import ChainFile, chained
 
 if TYPE_CHECKING:
     from observe.call_metrics import CallMetrics
@@ -44,6 +49,11 @@ CREATE TABLE IF NOT EXISTS traces (
 );
 CREATE INDEX IF NOT EXISTS traces_agent ON traces (agent_id, seq);
 CREATE INDEX IF NOT EXISTS traces_session ON traces (session_id, seq);
+CREATE TABLE IF NOT EXISTS audit_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    record TEXT NOT NULL
+);
 """
 
 
@@ -94,7 +104,9 @@ def call_key(rec: TraceRecord) -> str:
 
 
 class TraceStore:
-    def __init__(self, db_path: Path, jsonl_path: Path | None) -> None:
+    def __init__(
+        self, db_path: Path, jsonl_path: Path | None, rotate_bytes: int | None = None
+    ) -> None:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(db_path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -104,21 +116,26 @@ class TraceStore:
         self.stats = dict(
             zip(STATS_KEYS, (int(n) for n in self.db.execute(_STATS_SQL).fetchone()), strict=True)
         )
-        self.jsonl = None
-        if jsonl_path is not None:
-            jsonl_path.parent.mkdir(parents=True, exist_ok=True)
-            self.jsonl = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 — lives as long as the process
+        # The hash-chained trace file (None: no trace_file, no chain); lives as long as the process
+        self.chain = ChainFile(jsonl_path, rotate_bytes) if jsonl_path is not None else None
 
     def record(self, records: list[TraceRecord]) -> list[dict[str, Any]]:
         """Store what is new (idempotent by trace_id; a final record replaces a provisional one);
         return the records that were stored, as maps."""
-        lines, new = [], []
+        lines: list[bytes] = []
+        new = []
         counted: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []  # (replaced, stored)
+        chain = self.chain
+        head = chain.head if chain is not None else ""
         self.db.execute("BEGIN")
         try:
             for rec in records:
                 data = rec.dump()
-                line = json_values.dumps(data).decode()
+                if chain is not None:  # data gets prev_hash and hash: stored, published as written
+                    raw, digest = chained(data, head)
+                else:
+                    raw, digest = json_values.dumps(data), ""
+                line = raw.decode()
                 key = call_key(rec)
                 cur = self.db.execute(
                     "INSERT OR IGNORE INTO traces (trace_id, agent_id, tool, session_id, record) "
@@ -132,7 +149,8 @@ class TraceStore:
                     counted.append((old, data))
                 else:
                     continue
-                lines.append(line)
+                lines.append(raw)
+                head = digest
                 new.append(data)
             self.db.execute("COMMIT")
         except BaseException:
@@ -142,10 +160,45 @@ class TraceStore:
             replaced = _contribution(old) if old is not None else {}
             for key, n in _contribution(data).items():
                 self.stats[key] += n - replaced.get(key, 0)
-        if self.jsonl is not None and lines:
-            self.jsonl.write("\n".join(lines) + "\n")
-            self.jsonl.flush()
+        if chain is not None and lines:
+            chain.append(lines, head)
         return new
+
+    def audit(self, events: list[AuditEvent]) -> list[dict[str, Any]]:
+        """Store the audit events not stored yet (idempotent by id), chained into the trace file
+        like call records; return them as written."""
+        lines: list[bytes] = []
+        new = []
+        chain = self.chain
+        head = chain.head if chain is not None else ""
+        self.db.execute("BEGIN")
+        try:
+            for event in events:
+                data = event.dump()
+                if chain is not None:
+                    raw, digest = chained(data, head)
+                else:
+                    raw, digest = json_values.dumps(data), ""
+                cur = self.db.execute(
+                    "INSERT OR IGNORE INTO audit_events (id, record) VALUES (?,?)",
+                    (event.id, raw.decode()),
+                )
+                if cur.rowcount:
+                    lines.append(raw)
+                    head = digest
+                    new.append(data)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        if chain is not None and lines:
+            chain.append(lines, head)
+        return new
+
+    def close(self) -> None:
+        if self.chain is not None:
+            self.chain.close()
+        self.db.close()
 
     def _provisional(self, trace_id: str) -> dict[str, Any] | None:
         row = self.db.execute(
@@ -245,6 +298,12 @@ class TraceService:
                     for data in new:
                         self.events.publish(f"trace.{data['agent_id']}.recorded", data)
                 return {"stored": len(new)}
+            if op == "audit":
+                stored = self.store.audit(AuditBatch.model_validate(body).events)
+                if self.events is not None:
+                    for data in stored:
+                        self.events.publish(f"audit.{data['action']}", data)
+                return {"stored": len(stored)}
             if op == "query":
                 return {"traces": self.store.query(TraceQuery.model_validate(body))}
             if op == "sessions":
@@ -275,6 +334,7 @@ async def run(
     jsonl_path: Path | None,
     metrics: MetricsConfig | None = None,
     otel_endpoint: str | None = None,
+    rotate_bytes: int | None = None,
 ) -> None:
     events = (
         Publisher(events_endpoint) if events_endpoint is not None else None
@@ -282,7 +342,7 @@ async def run(
     counting: Callable[[], CallMetrics] | None = None
     if metrics is not None and metrics.enabled:
         counting = functools.partial(_call_metrics, metrics.max_agents, metrics.max_tools)
-    service = TraceService(TraceStore(db_path, jsonl_path), events, counting)
+    service = TraceService(TraceStore(db_path, jsonl_path, rotate_bytes), events, counting)
     spans = None
     if otel_endpoint is not None:  # the SDK is imported only when export is on
 

@@ -229,6 +229,7 @@ class GrantRevoke(Body):
 
     op: Literal["grant_revoke"] = "grant_revoke"
     id: str
+    revoked_by: str | None = None  # who, for the audit log (default "unknown")
 
 
 ApprovalOp = Annotated[

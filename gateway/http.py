@@ -276,7 +276,9 @@ class Gateway(FrontEnd):
 
     async def revoke_grant(self, request: Request) -> Response:
         self._operator(request)
-        grant = await self._approval(GrantRevoke, id=request.path_params["id"])
+        grant = await self._approval(
+            GrantRevoke, id=request.path_params["id"], revoked_by=_caller(request)
+        )
         return JSONResponse(
             {"status": "revoked", "id": grant["id"], "grant": grant_view(grant, time.time())}
         )

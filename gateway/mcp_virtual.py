@@ -162,7 +162,9 @@ class VirtualTools:
                     structured={"grants": grants},
                 )
             if name == "grant.revoke":
-                grant = await self._state(GrantRevoke(id=str(arguments.get("id", ""))))
+                grant = await self._state(
+                    GrantRevoke(id=str(arguments.get("id", "")), revoked_by=agent)
+                )
                 return text_result(f"grant {grant['id'][:8]} revoked", structured=grant)
             if name == "approval.pending":
                 approvals = (await self._state(ApprovalList(status="pending", agent=agent)))[

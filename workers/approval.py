@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from bus.client import BusClient
 from bus.errors import BusError, bad_request, forbidden
 from bus.messages import (
     APPROVAL,
@@ -41,6 +42,7 @@ from policy.approvals import injection_risk, param_shape, redact_content
 from policy.durations import parse_duration
 from policy.globs import glob_matches
 from workers.approval_store import StateStore
+from workers.audit import AuditOutbox, audit_event
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,14 @@ WEBHOOK_ATTEMPTS = 4
 
 class ApprovalService:
     def __init__(
-        self, store: StateStore, config: Config, clock: Callable[[], float] = time.time
+        self,
+        store: StateStore,
+        config: Config,
+        clock: Callable[[], float] = time.time,
+        audit: AuditOutbox | None = None,
     ) -> None:
         self.store = store
+        self.audit = audit  # resolutions and grants, chained into the trace file (docs/audit.md)
         self.config = config
         self.clock = clock
         self.waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
@@ -111,6 +118,7 @@ class ApprovalService:
         threshold = self.config.approval.memory_threshold
         if threshold and self.store.memory_count(agent, tool, shape) >= threshold:
             approval = create(status="approved", resolved_by="auto:memory")
+            self._audit_resolution(approval)
             return {
                 "status": "approved",
                 "approved_by": "auto:memory",
@@ -171,6 +179,7 @@ class ApprovalService:
             self.store.memory_record(
                 approval["agent_id"], approval["tool"], approval["shape"], status == "approved"
             )
+        self._audit_resolution(approval)
         for future in self.waiters.pop(approval["id"], []):
             if not future.done():
                 future.set_result(approval)
@@ -235,15 +244,36 @@ class ApprovalService:
         if seconds <= 0:
             raise bad_request("duration must be positive")
         now = self.clock()
-        return self.store.grant_create(
+        grant = self.store.grant_create(
             body.agent, body.tools, now, now + seconds, body.created_by or "unknown"
         )
+        if self.audit is not None:
+            detail = {"agent": grant["agent"], "tools": grant["tools"], "duration": body.duration}
+            detail["expires_at"] = rfc3339(grant["expires_at"])
+            self.audit.add(audit_event("grant.created", grant["created_by"], grant["id"], detail))
+        return grant
 
     async def op_grant_list(self, body: GrantList) -> dict[str, Any]:
         return {"grants": self.store.grants_active(self.clock(), body.agent)}
 
     async def op_grant_revoke(self, body: GrantRevoke) -> dict[str, Any]:
-        return self.store.grant_revoke(body.id, self.clock())
+        grant = self.store.grant_revoke(body.id, self.clock())
+        if self.audit is not None:
+            detail = {"agent": grant["agent"], "tools": grant["tools"]}
+            actor = body.revoked_by or "unknown"
+            self.audit.add(audit_event("grant.revoked", actor, grant["id"], detail))
+        return grant
+
+    def _audit_resolution(self, approval: dict[str, Any]) -> None:
+        if self.audit is None:
+            return
+        detail = {
+            k: approval[k]
+            for k in ("status", "agent_id", "tool", "trace_id", "reasoning", "confidence")
+            if approval.get(k) is not None
+        }
+        actor = approval.get("resolved_by") or "unknown"
+        self.audit.add(audit_event("approval.resolved", actor, approval["id"], detail))
 
     # -- timeouts and webhooks -------------------------------------------------------------
 
@@ -283,10 +313,16 @@ def _first_error(exc: ValidationError) -> str:
 
 
 async def run(endpoint: str, db_path: Path, config: Config) -> None:
-    service = ApprovalService(StateStore(db_path), config)
+    client = BusClient(endpoint)  # audit events to the trace writer
+    await client.start()
+    audit = AuditOutbox(client, db_path)  # its table in the approvals' database
+    audit.start()
+    service = ApprovalService(StateStore(db_path), config, audit=audit)
     expiring = asyncio.create_task(service.expire_forever())
     try:
         # Parked waits hold a request slot each: capacity is about memory, not CPU.
         await BusWorker(endpoint, APPROVAL, service.handle, capacity=100_000, slot="approval").run()
     finally:
         expiring.cancel()
+        await audit.stop()
+        await client.close()

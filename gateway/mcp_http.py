@@ -1,7 +1,8 @@
 """MCP Streamable HTTP at `/mcp` (POST / GET / DELETE per the MCP transport spec), for remote and
-cloud agents. The SDK's session manager does the transport; this module owns the HTTP edge:
-agent identity from the bearer, Origin/Host checks against DNS rebinding, and a session bound
-to the agent that opened it. Its errors are JSON-RPC errors in JSON, like the SDK's own.
+cloud agents. The SDK's session manager does the transport, except for `tools/call` on an open
+session (gateway/mcp_fast.py); this module owns the HTTP edge: agent identity from the bearer,
+Origin/Host checks against DNS rebinding, and a session bound to the agent that opened it. Its
+errors are JSON-RPC errors in JSON, like the SDK's own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.frontend import FrontEnd
 from gateway.identity import IdentityError, agent_from_authorization
+from gateway.mcp_fast import FastPath, McpSession
+from gateway.mcp_forward import level_index
 from gateway.mcp_server import MeshMcp
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
@@ -41,7 +44,9 @@ class McpHttp:
         self.allowed_hosts = {f"{h}:{config.port}" for h in (*LOOPBACK, config.host)} | {
             urlsplit(origin).netloc for origin in config.allowed_origins
         }
-        self.server = MeshMcp(frontend, identify=self._identify).build()
+        self.mesh = MeshMcp(frontend, identify=self._identify)
+        self.mesh.on_set_level = self._set_level
+        self.server = self.mesh.build()
         self.manager = StreamableHTTPSessionManager(
             app=self.server,
             stateless=False,
@@ -53,7 +58,8 @@ class McpHttp:
             ),
         )
         self.endpoint = StreamableHTTPASGIApp(self.manager)
-        self._session_agents: dict[str, str] = {}
+        self.fast = FastPath(self.mesh, self.manager)  # tools/call (gateway/mcp_fast.py)
+        self.sessions: dict[str, McpSession] = {}  # by session id: whose, and its log level
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
@@ -71,9 +77,13 @@ class McpHttp:
         ) or ctx.session._connection.session_id or ""
 
     def _bind(self, session: str, agent: str) -> None:
-        if len(self._session_agents) >= 100_000:  # bounded: forget the oldest binding
-            del self._session_agents[next(iter(self._session_agents))]
-        self._session_agents[session] = agent
+        if len(self.sessions) >= 100_000:  # bounded: forget the oldest binding
+            del self.sessions[next(iter(self.sessions))]
+        self.sessions[session] = McpSession(agent)
+
+    def _set_level(self, session: str, level: str) -> None:
+        if (record := self.sessions.get(session)) is not None:
+            record.log_level = level_index(level)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
@@ -82,6 +92,12 @@ class McpHttp:
             await problem(scope, receive, send)
             return
         if "mcp-session-id" in headers:
+            session = self.sessions.get(headers["mcp-session-id"])
+            if session is not None:
+                replay = await self.fast(scope, receive, send, headers, session)
+                if replay is None:
+                    return
+                receive = replay
             await self.endpoint(scope, receive, send)
             return
         agent = agent_from_authorization(headers.get("authorization"))
@@ -110,7 +126,8 @@ class McpHttp:
         except IdentityError as exc:
             return rpc_error(401, -32600, str(exc))
         session = headers.get("mcp-session-id")
-        owner = self._session_agents.get(session) if session else None
+        record = self.sessions.get(session) if session else None
+        owner = record.agent if record is not None else None
         if owner is not None and owner != agent:
             return rpc_error(403, -32600, f"session {session} belongs to another agent")
         return None

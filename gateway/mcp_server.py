@@ -40,7 +40,7 @@ from bus.errors import rpc_code
 from bus.events import Subscriber
 from bus.json_values import refusal
 from gateway.frontend import FrontEnd
-from gateway.mcp_forward import LOG_LEVEL_KEY, forwarding
+from gateway.mcp_forward import LOG_LEVEL_KEY, Caller, forwarding, sdk_caller
 from gateway.mcp_proxy import McpProxy
 from gateway.mcp_virtual import VirtualTools, text_result
 from gateway.stdio_lines import REFUSED
@@ -82,6 +82,8 @@ class MeshMcp:
         self.owners: dict[str, str] = {}  # subscribed resource URI → the server subscribed to
         self._updates: asyncio.Task[None] | None = None  # initialized sessions, for list_changed
         self._background: set[asyncio.Task[None]] = set()
+        # (session id, level) of each logging/setLevel: /mcp keeps it for its fast path.
+        self.on_set_level: Callable[[str, str], None] | None = None
         frontend.catalog.add_listener(self._catalog_changed)
         frontend.catalog.add_worker_listener(self._renew_subscriptions)
 
@@ -122,14 +124,7 @@ class MeshMcp:
         if ctx.method == "tools/list":
             return {"tools": self.tools()}
         if ctx.method == "tools/call":
-            params = ctx.params or {}
-            name, arguments = params.get("name"), params.get("arguments") or {}
-            if not isinstance(name, str) or not isinstance(arguments, dict):
-                raise MCPError(
-                    types.INVALID_PARAMS,
-                    "tools/call needs a string 'name' and an object 'arguments'",
-                )
-            return await self.call_tool(ctx, name, arguments)
+            return await self.tools_call(self.caller(ctx), ctx.params or {})
         if ctx.method in PROXIED:
             if not self.frontend.catalog.has(PROXIED[ctx.method]):
                 raise MCPError(types.METHOD_NOT_FOUND, "Method not found", data=ctx.method)
@@ -143,11 +138,21 @@ class MeshMcp:
 
     # -- tools/call --------------------------------------------------------------------------
 
-    async def call_tool(
-        self, ctx: ServerRequestContext[Any, Any], name: str, arguments: dict[str, Any]
-    ) -> Any:
-        agent, session_id = self.identify(ctx)
-        async with forwarding(ctx, self.frontend.client.answer) as forward:
+    def caller(self, ctx: ServerRequestContext[Any, Any]) -> Caller:
+        return sdk_caller(ctx, *self.identify(ctx))
+
+    async def tools_call(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        """A `tools/call`, whichever transport brought it (the SDK, or gateway/mcp_fast.py)."""
+        name, arguments = params.get("name"), params.get("arguments") or {}
+        if not isinstance(name, str) or not isinstance(arguments, dict):
+            raise MCPError(
+                types.INVALID_PARAMS, "tools/call needs a string 'name' and an object 'arguments'"
+            )
+        return await self.call_tool(caller, name, arguments)
+
+    async def call_tool(self, caller: Caller, name: str, arguments: dict[str, Any]) -> Any:
+        agent = caller.agent
+        async with forwarding(caller, self.frontend.client.answer) as forward:
             if name in self.virtual:
                 if (bad := refusal(arguments, "arguments")) is not None:
                     raise MCPError(types.INVALID_PARAMS, f"invalid {bad}")
@@ -156,10 +161,10 @@ class MeshMcp:
                 agent,
                 name,
                 arguments,
-                session_id=session_id,
+                session_id=caller.session_id,
                 on_progress=forward.push,
                 wait_for_approval=self.blocking,
-                parent=_trace_parent(ctx),
+                parent=_trace_parent(caller),
                 params_name="arguments",
             )
         if outcome.status == 200:
@@ -196,8 +201,9 @@ class MeshMcp:
             return await self.proxy.complete(params)
         if method in ("resources/subscribe", "resources/unsubscribe"):
             return await self._subscription(ctx.session, method, params)
-        agent, session_id = self.identify(ctx)
-        async with forwarding(ctx) as forward:
+        caller = self.caller(ctx)
+        agent, session_id = caller.agent, caller.session_id
+        async with forwarding(caller) as forward:
             progress = forward.token is not None
             if method == "resources/read":
                 uri = params.get("uri")
@@ -292,6 +298,8 @@ class MeshMcp:
         """Accepted and recorded for this session: upstream log messages below it are not
         forwarded to it. Not sent upstream: an upstream serves every agent of the mesh."""
         ctx.session._connection.state[LOG_LEVEL_KEY] = params.level
+        if self.on_set_level is not None:
+            self.on_set_level(self.identify(ctx)[1], params.level)
         return types.EmptyResult()
 
     async def _initialized(self, ctx: ServerRequestContext[Any, Any], params: Any) -> None:
@@ -382,13 +390,9 @@ def new_session_id() -> str:
     return uuid.uuid4().hex
 
 
-def _trace_parent(ctx: ServerRequestContext[Any, Any]) -> traceparent.TraceParent | None:
+def _trace_parent(caller: Caller) -> traceparent.TraceParent | None:
     """The caller's W3C trace context: MCP `params._meta.traceparent`, else (over /mcp) the HTTP
     `traceparent` header."""
-    meta = (ctx.params or {}).get("_meta") or {}
+    meta = caller.params.get("_meta") or {}
     value = meta.get("traceparent") if isinstance(meta, dict) else None
-    if not isinstance(value, str):
-        request = getattr(ctx, "request", None)
-        headers = getattr(request, "headers", None)
-        value = headers.get("traceparent") if headers is not None else None
-    return traceparent.parse(value)
+    return traceparent.parse(value if isinstance(value, str) else caller.traceparent)

@@ -1,7 +1,8 @@
 """Benchmark: MCP `echo` calls direct to server-everything vs. through a real mesh's REST API.
 
     python scripts/bench_http.py [--duration 5] [--policy-workers N] [--upstream-workers N]
-                                 [--cpu] [--json] [--keep] [--config-extra YAML]
+                                 [--cpu] [--mcp] [--no-direct] [--json] [--keep]
+                                 [--config-extra YAML]
 
 1. direct: one in-process `UpstreamClient` (stdio) on node_modules/.bin/mcp-server-everything;
 2. mesh-rest: `agent-mesh serve` (supervisord; temp dir, free port, temp AGENT_MESH_HOME) with that
@@ -11,6 +12,8 @@
 Each concurrency level (1, 16, 64) is warmed up for 0.5 s, then measured for --duration seconds.
 --cpu also prints, per mesh level, the CPU time each process of the tree spent per call (from
 /proc, measured part only): where a call's cost goes, process by process (docs/profiling.md).
+--mcp also runs `tools/call` through `/mcp` (MCP Streamable HTTP, raw HTTP/1.1, one session per
+concurrent worker) right after each REST level, and prints /mcp vs REST per level.
 --keep leaves the temp dir (mesh logs in <home>/<hash>/logs/) and prints its path. Needs `npm ci`.
 """
 
@@ -192,19 +195,99 @@ class HttpConn:
             self.streams = None
 
 
+class McpConn(HttpConn):
+    """One MCP session over Streamable HTTP on `/mcp` (raw HTTP/1.1, one keep-alive connection),
+    opened at the first call; each call is a `tools/call` whose answer is read as JSON or SSE."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
+        self.head = (
+            f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer agent:{AGENT}\r\nContent-Type: application/json\r\n"
+            "Accept: application/json, text/event-stream\r\n"
+        )
+        self.session = ""
+
+    async def post(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = self.streams
+        writer.write(f"{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        try:
+            lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (line.partition(":") for line in lines[1:] if line)
+            }
+            if "content-length" in headers:
+                data = await reader.readexactly(int(headers["content-length"]))
+            else:  # chunked (an SSE stream): read to the last chunk
+                parts = []
+                while size := int((await reader.readuntil(b"\r\n"))[:-2], 16):
+                    parts.append((await reader.readexactly(size + 2))[:-2])
+                await reader.readuntil(b"\r\n")
+                data = b"".join(parts)
+        except BaseException:
+            self.close()
+            raise
+        return status, headers, data
+
+    async def call(self, n: int) -> str | None:
+        if not self.session:
+            init = {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "bench", "version": "0"},
+                },
+            }
+            status, headers, data = await self.post(json.dumps(init).encode())
+            if status != 200 or "mcp-session-id" not in headers:
+                return f"initialize: HTTP {status}: {data[:300]!r}"
+            self.session = headers["mcp-session-id"]
+            self.head += f"Mcp-Session-Id: {self.session}\r\nMCP-Protocol-Version: 2025-11-25\r\n"
+            await self.post(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')
+        body = (
+            b'{"jsonrpc": "2.0", "id": %d, "method": "tools/call", '
+            b'"params": {"name": "everything.echo", "arguments": {"message": "hi %d"}}}' % (n, n)
+        )
+        status, headers, data = await self.post(body)
+        if headers.get("content-type", "").startswith("text/event-stream"):
+            events = [line[5:] for line in data.split(b"\n") if line.startswith(b"data:")]
+            data = next((e for e in events if b'"result"' in e or b'"error"' in e), data)
+        answer = json.loads(data) if status == 200 else None
+        if (
+            not isinstance(answer, dict)
+            or "result" not in answer
+            or answer["result"].get("isError")
+        ):
+            return f"HTTP {status}: {data.decode(errors='replace')[:500]}"
+        return None
+
+
 async def bench_mesh(
-    port: int, duration: float, counter: itertools.count[int], tree: set[int] | None = None
+    port: int,
+    duration: float,
+    counter: itertools.count[int],
+    tree: set[int] | None = None,
+    modes: tuple[str, ...] = ("mesh-rest",),
 ) -> list[Result]:
+    """Each level runs every mode in turn (REST, then /mcp): their ratio is from the same minute."""
     results = []
     for c in CONCURRENCY:
-        conns = [HttpConn(port) for _ in range(c)]
-        try:
-            results.append(
-                await measure("mesh-rest", [x.call for x in conns], duration, counter, tree)
-            )
-        finally:
-            for conn in conns:
-                conn.close()
+        for mode in modes:
+            conns = [(McpConn if mode == "mesh-mcp" else HttpConn)(port) for _ in range(c)]
+            try:
+                results.append(
+                    await measure(mode, [x.call for x in conns], duration, counter, tree)
+                )
+            finally:
+                for conn in conns:
+                    conn.close()
     return results
 
 
@@ -328,6 +411,14 @@ def table(direct: list[Result], mesh: list[Result]) -> str:
             f"{r.mode:<10} {r.concurrency:>4} {r.calls_per_s:>9.1f} {r.p50_ms:>8.2f}"
             f" {r.p99_ms:>8.2f} {r.errors:>6}{extra}"
         )
+    rest = {r.concurrency: r for r in mesh if r.mode == "mesh-rest"}
+    for r in mesh:
+        if r.mode == "mesh-mcp" and r.concurrency in rest:
+            same = rest[r.concurrency]
+            ratio, added = r.calls_per_s / same.calls_per_s, r.p50_ms - same.p50_ms
+            rows.append(
+                f"/mcp vs REST c={r.concurrency}: {ratio:.2f}x calls/s, p50 {added:+.2f} ms"
+            )
     rows += [
         f"first error ({r.mode}, concurrency {r.concurrency}): {r.first_error}"
         for r in direct + mesh
@@ -356,6 +447,12 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir with the mesh logs")
     ap.add_argument(
+        "--mcp",
+        action="store_true",
+        help="also `tools/call` on /mcp (raw HTTP), after each REST level",
+    )
+    ap.add_argument("--no-direct", action="store_true", help="skip the direct baseline")
+    ap.add_argument(
         "--config-extra",
         type=yaml.safe_load,
         default={},
@@ -372,8 +469,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     counter = itertools.count()
     t_start = time.monotonic()
+    load_start = os.getloadavg()
     print("direct baseline ...", file=sys.stderr)
-    direct = asyncio.run(bench_direct(args.duration, counter))
+    direct = [] if args.no_direct else asyncio.run(bench_direct(args.duration, counter))
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-mesh-"))
     mesh = MeshProcess(tmp, args.policy_workers, args.upstream_workers, args.config_extra)
@@ -381,7 +479,13 @@ def main() -> int:
         print(f"mesh on port {mesh.port}, AGENT_MESH_HOME={mesh.home} ...", file=sys.stderr)
         mesh.start()
         results = asyncio.run(
-            bench_mesh(mesh.port, args.duration, counter, mesh.tree() if args.cpu else None)
+            bench_mesh(
+                mesh.port,
+                args.duration,
+                counter,
+                mesh.tree() if args.cpu else None,
+                ("mesh-rest", "mesh-mcp") if args.mcp else ("mesh-rest",),
+            )
         )
         tree = mesh.tree()
         rss = rss_mb(tree)
@@ -400,6 +504,8 @@ def main() -> int:
     print(table(direct, results))
     print(f"mesh process tree RSS: {rss:.1f} MB ({len(tree)} processes: supervisord + descendants)")
     print(f"total wall time: {time.monotonic() - t_start:.1f} s")
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*load_start))
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     if args.json:
         print(
             json.dumps(

@@ -59,7 +59,7 @@ def open_session(mesh: Mesh, agent: str = "fast") -> dict[str, str]:
     return headers
 
 
-def call(rid: int | str, name: str, arguments: Any, meta: dict[str, Any] | None = None) -> Any:
+def call(rid: int | str, name: Any, arguments: Any, meta: dict[str, Any] | None = None) -> Any:
     params = {"name": name, "arguments": arguments, **({"_meta": meta} if meta else {})}
     return {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params}
 

@@ -1,6 +1,6 @@
-"""The HTTP edge's one error type and JSON body reader, shared by the REST routes and the
-`/tool` fast path: a request that cannot be served becomes `HttpError(status, message)`, which
-every route answers as `{"error": message}` with that status."""
+"""The HTTP edge's one error type, its answer and the JSON body reader, shared by the REST routes
+and the `/tool` fast path: a request that cannot be served becomes `HttpError(status, message)`,
+which every route answers as `{"error": message}` with that status (`error`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from starlette.responses import JSONResponse
 from starlette.types import Message, Receive
 
 MAX_BODY_BYTES = 1 << 20
@@ -17,6 +18,10 @@ class HttpError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
 
 
 async def read_json(headers: Mapping[str, str], receive: Receive) -> Any:

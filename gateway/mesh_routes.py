@@ -1,0 +1,234 @@
+"""The REST routes about the mesh itself: its catalogue (`/tools`, `/mcp-servers`), `/health`,
+`/ready`, `/version`, and `POST /reload` (an operator route: gateway/operators.py)."""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import version
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bus.errors import BusError
+from bus.messages import APPROVAL, POLICY, TRACES
+from gateway import api_shapes as shapes
+from gateway import last_resort
+from gateway.api_answers import (
+    INTERNAL,
+    NOT_AN_AGENT,
+    NOT_AN_OPERATOR,
+)
+from gateway.api_route import Answer, ApiRoute
+from gateway.api_views import server_view, tool_view
+from gateway.frontend import FrontEnd
+from gateway.http_body import error
+from gateway.operators import Operators
+from gateway.reload import Reloader
+
+VERSION = version("agent-mesh")  # as installed, from pyproject.toml
+
+
+class MeshRoutes:
+    def __init__(self, frontend: FrontEnd, reloader: Reloader, operators: Operators) -> None:
+        self.frontend = frontend
+        self.catalog = frontend.catalog
+        self.reloader = reloader
+        self.operators = operators
+
+    async def tools(self, request: Request) -> Response:
+        return JSONResponse([tool_view(t) for t in self.catalog.tools()])
+
+    async def mcp_servers(self, request: Request) -> Response:
+        servers = []
+        for spec in self.frontend.loaded.config.sources():  # stdio, sse, ..., cli or openapi
+            view = self.catalog.servers[spec.name]
+            servers.append(
+                server_view(
+                    spec.name,
+                    spec.transport,
+                    [view.canonical(t) for t in view.tools],
+                    view.up,
+                    {
+                        "workers": [
+                            {k: w.get(k) for k in ("slot", "inflight", "served")}
+                            | {"pid": (w.get("meta") or {}).get("pid")}
+                            for w in view.workers
+                        ],
+                        "configured_workers": spec.workers,
+                        "queued": view.queued,
+                        **({"error": view.reason} if view.reason else {}),
+                    },
+                )
+            )
+        return JSONResponse(servers)
+
+    async def _status(self) -> tuple[bool, dict[str, Any]]:
+        """Whether every role and upstream is up, and the detail of each."""
+        await self.catalog.refresh()
+        upstreams = {
+            name: ("up" if view.up else "down") for name, view in self.catalog.servers.items()
+        }
+        # Why each down upstream is down, as its workers said (workers/upstream_down.py).
+        errors = {name: view.reason for name, view in self.catalog.servers.items() if view.reason}
+        services = {name: self.catalog.service_summary(name) for name in (POLICY, TRACES, APPROVAL)}
+        ok = (
+            self.catalog.bus_ok
+            and all(s["workers"] for s in services.values())
+            and all(v == "up" for v in upstreams.values())
+        )
+        return ok, {
+            "bus": "up" if self.catalog.bus_ok else "down",
+            "services": services,
+            "upstreams": upstreams,
+            **({"upstream_errors": errors} if errors else {}),
+            "trace_backlog": self.frontend.outbox.backlog,
+            "internal_errors": last_resort.internal_errors(),
+            "pid": os.getpid(),
+        }
+
+    async def health(self, request: Request) -> Response:
+        """Go's {status, tools, traces, version}: 200 whenever the gateway answers."""
+        ok, detail = await self._status()
+        try:
+            stats = await self.frontend.client.request(TRACES, {"op": "stats"}, timeout=2.0)
+        except BusError:
+            stats, ok = {}, False
+        return JSONResponse(
+            {
+                "status": "ok" if ok else "degraded",
+                "tools": len(self.catalog.tools()),
+                "traces": stats,
+                "version": VERSION,
+                **detail,
+                "policy_set": self.reloader.view(),
+            }
+        )
+
+    async def ready(self, request: Request) -> Response:
+        """Readiness for probes and waiters: 200 when every role and upstream is up, else 503."""
+        ok, detail = await self._status()
+        return JSONResponse(
+            {"status": "ok" if ok else "degraded", **detail}, status_code=200 if ok else 503
+        )
+
+    async def version(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "version": VERSION,
+                "commit": "none",
+                "date": "unknown",
+                "name": "agent-mesh",
+                "implementation": "python",
+            }
+        )
+
+    async def reload(self, request: Request) -> Response:
+        """`mesh reload`: read the config and its policy_dir again (operator route). 200 with the
+        set in force (`status` reloaded | unchanged), 422 when the new config is invalid (the old
+        set stays; `error` says why)."""
+        agent = self.operators.check(request)
+        if agent is not None:
+            return error(
+                403,
+                f"agent {agent} cannot reload the mesh's policies; an operator can "
+                "(without an agent's bearer)",
+            )
+        answer = await self.reloader.reload("mesh reload")
+        return JSONResponse(answer, status_code=422 if answer["status"] == "invalid" else 200)
+
+    def catalog_routes(self) -> list[ApiRoute]:
+        return [
+            ApiRoute(
+                "GET",
+                "/tools",
+                self.tools,
+                "Every upstream tool",
+                {
+                    200: Answer(list[shapes.ToolView], "The tools, as `<server>.<tool>`."),
+                    500: INTERNAL,
+                },
+                tags=["catalog"],
+            ),
+            ApiRoute(
+                "GET",
+                "/mcp-servers",
+                self.mcp_servers,
+                "Every upstream server and its workers",
+                {
+                    200: Answer(list[shapes.ServerView], "One entry per configured source."),
+                    500: INTERNAL,
+                },
+                tags=["catalog"],
+            ),
+        ]
+
+    def operation_routes(self) -> list[ApiRoute]:
+        return [
+            ApiRoute(
+                "POST",
+                "/reload",
+                self.reload,
+                "Read the config and its policies again",
+                {
+                    200: Answer(
+                        shapes.Reloaded, "The policy set in force (`reloaded` or `unchanged`)."
+                    ),
+                    401: NOT_AN_AGENT,
+                    403: NOT_AN_OPERATOR,
+                    422: Answer(
+                        shapes.Reloaded,
+                        "The new config is invalid: the old set stays, `error` says why.",
+                    ),
+                    500: INTERNAL,
+                },
+                operator=True,
+                tags=["operations"],
+            ),
+            ApiRoute(
+                "GET",
+                "/health",
+                self.health,
+                "Health: 200 whenever the gateway answers",
+                {
+                    200: Answer(
+                        shapes.Health, "`status` ok or degraded, with the detail of each part."
+                    ),
+                    500: INTERNAL,
+                },
+                tags=["operations"],
+            ),
+            ApiRoute(
+                "GET",
+                "/ready",
+                self.ready,
+                "Readiness: 200 when every role and upstream is up",
+                {
+                    200: Answer(shapes.Ready, "Ready."),
+                    500: INTERNAL,
+                    503: Answer(shapes.Ready, "Not ready: the detail says what is down."),
+                },
+                tags=["operations"],
+            ),
+            ApiRoute(
+                "GET",
+                "/version",
+                self.version,
+                "Version",
+                {
+                    200: Answer(
+                        shapes.Version,
+                        "This mesh's version.",
+                        {
+                            "version": VERSION,
+                            "commit": "none",
+                            "date": "unknown",
+                            "name": "agent-mesh",
+                            "implementation": "python",
+                        },
+                    ),
+                    500: INTERNAL,
+                },
+                tags=["operations"],
+            ),
+        ]

@@ -1,18 +1,52 @@
-"""`mesh health`: the /health answer as a table of roles and upstreams, each with why it is down.
+"""`mesh health`: the /health answer as a table of roles and upstreams, each with its state,
+since when, and why it is down.
 
-Tolerant of /health's shapes: `upstreams` as `{name: "up"}` (the reasons beside, in
-`upstream_errors`) or `{name: {"status", "reason"}}` (or a list of such objects with `name`),
-`services` as `{name: {"workers": n}}`.
+Upstreams come from `upstream_states` (`{name: {state, reason, since, instances}}`: each
+upstream's lifecycle, README "Health") when the mesh says it; else, tolerant of older shapes,
+`upstreams` as `{name: "up"}` (the reasons beside, in `upstream_errors`) or
+`{name: {"status", "reason"}}` (or a list of such objects with `name`). `services` as
+`{name: {"workers": n}}`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from agent_mesh.tables import Column, render, text
+from agent_mesh.tables import Column, clock, render, text
+
+QUIET = ("up", "spare")  # states of a server's worker processes that need no word
+
+
+def _lifecycles(states: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, entry in states.items():
+        if not isinstance(entry, dict):
+            continue
+        instances = [i for i in entry.get("instances") or [] if isinstance(i, dict)]
+        # An upstream that is up says nothing, but a worker of it that is not does (restarting).
+        others = [
+            f"{i.get('instance')} {i.get('state')}"
+            + (f": {i['reason']}" if i.get("reason") else "")
+            for i in instances
+            if i.get("state") not in QUIET
+        ]
+        rows.append(
+            {
+                "name": name,
+                "kind": "upstream",
+                "status": entry.get("state"),
+                "since": entry.get("since"),
+                "workers": sum(1 for i in instances if i.get("state") == "up") or None,
+                "reason": entry.get("reason") or "; ".join(others),
+            }
+        )
+    return rows
 
 
 def _upstreams(body: dict[str, Any]) -> list[dict[str, Any]]:
+    states = body.get("upstream_states")
+    if isinstance(states, dict):
+        return _lifecycles(states)
     raw = body.get("upstreams") or {}
     if isinstance(raw, list):
         entries = [(str(u.get("name")), u) for u in raw if isinstance(u, dict)]
@@ -128,6 +162,7 @@ def health_view(body: Any, width: int) -> str:
         Column("kind", "KIND", shrink=None),
         Column("status", "STATUS", shrink=None),
         Column("workers", "WORKERS", min=0, shrink=1),
+        Column("since", "SINCE", min=0, shrink=-1, render=clock),  # gives way to the reason
         Column("reason", "REASON", min=20, shrink=0),
     ]
     return head + "\n" + render(columns, rows, width)

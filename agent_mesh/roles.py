@@ -184,7 +184,7 @@ def run_role(
 
         _run(policy.run(endpoints.requests, list(config.policies), slot=f"policy:{slot}"))
     elif role == "upstream":
-        from workers import upstream
+        from workers import upstream_run
 
         spec = config.source(server or "")
         if spec is None:
@@ -195,7 +195,7 @@ def run_role(
             )
         sys.exit(
             _run(
-                upstream.run(
+                upstream_run.run(
                     endpoints.requests,
                     spec,
                     slot=slot,

@@ -18,9 +18,14 @@ from bus import frames
 
 def worker_may_publish(service: str, topic: str) -> bool:
     """Whether a worker of `service` may publish `topic` (EVENT): a worker of `upstream.<name>`
-    publishes `resource.<name>.<event>` and nothing else. Subscribers trust `worker.*` (the
-    broker's) and `trace.*` (the trace writer's) events, and a remote worker must not forge those
-    nor speak for another server."""
+    publishes `resource.<name>.<event>`, one of `upstream-state.<name>` its lifecycle
+    `upstream.<name>.<state>`, and nothing else. Subscribers trust `worker.*` (the broker's) and
+    `trace.*` (the trace writer's) events, and a remote worker must not forge those nor speak
+    for another server."""
+    if service.startswith(frames.UPSTREAM_STATE_PREFIX):
+        server = service.removeprefix(frames.UPSTREAM_STATE_PREFIX)
+        prefix = f"{frames.UPSTREAM_PREFIX}{server}."
+        return topic.startswith(prefix) and "." not in topic[len(prefix) :] and topic != prefix
     server = service.removeprefix(frames.UPSTREAM_PREFIX)
     prefix = f"resource.{server}."
     return server != service and topic.startswith(prefix) and len(topic) > len(prefix)

@@ -61,6 +61,9 @@ EMPTY_HEADER: Final = msgpack.packb({})
 # The services of upstream servers are `upstream.<server>` (bus/messages.py names them; the
 # broker, which loads no message models, checks what their workers may publish).
 UPSTREAM_PREFIX: Final = "upstream."
+# Every upstream worker process also registers as `upstream-state.<server>`, its lifecycle state
+# as its metadata (PROTOCOL.md, "Upstream lifecycle").
+UPSTREAM_STATE_PREFIX: Final = "upstream-state."
 
 # What unpacking a frame from the wire raises for bytes that are not a valid value.
 UNDECODABLE: Final = (ValueError, TypeError, msgpack.UnpackException)

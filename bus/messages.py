@@ -8,6 +8,7 @@ with `Model.model_validate(body)` so a confused peer gets a 400, never a crash.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
@@ -23,19 +24,22 @@ POLICY_SET_CHANGED = (
     "policy.set.changed"  # event: {generation, version}, after each accepted reload
 )
 UPSTREAM_PREFIX = frames.UPSTREAM_PREFIX
-
-
-UPSTREAM_DOWN_PREFIX = "upstream-down."
+UPSTREAM_STATE_PREFIX = frames.UPSTREAM_STATE_PREFIX
 
 
 def upstream_service(server: str) -> str:
     return UPSTREAM_PREFIX + server
 
 
-def upstream_down_service(server: str) -> str:
-    """Where an upstream worker whose MCP server is not running registers, saying why
-    (`UpstreamDownMeta`), while it waits to start it again: never routed a tool call."""
-    return UPSTREAM_DOWN_PREFIX + server
+def upstream_state_service(server: str) -> str:
+    """Where every upstream worker process registers for its whole life, its lifecycle state as
+    its metadata (`UpstreamState`): never routed a tool call."""
+    return UPSTREAM_STATE_PREFIX + server
+
+
+def upstream_state_topic(server: str, state: str) -> str:
+    """The event an upstream worker publishes on each transition: `upstream.<server>.<state>`."""
+    return f"{UPSTREAM_PREFIX}{server}.{state}"
 
 
 class Body(BaseModel):
@@ -112,16 +116,33 @@ class UpstreamMeta(Body):
     session: str = ""  # one per upstream MCP session: a new one when the worker starts a new server
 
 
-class UpstreamDownMeta(Body):
-    """READY body of a worker of `upstream-down.<server>`: why its upstream is not running, how
-    many starts in a row failed, and when it tries again (`retry_at`, epoch seconds)."""
+class UpstreamStateName(StrEnum):
+    """Where one upstream worker process is with its upstream (workers/upstream_lifecycle.py has
+    the transitions)."""
+
+    STARTING = "starting"  # starting its upstream (the process's first start, or after a wait)
+    UP = "up"  # its upstream runs and it serves a slot of the server
+    SPARE = "spare"  # its upstream runs; every slot is served: the warm spare, waiting for one
+    RESTARTING = "restarting"  # its upstream stopped after a healthy run; a new one is starting
+    BACKING_OFF = "backing_off"  # a start failed (or died soon after): waiting `retry_at`
+    FAILED = "failed"  # starts keep failing (the wait reached its cap); still retried
+    STOPPED = "stopped"  # the worker stops (a front-end: no worker of the server on the bus)
+
+
+class UpstreamState(Body):
+    """READY/UPDATE body of a worker of `upstream-state.<server>`, and the body of the event
+    `upstream.<server>.<state>` it publishes (EVENT) on each transition: one upstream worker
+    process's lifecycle state. A request to the service is answered with it."""
 
     server: str
-    reason: str
-    failures: int = 1
-    since: float = 0.0  # epoch seconds of the first failure in a row
-    retry_at: float = 0.0
+    instance: str  # `<server>:<n>`, n the process's own slot number (the spare's too)
+    state: UpstreamStateName
+    reason: str = ""  # why, for people: `command 'x' not found on PATH`, `killed by SIGKILL`
+    since: float = 0.0  # epoch seconds: when it entered this state
+    failures: int = 0  # starts failed in a row
+    retry_at: float = 0.0  # epoch seconds of the next start (backing_off, failed)
     pid: int = 0
+    seq: int = 0  # transitions of this process so far: the later of two bodies has the higher
 
 
 # -- approval ----------------------------------------------------------------------------------

@@ -119,6 +119,11 @@ class ToolView(TypedDict):
     inputSchema: NotRequired[dict[str, Any]]
 
 
+UpstreamLifecycle = Literal[
+    "starting", "up", "spare", "restarting", "backing_off", "failed", "stopped"
+]  # bus/messages.py UpstreamStateName
+
+
 class WorkerView(TypedDict):
     slot: str | None
     inflight: int | None
@@ -137,6 +142,7 @@ class ServerView(TypedDict):
     workers: NotRequired[list[WorkerView]]
     configured_workers: NotRequired[int]
     queued: NotRequired[int]
+    state: NotRequired[UpstreamLifecycle]  # the server's lifecycle state (README, Health)
 
 
 class ServiceSummary(TypedDict):
@@ -154,12 +160,34 @@ class PolicySetView(TypedDict):
     restart_needed: NotRequired[list[str]]
 
 
+class UpstreamInstance(TypedDict):
+    """One upstream worker process's lifecycle state (bus/messages.py UpstreamState)."""
+
+    instance: str  # `<server>:<n>`
+    state: UpstreamLifecycle
+    since: str
+    pid: int
+    reason: NotRequired[str]
+    failures: NotRequired[int]  # starts failed in a row
+    retry_at: NotRequired[str]  # the next start (backing_off, failed)
+
+
+class UpstreamLifecycleView(TypedDict):
+    """An upstream's state: its best worker process's (up if one serves), why, since when."""
+
+    state: UpstreamLifecycle
+    reason: NotRequired[str]
+    since: NotRequired[str]
+    instances: list[UpstreamInstance]
+
+
 class Ready(TypedDict):
     status: Literal["ok", "degraded"]
     bus: Literal["up", "down"]
     services: dict[str, ServiceSummary]
     upstreams: dict[str, Literal["up", "down"]]
     upstream_errors: NotRequired[dict[str, str]]
+    upstream_states: dict[str, UpstreamLifecycleView]
     trace_backlog: int
     internal_errors: int
     pid: int

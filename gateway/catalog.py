@@ -8,8 +8,9 @@ front-ends turn these into `notifications/*/list_changed` to their sessions. Wor
 (`add_worker_listener`) hear which servers got a new set of upstream sessions (a worker restarted,
 joined or left, or replaced its MCP server), e.g. to renew what the old ones held (subscriptions).
 
-A server none of whose workers runs an upstream has the reason they give (`ServerView.reason`,
-from the `upstream-down.<server>` service, see workers/upstream_down.py).
+Each server's lifecycle is what its worker processes report as `upstream-state.<server>`
+(`ServerView.states`, `.lifecycle`, gateway/upstream_health.py); a server none of whose workers
+runs an upstream has the reason they give (`ServerView.reason`).
 
 Refreshes come every REFRESH_INTERVAL and, with the broker's events endpoint, at once after any
 worker's ready / down / updated event: a restarted worker is in the catalogue within milliseconds.
@@ -27,7 +28,8 @@ from typing import Any
 from bus.client import BusClient
 from bus.errors import BusError
 from bus.events import Subscriber
-from bus.messages import UPSTREAM_DOWN_PREFIX, UPSTREAM_PREFIX
+from bus.messages import UPSTREAM_PREFIX, UPSTREAM_STATE_PREFIX, UpstreamState
+from gateway import upstream_health
 from mesh_config.sources import DISPATCH, SUBCOMMAND, SourceRef
 
 log = logging.getLogger(__name__)
@@ -50,9 +52,7 @@ class ServerView:
     sessions: frozenset[str] = (
         frozenset()
     )  # every live worker's upstream session (UpstreamMeta.session)
-    down: dict[str, Any] = field(
-        default_factory=dict
-    )  # the latest UpstreamDownMeta (upstream-down.<name>)
+    states: list[UpstreamState] = field(default_factory=list)  # of its worker processes
     prefix: str = ""  # of its tools' canonical names (policies, traces); set from its SourceRef
     kind: str = "mcp"  # mcp | cli | openapi
     any_subcommand: bool = False  # a non-strict CLI tool: any `<name>.<subcommand>` is a tool
@@ -69,10 +69,19 @@ class ServerView:
         return bool(self.workers)
 
     @property
+    def lifecycle(self) -> UpstreamState:
+        """The server's state: its best worker process's (gateway/upstream_health.py)."""
+        return upstream_health.overall(self.name, self.states, self.up)
+
+    @property
     def reason(self) -> str:
-        """Why the server is down, as its workers last said (`command 'x' not found on PATH`,
-        `exited with code 1: ...`); "" when it is up or no worker has said."""
-        return "" if self.up else str(self.down.get("reason") or "")
+        """Why the server is down, as its workers last said when its starts keep failing
+        (`command 'x' not found on PATH`, `exited with code 1: ...`); "" when it is up, or
+        between a worker's death and the spare's takeover (the broker's error says it then)."""
+        if self.up or not self.states:
+            return ""
+        life = self.lifecycle
+        return life.reason if life.failures else ""
 
     @property
     def capabilities(self) -> dict[str, Any]:
@@ -187,11 +196,8 @@ class Catalog:
                 view.list_changes = changes if isinstance(changes, dict) else {}
                 view.pid = meta.get("pid")
                 break
-            downs = [
-                w.get("meta") or {}
-                for w in (report.get(UPSTREAM_DOWN_PREFIX + name) or {}).get("workers", [])
-            ]
-            view.down = max(downs, key=lambda meta: meta.get("retry_at") or 0, default={})
+            states = (report.get(UPSTREAM_STATE_PREFIX + name) or {}).get("workers", [])
+            view.states = upstream_health.parse(states)
             old = self.servers.get(name)
             changed |= {
                 kind

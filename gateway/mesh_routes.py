@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from bus.errors import BusError
 from bus.messages import APPROVAL, POLICY, TRACES
 from gateway import api_shapes as shapes
-from gateway import last_resort
+from gateway import last_resort, upstream_health
 from gateway.api_answers import (
     INTERNAL,
     NOT_AN_AGENT,
@@ -57,6 +57,7 @@ class MeshRoutes:
                         ],
                         "configured_workers": spec.workers,
                         "queued": view.queued,
+                        "state": view.lifecycle.state.value,
                         **({"error": view.reason} if view.reason else {}),
                     },
                 )
@@ -69,8 +70,12 @@ class MeshRoutes:
         upstreams = {
             name: ("up" if view.up else "down") for name, view in self.catalog.servers.items()
         }
-        # Why each down upstream is down, as its workers said (workers/upstream_down.py).
+        # Why each down upstream is down, as its workers said (gateway/upstream_health.py).
         errors = {name: view.reason for name, view in self.catalog.servers.items() if view.reason}
+        states = {
+            name: upstream_health.view(name, view.states, view.up)
+            for name, view in self.catalog.servers.items()
+        }
         services = {name: self.catalog.service_summary(name) for name in (POLICY, TRACES, APPROVAL)}
         ok = (
             self.catalog.bus_ok
@@ -82,6 +87,7 @@ class MeshRoutes:
             "services": services,
             "upstreams": upstreams,
             **({"upstream_errors": errors} if errors else {}),
+            "upstream_states": states,
             "trace_backlog": self.frontend.outbox.backlog,
             "internal_errors": last_resort.internal_errors(),
             "pid": os.getpid(),

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bus.errors import BusError
-from bus.messages import APPROVAL, TRACES, UPSTREAM_DOWN_PREFIX, UPSTREAM_PREFIX, ApprovalList
+from bus.messages import APPROVAL, TRACES, UPSTREAM_PREFIX, ApprovalList, UpstreamStateName
 from gateway import last_resort
 
 if TYPE_CHECKING:
@@ -178,8 +178,8 @@ class MetricsRoute:
 
         state = GaugeMetricFamily(
             "agent_mesh_upstream_workers",
-            "Upstream worker processes by state: serving (its MCP server runs), "
-            "down (waiting to start it again)",
+            "Upstream worker processes by lifecycle state (starting, up, spare, restarting, "
+            "backing_off, failed); serving: those on the bus serving calls",
             labels=["server", "state"],
         )
         failures = GaugeMetricFamily(
@@ -195,12 +195,14 @@ class MetricsRoute:
         )
         for name in self.gw.catalog.configured:
             serving = (services.get(UPSTREAM_PREFIX + name) or {}).get("workers", [])
-            down = (services.get(UPSTREAM_DOWN_PREFIX + name) or {}).get("workers", [])
+            view = self.gw.catalog.servers[name]
             state.add_metric([name, "serving"], len(serving))
-            state.add_metric([name, "down"], len(down))
+            for each in UpstreamStateName:
+                if each is not UpstreamStateName.STOPPED:
+                    count = sum(1 for s in view.states if s.state == each)
+                    state.add_metric([name, each.value], count)
             failures.add_metric(
-                [name],
-                max((int((w.get("meta") or {}).get("failures", 0)) for w in down), default=0),
+                [name], 0 if view.up else max((s.failures for s in view.states), default=0)
             )
             restarts.add_metric([name], self.restarts.counts.get(name, 0))
         return [state, failures, restarts]

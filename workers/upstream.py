@@ -10,20 +10,16 @@ the broker cancels the call's task, which sends `notifications/cancelled` upstre
 When the upstream announces a list change the worker re-lists its tools (tools/list_changed) or
 counts the change (resources, prompts) and sends UPDATE, so front-ends see the new catalogue.
 
-When the upstream dies the worker starts a new one in-process (a warm spare serves the slot
-meanwhile); one that keeps failing is retried with a back-off, its reason on the bus meanwhile
-(workers/upstream_down.py). A killed worker is restarted by supervisord; meanwhile the broker
-answers its in-flight calls with a clear error.
+The process around it (start the upstream, claim a slot, restart it when it dies, its lifecycle
+on the bus) is workers/upstream_run.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
 import uuid
-from pathlib import Path
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -42,24 +38,17 @@ from bus.messages import (
     ToolCall,
     UpstreamLiveMeta,
     UpstreamRequest,
-    upstream_service,
 )
 from bus.worker import BusWorker, Request
 from mesh_config.model import McpServer
 from mesh_config.sources import CliTool, OpenApiSource, SourceRef
 from workers.mcp_client import UpstreamClient
 from workers.tool_source import LocalSource, ToolRefused
-from workers.upstream_down import Backoff, DownReport
-from workers.upstream_slots import SlotClaim, candidates
 from workers.upstream_types import UpstreamError, UpstreamGone, UpstreamSpec, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
-CAPACITY = 64  # concurrent calls per worker: one MCP session multiplexes them
-PING_INTERVAL = 2.0  # s between pings of a remote (sse, streamable_http) upstream
-PING_TIMEOUT = 5.0
 MAX_LIST_PAGES = 1000
-DRAIN = 0.5  # s the calls of a dead upstream get to answer before the worker leaves the bus
 
 
 def spec_for(server: McpServer, default_cwd: str | None = None) -> UpstreamSpec:
@@ -77,9 +66,10 @@ def spec_for(server: McpServer, default_cwd: str | None = None) -> UpstreamSpec:
 
 
 Source = UpstreamClient | LocalSource
+Server = SourceRef | McpServer  # what the config says a tool source is
 
 
-def source_for(ref: SourceRef | McpServer, default_cwd: str | None = None) -> Source:
+def source_for(ref: Server, default_cwd: str | None = None) -> Source:
     """The client of an MCP server, or the local adapter of a CLI tool or an OpenAPI import."""
     if isinstance(ref, McpServer):
         return UpstreamClient(spec_for(ref, default_cwd))
@@ -95,7 +85,7 @@ def source_for(ref: SourceRef | McpServer, default_cwd: str | None = None) -> So
 
 
 class UpstreamService:
-    def __init__(self, server: McpServer | SourceRef, client: Source) -> None:
+    def __init__(self, server: Server, client: Source) -> None:
         self.server = server
         self.client = client
         self.tool_names = {t["name"] for t in client.tools}
@@ -269,156 +259,3 @@ def _log_forwarder(request: Request) -> Any:
         request.partial({"log": params})
 
     return forward
-
-
-async def run(
-    endpoint: str,
-    server: SourceRef | McpServer,
-    slot: int,
-    default_cwd: str | None = None,
-    slots_dir: Path | None = None,
-) -> int:
-    """Start an upstream, then serve a slot of this server (workers/upstream_slots.py): the slot
-    `slot` if free, else any free one, else wait for one as the warm spare. When the upstream MCP
-    server dies the slot is released at once (a spare takes it) and a new upstream is started in
-    this process, which then claims a slot again. One that fails to start or dies soon after is
-    started again after a back-off (1 s, 2 s, 4 s… 30 s), its reason on the bus meanwhile
-    (workers/upstream_down.py). Runs until cancelled. Without `slots_dir` the process serves
-    `slot`, no claim (tests)."""
-    claim = (
-        SlotClaim(slots_dir, server.name, candidates(slot, server.workers)) if slots_dir else None
-    )
-    backoff = Backoff()
-    down = DownReport(endpoint, server.name, f"{server.name}:{slot}")
-    try:
-        while True:
-            started = time.monotonic()
-            reason = await _serve_once(endpoint, server, slot, default_cwd, claim, down)
-            delay = backoff.after(time.monotonic() - started)
-            if not delay:
-                log.warning("%s: upstream stopped (%s); starting a new one", server.name, reason)
-                continue
-            log.error(
-                "%s: %s; next start in %gs (%d failed in a row)",
-                server.name,
-                reason,
-                delay,
-                backoff.failures,
-            )
-            down.say(reason, delay, backoff)
-            await asyncio.sleep(delay)
-    finally:
-        await down.clear()
-
-
-async def _serve_once(
-    endpoint: str,
-    server: SourceRef | McpServer,
-    slot: int,
-    default_cwd: str | None,
-    claim: SlotClaim | None,
-    down: DownReport,
-) -> str:
-    """Start an upstream; serve a slot with it until it dies (or fails to start). Returns why
-    it stopped (`command 'x' not found on PATH`, `exited with code 1: ...`)."""
-    try:
-        client = source_for(server, default_cwd)
-        await client.start()
-    except Exception as exc:  # noqa: BLE001 - any start failure: report it, try again
-        return getattr(exc, "reason", "") or str(exc) or type(exc).__name__
-    try:
-        await down.clear()  # an upstream runs again
-        # (a spare whose upstream died while it waited for a slot serves nothing)
-        if claim is None or (slot := await _claimed(server, claim, client)) >= 0:
-            await _serve(endpoint, server, f"{server.name}:{slot}", client)
-    finally:
-        if claim is not None:
-            claim.release()  # before the close: a spare takes over while this upstream shuts down
-        await client.close()
-    return client.gone_reason
-
-
-async def _claimed(server: SourceRef | McpServer, claim: SlotClaim, client: Source) -> int:
-    """The slot this process now holds, or -1 if its upstream died while it waited for one."""
-    if (slot := claim.try_claim()) is not None:
-        return slot
-    log.info(
-        "%s: every slot is served; this worker (pid %d) is the warm spare", server.name, os.getpid()
-    )
-    claiming = asyncio.create_task(claim.claim())
-    lost = asyncio.create_task(client.closed.wait())
-    await asyncio.wait({claiming, lost}, return_when=asyncio.FIRST_COMPLETED)
-    lost.cancel()
-    if not claiming.done():
-        claiming.cancel()
-        log.error("%s: the spare's upstream exited", server.name)
-        return -1
-    slot = claiming.result()
-    log.warning("%s: slot %d was free; this spare serves it now", server.name, slot)
-    return slot
-
-
-async def _serve(endpoint: str, server: SourceRef | McpServer, slot: str, client: Source) -> None:
-    """Serve until the upstream dies."""
-    service = UpstreamService(server, client)
-    log.info(
-        "%s: upstream ready with %d tools, serving slot %s",
-        server.name,
-        len(service.tool_names),
-        slot,
-    )
-    worker = BusWorker(
-        endpoint,
-        upstream_service(server.name),
-        service.handle,
-        capacity=CAPACITY,
-        slot=slot,
-        meta=service.meta(),
-    )
-    # Resource subscriptions: every front-end hears the updates, through the broker (EVENT),
-    # so a worker on another host publishes them too.
-    client.on_resource_updated = lambda params: worker.publish(
-        f"resource.{server.name}.updated", {"uri": params.get("uri")}
-    )
-    serving = asyncio.create_task(worker.run())
-    upstream_lost = asyncio.create_task(client.closed.wait())
-    changes = asyncio.create_task(service.follow_list_changes(worker))
-    # A remote server that dies is not seen by a streamable HTTP session until it is asked
-    # something: ask (MCP ping), so the next call gets "unavailable", not a failed call.
-    pings = None
-    if isinstance(client, UpstreamClient) and client.spec.transport in (
-        "sse",
-        "streamable_http",
-        "http",
-    ):
-        pings = asyncio.create_task(_ping(server.name, client))
-    tasks = [t for t in (serving, upstream_lost, changes, pings) if t is not None]
-    try:
-        await asyncio.wait({serving, upstream_lost}, return_when=asyncio.FIRST_COMPLETED)
-        if upstream_lost.done():  # its calls fail at once (UPSTREAM_GONE): let them answer first
-            await worker.drain(DRAIN)
-    finally:
-        worker.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _ping(name: str, client: UpstreamClient) -> None:
-    """Ping a remote upstream every PING_INTERVAL; one that does not answer in PING_TIMEOUT, or
-    whose connection fails, is closed (its worker then reconnects, backing off)."""
-    while not client.closed.is_set():
-        await asyncio.sleep(PING_INTERVAL)
-        try:
-            await client.request("ping", None, PING_TIMEOUT)
-        except UpstreamError:
-            continue  # it answered, if only with an error: it is there
-        except (UpstreamGone, UpstreamTimeout) as exc:
-            log.error(
-                "%s: %s did not answer a ping (%s): reconnecting",
-                name,
-                client.spec.url,
-                exc.reason or exc or type(exc).__name__,
-            )
-            await client.close()
-            return

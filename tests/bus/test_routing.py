@@ -349,6 +349,25 @@ def test_forged_topics_are_dropped_with_one_warning(caplog: pytest.LogCaptureFix
     ]
 
 
+def test_a_lifecycle_worker_publishes_its_own_servers_states_only() -> None:
+    r = Router()
+    ready(r, b"s", service="upstream-state.fs", slot="fs:0")
+    r.events.clear()
+    body = frames.pack({"server": "fs", "state": "up"})
+    for topic in (
+        "upstream.fs.up",
+        "upstream.fs.backing_off",
+        "upstream.other.up",  # another server's
+        "upstream.fs.",
+        "upstream.fs.up.more",
+        "upstream.fsx.up",
+        "resource.fs.updated",  # an upstream.<name> worker's, not this one's
+        "worker.upstream.fs.ready",
+    ):
+        event(r, b"s", topic, body)
+    assert r.events == [("upstream.fs.up", body), ("upstream.fs.backing_off", body)]
+
+
 def test_events_need_a_known_worker_and_a_map_body() -> None:
     r = Router()
     event(r, b"ghost", "resource.fs.updated", frames.pack({"uri": "x"}))  # never said READY

@@ -29,6 +29,8 @@ from bus.messages import (
     PolicyCheck,
     ToolCall,
     UpstreamRequest,
+    UpstreamState,
+    UpstreamStateName,
     upstream_service,
 )
 from bus.worker import Request
@@ -331,7 +333,16 @@ async def test_an_upstream_failure_after_allow(
 
 async def test_a_down_upstream_is_named_with_its_reason(mesh: Setup) -> None:
     view = mesh.catalog.servers["fs"]
-    view.workers, view.down = [], {"reason": "command 'mcp-fs' not found on PATH"}
+    view.workers = []
+    view.states = [
+        UpstreamState(
+            server="fs",
+            instance="fs:0",
+            state=UpstreamStateName.BACKING_OFF,
+            reason="command 'mcp-fs' not found on PATH",
+            failures=1,
+        )
+    ]
     mesh.bus.upstream = _failing(unavailable("no worker for upstream.fs"))
     outcome = await mesh.call("read_file")
     assert (outcome.status, outcome.error) == (

@@ -20,7 +20,7 @@ from gateway.catalog import Catalog
 from mesh_config.model import McpServer
 from tests.bus.conftest import broker, endpoints  # noqa: F401 - the real broker on ipc, reused
 from tests.support import npm_server
-from workers import upstream
+from workers import upstream_run
 
 
 async def test_a_server_that_failed_to_start_is_not_waited_for(
@@ -34,7 +34,8 @@ async def test_a_server_that_failed_to_start_is_not_waited_for(
         McpServer(name="missing", command="does-not-exist"),
     ]
     workers = [
-        asyncio.create_task(upstream.run(endpoints.requests, s, 0, str(tmp_path))) for s in servers
+        asyncio.create_task(upstream_run.run(endpoints.requests, s, 0, str(tmp_path)))
+        for s in servers
     ]
     try:
         async with BusClient(endpoints.requests) as client:

@@ -64,7 +64,7 @@ async def test_calls_held_by_a_dying_server_say_it_went_away(endpoints: Any, bro
     import signal
 
     from bus.client import BusClient
-    from workers.upstream import _serve
+    from workers.upstream_run import _serve
 
     server = McpServer(
         name="everything", command=npm_server("everything"), args=["stdio"], timeout_seconds=60

@@ -25,7 +25,7 @@ from gateway import api, last_resort
 from gateway.api_route import starlette_routes
 from gateway.approval_routes import ApprovalRoutes
 from gateway.frontend import FrontEnd
-from gateway.http_body import HttpError, error
+from gateway.http_request import HttpError, error
 from gateway.last_resort import LastResort
 from gateway.mcp_deferred import DeferredMcpHttp
 from gateway.mesh_routes import MeshRoutes

@@ -14,8 +14,7 @@ import hmac
 
 from starlette.requests import Request
 
-from gateway.http_body import HttpError
-from gateway.identity import IdentityError, claimed_agent
+from gateway.http_request import HttpError, IdentityError, claimed_agent
 from mesh_config.model import Config
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")

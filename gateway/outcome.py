@@ -1,10 +1,15 @@
-"""How one governed request ended (gateway/pipeline.py), whatever its kind (a tool call, a
-resource read, a prompt): what every front-end needs to answer, and what the trace records.
+"""How one governed request ends (gateway/pipeline.py), whatever its kind (a tool call, a
+resource read, a prompt): what it asks of its upstream once allowed and how that answer is read
+(`UpstreamCall`), and the `Outcome` every front-end answers from and the trace records.
 
 `status` is HTTP-like (200 served; 202 waiting for approval; 4xx/5xx refused or failed, the
 codes of bus/errors.py's table); `policy` the verdict (allow | deny | human_approval |
 rate_limited | error). An upstream's own JSON-RPC error to a passed-through request keeps its
 code and data (`rpc_code`, `rpc_data`) for the MCP front-end.
+
+The upstream is asked a tool call (`ToolCall`: the answer is the CallToolResult) or another MCP
+request passed through (`UpstreamRequest`: `{"result"}` or the upstream's own `{"error"}`),
+bus/messages.py.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bus.errors import RPC_INTERNAL_ERROR, status_of_rpc_code
+from bus.messages import ThenCall, ToolCall, UpstreamRequest
 from gateway.catalog import ServerView
 
 
@@ -85,6 +92,45 @@ class Outcome:
         self.confidence = approval.get("confidence")
         if approval.get("resolved_at"):
             self.approval_ms = round((approval["resolved_at"] - approval["created_at"]) * 1000, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    server: ServerView
+    request: ToolCall | UpstreamRequest  # its `timeout` set: the server's
+
+    @property
+    def timeout(self) -> float:
+        return self.request.timeout or 60.0
+
+    def then(self) -> ThenCall:
+        """The policy check's `then`: what the policy worker forwards if it allows the request."""
+        if isinstance(self.request, ToolCall):
+            return ThenCall(
+                server=self.server.name,
+                tool=self.request.tool,
+                timeout=self.timeout,
+                traceparent=self.request.traceparent,
+            )
+        return ThenCall(
+            server=self.server.name, tool="", timeout=self.timeout, request=self.request
+        )
+
+    def read(self, outcome: Outcome, body: Any) -> None:
+        """Put the upstream's answer on `outcome`: its result (200) or its own error."""
+        if isinstance(self.request, ToolCall):
+            outcome.source_result(self.server, body)
+            outcome.status = 200
+            return
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            code = error["code"] if isinstance(error.get("code"), int) else RPC_INTERNAL_ERROR
+            outcome.status, outcome.rpc_code = status_of_rpc_code(code), code
+            outcome.error, outcome.rpc_data = str(error.get("message", "")), error.get("data")
+        elif not isinstance(body, dict) or not isinstance(body.get("result"), dict):
+            outcome.status, outcome.error = 502, f"upstream {self.server.name}: malformed reply"
+        else:
+            outcome.status, outcome.result = 200, body["result"]
 
 
 ToolCallOutcome = Outcome  # its name when only tool calls were governed

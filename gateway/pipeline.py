@@ -9,7 +9,8 @@ project. A call that waits for approval is traced twice with one trace_id: provi
 starts waiting (visible in `/traces`), then final (workers/tracer.py replaces the first).
 
 `Outcome` (gateway/outcome.py) carries what every front-end needs to answer: an HTTP-like
-status, the policy verdict, the upstream result or a precise error.
+status, the policy verdict, the upstream result or a precise error. The approval step is
+gateway/approval_step.py; the call's span and trace record gateway/call_trace.py.
 """
 
 from __future__ import annotations
@@ -18,33 +19,35 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
-from bus import frames
 from bus.client import CONNECTION_LOST, BusClient, PartialHandler
 from bus.errors import BusError, unavailable_service, upstream_failure
 from bus.json_values import refusal
-from bus.messages import (
-    APPROVAL,
-    POLICY,
-    ApprovalSubmit,
-    ApprovalWait,
-    PolicyCheck,
-    ToolCall,
-    UpstreamRequest,
-    trace_record,
-    upstream_service,
-)
+from bus.messages import POLICY, PolicyCheck, ToolCall, UpstreamRequest, upstream_service
+from gateway.approval_step import ApprovalStep
+from gateway.call_trace import Call
 from gateway.catalog import Catalog, ServerView
-from gateway.outcome import Outcome, final_status
-from gateway.tokens import token_fields
+from gateway.outcome import Outcome, UpstreamCall
 from gateway.trace_outbox import TraceOutbox
-from gateway.upstream_call import UpstreamCall
 from mesh_config.sources import DISPATCH
-from observe.traceparent import TraceParent, new_span_id
+from observe.traceparent import TraceParent
 
 POLICY_TIMEOUT = 5.0
+
+
+class How(TypedDict, total=False):
+    """How a front-end asks for a governed request (every key optional)."""
+
+    session_id: str
+    trace_id: str | None  # else the caller's (`parent`), else a new one
+    on_progress: PartialHandler | None  # the upstream's progress notifications, as they come
+    # False (MCP, supervisor mode off): a call that needs approval answers 202 with its id at
+    # once; `replay` runs it once approved
+    wait_for_approval: bool
+    callback_url: str | None  # POSTed the approval's result (X-Callback-URL)
+    parent: TraceParent | None  # the caller's W3C trace context
+    params_name: str  # what the front-end calls the params, for a refusal naming their path
 
 
 class Pipeline:
@@ -62,29 +65,15 @@ class Pipeline:
         self.catalog = catalog
         self.outbox = outbox
         self.timeouts = timeouts  # per upstream server, seconds
-        self.approval_timeout = approval_timeout
+        self.approve = ApprovalStep(client, approval_timeout, self._provisional)
 
     async def call_tool(
-        self,
-        agent: str,
-        tool: str,
-        params: dict[str, Any],
-        *,
-        session_id: str = "",
-        trace_id: str | None = None,
-        on_progress: PartialHandler | None = None,
-        wait_for_approval: bool = True,
-        callback_url: str | None = None,
-        parent: TraceParent | None = None,
-        params_name: str = "params",
+        self, agent: str, tool: str, params: dict[str, Any], **how: Unpack[How]
     ) -> Outcome:
-        """The governed call of tool `<server>.<tool>` (see `governed`; a name that is no tool is
-        a 404, untraced). With `wait_for_approval=False` (MCP, supervisor mode off) a call that
-        needs approval answers 202 with the approval id at once; `replay` runs it once approved."""
-        call = _Call.new(
-            agent, tool, params, session_id, trace_id, on_progress, callback_url, parent
-        )
-        return await self._traced(call, self._tool(call, wait_for_approval), params_name)
+        """The governed call of tool `<server>.<tool>` (see `governed`); a name that is no tool is
+        a 404, untraced."""
+        call = _new_call(agent, tool, params, how)
+        return await self._traced(call, self._tool(call, how), how)
 
     async def governed(
         self,
@@ -92,25 +81,15 @@ class Pipeline:
         name: str,
         params: dict[str, Any],
         upstream: UpstreamCall,
-        *,
-        session_id: str = "",
-        trace_id: str | None = None,
-        on_progress: PartialHandler | None = None,
-        wait_for_approval: bool = True,
-        callback_url: str | None = None,
-        parent: TraceParent | None = None,
-        params_name: str = "params",
+        **how: Unpack[How],
     ) -> Outcome:
         """The one governed path: decide `name` (the policy and trace name) for `agent` with
         `params`, then — allowed, granted or approved — ask `upstream`; traced in every case.
-        `parent`: the caller's W3C trace context; its trace id is the call's unless `trace_id`.
         Params the bus cannot carry unchanged are refused (400, untraced, like bad JSON in Go),
-        their path named from `params_name` (what the front-end calls them)."""
-        call = _Call.new(
-            agent, name, params, session_id, trace_id, on_progress, callback_url, parent
-        )
+        their path named from `params_name`."""
+        call = _new_call(agent, name, params, how)
         return await self._traced(
-            call, self._govern(call, upstream, wait_for_approval), params_name
+            call, self._govern(call, upstream, how.get("wait_for_approval", True)), how
         )
 
     def upstream_call(
@@ -133,7 +112,7 @@ class Pipeline:
         error: str,
     ) -> Outcome:
         """Trace a request refused before it could be decided (a resource no upstream has)."""
-        call = _Call.new(agent, name, params, session_id, None, None, None, None)
+        call = Call.new(agent, name, params, session_id)
         return self._finish(
             call, Outcome(status, "error", call.trace_id, error=error), time.perf_counter()
         )
@@ -143,7 +122,7 @@ class Pipeline:
     ) -> Outcome:
         """Ask an upstream what needs no decision (lists, completion, subscriptions): the same
         upstream step as a governed request's, not traced."""
-        call = _Call.new("", "", {}, "", "-", on_progress, None, None)
+        call = Call.new("", "", {}, trace_id="-", on_progress=on_progress)
         return await self._call_upstream(call, upstream, Outcome(0, "allow", "", traced=False))
 
     async def replay(
@@ -151,15 +130,13 @@ class Pipeline:
     ) -> Outcome:
         """Run an approved call (MCP `approval.resolve`): the approval is its authorisation."""
         started = time.perf_counter()
-        call = _Call(
+        call = Call.new(
             approval["agent_id"],
             approval["tool"],
             approval["params"],
             approval["session_id"],
             uuid.uuid4().hex,
             on_progress,
-            None,
-            span=_span(None),
         )
         outcome = Outcome(
             403, "human_approval", call.trace_id, rule=approval.get("policy_rule", "")
@@ -174,11 +151,9 @@ class Pipeline:
             outcome = await self._call_upstream(call, upstream, outcome)
         return self._finish(call, outcome, started)
 
-    async def _traced(
-        self, call: _Call, work: Coroutine[Any, Any, Outcome], params_name: str
-    ) -> Outcome:
+    async def _traced(self, call: Call, work: Coroutine[Any, Any, Outcome], how: How) -> Outcome:
         started = time.perf_counter()
-        if (bad := refusal(call.params, params_name)) is not None:
+        if (bad := refusal(call.params, how.get("params_name", "params"))) is not None:
             work.close()
             outcome = Outcome(400, "error", call.trace_id, error=f"invalid {bad}", traced=False)
             return self._finish(call, outcome, started)
@@ -193,62 +168,17 @@ class Pipeline:
             raise
         return self._finish(call, outcome, started)
 
-    def _finish(self, call: _Call, outcome: Outcome, started: float) -> Outcome:
+    def _finish(self, call: Call, outcome: Outcome, started: float) -> Outcome:
         outcome.latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        if not outcome.traced:
-            return outcome
-        call.span["end"] = time.time_ns()
-        tokens = token_fields(call.tool, call.params, outcome.result) if outcome.forwarded else {}
-        self.outbox.add(
-            trace_record(
-                trace_id=outcome.trace_id,
-                session_id=call.session_id,
-                agent_id=call.agent,
-                tool=call.tool,
-                params=call.params,
-                policy=outcome.policy,
-                policy_rule=outcome.rule,
-                status_code=outcome.status,
-                latency_ms=outcome.latency_ms,
-                error=outcome.error,
-                timestamp=call.provisional_at,
-                approval_id=outcome.approval_id or None,
-                approval_status=final_status(outcome.approval_status),
-                approved_by=outcome.approved_by or None,
-                approval_ms=outcome.approval_ms,
-                supervisor_reasoning=outcome.reasoning,
-                supervisor_confidence=outcome.confidence,
-                policy_version=outcome.policy_version or None,
-                span=call.span,
-                **tokens,
-                **(outcome.trace_extra or {}),
-            )
-        )
+        if outcome.traced:
+            self.outbox.add(call.record(outcome))
         return outcome
 
-    def _provisional(self, call: _Call, outcome: Outcome, approval_id: str) -> None:
+    def _provisional(self, call: Call, outcome: Outcome, approval_id: str) -> None:
         """The trace of a call now waiting for approval, so `/traces` shows it while it waits."""
-        record = trace_record(
-            trace_id=outcome.trace_id,
-            session_id=call.session_id,
-            agent_id=call.agent,
-            tool=call.tool,
-            params=call.params,
-            policy="human_approval",
-            policy_rule=outcome.rule,
-            status_code=0,
-            latency_ms=0,
-            approval_id=approval_id,
-            approval_status="pending",
-            policy_version=outcome.policy_version or None,
-            span=call.span,
-        )
-        call.provisional_at = record[
-            "timestamp"
-        ]  # the final record keeps the call's place and time
-        self.outbox.add(record)
+        self.outbox.add(call.provisional(outcome, approval_id))
 
-    def _resolve(self, call: _Call) -> UpstreamCall | Outcome:
+    def _resolve(self, call: Call) -> UpstreamCall | Outcome:
         """The tool `call` names, as what to ask its upstream; a 404 outcome if it is no tool.
         Sets the call's canonical name (policies and traces use it) and, for `<cli>.__dispatch`,
         the command's params."""
@@ -278,15 +208,13 @@ class Pipeline:
             ),
         )
 
-    async def _tool(self, call: _Call, wait_for_approval: bool) -> Outcome:
+    async def _tool(self, call: Call, how: How) -> Outcome:
         upstream = self._resolve(call)
         if isinstance(upstream, Outcome):
             return upstream
-        return await self._govern(call, upstream, wait_for_approval)
+        return await self._govern(call, upstream, how.get("wait_for_approval", True))
 
-    async def _govern(
-        self, call: _Call, upstream: UpstreamCall, wait_for_approval: bool
-    ) -> Outcome:
+    async def _govern(self, call: Call, upstream: UpstreamCall, wait_for_approval: bool) -> Outcome:
         def fail(
             status: int, policy: str, error: str, rule: str = "", version: str = ""
         ) -> Outcome:
@@ -353,91 +281,12 @@ class Pipeline:
             return fail(403, "deny", f"denied by policy {rule}: {reason}", rule, version)
         outcome = Outcome(200, action, call.trace_id, rule=rule, policy_version=version)
         if action == "human_approval":
-            stopped = await self._approve(call, outcome, wait_for_approval)
+            stopped = await self.approve(call, outcome, wait_for_approval)
             if stopped is not None:
                 return stopped
         return await self._call_upstream(call, upstream, outcome)
 
-    async def _approve(self, call: _Call, outcome: Outcome, wait: bool) -> Outcome | None:
-        """Grant → allow; memory → approved; else pending: wait for the resolution (REST, supervisor
-        mode) or answer 202 with the id (MCP non-blocking). None: approved, go on and call;
-        else the outcome to answer (denied, timed out, pending, or the approval service failed)."""
-        asked = time.time_ns()
-        try:
-            return await self._approval(call, outcome, wait)
-        finally:
-            call.span["approval"] = [asked, time.time_ns()]
-
-    async def _approval(self, call: _Call, outcome: Outcome, wait: bool) -> Outcome | None:
-        try:
-            submit = ApprovalSubmit(
-                agent=call.agent,
-                tool=call.tool,
-                params=call.params,
-                session_id=call.session_id,
-                trace_id=call.trace_id,
-                rule=outcome.rule,
-                callback_url=call.callback_url,
-            )
-            submitted = await self.client.request(APPROVAL, submit.dump(), timeout=POLICY_TIMEOUT)
-        except BusError as exc:
-            outcome.status, outcome.policy = 503, "error"
-            outcome.error = unavailable_service("approval service", exc)
-            return outcome
-        if submitted.get("grant_id"):  # a grant turns approval into allow
-            outcome.policy, outcome.rule = "allow", f"grant:{submitted['grant_id']}"
-            return None
-        approval = submitted["approval"]
-        if submitted["status"] == "pending":
-            if not wait:
-                outcome.status, outcome.approval_id, outcome.approval_status = (
-                    202,
-                    approval["id"],
-                    "pending",
-                )
-                outcome.error = (
-                    f"approval required: approval {approval['id'][:8]} is pending until a human "
-                    f"resolves it (`mesh approve {approval['id'][:8]}`)"
-                )
-                return outcome
-            self._provisional(call, outcome, approval["id"])
-            approval = await self._wait(approval)
-        outcome.approved(approval)
-        if approval["status"] == "approved":
-            return None
-        # Go's statuses: denied 403, no decision in time 408 (Request Timeout).
-        outcome.status = {"denied": 403, "timeout": 408}.get(approval["status"], 503)
-        what = {"denied": f"denied by {approval['resolved_by']}", "timeout": "timed out"}
-        outcome.error = (
-            f"approval {approval['id'][:8]} {what.get(approval['status'], approval['status'])}"
-            + (f": {approval['reasoning']}" if approval.get("reasoning") else "")
-        )
-        return outcome
-
-    async def _wait(self, approval: dict[str, Any]) -> dict[str, Any]:
-        """Park until resolved. The approval is durable: if the approval worker restarts while we
-        wait, ask again until the approval's own deadline (plus slack) has passed."""
-        deadline = time.monotonic() + self.approval_timeout + 10.0
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                result: dict[str, Any] = await self.client.request(
-                    APPROVAL, ApprovalWait(id=approval["id"]).dump(), timeout=remaining
-                )
-                return result
-            except BusError as exc:
-                if exc.code not in (frames.WORKER_DIED, frames.UNAVAILABLE):
-                    break
-                await asyncio.sleep(0.2)
-        return {
-            **approval,
-            "status": "unavailable",
-            "resolved_by": None,
-            "reasoning": "approval service unavailable while waiting",
-        }
-
-    async def _call_upstream(
-        self, call: _Call, upstream: UpstreamCall, outcome: Outcome
-    ) -> Outcome:
+    async def _call_upstream(self, call: Call, upstream: UpstreamCall, outcome: Outcome) -> Outcome:
         outcome.forwarded = True
         try:
             reply = await self.client.exchange(
@@ -455,7 +304,7 @@ class Pipeline:
         return outcome
 
 
-def _unknown(call: _Call, why: str) -> Outcome:
+def _unknown(call: Call, why: str) -> Outcome:
     return Outcome(
         404, "error", call.trace_id, error=f"unknown tool {call.tool}: {why}", traced=False
     )
@@ -466,57 +315,14 @@ def _upstream_failed(outcome: Outcome, server: ServerView, exc: BusError) -> Out
     return outcome
 
 
-@dataclass(slots=True)
-class _Call:
-    agent: str
-    tool: str
-    params: dict[str, Any]
-    session_id: str
-    trace_id: str
-    on_progress: PartialHandler | None
-    callback_url: str | None
-    provisional_at: str | None = None  # timestamp of the provisional trace (waiting for approval)
-    # The trace record's `span`: this call's span id, its parent (the caller's, from traceparent),
-    # and [start, end] epoch ns of the call and of each step (bus/PROTOCOL.md, Timings).
-    span: dict[str, Any] = field(default_factory=dict)
-
-    @staticmethod
-    def new(
-        agent: str,
-        name: str,
-        params: dict[str, Any],
-        session_id: str,
-        trace_id: str | None,
-        on_progress: PartialHandler | None,
-        callback_url: str | None,
-        parent: TraceParent | None,
-    ) -> _Call:
-        trace_id = trace_id or (parent.trace_id if parent is not None else uuid.uuid4().hex)
-        if parent is not None and parent.trace_id != trace_id:
-            parent = None  # X-Trace-Id chose another trace: the caller's span is not our parent
-        return _Call(
-            agent, name, params, session_id, trace_id, on_progress, callback_url, span=_span(parent)
-        )
-
-    def traceparent(self) -> str | None:
-        """The call's W3C trace context for the upstream (its span the parent), when the trace
-        id is one W3C can carry (32 hex digits; an X-Trace-Id may be anything)."""
-        trace, span = self.trace_id.lower(), self.span.get("id")
-        if len(trace) != 32 or trace.strip("0123456789abcdef") or trace == "0" * 32 or not span:
-            return None
-        return f"00-{trace}-{span}-01"
-
-    def timed(self, meta: dict[str, Any] | None) -> None:
-        """Keep the step timings the workers sent with their answer."""
-        for step in ("policy", "upstream"):
-            timing = (meta or {}).get(f"{step}_ns")
-            if isinstance(timing, list) and len(timing) == 2:
-                self.span[step] = timing
-
-
-def _span(parent: TraceParent | None) -> dict[str, Any]:
-    span: dict[str, Any] = {"id": new_span_id(), "start": time.time_ns()}
-    if parent is not None:
-        span["parent"] = parent.span_id
-        span["flags"] = parent.flags
-    return span
+def _new_call(agent: str, name: str, params: dict[str, Any], how: How) -> Call:
+    return Call.new(
+        agent,
+        name,
+        params,
+        how.get("session_id", ""),
+        how.get("trace_id"),
+        how.get("on_progress"),
+        how.get("callback_url"),
+        how.get("parent"),
+    )

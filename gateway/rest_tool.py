@@ -18,8 +18,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import last_resort
-from gateway.http_body import HttpError, read_json
-from gateway.identity import IdentityError, agent_from_authorization
+from gateway.http_request import HttpError, IdentityError, agent_from_authorization, read_json
 from gateway.pipeline import Pipeline
 from observe import traceparent
 

@@ -1,10 +1,12 @@
-"""The HTTP edge's one error type, its answer and the JSON body reader, shared by the REST routes
-and the `/tool` fast path: a request that cannot be served becomes `HttpError(status, message)`,
-which every route answers as `{"error": message}` with that status (`error`)."""
+"""What the HTTP edge reads of a request, the same for the REST routes, the `/tool` fast path and
+`/mcp`: who is calling (`Authorization: Bearer agent:<id>`, compat.md §3) and its JSON body
+(within 1 MiB). A request that cannot be served becomes `HttpError(status, message)`, which
+every REST route answers as `{"error": message}` with that status (`error`)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +14,37 @@ from starlette.responses import JSONResponse
 from starlette.types import Message, Receive
 
 MAX_BODY_BYTES = 1 << 20
+ANONYMOUS = "anonymous"
+# The header, blank or a bearer, as one regex that both Python and JSON Schema read alike
+# (GET /openapi.json describes the header with it).
+AUTHORIZATION_PATTERN = (
+    r"^[ \t]*(?:[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+[Aa][Gg][Ee][Nn][Tt]:"
+    r"([A-Za-z0-9._:@/+-]{1,128}))?[ \t]*$"
+)
+_AUTHORIZATION = re.compile(AUTHORIZATION_PATTERN)
+
+
+class IdentityError(ValueError):
+    pass
+
+
+def claimed_agent(header: str | None) -> str | None:
+    """The agent a caller says it is: None when it says nothing (no header, or a blank one);
+    `Bearer agent:<id>` → id; anything else is refused (401)."""
+    if header is None:
+        return None
+    match = _AUTHORIZATION.fullmatch(header)
+    if match is None:
+        raise IdentityError(
+            "Authorization header must be 'Bearer agent:<id>' "
+            "(id: 1-128 of letters, digits and . _ : @ / + -)"
+        )
+    return match.group(1)
+
+
+def agent_from_authorization(header: str | None) -> str:
+    """No header (or a blank one) → "anonymous"; `Bearer agent:<id>` → id; else 401."""
+    return claimed_agent(header) or ANONYMOUS
 
 
 class HttpError(Exception):

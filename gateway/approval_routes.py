@@ -13,19 +13,17 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bus.client import BusClient
-from bus.errors import BusError, service_status
-from bus.messages import (
-    APPROVAL,
+from bus.approval_messages import (
     ApprovalGet,
     ApprovalList,
     ApprovalResolve,
-    Body,
     GrantCreate,
     GrantList,
     GrantRevoke,
-    TraceQuery,
 )
+from bus.client import BusClient
+from bus.errors import BusError, service_status
+from bus.messages import APPROVAL, Body, TraceQuery
 from gateway import api_shapes as shapes
 from gateway.api_answers import (
     APPROVALS_DOWN,

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from bus import frames
+from bus.approval_messages import ApprovalSubmit, ApprovalWait
 from bus.client import BusClient
 from bus.errors import BusError, unavailable_service
-from bus.messages import APPROVAL, ApprovalSubmit, ApprovalWait
+from bus.messages import APPROVAL
 from gateway.call_trace import Call
 from gateway.outcome import Outcome
 

@@ -22,18 +22,17 @@ import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
 from bus import frames
-from bus.client import PartialHandler
-from bus.errors import BusError
-from bus.messages import (
-    APPROVAL,
+from bus.approval_messages import (
     ApprovalClaimReplay,
     ApprovalGet,
     ApprovalList,
     ApprovalResolve,
-    Body,
     GrantList,
     GrantRevoke,
 )
+from bus.client import PartialHandler
+from bus.errors import BusError
+from bus.messages import APPROVAL, Body
 from gateway.frontend import FrontEnd
 from policy.engine import PolicyEngine
 

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bus.approval_messages import ApprovalList
 from bus.errors import BusError
-from bus.messages import APPROVAL, TRACES, UPSTREAM_PREFIX, ApprovalList, UpstreamStateName
+from bus.messages import APPROVAL, TRACES, UPSTREAM_PREFIX, UpstreamStateName
 from gateway import last_resort
 
 if TYPE_CHECKING:

@@ -20,10 +20,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from bus.client import BusClient
-from bus.errors import BusError, bad_request, forbidden
-from bus.messages import (
-    APPROVAL,
+from bus.approval_messages import (
     APPROVAL_OPS,
     ApprovalClaimReplay,
     ApprovalGet,
@@ -35,6 +32,9 @@ from bus.messages import (
     GrantList,
     GrantRevoke,
 )
+from bus.client import BusClient
+from bus.errors import BusError, bad_request, forbidden
+from bus.messages import APPROVAL
 from bus.worker import BusWorker, Request
 from mesh_config.model import Config
 from policy.approval_view import approval_view, rfc3339

@@ -8,7 +8,7 @@ from typing import Any, get_args
 import pytest
 
 from bus import frames
-from bus.messages import (
+from bus.approval_messages import (
     APPROVAL_OPS,
     ApprovalClaimReplay,
     ApprovalGet,
@@ -17,14 +17,11 @@ from bus.messages import (
     ApprovalResolve,
     ApprovalSubmit,
     ApprovalWait,
-    Body,
     GrantCreate,
     GrantList,
     GrantRevoke,
-    TraceBatch,
-    TraceRecord,
-    trace_record,
 )
+from bus.messages import Body, TraceBatch, TraceRecord, trace_record
 
 REQUIRED: dict[str, Any] = {
     "trace_id": "t1",

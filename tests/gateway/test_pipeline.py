@@ -19,13 +19,12 @@ from typing import Any
 import pytest
 
 from bus import frames
+from bus.approval_messages import ApprovalList, GrantCreate
 from bus.client import CONNECTION_LOST, BusClient, PartialHandler, Reply
 from bus.errors import BusError, received, unavailable, upstream_error, upstream_timeout
 from bus.messages import (
     APPROVAL,
     POLICY,
-    ApprovalList,
-    GrantCreate,
     PolicyCheck,
     ToolCall,
     UpstreamRequest,

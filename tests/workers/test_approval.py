@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from bus import frames
+from bus.approval_messages import ApprovalResolve, ApprovalSubmit
 from bus.errors import BusError
-from bus.messages import ApprovalResolve, ApprovalSubmit
 from bus.worker import Request
 from mesh_config.model import Config
 from workers.approval import ApprovalService

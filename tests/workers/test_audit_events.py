@@ -11,10 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bus.approval_messages import ApprovalResolve, ApprovalSubmit, GrantCreate, GrantRevoke
 from bus.broker import Broker
 from bus.client import BusClient
 from bus.endpoints import Endpoints
-from bus.messages import TRACES, ApprovalResolve, ApprovalSubmit, GrantCreate, GrantRevoke
+from bus.messages import TRACES
 from bus.worker import BusWorker
 from mesh_config.model import Config
 from workers.approval import ApprovalService

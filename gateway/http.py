@@ -27,7 +27,7 @@ from gateway.approval_routes import ApprovalRoutes
 from gateway.frontend import FrontEnd
 from gateway.http_request import HttpError, error
 from gateway.last_resort import LastResort
-from gateway.mcp_deferred import DeferredMcpHttp
+from gateway.mcp_deferred import DeferredMcpHttp, McpFirst
 from gateway.mesh_routes import MeshRoutes
 from gateway.metrics_route import MetricsRoute
 from gateway.operators import Operators
@@ -137,4 +137,4 @@ def create_app(
         },
     )
     app.state.gateway = gw
-    return ToolRoute(LastResort(app), gw.pipeline)
+    return ToolRoute(LastResort(McpFirst(app, gw.mcp_http)), gw.pipeline)

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.responses import JSONResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.frontend import FrontEnd
 
@@ -71,3 +71,18 @@ class DeferredMcpHttp:
             await JSONResponse(body, status_code=503)(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+class McpFirst:
+    """`/mcp` straight to its endpoint, past Starlette's middleware and router (as `POST /tool/`
+    skips them: gateway/rest_tool.py); anything escaping it is answered by LastResort, outside."""
+
+    def __init__(self, app: ASGIApp, mcp: DeferredMcpHttp) -> None:
+        self.app = app
+        self.mcp = mcp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/mcp":
+            await self.mcp(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

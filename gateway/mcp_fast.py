@@ -30,7 +30,7 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -40,7 +40,6 @@ from mcp.server.streamable_http import REQUEST_CANCELLED, StreamableHTTPServerTr
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.mcp_forward import Caller
@@ -70,13 +69,19 @@ class FastPath:
         self.asks: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}  # our question ids
 
     async def __call__(
-        self, scope: Scope, receive: Receive, send: Send, headers: Headers, session: McpSession
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: Mapping[str, str],
+        session: McpSession,
     ) -> Receive | None:
         """None: answered here. Else the SDK answers, reading the body from the returned receive."""
         session_id = headers["mcp-session-id"]
         transport = self.manager._server_instances.get(session_id)
         if (
             scope["method"] != "POST"
+            or "host" not in headers  # the SDK refuses its absence (421)
             or transport is None
             or transport.is_terminated
             or (transport.idle_scope is not None and transport.idle_scope.cancel_called)
@@ -120,7 +125,7 @@ class FastPath:
         session: McpSession,
         rid: RequestId,
         params: dict[str, Any],
-        headers: Headers,
+        headers: Mapping[str, str],
     ) -> None:
         response = _Response(send, session_id, self)
         caller = Caller(

@@ -7,7 +7,7 @@ errors are JSON-RPC errors in JSON, like the SDK's own.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -86,7 +86,8 @@ class McpHttp:
             record.log_level = level_index(level)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = Headers(scope=scope)
+        # A dict once (the first of repeated headers wins, as in Starlette's `Headers`).
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         problem = self._check(headers)
         if problem is not None:
             await problem(scope, receive, send)
@@ -112,7 +113,7 @@ class McpHttp:
 
         await self.endpoint(scope, receive, bind_new_session)
 
-    def _check(self, headers: Headers) -> JSONResponse | None:
+    def _check(self, headers: Mapping[str, str]) -> JSONResponse | None:
         origin = headers.get("origin")
         if origin is not None and origin not in self.allowed_origins:
             return rpc_error(

@@ -27,12 +27,11 @@ from gateway.approval_routes import ApprovalRoutes
 from gateway.frontend import FrontEnd
 from gateway.http_request import HttpError, error
 from gateway.last_resort import LastResort
-from gateway.mcp_deferred import DeferredMcpHttp, McpFirst
+from gateway.mcp_deferred import DeferredMcpHttp, FrontRoutes
 from gateway.mesh_routes import MeshRoutes
 from gateway.metrics_route import MetricsRoute
 from gateway.operators import Operators
 from gateway.reload import Reloader
-from gateway.rest_tool import ToolRoute
 from gateway.trace_routes import TraceRoutes
 from mesh_config.model import LoadedConfig
 from observe.console import Console
@@ -137,4 +136,4 @@ def create_app(
         },
     )
     app.state.gateway = gw
-    return ToolRoute(LastResort(McpFirst(app, gw.mcp_http)), gw.pipeline)
+    return FrontRoutes(LastResort(app), gw.pipeline, LastResort(gw.mcp_http))

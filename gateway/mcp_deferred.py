@@ -15,6 +15,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.frontend import FrontEnd
+from gateway.pipeline import Pipeline
+from gateway.rest_tool import ToolRoute
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +75,17 @@ class DeferredMcpHttp:
         await self.app(scope, receive, send)
 
 
-class McpFirst:
-    """`/mcp` straight to its endpoint, past Starlette's middleware and router (as `POST /tool/`
-    skips them: gateway/rest_tool.py); anything escaping it is answered by LastResort, outside."""
+class FrontRoutes(ToolRoute):
+    """`POST /tool/` (ToolRoute) and `/mcp` straight to their handlers, past Starlette's middleware
+    and router, which cost more than either route's own work; `mcp` comes wrapped in LastResort
+    (whatever escapes it is a 500 in JSON, as inside Starlette)."""
 
-    def __init__(self, app: ASGIApp, mcp: DeferredMcpHttp) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, pipeline: Pipeline, mcp: ASGIApp) -> None:
+        super().__init__(app, pipeline)
         self.mcp = mcp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/mcp":
             await self.mcp(scope, receive, send)
         else:
-            await self.app(scope, receive, send)
+            await super().__call__(scope, receive, send)

@@ -223,8 +223,11 @@ class Catalog:
     async def _refresh_forever(self) -> None:
         while True:
             await self.refresh()
+            # asyncio.timeout, not wait_for: 3.11's wait_for returns a poke that comes with a
+            # cancel and drops the cancel (the loop ran on; the gateway was killed at stop).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), REFRESH_INTERVAL)
+                async with asyncio.timeout(REFRESH_INTERVAL):
+                    await self._poke.wait()
             self._poke.clear()
 
     async def _follow_workers(self, endpoint: str) -> None:

@@ -16,8 +16,7 @@ from bus.approval_messages import ApprovalSubmit, ApprovalWait
 from bus.client import BusClient
 from bus.errors import BusError, unavailable_service
 from bus.messages import APPROVAL
-from gateway.call_trace import Call
-from gateway.outcome import Outcome
+from gateway.call import Call, Outcome
 
 SUBMIT_TIMEOUT = 5.0  # s for the approval service to take the approval
 

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from observe import traceparent
+from gateway.call import parse_traceparent
 
 log = logging.getLogger("gateway.internal_error")
 
@@ -37,7 +37,7 @@ def internal_errors() -> int:
 def trace_id(headers: Mapping[str, str]) -> str:
     """The request's trace id as the tool route takes it: W3C `traceparent`, else `X-Trace-Id`,
     else new."""
-    parent = traceparent.parse(headers.get("traceparent"))
+    parent = parse_traceparent(headers.get("traceparent"))
     return parent.trace_id if parent is not None else headers.get("x-trace-id") or uuid.uuid4().hex
 
 

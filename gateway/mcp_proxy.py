@@ -41,9 +41,9 @@ from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 from bus.client import PartialHandler
 from bus.errors import RPC_POLICY_REFUSED, RPC_RESOURCE_NOT_FOUND, rpc_code
 from bus.messages import UpstreamRequest
+from gateway.call import Outcome
 from gateway.catalog import ServerView
 from gateway.frontend import FrontEnd
-from gateway.outcome import Outcome
 
 log = logging.getLogger(__name__)
 

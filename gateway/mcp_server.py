@@ -39,12 +39,12 @@ from mcp.shared.exceptions import MCPError
 from bus.errors import rpc_code
 from bus.events import Subscriber
 from bus.json_values import refusal
+from gateway.call import TraceParent, parse_traceparent
 from gateway.frontend import FrontEnd
 from gateway.mcp_forward import LOG_LEVEL_KEY, Caller, forwarding, sdk_caller
 from gateway.mcp_proxy import McpProxy
 from gateway.mcp_virtual import VirtualTools, text_result
 from gateway.stdio_lines import REFUSED
-from observe import traceparent
 
 VERSION = version("agent-mesh")  # as installed, from pyproject.toml
 
@@ -390,9 +390,9 @@ def new_session_id() -> str:
     return uuid.uuid4().hex
 
 
-def _trace_parent(caller: Caller) -> traceparent.TraceParent | None:
+def _trace_parent(caller: Caller) -> TraceParent | None:
     """The caller's W3C trace context: MCP `params._meta.traceparent`, else (over /mcp) the HTTP
     `traceparent` header."""
     meta = caller.params.get("_meta") or {}
     value = meta.get("traceparent") if isinstance(meta, dict) else None
-    return traceparent.parse(value if isinstance(value, str) else caller.traceparent)
+    return parse_traceparent(value if isinstance(value, str) else caller.traceparent)

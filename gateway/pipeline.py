@@ -26,12 +26,10 @@ from bus.errors import BusError, unavailable_service, upstream_failure
 from bus.json_values import refusal
 from bus.messages import POLICY, PolicyCheck, ToolCall, UpstreamRequest, upstream_service
 from gateway.approval_step import ApprovalStep
-from gateway.call_trace import Call
+from gateway.call import Call, Outcome, TraceParent, UpstreamCall
 from gateway.catalog import Catalog, ServerView
-from gateway.outcome import Outcome, UpstreamCall
 from gateway.trace_outbox import TraceOutbox
 from mesh_config.sources import DISPATCH
-from observe.traceparent import TraceParent
 
 POLICY_TIMEOUT = 5.0
 

@@ -18,9 +18,9 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import last_resort
+from gateway.call import TraceParent, parse_traceparent
 from gateway.http_request import HttpError, IdentityError, agent_from_authorization, read_json
 from gateway.pipeline import Pipeline
-from observe import traceparent
 
 _PREFIX = "/tool/"
 _HEADERS = [(b"content-type", b"application/json")]
@@ -40,7 +40,7 @@ class ToolRoute:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        parent = traceparent.parse(headers.get("traceparent"))
+        parent = parse_traceparent(headers.get("traceparent"))
         trace_id = (
             parent.trace_id if parent is not None else headers.get("x-trace-id") or uuid.uuid4().hex
         )
@@ -81,7 +81,7 @@ class ToolRoute:
         headers: dict[str, str],
         receive: Receive,
         trace_id: str,
-        parent: traceparent.TraceParent | None,
+        parent: TraceParent | None,
     ) -> tuple[int, dict[str, Any]]:
         try:
             agent = agent_from_authorization(headers.get("authorization"))

@@ -33,8 +33,8 @@ from bus.messages import (
     upstream_service,
 )
 from bus.worker import Request
+from gateway.call import Outcome
 from gateway.catalog import Catalog
-from gateway.outcome import Outcome
 from gateway.pipeline import Pipeline
 from gateway.trace_outbox import TraceOutbox
 from mesh_config.model import Config

@@ -1,10 +1,11 @@
-"""W3C traceparent parsing (observe/traceparent.py): what becomes the parent, what is ignored."""
+"""W3C traceparent parsing (gateway/call.py): what becomes the parent, what is ignored."""
 
 from __future__ import annotations
 
 import pytest
 
-from observe.traceparent import TraceParent, parse
+from gateway.call import TraceParent
+from gateway.call import parse_traceparent as parse
 
 TRACE, SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 

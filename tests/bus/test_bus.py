@@ -25,12 +25,14 @@ async def _start_worker(
 
 
 async def _wait_for_service(client: BusClient, service: str, workers: int = 1) -> None:
+    """Until the broker lists `workers` workers of `service` (at least; 0: exactly none)."""
     for _ in range(100):
         report = await client.request("mmi.services", {}, timeout=1)
-        if len(report.get(service, {}).get("workers", [])) >= workers:
+        listed = len(report.get(service, {}).get("workers", []))
+        if listed >= workers if workers else listed == 0:
             return
         await asyncio.sleep(0.02)
-    raise AssertionError(f"{service} never registered")
+    raise AssertionError(f"{service}: never {workers} workers")
 
 
 async def echo(request: Request) -> Any:
@@ -138,14 +140,17 @@ async def test_load_is_shared_and_affinity_is_sticky(broker: Broker, endpoints: 
 async def test_worker_death_fails_inflight_with_clear_error(
     broker: Broker, endpoints: Endpoints
 ) -> None:
+    holding = asyncio.Event()
+
     async def hang(request: Request) -> Any:
-        await asyncio.sleep(30)
+        holding.set()
+        await asyncio.Event().wait()  # never answers
 
     _, task = await _start_worker(endpoints, "upstream.fs", hang)
     async with BusClient(endpoints.requests) as client:
         await _wait_for_service(client, "upstream.fs")
         call = asyncio.create_task(client.request("upstream.fs", {}, timeout=20))
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(holding.wait(), 5)  # the worker has it
         task.cancel()  # the worker vanishes without a word, like kill -9
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -248,7 +253,7 @@ async def test_a_worker_forwards_and_the_caller_gets_the_next_answer_with_meta(
         assert partials == [{"progress": 1}] * 3
         echo_task.cancel()
         await asyncio.gather(echo_task, return_exceptions=True)
-        await asyncio.sleep(0.3)  # the broker notices the echo worker is gone
+        await _wait_for_service(client, "echo", workers=0)  # the broker saw the worker go
         with pytest.raises(BusError) as err:
             await client.request("gate", {"n": 0}, timeout=2)
         assert err.value.code == frames.UNAVAILABLE and err.value.meta == {"gate": "passed"}

@@ -10,6 +10,7 @@ from typing import Any
 from bus.broker import Broker
 from bus.client import BusClient
 from bus.endpoints import Endpoints
+from bus.events import Publisher
 from bus.worker import BusWorker, Request
 from gateway import catalog as catalog_module
 from gateway.catalog import Catalog
@@ -29,6 +30,24 @@ async def _until(predicate: Any, timeout: float) -> float:
     return time.monotonic() - start
 
 
+async def _subscribed(catalog: Catalog, endpoints: Endpoints) -> None:
+    """Until the catalogue's subscription has reached the broker (PUB/SUB joins late): a worker
+    event, published until one pokes a refresh (a new report) well before the periodic one.
+    Twice: the first new report may be the start's own refresh."""
+    assert endpoints.events_in
+    publisher = Publisher(endpoints.events_in)
+    try:
+        for _ in range(2):
+            before = catalog.services
+            started = time.monotonic()
+            while catalog.services is before:
+                assert time.monotonic() - started < FAST, "no event reached the catalogue"
+                publisher.publish("worker.probe.ready", {})
+                await asyncio.sleep(0.01)
+    finally:
+        publisher.close()
+
+
 async def test_the_catalogue_follows_worker_events(broker: Broker, endpoints: Endpoints) -> None:
     assert catalog_module.REFRESH_INTERVAL >= 2 * FAST
     renewed: list[set[str]] = []
@@ -37,7 +56,7 @@ async def test_the_catalogue_follows_worker_events(broker: Broker, endpoints: En
         catalog.add_worker_listener(renewed.append)
         catalog.start(endpoints.events_out)
         await catalog.refresh()
-        await asyncio.sleep(0.2)  # the subscription reaches the broker (PUB/SUB joins late)
+        await _subscribed(catalog, endpoints)
         try:
             meta = {"server": "fs", "tools": [{"name": "read"}], "pid": 1, "session": "s1"}
             worker = BusWorker(endpoints.requests, "upstream.fs", _noop, meta=meta)

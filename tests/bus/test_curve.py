@@ -263,15 +263,19 @@ async def test_agent_mesh_run_over_tcp_with_curve(tmp_path: Path, keys: Path) ->
     run = [sys.executable, "-m", "agent_mesh", "run"]
     repo = Path(__file__).parents[2]
 
+    logs: list[Path] = []
+
     def start(role: str, *args: str, **extra: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [*run, role, "--config", str(config), *args],
-            env={**env, **extra},
-            cwd=repo,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        logs.append(tmp_path / f"{len(logs)}-{role}.log")  # read while it runs
+        with logs[-1].open("w") as out:
+            return subprocess.Popen(
+                [*run, role, "--config", str(config), *args],
+                env={**env, **extra},
+                cwd=repo,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
 
     os.environ["AGENT_MESH_HOME"] = env["AGENT_MESH_HOME"]
     try:
@@ -303,7 +307,8 @@ async def test_agent_mesh_run_over_tcp_with_curve(tmp_path: Path, keys: Path) ->
             )
         )
         bare = start("policy", "--slot", "9", *connect)
-        out, _ = bare.communicate(timeout=15)
+        bare.wait(timeout=15)
+        out = logs[-1].read_text()
         assert bare.returncode != 0 and "needs CURVE keys: --keys DIR or $AGENT_MESH_KEYS" in out, (
             out
         )
@@ -313,13 +318,18 @@ async def test_agent_mesh_run_over_tcp_with_curve(tmp_path: Path, keys: Path) ->
                 "policy", {"agent": "a", "tool": "x.y", "params": {}}, timeout=2
             )
             assert decision["action"] == "allow"
-            await asyncio.sleep(2.0)  # time for the stranger to try, and fail
+            deadline = asyncio.get_running_loop().time() + 15
+            while "refused the CURVE handshake" not in logs[2].read_text():  # the stranger tried
+                assert asyncio.get_running_loop().time() < deadline, logs[2].read_text()
+                await asyncio.sleep(0.05)
             slots = [w["slot"] for w in (await _services(client))["policy"]["workers"]]
             assert slots == ["policy:7"], slots
     finally:
         for proc in procs:
             proc.terminate()
-        outputs = [proc.communicate(timeout=10)[0] for proc in procs]
+        for proc in procs:
+            proc.wait(timeout=10)
+        outputs = [log.read_text() for log in logs]
     assert "CURVE; 2 authorised keys" in outputs[0], outputs[0]
     assert "refused a tcp peer" in outputs[0]
     assert "refused the CURVE handshake (our key is not authorised)" in outputs[2], outputs[2]

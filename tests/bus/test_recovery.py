@@ -70,9 +70,11 @@ async def test_broker_restart_under_load(endpoints: Endpoints, downtime: float) 
     registered again within a heartbeat of the broker's return, and new requests all succeed:
     none is failed by a stale re-registration (one DISCONNECT per worker, idempotent READY)."""
     release = asyncio.Event()
+    holding: list[Request] = []
 
     async def handler(request: Request) -> Any:
         if request.body == "hold":
+            holding.append(request)
             await release.wait()  # answered while the broker is away: queued, then dropped
         return request.body
 
@@ -88,7 +90,11 @@ async def test_broker_restart_under_load(endpoints: Endpoints, downtime: float) 
                 )
                 for _ in range(20)
             ]
-            await asyncio.sleep(0.1)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while len(holding) < 20:  # every one of them reached the worker
+                assert loop.time() < deadline, f"{len(holding)} of 20 held"
+                await asyncio.sleep(0.005)
             broker.stop()
             results = await asyncio.gather(*held)
             for took, error in results:
@@ -96,7 +102,7 @@ async def test_broker_restart_under_load(endpoints: Endpoints, downtime: float) 
                 assert error.message == "broker connection lost"
                 assert took < 0.5, took  # the socket monitor saw the connection drop
             release.set()  # their answers are queued towards the dead broker
-            await asyncio.sleep(downtime)
+            await asyncio.sleep(downtime)  # the broker stays away this long: the case tested
             broker = BrokerThread(endpoints)
             took = await _until_registered(client, "s", 5)
             assert took < frames.HEARTBEAT_INTERVAL + 0.3, took

@@ -23,12 +23,6 @@ DRIVER = shutil.which("chromedriver")
 TOKEN = "console-test-token"
 ROOT = Path(__file__).resolve().parents[2]
 
-needs_browser = pytest.mark.skipif(
-    CHROMIUM is None or DRIVER is None,
-    reason="the console's browser test needs Debian's chromium and chromium-driver "
-    "(apt-get install chromium chromium-driver; .ci/run installs them)",
-)
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -68,6 +62,11 @@ def browser() -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    if CHROMIUM is None or DRIVER is None:  # an install problem: fail, never skip
+        pytest.fail(
+            "the console's browser test needs Debian's chromium and chromium-driver "
+            "(apt-get install chromium chromium-driver; .ci/run installs them)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for arg in (
@@ -101,7 +100,6 @@ def until(driver: Any, predicate: Any, what: str, timeout: float = 15) -> Any:
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(predicate, what)
 
 
-@needs_browser
 def test_approve_a_live_pending_call_in_the_page(mesh: Mesh, demo: Path, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
@@ -199,7 +197,6 @@ def test_approve_a_live_pending_call_in_the_page(mesh: Mesh, demo: Path, browser
     )
 
 
-@needs_browser
 def test_injection_risk_is_flagged_and_content_is_shown_as_text(
     mesh: Mesh, demo: Path, browser: Any, tmp_path: Path
 ) -> None:

@@ -11,12 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.e2e.mesh import Mesh
 from tests.support import REPO, alive, cmdline, descendants, wait_until
 
 EXAMPLE = REPO / "examples" / "filesystem.yaml"
-DEMO = Path("/tmp/mesh-demo")
+# The example serves the directory the README makes (`mkdir -p /tmp/mesh-demo`): read from it.
+DEMO = Path(yaml.safe_load(EXAMPLE.read_text())["mcp_servers"][0]["args"][0])
 WELL_WITHIN = 1.0  # s: the README promises 2
 
 
@@ -39,7 +41,7 @@ def test_the_pinned_server_runs_straight_from_node_modules(mesh: Mesh) -> None:
         (child,) = [cmdline(p) for p in descendants(worker)]
         assert (
             child.startswith("node ")
-            and "/node_modules/.bin/mcp-server-filesystem /tmp/mesh-demo" in child
+            and f"/node_modules/.bin/mcp-server-filesystem {DEMO}" in child
         ), child
     assert not any("npm" in cmd or "npx" in cmd for cmd in mesh.processes().values())
 

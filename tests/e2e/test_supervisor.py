@@ -211,7 +211,7 @@ def test_missing_or_wrong_operator_token_is_said_once(
             target = str(mesh.demo / f"{name}.txt")  # type: ignore[attr-defined]
             call = background(mesh, "fs.write_file", {"path": target, "content": "x"})
             proc.wait_log(" [refused]")
-            time.sleep(0.5)
+            time.sleep(0.5)  # several polls (poll_interval 100ms): it is not said again
             assert proc.count(message) == 1, proc.log()
             assert "Traceback" not in proc.log()
         finally:
@@ -237,7 +237,7 @@ def test_dry_run_decides_and_resolves_nothing(tmp_path: Path, mesh: Mesh, llm: F
         call = background(mesh, "fs.write_file", {"path": path, "content": "x"})
         proc.wait_log("approve ")
         assert "[dry-run]" in proc.log()
-        time.sleep(0.5)
+        time.sleep(0.5)  # several polls (poll_interval 100ms): it is not decided again
         (waiting,) = [a for a in pending(mesh) if a["params"].get("path") == path]
         assert proc.count("approve ") == 1
     finally:

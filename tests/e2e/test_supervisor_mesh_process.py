@@ -245,7 +245,7 @@ async def test_config6_supervisor_attaches_to_the_mesh_claude_started(setup: Set
             sv.stop()
             raise
     # Claude left; the supervisor is still attached (a lease): the mesh stays past its grace.
-    await asyncio.sleep(2)
+    await asyncio.sleep(2)  # past grace_seconds (1): time passing is the case tested
     assert setup.mesh_pid() == mesh and alive(mesh)
     assert sv.stop() == 0, sv.log()
     wait_until(lambda: not alive(mesh), 30, "the embedded mesh to stop once nobody is attached")

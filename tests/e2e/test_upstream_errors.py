@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -56,8 +56,21 @@ def _worker(mesh: Mesh) -> int:
     return pid
 
 
+def _server(worker: int) -> int:
+    (node,) = [p for p in descendants(worker) if "node" in cmdline(p)][:1]
+    return node
+
+
+def _bytes_read(pid: int) -> int:
+    """What `pid` has read so far (/proc/<pid>/io): an idle MCP server reads only requests."""
+    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(io["rchar"])
+
+
 def _in_flight_then(mesh: Mesh, kill: int) -> httpx.Response:
-    """A long call, and `kill` -9'd once the upstream holds it."""
+    """A long call, and `kill` -9'd once the upstream server has read it."""
+    server = _server(_worker(mesh))
+    read_before = _bytes_read(server)
     answer: list[httpx.Response] = []
     thread = threading.Thread(
         target=lambda: answer.append(
@@ -66,14 +79,7 @@ def _in_flight_then(mesh: Mesh, kill: int) -> httpx.Response:
     )
     thread.start()
 
-    def held() -> bool:
-        servers = mesh.http.get("/mcp-servers").json()
-        return any(w["inflight"] for s in servers for w in s["workers"])
-
-    wait_until(held, 10, "the long call to reach the upstream")
-    time.sleep(
-        0.2
-    )  # the worker has written it to the server (inflight counts from the broker's send)
+    wait_until(lambda: _bytes_read(server) > read_before, 10, "the server to read the call")
     os.kill(kill, signal.SIGKILL)
     thread.join(20)
     (response,) = answer
@@ -100,9 +106,7 @@ def test_the_upstreams_own_error_is_a_502_that_says_so(mesh: Mesh) -> None:
 
 
 def test_the_upstream_server_gone_mid_call_is_a_502_naming_it(mesh: Mesh) -> None:
-    worker = _worker(mesh)
-    (node,) = [p for p in descendants(worker) if "node" in cmdline(p)][:1]
-    r = _in_flight_then(mesh, node)
+    r = _in_flight_then(mesh, _server(_worker(mesh)))
     assert r.status_code == 502, r.text
     error = r.json()["error"]
     # (process N exited with -9, or its stdout closed: whichever the worker saw first)

@@ -66,9 +66,17 @@ async def test_an_early_request_waits_for_the_endpoint(monkeypatch: pytest.Monke
     loop = asyncio.get_running_loop()
     monkeypatch.setattr(importlib, "import_module", slow_import)
     deferred = DeferredMcpHttp(frontend=object())  # type: ignore[arg-type]
+    waiting = asyncio.Event()
+    ready_wait = deferred._ready.wait
+
+    async def spied_wait() -> bool:  # the request waits for the endpoint: the moment to check
+        waiting.set()
+        return await ready_wait()
+
+    monkeypatch.setattr(deferred._ready, "wait", spied_wait)
     async with deferred.lifespan():
         request = asyncio.create_task(_call(deferred))
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(waiting.wait(), 5)
         assert not request.done() and deferred.app is None
         gate.set()
         assert await asyncio.wait_for(request, 5) == (200, b"ok")

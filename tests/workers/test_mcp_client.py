@@ -62,6 +62,25 @@ async def everything() -> AsyncIterator[UpstreamClient]:
         yield client
 
 
+async def mid_call(
+    client: UpstreamClient, duration: float = 10, **options: Any
+) -> asyncio.Task[dict[str, Any]]:
+    """A long call the server is running (its first progress, after a tenth of `duration`, has
+    arrived): the moment to kill or cancel it."""
+    running = asyncio.Event()
+
+    async def progressed(params: dict[str, Any]) -> None:
+        running.set()
+
+    call = asyncio.create_task(
+        client.call_tool(
+            LONG_OP, {"duration": duration, "steps": 10}, 30, on_progress=progressed, **options
+        )
+    )
+    await asyncio.wait_for(running.wait(), 10)
+    return call
+
+
 def assert_no_none(value: Any) -> None:
     """The wire never carries null-valued keys the server didn't send."""
     if isinstance(value, dict):
@@ -203,10 +222,7 @@ async def test_timeout_cancels_upstream_and_session_survives(tmp_path: Path) -> 
 
 @pytest.mark.timeout(15)
 async def test_sigkill_mid_call(everything: UpstreamClient) -> None:
-    call = asyncio.create_task(
-        everything.call_tool(LONG_OP, {"duration": 10, "steps": 5}, timeout=30)
-    )
-    await asyncio.sleep(0.3)
+    call = await mid_call(everything)
     assert everything.pid is not None
     t0 = time.monotonic()
     os.kill(everything.pid, signal.SIGKILL)
@@ -222,8 +238,7 @@ async def test_sigkill_mid_call(everything: UpstreamClient) -> None:
 async def test_npx_launcher_killed_mid_call() -> None:
     # npx -> sh -> node: killing npx leaves node alive holding our pipes, so
     # stdout never hits EOF; the client must notice the child itself.
-    if shutil.which("npx") is None:
-        pytest.skip("npx not on PATH")
+    assert shutil.which("npx"), "npx not on PATH: install npm (.ci/run does)"
     spec = everything_spec(
         command="npx", args=("-y", "@modelcontextprotocol/server-everything", "stdio")
     )
@@ -231,10 +246,7 @@ async def test_npx_launcher_killed_mid_call() -> None:
         assert any(t["name"] == "echo" for t in client.tools)
         pid = client.pid
         assert pid is not None
-        call = asyncio.create_task(
-            client.call_tool(LONG_OP, {"duration": 10, "steps": 5}, timeout=30)
-        )
-        await asyncio.sleep(0.3)
+        call = await mid_call(client)
         t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(UpstreamGone):
@@ -345,10 +357,7 @@ async def test_log_messages_go_to_every_call_in_flight(everything: UpstreamClien
         await asyncio.sleep(0.05)  # a slow consumer still gets it before the result
         toggle_logs.append(params)
 
-    long = asyncio.create_task(
-        everything.call_tool(LONG_OP, {"duration": 0.6, "steps": 2}, 5, on_log=on_long_log)
-    )
-    await asyncio.sleep(0.1)
+    long = await mid_call(everything, 1.0, on_log=on_long_log)  # in flight for 0.9 s more
     # server-everything's simulated logging sends one message at once, then one every 5 s.
     started = await everything.call_tool("toggle-simulated-logging", {}, 5, on_log=on_toggle_log)
     assert "Started simulated" in started["content"][0]["text"]
@@ -408,8 +417,7 @@ async def test_cancelling_the_caller_cancels_upstream(tmp_path: Path) -> None:
         args=("-c", 'tee "$0" | exec "$1" "$2" stdio', str(wire), str(NODE), str(EVERYTHING)),
     )
     async with UpstreamClient(spec) as client:
-        call = asyncio.create_task(client.call_tool(LONG_OP, {"duration": 2, "steps": 2}, 30))
-        await asyncio.sleep(0.3)
+        call = await mid_call(client, 2)
         call.cancel()  # what the upstream worker does on a bus CANCEL
         with pytest.raises(asyncio.CancelledError):
             await call
@@ -561,8 +569,7 @@ def test_on_uvloop_with_a_wrapper_holding_the_pipes() -> None:
             big = "é" * (1 << 20)
             echoed = await client.call_tool("echo", {"message": big}, timeout=10)
             assert echoed["content"][0]["text"] == "Echo: " + big
-            call = asyncio.create_task(client.call_tool(LONG_OP, {"duration": 10, "steps": 5}, 30))
-            await asyncio.sleep(0.3)
+            call = await mid_call(client)
             assert client.pid is not None
             t0 = time.monotonic()
             os.kill(client.pid, signal.SIGKILL)

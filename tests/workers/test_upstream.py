@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -88,14 +88,27 @@ async def test_calls_held_by_a_dying_server_say_it_went_away(endpoints: Any, bro
                     if asyncio.get_running_loop().time() > deadline:
                         raise
                     await asyncio.sleep(0.05)
-            body = {"tool": LONG_OP, "arguments": {"duration": 30, "steps": 1}}
+            # Each call's first progress (after 0.1 s) says the server is running it.
+            body = {"tool": LONG_OP, "arguments": {"duration": 30, "steps": 300}}
+            running: set[int] = set()
+
+            def progressed(n: int) -> Callable[[Any], None]:
+                return lambda _: running.add(n)
+
             calls = [
                 asyncio.create_task(
-                    bus.request("upstream.everything", {**body, "n": n}, timeout=20)
+                    bus.request(
+                        "upstream.everything",
+                        {**body, "n": n},
+                        timeout=20,
+                        on_partial=progressed(n),
+                    )
                 )
                 for n in range(8)
             ]
-            await asyncio.sleep(0.5)  # all of them written to the server
+            while len(running) < 8:
+                assert asyncio.get_running_loop().time() < deadline + 10, running
+                await asyncio.sleep(0.01)
             assert client.pid is not None
             os.kill(client.pid, signal.SIGKILL)
             errors = await asyncio.gather(*calls, return_exceptions=True)

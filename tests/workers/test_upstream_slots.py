@@ -37,7 +37,10 @@ def test_each_slot_has_one_holder_and_the_spare_waits(tmp_path: Path) -> None:
 
     async def takeover() -> float:
         waiting = asyncio.create_task(spare.claim())
-        await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 5
+        while not list(tmp_path.glob("*.spare.*")):  # it has said it is the spare
+            assert time.monotonic() < deadline, "no spare file"
+            await asyncio.sleep(0.001)
         assert not waiting.done()
         assert [p.name for p in tmp_path.glob("*.spare.*")] == [f"upstream-fs.spare.{os.getpid()}"]
         released = time.monotonic()

@@ -3,14 +3,13 @@
 from policy.conditions import condition_holds
 from policy.engine import DEFAULT_DENY, PolicyEngine
 from policy.globs import agent_specificity, glob_matches
-from policy.model import Condition, Decision, Grant, Policy, RateLimit, Rule
+from policy.model import Condition, Decision, Policy, RateLimit, Rule
 from policy.ratelimit import LoopDetector, RateLimiter, fingerprint
 
 __all__ = [
     "DEFAULT_DENY",
     "Condition",
     "Decision",
-    "Grant",
     "LoopDetector",
     "Policy",
     "PolicyEngine",

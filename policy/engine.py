@@ -1,7 +1,6 @@
-"""The decision for one tool call (compat.md §2): limits, then policies, then grants.
+"""The decision for one tool call (compat.md §2): limits, then policies.
 
-Pure: no I/O, no clock; the caller passes `now` (seconds on a monotonic clock, for the limits)
-and, when it passes grants, `wall_now` (unix seconds, the clock of `Grant.expires_at`).
+Pure: no I/O, no clock; the caller passes `now` (seconds on a monotonic clock, for the limits).
 
 Order of evaluation in `PolicyEngine.evaluate`:
 1. The `rate_limit` of the *selected* policy (the most specific one whose agent pattern
@@ -16,9 +15,10 @@ Order of evaluation in `PolicyEngine.evaluate`:
    globs with more literal characters first, then `*`; ties keep config order). Within a
    policy the first rule whose tool glob matches and whose condition holds decides. If no
    rule of a policy decides, the next less specific matching policy is tried.
-4. A `human_approval` decision becomes `allow` if a live grant (expires_at > now) matches the
-   agent and the tool; rule "grant:<id>". Grants never turn a deny into anything else.
-5. Nothing decided -> deny, rule "default" (fail closed).
+4. Nothing decided -> deny, rule "default" (fail closed).
+
+Grants are not the engine's: a `human_approval` decision goes to the approval service, which
+turns it into `allow` when a live grant of the agent covers the tool (workers/approval.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 from policy.conditions import condition_holds, describe
 from policy.globs import agent_specificity, glob_matches
-from policy.model import Decision, Grant, Policy, Rule
+from policy.model import Decision, Policy, Rule
 from policy.ratelimit import LoopDetector, RateLimiter
 
 DEFAULT_DENY = Decision(action="deny", rule="default", reason="no matching policy — fail closed")
@@ -36,18 +36,6 @@ DEFAULT_DENY = Decision(action="deny", rule="default", reason="no matching polic
 
 def _matched_glob(rule: Rule, tool: str) -> str | None:
     return next((pattern for pattern in rule.tools if glob_matches(pattern, tool)), None)
-
-
-def _live_grant(grants: Sequence[Grant], agent: str, tool: str, now: float) -> Grant | None:
-    # First live match in the given order wins; the order is the caller's (e.g. creation order).
-    for grant in grants:
-        if (
-            grant.expires_at > now
-            and glob_matches(grant.agent, agent)
-            and any(glob_matches(pattern, tool) for pattern in grant.tools)
-        ):
-            return grant
-    return None
 
 
 class PolicyEngine:
@@ -81,12 +69,8 @@ class PolicyEngine:
         tool: str,
         params: Mapping[str, Any],
         now: float,
-        grants: Sequence[Grant] = (),
-        *,
-        wall_now: float | None = None,
     ) -> Decision:
-        """Decide one call (see the module docstring for the order) and count it. Grants are
-        checked against `wall_now` (default `now`, for callers with one clock)."""
+        """Decide one call (see the module docstring for the order) and count it."""
         selected = self.select_policy(agent)
         limit = selected.rate_limit if selected is not None else None
         if selected is not None and limit is not None:
@@ -101,17 +85,7 @@ class PolicyEngine:
             self.rate_limiter.record(key, now)
             self.loop_detector.record(key, tool, params, limit, now)
 
-        decision = self._first_rule(agent, tool, params)
-        if decision.action == "human_approval":
-            grant = _live_grant(grants, agent, tool, now if wall_now is None else wall_now)
-            if grant is not None:
-                return Decision(
-                    action="allow",
-                    rule=f"grant:{grant.id}",
-                    reason=f"{tool} allowed by grant {grant.id} "
-                    f"(instead of human_approval from policy {decision.rule})",
-                )
-        return decision
+        return self._first_rule(agent, tool, params)
 
     def _first_rule(self, agent: str, tool: str, params: Mapping[str, Any]) -> Decision:
         call: dict[str, Any] = {"params": params, "tool": tool, "agent": agent}
@@ -132,7 +106,7 @@ class PolicyEngine:
     def evaluate_static(self, agent: str, tool: str) -> Decision:
         """What the policies say about `tool` for `agent` without params, for catalog views.
 
-        No counting, no limits, no grants. A rule with a condition counts as matching (its
+        No counting, no limits. A rule with a condition counts as matching (its
         outcome depends on params) and the reason says "conditional"; the first rule whose
         glob matches decides, falling through policies as in `evaluate`.
         """

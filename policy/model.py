@@ -104,14 +104,5 @@ class Decision(_Strict):
     """The outcome of evaluating one call: action, the rule that decided, and why."""
 
     action: Verdict
-    rule: str  # policy name, "grant:<id>", "default", "rate_limit" or "loop_detection"
+    rule: str  # policy name, "default", "rate_limit" or "loop_detection"
     reason: str
-
-
-class Grant(_Strict):
-    """A temporary allow: turns `human_approval` into `allow` for matching calls until expiry."""
-
-    id: str = Field(min_length=1)
-    agent: str = Field(min_length=1)  # exact id or glob
-    tools: list[str] = Field(min_length=1)  # tool globs
-    expires_at: float  # unix seconds; the grant is live while expires_at > now

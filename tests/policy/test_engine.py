@@ -1,4 +1,4 @@
-"""PolicyEngine: specificity, fall-through, default deny, limits before rules, grants."""
+"""PolicyEngine: specificity, fall-through, default deny, limits before rules."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from policy.engine import PolicyEngine
-from policy.model import Condition, Decision, Grant, Policy, RateLimit, Rule
+from policy.model import Condition, Decision, Policy, RateLimit, Rule
 
 NOW = 1_000.0
 FAIL_CLOSED = Decision(action="deny", rule="default", reason="no matching policy — fail closed")
@@ -397,92 +397,6 @@ def test_only_the_selected_policy_limit_applies() -> None:
     assert [(d.action, d.rule) for d in results] == [("allow", "everyone")] * 3 + [RATE]
 
 
-GRANT_POLICIES = [
-    _policy(
-        "claude",
-        "claude",
-        _rule("human_approval", "fs.write_*"),
-        _rule("deny", "fs.delete"),
-    ),
-    _policy("bots", "bot-*", _rule("human_approval", "*")),
-]
-
-
-@pytest.mark.parametrize(
-    ("agent", "tool", "grants", "expected"),
-    [
-        # a live grant turns human_approval into allow
-        (
-            "claude",
-            "fs.write_file",
-            [Grant(id="g1", agent="claude", tools=["fs.*"], expires_at=NOW + 60)],
-            Decision(
-                action="allow",
-                rule="grant:g1",
-                reason=(
-                    "fs.write_file allowed by grant g1 "
-                    "(instead of human_approval from policy claude)"
-                ),
-            ),
-        ),
-        # expired (expires_at <= now) -> ignored
-        (
-            "claude",
-            "fs.write_file",
-            [Grant(id="g1", agent="claude", tools=["fs.*"], expires_at=NOW)],
-            Decision(
-                action="human_approval",
-                rule="claude",
-                reason="fs.write_file matched fs.write_* in policy claude",
-            ),
-        ),
-        # never overrides a deny, nor the default deny
-        (
-            "claude",
-            "fs.delete",
-            [Grant(id="g1", agent="*", tools=["*"], expires_at=NOW + 60)],
-            Decision(
-                action="deny", rule="claude", reason="fs.delete matched fs.delete in policy claude"
-            ),
-        ),
-        (
-            "nobody",
-            "fs.write_file",
-            [Grant(id="g1", agent="*", tools=["*"], expires_at=NOW + 60)],
-            FAIL_CLOSED,
-        ),
-        # agent glob in the grant; the first live matching grant wins
-        (
-            "bot-7",
-            "mail.send",
-            [
-                Grant(id="old", agent="bot-*", tools=["mail.*"], expires_at=NOW - 1),
-                Grant(id="other-tool", agent="bot-*", tools=["fs.*"], expires_at=NOW + 60),
-                Grant(id="other-agent", agent="claude", tools=["*"], expires_at=NOW + 60),
-                Grant(id="g2", agent="bot-*", tools=["fs.*", "mail.send"], expires_at=NOW + 1),
-                Grant(id="g3", agent="*", tools=["*"], expires_at=NOW + 60),
-            ],
-            Decision(
-                action="allow",
-                rule="grant:g2",
-                reason="mail.send allowed by grant g2 (instead of human_approval from policy bots)",
-            ),
-        ),
-        # grant for another agent
-        (
-            "bot-7",
-            "mail.send",
-            [Grant(id="g1", agent="bot-8", tools=["*"], expires_at=NOW + 60)],
-            Decision(
-                action="human_approval", rule="bots", reason="mail.send matched * in policy bots"
-            ),
-        ),
-    ],
-)
-def test_grants(agent: str, tool: str, grants: list[Grant], expected: Decision) -> None:
-    assert PolicyEngine(GRANT_POLICIES).evaluate(agent, tool, {}, NOW, grants) == expected
-
-
 @pytest.mark.parametrize(
     ("agent", "tool", "expected"),
     [
@@ -531,13 +445,3 @@ def test_evaluate_static_counts_nothing() -> None:
         assert engine.evaluate_static("support-1", "tickets.a").action == "allow"
     assert engine.evaluate("support-1", "tickets.a", {}, NOW).action == "allow"
     assert PolicyEngine([]).evaluate_static("claude", "fs.read") == FAIL_CLOSED
-
-
-def test_grants_use_the_wall_clock_and_limits_the_monotonic_one() -> None:
-    grant = Grant(id="g1", agent="claude", tools=["fs.*"], expires_at=NOW + 60)
-    engine = PolicyEngine(GRANT_POLICIES)
-    # `now` is a monotonic reading (small); the grant's expiry is unix time
-    live = engine.evaluate("claude", "fs.write_file", {}, 5.0, [grant], wall_now=NOW)
-    assert (live.action, live.rule) == ("allow", "grant:g1")
-    expired = engine.evaluate("claude", "fs.write_file", {"n": 2}, 6.0, [grant], wall_now=NOW + 60)
-    assert (expired.action, expired.rule) == ("human_approval", "claude")

@@ -15,9 +15,9 @@ import anyio
 import httpx
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.stdio import stdio_server
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 from agent_mesh.errors import UserError, connection_reason
+from gateway.mcp_sdk import create_mcp_http_client
 
 log = logging.getLogger(__name__)
 

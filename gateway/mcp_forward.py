@@ -20,6 +20,8 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
 from pydantic import TypeAdapter
 
+from gateway.mcp_sdk import connection
+
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 LOG_LEVEL_KEY = "agent_mesh.log_level"  # in the SDK connection's per-connection `state`
 
@@ -201,7 +203,7 @@ def sdk_caller(ctx: ServerRequestContext[Any, Any], agent: str, session_id: str)
         session_id,
         ctx.params or {},
         SdkOutlet(ctx),
-        level_index(ctx.session._connection.state.get(LOG_LEVEL_KEY)),
+        level_index(connection(ctx.session).state.get(LOG_LEVEL_KEY)),
         headers.get("traceparent") if headers is not None else None,
     )
 

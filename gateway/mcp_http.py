@@ -23,6 +23,7 @@ from gateway.frontend import FrontEnd
 from gateway.http_request import IdentityError, agent_from_authorization
 from gateway.mcp_fast import FastPath, McpSession
 from gateway.mcp_forward import level_index
+from gateway.mcp_sdk import connection
 from gateway.mcp_server import MeshMcp
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
@@ -72,9 +73,9 @@ class McpHttp:
         agent = agent_from_authorization(
             request.headers.get("authorization")
         )  # checked in __call__
-        return agent, request.headers.get(
-            "mcp-session-id"
-        ) or ctx.session._connection.session_id or ""
+        return agent, request.headers.get("mcp-session-id") or connection(
+            ctx.session
+        ).session_id or ""
 
     def _bind(self, session: str, agent: str) -> None:
         if len(self.sessions) >= 100_000:  # bounded: forget the oldest binding

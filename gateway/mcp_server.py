@@ -43,6 +43,7 @@ from gateway.call import TraceParent, parse_traceparent
 from gateway.frontend import FrontEnd
 from gateway.mcp_forward import LOG_LEVEL_KEY, Caller, forwarding, sdk_caller
 from gateway.mcp_proxy import McpProxy
+from gateway.mcp_sdk import connection
 from gateway.mcp_virtual import VirtualTools, text_result
 from gateway.stdio_lines import REFUSED
 
@@ -241,7 +242,7 @@ class MeshMcp:
         first, was = not sessions, session in sessions
         if method == "resources/subscribe":
             sessions.add(session)
-            session._connection.exit_stack.callback(self._forget, session)
+            connection(session).exit_stack.callback(self._forget, session)
         else:
             sessions.discard(session)
         if (
@@ -297,7 +298,7 @@ class MeshMcp:
     ) -> Any:
         """Accepted and recorded for this session: upstream log messages below it are not
         forwarded to it. Not sent upstream: an upstream serves every agent of the mesh."""
-        ctx.session._connection.state[LOG_LEVEL_KEY] = params.level
+        connection(ctx.session).state[LOG_LEVEL_KEY] = params.level
         if self.on_set_level is not None:
             self.on_set_level(self.identify(ctx)[1], params.level)
         return types.EmptyResult()
@@ -305,7 +306,7 @@ class MeshMcp:
     async def _initialized(self, ctx: ServerRequestContext[Any, Any], params: Any) -> None:
         session = ctx.session
         self.sessions.add(session)
-        session._connection.exit_stack.callback(self.sessions.discard, session)
+        connection(session).exit_stack.callback(self.sessions.discard, session)
 
     def _catalog_changed(self, kinds: set[str]) -> None:
         if not self.sessions:

@@ -52,9 +52,9 @@ from bench_report import (
 )
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 from agent_mesh.proctree import cmdline, descendants, rss_mb
+from gateway.mcp_sdk import create_mcp_http_client
 
 UPSTREAM = bh.REPO / "scripts" / "bench_upstream.py"
 DOC = bh.REPO / "docs" / "benchmarks.md"

@@ -16,8 +16,8 @@ import httpx
 import yaml
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
+from gateway.mcp_sdk import create_mcp_http_client
 from tests.support import alive, cmdline, descendants, free_port, wait_until
 
 

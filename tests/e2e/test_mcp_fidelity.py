@@ -25,11 +25,11 @@ import mcp_types as types
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from gateway.catalog import ServerView
 from gateway.frontend import FrontEnd
+from gateway.mcp_sdk import create_mcp_http_client
 from gateway.mcp_server import MeshMcp
 from mesh_config.model import Config, LoadedConfig
 from tests.e2e.mesh import Mesh

@@ -295,7 +295,8 @@ async def test_mcp_http_traceparent_header_is_the_parent(
 ) -> None:
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
-    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    from gateway.mcp_sdk import create_mcp_http_client
 
     trace_id, caller_span = "1af7651916cd43dd8448eb211c80319d", "c7ad6b7169203332"
     http = create_mcp_http_client(

@@ -2,68 +2,27 @@
 
 `Router` takes decoded messages and clock ticks and fills `outbox` (multipart messages for the
 ROUTER socket, identity first) and `events` (topic, body) for the broker to flush: the broker's own
-events as maps, workers' EVENTs as the msgpack bytes they sent (checked, not re-encoded).
+events as maps, workers' EVENTs as the msgpack bytes they sent (checked, not re-encoded). The
+table it keeps (services, workers, queues) and who takes a request: bus/service_table.py.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-import zlib
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from bus import frames
 from bus.events import worker_may_publish
+from bus.service_table import Key, Pending, Service, Worker, affine_worker, least_loaded, report
 
 log = logging.getLogger(__name__)
 
 
-Key = tuple[bytes, int]  # (client identity, correlation id)
 Event = tuple[str, dict[str, Any] | bytes]  # (topic, body: a map, or a map already packed)
 # An unknown worker is told DISCONNECT at most once in this window (its queued messages arrive
 # after the first DISCONNECT but before its READY); after it, a worker still unknown is told again.
 _TOLD_FOR = frames.HEARTBEAT_INTERVAL * frames.LIVENESS
-
-
-@dataclass(eq=False)
-class Worker:
-    identity: bytes
-    service: str
-    slot: str
-    capacity: int
-    meta: Any
-    expiry: float
-    idle_since: float
-    inflight: set[Key] = field(default_factory=set)
-    served: int = 0
-    fd: int = -1  # the broker's connection to it (kernel fd), when known
-    refused_event: bool = False  # it published a topic it may not (logged once)
-
-    def load(self) -> float:
-        return len(self.inflight) / self.capacity
-
-
-@dataclass(eq=False)
-class Pending:
-    client: bytes
-    id: int
-    service: str
-    deadline: float
-    key: str | None
-    body: bytes
-    worker: Worker | None = None
-    meta: dict[str, Any] | None = (
-        None  # added by workers that forwarded it; sent with the final answer
-    )
-
-
-@dataclass(eq=False)
-class Service:
-    name: str
-    workers: dict[bytes, Worker] = field(default_factory=dict)
-    queue: deque[Pending] = field(default_factory=deque)
 
 
 class Router:
@@ -232,7 +191,7 @@ class Router:
             del self.pending[(pending.client, pending.id)]  # (its deadline entry is skipped later)
             self._fail(pending, frames.UNAVAILABLE, f"{pending.service}: no live worker")
         elif pending.key is not None:
-            self._assign(self._affine_worker(service, pending.key), pending, now)
+            self._assign(affine_worker(service, pending.key), pending, now)
         else:
             service.queue.append(pending)
             self._drain(service, now)
@@ -254,23 +213,9 @@ class Router:
         if name != "mmi.services":
             self._error(client, rid, frames.NOT_FOUND, f"unknown broker service {name}")
             return
-        report = {
-            s.name: {
-                "queued": len(s.queue),
-                "workers": [
-                    {
-                        "slot": w.slot,
-                        "capacity": w.capacity,
-                        "inflight": len(w.inflight),
-                        "served": w.served,
-                        "meta": w.meta,
-                    }
-                    for w in s.workers.values()
-                ],
-            }
-            for s in self.services.values()
-        }
-        self._send(client, frames.REPLY, frames.pack({"id": rid}), frames.pack(report))
+        self._send(
+            client, frames.REPLY, frames.pack({"id": rid}), frames.pack(report(self.services))
+        )
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -387,23 +332,11 @@ class Router:
 
     # -- routing -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _affine_worker(service: Service, key: str) -> Worker:
-        # Rendezvous hashing over stable slot names: deterministic across broker restarts.
-        encoded = key.encode()
-        return max(
-            service.workers.values(), key=lambda w: zlib.crc32(w.slot.encode() + b"\0" + encoded)
-        )
-
     def _drain(self, service: Service, now: float) -> None:
-        while service.queue:
-            free = [w for w in service.workers.values() if len(w.inflight) < w.capacity]
-            if not free:
-                return
+        while service.queue and (worker := least_loaded(service)) is not None:
             pending = service.queue.popleft()
-            if (pending.client, pending.id) not in self.pending:
-                continue
-            self._assign(min(free, key=lambda w: (w.load(), w.idle_since)), pending, now)
+            if (pending.client, pending.id) in self.pending:
+                self._assign(worker, pending, now)
 
     def _assign(self, worker: Worker, pending: Pending, now: float) -> None:
         pending.worker = worker

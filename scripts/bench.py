@@ -8,6 +8,8 @@
    direct: in-process `UpstreamClient` (as bench_http.py); direct-sdk: the official SDK `Client`
    on the upstream over stdio, the baseline of the MCP front-ends; mesh-rest: `POST
    /tool/everything.echo`, raw HTTP/1.1 keep-alive, one connection per concurrent caller;
+   mesh-mcp: `tools/call` on `/mcp` over raw HTTP/1.1, one MCP session and connection per
+   concurrent caller, run right after mesh-rest at each level (issue 12: /mcp vs REST);
    mesh-mcp-http: SDK `Client` over Streamable HTTP to `/mcp`; mesh-stdio: SDK `Client` on
    `agent-mesh --mcp --config <same config>` (attaches to the running mesh). The SDK modes use ONE
    session per level, all its calls concurrent on it. Then the RSS of the mesh tree.
@@ -246,16 +248,24 @@ async def part_echo(args: argparse.Namespace, counter: itertools.count[int], rep
         rep.echo += await sdk_levels("direct-sdk", client, "echo", args.duration, counter)
     with running_mesh("echo", [EVERYTHING_SERVER], rep, args.keep) as mesh:
         tool = "everything.echo"
-        rep.echo += await rest_levels(
-            "mesh-rest",
-            mesh.port,
-            tool,
-            echo_params,
-            bh.CONCURRENCY,
-            args.duration,
-            counter,
-            ECHO_OK,
-        )
+        # REST and /mcp (raw HTTP, one session per caller) in turn at each level: the ratio of
+        # the two (issue 12) is from the same minute.
+        rest, mcp = [], []
+        for c in bh.CONCURRENCY:
+            rest += await rest_levels(
+                "mesh-rest", mesh.port, tool, echo_params, (c,), args.duration, counter, ECHO_OK
+            )
+            say(f"mesh-mcp c={c} ...")
+            conns = [bh.McpConn(mesh.port) for _ in range(c)]
+            try:
+                await asyncio.gather(*(x.open() for x in conns))
+                mcp.append(
+                    await bh.measure("mesh-mcp", [x.call for x in conns], args.duration, counter)
+                )
+            finally:
+                for conn in conns:
+                    conn.close()
+        rep.echo += rest + mcp
         http = create_mcp_http_client(headers={"Authorization": f"Bearer agent:{AGENT}"})
         transport = streamable_http_client(f"http://127.0.0.1:{mesh.port}/mcp", http_client=http)
         async with http, Client(transport, mode="legacy") as client:

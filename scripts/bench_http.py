@@ -197,7 +197,7 @@ class HttpConn:
 
 class McpConn(HttpConn):
     """One MCP session over Streamable HTTP on `/mcp` (raw HTTP/1.1, one keep-alive connection),
-    opened at the first call; each call is a `tools/call` whose answer is read as JSON or SSE."""
+    opened by `open` (or the first call); each call is a `tools/call`, its answer JSON or SSE."""
 
     def __init__(self, port: int) -> None:
         super().__init__(port)
@@ -233,24 +233,29 @@ class McpConn(HttpConn):
             raise
         return status, headers, data
 
+    async def open(self) -> str | None:
+        """Initialize the session (before a measurement: opening one costs more than a call)."""
+        init = {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "bench", "version": "0"},
+            },
+        }
+        status, headers, data = await self.post(json.dumps(init).encode())
+        if status != 200 or "mcp-session-id" not in headers:
+            return f"initialize: HTTP {status}: {data[:300]!r}"
+        self.session = headers["mcp-session-id"]
+        self.head += f"Mcp-Session-Id: {self.session}\r\nMCP-Protocol-Version: 2025-11-25\r\n"
+        await self.post(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')
+        return None
+
     async def call(self, n: int) -> str | None:
-        if not self.session:
-            init = {
-                "jsonrpc": "2.0",
-                "id": 0,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "bench", "version": "0"},
-                },
-            }
-            status, headers, data = await self.post(json.dumps(init).encode())
-            if status != 200 or "mcp-session-id" not in headers:
-                return f"initialize: HTTP {status}: {data[:300]!r}"
-            self.session = headers["mcp-session-id"]
-            self.head += f"Mcp-Session-Id: {self.session}\r\nMCP-Protocol-Version: 2025-11-25\r\n"
-            await self.post(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')
+        if not self.session and (problem := await self.open()) is not None:
+            return problem
         body = (
             b'{"jsonrpc": "2.0", "id": %d, "method": "tools/call", '
             b'"params": {"name": "everything.echo", "arguments": {"message": "hi %d"}}}' % (n, n)
@@ -282,6 +287,7 @@ async def bench_mesh(
         for mode in modes:
             conns = [(McpConn if mode == "mesh-mcp" else HttpConn)(port) for _ in range(c)]
             try:
+                await asyncio.gather(*(x.open() for x in conns if isinstance(x, McpConn)))
                 results.append(
                     await measure(mode, [x.call for x in conns], duration, counter, tree)
                 )

@@ -14,7 +14,12 @@ import bench_http as bh
 from bench_http import Result
 
 SCALE_CONCURRENCY, SLOW_CONCURRENCY, SLOW_SECONDS = 16, 8, 2.0
-BASELINE = {"mesh-rest": "direct", "mesh-mcp-http": "direct-sdk", "mesh-stdio": "direct-sdk"}
+BASELINE = {
+    "mesh-rest": "direct",
+    "mesh-mcp": "mesh-rest",
+    "mesh-mcp-http": "direct-sdk",
+    "mesh-stdio": "direct-sdk",
+}
 COLUMNS = ["conc", "calls/s", "p50 ms", "p99 ms", "errors"]
 
 
@@ -53,7 +58,7 @@ def row(r: Result) -> list[str]:
 
 
 def goals(rep: Report) -> list[str]:
-    """Issue 5's goals, met or missed, from this run's numbers."""
+    """Issue 5's goals (and issue 12's for `/mcp`), met or missed, from this run's numbers."""
     got = {(r.mode, r.concurrency): r for r in rep.echo}
     out = []
     rest1, direct1 = got.get(("mesh-rest", 1)), got.get(("direct", 1))
@@ -70,6 +75,20 @@ def goals(rep: Report) -> list[str]:
             f"- mesh (REST) / direct throughput at c=16 at least 0.4x: "
             f"{'met' if ratio >= 0.4 else 'missed'} ({ratio:.2f}x: {rest16.calls_per_s:.0f} / "
             f"{direct16.calls_per_s:.0f} calls/s)"
+        )
+    mcp1, mcp16 = got.get(("mesh-mcp", 1)), got.get(("mesh-mcp", 16))
+    if mcp16 and rest16 and rest16.calls_per_s:
+        ratio = mcp16.calls_per_s / rest16.calls_per_s
+        out.append(
+            f"- issue 12: `/mcp` / REST throughput at c=16 at least 0.7x: "
+            f"{'met' if ratio >= 0.7 else 'missed'} ({ratio:.2f}x: {mcp16.calls_per_s:.0f} / "
+            f"{rest16.calls_per_s:.0f} calls/s)"
+        )
+    if mcp1 and rest1:
+        added = mcp1.p50_ms - rest1.p50_ms
+        out.append(
+            f"- issue 12: `/mcp` p50 at c=1 within 1 ms of REST's: "
+            f"{'met' if added <= 1 else 'missed'} ({added:+.2f} ms)"
         )
     if len(rep.scaling) == 2 and rep.scaling[0].calls_per_s:
         ratio = rep.scaling[1].calls_per_s / rep.scaling[0].calls_per_s

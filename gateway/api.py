@@ -44,7 +44,7 @@ class Handlers:
     approvals: ApprovalRoutes
     metrics: MetricsRoute
     console: Console
-    tool_call: Handler  # POST /tool/... is answered before Starlette (gateway/rest_tool.py)
+    tool_call: Handler  # POST /tool/... is answered before Starlette (gateway/http_edge.py)
 
 
 def routes(handlers: Handlers) -> list[ApiRoute]:

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bus.json_values import refusal
-from gateway.http_request import HttpError, read_json
+from gateway.http_edge import HttpError, read_json
 
 Handler = Callable[..., Awaitable[Response]]
 Q = TypeVar("Q", bound=BaseModel)

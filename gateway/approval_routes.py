@@ -40,7 +40,7 @@ from gateway.api_answers import (
 from gateway.api_requests import ApprovalsQuery, GrantBody, GrantsQuery, ResolveBody
 from gateway.api_route import Answer, ApiRoute
 from gateway.api_views import grant_globs, grant_view
-from gateway.http_request import HttpError, error
+from gateway.http_edge import HttpError, error
 from gateway.operators import Operators
 from gateway.trace_routes import TraceRoutes
 from policy.approval_view import approval_view

@@ -3,7 +3,7 @@ in one process. Every answer is JSON, errors too.
 
 Owns the HTTP edge only; the routes are grouped by what they serve (mesh_routes.py,
 trace_routes.py, approval_routes.py) and described in one table (api.py); a tool call is
-`Pipeline`'s, entered by the `/tool` fast path (rest_tool.py) before Starlette.
+`Pipeline`'s, entered by the `/tool` fast path (http_edge.py) before Starlette.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from gateway import api, last_resort
 from gateway.api_route import starlette_routes
 from gateway.approval_routes import ApprovalRoutes
 from gateway.frontend import FrontEnd
-from gateway.http_request import HttpError, error
+from gateway.http_edge import EdgeRoutes, HttpError, error
 from gateway.last_resort import LastResort
-from gateway.mcp_deferred import DeferredMcpHttp, FrontRoutes
+from gateway.mcp_deferred import DeferredMcpHttp
 from gateway.mesh_routes import MeshRoutes
 from gateway.metrics_route import MetricsRoute
 from gateway.operators import Operators
@@ -97,8 +97,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _tool_is_served_by_the_fast_path(request: Request, body: object) -> Response:
-    # Listed so that other methods get a JSON 405; POSTs never reach Starlette (rest_tool.py).
-    raise AssertionError("POST /tool/... is answered by gateway.rest_tool.ToolRoute")
+    # Listed so that other methods get a JSON 405; POSTs never reach Starlette (http_edge.py).
+    raise AssertionError("POST /tool/... is answered by gateway.http_edge.EdgeRoutes")
 
 
 def create_app(
@@ -136,4 +136,4 @@ def create_app(
         },
     )
     app.state.gateway = gw
-    return FrontRoutes(LastResort(app), gw.pipeline, LastResort(gw.mcp_http))
+    return EdgeRoutes(LastResort(app), gw.pipeline, mcp=LastResort(gw.mcp_http))

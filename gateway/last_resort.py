@@ -6,7 +6,7 @@ logged once with that trace id (its traceback in the log, never to the caller) a
 Starlette answers through `handler` (its ServerErrorMiddleware) and then re-raises; `LastResort`,
 outermost, swallows that re-raise so that uvicorn neither logs it again nor drops the
 connection, and answers anything that escaped outside Starlette. The `/tool` fast path
-(gateway/rest_tool.py) answers its own, with `record` and `body`.
+(gateway/http_edge.py) answers its own, with `record` and `body`.
 """
 
 from __future__ import annotations

@@ -12,11 +12,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gateway.frontend import FrontEnd
-from gateway.pipeline import Pipeline
-from gateway.rest_tool import ToolRoute
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +71,3 @@ class DeferredMcpHttp:
             await JSONResponse(body, status_code=503)(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-class FrontRoutes(ToolRoute):
-    """`POST /tool/` (ToolRoute) and `/mcp` straight to their handlers, past Starlette's middleware
-    and router, which cost more than either route's own work; `mcp` comes wrapped in LastResort
-    (whatever escapes it is a 500 in JSON, as inside Starlette)."""
-
-    def __init__(self, app: ASGIApp, pipeline: Pipeline, mcp: ASGIApp) -> None:
-        super().__init__(app, pipeline)
-        self.mcp = mcp
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/mcp":
-            await self.mcp(scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.frontend import FrontEnd
-from gateway.http_request import IdentityError, agent_from_authorization
+from gateway.http_edge import IdentityError, agent_from_authorization
 from gateway.mcp_fast import FastPath, McpSession
 from gateway.mcp_forward import level_index
 from gateway.mcp_sdk import connection

@@ -22,7 +22,7 @@ from gateway.api_answers import (
 from gateway.api_route import Answer, ApiRoute
 from gateway.api_views import server_view, tool_view
 from gateway.frontend import FrontEnd
-from gateway.http_request import error
+from gateway.http_edge import error
 from gateway.operators import Operators
 from gateway.reload import Reloader
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
 from gateway.api_route import ApiRoute
-from gateway.http_request import AUTHORIZATION_PATTERN
+from gateway.http_edge import AUTHORIZATION_PATTERN
 
 _PATH_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 REF = "#/components/schemas/{model}"

@@ -14,7 +14,7 @@ import hmac
 
 from starlette.requests import Request
 
-from gateway.http_request import HttpError, IdentityError, claimed_agent
+from gateway.http_edge import HttpError, IdentityError, claimed_agent
 from mesh_config.model import Config
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")

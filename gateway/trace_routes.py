@@ -22,7 +22,7 @@ from gateway.api_answers import (
 )
 from gateway.api_requests import Limited, OtelTracesQuery, TracesQuery
 from gateway.api_route import Answer, ApiRoute, Handler
-from gateway.http_request import HttpError
+from gateway.http_edge import HttpError
 from gateway.trace_outbox import TraceOutbox
 
 TRACE_SETTLE = 2.0  # s a trace read waits for this gateway's own records to be stored

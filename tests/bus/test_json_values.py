@@ -183,7 +183,7 @@ def test_nesting_is_carried_to_max_depth_and_refused_past_it() -> None:
 
 def test_a_json_body_nested_past_the_parser_is_not_a_crash() -> None:
     with pytest.raises(RecursionError):
-        json.loads("[" * 100_000 + "]" * 100_000)  # why gateway/http_request.py catches it
+        json.loads("[" * 100_000 + "]" * 100_000)  # why gateway/http_edge.py catches it
 
 
 def test_big_integers_travel_as_an_extension_and_unknown_extensions_are_undecodable() -> None:

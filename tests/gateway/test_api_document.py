@@ -47,7 +47,7 @@ async def test_the_document_is_valid_openapi_3_1(client: httpx.AsyncClient) -> N
 
 async def test_every_rest_route_is_in_the_document(client: httpx.AsyncClient) -> None:
     doc = await fetch(client)
-    starlette = client.app.app.app  # type: ignore[attr-defined]  # ToolRoute → LastResort → Starlette
+    starlette = client.app.app.app  # type: ignore[attr-defined]  # EdgeRoutes → LastResort → Starlette
     served = {
         (method.lower(), route.path.replace(":path", "").replace(":str", ""))
         for route in starlette.routes

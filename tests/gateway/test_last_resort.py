@@ -15,8 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import last_resort
+from gateway.http_edge import EdgeRoutes
 from gateway.last_resort import LastResort
-from gateway.rest_tool import ToolRoute
 
 SECRET = "secret-detail-from-deep-inside"
 
@@ -39,7 +39,7 @@ def app() -> Any:
         routes=[Route("/broken", broken), Route("/fine", fine)],
         exception_handlers={Exception: last_resort.handler},
     )
-    return ToolRoute(LastResort(starlette), BrokenPipeline())  # type: ignore[arg-type]
+    return EdgeRoutes(LastResort(starlette), BrokenPipeline())  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ A name that is no tool (404) is refused before it is a call and not traced, as i
 project. A call that waits for approval is traced twice with one trace_id: provisionally when it
 starts waiting (visible in `/traces`), then final (workers/tracer.py replaces the first).
 
-`Outcome` (gateway/outcome.py) carries what every front-end needs to answer: an HTTP-like
-status, the policy verdict, the upstream result or a precise error. The approval step is
-gateway/approval_step.py; the call's span and trace record gateway/call_trace.py.
+`Outcome` (gateway/call.py, with the call's data: `Call`, its span and trace record, and
+`UpstreamCall`) carries what every front-end needs to answer: an HTTP-like status, the policy
+verdict, the upstream result or a precise error. The approval step is gateway/approval_step.py.
 """
 
 from __future__ import annotations

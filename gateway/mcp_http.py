@@ -94,8 +94,11 @@ class McpHttp:
             await problem(scope, receive, send)
             return
         if "mcp-session-id" in headers:
-            session = self.sessions.get(headers["mcp-session-id"])
-            if session is not None:
+            session_id = headers["mcp-session-id"]
+            session = self.sessions.get(session_id)
+            if session is not None and session_id not in self.manager._server_instances:
+                del self.sessions[session_id]  # ended (DELETE, idle): the SDK answers 404
+            elif session is not None:
                 replay = await self.fast(scope, receive, send, headers, session)
                 if replay is None:
                     return

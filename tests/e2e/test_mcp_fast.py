@@ -199,6 +199,9 @@ def test_edges_left_to_the_sdk_and_the_http_edge(mesh: Mesh) -> None:
         "/mcp", json=call(4, "everything.echo", {"message": "x"}), headers=headers
     )
     assert gone.status_code == 404
+    # ... and its agent's record too: any agent now hears 404, not "another agent's session".
+    gone_for_all = mesh.http.post("/mcp", json=call(5, "everything.echo", {}), headers=stolen)
+    assert gone_for_all.status_code == 404
 
 
 async def test_sdk_client_sees_progress_and_results(mesh: Mesh) -> None:

@@ -12,27 +12,13 @@ SHA-256, hex), `signature` (base64, over the canonical JSON of the first four).
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
-import os
-import re
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-from agent_mesh.errors import UserError
-from workers.audit_chain import GENESIS, ROTATED, canonical, last_line, line_hash, rotated_files
-from workers.audit_verify import verify
-
-if TYPE_CHECKING:  # cryptography is imported when a key is used, not by every agent-mesh command
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-        Ed25519PrivateKey,
-        Ed25519PublicKey,
-    )
-
-SIGNED = ("file", "line", "hash", "time")
+    from mesh_config.model import LoadedConfig
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,7 +51,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     check.add_argument(
         "--after",
         metavar="HASH",
-        default=GENESIS,
         help="the hash the first file continues from (its earlier files archived elsewhere)",
     )
     point = commands.add_parser("checkpoint", help="sign where the chain is now (file, line, hash)")
@@ -81,7 +66,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     keygen.add_argument("file", type=Path, metavar="FILE", help="the secret key's file (PEM)")
 
 
-def main(args: argparse.Namespace, load: Any) -> int:
+def main(args: argparse.Namespace, load: Callable[[str], LoadedConfig]) -> int:
+    """Run `agent-mesh audit ACTION`; `load` reads the config (a bad one: a UserError)."""
+    from agent_mesh.audit_log import checkpoint, keygen, verify_command  # only when used
+    from agent_mesh.errors import UserError
+
     if args.audit_command == "verify":
         return verify_command(args.files, args.key, args.checkpoints, args.after)
     if args.audit_command == "checkpoint":
@@ -95,163 +84,3 @@ def main(args: argparse.Namespace, load: Any) -> int:
         print(checkpoint(loaded.trace_path, loaded.audit_key_path))
         return 0
     return keygen(args.file)
-
-
-def expand(files: list[Path]) -> list[Path]:
-    """Each live file preceded by its rotated files, unless one of them is named too."""
-    named = {p.resolve() for p in files}
-    out: list[Path] = []
-    for path in files:
-        rotated = [] if ROTATED.search(path.name) else rotated_files(path)
-        if not any(p.resolve() in named for p in rotated):
-            out.extend(rotated)
-        out.append(path)
-    return out
-
-
-def checkpoints_of(live: Path) -> Path:
-    base = live.with_name(ROTATED.sub("", live.name))
-    return base.with_name(f"{base.stem}.checkpoints.jsonl")
-
-
-def verify_command(
-    files: list[Path], key: Path | None, checkpoints: Path | None, after: str
-) -> int:
-    if not re.fullmatch(r"[0-9a-f]{64}", after):
-        raise UserError(f"--after: not a SHA-256 hex hash: {after!r}")
-    paths = expand(files)
-    points: list[dict[str, Any]] = []
-    if key is not None:
-        public = _public_key(key)
-        source = checkpoints or checkpoints_of(files[-1])
-        points = _checkpoints(source, public)
-    result = verify(paths, after, frozenset(p["hash"] for p in points))
-    if result.error is not None:
-        raise UserError(result.error)
-    for point in points:
-        found = result.found.get(point["hash"])
-        where = f"checkpoint {point['time']} ({point['file']}:{point['line']})"
-        if found is None:
-            raise UserError(
-                f"{where}: no such record in the files checked: the log was cut or rewritten "
-                f"before it (or its file was not given)"
-            )
-        if found[1] != point["line"]:
-            raise UserError(f"{where}: its record is at {found[0]}:{found[1]}: lines were moved")
-    old = f", {result.unchained} older unchained" if result.unchained else ""
-    signed = f", {len(points)} signed checkpoints" if key is not None else ""
-    print(
-        f"ok: {result.records} records in {result.files} file(s){old}{signed}; head {result.head}"
-    )
-    return 0
-
-
-def checkpoint(live: Path, key_path: Path) -> str:
-    """Sign where the chain is now; append it to the checkpoints file; say what was signed."""
-    from cryptography.hazmat.primitives import serialization
-
-    private = _private_key(key_path)
-    for path in [live, *reversed(rotated_files(live))]:
-        line, whole = last_line(path)
-        if line is not None:
-            break
-    else:
-        raise UserError(f"{live}: no records yet: nothing to checkpoint")
-    head = line_hash(line)
-    if head is None:
-        raise UserError(f"{path}: its last line is not chained: nothing to checkpoint")
-    with open(path, "rb") as f:  # the lines up to that one (the writer may be appending)
-        number, left = 0, whole
-        while left > 0:
-            chunk = f.read(min(left, 1 << 20))
-            number, left = number + chunk.count(b"\n"), left - len(chunk)
-    now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    point: dict[str, Any] = {"file": path.name, "line": number, "hash": head, "time": now}
-    signature = private.sign(canonical(point))
-    public = private.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    point["key"] = hashlib.sha256(public).hexdigest()
-    point["signature"] = base64.b64encode(signature).decode()
-    target = checkpoints_of(live)
-    with open(target, "ab") as f:
-        f.write(orjson.dumps(point) + b"\n")
-    return f"checkpoint: {path.name}:{number} {head[:16]}… signed at {now} → {target}"
-
-
-def keygen(path: Path) -> int:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    if path.exists():
-        raise UserError(f"{path}: exists (not overwritten)")
-    private = Ed25519PrivateKey.generate()
-    secret = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(secret)
-    public = path.with_name(path.stem + ".pub")
-    public.write_bytes(
-        private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    print(f"{path} (secret: audit.signing_key in the config), {public} (for audit verify --key)")
-    return 0
-
-
-def _private_key(path: Path) -> Ed25519PrivateKey:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise UserError(f"audit.signing_key {path}: {exc.strerror}") from None
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"audit.signing_key {path}: not a PEM private key ({exc})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise UserError(f"audit.signing_key {path}: not an Ed25519 key")
-    return key
-
-
-def _public_key(path: Path) -> Ed25519PublicKey:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except OSError as exc:
-        raise UserError(f"--key {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise UserError(f"--key {path}: not a PEM public key ({exc})") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise UserError(f"--key {path}: not an Ed25519 public key")
-    return key
-
-
-def _checkpoints(source: Path, public: Ed25519PublicKey) -> list[dict[str, Any]]:
-    """The signed checkpoints of `source`, each checked against `public`."""
-    from cryptography.exceptions import InvalidSignature
-
-    try:
-        raw = source.read_bytes().splitlines()
-    except OSError as exc:
-        raise UserError(f"checkpoints {source}: {exc.strerror}") from None
-    points = []
-    for n, line in enumerate(raw, 1):
-        try:
-            point = orjson.loads(line)
-            signed = {k: point[k] for k in SIGNED}
-            public.verify(base64.b64decode(point["signature"], validate=True), canonical(signed))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise UserError(f"{source}:{n}: not a checkpoint") from None
-        except InvalidSignature:
-            raise UserError(
-                f"{source}:{n}: checkpoint {point['time']} ({point['file']}:{point['line']}): "
-                "bad signature — not signed by this key, or edited"
-            ) from None
-        points.append(point)
-    return points

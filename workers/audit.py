@@ -8,7 +8,8 @@ the trace file beside the call records (docs/audit.md).
 `add` never waits on the trace writer: the event is stored in a table of the caller's SQLite
 database (`audit_outbox`), sent in batches as `AuditBatch` to `traces`, deleted once
 acknowledged, and sent again after a failure or a restart of either side (the trace writer keeps
-each id once).
+each id once). Processes may share one database file: a sender deletes only up to the last row
+of the batch it sent, and an event two of them send is still written once.
 """
 
 from __future__ import annotations

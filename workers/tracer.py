@@ -131,10 +131,7 @@ class TraceStore:
         try:
             for rec in records:
                 data = rec.dump()
-                if chain is not None:  # data gets prev_hash and hash: stored, published as written
-                    raw, digest = chained(data, head)
-                else:
-                    raw, digest = json_values.dumps(data), ""
+                raw, digest = self._line(data, head)
                 line = raw.decode()
                 key = call_key(rec)
                 cur = self.db.execute(
@@ -175,10 +172,7 @@ class TraceStore:
         try:
             for event in events:
                 data = event.dump()
-                if chain is not None:
-                    raw, digest = chained(data, head)
-                else:
-                    raw, digest = json_values.dumps(data), ""
+                raw, digest = self._line(data, head)
                 cur = self.db.execute(
                     "INSERT OR IGNORE INTO audit_events (id, record) VALUES (?,?)",
                     (event.id, raw.decode()),
@@ -194,6 +188,13 @@ class TraceStore:
         if chain is not None and lines:
             chain.append(lines, head)
         return new
+
+    def _line(self, data: dict[str, Any], head: str) -> tuple[bytes, str]:
+        """`data`'s line and hash: chained after `head` when there is a trace file (`data` gets
+        prev_hash and hash: stored and published as written), else plain JSON."""
+        if self.chain is not None:
+            return chained(data, head)
+        return json_values.dumps(data), ""
 
     def close(self) -> None:
         if self.chain is not None:

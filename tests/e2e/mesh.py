@@ -7,8 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +157,15 @@ class Mesh:
         for pid in leftovers:
             os.kill(pid, signal.SIGKILL)
         return leftovers
+
+
+@contextmanager
+def running(mesh: Mesh, **start: Any) -> Iterator[Mesh]:
+    """`mesh` started (`Mesh.start`'s options), stopped after: nothing of its tree may outlive the
+    stop. A module's mesh: `with running(Mesh(tmp, config)) as m: yield m`."""
+    mesh.start(**start)
+    try:
+        yield mesh
+    finally:
+        leftovers = mesh.stop()
+    assert leftovers == set(), f"processes left behind after SIGTERM: {leftovers}"

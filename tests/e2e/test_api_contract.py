@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import npm_server
 
 HERE = Path(__file__).parent
@@ -78,9 +78,8 @@ def schemathesis(url: str, examples: int, seed: int, report: Path, *extra: str) 
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     demo = tmp_path_factory.mktemp("demo")
     (demo / "a.txt").write_text("alpha")
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config(demo)).start()
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config(demo))) as m:
+        yield m
 
 
 @pytest.mark.timeout(300)

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import npm_server, wait_until
 
 TOKEN = "operator-secret-1"
@@ -74,10 +74,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, hooks: Webhooks) -> Iterator[
             }
         ],
     }
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
-    m.demo = demo  # type: ignore[attr-defined]
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config)) as m:
+        m.demo = demo  # type: ignore[attr-defined]
+        yield m
 
 
 def background(

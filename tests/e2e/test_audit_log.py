@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import npm_server, wait_until
 
 TOKEN = "audit-operator-token"
@@ -83,10 +83,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             }
         ],
     }
-    m = Mesh(tmp, config).start()
-    m.demo = demo  # type: ignore[attr-defined]
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp, config)) as m:
+        m.demo = demo  # type: ignore[attr-defined]
+        yield m
 
 
 def calls(mesh: Mesh, n: int, start: int = 0) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import npm_server
 
 HUGE = 2**70  # 1180591620717411303424: msgpack's ints stop at 64 bits
@@ -27,9 +27,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         "mcp_servers": [{"name": "ev", "command": npm_server("everything"), "args": ["stdio"]}],
         "policies": [{"name": "all", "agent": "*", "rules": [{"tools": ["*"], "action": "allow"}]}],
     }
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config)) as m:
+        yield m
 
 
 def post(mesh: Mesh, path: str, text: str) -> httpx.Response:

@@ -14,7 +14,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from pydantic import TypeAdapter
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import wait_until
 
 _RAW = TypeAdapter(dict[str, Any])
@@ -92,9 +92,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, work: Path) -> Iterator[Mesh]
             },
         ],
     }
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start(timeout=90)
-    yield m
-    assert m.stop() == set(), "processes left behind after SIGTERM"
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config), timeout=90) as m:
+        yield m
 
 
 def _ok(

@@ -15,20 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import npm_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 TOKEN = "console-test-token"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    (root / "a.txt").write_text("alpha")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +45,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Iterator[Mesh]
             }
         ],
     }
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config)) as m:
+        yield m
 
 
 @pytest.fixture

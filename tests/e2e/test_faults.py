@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import alive, cmdline, descendants, npm_server, wait_until
 
 CLIENTS = 24  # concurrent HTTP clients, half on each upstream
@@ -220,9 +220,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         ],
         "policies": [{"name": "all", "agent": "*", "rules": [{"tools": ["*"], "action": "allow"}]}],
     }
-    m = Mesh(tmp, config).start(timeout=60)
-    yield m
-    assert m.stop() == set(), "processes left behind after SIGTERM"
+    with running(Mesh(tmp, config), timeout=60) as m:
+        yield m
 
 
 @pytest.fixture(autouse=True)

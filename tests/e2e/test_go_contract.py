@@ -20,18 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import npm_server, wait_until
 
 APPROVAL_TIMEOUT = 3
 GO_DURATION = re.compile(r"^(\d+h)?(\d+m)?\d+s$")  # time.Duration.String() of whole seconds
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    (root / "a.txt").write_text("alpha")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +52,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Iterator[Mesh]
             {"name": "default", "agent": "*", "rules": [{"tools": ["*"], "action": "deny"}]},
         ],
     }
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config)) as m:
+        yield m
 
 
 # -- shape checks ------------------------------------------------------------------------------

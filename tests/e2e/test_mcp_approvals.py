@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import npm_server, text_of
 
 
@@ -39,11 +39,10 @@ def mesh(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Mesh]:
     demo = tmp_path_factory.mktemp("demo")
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config(demo, request.param)).start()
-    m.demo = demo  # type: ignore[attr-defined]
-    m.supervisor = request.param  # type: ignore[attr-defined]
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config(demo, request.param))) as m:
+        m.demo = demo  # type: ignore[attr-defined]
+        m.supervisor = request.param  # type: ignore[attr-defined]
+        yield m
 
 
 async def test_approval_flow(mesh: Mesh) -> None:

@@ -32,7 +32,7 @@ from gateway.frontend import FrontEnd
 from gateway.mcp_sdk import create_mcp_http_client
 from gateway.mcp_server import MeshMcp
 from mesh_config.model import Config, LoadedConfig
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import npm_server, text_of
 
 pytestmark = [
@@ -134,10 +134,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             {"name": "default", "agent": "*", "rules": [{"tools": ["*"], "action": "deny"}]},
         ],
     }
-    m = Mesh(tmp, config).start()
-    m.wire = wire  # type: ignore[attr-defined]
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp, config)) as m:
+        m.wire = wire  # type: ignore[attr-defined]
+        yield m
 
 
 class Seen:

@@ -9,7 +9,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import npm_server, text_of, wait_until
 
 
@@ -35,10 +35,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             {"name": "default", "agent": "*", "rules": [{"tools": ["*"], "action": "deny"}]},
         ],
     }
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
-    m.demo = demo  # type: ignore[attr-defined]
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config)) as m:
+        m.demo = demo  # type: ignore[attr-defined]
+        yield m
 
 
 async def test_list_call_deny_progress_over_http(mesh: Mesh) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import mcp_types as types
 import pytest
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import npm_server, text_of
 
 
@@ -22,9 +22,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         ],
         "policies": [{"name": "p", "agent": "*", "rules": [{"tools": ["*"], "action": "allow"}]}],
     }
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config)) as m:
+        yield m
 
 
 asked: list[Any] = []

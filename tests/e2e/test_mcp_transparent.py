@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 
 from mesh_config.file import load_config
 from mesh_config.model import ConfigError
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import alive, cmdline, descendants, npm_server, text_of
 
 RAW = TypeAdapter(dict[str, Any])
@@ -46,9 +46,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             }
         ],
     }
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config)) as m:
+        yield m
 
 
 async def _no_llm(context: Any, params: Any) -> Any:

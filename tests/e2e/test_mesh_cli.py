@@ -23,7 +23,7 @@ import pytest
 
 from agent_mesh.mesh_client import items
 from agent_mesh.tables import clock
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import npm_server, wait_until
 
 TOKEN = "operator-secret-cli"
@@ -57,10 +57,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             }
         ],
     }
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
-    m.demo = demo  # type: ignore[attr-defined]
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config)) as m:
+        m.demo = demo  # type: ignore[attr-defined]
+        yield m
 
 
 def mesh_cli(

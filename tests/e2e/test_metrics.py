@@ -11,17 +11,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import npm_server, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    (root / "a.txt").write_text("alpha")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +41,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Iterator[Mesh]
             },
         ],
     }
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config)) as m:
+        yield m
 
 
 def scrape(mesh: Mesh) -> Samples:

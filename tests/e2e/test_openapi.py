@@ -14,7 +14,7 @@ import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import free_port, wait_until
 
 REPO = Path(__file__).parents[2]
@@ -78,9 +78,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Mes
             },
         ],
     }
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start(timeout=90)
-    yield m
-    assert m.stop() == set(), "processes left behind after SIGTERM"
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config), timeout=90) as m:
+        yield m
 
 
 def _seen(backend: str) -> list[dict[str, Any]]:

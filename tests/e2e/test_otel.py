@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import free_port, npm_server, wait_until
 
 SERVER, INTERNAL, CLIENT = 2, 1, 3  # OTLP span kinds
@@ -91,13 +91,6 @@ def receiver() -> Iterator[Receiver]:
     r.server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    (root / "a.txt").write_text("alpha")
-    return root
-
-
 def config(demo: Path, otel_endpoint: str) -> dict[str, Any]:
     return {
         "otel_endpoint": otel_endpoint,
@@ -121,9 +114,8 @@ def config(demo: Path, otel_endpoint: str) -> dict[str, Any]:
 def mesh(
     tmp_path_factory: pytest.TempPathFactory, demo: Path, receiver: Receiver
 ) -> Iterator[Mesh]:
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config(demo, receiver.url)).start()
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config(demo, receiver.url))) as m:
+        yield m
 
 
 def spans_of(receiver: Receiver, trace_id: str, n: int) -> dict[str, dict[str, Any]]:

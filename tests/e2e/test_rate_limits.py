@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import npm_server
 
 PER_MINUTE = 25
@@ -65,9 +65,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Iterator[Mesh]
             },
         ],
     }
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config)) as m:
+        yield m
 
 
 async def _burst(mesh: Mesh, agent: str, n: int) -> Counter[int]:

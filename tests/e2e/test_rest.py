@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import alive, descendants, npm_server, wait_until
 
 TRACE_FIELDS = {
@@ -41,9 +41,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Iterator[Mesh]:
     config = yaml_config(demo)
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start()
-    yield m
-    assert m.stop() == set(), "processes left behind after SIGTERM"
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config)) as m:
+        yield m
 
 
 def yaml_config(demo: Path) -> dict[str, object]:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.mesh import Mesh
+from tests.e2e.mesh import Mesh, running
 from tests.support import cmdline, descendants, npm_server, wait_until
 
 TIMEOUT = 3.0
@@ -35,9 +35,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         ],
         "policies": [{"name": "all", "agent": "*", "rules": [{"tools": ["*"], "action": "allow"}]}],
     }
-    m = Mesh(tmp_path_factory.mktemp("mesh"), config).start(timeout=60)
-    yield m
-    assert m.stop() == set()
+    with running(Mesh(tmp_path_factory.mktemp("mesh"), config), timeout=60) as m:
+        yield m
 
 
 @pytest.fixture(autouse=True)

@@ -70,6 +70,12 @@ class StateDir:
         return self.root / "state.db"
 
     @property
+    def pins_db(self) -> Path:
+        """Pinned tool definitions and their unaccepted changes (gateway/pins.py), shared by
+        the front-ends (the HTTP gateway, stdio connectors)."""
+        return self.root / "pins.db"
+
+    @property
     def trace_journal(self) -> Path:
         return self.root / "trace-journal"
 

@@ -108,6 +108,17 @@ class ResolveBody(Body):
     confidence: float | None = Field(None, description="A supervisor's confidence, 0 to 1.")
 
 
+class AcceptBody(Body):
+    """Accept a tool's changed definition; every field optional."""
+
+    fingerprint: str | None = Field(
+        None,
+        description="Only if the change is still this definition (its fingerprint or a prefix, "
+        "from /health or /tools): a newer change is refused (409), not accepted unseen.",
+    )
+    accepted_by: str | None = Field(None, description='Who accepted; default "http:<address>".')
+
+
 NonEmpty = Annotated[str, Field(min_length=1)]
 _NUMBER, _UNIT = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)", "(ns|us|µs|μs|ms|s|m|h)"
 GO_DURATION = f"^[+]?({_NUMBER}{_UNIT})+$"  # agent_mesh/durations.py reads these

@@ -105,6 +105,15 @@ class ToolParam(TypedDict):
     required: bool
 
 
+class ToolPin(TypedDict):
+    """A pinned tool's definition (docs/pinning.md): `changed` until an operator accepts it."""
+
+    status: Literal["pinned", "changed"]
+    fingerprint: str  # of the definition listed now
+    mode: NotRequired[Literal["block", "approve", "warn"]]  # changed: what its calls get
+    diff: NotRequired[list[str]]  # changed: the pinned definition vs the listed one
+
+
 class ToolView(TypedDict):
     """Go's registry.Tool, with the upstream's own definition (inputSchema, ...) beside."""
 
@@ -117,6 +126,29 @@ class ToolView(TypedDict):
     mcp_server: str
     params: NotRequired[list[ToolParam]]
     inputSchema: NotRequired[dict[str, Any]]
+    pin: NotRequired[ToolPin]  # an MCP server's tool
+    injection_phrases: NotRequired[list[str]]  # known injection phrases its description carries
+
+
+class ToolChange(TypedDict):
+    """A tool whose definition changed since it was pinned, not accepted yet."""
+
+    tool: str
+    server: str
+    mode: Literal["block", "approve", "warn"]
+    old_fingerprint: str
+    new_fingerprint: str
+    seen_at: float  # epoch seconds
+    diff: list[str]  # readable: description old -> new, schema keys added / removed
+    line: str  # one line saying all that and how to accept it
+
+
+class ToolAccepted(TypedDict):
+    status: Literal["accepted"]
+    tool: str
+    fingerprint: str  # the definition now pinned
+    accepted_by: str
+    diff: list[str]  # what was accepted
 
 
 UpstreamLifecycle = Literal[
@@ -200,6 +232,7 @@ class Health(Ready):
     traces: dict[str, Any]
     version: str
     policy_set: PolicySetView
+    tool_changes: NotRequired[list[ToolChange]]  # changed tools not accepted yet (pinning)
 
 
 class Version(TypedDict):

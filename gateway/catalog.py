@@ -12,6 +12,10 @@ Each server's lifecycle is what its worker processes report as `upstream-state.<
 (`ServerView.states`, `.lifecycle`, gateway/upstream_health.py); a server none of whose workers
 runs an upstream has the reason they give (`ServerView.reason`).
 
+With `pins` (gateway/pins.py) every refresh whose tools changed records the MCP servers' tool
+definitions there (pinned on first sight, a change held), and MCP clients are shown a held
+tool's pinned definition, not the changed one (`exposed_tools`).
+
 Refreshes come every REFRESH_INTERVAL and, with the broker's events endpoint, at once after any
 worker's ready / down / updated event: a restarted worker is in the catalogue within milliseconds.
 """
@@ -30,7 +34,9 @@ from bus.errors import BusError
 from bus.events import Subscriber
 from bus.messages import UPSTREAM_PREFIX, UPSTREAM_STATE_PREFIX, UpstreamState
 from gateway import upstream_health
+from gateway.pins import Pins
 from mesh_config.sources import DISPATCH, SUBCOMMAND, SourceRef
+from policy.pinning import PINNED_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +145,7 @@ class Catalog:
         self._listeners: list[ChangeListener] = []
         self._worker_listeners: list[ChangeListener] = []
         self._poke = asyncio.Event()  # refresh now
+        self.pins: Pins | None = None  # tool pinning (gateway/frontend.py sets it)
 
     def add_listener(self, listener: ChangeListener) -> None:
         """`listener(kinds)` runs after a refresh that changed the lists of `kinds` (in
@@ -209,12 +216,23 @@ class Catalog:
             self.servers[name] = view
         if "tools" in changed:
             self.reindex()
+        if self.pins is not None:
+            self._pin("tools" in changed)
         for listeners, what in ((self._listeners, changed), (self._worker_listeners, renewed)):
             for listener in listeners if what else ():
                 try:
                     listener(what)
                 except Exception:
                     log.exception("catalog listener failed")
+
+    def _pin(self, tools_changed: bool) -> None:
+        assert self.pins is not None
+        for view in self.servers.values() if tools_changed else ():
+            if view.kind == "mcp" and view.up:
+                self.pins.observe(
+                    view.name, {view.canonical(t): tool for t, tool in view.tools.items()}
+                )
+        self.pins.reload()  # what another front-end accepted meanwhile
 
     def _view(self, name: str, **fields: Any) -> ServerView:
         prefix, kind, any_subcommand = self._shape[name]
@@ -285,11 +303,19 @@ class Catalog:
         return command, {k: v for k, v in params.items() if k != "command"}
 
     def exposed_tools(self) -> list[dict[str, Any]]:
-        """Tools as MCP clients see them: exposed names, schemas passed through untouched."""
+        """Tools as MCP clients see them: exposed names, schemas passed through untouched (a
+        held tool's pinned definition: its changed description does not reach the model)."""
         return [
-            {**self.servers[server].tools[tool], "name": name}
+            {**self._shown(self.servers[server], tool), "name": name}
             for name, (server, tool) in self.exposed.items()
         ]
+
+    def _shown(self, view: ServerView, tool: str) -> dict[str, Any]:
+        listed = view.tools[tool]
+        pinned = self.pins.pinned(view.canonical(tool)) if self.pins is not None else None
+        if pinned is None:
+            return listed
+        return {k: v for k, v in listed.items() if k not in PINNED_FIELDS} | pinned
 
     def tools(self) -> list[dict[str, Any]]:
         """Every known tool by its canonical name (`<server>.<tool>`) with its schema passed

@@ -1,13 +1,17 @@
 """What every front-end process (HTTP gateway, stdio connector) holds: one bus client, the tool
-catalogue, the trace outbox and the call pipeline built on them."""
+catalogue with its pins (gateway/pins.py), the trace and audit outboxes and the call pipeline
+built on them."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from bus.audit_outbox import AuditOutbox
 from bus.client import BusClient
+from bus.events import Publisher
 from bus.state_dir import StateDir
 from gateway.catalog import Catalog
+from gateway.pins import Pins
 from gateway.pipeline import Pipeline
 from gateway.policy_follower import PolicyFollower
 from gateway.trace_outbox import TraceOutbox
@@ -16,7 +20,11 @@ from mesh_config.model import LoadedConfig
 
 class FrontEnd:
     def __init__(
-        self, loaded: LoadedConfig, bus_endpoint: str, events_endpoint: str | None = None
+        self,
+        loaded: LoadedConfig,
+        bus_endpoint: str,
+        events_endpoint: str | None = None,
+        events_in: str | None = None,
     ) -> None:
         self.loaded = loaded
         self.events_endpoint = (
@@ -26,6 +34,17 @@ class FrontEnd:
         self.client = BusClient(bus_endpoint)
         sources = config.sources()  # MCP servers, CLI tools, OpenAPI imports
         self.catalog = Catalog(self.client, [], sources=sources)
+        state = StateDir(loaded.state_dir())
+        # tool pin changes and acceptances are audit events (the outbox's table in pins.db)
+        self.audit = AuditOutbox(self.client, state.pins_db)
+        self.publisher = Publisher(events_in) if events_in is not None else None
+        self.pins = Pins(
+            state.pins_db,
+            {s.name: s.pinning.mode for s in config.mcp_servers},
+            self.audit,
+            self.publisher.publish if self.publisher is not None else None,
+        )
+        self.catalog.pins = self.pins
         self.outbox = TraceOutbox(
             self.client, StateDir(loaded.state_dir()).trace_journal, type(self).__name__.lower()
         )
@@ -46,6 +65,7 @@ class FrontEnd:
     async def start(self) -> None:
         await self.client.start()
         self.outbox.start()
+        self.audit.start()
         self.catalog.start(self.events_endpoint)
         if isinstance(self.policy_set, PolicyFollower):
             self.policy_set.start(self.events_endpoint)
@@ -56,4 +76,8 @@ class FrontEnd:
             await self.policy_set.stop()
         await self.catalog.stop()
         await self.outbox.stop()  # flushes what is queued: traces are not lost on a clean stop
+        await self.audit.stop()  # what it did not send stays in pins.db for the next start
+        if self.publisher is not None:
+            self.publisher.close()
+        self.pins.close()
         await self.client.close()

@@ -47,7 +47,7 @@ class Gateway(FrontEnd):
         events_endpoint: str | None = None,
         events_in: str | None = None,
     ) -> None:
-        super().__init__(loaded, bus_endpoint, events_endpoint)
+        super().__init__(loaded, bus_endpoint, events_endpoint, events_in)
         self.reloader = Reloader(loaded, bus_endpoint, events_in)
         self.policy_set = self.reloader  # this front-end holds the set in force
         self.mcp_http = DeferredMcpHttp(self)

@@ -230,7 +230,11 @@ class VirtualTools:
         return text_result(f"approved, but the call failed: {outcome.error}", error=True)
 
     def _catalog(self, agent: str, source: Any) -> dict[str, Any]:
-        servers: dict[str, list[dict[str, str]]] = {}
+        """Each tool with the policy action for `agent`; a tool whose definition changed since
+        it was pinned says `changed`, one whose description carries injection phrases lists
+        them (gateway/pins.py)."""
+        servers: dict[str, list[dict[str, Any]]] = {}
+        pins = self.frontend.pins
         for view in self.frontend.catalog.servers.values():
             if source and view.name != source:
                 continue
@@ -240,12 +244,26 @@ class VirtualTools:
                     "action": self.static_policy.evaluate_static(
                         agent, view.canonical(tool)
                     ).action,
+                    **pins.status(view.canonical(tool), view.name, listed),
                 }
-                for tool in view.tools
+                for tool, listed in view.tools.items()
             ]
         lines = [
-            f"{tool['tool']}: {tool['action']}" for tools in servers.values() for tool in tools
+            f"{tool['tool']}: {tool['action']}"
+            + (" (definition changed, not accepted)" if _changed(tool) else "")
+            + (
+                f" (description flagged: {', '.join(tool['injection_phrases'])})"
+                if tool.get("injection_phrases")
+                else ""
+            )
+            for tools in servers.values()
+            for tool in tools
         ]
         return text_result(
             "\n".join(lines) or "no tools", structured={"agent": agent, "servers": servers}
         )
+
+
+def _changed(tool: dict[str, Any]) -> bool:
+    pin = tool.get("pin")
+    return isinstance(pin, dict) and pin.get("status") == "changed"

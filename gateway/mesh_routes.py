@@ -1,5 +1,6 @@
 """The REST routes about the mesh itself: its catalogue (`/tools`, `/mcp-servers`), `/health`,
-`/ready`, `/version`, and `POST /reload` (an operator route: gateway/operators.py)."""
+`/ready`, `/version`, and the operator routes (gateway/operators.py) `POST /reload` and
+`POST /tools/{name}/accept` (a changed tool's new definition pinned: gateway/pins.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from bus.messages import APPROVAL, POLICY, TRACES
 from gateway import api_shapes as shapes
 from gateway import last_resort, upstream_health
 from gateway.api_answers import (
+    BAD_BODY,
     INTERNAL,
     NOT_AN_AGENT,
     NOT_AN_OPERATOR,
+    error_answer,
 )
+from gateway.api_requests import AcceptBody
 from gateway.api_route import Answer, ApiRoute
 from gateway.api_views import server_view, tool_view
 from gateway.frontend import FrontEnd
@@ -37,7 +41,41 @@ class MeshRoutes:
         self.operators = operators
 
     async def tools(self, request: Request) -> Response:
-        return JSONResponse([tool_view(t) for t in self.catalog.tools()])
+        pins = self.frontend.pins
+        return JSONResponse(
+            [tool_view(t) | pins.status(t["name"], t["server"], t) for t in self.catalog.tools()]
+        )
+
+    async def accept(self, request: Request, body: AcceptBody) -> Response:
+        """`mesh tools accept <tool>`: pin the definition the tool lists now (operator route);
+        its calls are served as before. The acceptance is an audit event."""
+        agent = self.operators.check(request)
+        if agent is not None:
+            return error(403, f"agent {agent} cannot accept tool definitions; an operator can")
+        name = request.path_params["name"]
+        found = self.catalog.split(name)
+        tool = found[0].canonical(found[1]) if found is not None else name
+        client = request.client
+        by = body.accepted_by or (f"http:{client.host}:{client.port}" if client else "http")
+        try:
+            change = self.frontend.pins.accept(tool, by, body.fingerprint)
+        except LookupError:
+            return error(404, f"{tool} has no changed definition to accept (see GET /tools)")
+        except ValueError as exc:
+            return error(
+                409,
+                f"{tool} changed again: its definition is now {str(exc)[:12]}, not "
+                f"{body.fingerprint}; look at the diff in /health and accept that one",
+            )
+        return JSONResponse(
+            {
+                "status": "accepted",
+                "tool": tool,
+                "fingerprint": change.new_fingerprint,
+                "accepted_by": by,
+                "diff": change.diff,
+            }
+        )
 
     async def mcp_servers(self, request: Request) -> Response:
         servers = []
@@ -100,6 +138,7 @@ class MeshRoutes:
             stats = await self.frontend.client.request(TRACES, {"op": "stats"}, timeout=2.0)
         except BusError:
             stats, ok = {}, False
+        changes = [c.view() for c in self.frontend.pins.held.values()]
         return JSONResponse(
             {
                 "status": "ok" if ok else "degraded",
@@ -108,6 +147,7 @@ class MeshRoutes:
                 "version": VERSION,
                 **detail,
                 "policy_set": self.reloader.view(),
+                **({"tool_changes": changes} if changes else {}),
             }
         )
 
@@ -164,6 +204,38 @@ class MeshRoutes:
                 {
                     200: Answer(list[shapes.ServerView], "One entry per configured source."),
                     500: INTERNAL,
+                },
+                tags=["catalog"],
+            ),
+            ApiRoute(
+                "POST",
+                "/tools/{name}/accept",
+                self.accept,
+                "Accept a tool's changed definition",
+                {
+                    200: Answer(shapes.ToolAccepted, "Pinned: its calls are served as before."),
+                    400: BAD_BODY,
+                    401: NOT_AN_AGENT,
+                    403: NOT_AN_OPERATOR,
+                    404: error_answer(
+                        "The tool has no changed definition to accept.",
+                        "fs.read_file has no changed definition to accept (see GET /tools)",
+                    ),
+                    409: error_answer(
+                        "`fingerprint` names an older change than the one listed now.",
+                        "fs.read_file changed again: its definition is now 5f0c9e21aa03, not 1b2c",
+                    ),
+                    500: INTERNAL,
+                },
+                body=AcceptBody,
+                operator=True,
+                path_params={
+                    "name": {
+                        "type": "string",
+                        "minLength": 1,
+                        "examples": ["filesystem.read_file"],
+                        "description": "<server>.<tool>",
+                    }
                 },
                 tags=["catalog"],
             ),

@@ -11,6 +11,10 @@ starts waiting (visible in `/traces`), then final (workers/tracer.py replaces th
 `Outcome` (gateway/call.py, with the call's data: `Call`, its span and trace record, and
 `UpstreamCall`) carries what every front-end needs to answer: an HTTP-like status, the policy
 verdict, the upstream result or a precise error. The approval step is gateway/approval_step.py.
+
+A tool whose definition changed since it was pinned (gateway/pins.py) is held by its server's
+`pinning.mode`: `block` refuses its calls before the policy (rule `pin:<tool>`), `approve`
+makes an allowed call a human approval (policy/pinning.py `held_action`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from gateway.call import Call, Outcome, TraceParent, UpstreamCall
 from gateway.catalog import Catalog, ServerView
 from gateway.trace_outbox import TraceOutbox
 from mesh_config.sources import DISPATCH
+from policy.pinning import held_action
 
 POLICY_TIMEOUT = 5.0
 
@@ -223,11 +228,16 @@ class Pipeline:
         # An allowed request goes on from the policy worker straight to the upstream (FORWARD): the
         # answer is then the upstream's, with the decision in the reply's meta.
         server = upstream.server
+        pins = self.catalog.pins
+        tool_call = isinstance(upstream.request, ToolCall)
+        held = pins.hold(call.tool) if pins is not None and tool_call else None
+        if held is not None and held.mode == "block":
+            return fail(403, "deny", f"refused: {held.line()}", f"pin:{call.tool}")
         check = PolicyCheck(
             agent=call.agent,
             tool=call.tool,
             params=call.params,
-            then=upstream.then(),
+            then=upstream.then() if held is None else None,  # held: the gateway asks a human
             generation=self.generation(),
         )
         try:
@@ -273,6 +283,8 @@ class Pipeline:
         decision = reply.body
         action, rule, reason = decision["action"], decision["rule"], decision["reason"]
         version = decision.get("version", "")
+        if held is not None and held_action(held.mode, action) != action:
+            action, rule = held_action(held.mode, action), f"pin:{call.tool}"
         if action == "rate_limited":
             return fail(429, "rate_limited", reason, rule, version)
         if action == "deny":

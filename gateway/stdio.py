@@ -44,7 +44,7 @@ async def serve(
     leave: Callable[[], None],
 ) -> None:
     session = session_id or new_session_id()
-    frontend = FrontEnd(loaded, endpoints.requests, endpoints.events_out)
+    frontend = FrontEnd(loaded, endpoints.requests, endpoints.events_out, endpoints.events_in)
     await frontend.start()
     try:
         await _wait_for_upstreams(frontend)

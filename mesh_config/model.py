@@ -165,6 +165,14 @@ class BusConfig(_Section):
         return self
 
 
+class PinningConfig(_Section):
+    """Extension: what a call of a tool whose definition changed since it was pinned gets until
+    an operator accepts the change (docs/pinning.md): `block` refuses it, `approve` asks a
+    human, `warn` only records the change."""
+
+    mode: Literal["block", "approve", "warn"] = "approve"
+
+
 class McpServer(_Section):
     name: Name
     transport: Transport = "stdio"  # "http" is normalised to "streamable_http"
@@ -181,6 +189,7 @@ class McpServer(_Section):
     # Default "<name>."; "" keeps the upstream's own names (transparent mode). Policies and
     # traces always use the canonical `<server>.<tool>`, whatever the prefix.
     prefix: str | None = None
+    pinning: PinningConfig = Field(default_factory=PinningConfig)  # extension: tool pinning
 
     @property
     def exposed_prefix(self) -> str:

@@ -36,14 +36,16 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import bench_http as bh
 import yaml
-from bench_http import AGENT, Result
+from bench_conn import AGENT, HttpConn, McpConn, Params
+from bench_http import Result
+from bench_mesh import EVERYTHING, MeshProcess
 from bench_report import (
     SCALE_CONCURRENCY,
     SLOW_CONCURRENCY,
@@ -66,7 +68,6 @@ RUN_PROBLEM = re.compile(r"Traceback|ERROR|CRITICAL|WARN|not expected|SIGKILL") 
 STOP_PROBLEM = re.compile(r"Traceback|ERROR|CRITICAL|not expected|SIGKILL")  # at shutdown
 ECHO_OK = 'Echo: hi {n}"'  # in the JSON reply to REST call n
 T0 = time.monotonic()
-Params = Callable[[int], dict[str, Any]]
 
 
 def say(msg: str) -> None:
@@ -87,44 +88,10 @@ def server(name: str, command: str, args: list[str], workers: int = 1) -> dict[s
     }
 
 
-EVERYTHING_SERVER = server("everything", str(bh.EVERYTHING), ["stdio"])
+EVERYTHING_SERVER = server("everything", str(EVERYTHING), ["stdio"])
 
 
 # -- load generators -------------------------------------------------------------------------------
-
-
-class RestConn(bh.HttpConn):
-    """bench_http.HttpConn with tool, params and expected reply as arguments (its `call` has
-    them fixed, so that is copied here): one keep-alive connection POSTing to /tool/<tool>."""
-
-    def __init__(self, port: int, tool: str, params: Params, expect: str | None = None) -> None:
-        super().__init__(port)
-        self.head = self.head.replace("/tool/everything.echo ", f"/tool/{tool} ")
-        self.params, self.expect = params, expect
-
-    async def call(self, n: int) -> str | None:
-        if self.streams is None:
-            self.streams = await asyncio.open_connection("127.0.0.1", self.port)
-        reader, writer = self.streams
-        body = json.dumps({"params": self.params(n)}).encode()
-        writer.write(f"{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        try:
-            lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            status = int(lines[0].split(" ", 2)[1])
-            headers = {
-                k.strip().lower(): v.strip()
-                for k, _, v in (line.partition(":") for line in lines[1:] if line)
-            }
-            data = (await reader.readexactly(int(headers["content-length"]))).decode()
-        except BaseException:
-            self.close()  # unknown state: never reuse it
-            raise
-        if headers.get("connection", "").lower() == "close":
-            self.close()
-        if status != 200:
-            return f"HTTP {status}: {data[:500]}"
-        bad = self.expect is not None and self.expect.format(n=n) not in data
-        return f"call {n}: unexpected reply {data[:500]}" if bad else None
 
 
 async def rest_levels(
@@ -140,7 +107,7 @@ async def rest_levels(
     results = []
     for c in levels:
         say(f"{mode} c={c} ...")
-        conns = [RestConn(port, tool, params, expect) for _ in range(c)]
+        conns = [HttpConn(port, tool, params, expect) for _ in range(c)]
         try:
             results.append(await bh.measure(mode, [x.call for x in conns], duration, counter))
         finally:
@@ -168,10 +135,10 @@ async def sdk_levels(
 
 # -- meshes ----------------------------------------------------------------------------------------
 
-LIVE: list[bh.MeshProcess] = []  # started, not yet stopped (main stops them on the way out)
+LIVE: list[MeshProcess] = []  # started, not yet stopped (main stops them on the way out)
 
 
-class BenchMesh(bh.MeshProcess):
+class BenchMesh(MeshProcess):
     """bench_http's MeshProcess (start / tree / stop) with our own upstream servers."""
 
     def __init__(self, tmp: Path, servers: list[dict[str, Any]]) -> None:
@@ -243,7 +210,7 @@ def running_mesh(
 async def part_echo(args: argparse.Namespace, counter: itertools.count[int], rep: Report) -> None:
     say("direct c=1,16,64 ...")
     rep.echo += await bh.bench_direct(args.duration, counter)
-    upstream = StdioServerParameters(command=str(bh.EVERYTHING), args=["stdio"])
+    upstream = StdioServerParameters(command=str(EVERYTHING), args=["stdio"])
     async with Client(upstream, mode="legacy") as client:
         rep.echo += await sdk_levels("direct-sdk", client, "echo", args.duration, counter)
     with running_mesh("echo", [EVERYTHING_SERVER], rep, args.keep) as mesh:
@@ -256,7 +223,7 @@ async def part_echo(args: argparse.Namespace, counter: itertools.count[int], rep
                 "mesh-rest", mesh.port, tool, echo_params, (c,), args.duration, counter, ECHO_OK
             )
             say(f"mesh-mcp c={c} ...")
-            conns = [bh.McpConn(mesh.port) for _ in range(c)]
+            conns = [McpConn(mesh.port) for _ in range(c)]
             try:
                 await asyncio.gather(*(x.open() for x in conns))
                 mcp.append(
@@ -302,7 +269,7 @@ async def part_hol(
 
     rep.hol.append(await echo("other upstream idle"))
     slow = [
-        RestConn(mesh.port, "bench.sleep", lambda n: {"seconds": SLOW_SECONDS, "n": n})
+        HttpConn(mesh.port, "bench.sleep", lambda n: {"seconds": SLOW_SECONDS, "n": n})
         for _ in range(SLOW_CONCURRENCY)
     ]
     # Each caller starts a new sleep as soon as one ends, until 0.5 s after the echo run's end.
@@ -369,8 +336,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs (mesh logs)")
     args = ap.parse_args()
     args.duration = 1.0 if args.quick else args.duration
-    if not bh.EVERYTHING.exists():
-        sys.exit(f"{bh.EVERYTHING} missing: run `npm ci` in {bh.REPO}")
+    if not EVERYTHING.exists():
+        sys.exit(f"{EVERYTHING} missing: run `npm ci` in {bh.REPO}")
 
     def on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # same cleanup path as Ctrl-C

@@ -21,34 +21,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
+from bench_conn import HttpConn, McpConn
+from bench_mesh import EVERYTHING, MeshProcess
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from agent_mesh.proctree import alive, cmdline, cpu_seconds, descendants, rss_mb
+from agent_mesh.proctree import cmdline, cpu_seconds, rss_mb
 from workers.mcp_client import UpstreamClient
 from workers.upstream_types import UpstreamSpec
 
-EVERYTHING = REPO / "node_modules" / ".bin" / "mcp-server-everything"
 CONCURRENCY = (1, 16, 64)
 WARMUP = 0.5
-AGENT = "bench"
 
 Call = Callable[[int], Awaitable[str | None]]  # call number -> None if ok, else what went wrong
 
@@ -157,123 +153,6 @@ async def bench_direct(duration: float, counter: itertools.count[int]) -> list[R
         return [await measure("direct", [call] * c, duration, counter) for c in CONCURRENCY]
 
 
-class HttpConn:
-    """One persistent HTTP/1.1 connection POSTing to /tool/everything.echo (reopened if lost)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        self.head = (
-            f"POST /tool/everything.echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer agent:{AGENT}\r\nContent-Type: application/json\r\n"
-        )
-
-    async def call(self, n: int) -> str | None:
-        if self.streams is None:
-            self.streams = await asyncio.open_connection("127.0.0.1", self.port)
-        reader, writer = self.streams
-        body = b'{"params": {"message": "hi %d"}}' % n
-        writer.write(f"{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        try:
-            lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            status = int(lines[0].split(" ", 2)[1])
-            headers = {
-                k.strip().lower(): v.strip()
-                for k, _, v in (line.partition(":") for line in lines[1:] if line)
-            }
-            data = await reader.readexactly(int(headers["content-length"]))
-        except BaseException:
-            self.close()  # unknown state: never reuse it
-            raise
-        if headers.get("connection", "").lower() == "close":
-            self.close()
-        return None if status == 200 else f"HTTP {status}: {data.decode(errors='replace')[:500]}"
-
-    def close(self) -> None:
-        if self.streams is not None:
-            self.streams[1].close()
-            self.streams = None
-
-
-class McpConn(HttpConn):
-    """One MCP session over Streamable HTTP on `/mcp` (raw HTTP/1.1, one keep-alive connection),
-    opened by `open` (or the first call); each call is a `tools/call`, its answer JSON or SSE."""
-
-    def __init__(self, port: int) -> None:
-        super().__init__(port)
-        self.head = (
-            f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer agent:{AGENT}\r\nContent-Type: application/json\r\n"
-            "Accept: application/json, text/event-stream\r\n"
-        )
-        self.session = ""
-
-    async def post(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        if self.streams is None:
-            self.streams = await asyncio.open_connection("127.0.0.1", self.port)
-        reader, writer = self.streams
-        writer.write(f"{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        try:
-            lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            status = int(lines[0].split(" ", 2)[1])
-            headers = {
-                k.strip().lower(): v.strip()
-                for k, _, v in (line.partition(":") for line in lines[1:] if line)
-            }
-            if "content-length" in headers:
-                data = await reader.readexactly(int(headers["content-length"]))
-            else:  # chunked (an SSE stream): read to the last chunk
-                parts = []
-                while size := int((await reader.readuntil(b"\r\n"))[:-2], 16):
-                    parts.append((await reader.readexactly(size + 2))[:-2])
-                await reader.readuntil(b"\r\n")
-                data = b"".join(parts)
-        except BaseException:
-            self.close()
-            raise
-        return status, headers, data
-
-    async def open(self) -> str | None:
-        """Initialize the session (before a measurement: opening one costs more than a call)."""
-        init = {
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "bench", "version": "0"},
-            },
-        }
-        status, headers, data = await self.post(json.dumps(init).encode())
-        if status != 200 or "mcp-session-id" not in headers:
-            return f"initialize: HTTP {status}: {data[:300]!r}"
-        self.session = headers["mcp-session-id"]
-        self.head += f"Mcp-Session-Id: {self.session}\r\nMCP-Protocol-Version: 2025-11-25\r\n"
-        await self.post(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')
-        return None
-
-    async def call(self, n: int) -> str | None:
-        if not self.session and (problem := await self.open()) is not None:
-            return problem
-        body = (
-            b'{"jsonrpc": "2.0", "id": %d, "method": "tools/call", '
-            b'"params": {"name": "everything.echo", "arguments": {"message": "hi %d"}}}' % (n, n)
-        )
-        status, headers, data = await self.post(body)
-        if headers.get("content-type", "").startswith("text/event-stream"):
-            events = [line[5:] for line in data.split(b"\n") if line.startswith(b"data:")]
-            data = next((e for e in events if b'"result"' in e or b'"error"' in e), data)
-        answer = json.loads(data) if status == 200 else None
-        if (
-            not isinstance(answer, dict)
-            or "result" not in answer
-            or answer["result"].get("isError")
-        ):
-            return f"HTTP {status}: {data.decode(errors='replace')[:500]}"
-        return None
-
-
 async def bench_mesh(
     port: int,
     duration: float,
@@ -295,110 +174,6 @@ async def bench_mesh(
                 for conn in conns:
                     conn.close()
     return results
-
-
-# -- processes ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class MeshProcess:
-    """`python -m agent_mesh serve` (it execs supervisord) on a temp config and AGENT_MESH_HOME."""
-
-    def __init__(
-        self,
-        tmp: Path,
-        policy_workers: int,
-        upstream_workers: int,
-        extra: dict[str, object] | None = None,
-    ) -> None:
-        self.port = free_port()
-        self.home = tmp / "home"
-        self.output = tmp / "serve.out"
-        self.config_path = tmp / "mesh.yaml"
-        self.config_path.write_text(
-            yaml.safe_dump(
-                {
-                    "port": self.port,
-                    "policy_workers": policy_workers,
-                    "mcp_servers": [
-                        {
-                            "name": "everything",
-                            "transport": "stdio",
-                            "args": ["stdio"],
-                            "command": str(EVERYTHING),
-                            "workers": upstream_workers,
-                        }
-                    ],
-                    "policies": [
-                        {
-                            "name": AGENT,
-                            "agent": AGENT,
-                            "rules": [{"tools": ["everything.*"], "action": "allow"}],
-                        }
-                    ],
-                    **(extra or {}),
-                }
-            )
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> None:
-        with self.output.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent_mesh", "serve", "--config", str(self.config_path)],
-                env={**os.environ, "AGENT_MESH_HOME": str(self.home)},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"agent-mesh serve exited: {self.output.read_text()}")
-            url = f"http://127.0.0.1:{self.port}/ready"  # 503 until every role and upstream is up
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):
-                return  # urlopen raises on a non-2xx status
-            time.sleep(0.2)
-        raise RuntimeError(f"mesh not ready after {timeout}s; see {self.home}")
-
-    def tree(self) -> set[int]:
-        return set() if self.proc is None else {self.proc.pid} | descendants(self.proc.pid)
-
-    def stop(self, grace: float = 5.0) -> list[str]:
-        """SIGTERM supervisord and wait; orphans get `grace` s more, then SIGKILL.
-
-        Returns a line per process of the tree that outlived supervisord."""
-        if self.proc is None:
-            return []
-        names = {pid: cmdline(pid) for pid in self.tree() - {self.proc.pid}}
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        t0 = time.monotonic()
-        pending = {pid for pid in names if alive(pid)}
-        report = []
-        while pending and time.monotonic() - t0 < grace:
-            for pid in [p for p in pending if not alive(p)]:
-                report.append(
-                    f"pid {pid} exited {time.monotonic() - t0:.2f}s after supervisord: {names[pid]}"
-                )
-                pending.discard(pid)
-            time.sleep(0.01)
-        for pid in pending:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            report.append(
-                f"pid {pid} still alive {grace}s after supervisord, SIGKILLed: {names[pid]}"
-            )
-        return report
 
 
 # -- report ---------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import bench_http as bh
+from bench_mesh import EVERYTHING, MeshProcess, free_port
 
 
 def npm_install(where: Path, *packages: str) -> None:
@@ -43,7 +43,7 @@ def npm_install(where: Path, *packages: str) -> None:
 def start_reference(directory: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     if not (directory / "node_modules").exists():
         npm_install(directory)
-    port = bh.free_port()
+    port = free_port()
     server = subprocess.Popen(
         ["npx", "tsx", "everything-server.ts"],
         cwd=directory,
@@ -82,13 +82,13 @@ def main() -> int:
         server, url = start_reference(args.reference.resolve(), env)
         upstream: dict[str, object] = {"name": "ref", "transport": "http", "url": url}
     else:
-        upstream = {"name": "everything", "command": str(bh.EVERYTHING), "args": ["stdio"]}
+        upstream = {"name": "everything", "command": str(EVERYTHING), "args": ["stdio"]}
     extra = {
         "mcp_servers": [{**upstream, "prefix": ""}],  # transparent: the scenarios' tool names
         "policies": [{"name": "all", "agent": "*", "rules": [{"tools": ["*"], "action": "allow"}]}],
     }
     tmp = Path(tempfile.mkdtemp(prefix="conformance-mesh-"))
-    mesh = bh.MeshProcess(tmp, 1, 1, extra)
+    mesh = MeshProcess(tmp, 1, 1, extra)
     try:
         mesh.start()
         url = f"http://127.0.0.1:{mesh.port}/mcp"

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from agent_mesh.attach import live_clients, take_lease
+from agent_mesh.attach import live_clients, release_lease, take_lease
 from agent_mesh.proctree import alive, descendants
 from autoresolve.config import Loaded
 from autoresolve.mesh_api import MeshApi
@@ -222,7 +222,7 @@ class MeshProcess:
 
     async def close(self) -> None:
         if self.lease is not None:
-            self.lease.unlink(missing_ok=True)
+            release_lease(self.lease)
             self.lease = None
         if self.proc is None or self.proc.poll() is not None:
             return

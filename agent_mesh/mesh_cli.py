@@ -1,6 +1,6 @@
 """The `mesh` command (also `python -m agent_mesh.mesh_cli`): a client of a running mesh's HTTP API
-(`MESH_URL`, default http://localhost:9090). Approving, denying, granting and revoking send
-`MESH_OPERATOR_TOKEN` as `X-Operator-Token` when set (needed when the mesh has
+(`MESH_URL`, default http://localhost:9090). Approving, denying, granting, revoking, freezing and
+thawing send `MESH_OPERATOR_TOKEN` as `X-Operator-Token` when set (needed when the mesh has
 `auth.operator_token`). A failure is one line on stderr and exit status 1 (`--debug`: traceback).
 
 It reads the API's Go-compatible shapes (docs/compat.md): lists as bare arrays, RFC 3339 times.
@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any
 
+from agent_mesh import mesh_freeze
 from agent_mesh.mesh_client import (
     DEFAULT_URL,
     GRANTS,
@@ -93,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         "--for", dest="duration", required=True, metavar="DURATION", help="how long: 30m, 2h, 1h30m"
     )
     command("revoke", "end a grant now").add_argument("id", help="grant id or a unique prefix")
+    mesh_freeze.add_commands(command)
     command("tools", "tools of every upstream")
     command("servers", "upstream servers and their workers")
     command("health", "the mesh's processes and upstreams (exit status 1 unless all are up)")
@@ -179,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "revoke":
         body = mesh.call("DELETE", f"/grants/{args.id}")
         view = f"grant {id8(body.get('id'))} revoked"
+    elif args.command in mesh_freeze.COMMANDS:
+        body, view = mesh_freeze.run(mesh, args, width)
     elif args.command == "tools":
         body = mesh.call("GET", "/tools")
         rows = [{"name": t.get("name"), "description": t.get("description")} for t in items(body)]

@@ -178,11 +178,13 @@ def run_role(
     elif role == "approval":
         from workers import approval
 
-        _run(approval.run(endpoints.requests, StateDir(loaded.state_dir()).approvals_db, config))
+        db = StateDir(loaded.state_dir()).approvals_db
+        _run(approval.run(endpoints.requests, db, config, endpoints.events_in))
     elif role == "policy":
         from workers import policy
 
-        _run(policy.run(endpoints.requests, list(config.policies), slot=f"policy:{slot}"))
+        policies = list(config.policies)
+        _run(policy.run(endpoints.requests, policies, f"policy:{slot}", endpoints.events_out))
     elif role == "upstream":
         from workers import upstream_run
 

@@ -16,6 +16,10 @@ from bus.messages import Body
 # tool, params, session_id, trace_id, policy_rule, status (pending | approved | denied | timeout),
 # created_at, expires_at, resolved_at, resolved_by, reasoning, confidence, replayed_at (epoch s).
 # A grant: id, agent, tools, created_at, expires_at, created_by, revoked_at.
+# A freeze (the kill switch, policy/freezes.py): id, kind (agent | tool | all), target (the agent
+# id or glob, the tool glob, "*" for all), reason, created_at, created_by, thawed_at, thawed_by.
+
+FREEZES_CHANGED = "freeze.set.changed"  # event: `FreezeSet`, after each freeze and thaw
 
 
 class ApprovalSubmit(Body):
@@ -118,6 +122,44 @@ class GrantRevoke(Body):
     revoked_by: str | None = None  # who, for the audit log (default "unknown")
 
 
+class FreezeCreate(Body):
+    """→ `approval` `freeze_create`: stop every new call of `agent` (an id or glob), of the tools
+    matching `tool` (a glob of `<server>.<tool>`), or of everything (`all`) — exactly one of the
+    three — until thawed. Pending approvals it covers are denied with `reason`. Reply: the freeze;
+    `freeze.set.changed` is published. ERROR 400 not exactly one target."""
+
+    op: Literal["freeze_create"] = "freeze_create"
+    agent: str | None = None
+    tool: str | None = None
+    all: bool = False
+    reason: str = ""
+    created_by: str | None = None
+
+
+class FreezeList(Body):
+    """→ `approval` `freeze_list`. Reply: `FreezeSet`, the freezes in force."""
+
+    op: Literal["freeze_list"] = "freeze_list"
+
+
+class FreezeThaw(Body):
+    """→ `approval` `freeze_thaw`: lift freeze `id` (or a unique prefix). Reply: the freeze,
+    thawed; `freeze.set.changed` is published. ERROR 404 none or already thawed."""
+
+    op: Literal["freeze_thaw"] = "freeze_thaw"
+    id: str
+    thawed_by: str | None = None
+
+
+class FreezeSet(Body):
+    """The freezes in force, oldest first: `freeze_list`'s reply and the `freeze.set.changed`
+    event's body. `revision` grows with each freeze and thaw, so a policy worker keeps the newer
+    of what it fetched and what it was told."""
+
+    revision: int
+    freezes: list[dict[str, Any]]
+
+
 ApprovalOp = Annotated[
     ApprovalSubmit
     | ApprovalWait
@@ -127,7 +169,10 @@ ApprovalOp = Annotated[
     | ApprovalGet
     | GrantCreate
     | GrantList
-    | GrantRevoke,
+    | GrantRevoke
+    | FreezeCreate
+    | FreezeList
+    | FreezeThaw,
     Field(discriminator="op"),
 ]
 APPROVAL_OPS: TypeAdapter[ApprovalOp] = TypeAdapter(ApprovalOp)  # receivers: validate_python(body)

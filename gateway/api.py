@@ -29,6 +29,7 @@ from gateway.openapi import document
 
 if TYPE_CHECKING:
     from gateway.approval_routes import ApprovalRoutes
+    from gateway.freeze_routes import FreezeRoutes
     from gateway.mesh_routes import MeshRoutes
     from gateway.metrics_route import MetricsRoute
     from gateway.trace_routes import TraceRoutes
@@ -45,6 +46,7 @@ class Handlers:
     metrics: MetricsRoute
     console: Console
     tool_call: Handler  # POST /tool/... is answered before Starlette (gateway/http_edge.py)
+    freezes: FreezeRoutes
 
 
 def routes(handlers: Handlers) -> list[ApiRoute]:
@@ -75,6 +77,7 @@ def routes(handlers: Handlers) -> list[ApiRoute]:
         *handlers.mesh.catalog_routes(),
         *handlers.traces.routes(),
         *handlers.approvals.routes(),
+        *handlers.freezes.routes(),
         *handlers.mesh.operation_routes(),
         ApiRoute(
             "GET",

@@ -139,3 +139,19 @@ class GrantBody(Body):
         examples=["30m"],
     )
     created_by: str | None = Field(None, description='Who granted; default "http:<address>".')
+
+
+class FreezeBody(Body):
+    """The kill switch: exactly one of `agent`, `tool`, `all` (else 400)."""
+
+    agent: NonEmpty | None = Field(
+        None, description="Freeze this agent (an id, or a glob).", examples=["claude"]
+    )
+    tool: NonEmpty | None = Field(
+        None,
+        description="Freeze the tools matching this glob (<server>.<tool>).",
+        examples=["filesystem.write_*"],
+    )
+    all: Annotated[bool, Strict()] = Field(False, description="Freeze every call of every agent.")
+    reason: str = Field("", description="Why: told to every refused caller, traced, audited.")
+    created_by: str | None = Field(None, description='Who froze; default "http:<address>".')

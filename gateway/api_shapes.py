@@ -98,6 +98,26 @@ class Revoked(TypedDict):
     grant: GrantView
 
 
+class FreezeView(TypedDict):
+    """A freeze (the kill switch): calls it stops are refused with 403 naming it."""
+
+    id: str
+    kind: Literal["agent", "tool", "all"]
+    target: str  # the agent id or glob, the tool glob; "*" for all
+    reason: str
+    created_at: str
+    created_by: str
+    thawed_at: NotRequired[str]
+    thawed_by: NotRequired[str]
+    denied_approvals: NotRequired[int]  # on creation: the pending approvals it denied
+
+
+class Thawed(TypedDict):
+    status: Literal["thawed"]
+    id: str
+    freeze: FreezeView
+
+
 class ToolParam(TypedDict):
     name: str
     # "in", "type", "required" as Go's registry lists them

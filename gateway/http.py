@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from gateway import api, last_resort
 from gateway.api_route import starlette_routes
 from gateway.approval_routes import ApprovalRoutes
+from gateway.freeze_routes import FreezeRoutes
 from gateway.frontend import FrontEnd
 from gateway.http_edge import EdgeRoutes, HttpError, error
 from gateway.last_resort import LastResort
@@ -54,6 +55,7 @@ class Gateway(FrontEnd):
         operators = Operators(loaded.config)
         self.traces = TraceRoutes(self.client, self.outbox)
         self.approvals = ApprovalRoutes(self.client, operators, self.traces)
+        self.freezes = FreezeRoutes(self.client, operators)
         self.mesh = MeshRoutes(self, self.reloader, operators)
 
     @asynccontextmanager
@@ -117,6 +119,7 @@ def create_app(
             MetricsRoute(gw),
             console,
             _tool_is_served_by_the_fast_path,
+            gw.freezes,
         )
     )
     described = {route.path for route in table}

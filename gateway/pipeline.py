@@ -287,6 +287,8 @@ class Pipeline:
             action, rule = held_action(held.mode, action), f"pin:{call.tool}"
         if action == "rate_limited":
             return fail(429, "rate_limited", reason, rule, version)
+        if action == "deny" and rule.startswith("freeze:"):  # the kill switch: reason says which
+            return fail(403, "deny", reason, rule, version)
         if action == "deny":
             return fail(403, "deny", f"denied by policy {rule}: {reason}", rule, version)
         outcome = Outcome(200, action, call.trace_id, rule=rule, policy_version=version)

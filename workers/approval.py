@@ -28,12 +28,16 @@ from bus.approval_messages import (
     ApprovalResolve,
     ApprovalSubmit,
     ApprovalWait,
+    FreezeCreate,
+    FreezeList,
+    FreezeThaw,
     GrantCreate,
     GrantList,
     GrantRevoke,
 )
 from bus.client import BusClient
 from bus.errors import BusError, bad_request, forbidden
+from bus.events import Publisher
 from bus.messages import APPROVAL
 from bus.worker import BusWorker, Request
 from mesh_config.model import Config
@@ -43,6 +47,7 @@ from policy.durations import parse_duration
 from policy.globs import glob_matches
 from workers.approval_store import StateStore
 from workers.audit import AuditOutbox, audit_event
+from workers.freeze_service import FreezeOps
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +62,10 @@ class ApprovalService:
         config: Config,
         clock: Callable[[], float] = time.time,
         audit: AuditOutbox | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.store = store
+        self.freezes = FreezeOps(store, clock, audit, publisher)  # the kill switch
         self.audit = audit  # resolutions and grants, chained into the trace file (docs/audit.md)
         self.config = config
         self.clock = clock
@@ -75,6 +82,9 @@ class ApprovalService:
             GrantCreate: self.op_grant_create,
             GrantList: self.op_grant_list,
             GrantRevoke: self.op_grant_revoke,
+            FreezeCreate: self.op_freeze_create,
+            FreezeList: self.op_freeze_list,
+            FreezeThaw: self.op_freeze_thaw,
         }
 
     async def handle(self, request: Request) -> Any:
@@ -94,7 +104,8 @@ class ApprovalService:
         """A call needs approval: a grant allows it, memory may approve it, else it is pending."""
         agent, tool, params = body.agent, body.tool, body.params
         now = self.clock()
-        for grant in self.store.grants_active(now, agent):
+        frozen = self.freezes.stopping(agent, tool)  # decided just before a freeze: still refused
+        for grant in self.store.grants_active(now, agent) if frozen is None else []:
             if any(glob_matches(pattern, tool) for pattern in grant["tools"]):
                 return {
                     "status": "approved",
@@ -115,6 +126,11 @@ class ApprovalService:
             now=now,
             expires_at=now + self.config.approval.timeout_seconds,
         )
+        if frozen is not None:
+            why = frozen.decision().reason
+            approval = create(status="denied", resolved_by=f"freeze:{frozen.id}", reasoning=why)
+            self._audit_resolution(approval)
+            return {"status": "denied", "id": approval["id"], "approval": approval}
         threshold = self.config.approval.memory_threshold
         if threshold and self.store.memory_count(agent, tool, shape) >= threshold:
             approval = create(status="approved", resolved_by="auto:memory")
@@ -175,7 +191,7 @@ class ApprovalService:
         approval = self.store.resolve(
             approval_id, status, resolved_by, reasoning, confidence, self.clock()
         )
-        if status in ("approved", "denied") and not resolved_by.startswith("auto:"):
+        if status in ("approved", "denied") and not resolved_by.startswith(("auto:", "freeze:")):
             self.store.memory_record(
                 approval["agent_id"], approval["tool"], approval["shape"], status == "approved"
             )
@@ -188,6 +204,9 @@ class ApprovalService:
         return approval
 
     async def op_claim_replay(self, body: ApprovalClaimReplay) -> dict[str, Any]:
+        approval = self.store.get(body.id)  # approved before a freeze: not run while it holds
+        if (frozen := self.freezes.stopping(approval["agent_id"], approval["tool"])) is not None:
+            raise forbidden(frozen.decision().reason)
         return self.store.claim_replay(body.id, self.clock())
 
     async def op_list(self, body: ApprovalList) -> dict[str, Any]:
@@ -264,6 +283,23 @@ class ApprovalService:
             self.audit.add(audit_event("grant.revoked", actor, grant["id"], detail))
         return grant
 
+    # -- freezes (workers/freeze_service.py) ----------------------------------------------
+
+    async def op_freeze_create(self, body: FreezeCreate) -> dict[str, Any]:
+        def deny(approval_id: str, by: str, why: str) -> None:
+            try:
+                self.resolve(approval_id, "denied", by, why, None)
+            except BusError:
+                pass  # resolved meanwhile
+
+        return self.freezes.create(body, deny)
+
+    async def op_freeze_list(self, body: FreezeList) -> dict[str, Any]:
+        return self.freezes.current().dump()
+
+    async def op_freeze_thaw(self, body: FreezeThaw) -> dict[str, Any]:
+        return self.freezes.thaw(body)
+
     def _audit_resolution(self, approval: dict[str, Any]) -> None:
         if self.audit is None:
             return
@@ -312,17 +348,20 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {error['msg']}" if where else error["msg"]
 
 
-async def run(endpoint: str, db_path: Path, config: Config) -> None:
+async def run(endpoint: str, db_path: Path, config: Config, events_in: str | None = None) -> None:
     client = BusClient(endpoint)  # audit events to the trace writer
     await client.start()
     audit = AuditOutbox(client, db_path)  # its table in the approvals' database
     audit.start()
-    service = ApprovalService(StateStore(db_path), config, audit=audit)
+    publisher = Publisher(events_in) if events_in is not None else None  # freeze.set.changed
+    service = ApprovalService(StateStore(db_path), config, audit=audit, publisher=publisher)
     expiring = asyncio.create_task(service.expire_forever())
     try:
         # Parked waits hold a request slot each: capacity is about memory, not CPU.
         await BusWorker(endpoint, APPROVAL, service.handle, capacity=100_000, slot="approval").run()
     finally:
         expiring.cancel()
+        if publisher is not None:
+            publisher.close()
         await audit.stop()
         await client.close()

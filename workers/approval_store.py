@@ -1,4 +1,4 @@
-"""Durable approval state in SQLite (WAL): approvals, grants, Level-1 decision memory.
+"""Durable approval state in SQLite (WAL): approvals, grants, Level-1 decision memory, freezes.
 
 Owned by the approval worker alone (one writer). Everything survives restarts: pending approvals
 are still pending (or time out on start if their deadline passed), grants keep their expiry.
@@ -32,6 +32,11 @@ CREATE TABLE IF NOT EXISTS memory (
     agent_id TEXT NOT NULL, tool TEXT NOT NULL, shape TEXT NOT NULL, approvals INTEGER NOT NULL,
     PRIMARY KEY (agent_id, tool, shape)
 );
+CREATE TABLE IF NOT EXISTS freezes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, kind TEXT NOT NULL,
+    target TEXT NOT NULL, reason TEXT NOT NULL, created_at REAL NOT NULL, created_by TEXT NOT NULL,
+    thawed_at REAL, thawed_by TEXT
+);
 """
 MIN_PREFIX = 4
 
@@ -62,13 +67,14 @@ class StateStore:
         expires_at: float,
         status: str = "pending",
         resolved_by: str | None = None,
+        reasoning: str | None = None,
     ) -> dict[str, Any]:
         approval_id = uuid.uuid4().hex
         self.db.execute(
             "INSERT INTO approvals (id, status, agent_id, tool, params, shape, session_id, "
             "trace_id, policy_rule,"
-            " callback_url, created_at, expires_at, resolved_at, resolved_by) VALUES "
-            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " callback_url, created_at, expires_at, resolved_at, resolved_by, reasoning) VALUES "
+            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 approval_id,
                 status,
@@ -84,6 +90,7 @@ class StateStore:
                 expires_at,
                 now if status != "pending" else None,
                 resolved_by,
+                reasoning,
             ),
         )
         return self.get(approval_id)
@@ -204,6 +211,49 @@ class StateStore:
         self.db.execute("UPDATE grants SET revoked_at=? WHERE id=?", (now, grant["id"]))
         return self.grant_get(grant["id"])
 
+    # -- freezes (the kill switch) ---------------------------------------------------------
+
+    def freeze_create(
+        self, kind: str, target: str, reason: str, now: float, created_by: str
+    ) -> dict[str, Any]:
+        freeze_id = uuid.uuid4().hex
+        self.db.execute(
+            "INSERT INTO freezes (id, kind, target, reason, created_at, created_by) VALUES "
+            "(?,?,?,?,?,?)",
+            (freeze_id, kind, target, reason, now, created_by),
+        )
+        return self.freeze_get(freeze_id)
+
+    def freeze_get(self, id_or_prefix: str) -> dict[str, Any]:
+        rows = self.db.execute(
+            "SELECT * FROM freezes WHERE id LIKE ? || '%' LIMIT 2",
+            (id_or_prefix.replace("%", "").replace("_", ""),),
+        ).fetchall()
+        if len(id_or_prefix) < MIN_PREFIX or not rows:
+            raise not_found(f"no freeze {id_or_prefix}")
+        if len(rows) > 1:
+            raise bad_request(f"freeze id prefix {id_or_prefix!r} is ambiguous")
+        return _freeze(rows[0])
+
+    def freezes_active(self) -> list[dict[str, Any]]:
+        """Oldest first (the first that stops a call names it)."""
+        rows = self.db.execute("SELECT * FROM freezes WHERE thawed_at IS NULL ORDER BY seq")
+        return [_freeze(r) for r in rows]
+
+    def freeze_revision(self) -> int:
+        """Grows by one with each freeze and each thaw: which of two lists of freezes is newer."""
+        row = self.db.execute("SELECT COUNT(*) + COUNT(thawed_at) FROM freezes").fetchone()
+        return int(row[0])
+
+    def freeze_thaw(self, freeze_id: str, now: float, thawed_by: str) -> dict[str, Any]:
+        freeze = self.freeze_get(freeze_id)
+        if freeze["thawed_at"] is not None:
+            raise not_found(f"freeze {freeze['id'][:8]} is already thawed")
+        self.db.execute(
+            "UPDATE freezes SET thawed_at=?, thawed_by=? WHERE id=?", (now, thawed_by, freeze["id"])
+        )
+        return self.freeze_get(freeze["id"])
+
     # -- Level-1 memory --------------------------------------------------------------------
 
     def memory_count(self, agent: str, tool: str, shape: str) -> int:
@@ -232,4 +282,10 @@ def _approval(row: sqlite3.Row) -> dict[str, Any]:
 def _grant(row: sqlite3.Row) -> dict[str, Any]:
     out = dict(row)
     out["tools"] = json.loads(out["tools"])
+    return out
+
+
+def _freeze(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    del out["seq"]
     return out

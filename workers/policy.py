@@ -8,6 +8,11 @@ newer generation (`PolicyCheck.generation`, from the front-end that knows the cu
 it fetch the current set from `policyset` (the gateway's reloader) before deciding; so every
 worker, on this host or another, decides a call made after a reload with the new set. Switching
 keeps the rate limiter and loop detector: windows survive a reload (keyed by policy name).
+
+Kill switch (policy/freezes.py): before serving, a worker loads the freezes in force from the
+approval service; then each `freeze.set.changed` event replaces them (a worker on another host,
+which cannot subscribe, asks every FREEZE_POLL seconds instead). A call a freeze stops is refused
+before any rule, limit, grant or memory is looked at.
 """
 
 from __future__ import annotations
@@ -19,17 +24,29 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bus.approval_messages import FREEZES_CHANGED, FreezeList, FreezeSet
 from bus.client import BusClient
 from bus.errors import BusError, bad_request, unavailable
-from bus.messages import POLICY, POLICYSET, PolicyCheck, PolicySetQuery, ToolCall, upstream_service
+from bus.events import Subscriber
+from bus.messages import (
+    APPROVAL,
+    POLICY,
+    POLICYSET,
+    PolicyCheck,
+    PolicySetQuery,
+    ToolCall,
+    upstream_service,
+)
 from bus.worker import BusWorker, Request
 from policy.engine import PolicyEngine
+from policy.freezes import Freeze, stopping
 from policy.model import Policy
 from policy.policyset import PolicySet
 
 log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT = 2.0  # s to get the current set from `policyset`
+FREEZE_POLL = 1.0  # s between asking for the freezes, on a host without the event sockets
 
 
 class PolicyService:
@@ -38,6 +55,63 @@ class PolicyService:
         self.engine = PolicyEngine(policies)
         self.client = client  # for `policyset`; None: never switches (tests, no reloader)
         self._switching = asyncio.Lock()
+        self.freezes: list[Freeze] = []
+        self.freeze_revision = -1  # none known yet
+
+    def freeze_set(self, body: Any) -> None:
+        """Apply the freezes announced or fetched, unless we already know a newer set."""
+        try:
+            new = FreezeSet.model_validate(body)
+            freezes = [Freeze.model_validate(f) for f in new.freezes]
+        except ValidationError as exc:
+            log.warning("freezes: ignoring a malformed set: %s", exc.errors()[0]["msg"])
+            return
+        if new.revision > self.freeze_revision:
+            if len(freezes) != len(self.freezes):
+                log.info("freezes: %d in force (revision %d)", len(freezes), new.revision)
+            self.freezes, self.freeze_revision = freezes, new.revision
+
+    async def fetch_freezes(self) -> None:
+        """The freezes in force, from the approval service (raises BusError)."""
+        assert self.client is not None
+        reply = await self.client.request(APPROVAL, FreezeList().dump(), timeout=FETCH_TIMEOUT)
+        self.freeze_set(reply)
+
+    async def load_freezes(self) -> None:
+        """Before serving: wait for the approval service rather than serve a frozen agent."""
+        while True:
+            try:
+                await self.fetch_freezes()
+                return
+            except BusError as exc:
+                log.warning("freezes: not loaded yet (%s); not serving until they are", exc)
+                await asyncio.sleep(0.5)
+
+    async def follow_freezes(self, events_out: str | None) -> None:
+        """Each `freeze.set.changed` as it comes (or, with no event socket here, a poll)."""
+        if events_out is None:
+            while True:
+                await asyncio.sleep(FREEZE_POLL)
+                try:
+                    await self.fetch_freezes()
+                except BusError as exc:
+                    log.warning("freezes: cannot refresh: %s", exc)
+        subscriber = Subscriber(events_out, FREEZES_CHANGED)
+        # A subscription takes effect a moment after it is made: ask once more after that.
+        recheck = asyncio.create_task(self._fetch_later(1.0))
+        try:
+            async for _topic, body in subscriber:
+                self.freeze_set(body)
+        finally:
+            recheck.cancel()
+            subscriber.close()
+
+    async def _fetch_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self.fetch_freezes()
+        except BusError as exc:
+            log.warning("freezes: cannot refresh: %s", exc)
 
     def switch(self, new: PolicySet) -> None:
         """Decide with `new` from now on; the counters carry over."""
@@ -80,6 +154,9 @@ class PolicyService:
         except ValidationError as exc:
             raise bad_request(f"policy: invalid request: {exc.errors()[0]['msg']}") from None
         started = time.time_ns()  # the decision's span (bus/PROTOCOL.md, Timings)
+        if self.freezes and (frozen := stopping(self.freezes, check.agent, check.tool)):
+            request.add_meta(policy_ns=[started, time.time_ns()])
+            return frozen.decision().model_dump() | {"version": self.current.version}
         if check.generation > self.current.generation:
             await self._catch_up(check.generation)
         # Monotonic: a wall-clock step (NTP, or set by hand) must not reopen a window.
@@ -106,8 +183,16 @@ class PolicyService:
         return decision
 
 
-async def run(endpoint: str, policies: list[Policy], slot: str) -> None:
+async def run(
+    endpoint: str, policies: list[Policy], slot: str, events_out: str | None = None
+) -> None:
     async with BusClient(endpoint) as client:
         service = PolicyService(policies, client)
-        # Decisions are pure CPU and quick: many may be queued here, they run one after another.
-        await BusWorker(endpoint, POLICY, service.handle, capacity=256, slot=slot).run()
+        # Subscribed before loading: a freeze made in between is not missed (revisions order).
+        following = asyncio.create_task(service.follow_freezes(events_out))
+        try:
+            await service.load_freezes()
+            # Decisions are pure CPU and quick: many may be queued here, one after another.
+            await BusWorker(endpoint, POLICY, service.handle, capacity=256, slot=slot).run()
+        finally:
+            following.cancel()

@@ -17,6 +17,9 @@ from bus.approval_messages import (
     ApprovalResolve,
     ApprovalSubmit,
     ApprovalWait,
+    FreezeCreate,
+    FreezeList,
+    FreezeThaw,
     GrantCreate,
     GrantList,
     GrantRevoke,
@@ -97,6 +100,9 @@ APPROVAL_MESSAGES = [
     GrantCreate(agent="claude", tools=["fs.*"], duration="30m"),
     GrantList(agent="claude"),
     GrantRevoke(id="abcd1234"),
+    FreezeCreate(agent="claude", reason="leaking", created_by="ops"),
+    FreezeList(),
+    FreezeThaw(id="abcd1234", thawed_by="ops"),
 ]
 
 

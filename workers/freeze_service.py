@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from bus.approval_messages import FREEZES_CHANGED, FreezeCreate, FreezeSet, FreezeThaw
+from bus.audit_outbox import AuditOutbox, audit_event
 from bus.errors import bad_request
 from bus.events import Publisher
 from policy.freezes import Freeze, stopping
 from workers.approval_store import StateStore
-from workers.audit import AuditOutbox, audit_event
 
 log = logging.getLogger(__name__)
 

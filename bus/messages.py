@@ -3,7 +3,7 @@
 Bodies travel as msgpack maps. Senders build them with `.dump()` (trace records, made on every
 call, with `trace_record`: the same map without the model); receivers validate them at the edge
 with `Model.model_validate(body)` so a confused peer gets a 400, never a crash. The approval
-service's nine operations are in bus/approval_messages.py.
+service's operations are in bus/approval_messages.py.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from mcp import Client, StdioServerParameters
 
 from tests.e2e.mesh import Mesh
 from tests.support import npm_server, text_of, wait_until
@@ -119,6 +120,15 @@ async def test_a_frozen_agent_is_refused_on_rest_and_mcp_others_served_thaw_serv
         assert result.is_error and text_of(result).startswith(said), text_of(result)
     async with mesh.mcp("gemini") as client:
         assert not (await client.call_tool(LIST, {})).is_error
+    stdio = StdioServerParameters(  # the stdio front-end, attached to this running mesh
+        command=sys.executable,
+        args=["-m", "agent_mesh", "--mcp", "--config", str(mesh.config_path)],
+        env={**os.environ, "AGENT_MESH_HOME": str(mesh.home)},
+        cwd=str(mesh.config_path.parent),
+    )
+    async with Client(stdio, mode="legacy") as client:
+        result = await client.call_tool(LIST, {})  # as claude, --mcp's default agent
+        assert result.is_error and text_of(result).startswith(said), text_of(result)
     trace = answer.json()["trace_id"]
 
     def traced() -> bool:
@@ -126,6 +136,14 @@ async def test_a_frozen_agent_is_refused_on_rest_and_mcp_others_served_thaw_serv
         return any(t["trace_id"] == trace and t["policy_rule"] == f"freeze:{fid}" for t in found)
 
     wait_until(traced, 10, "the refused call traced with policy_rule freeze:<id>")
+    wait_until(
+        lambda: (
+            '"action":"freeze.created"' in (mesh.tmp / "traces.jsonl").read_text()
+            and fid in (mesh.tmp / "traces.jsonl").read_text()
+        ),
+        10,
+        "the freeze an audit event in the trace file",
+    )
     shown = mesh_cli(mesh, "freezes")
     assert fid[:8] in shown.stdout and "agent claude" in shown.stdout, shown.stdout
     # An agent may not lift a freeze; without the token nobody may.

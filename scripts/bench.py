@@ -1,6 +1,7 @@
 """agent-mesh benchmarks in one command: prints the tables, then writes docs/benchmarks.md.
 
     python scripts/bench.py [--duration 5] [--quick] [--no-write] [--json] [--keep]
+                            [--parts echo,scaling,agents]
 
 1. `echo` of server-everything at concurrency 1, 16, 64 (0.5 s warm-up, then --duration s each;
    all calls have distinct params, as a real agent's would: a policy with `rate_limit` refuses
@@ -17,6 +18,10 @@
    then `workers: 2`; REST at concurrency 16; per-worker `served` from /mcp-servers.
 3. Head-of-line: echo (REST, concurrency 1) with the mesh's other upstream idle, then busy with 8
    concurrent 2 s `sleep` calls.
+4. Many agents (issue 12; scripts/bench_scale.py): on a mesh whose policy allows every agent,
+   first the RSS, PSS and USS of each process of the idle tree; then 1,000 `/mcp` sessions, each
+   its own agent id, open while 200 of them call echo (the gateway's RSS growth per session), then
+   500 REST agents calling at once.
 Each mesh: `agent-mesh serve` (supervisord), temp dir and AGENT_MESH_HOME, free port; stopped by
 SIGTERM (leftovers SIGKILLed), also on errors and Ctrl-C. Needs `npm ci`.
 """
@@ -42,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_http as bh
+import bench_scale as bs
 import yaml
 from bench_conn import AGENT, HttpConn, McpConn, Params
 from bench_http import Result
@@ -141,7 +147,7 @@ LIVE: list[MeshProcess] = []  # started, not yet stopped (main stops them on the
 class BenchMesh(MeshProcess):
     """bench_http's MeshProcess (start / tree / stop) with our own upstream servers."""
 
-    def __init__(self, tmp: Path, servers: list[dict[str, Any]]) -> None:
+    def __init__(self, tmp: Path, servers: list[dict[str, Any]], agent: str = AGENT) -> None:
         super().__init__(tmp, policy_workers=1, upstream_workers=1)
         rules = [{"tools": ["*"], "action": "allow"}]
         self.config_path.write_text(
@@ -150,7 +156,7 @@ class BenchMesh(MeshProcess):
                     "port": self.port,
                     "policy_workers": 1,
                     "mcp_servers": servers,
-                    "policies": [{"name": AGENT, "agent": AGENT, "rules": rules}],
+                    "policies": [{"name": "bench", "agent": agent, "rules": rules}],
                 }
             )
         )
@@ -171,10 +177,10 @@ class BenchMesh(MeshProcess):
 
 @contextlib.contextmanager
 def running_mesh(
-    label: str, servers: list[dict[str, Any]], report: Report, keep: bool
+    label: str, servers: list[dict[str, Any]], report: Report, keep: bool, agent: str = AGENT
 ) -> Iterator[BenchMesh]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-mesh-"))
-    mesh = BenchMesh(tmp, servers)
+    mesh = BenchMesh(tmp, servers, agent)
     LIVE.append(mesh)
     say(f"[{label}] starting a mesh on port {mesh.port}, AGENT_MESH_HOME={mesh.home}")
     try:
@@ -319,10 +325,24 @@ def reap_own_children() -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+async def part_agents(args: argparse.Namespace, counter: itertools.count[int], rep: Report) -> None:
+    """Issue 12 goals 5 (the idle tree's memory, measured first) and 4 (many agents at once)."""
+    with running_mesh("agents", [EVERYTHING_SERVER], rep, args.keep, agent="*") as mesh:
+        await asyncio.sleep(2.0)  # idle: the start's allocations settled
+        rep.scale.idle_memory = bs.tree_memory(mesh.tree())
+        say(f"{bs.SESSIONS} /mcp sessions, {bs.CALLERS} of them calling ...")
+        await bs.many_mcp(mesh.port, mesh.tree(), args.duration, counter, rep.scale)
+        say(f"{bs.REST_AGENTS} REST agents ...")
+        await bs.many_rest(mesh.port, args.duration, counter, rep.scale)
+
+
+PARTS = {"echo": part_echo, "scaling": part_scaling, "agents": part_agents}
+
+
 async def run_all(args: argparse.Namespace, report: Report) -> None:
     counter = itertools.count()
-    await part_echo(args, counter, report)
-    await part_scaling(args, counter, report)
+    for part in args.parts:
+        await PARTS[part](args, counter, report)
 
 
 def main() -> int:
@@ -334,6 +354,12 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help=f"do not write {DOC}")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs (mesh logs)")
+    ap.add_argument(
+        "--parts",
+        type=lambda s: s.split(","),
+        default=list(PARTS),
+        help=f"comma-separated, of {','.join(PARTS)} (default: all)",
+    )
     args = ap.parse_args()
     args.duration = 1.0 if args.quick else args.duration
     if not EVERYTHING.exists():
@@ -343,6 +369,7 @@ def main() -> int:
         raise KeyboardInterrupt  # same cleanup path as Ctrl-C
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    bs.raise_fd_limit()
     machine, report = machine_info(), Report()
     try:
         asyncio.run(run_all(args, report))

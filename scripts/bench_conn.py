@@ -28,13 +28,14 @@ class HttpConn:
         tool: str = "everything.echo",
         params: Params = echo,
         expect: str | None = None,
+        agent: str = AGENT,
     ) -> None:
         self.port = port
         self.params, self.expect = params, expect
         self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self.head = (
             f"POST /tool/{tool} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer agent:{AGENT}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer agent:{agent}\r\nContent-Type: application/json\r\n"
         )
 
     async def post(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -83,11 +84,11 @@ class McpConn(HttpConn):
     """One MCP session over Streamable HTTP on `/mcp` (raw HTTP/1.1, one keep-alive connection),
     opened by `open` (or the first call); each call is a `tools/call`, its answer JSON or SSE."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, agent: str = AGENT) -> None:
         super().__init__(port)
         self.head = (
             f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer agent:{AGENT}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer agent:{agent}\r\nContent-Type: application/json\r\n"
             "Accept: application/json, text/event-stream\r\n"
         )
         self.session = ""

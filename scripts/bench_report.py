@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import bench_http as bh
+import bench_scale as bs
 from bench_http import Result
+from bench_scale import Scale
 
 SCALE_CONCURRENCY, SLOW_CONCURRENCY, SLOW_SECONDS = 16, 8, 2.0
 BASELINE = {
@@ -34,6 +36,7 @@ class Report:
     slow_inflight: int = 0  # `bench.sleep` in flight (catalog snapshot) during the busy echo run
     slow_done: int = 0
     slow_errors: int = 0
+    scale: Scale = field(default_factory=Scale)  # issue 12 goals 4 and 5
     notes: list[str] = field(default_factory=list)
 
 
@@ -90,12 +93,96 @@ def goals(rep: Report) -> list[str]:
             f"- issue 12: `/mcp` p50 at c=1 within 1 ms of REST's: "
             f"{'met' if added <= 1 else 'missed'} ({added:+.2f} ms)"
         )
+    out += scale_goals(rep.scale)
     if len(rep.scaling) == 2 and rep.scaling[0].calls_per_s:
         ratio = rep.scaling[1].calls_per_s / rep.scaling[0].calls_per_s
         out.append(
             f"- `workers: 2` clearly more than one worker on a CPU-bound tool: "
             f"{'met' if ratio >= 1.3 else 'missed'} ({ratio:.2f}x)"
         )
+    return out
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def scale_goals(sc: Scale) -> list[str]:
+    out = []
+    if sc.mcp is not None:
+        errors = sc.session_errors + sc.mcp.errors
+        out.append(
+            f"- issue 12: {bs.SESSIONS} `/mcp` sessions open, {bs.CALLERS} calling, zero errors: "
+            f"{met(errors == 0 and sc.sessions == bs.SESSIONS)} ({sc.sessions} open, "
+            f"{sc.session_errors} failed to open, {sc.mcp.errors} call errors; "
+            f"p99 {sc.mcp.p99_ms:.1f} ms)"
+        )
+        out.append(
+            f"- issue 12: gateway RSS growth per open `/mcp` session under "
+            f"{bs.SESSION_KB_GOAL:g} KB: {met(sc.kb_per_session < bs.SESSION_KB_GOAL)} "
+            f"({sc.kb_per_session:.1f} KB)"
+        )
+    if sc.rest is not None:
+        out.append(
+            f"- issue 12: {bs.REST_AGENTS} concurrent REST agents, zero errors: "
+            f"{met(sc.rest.errors == 0)} ({sc.rest.errors} errors; p99 {sc.rest.p99_ms:.1f} ms)"
+        )
+    if sc.idle_memory:
+        total = sum(m.rss_kb for m in sc.idle_memory) / 1024
+        out.append(
+            f"- issue 12: the idle tree (upstream server not counted) under "
+            f"{bs.TREE_MB_GOAL:g} MB RSS: {met(total < bs.TREE_MB_GOAL)} ({total:.1f} MB; "
+            f"PSS {sum(m.pss_kb for m in sc.idle_memory) / 1024:.1f} MB)"
+        )
+    return out
+
+
+def scale_sections(sc: Scale) -> list[str]:
+    out = []
+    if sc.mcp is not None or sc.rest is not None:
+        rows = [row(r) for r in (sc.mcp, sc.rest) if r is not None]
+        out += [
+            "",
+            "## 4. Many agents at once (echo, each caller its own agent id)",
+            "",
+            md_table(["mode", *COLUMNS], rows),
+            "",
+            (
+                f"`mesh-mcp-many`: {sc.sessions} `/mcp` sessions open ({sc.session_errors} "
+                f"failed to open), {bs.CALLERS} of them calling. Gateway RSS "
+                f"{sc.gateway_rss_before_kb / 1024:.1f} MB with {bs.WARM_SESSIONS} sessions, "
+                f"{sc.gateway_rss_open_kb / 1024:.1f} MB with {sc.sessions} open "
+                f"({sc.kb_per_session:.1f} KB per session), "
+                f"{sc.gateway_rss_after_kb / 1024:.1f} MB after the calls. "
+                f"`mesh-rest-many`: {bs.REST_AGENTS} REST agents, one connection each."
+            ),
+        ]
+        if sc.first_session_error:
+            out.append(f"First session that failed to open: {sc.first_session_error}")
+    if sc.idle_memory:
+        mb = [
+            [
+                m.role,
+                str(m.pid),
+                f"{m.rss_kb / 1024:.1f}",
+                f"{m.pss_kb / 1024:.1f}",
+                f"{m.uss_kb / 1024:.1f}",
+            ]
+            for m in sc.idle_memory
+        ]
+        mb.append(
+            ["**total**", ""]
+            + [
+                f"{sum(getattr(m, k) for m in sc.idle_memory) / 1024:.1f}"
+                for k in ("rss_kb", "pss_kb", "uss_kb")
+            ]
+        )
+        out += [
+            "",
+            "## 5. Memory of the idle tree (MiB, /proc/<pid>/smaps_rollup; no upstream server)",
+            "",
+            md_table(["process", "pid", "RSS", "PSS", "USS"], mb),
+        ]
     return out
 
 
@@ -147,6 +234,7 @@ def render(rep: Report, duration: float) -> str:
                 f"{rep.slow_inflight}; completed {rep.slow_done}, errors {rep.slow_errors}."
             ),
         ]
+    out += scale_sections(rep.scale)
     if verdicts := goals(rep):
         out += ["", "## Goals (issue 5)", "", *verdicts]
     notes = [

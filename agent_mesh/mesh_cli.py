@@ -1,7 +1,8 @@
 """The `mesh` command (also `python -m agent_mesh.mesh_cli`): a client of a running mesh's HTTP API
-(`MESH_URL`, default http://localhost:9090). Approving, denying, granting, revoking, freezing and
-thawing send `MESH_OPERATOR_TOKEN` as `X-Operator-Token` when set (needed when the mesh has
-`auth.operator_token`). A failure is one line on stderr and exit status 1 (`--debug`: traceback).
+(`MESH_URL`, default http://localhost:9090). Approving, denying, granting, revoking, freezing,
+thawing, reloading and accepting a tool's definition send `MESH_OPERATOR_TOKEN` as
+`X-Operator-Token` when set (needed when the mesh has `auth.operator_token`). A failure is one
+line on stderr and exit status 1 (`--debug`: traceback).
 
 It reads the API's Go-compatible shapes (docs/compat.md): lists as bare arrays, RFC 3339 times.
 """
@@ -95,7 +96,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     command("revoke", "end a grant now").add_argument("id", help="grant id or a unique prefix")
     mesh_freeze.add_commands(command)
-    command("tools", "tools of every upstream")
+    tools = command("tools", "tools of every upstream, with their pin and flags")
+    accept = common_options(
+        tools.add_subparsers(dest="action", metavar="ACTION").add_parser(
+            "accept",
+            help="accept a tool's changed definition (its calls are served again)",
+            description="pin the definition a tool lists now, after reading its diff (mesh health)",
+        )
+    )
+    accept.add_argument("tool", help="<server>.<tool>")
+    accept.add_argument(
+        "--fingerprint", help="only if the change is still this one (from mesh health --json)"
+    )
     command("servers", "upstream servers and their workers")
     command("health", "the mesh's processes and upstreams (exit status 1 unless all are up)")
     command(
@@ -183,11 +195,30 @@ def run(args: argparse.Namespace) -> int:
         view = f"grant {id8(body.get('id'))} revoked"
     elif args.command in mesh_freeze.COMMANDS:
         body, view = mesh_freeze.run(mesh, args, width)
+    elif args.command == "tools" and getattr(args, "action", None) == "accept":
+        body = mesh.call(
+            "POST",
+            f"/tools/{args.tool}/accept",
+            json={
+                "fingerprint": args.fingerprint,
+                "accepted_by": f"mesh:{os.environ.get('USER', 'human')}",
+            },
+        )
+        view = f"{body.get('tool')}: definition {text(body.get('fingerprint'))[:12]} accepted " + (
+            f"({'; '.join(body.get('diff') or [])})" if body.get("diff") else ""
+        )
     elif args.command == "tools":
         body = mesh.call("GET", "/tools")
-        rows = [{"name": t.get("name"), "description": t.get("description")} for t in items(body)]
+        rows = [
+            {"name": t.get("name"), "note": tool_note(t), "description": t.get("description")}
+            for t in items(body)
+        ]
         view = render(
-            [Column("name", "NAME", shrink=None), Column("description", "DESCRIPTION", min=0)],
+            [
+                Column("name", "NAME", shrink=None),
+                Column("note", "PIN", min=0, shrink=1),
+                Column("description", "DESCRIPTION", min=0),
+            ],
             rows,
             width,
         )
@@ -235,6 +266,17 @@ def run(args: argparse.Namespace) -> int:
         return 0 if healthy(body) else 1
     print(json.dumps(body, indent=2) if args.json else view)
     return 0
+
+
+def tool_note(tool: dict[str, Any]) -> str:
+    """`changed (block)` for a tool held by pinning, `flagged: <phrases>` for a description
+    with injection phrases; "" otherwise."""
+    pin = tool.get("pin")
+    pin = pin if isinstance(pin, dict) else {}
+    notes = [f"changed ({pin.get('mode')})"] if pin.get("status") == "changed" else []
+    if tool.get("injection_phrases"):
+        notes.append("flagged: " + ", ".join(map(str, tool["injection_phrases"])))
+    return "; ".join(notes)
 
 
 def show(approval: dict[str, Any], width: int) -> str:

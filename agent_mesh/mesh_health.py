@@ -153,7 +153,8 @@ def health_view(body: Any, width: int) -> str:
         if key in body and not isinstance(body[key], dict | list)
     ]
     head = f"health: {body.get('status')}" + (f" ({', '.join(extras)})" if extras else "")
-    head = "\n".join([head, *policy_lines(body.get("policy_set"))])
+    changes = [c["line"] for c in body.get("tool_changes") or [] if isinstance(c, dict)]
+    head = "\n".join([head, *policy_lines(body.get("policy_set")), *map(text, changes)])
     rows = _services(body) + _upstreams(body)
     if not rows:
         return head

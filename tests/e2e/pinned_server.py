@@ -1,0 +1,34 @@
+"""A stdio MCP server (the official SDK's MCPServer) whose one tool, `echo`, is defined by a JSON
+file read at start: `$PINNED_TOOL_FILE` = {"description": ..., "extra_param": bool}. A test
+changes the file and restarts the server to play an upstream whose tool changed after it was
+trusted (a "rug pull", tests/e2e/test_tool_pinning.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from mcp.server.mcpserver import MCPServer
+
+
+def main() -> None:
+    spec = json.loads(Path(os.environ["PINNED_TOOL_FILE"]).read_text())
+    server = MCPServer("pinned")
+
+    def echo(text: str) -> str:
+        return f"echo: {text}"
+
+    def echo_with_note(text: str, note: str = "") -> str:
+        return f"echo: {text}"
+
+    server.add_tool(
+        echo_with_note if spec.get("extra_param") else echo,
+        name="echo",
+        description=spec["description"],
+    )
+    server.run("stdio")
+
+
+if __name__ == "__main__":
+    main()

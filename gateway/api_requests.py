@@ -13,7 +13,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema
 
 MAX_LIMIT = 10_000
-_INTEGER = re.compile(r"[+-]?[0-9]{1,30}\Z")  # ASCII digits, as Go's strconv.Atoi (not "１", "1_0")
+_INTEGER = re.compile(r"([+-]?)([0-9]+)\Z")  # ASCII digits, as Go's strconv.Atoi (not "１", "1_0")
+HUGE = (
+    10**30
+)  # past any cap: an integer of more digits is read as this (int() of 5000 digits fails)
 
 
 def _query_integer(value: Any) -> Any:
@@ -22,8 +25,9 @@ def _query_integer(value: Any) -> Any:
     if isinstance(value, str):
         if value == "":
             return 0
-        if _INTEGER.match(value):
-            return int(value)
+        if match := _INTEGER.match(value):
+            sign = -1 if match[1] == "-" else 1
+            return sign * HUGE if len(match[2]) > 30 else int(value)
     return value
 
 

@@ -198,3 +198,16 @@ async def test_a_bad_body_is_a_400_naming_the_field(
 ) -> None:
     r = await client.post("/grants", content=body, headers={"content-type": "application/json"})
     assert (r.status_code, r.json()) == (400, {"error": message})
+
+
+def test_a_limit_of_any_length_is_an_integer() -> None:
+    """The document says integer ≥ 0: a 40-digit one is valid (capped), a 40-digit negative one
+    is refused as negative, not as a non-integer (schemathesis found this)."""
+    from pydantic import ValidationError
+
+    from gateway.api_requests import MAX_LIMIT, TracesQuery
+
+    assert TracesQuery.model_validate({"limit": "9" * 40}).limit_or(20) == MAX_LIMIT
+    assert TracesQuery.model_validate({"limit": "9" * 5000}).limit_or(20) == MAX_LIMIT
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        TracesQuery.model_validate({"limit": "-" + "9" * 40})

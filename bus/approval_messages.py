@@ -26,7 +26,9 @@ class ApprovalSubmit(Body):
     """→ `approval` `submit`: a call needs approval. Reply: a grant of the agent that covers the
     tool → `{status: approved, approved_by: "grant:<id>", grant_id}`; decision memory approves
     it → `{status: approved, approved_by: "auto:memory", id, approval}`; else a new pending
-    approval → `{status: pending, id, approval}` (webhook `pending` sent if configured)."""
+    approval → `{status: pending, id, approval}` (webhook `pending` sent if configured). With
+    `human_only` neither a grant nor memory applies: a tool whose definition changed since it
+    was pinned (`pinning.mode: approve`) waits for a human."""
 
     op: Literal["submit"] = "submit"
     agent: str
@@ -38,6 +40,7 @@ class ApprovalSubmit(Body):
     trace_id: str = ""
     rule: str = ""  # the policy that asked for approval
     callback_url: str | None = None  # POSTed the resolution (X-Callback-Url)
+    human_only: bool = False  # no grant, no decision memory: a human decides
 
 
 class ApprovalWait(Body):

@@ -32,17 +32,21 @@ class ApprovalStep:
         self.timeout = timeout  # approval.timeout_seconds: how long an approval may wait
         self.provisional = provisional  # trace the call while it waits
 
-    async def __call__(self, call: Call, outcome: Outcome, wait: bool) -> Outcome | None:
+    async def __call__(
+        self, call: Call, outcome: Outcome, wait: bool, human_only: bool = False
+    ) -> Outcome | None:
         """None: approved (or granted), go on and call the upstream; else the outcome to answer
         (denied, timed out, pending, or the approval service failed). Its time is the span's
-        `approval` step."""
+        `approval` step. `human_only`: no grant nor decision memory (a changed pinned tool)."""
         asked = time.time_ns()
         try:
-            return await self._approval(call, outcome, wait)
+            return await self._approval(call, outcome, wait, human_only)
         finally:
             call.span["approval"] = [asked, time.time_ns()]
 
-    async def _approval(self, call: Call, outcome: Outcome, wait: bool) -> Outcome | None:
+    async def _approval(
+        self, call: Call, outcome: Outcome, wait: bool, human_only: bool
+    ) -> Outcome | None:
         try:
             submit = ApprovalSubmit(
                 agent=call.agent,
@@ -52,6 +56,7 @@ class ApprovalStep:
                 trace_id=call.trace_id,
                 rule=outcome.rule,
                 callback_url=call.callback_url,
+                human_only=human_only,
             )
             submitted = await self.client.request(APPROVAL, submit.dump(), timeout=SUBMIT_TIMEOUT)
         except BusError as exc:

@@ -293,7 +293,7 @@ class Pipeline:
             return fail(403, "deny", f"denied by policy {rule}: {reason}", rule, version)
         outcome = Outcome(200, action, call.trace_id, rule=rule, policy_version=version)
         if action == "human_approval":
-            stopped = await self.approve(call, outcome, wait_for_approval)
+            stopped = await self.approve(call, outcome, wait_for_approval, held is not None)
             if stopped is not None:
                 return stopped
         return await self._call_upstream(call, upstream, outcome)

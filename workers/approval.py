@@ -105,7 +105,8 @@ class ApprovalService:
         agent, tool, params = body.agent, body.tool, body.params
         now = self.clock()
         frozen = self.freezes.stopping(agent, tool)  # decided just before a freeze: still refused
-        for grant in self.store.grants_active(now, agent) if frozen is None else []:
+        trusted = frozen is None and not body.human_only  # grants, memory may decide
+        for grant in self.store.grants_active(now, agent) if trusted else []:
             if any(glob_matches(pattern, tool) for pattern in grant["tools"]):
                 return {
                     "status": "approved",
@@ -132,7 +133,7 @@ class ApprovalService:
             self._audit_resolution(approval)
             return {"status": "denied", "id": approval["id"], "approval": approval}
         threshold = self.config.approval.memory_threshold
-        if threshold and self.store.memory_count(agent, tool, shape) >= threshold:
+        if trusted and threshold and self.store.memory_count(agent, tool, shape) >= threshold:
             approval = create(status="approved", resolved_by="auto:memory")
             self._audit_resolution(approval)
             return {

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from bus.messages import POLICY
+from bus.approval_messages import GrantCreate
+from bus.messages import APPROVAL, POLICY
 from gateway.pins import Pins
 from policy.pinning import fingerprint
 from tests.gateway.test_pipeline import RESULT, Setup
@@ -169,6 +170,18 @@ async def test_approve_makes_an_allowed_call_a_human_approval(tmp_path: Path) ->
     outcome = await call
     assert (outcome.status, outcome.policy, outcome.result) == (200, "human_approval", RESULT)
     assert outcome.rule == "pin:fs.read_file"
+
+
+async def test_a_grant_or_memory_does_not_approve_a_changed_tool(tmp_path: Path) -> None:
+    mesh = Held(tmp_path, "approve")
+    await mesh.approvals.op_grant_create(GrantCreate(agent="claude", tools=["fs.*"], duration="1h"))
+    call = asyncio.create_task(mesh.call("read_file"))
+    approval_id = await mesh.pending()  # a human decides, the grant notwithstanding
+    submit = mesh.bus.to(APPROVAL)[0]
+    assert submit["human_only"] is True
+    mesh.approvals.resolve(approval_id, "denied", "alice", "new instructions", None)
+    assert (await call).status == 403
+    assert mesh.bus.to("upstream.fs") == []
 
 
 async def test_approve_keeps_a_policy_deny(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ watching it (agent_mesh/tree.py): a role supervisord gives up on stops the mesh,
 
 Process tree: broker, trace writer, policy ×policy_workers, one program per tool source (MCP
 server, CLI tool, OpenAPI import) with numprocs = its `workers` + 1 warm spare (none for
-`workers: 0`: served by workers on other hosts), http gateway.
+`workers: 0`: served by workers on other hosts), http gateway ×gateway.processes.
 Each is `agent-mesh run <role>` (agent_mesh/roles.py).
 """
 
@@ -151,7 +151,15 @@ stdout_logfile=NONE
             numprocs=server.workers + 1,
         )
     gateway = ["gateway"] + (["--port", str(port)] if port else [])
-    text += _program("gateway", cmd(*gateway), logs, priority=50, stopwaitsecs=10)
+    gateways = config.gateway.count  # on one port (SO_REUSEPORT): agent_mesh/roles.py
+    text += _program(
+        "gateway",
+        cmd(*gateway, numbered=gateways > 1),
+        logs,
+        priority=50,
+        stopwaitsecs=10,
+        numprocs=gateways,
+    )
     if embedded:  # started by `--mcp`: stop when the last attached client has left
         text += _program("lifecycle", cmd("lifecycle"), logs, priority=60)
     return text

@@ -18,12 +18,16 @@ from agent_mesh.proctree import cmdline
 _LISTEN = "0A"  # TCP state in /proc/net/tcp
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket as uvicorn makes it (SO_REUSEADDR); raises OSError."""
+def bind(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """A listening TCP socket as uvicorn makes it (SO_REUSEADDR); raises OSError. `shared`:
+    SO_REUSEPORT too, so that the mesh's other gateway processes listen on the same port (the
+    kernel spreads connections over them); a process without it still cannot take the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(2048)
     except BaseException:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -209,7 +210,7 @@ def run_role(
             )
         )
     elif role == "gateway":
-        _gateway(loaded, endpoints, port or config.port)
+        _gateway(loaded, endpoints, port or config.port, slot)
     elif role == "lifecycle":
         from agent_mesh.attach import watch_leases
 
@@ -220,23 +221,31 @@ def run_role(
         sys.exit(f"agent-mesh run: unknown role {role!r} (one of {', '.join(ROLES)})")
 
 
-def _gateway(loaded: LoadedConfig, endpoints: Endpoints, port: int) -> None:
+def _gateway(loaded: LoadedConfig, endpoints: Endpoints, port: int, slot: int) -> None:
     """Listen first: a port that cannot be had is one line in the log and an exit, which
-    supervisord retries a few times (startretries) and then gives up on (FATAL; `serve` says it)."""
+    supervisord retries a few times (startretries) and then gives up on (FATAL; `serve` says it).
+    With `gateway.processes` > 1 every gateway process listens on the port (SO_REUSEPORT) and
+    on its own unix socket, where the others reach it (gateway/mcp_route.py)."""
     from agent_mesh import ports
 
     host = loaded.config.host
+    processes = loaded.config.gateway.count
     try:
-        sock = ports.bind(host, port)
+        sock = ports.bind(host, port, shared=processes > 1)
     except OSError as exc:
         sys.exit(
             f"gateway: {ports.explain(exc, host, port, f'set port: in {loaded.path} or --port')}"
         )
+    sockets = [sock]
+    if processes > 1:
+        sockets.append(_unix_listener(StateDir(loaded.state_dir()).gateway_sock(slot)))
     import uvicorn
 
     from gateway.http import create_app
 
-    app = create_app(loaded, endpoints.requests, endpoints.events_out, endpoints.events_in)
+    app = create_app(
+        loaded, endpoints.requests, endpoints.events_out, endpoints.events_in, slot=slot
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -249,6 +258,15 @@ def _gateway(loaded: LoadedConfig, endpoints: Endpoints, port: int) -> None:
             http="httptools",
         )
     )
-    server.run(sockets=[sock])
+    server.run(sockets=sockets)
     if not server.started:
         sys.exit(3)  # uvicorn's startup failure (logged above)
+
+
+def _unix_listener(path: Path) -> socket.socket:
+    """A listening unix socket at `path` (a file left by a dead process of this slot replaced)."""
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(2048)
+    return sock

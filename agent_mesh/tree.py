@@ -56,7 +56,11 @@ def _processes(sock: Path) -> list[dict[str, Any]]:
 
 def reload_policies(sock: Path) -> bool:
     """SIGHUP to the gateway: it reads the config again and applies its policies."""
-    done = _supervisor(sock, "signalProcess", "gateway", "HUP") is not None
+    # One gateway process holds the policy set: `gateway`, or `gateway-0` of several.
+    done = any(
+        _supervisor(sock, "signalProcess", name, "HUP") is not None
+        for name in ("gateway", "gateway:gateway-0")
+    )
     print(
         "agent-mesh: SIGHUP: "
         + (

@@ -75,6 +75,11 @@ class StateDir:
         the front-ends (the HTTP gateway, stdio connectors)."""
         return self.root / "pins.db"
 
+    def gateway_sock(self, slot: int) -> Path:
+        """Gateway process `slot`'s own HTTP on a unix socket (with `gateway.processes` > 1):
+        where the others forward a /mcp session's requests it owns (gateway/mcp_route.py)."""
+        return self.root / f"gateway-{slot}.sock"
+
     @property
     def trace_journal(self) -> Path:
         return self.root / "trace-journal"

@@ -19,6 +19,8 @@ from mesh_config.model import LoadedConfig
 
 
 class FrontEnd:
+    session_prefix = ""  # of its /mcp session ids: several gateway processes (gateway/peers.py)
+
     def __init__(
         self,
         loaded: LoadedConfig,

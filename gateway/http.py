@@ -32,6 +32,8 @@ from gateway.mcp_deferred import DeferredMcpHttp
 from gateway.mesh_routes import MeshRoutes
 from gateway.metrics_route import MetricsRoute
 from gateway.operators import Operators
+from gateway.peers import ForwardedReload, McpRoute, Peers, session_prefix
+from gateway.policy_follower import PolicyFollower
 from gateway.reload import Reloader
 from gateway.trace_routes import TraceRoutes
 from mesh_config.model import LoadedConfig
@@ -47,10 +49,22 @@ class Gateway(FrontEnd):
         bus_endpoint: str,
         events_endpoint: str | None = None,
         events_in: str | None = None,
+        slot: int = 0,
     ) -> None:
         super().__init__(loaded, bus_endpoint, events_endpoint, events_in)
-        self.reloader = Reloader(loaded, bus_endpoint, events_in)
-        self.policy_set = self.reloader  # this front-end holds the set in force
+        self.slot, self.processes = slot, loaded.config.gateway.count
+        # With several gateway processes (gateway/peers.py): process 0 holds the policy set,
+        # the others follow it; a /mcp session's id names the process that holds it.
+        self.peers = Peers(loaded.state_dir(), slot) if self.processes > 1 else None
+        self.reloader: Reloader | ForwardedReload
+        if self.peers is not None and slot != 0:
+            assert isinstance(self.policy_set, PolicyFollower)
+            self.reloader = ForwardedReload(self.peers, self.policy_set, loaded.state_dir())
+        else:
+            self.reloader = Reloader(loaded, bus_endpoint, events_in)
+            self.policy_set = self.reloader  # this front-end holds the set in force
+        if self.peers is not None:
+            self.session_prefix = session_prefix(slot)
         self.mcp_http = DeferredMcpHttp(self)
         operators = Operators(loaded.config)
         self.traces = TraceRoutes(self.client, self.outbox)
@@ -61,7 +75,8 @@ class Gateway(FrontEnd):
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.start()
-        await self.reloader.start()
+        if isinstance(self.reloader, Reloader):
+            await self.reloader.start()
         loop = asyncio.get_running_loop()
         reloads: set[asyncio.Task[Any]] = set()
 
@@ -76,8 +91,11 @@ class Gateway(FrontEnd):
                 yield
         finally:
             loop.remove_signal_handler(signal.SIGHUP)
-            await self.reloader.stop()
+            if isinstance(self.reloader, Reloader):
+                await self.reloader.stop()
             await self.stop()
+            if self.peers is not None:
+                await self.peers.close()
 
 
 async def _refused(request: Request, exc: Exception) -> Response:
@@ -108,15 +126,17 @@ def create_app(
     bus_endpoint: str,
     events_endpoint: str | None = None,
     events_in: str | None = None,
+    *,
+    slot: int = 0,
 ) -> ASGIApp:
-    gw = Gateway(loaded, bus_endpoint, events_endpoint, events_in)
+    gw = Gateway(loaded, bus_endpoint, events_endpoint, events_in, slot)
     console = Console(gw)
     table = api.routes(
         api.Handlers(
             gw.mesh,
             gw.traces,
             gw.approvals,
-            MetricsRoute(gw),
+            MetricsRoute(gw, gw.peers),
             console,
             _tool_is_served_by_the_fast_path,
             gw.freezes,
@@ -126,9 +146,9 @@ def create_app(
     routes = starlette_routes(table)
     # The console's redirect (/ui/) and static files are not the API: served, not described.
     routes += [r for r in console.routes() if getattr(r, "path", None) not in described]
-    routes.append(
-        Route("/mcp", gw.mcp_http)
-    )  # ASGI endpoint: POST, GET and DELETE per the MCP transport
+    # Several gateway processes: a session held by another is forwarded there (gateway/peers.py).
+    mcp: ASGIApp = gw.mcp_http if gw.peers is None else McpRoute(gw.mcp_http, gw.peers)
+    routes.append(Route("/mcp", mcp))  # ASGI endpoint: POST, GET and DELETE per the MCP transport
     app = Starlette(
         routes=routes,
         lifespan=gw.lifespan,
@@ -139,4 +159,4 @@ def create_app(
         },
     )
     app.state.gateway = gw
-    return EdgeRoutes(LastResort(app), gw.pipeline, mcp=LastResort(gw.mcp_http))
+    return EdgeRoutes(LastResort(app), gw.pipeline, mcp=LastResort(mcp))

@@ -23,7 +23,7 @@ from gateway.frontend import FrontEnd
 from gateway.http_edge import IdentityError, agent_from_authorization
 from gateway.mcp_fast import FastPath, McpSession
 from gateway.mcp_forward import level_index
-from gateway.mcp_sdk import connection
+from gateway.mcp_sdk import connection, name_sessions
 from gateway.mcp_server import MeshMcp
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
@@ -45,6 +45,7 @@ class McpHttp:
         self.allowed_hosts = {f"{h}:{config.port}" for h in (*LOOPBACK, config.host)} | {
             urlsplit(origin).netloc for origin in config.allowed_origins
         }
+        name_sessions(frontend.session_prefix)  # several gateway processes: gateway/peers.py
         self.mesh = MeshMcp(frontend, identify=self._identify)
         self.mesh.on_set_level = self._set_level
         self.server = self.mesh.build()

@@ -28,13 +28,16 @@ from gateway.api_views import server_view, tool_view
 from gateway.frontend import FrontEnd
 from gateway.http_edge import error
 from gateway.operators import Operators
+from gateway.peers import ForwardedReload
 from gateway.reload import Reloader
 
 VERSION = version("agent-mesh")  # as installed, from pyproject.toml
 
 
 class MeshRoutes:
-    def __init__(self, frontend: FrontEnd, reloader: Reloader, operators: Operators) -> None:
+    def __init__(
+        self, frontend: FrontEnd, reloader: Reloader | ForwardedReload, operators: Operators
+    ) -> None:
         self.frontend = frontend
         self.catalog = frontend.catalog
         self.reloader = reloader
@@ -180,7 +183,10 @@ class MeshRoutes:
                 f"agent {agent} cannot reload the mesh's policies; an operator can "
                 "(without an agent's bearer)",
             )
-        answer = await self.reloader.reload("mesh reload")
+        passed_on = {
+            k: v for k, v in request.headers.items() if k in ("authorization", "x-operator-token")
+        }
+        answer = await self.reloader.reload("mesh reload", passed_on)
         return JSONResponse(answer, status_code=422 if answer["status"] == "invalid" else 200)
 
     def catalog_routes(self) -> list[ApiRoute]:

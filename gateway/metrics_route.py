@@ -10,6 +10,7 @@ library's multiprocess mode: docs/observability.md.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
     from gateway.frontend import FrontEnd
+    from gateway.peers import Peers
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,9 @@ class _Families:
 
 
 class MetricsRoute:
-    def __init__(self, gateway: FrontEnd) -> None:
+    def __init__(self, gateway: FrontEnd, peers: Peers | None = None) -> None:
         self.gw = gateway
+        self.peers = peers  # several gateway processes: which one answered, what it forwarded
         self.restarts = UpstreamRestarts()
         self.enabled = gateway.loaded.config.metrics.enabled
         catalog = gateway.catalog  # every refresh in which some server's upstream sessions changed
@@ -112,6 +115,22 @@ class MetricsRoute:
                 last_resort.internal_errors(),
             )
         )
+        if self.peers is not None:  # a scrape is answered by one of several gateway processes
+            process = GaugeMetricFamily(
+                "agent_mesh_gateway_process",
+                "The gateway process that answered this scrape (gateway.processes > 1)",
+                labels=["slot", "pid"],
+            )
+            process.add_metric([str(self.peers.slot), str(os.getpid())], 1)
+            families.append(process)
+            families.append(
+                _counter(
+                    "agent_mesh_mcp_forwarded",
+                    "/mcp requests this gateway process passed on to the process holding "
+                    "their session",
+                    self.peers.forwarded,
+                )
+            )
         calls_text, sources = "", {}
         try:
             reply = await gw.client.request(TRACES, {"op": "metrics"}, timeout=2.0)

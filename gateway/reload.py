@@ -111,6 +111,10 @@ class Reloader:
                         "generation": self.current.generation,
                         "version": self.current.version,
                         "loaded_at": self.loaded_at,
+                        # for the other gateway processes' /health (gateway/peers.py)
+                        "error": self.error,
+                        "error_at": self.error_at,
+                        "restart_needed": self.restart_needed,
                     }
                 )
             )
@@ -160,9 +164,10 @@ class Reloader:
             out["restart_needed"] = self.restart_needed
         return out
 
-    async def reload(self, trigger: str) -> dict[str, Any]:
+    async def reload(self, trigger: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
         """Read the config again and apply its policies if it is valid. The answer: `status`
-        reloaded | unchanged | invalid, with the view."""
+        reloaded | unchanged | invalid, with the view. (`headers`: the caller's, which a gateway
+        process that forwards the reload to this one passes on: gateway/peers.py.)"""
         async with self._lock:
             try:
                 new = await asyncio.to_thread(load_config, self.running.path)
@@ -174,6 +179,7 @@ class Reloader:
                     self.current.version,
                     exc,
                 )
+                self._persist()
                 return {"status": "invalid", **self.view()}
             self.error = self.error_at = None
             self.restart_needed = needs_restart(self.running, new)
@@ -182,6 +188,7 @@ class Reloader:
             candidate = PolicySet.of(new.config.policies, self.current.generation + 1)
             if candidate.version == self.current.version:
                 log.info("reload (%s): policy set %s unchanged", trigger, self.current.version)
+                self._persist()
                 return {"status": "unchanged", **self.view()}
             self.current, self.loaded_at = candidate, now()
             self._persist()

@@ -83,6 +83,9 @@ TcpAddress = Annotated[
 Duration = Annotated[str, _checked(lambda v: parse_duration(v) > 0, "must be a positive duration")]
 
 
+MAX_GATEWAY_PROCESSES = 64
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -165,6 +168,29 @@ class BusConfig(_Section):
         return self
 
 
+class GatewayConfig(_Section):
+    """Extension: `processes` HTTP gateway processes on the one port (SO_REUSEPORT), sharing the
+    bus; `auto`: one per core (docs/architecture.md, "Front-ends on every core")."""
+
+    processes: int | Literal["auto"] = 1
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _count_or_auto(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and 1 <= value <= MAX_GATEWAY_PROCESSES):
+            return value
+        raise ValueError(
+            f"must be a number of processes from 1 to {MAX_GATEWAY_PROCESSES} or auto "
+            f"(one per core), not {value!r}"
+        )
+
+    @property
+    def count(self) -> int:
+        if self.processes == "auto":
+            return max(1, min(MAX_GATEWAY_PROCESSES, os.cpu_count() or 1))
+        return self.processes
+
+
 class PinningConfig(_Section):
     """Extension: what a call of a tool whose definition changed since it was pinned gets until
     an operator accepts the change (docs/pinning.md): `block` refuses it, `approve` asks a
@@ -235,6 +261,7 @@ class Config(_Section):
     openapi: list[OpenApiSource] = Field(default_factory=list)
     policies: list[Policy] = Field(default_factory=list)
     policy_workers: int = Field(default=1, ge=1, le=64)  # extension: policy worker processes
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     # extension: a mesh started by `--mcp` stops this long after its last client left
     grace_seconds: float = Field(default=10.0, ge=0)
     # extension: Origin values accepted on /mcp besides the mesh's own host (DNS rebinding guard)

@@ -57,6 +57,20 @@ def test_tree_has_every_role_with_numprocs(tmp_path: Path) -> None:
         assert program["autorestart"] == "true" and program["killasgroup"] == "true"
 
 
+def test_gateway_processes_are_numbered_only_when_several(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"gateway": {"processes": 2}}))
+    gateway = _programs(supervisor_conf(load_config(path), tmp_path / "state"))["gateway"]
+    assert gateway["numprocs"] == "2" and gateway["command"].endswith("--slot %(process_num)d")
+    assert gateway["process_name"] == "%(program_name)s-%(process_num)d"
+    path.write_text(yaml.safe_dump({"gateway": {"processes": "auto"}}))
+    auto = _programs(supervisor_conf(load_config(path), tmp_path / "state"))["gateway"]
+    assert auto["numprocs"] == str(os.cpu_count())
+    path.write_text(yaml.safe_dump({}))
+    one = _programs(supervisor_conf(load_config(path), tmp_path / "state"))["gateway"]
+    assert one["numprocs"] == "1" and "--slot" not in one["command"]
+
+
 def test_supervisor_accepts_the_generated_file(tmp_path: Path) -> None:
     from supervisor.options import ServerOptions
 

@@ -639,6 +639,16 @@ ERROR_CASES = [
         id="policy-workers-65",
     ),
     pytest.param(
+        "gateway: {processes: 0}\n",
+        ["gateway.processes: must be a number of processes from 1 to 64 or auto", "not 0"],
+        id="gateway-processes-0",
+    ),
+    pytest.param(
+        "gateway: {processes: all}\n",
+        ["gateway.processes: must be a number of processes from 1 to 64 or auto", "not 'all'"],
+        id="gateway-processes-word",
+    ),
+    pytest.param(
         "otel_endpoint: grpc://collector:4317\n",
         ["otel_endpoint: must be 'stdout' or an http:// or https:// URL"],
         id="otel-endpoint",

@@ -242,6 +242,24 @@ def test_injection_risk_is_flagged_and_content_is_shown_as_text(
         browser, lambda d: "ci-bot" not in d.find_element(By.ID, "grants").text, "the grant revoked"
     )
     assert mesh.http.get("/grants").json() == []
+    # A freeze shows, and is thawed in the page.
+    frozen = mesh.http.post(
+        "/freezes",
+        json={"agent": "ci-bot", "reason": "runaway"},
+        headers={"X-Operator-Token": TOKEN},
+    )
+    assert frozen.status_code == 201
+    until(
+        browser,
+        lambda d: (
+            "agent ci-bot" in d.find_element(By.ID, "freezes").text
+            and "runaway" in d.find_element(By.ID, "freezes").text
+        ),
+        "the freeze listed",
+    )
+    browser.find_element(By.CSS_SELECTOR, "#freezes button.thaw").click()
+    until(browser, lambda d: d.find_element(By.ID, "freezes-empty").is_displayed(), "thawed")
+    assert mesh.http.get("/freezes").json() == []
     pending = [
         a
         for a in mesh.http.get("/approvals", params={"status": "pending"}).json()

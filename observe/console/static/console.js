@@ -179,7 +179,7 @@ function follow() {
   source.onerror = () => { live.textContent = "reconnecting"; live.className = "badge warn"; };
 }
 
-// -- health and grants ------------------------------------------------------------------------
+// -- health, grants and freezes --------------------------------------------------------------
 
 async function loadHealth() {
   const [health, servers] = await Promise.all([api("/health"), api("/mcp-servers")]);
@@ -238,10 +238,41 @@ async function loadGrants() {
   $("#grants-empty").hidden = grants.length > 0;
 }
 
+async function loadFreezes() {
+  const freezes = await api("/freezes");
+  const body = $("#freezes tbody");
+  body.replaceChildren();
+  for (const freeze of freezes) {
+    const tr = document.createElement("tr");
+    const what = freeze.kind === "all" ? "everything" : `${freeze.kind} ${freeze.target}`;
+    cell(tr, what, "mono");
+    cell(tr, new Date(freeze.created_at).toLocaleTimeString());
+    cell(tr, freeze.created_by);
+    cell(tr, freeze.reason, "detail");
+    const td = cell(tr, "");
+    const button = document.createElement("button");
+    button.className = "thaw";
+    button.textContent = "Thaw";
+    button.disabled = !canAct();
+    button.addEventListener("click", async () => {
+      try {
+        await api(`/freezes/${encodeURIComponent(freeze.id)}`, { method: "DELETE", operator: true });
+        notice(`thawed freeze ${freeze.id.slice(0, 8)} (${what})`, false);
+      } catch (error) {
+        notice(`Could not thaw: ${error.message}`, true);
+      }
+      loadFreezes().catch(() => {});
+    });
+    td.appendChild(button);
+    body.appendChild(tr);
+  }
+  $("#freezes-empty").hidden = freezes.length > 0;
+}
+
 // -- start ------------------------------------------------------------------------------------
 
 function refresh() {
-  for (const load of [loadApprovals, loadHealth, loadGrants]) {
+  for (const load of [loadApprovals, loadHealth, loadGrants, loadFreezes]) {
     load().catch((error) => notice(`The mesh did not answer: ${error.message}`, true));
   }
 }

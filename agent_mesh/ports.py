@@ -10,12 +10,23 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import socket
 from pathlib import Path
 
 from agent_mesh.proctree import cmdline
 
 _LISTEN = "0A"  # TCP state in /proc/net/tcp
+
+
+def raise_fd_limit() -> int:
+    """The soft limit on open files raised to the hard one (a connection is a file: 1,024, a
+    common soft default, would cap the gateway below a thousand agents); returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def bind(host: str, port: int, *, shared: bool = False) -> socket.socket:

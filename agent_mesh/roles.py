@@ -230,6 +230,7 @@ def _gateway(loaded: LoadedConfig, endpoints: Endpoints, port: int, slot: int) -
 
     host = loaded.config.host
     processes = loaded.config.gateway.count
+    ports.raise_fd_limit()
     try:
         sock = ports.bind(host, port, shared=processes > 1)
     except OSError as exc:

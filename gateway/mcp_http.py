@@ -17,7 +17,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, Streamable
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.frontend import FrontEnd
 from gateway.http_edge import IdentityError, agent_from_authorization
@@ -104,7 +104,7 @@ class McpHttp:
                 if replay is None:
                     return
                 receive = replay
-            await self.endpoint(scope, receive, send)
+            await self._sdk(scope, receive, send)
             return
         agent = agent_from_authorization(headers.get("authorization"))
 
@@ -116,7 +116,25 @@ class McpHttp:
                     self._bind(session, agent)
             await send(message)
 
-        await self.endpoint(scope, receive, bind_new_session)
+        await self._sdk(scope, receive, bind_new_session)
+
+    async def _sdk(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The SDK answers, through a receive and send cut loose once it has: a session keeps its
+        last message (and that message its request) while it waits for the next, and the request
+        holds the whole HTTP connection (uvicorn's protocol, parser, buffers) after it closed."""
+        links: list[Any] = [receive, send]
+
+        async def receive_() -> Message:
+            return await links[0]() if links else {"type": "http.disconnect"}
+
+        async def send_(message: Message) -> None:
+            if links:
+                await links[1](message)
+
+        try:
+            await self.endpoint(scope, receive_, send_)
+        finally:
+            links.clear()
 
     def _check(self, headers: Mapping[str, str]) -> JSONResponse | None:
         origin = headers.get("origin")

@@ -1,14 +1,15 @@
 """The web console at `/ui`, served by the gateway on its own port: pending approvals (approve /
 deny with a reason), live traces, the health of every role and upstream, grants (revoke), freezes
-(thaw).
+(thaw), tools whose definition changed since pinned (accept) and descriptions flagged for
+injection phrases.
 
 Server side: one Jinja2 page and a server-sent-events stream of trace records (`/ui/events`,
 from the trace writer's `trace.*` events). Everything else the page reads and does through the
 mesh's own HTTP API (`/approvals`, `/traces`, `/health`, `/mcp-servers`, `/grants`,
-`/freezes`), so the console can do nothing the API does not allow: read-only without the
-operator token when the mesh has one; the token, typed into the page, is kept in the tab's
-sessionStorage and sent only in the `X-Operator-Token` header; operator routes refuse other
-sites' `Origin`.
+`/freezes`, `/tools`, `POST /tools/{name}/accept`), so the console can do nothing the API does
+not allow: read-only without the operator token when the mesh has one; the token, typed into the
+page, is kept in the tab's sessionStorage and sent only in the `X-Operator-Token` header;
+operator routes refuse other sites' `Origin`.
 
 No build step, no CDN: the template, the script and the stylesheet ship in this package.
 """

@@ -4,8 +4,9 @@ sight; the mesh stops, the tools' descriptions (and one's schema) change, the me
 on the same state directory: each changed tool is held by its server's `pinning.mode` (block:
 a clear refusal; approve: a human approval; warn: served), the diff is in /health, MCP clients
 are shown the pinned definition, the injection phrase is flagged in /tools and mesh.catalog;
-`mesh tools accept` and `POST /tools/{name}/accept` (operator token) pin the new definition and
-the calls are served; the change and each acceptance are audit records in the trace file."""
+`mesh tools accept`, `POST /tools/{name}/accept` (operator token) and the console's Accept pin
+the new definition and the calls are served; the change and each acceptance are audit records
+in the trace file."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 from tests.e2e.mesh import Mesh, running
+from tests.e2e.test_console import browser, until  # noqa: F401 - the headless chromium, reused
 from tests.support import wait_until
 
 TOKEN = "pinning-operator-token"
@@ -197,3 +199,38 @@ def test_bad_accept_requests_are_clear(changed: Mesh) -> None:
         f"{changed.url}/tools/warned.echo/accept", content=b"{", headers={**OPS}, timeout=10
     )
     assert bad.status_code == 400
+
+
+def test_the_console_shows_the_change_and_accepts_it(
+    changed: Mesh,
+    browser: Any,  # noqa: F811 - the fixture imported above
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    row = '#pins tr[data-tool="warned.echo"]'
+    browser.get(f"{changed.url}/ui")
+    found = until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row), "the change listed")
+    assert "description: " in found[0].find_element(By.CSS_SELECTOR, "td.diff").text
+    assert "warned only" in found[0].text
+    assert not found[0].find_element(By.CSS_SELECTOR, "button.accept").is_enabled()  # read-only
+    flagged = until(browser, lambda d: d.find_element(By.ID, "flagged").text, "the flagged tools")
+    assert "blocked.echo (ignore previous instructions)" in flagged
+
+    browser.find_element(By.ID, "operator-name").send_keys("alice")
+    browser.find_element(By.ID, "operator-token").send_keys(TOKEN)
+    browser.find_element(By.CSS_SELECTOR, "#operator button").click()
+    button = f"{row} button.accept"
+    until(browser, lambda d: d.find_element(By.CSS_SELECTOR, button).is_enabled(), "Accept on")
+    browser.find_element(By.CSS_SELECTOR, button).click()
+    until(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, row), "the change accepted")
+    assert "warned.echo" not in _changes(changed)
+
+    def audited() -> bool:
+        lines = (changed.tmp / "traces.jsonl").read_text().splitlines()
+        return any(
+            (r.get("action"), r.get("subject"), r.get("actor"))
+            == ("tool.accepted", "warned.echo", "alice")
+            for r in map(json.loads, lines)
+        )
+
+    wait_until(audited, 10, "the console's acceptance in the audit log")

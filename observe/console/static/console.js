@@ -56,7 +56,7 @@ function showMode() {
     mode.textContent = "read-only: enter the operator token to act";
     mode.className = "badge warn";
   }
-  document.querySelectorAll("button.approve, button.deny, button.revoke").forEach((b) => {
+  document.querySelectorAll("button.approve, button.deny, button.revoke, button.thaw, button.accept").forEach((b) => {
     b.disabled = !canAct();
   });
 }
@@ -179,10 +179,57 @@ function follow() {
   source.onerror = () => { live.textContent = "reconnecting"; live.className = "badge warn"; };
 }
 
+// -- tool pinning: changed definitions (from /health) and flagged descriptions (/tools) ---------
+
+const HELD = { block: "calls refused", approve: "calls need approval", warn: "warned only" };
+
+function renderToolChanges(changes) {
+  const body = $("#pins tbody");
+  body.replaceChildren();
+  for (const change of changes) {
+    const tr = document.createElement("tr");
+    tr.dataset.tool = change.tool;
+    cell(tr, change.tool, "mono");
+    cell(tr, HELD[change.mode] || change.mode);
+    cell(tr, (change.diff || []).join("\n"), "diff");
+    const td = cell(tr, "");
+    const button = document.createElement("button");
+    button.className = "accept";
+    button.textContent = "Accept";
+    button.disabled = !canAct();
+    button.addEventListener("click", async () => {
+      try {
+        const body = { fingerprint: change.new_fingerprint, accepted_by: operatorName() };
+        await api(`/tools/${encodeURIComponent(change.tool)}/accept`,
+          { method: "POST", body, operator: true });
+        notice(`accepted the new definition of ${change.tool}`, false);
+        tr.remove();
+      } catch (error) {
+        notice(`Could not accept: ${error.message}`, true);
+      }
+      loadHealth().catch(() => {});
+    });
+    td.appendChild(button);
+    body.appendChild(tr);
+  }
+  $("#pins-count").textContent = String(changes.length);
+  $("#pins-empty").hidden = changes.length > 0;
+}
+
+async function loadFlagged() {
+  const tools = await api("/tools");
+  const flagged = tools.filter((t) => (t.injection_phrases || []).length > 0)
+    .map((t) => `${t.name} (${t.injection_phrases.join(", ")})`);
+  const el = $("#flagged");
+  el.textContent = flagged.length ? `Descriptions with injection phrases: ${flagged.join("; ")}` : "";
+  el.hidden = flagged.length === 0;
+}
+
 // -- health, grants and freezes --------------------------------------------------------------
 
 async function loadHealth() {
   const [health, servers] = await Promise.all([api("/health"), api("/mcp-servers")]);
+  renderToolChanges(health.tool_changes || []);
   const badge = $("#health-status");
   badge.textContent = health.status;
   badge.className = `badge ${health.status === "ok" ? "ok" : "warn"}`;
@@ -272,7 +319,7 @@ async function loadFreezes() {
 // -- start ------------------------------------------------------------------------------------
 
 function refresh() {
-  for (const load of [loadApprovals, loadHealth, loadGrants, loadFreezes]) {
+  for (const load of [loadApprovals, loadHealth, loadGrants, loadFreezes, loadFlagged]) {
     load().catch((error) => notice(`The mesh did not answer: ${error.message}`, true));
   }
 }

@@ -17,7 +17,8 @@ definitions there (pinned on first sight, a change held), and MCP clients are sh
 tool's pinned definition, not the changed one (`exposed_tools`).
 
 Refreshes come every REFRESH_INTERVAL and, with the broker's events endpoint, at once after any
-worker's ready / down / updated event: a restarted worker is in the catalogue within milliseconds.
+worker's ready / down / updated event (and a `tool.*` pinning event): a restarted worker is in
+the catalogue within milliseconds.
 """
 
 from __future__ import annotations
@@ -249,7 +250,8 @@ class Catalog:
             self._poke.clear()
 
     async def _follow_workers(self, endpoint: str) -> None:
-        subscriber = Subscriber(endpoint, "worker.")
+        # tool.<server>.changed / .accepted: another front-end recorded or accepted a change
+        subscriber = Subscriber(endpoint, "worker.", "tool.")
         try:
             async for _ in subscriber:
                 self._poke.set()

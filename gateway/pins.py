@@ -6,8 +6,9 @@ Pins and changes live in `pins.db` (SQLite, WAL) in the state directory, not in 
 service: every front-end (the HTTP gateway, each stdio connector) reads them on its call path
 from memory, and a shared file keeps them across restarts without a bus round trip per call.
 Each front-end records what its catalogue lists (`observe`, on every refresh whose tools
-changed) and re-reads the unaccepted changes on every refresh (`reload`), so an acceptance
-made by another process holds there within one refresh (≤ 1 s).
+changed) and re-reads the unaccepted changes on every refresh (`reload`); a change accepted
+through another process (several gateway processes, a stdio connector) is lifted here at once:
+a held call asks the file again (`hold`), and the catalogue refreshes on the `tool.*` events.
 
 Only the process that first records a change announces it (the row is written in one
 `BEGIN IMMEDIATE`): a log warning, the bus event `tool.<server>.changed`, and the audit event
@@ -180,9 +181,20 @@ class Pins:
         }
 
     def hold(self, tool: str) -> Change | None:
-        """The unaccepted change of `tool` (canonical name) whose mode holds its calls."""
+        """The unaccepted change of `tool` (canonical name) whose mode holds its calls. A held
+        call asks pins.db once more (another gateway process may have accepted the change a
+        moment ago); a call of a tool not held costs a dict lookup."""
         change = self.held.get(tool)
-        return change if change is not None and change.mode != "warn" else None
+        if change is None or change.mode == "warn":
+            return None
+        still = self.db.execute(
+            "SELECT 1 FROM changes WHERE tool = ? AND fingerprint = ?",
+            (tool, change.new_fingerprint),
+        ).fetchone()
+        if still is None:
+            self.reload()
+            return self.hold(tool) if tool in self.held else None
+        return change
 
     def pinned(self, tool: str) -> dict[str, Any] | None:
         """The pinned definition of `tool` while a change of it is held (MCP clients are shown

@@ -1,12 +1,12 @@
 """Tool pinning end to end (issue 17 part 1): a real mesh whose upstreams — the official SDK's
-MCP server, tests/e2e/pinned_server.py — list a tool; the mesh pins each definition on first
-sight; the mesh stops, the tools' descriptions (and one's schema) change, the mesh starts again
-on the same state directory: each changed tool is held by its server's `pinning.mode` (block:
-a clear refusal; approve: a human approval; warn: served), the diff is in /health, MCP clients
-are shown the pinned definition, the injection phrase is flagged in /tools and mesh.catalog;
-`mesh tools accept`, `POST /tools/{name}/accept` (operator token) and the console's Accept pin
-the new definition and the calls are served; the change and each acceptance are audit records
-in the trace file."""
+MCP server, tests/e2e/pinned_server.py — list a tool; the mesh (two gateway processes, one
+pins.db) pins each definition on first sight; the mesh stops, the tools' descriptions (and one's
+schema) change, the mesh starts again on the same state directory: each changed tool is held by
+its server's `pinning.mode` (block: a clear refusal; approve: a human approval; warn: served),
+the diff is in /health, MCP clients are shown the pinned definition, the injection phrase is
+flagged in /tools and mesh.catalog; `mesh tools accept`, `POST /tools/{name}/accept` (operator
+token) and the console's Accept pin the new definition and the calls are served; the change
+and each acceptance are audit records in the trace file."""
 
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ def _config(tmp: Path) -> dict[str, Any]:
     return {
         "auth": {"operator_token": TOKEN},
         "approval": {"timeout_seconds": 30},
+        # two gateway processes share pins.db: what one records or accepts holds in the other
+        "gateway": {"processes": 2},
         "trace_file": "traces.jsonl",
         "mcp_servers": [
             {

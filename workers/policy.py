@@ -11,7 +11,8 @@ keeps the rate limiter and loop detector: windows survive a reload (keyed by pol
 
 Kill switch (policy/freezes.py): before serving, a worker loads the freezes in force from the
 approval service; then each `freeze.set.changed` event replaces them (a worker on another host,
-which cannot subscribe, asks every FREEZE_POLL seconds instead). A call a freeze stops is refused
+which cannot subscribe, asks every FREEZE_POLL seconds instead; every worker also asks every
+FREEZE_RESYNC seconds, in case an event was lost). A call a freeze stops is refused
 before any rule, limit, grant or memory is looked at.
 """
 
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT = 2.0  # s to get the current set from `policyset`
 FREEZE_POLL = 1.0  # s between asking for the freezes, on a host without the event sockets
+# s between asking anyway, with events: an event lost while the broker restarted is made up for
+FREEZE_RESYNC = 10.0
 
 
 class PolicyService:
@@ -97,8 +100,9 @@ class PolicyService:
                 except BusError as exc:
                     log.warning("freezes: cannot refresh: %s", exc)
         subscriber = Subscriber(events_out, FREEZES_CHANGED)
-        # A subscription takes effect a moment after it is made: ask once more after that.
-        recheck = asyncio.create_task(self._fetch_later(1.0))
+        # A subscription takes effect a moment after it is made: ask once more after that, then
+        # now and then (best-effort events: one lost while the broker restarted).
+        recheck = asyncio.create_task(self._resync(1.0))
         try:
             async for _topic, body in subscriber:
                 self.freeze_set(body)
@@ -106,12 +110,15 @@ class PolicyService:
             recheck.cancel()
             subscriber.close()
 
-    async def _fetch_later(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        try:
-            await self.fetch_freezes()
-        except BusError as exc:
-            log.warning("freezes: cannot refresh: %s", exc)
+    async def _resync(self, first: float) -> None:
+        delay = first
+        while True:
+            await asyncio.sleep(delay)
+            delay = FREEZE_RESYNC
+            try:
+                await self.fetch_freezes()
+            except BusError as exc:
+                log.warning("freezes: cannot refresh: %s", exc)
 
     def switch(self, new: PolicySet) -> None:
         """Decide with `new` from now on; the counters carry over."""

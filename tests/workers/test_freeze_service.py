@@ -60,9 +60,11 @@ class Mesh:
         raise AssertionError(f"{agent} {tool}: never {action}")
 
 
-async def _mesh(endpoints: Endpoints, db: Path, policies: list[Policy]) -> AsyncIterator[Mesh]:
+async def _mesh(
+    endpoints: Endpoints, db: Path, policies: list[Policy], announce: bool = True
+) -> AsyncIterator[Mesh]:
     publisher = Publisher(endpoints.events_in or "")
-    approvals = ApprovalService(StateStore(db), Config(), publisher=publisher)
+    approvals = ApprovalService(StateStore(db), Config(), publisher=publisher if announce else None)
     async with (
         BusClient(endpoints.requests) as worker_client,
         BusClient(endpoints.requests) as client,
@@ -218,3 +220,15 @@ def test_an_older_set_does_not_replace_a_newer_one() -> None:
     assert service.freeze_revision == 3
     service.freeze_set({"revision": 4, "freezes": []})
     assert service.freezes == []
+
+
+async def test_a_lost_event_is_made_up_for_by_the_resync(
+    broker: Broker, endpoints: Endpoints, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.policy
+
+    monkeypatch.setattr(workers.policy, "FREEZE_RESYNC", 0.05)
+    async for mesh in _mesh(endpoints, tmp_path / "state.db", [ALLOW], announce=False):
+        freeze = await mesh.ask(FreezeCreate(tool="fs.*"))  # no event: as if it were lost
+        refused = await mesh.until("a", "deny")
+        assert refused["rule"] == f"freeze:{freeze['id']}"

@@ -2,14 +2,15 @@
 
     python scripts/bench_http.py [--duration 5] [--policy-workers N] [--upstream-workers N]
                                  [--cpu] [--mcp] [--no-direct] [--json] [--keep]
-                                 [--config-extra YAML]
+                                 [--config-extra YAML] [--concurrency C ...]
 
 1. direct: one in-process `UpstreamClient` (stdio) on node_modules/.bin/mcp-server-everything;
 2. mesh-rest: `agent-mesh serve` (supervisord; temp dir, free port, temp AGENT_MESH_HOME) with that
    server as upstream `everything`, driven with `POST /tool/everything.echo` over raw HTTP/1.1
    keep-alive, one connection per concurrent worker. Every call has distinct params (a counter),
    so the numbers hold for a policy with `rate_limit` too (loop detection: 4th identical in 10 s).
-Each concurrency level (1, 16, 64) is warmed up for 0.5 s, then measured for --duration seconds.
+Each concurrency level (1, 16, 64; the mesh's: --concurrency) is warmed up for 0.5 s, then
+measured for --duration seconds.
 --cpu also prints, per mesh level, the CPU time each process of the tree spent per call (from
 /proc, measured part only): where a call's cost goes, process by process (docs/profiling.md).
 --mcp also runs `tools/call` through `/mcp` (MCP Streamable HTTP, raw HTTP/1.1, one session per
@@ -159,10 +160,11 @@ async def bench_mesh(
     counter: itertools.count[int],
     tree: set[int] | None = None,
     modes: tuple[str, ...] = ("mesh-rest",),
+    levels: tuple[int, ...] = CONCURRENCY,
 ) -> list[Result]:
     """Each level runs every mode in turn (REST, then /mcp): their ratio is from the same minute."""
     results = []
-    for c in CONCURRENCY:
+    for c in levels:
         for mode in modes:
             conns = [(McpConn if mode == "mesh-mcp" else HttpConn)(port) for _ in range(c)]
             try:
@@ -217,6 +219,18 @@ def table(direct: list[Result], mesh: list[Result]) -> str:
     return "\n".join(rows)
 
 
+def settle(tree: set[int], idle: float = 0.05, timeout: float = 60.0) -> None:
+    """Wait until the tree is idle (under `idle` CPU seconds per second): a process still
+    starting (a gateway importing the MCP SDK in the background) is not charged to the calls."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = sum(cpu_seconds(pid) for pid in tree)
+        time.sleep(1.0)
+        if sum(cpu_seconds(pid) for pid in tree) - before < idle:
+            return
+    print(f"note: the mesh was still busy after {timeout:g}s; measuring anyway", file=sys.stderr)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -233,6 +247,14 @@ def main() -> int:
         help="also `tools/call` on /mcp (raw HTTP), after each REST level",
     )
     ap.add_argument("--no-direct", action="store_true", help="skip the direct baseline")
+    ap.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=list(CONCURRENCY),
+        metavar="C",
+        help="the mesh's concurrency levels (default: %(default)s)",
+    )
     ap.add_argument(
         "--config-extra",
         type=yaml.safe_load,
@@ -259,6 +281,7 @@ def main() -> int:
     try:
         print(f"mesh on port {mesh.port}, AGENT_MESH_HOME={mesh.home} ...", file=sys.stderr)
         mesh.start()
+        settle(mesh.tree())
         results = asyncio.run(
             bench_mesh(
                 mesh.port,
@@ -266,6 +289,7 @@ def main() -> int:
                 counter,
                 mesh.tree() if args.cpu else None,
                 ("mesh-rest", "mesh-mcp") if args.mcp else ("mesh-rest",),
+                tuple(args.concurrency),
             )
         )
         tree = mesh.tree()

@@ -257,6 +257,7 @@ def _gateway(loaded: LoadedConfig, endpoints: Endpoints, port: int, slot: int) -
             lifespan="on",
             loop="uvloop",
             http="httptools",
+            ws="none",  # no websockets served: wsproto not imported
         )
     )
     server.run(sockets=sockets)

@@ -15,9 +15,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import ValidationError
 
 from bus.approval_messages import (
@@ -48,6 +47,9 @@ from policy.globs import glob_matches
 from workers.approval_store import StateStore
 from workers.audit import AuditOutbox, audit_event
 from workers.freeze_service import FreezeOps
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +332,8 @@ class ApprovalService:
 
     async def _deliver(self, url: str, payload: dict[str, Any]) -> None:
         """POST with retries and backoff, off the call path; give up loudly."""
+        import httpx  # here: only webhooks need it, and it costs the process ~15 MB
+
         if self.http is None:
             self.http = httpx.AsyncClient(timeout=5.0)
         for attempt in range(WEBHOOK_ATTEMPTS):

@@ -58,7 +58,8 @@ def fresh(
     mesh: Mesh, method: str, path: str, agent: str | None = "claude", **kwargs: Any
 ) -> httpx.Response:
     """One request on a new connection (the kernel picks the gateway process)."""
-    headers = {"Authorization": f"Bearer agent:{agent}"} if agent else {}
+    auth = {"Authorization": f"Bearer agent:{agent}"} if agent else {}
+    headers = {**auth, **kwargs.pop("headers", {})}
     kwargs.setdefault("timeout", 30)
     return httpx.request(method, f"{mesh.url}{path}", headers=headers, **kwargs)
 
@@ -203,13 +204,59 @@ async def test_mcp_session_on_both_processes(mesh: Mesh) -> None:
     assert sum(after.values()) > sum(before.values())
 
 
+MCP = {
+    "Accept": "application/json, text/event-stream",
+    "Content-Type": "application/json",
+    "MCP-Protocol-Version": "2025-11-25",
+}
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
+ECHO = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+
+
+def session_on(mesh: Mesh, slot: int) -> dict[str, str]:
+    """Headers of an initialized raw /mcp session held by gateway process `slot`."""
+    found: dict[str, str] = {}
+
+    def look() -> bool:
+        r = fresh(mesh, "POST", "/mcp", json=INIT, headers=MCP)
+        assert r.status_code == 200, r.text
+        found.update({**MCP, "Mcp-Session-Id": r.headers["mcp-session-id"]})
+        return r.headers["mcp-session-id"].startswith(f"g{slot}-")
+
+    wait_until(look, 30, f"a session held by gateway process {slot}")
+    done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert fresh(mesh, "POST", "/mcp", json=done, headers=found).status_code == 202
+    return found
+
+
+def echo_on(mesh: Mesh, headers: dict[str, str], message: str) -> httpx.Response:
+    params = {"name": "everything.echo", "arguments": {"message": message}}
+    return fresh(mesh, "POST", "/mcp", json={**ECHO, "params": params}, headers=headers)
+
+
 def test_one_process_killed_the_other_serves(mesh: Mesh) -> None:
+    orphan = session_on(mesh, 1)
+    assert echo_on(mesh, orphan, "before").status_code == 200
     victim = gateways(mesh)[1]
     os.kill(victim, signal.SIGKILL)
     wait_until(lambda: not alive(victim), 10, "the killed gateway process gone")
     for i in range(10):
         r = fresh(mesh, "POST", "/tool/everything.echo", json={"params": {"message": f"k{i}"}})
         assert r.status_code == 200, r.text
+    # Its sessions are gone with it: 404, on which a client opens a new session, which works.
+    gone = echo_on(mesh, orphan, "after")
+    assert gone.status_code == 404, gone.text
+    again = echo_on(mesh, session_on(mesh, 0), "again")
+    assert again.status_code == 200 and "again" in again.text
     # supervisord starts it again, and it serves again
     wait_until(lambda: set(gateways(mesh)) == {0, 1}, 30, "gateway process 1 restarted")
     seen_by_scrapes(mesh, {0, 1})

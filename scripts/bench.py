@@ -1,7 +1,8 @@
 """agent-mesh benchmarks in one command: prints the tables, then writes docs/benchmarks.md.
 
     python scripts/bench.py [--duration 5] [--quick] [--no-write] [--json] [--keep]
-                            [--parts echo,scaling,agents]
+                            [--parts echo,scaling,agents,peers] [--go-bin PATH]
+                            [--fastmcp-python PATH] [--mcpo PATH]
 
 1. `echo` of server-everything at concurrency 1, 16, 64 (0.5 s warm-up, then --duration s each;
    all calls have distinct params, as a real agent's would: a policy with `rate_limit` refuses
@@ -22,6 +23,8 @@
    first the RSS, PSS and USS of each process of the idle tree; then 1,000 `/mcp` sessions, each
    its own agent id, open while 200 of them call echo (the gateway's RSS growth per session), then
    500 REST agents calling at once.
+5. Peers (scripts/bench_peers.py), each optional and skipped with a note when not given or not
+   installed: the Go agent-mesh (REST), fastmcp's proxy (/mcp), mcpo (REST), at c=1, 16, 64.
 Each mesh: `agent-mesh serve` (supervisord), temp dir and AGENT_MESH_HOME, free port; stopped by
 SIGTERM (leftovers SIGKILLed), also on errors and Ctrl-C. Needs `npm ci`.
 """
@@ -47,10 +50,11 @@ from pathlib import Path
 from typing import Any
 
 import bench_http as bh
+import bench_peers
 import bench_scale as bs
 import yaml
-from bench_conn import AGENT, HttpConn, McpConn, Params
-from bench_http import Result
+from bench_conn import AGENT, HttpConn, McpConn
+from bench_http import Result, echo_params, rest_levels, say, sdk_levels
 from bench_mesh import EVERYTHING, MeshProcess
 from bench_report import (
     SCALE_CONCURRENCY,
@@ -73,15 +77,6 @@ CATALOG_REFRESH = 1.0  # s: /mcp-servers is the gateway's snapshot of the broker
 RUN_PROBLEM = re.compile(r"Traceback|ERROR|CRITICAL|WARN|not expected|SIGKILL")  # while running
 STOP_PROBLEM = re.compile(r"Traceback|ERROR|CRITICAL|not expected|SIGKILL")  # at shutdown
 ECHO_OK = 'Echo: hi {n}"'  # in the JSON reply to REST call n
-T0 = time.monotonic()
-
-
-def say(msg: str) -> None:
-    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr)
-
-
-def echo_params(n: int) -> dict[str, Any]:
-    return {"message": f"hi {n}"}
 
 
 def server(name: str, command: str, args: list[str], workers: int = 1) -> dict[str, Any]:
@@ -95,48 +90,6 @@ def server(name: str, command: str, args: list[str], workers: int = 1) -> dict[s
 
 
 EVERYTHING_SERVER = server("everything", str(EVERYTHING), ["stdio"])
-
-
-# -- load generators -------------------------------------------------------------------------------
-
-
-async def rest_levels(
-    mode: str,
-    port: int,
-    tool: str,
-    params: Params,
-    levels: tuple[int, ...],
-    duration: float,
-    counter: itertools.count[int],
-    expect: str | None = None,
-) -> list[Result]:
-    results = []
-    for c in levels:
-        say(f"{mode} c={c} ...")
-        conns = [HttpConn(port, tool, params, expect) for _ in range(c)]
-        try:
-            results.append(await bh.measure(mode, [x.call for x in conns], duration, counter))
-        finally:
-            for conn in conns:
-                conn.close()
-    return results
-
-
-async def sdk_levels(
-    mode: str, client: Client, tool: str, duration: float, counter: itertools.count[int]
-) -> list[Result]:
-    async def call(n: int) -> str | None:  # every concurrent caller shares `client`'s session
-        result = await client.call_tool(tool, echo_params(n))
-        text = getattr(result.content[0], "text", None) if result.content else None
-        if result.is_error or text != f"Echo: hi {n}":
-            return f"call {n}: is_error={result.is_error} {str(result.content)[:500]}"
-        return None
-
-    results = []
-    for c in bh.CONCURRENCY:
-        say(f"{mode} c={c} ...")
-        results.append(await bh.measure(mode, [call] * c, duration, counter))
-    return results
 
 
 # -- meshes ----------------------------------------------------------------------------------------
@@ -336,7 +289,17 @@ async def part_agents(args: argparse.Namespace, counter: itertools.count[int], r
         await bs.many_rest(mesh.port, args.duration, counter, rep.scale)
 
 
-PARTS = {"echo": part_echo, "scaling": part_scaling, "agents": part_agents}
+async def part_peers(args: argparse.Namespace, counter: itertools.count[int], rep: Report) -> None:
+    """Issue 12's peers on the same upstream and load (scripts/bench_peers.py), each optional."""
+    say("peers ...")
+    results, notes = await bench_peers.run_peers(
+        args.go_bin, args.fastmcp_python, args.mcpo, args.duration, counter
+    )
+    rep.echo += results
+    rep.notes += notes
+
+
+PARTS = {"echo": part_echo, "scaling": part_scaling, "agents": part_agents, "peers": part_peers}
 
 
 async def run_all(args: argparse.Namespace, report: Report) -> None:
@@ -354,6 +317,9 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help=f"do not write {DOC}")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs (mesh logs)")
+    ap.add_argument("--go-bin", metavar="PATH", help="the Go agent-mesh binary (mode go-rest)")
+    ap.add_argument("--fastmcp-python", metavar="PATH", help="a Python with fastmcp installed")
+    ap.add_argument("--mcpo", metavar="PATH", help="mcpo's command (default: mcpo on PATH)")
     ap.add_argument(
         "--parts",
         type=lambda s: s.split(","),
@@ -390,7 +356,7 @@ def main() -> int:
         ]
     )
     text = render(report, args.duration)
-    print(f"\n{head}\n\n{text}\n\ntotal wall time: {time.monotonic() - T0:.1f} s")
+    print(f"\n{head}\n\n{text}\n\ntotal wall time: {time.monotonic() - bh.T0:.1f} s")
     if not args.no_write:
         DOC.parent.mkdir(exist_ok=True)
         kept = DOC.read_text().partition(KEPT)[2] if DOC.exists() else ""

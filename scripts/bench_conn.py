@@ -84,10 +84,13 @@ class McpConn(HttpConn):
     """One MCP session over Streamable HTTP on `/mcp` (raw HTTP/1.1, one keep-alive connection),
     opened by `open` (or the first call); each call is a `tools/call`, its answer JSON or SSE."""
 
-    def __init__(self, port: int, agent: str = AGENT) -> None:
+    def __init__(
+        self, port: int, agent: str = AGENT, tool: str = "everything.echo", path: str = "/mcp"
+    ) -> None:
         super().__init__(port)
+        self.tool = tool.encode()
         self.head = (
-            f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             f"Authorization: Bearer agent:{agent}\r\nContent-Type: application/json\r\n"
             "Accept: application/json, text/event-stream\r\n"
         )
@@ -118,7 +121,7 @@ class McpConn(HttpConn):
             return problem
         body = (
             b'{"jsonrpc": "2.0", "id": %d, "method": "tools/call", '
-            b'"params": {"name": "everything.echo", "arguments": {"message": "hi %d"}}}' % (n, n)
+            b'"params": {"name": "%s", "arguments": {"message": "hi %d"}}}' % (n, self.tool, n)
         )
         status, headers, data = await self.post(body)
         if headers.get("content-type", "").startswith("text/event-stream"):

@@ -33,13 +33,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
-from bench_conn import HttpConn, McpConn
+from bench_conn import HttpConn, McpConn, Params
 from bench_mesh import EVERYTHING, MeshProcess
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from mcp import Client
+
 from agent_mesh.proctree import cmdline, cpu_seconds, rss_mb
 from workers.mcp_client import UpstreamClient
 from workers.upstream_types import UpstreamSpec
@@ -175,6 +178,59 @@ async def bench_mesh(
             finally:
                 for conn in conns:
                     conn.close()
+    return results
+
+
+T0 = time.monotonic()
+
+
+def say(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr)
+
+
+def echo_params(n: int) -> dict[str, Any]:
+    return {"message": f"hi {n}"}
+
+
+# -- load generators -------------------------------------------------------------------------------
+
+
+async def rest_levels(
+    mode: str,
+    port: int,
+    tool: str,
+    params: Params,
+    levels: tuple[int, ...],
+    duration: float,
+    counter: itertools.count[int],
+    expect: str | None = None,
+) -> list[Result]:
+    results = []
+    for c in levels:
+        say(f"{mode} c={c} ...")
+        conns = [HttpConn(port, tool, params, expect) for _ in range(c)]
+        try:
+            results.append(await measure(mode, [x.call for x in conns], duration, counter))
+        finally:
+            for conn in conns:
+                conn.close()
+    return results
+
+
+async def sdk_levels(
+    mode: str, client: Client, tool: str, duration: float, counter: itertools.count[int]
+) -> list[Result]:
+    async def call(n: int) -> str | None:  # every concurrent caller shares `client`'s session
+        result = await client.call_tool(tool, echo_params(n))
+        text = getattr(result.content[0], "text", None) if result.content else None
+        if result.is_error or text != f"Echo: hi {n}":
+            return f"call {n}: is_error={result.is_error} {str(result.content)[:500]}"
+        return None
+
+    results = []
+    for c in CONCURRENCY:
+        say(f"{mode} c={c} ...")
+        results.append(await measure(mode, [call] * c, duration, counter))
     return results
 
 

@@ -21,6 +21,9 @@ BASELINE = {
     "mesh-mcp": "mesh-rest",
     "mesh-mcp-http": "direct-sdk",
     "mesh-stdio": "direct-sdk",
+    "go-rest": "mesh-rest",  # the peers: shown against this mesh's REST
+    "fastmcp-mcp": "mesh-mcp",
+    "mcpo-rest": "mesh-rest",
 }
 COLUMNS = ["conc", "calls/s", "p50 ms", "p99 ms", "errors"]
 
@@ -92,6 +95,14 @@ def goals(rep: Report) -> list[str]:
         out.append(
             f"- issue 12: `/mcp` p50 at c=1 within 1 ms of REST's: "
             f"{'met' if added <= 1 else 'missed'} ({added:+.2f} ms)"
+        )
+    go16 = got.get(("go-rest", 16))
+    if rest16 and go16 and go16.calls_per_s:
+        ratio = rest16.calls_per_s / go16.calls_per_s
+        out.append(
+            f"- issue 12: REST throughput at c=16 at least 0.5x the Go agent-mesh's: "
+            f"{met(ratio >= 0.5)} ({ratio:.2f}x: {rest16.calls_per_s:.0f} / "
+            f"{go16.calls_per_s:.0f} calls/s)"
         )
     out += scale_goals(rep.scale)
     if len(rep.scaling) == 2 and rep.scaling[0].calls_per_s:
@@ -236,7 +247,7 @@ def render(rep: Report, duration: float) -> str:
         ]
     out += scale_sections(rep.scale)
     if verdicts := goals(rep):
-        out += ["", "## Goals (issue 5)", "", *verdicts]
+        out += ["", "## Goals (issues 5 and 12)", "", *verdicts]
     notes = [
         f"first error of {r.mode} c={r.concurrency}: {r.first_error}"
         for r in rep.echo + rep.scaling + rep.hol

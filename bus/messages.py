@@ -83,6 +83,40 @@ class PolicyCheck(Body):
     generation: int = 0
 
 
+def policy_check(
+    *,
+    agent: str,
+    tool: str,
+    params: dict[str, Any],
+    then: dict[str, Any] | None,
+    generation: int,
+) -> dict[str, Any]:
+    """A `PolicyCheck` as its map (`PolicyCheck(...).dump()`), built without the model: every
+    call sends one, and the policy worker validates it. `then`: a `ThenCall` map
+    (`then_call`), or None."""
+    check = {"agent": agent, "tool": tool, "params": params, "generation": generation}
+    if then is not None:
+        check["then"] = then
+    return check
+
+
+def then_call(
+    *,
+    server: str,
+    tool: str,
+    timeout: float,
+    traceparent: str | None = None,
+    request: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A `ThenCall` as its map (`request`: an `UpstreamRequest` map), as `policy_check`."""
+    then: dict[str, Any] = {"server": server, "tool": tool, "timeout": float(timeout)}
+    if traceparent is not None:
+        then["traceparent"] = traceparent
+    if request is not None:
+        then["request"] = request
+    return then
+
+
 class PolicySetQuery(Body):
     """→ `policyset`. Reply: `policy.policyset.PolicySet.dump()` — the current set."""
 
@@ -104,6 +138,19 @@ class ToolCall(Body):
     # W3C trace context of the call (`00-<trace id>-<the call's span id>-01`): an OpenAPI
     # source sends it to its backend (with X-Trace-Id), as the Go project does
     traceparent: str | None = None
+
+
+def tool_call(
+    *, tool: str, arguments: dict[str, Any], timeout: float | None, traceparent: str | None
+) -> dict[str, Any]:
+    """A `ToolCall` as its map, built without the model (the policy worker forwards one per
+    allowed call; the upstream worker validates it)."""
+    call: dict[str, Any] = {"tool": tool, "arguments": arguments}
+    if timeout is not None:
+        call["timeout"] = float(timeout)
+    if traceparent is not None:
+        call["traceparent"] = traceparent
+    return call
 
 
 class UpstreamMeta(Body):

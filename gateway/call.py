@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from bus.client import PartialHandler
 from bus.errors import RPC_INTERNAL_ERROR, status_of_rpc_code
-from bus.messages import ThenCall, ToolCall, UpstreamRequest, trace_record
+from bus.messages import ToolCall, UpstreamRequest, then_call, trace_record
 from gateway.catalog import ServerView
 from gateway.tokens import token_fields
 
@@ -251,17 +251,18 @@ class UpstreamCall:
     def timeout(self) -> float:
         return self.request.timeout or 60.0
 
-    def then(self) -> ThenCall:
-        """The policy check's `then`: what the policy worker forwards if it allows the request."""
+    def then(self) -> dict[str, Any]:
+        """The policy check's `then` (a `ThenCall` map): what the policy worker forwards if it
+        allows the request."""
         if isinstance(self.request, ToolCall):
-            return ThenCall(
+            return then_call(
                 server=self.server.name,
                 tool=self.request.tool,
                 timeout=self.timeout,
                 traceparent=self.request.traceparent,
             )
-        return ThenCall(
-            server=self.server.name, tool="", timeout=self.timeout, request=self.request
+        return then_call(
+            server=self.server.name, tool="", timeout=self.timeout, request=self.request.dump()
         )
 
     def read(self, outcome: Outcome, body: Any) -> None:

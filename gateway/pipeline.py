@@ -28,7 +28,7 @@ from typing import Any, TypedDict, Unpack
 from bus.client import CONNECTION_LOST, BusClient, PartialHandler
 from bus.errors import BusError, unavailable_service, upstream_failure
 from bus.json_values import refusal
-from bus.messages import POLICY, PolicyCheck, ToolCall, UpstreamRequest, upstream_service
+from bus.messages import POLICY, ToolCall, UpstreamRequest, policy_check, upstream_service
 from gateway.approval_step import ApprovalStep
 from gateway.call import Call, Outcome, TraceParent, UpstreamCall
 from gateway.catalog import Catalog, ServerView
@@ -204,12 +204,11 @@ class Pipeline:
             return _unknown(call, f"{server.name} has no tool {name!r}")
         call.tool = server.canonical(name)
         timeout = self.timeouts.get(server.name, 60.0)
-        return UpstreamCall(
-            server,
-            ToolCall(
-                tool=name, arguments=call.params, timeout=timeout, traceparent=call.traceparent()
-            ),
+        # Built, not validated: every field is of its type here (the upstream worker validates).
+        request = ToolCall.model_construct(
+            tool=name, arguments=call.params, timeout=float(timeout), traceparent=call.traceparent()
         )
+        return UpstreamCall(server, request)
 
     async def _tool(self, call: Call, how: How) -> Outcome:
         upstream = self._resolve(call)
@@ -233,7 +232,7 @@ class Pipeline:
         held = pins.hold(call.tool) if pins is not None and tool_call else None
         if held is not None and held.mode == "block":
             return fail(403, "deny", f"refused: {held.line()}", f"pin:{call.tool}")
-        check = PolicyCheck(
+        check = policy_check(
             agent=call.agent,
             tool=call.tool,
             params=call.params,
@@ -243,7 +242,7 @@ class Pipeline:
         try:
             reply = await self.client.exchange(
                 POLICY,
-                check.dump(),
+                check,
                 timeout=POLICY_TIMEOUT + upstream.timeout + 1.0,
                 key=call.agent,
                 on_partial=call.on_progress,

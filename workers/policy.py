@@ -35,7 +35,7 @@ from bus.messages import (
     POLICYSET,
     PolicyCheck,
     PolicySetQuery,
-    ToolCall,
+    tool_call,
     upstream_service,
 )
 from bus.worker import BusWorker, Request
@@ -176,12 +176,12 @@ class PolicyService:
             if then.request is not None:
                 body = then.request.model_copy(update={"timeout": then.timeout}).dump()
             else:
-                body = ToolCall(
+                body = tool_call(
                     tool=then.tool,
                     arguments=check.params,
                     timeout=then.timeout,
                     traceparent=then.traceparent,
-                ).dump()
+                )
             request.forward(
                 upstream_service(then.server), body, meta={"policy": decision, "policy_ns": timing}
             )

@@ -3,10 +3,10 @@ MCP server, tests/e2e/pinned_server.py — list a tool; the mesh (two gateway pr
 pins.db) pins each definition on first sight; the mesh stops, the tools' descriptions (and one's
 schema) change, the mesh starts again on the same state directory: each changed tool is held by
 its server's `pinning.mode` (block: a clear refusal; approve: a human approval; warn: served),
-the diff is in /health, MCP clients are shown the pinned definition, the injection phrase is
-flagged in /tools and mesh.catalog; `mesh tools accept`, `POST /tools/{name}/accept` (operator
-token) and the console's Accept pin the new definition and the calls are served; the change
-and each acceptance are audit records in the trace file."""
+the diff is in /health, MCP clients (over /mcp and a stdio connector) are shown the pinned
+definition, the injection phrase is flagged in /tools and mesh.catalog; `mesh tools accept`,
+`POST /tools/{name}/accept` (operator token) and the console's Accept pin the new definition
+and the calls are served; the change and each acceptance are audit records in the trace file."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from mcp import Client, StdioServerParameters
 
 from tests.e2e.mesh import Mesh, running
 from tests.e2e.test_console import browser, until  # noqa: F401 - the headless chromium, reused
@@ -126,6 +127,23 @@ async def test_mcp_clients_see_the_pinned_definition_and_the_flag(changed: Mesh)
         (entry,) = catalog.structured_content["servers"]["blocked"]
         assert entry["injection_phrases"] == ["ignore previous instructions"]
         assert entry["pin"]["status"] == "changed"
+
+
+async def test_a_stdio_connector_holds_the_change_too(changed: Mesh) -> None:
+    """`agent-mesh --mcp` attached to the running mesh: its own catalogue, the same pins.db."""
+    params = StdioServerParameters(
+        command=sys.executable,
+        env=changed.env,
+        cwd=str(changed.tmp),
+        args=["-m", "agent_mesh", "--mcp", "--config", str(changed.config_path)]
+        + ["--mcp-agent", "claude"],
+    )
+    async with Client(params, mode="legacy") as client:
+        listed = {t.name: t for t in (await client.list_tools()).tools}
+        assert listed["blocked.echo"].description == OLD
+        refused = await client.call_tool("blocked.echo", {"text": "hi"})
+        assert refused.is_error
+        assert "blocked.echo changed since pinned" in refused.content[0].text  # type: ignore[union-attr]
 
 
 def test_held_calls_then_accepted_then_served(changed: Mesh) -> None:

@@ -343,6 +343,7 @@ def main() -> int:
         for mesh in LIVE:
             mesh.stop()
         reap_own_children()
+    machine["load average at end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     cmd = " ".join(["python", "scripts/bench.py", *sys.argv[1:]])
     head = "\n".join(
         [

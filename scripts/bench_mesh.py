@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -86,9 +87,19 @@ class MeshProcess:
                 raise RuntimeError(f"agent-mesh serve exited: {self.output.read_text()}")
             url = f"http://127.0.0.1:{self.port}/ready"  # 503 until every role and upstream is up
             with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):
+                self._settle(deadline)
                 return  # urlopen raises on a non-2xx status
             time.sleep(0.2)
         raise RuntimeError(f"mesh not ready after {timeout}s; see {self.home}")
+
+    def _settle(self, deadline: float) -> None:
+        """Wait until the gateway has built /mcp: it does so after /ready, in a thread
+        (gateway/mcp_deferred.py, ~2 s of CPU importing the MCP SDK), and a measurement that
+        starts meanwhile counts that import as the calls' CPU and its GIL in their latency. A
+        request to /mcp is answered once it is built (here a 4xx: no session)."""
+        url = f"http://127.0.0.1:{self.port}/mcp"
+        with contextlib.suppress(urllib.error.HTTPError):
+            urllib.request.urlopen(url, timeout=max(1.0, deadline - time.monotonic())).close()
 
     def tree(self) -> set[int]:
         return set() if self.proc is None else {self.proc.pid} | descendants(self.proc.pid)

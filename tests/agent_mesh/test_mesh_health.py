@@ -52,3 +52,16 @@ def test_healthy_when_every_upstream_is_up() -> None:
     up = {"state": "up", "instances": [{"instance": "fs:0", "state": "up"}]}
     assert healthy(_body(fs=up))
     assert not healthy(_body(fs={**up, "state": "restarting"}))
+
+
+def test_a_held_tool_change_is_a_line_and_mesh_tools_notes_it() -> None:
+    from agent_mesh.mesh_cli import tool_note
+
+    line = "fs.read_file changed since pinned (calls refused until ...): description: ..."
+    body = {**_body(fs={"state": "up", "instances": []}), "tool_changes": [{"line": line}]}
+    assert line in health_view(body, 120).splitlines()
+    assert tool_note({"pin": {"status": "changed", "mode": "block"}}) == "changed (block)"
+    assert tool_note({"pin": {"status": "pinned"}, "injection_phrases": ["you are now"]}) == (
+        "flagged: you are now"
+    )
+    assert tool_note({"name": "git.status"}) == ""

@@ -312,6 +312,8 @@ async def test_agent_mesh_run_over_tcp_with_curve(tmp_path: Path, keys: Path) ->
         assert bare.returncode != 0 and "needs CURVE keys: --keys DIR or $AGENT_MESH_KEYS" in out, (
             out
         )
+        # A policy worker serves once it has the kill switch's freezes, from the approval service.
+        procs.append(start("approval"))
         async with BusClient(f"ipc://{state / 'bus.ipc'}") as client:
             assert await _registered(client, "policy", 15)
             decision = await client.request(

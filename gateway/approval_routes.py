@@ -7,9 +7,7 @@ gateway/api_views.py)."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -22,8 +20,7 @@ from bus.approval_messages import (
     GrantRevoke,
 )
 from bus.client import BusClient
-from bus.errors import BusError, service_status
-from bus.messages import APPROVAL, Body, TraceQuery
+from bus.messages import TraceQuery
 from gateway import api_shapes as shapes
 from gateway.api_answers import (
     APPROVALS_DOWN,
@@ -40,17 +37,12 @@ from gateway.api_answers import (
 from gateway.api_requests import ApprovalsQuery, GrantBody, GrantsQuery, ResolveBody
 from gateway.api_route import Answer, ApiRoute
 from gateway.api_views import grant_globs, grant_view
+from gateway.approval_ask import ask_approval, caller
 from gateway.http_edge import HttpError, error
 from gateway.operators import Operators
 from gateway.trace_routes import TraceRoutes
 from policy.approval_view import approval_view
 from policy.globs import glob_matches
-
-
-def _caller(request: Request) -> str:
-    """Who resolved or granted when the body does not say: Go's "http:<remote address>"."""
-    client = request.client
-    return f"http:{client.host}:{client.port}" if client else "http"
 
 
 class ApprovalRoutes:
@@ -59,22 +51,9 @@ class ApprovalRoutes:
         self.operators = operators
         self.traces = traces  # an approval's detail shows the agent's recent calls
 
-    async def _ask(self, op: type[Body], **fields: Any) -> Any:
-        """One request to the approval service, as its typed message."""
-        try:
-            body = op(**fields).dump()
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise HttpError(
-                400, f"invalid {'.'.join(map(str, first['loc']))}: {first['msg']}"
-            ) from None
-        try:
-            return await self.client.request(APPROVAL, body, timeout=10.0)
-        except BusError as exc:
-            raise HttpError(service_status(exc.code), exc.message) from None
-
     async def approvals(self, request: Request, query: ApprovalsQuery) -> Response:
-        reply = await self._ask(
+        reply = await ask_approval(
+            self.client,
             ApprovalList,
             status=query.status or None,
             tool=query.tool or None,
@@ -85,7 +64,7 @@ class ApprovalRoutes:
         return JSONResponse([approval_view(a, now) for a in reply["approvals"]])
 
     async def approval(self, request: Request) -> Response:
-        reply = await self._ask(ApprovalGet, id=request.path_params["id"])
+        reply = await ask_approval(self.client, ApprovalGet, id=request.path_params["id"])
         approval = reply["approval"]
         try:
             recent = (
@@ -108,11 +87,12 @@ class ApprovalRoutes:
         decision = request.path_params["decision"]
         if decision not in ("approve", "deny"):
             return error(404, f"no route {request.url.path} (approve or deny)")
-        reply = await self._ask(
+        reply = await ask_approval(
+            self.client,
             ApprovalResolve,
             id=request.path_params["id"],
             decision=decision,
-            resolved_by=body.resolved_by or _caller(request),
+            resolved_by=body.resolved_by or caller(request),
             reasoning=body.reasoning,
             confidence=body.confidence,
             agent=agent,
@@ -127,7 +107,7 @@ class ApprovalRoutes:
         )
 
     async def grants(self, request: Request, query: GrantsQuery) -> Response:
-        reply = await self._ask(GrantList, agent=query.agent or None)
+        reply = await ask_approval(self.client, GrantList, agent=query.agent or None)
         now = time.time()
         return JSONResponse([grant_view(g, now) for g in reply["grants"]])
 
@@ -147,19 +127,20 @@ class ApprovalRoutes:
                 'invalid body.tools: a tool glob ("filesystem.*"), globs joined by ",", '
                 "or a list of globs",
             )
-        grant = await self._ask(
+        grant = await ask_approval(
+            self.client,
             GrantCreate,
             agent=body.agent,
             tools=globs,
             duration=body.duration,
-            created_by=body.created_by or _caller(request),
+            created_by=body.created_by or caller(request),
         )
         return JSONResponse(grant_view(grant, time.time()), status_code=201)
 
     async def revoke_grant(self, request: Request) -> Response:
         self.operators.check(request)
-        grant = await self._ask(
-            GrantRevoke, id=request.path_params["id"], revoked_by=_caller(request)
+        grant = await ask_approval(
+            self.client, GrantRevoke, id=request.path_params["id"], revoked_by=caller(request)
         )
         return JSONResponse(
             {"status": "revoked", "id": grant["id"], "grant": grant_view(grant, time.time())}

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bus.approval_messages import FreezeCreate, FreezeList, FreezeThaw
 from bus.client import BusClient
-from bus.errors import BusError, service_status
-from bus.messages import APPROVAL, Body
 from gateway import api_shapes as shapes
 from gateway.api_answers import (
     APPROVALS_DOWN,
@@ -29,7 +26,8 @@ from gateway.api_answers import (
 )
 from gateway.api_requests import FreezeBody
 from gateway.api_route import Answer, ApiRoute
-from gateway.http_edge import HttpError, error
+from gateway.approval_ask import ask_approval, caller
+from gateway.http_edge import error
 from gateway.operators import Operators
 from policy.approval_view import rfc3339
 
@@ -46,44 +44,27 @@ def freeze_view(freeze: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _caller(request: Request) -> str:
-    client = request.client
-    return f"http:{client.host}:{client.port}" if client else "http"
-
-
 class FreezeRoutes:
     def __init__(self, client: BusClient, operators: Operators) -> None:
         self.client = client
         self.operators = operators
 
-    async def _ask(self, op: type[Body], **fields: Any) -> Any:
-        try:
-            body = op(**fields).dump()
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise HttpError(
-                400, f"invalid {'.'.join(map(str, first['loc']))}: {first['msg']}"
-            ) from None
-        try:
-            return await self.client.request(APPROVAL, body, timeout=10.0)
-        except BusError as exc:
-            raise HttpError(service_status(exc.code), exc.message) from None
-
     async def freezes(self, request: Request) -> Response:
-        reply = await self._ask(FreezeList)
+        reply = await ask_approval(self.client, FreezeList)
         return JSONResponse([freeze_view(f) for f in reply["freezes"]])
 
     async def freeze(self, request: Request, body: FreezeBody) -> Response:
         """Exactly one of `agent`, `tool`, `all`. New calls it stops are refused on every
         policy worker at once; its pending approvals are denied with `reason`."""
         agent = self.operators.check(request)
-        freeze = await self._ask(
+        freeze = await ask_approval(
+            self.client,
             FreezeCreate,
             agent=body.agent,
             tool=body.tool,
             all=body.all,
             reason=body.reason,
-            created_by=body.created_by or (f"agent:{agent}" if agent else _caller(request)),
+            created_by=body.created_by or (f"agent:{agent}" if agent else caller(request)),
         )
         return JSONResponse(freeze_view(freeze), status_code=201)
 
@@ -92,8 +73,8 @@ class FreezeRoutes:
             return error(
                 403, f"agent {agent} cannot thaw a freeze; an operator does (without a bearer)"
             )
-        freeze = await self._ask(
-            FreezeThaw, id=request.path_params["id"], thawed_by=_caller(request)
+        freeze = await ask_approval(
+            self.client, FreezeThaw, id=request.path_params["id"], thawed_by=caller(request)
         )
         return JSONResponse({"status": "thawed", "id": freeze["id"], "freeze": freeze_view(freeze)})
 

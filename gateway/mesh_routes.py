@@ -25,6 +25,7 @@ from gateway.api_answers import (
 from gateway.api_requests import AcceptBody
 from gateway.api_route import Answer, ApiRoute
 from gateway.api_views import server_view, tool_view
+from gateway.approval_ask import caller
 from gateway.frontend import FrontEnd
 from gateway.http_edge import error
 from gateway.operators import Operators
@@ -58,8 +59,7 @@ class MeshRoutes:
         name = request.path_params["name"]
         found = self.catalog.split(name)
         tool = found[0].canonical(found[1]) if found is not None else name
-        client = request.client
-        by = body.accepted_by or (f"http:{client.host}:{client.port}" if client else "http")
+        by = body.accepted_by or caller(request)
         try:
             change = self.frontend.pins.accept(tool, by, body.fingerprint)
         except LookupError:

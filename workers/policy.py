@@ -47,6 +47,7 @@ from policy.policyset import PolicySet
 log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT = 2.0  # s to get the current set from `policyset`
+FREEZE_SLOW = 10.0  # s of waiting for the approval service before a warning
 FREEZE_POLL = 1.0  # s between asking for the freezes, on a host without the event sockets
 # s between asking anyway, with events: an event lost while the broker restarted is made up for
 FREEZE_RESYNC = 10.0
@@ -82,12 +83,26 @@ class PolicyService:
 
     async def load_freezes(self) -> None:
         """Before serving: wait for the approval service rather than serve a frozen agent."""
+        # The approval service usually starts beside us: waiting for it is normal, said once;
+        # still waiting after FREEZE_SLOW seconds is worth a warning (once, not every retry).
+        loop = asyncio.get_running_loop()
+        started, said = loop.time(), 0
         while True:
             try:
                 await self.fetch_freezes()
                 return
             except BusError as exc:
-                log.warning("freezes: not loaded yet (%s); not serving until they are", exc)
+                waited = loop.time() - started
+                if said == 0:
+                    log.info("freezes: waiting for the approval service (%s)", exc)
+                    said = 1
+                elif said == 1 and waited >= FREEZE_SLOW:
+                    log.warning(
+                        "freezes: not loaded after %.0f s (%s); not serving until they are",
+                        waited,
+                        exc,
+                    )
+                    said = 2
                 await asyncio.sleep(0.5)
 
     async def follow_freezes(self, events_out: str | None) -> None:

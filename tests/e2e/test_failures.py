@@ -49,7 +49,13 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         ],
     }
     m = Mesh(tmp_path_factory.mktemp("mesh"), config)
-    m.start(ready=lambda health: health["upstreams"].get("fs") == "up")
+    # /ready stays 503 here (broken upstreams): wait for fs and for a policy worker, which
+    # serves once it has the kill switch's freezes from the approval service.
+    m.start(
+        ready=lambda health: (
+            health["upstreams"].get("fs") == "up" and health["services"]["policy"]["workers"] > 0
+        )
+    )
     m.demo = demo  # type: ignore[attr-defined]
     yield m
     assert m.stop() == set()

@@ -9,8 +9,10 @@ it fetch the current set from `policyset` (the gateway's reloader) before decidi
 worker, on this host or another, decides a call made after a reload with the new set. Switching
 keeps the rate limiter and loop detector: windows survive a reload (keyed by policy name).
 
-Kill switch (policy/freezes.py): before serving, a worker loads the freezes in force from the
-approval service; then each `freeze.set.changed` event replaces them (a worker on another host,
+Kill switch (policy/freezes.py): a worker loads the freezes in force from the approval service
+and decides nothing before it has them (a request at start waits for them, up to FREEZE_WAIT
+seconds, rather than fail while the approval service is still starting); then each
+`freeze.set.changed` event replaces them (a worker on another host,
 which cannot subscribe, asks every FREEZE_POLL seconds instead; every worker also asks every
 FREEZE_RESYNC seconds, in case an event was lost). A call a freeze stops is refused
 before any rule, limit, grant or memory is looked at.
@@ -47,6 +49,7 @@ from policy.policyset import PolicySet
 log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT = 2.0  # s to get the current set from `policyset`
+FREEZE_WAIT = 10.0  # s a request at start waits for the freezes before it is refused
 FREEZE_SLOW = 10.0  # s of waiting for the approval service before a warning
 FREEZE_POLL = 1.0  # s between asking for the freezes, on a host without the event sockets
 # s between asking anyway, with events: an event lost while the broker restarted is made up for
@@ -61,6 +64,7 @@ class PolicyService:
         self._switching = asyncio.Lock()
         self.freezes: list[Freeze] = []
         self.freeze_revision = -1  # none known yet
+        self.freezes_known = asyncio.Event()
 
     def freeze_set(self, body: Any) -> None:
         """Apply the freezes announced or fetched, unless we already know a newer set."""
@@ -74,6 +78,7 @@ class PolicyService:
             if len(freezes) != len(self.freezes):
                 log.info("freezes: %d in force (revision %d)", len(freezes), new.revision)
             self.freezes, self.freeze_revision = freezes, new.revision
+            self.freezes_known.set()
 
     async def fetch_freezes(self) -> None:
         """The freezes in force, from the approval service (raises BusError)."""
@@ -170,11 +175,23 @@ class PolicyService:
             elif new.generation >= generation:
                 self.current = new  # same rules, newer generation: nothing to rebuild
 
+    async def _await_freezes(self) -> None:
+        """Never decide without the kill switch: a request at start waits for the freezes."""
+        try:
+            async with asyncio.timeout(FREEZE_WAIT):
+                await self.freezes_known.wait()
+        except TimeoutError:
+            raise unavailable(
+                "policy: the kill switch's freezes are not loaded yet (is the approval service up?)"
+            ) from None
+
     async def handle(self, request: Request) -> Any:
         try:
             check = PolicyCheck.model_validate(request.body)
         except ValidationError as exc:
             raise bad_request(f"policy: invalid request: {exc.errors()[0]['msg']}") from None
+        if self.freeze_revision < 0:
+            await self._await_freezes()
         started = time.time_ns()  # the decision's span (bus/PROTOCOL.md, Timings)
         if self.freezes and (frozen := stopping(self.freezes, check.agent, check.tool)):
             request.add_meta(policy_ns=[started, time.time_ns()])
@@ -212,9 +229,11 @@ async def run(
         service = PolicyService(policies, client)
         # Subscribed before loading: a freeze made in between is not missed (revisions order).
         following = asyncio.create_task(service.follow_freezes(events_out))
+        # Serving at once: a request that comes before the freezes waits for them (handle).
+        loading = asyncio.create_task(service.load_freezes())
         try:
-            await service.load_freezes()
             # Decisions are pure CPU and quick: many may be queued here, one after another.
             await BusWorker(endpoint, POLICY, service.handle, capacity=256, slot=slot).run()
         finally:
             following.cancel()
+            loading.cancel()

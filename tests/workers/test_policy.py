@@ -24,6 +24,12 @@ ONE_PER_MINUTE = Policy(
 )
 
 
+def _no_freezes(service: PolicyService) -> PolicyService:
+    """No approval service here: the kill switch's set is known and empty (run() fetches it)."""
+    service.freeze_set({"revision": 0, "freezes": []})
+    return service
+
+
 async def _decide(client: BusClient, agent: str, tool: str, params: dict[str, Any]) -> Any:
     return await client.request(
         POLICY, {"agent": agent, "tool": tool, "params": params}, timeout=5, key=agent
@@ -33,7 +39,9 @@ async def _decide(client: BusClient, agent: str, tool: str, params: dict[str, An
 async def test_a_wall_clock_step_does_not_reopen_the_rate_window(
     broker: Broker, endpoints: Endpoints, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    worker = BusWorker(endpoints.requests, POLICY, PolicyService([ONE_PER_MINUTE]).handle)
+    worker = BusWorker(
+        endpoints.requests, POLICY, _no_freezes(PolicyService([ONE_PER_MINUTE])).handle
+    )
     task = asyncio.create_task(worker.run())
     try:
         await asyncio.wait_for(worker.connected.wait(), 2)
@@ -93,7 +101,7 @@ async def test_a_newer_generation_is_fetched_once_and_keeps_the_windows(
         BusClient(endpoints.requests) as worker_client,
         BusClient(endpoints.requests) as client,
     ):
-        service = PolicyService([_allow_all("all", limited)], worker_client)
+        service = _no_freezes(PolicyService([_allow_all("all", limited)], worker_client))
         workers = [
             BusWorker(endpoints.requests, POLICY, service.handle, capacity=16),
             BusWorker(endpoints.requests, POLICYSET, policyset, capacity=4),
@@ -141,7 +149,7 @@ async def test_no_policyset_means_503_not_old_rules(broker: Broker, endpoints: E
         BusClient(endpoints.requests) as worker_client,
         BusClient(endpoints.requests) as client,
     ):
-        service = PolicyService([_allow_all("all")], worker_client)
+        service = _no_freezes(PolicyService([_allow_all("all")], worker_client))
         worker = BusWorker(endpoints.requests, POLICY, service.handle, capacity=16)
         task = asyncio.create_task(worker.run())
         try:

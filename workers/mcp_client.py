@@ -39,6 +39,7 @@ from workers.stdio_rpc import INTERNAL_ERROR, PeerGone, RpcError, StdioPeer
 from workers.upstream_types import (
     LogCallback,
     ProgressCallback,
+    UpstreamClosed,
     UpstreamError,
     UpstreamGone,
     UpstreamSpec,
@@ -279,7 +280,7 @@ class UpstreamClient:
         self, method: str, params: dict[str, Any] | None, timeout: float
     ) -> dict[str, Any]:
         if self._peer is None or self.closed.is_set():
-            raise UpstreamGone(f"upstream {self.spec.name!r} is closed")
+            raise UpstreamClosed(f"its connection is closed: {self.gone_reason}")
         try:
             result: dict[str, Any] = await self._peer.request(method, params, timeout)
         except RpcError as e:

@@ -218,9 +218,10 @@ class StdioPeer(asyncio.SubprocessProtocol):
 
     def exit_reason(self) -> str | None:
         """Why the child is gone, for people: `exited with code 1: <its last stderr line>`,
-        `killed by SIGKILL`; None while it runs."""
+        `killed by SIGKILL`; its lost pipe (`stdout closed`) before the exit is seen; None while
+        it runs and is connected."""
         if self._transport is None or (code := self._transport.get_returncode()) is None:
-            return None
+            return self._gone if self._gone != "closed" else None
         if code < 0:
             try:
                 how = f"killed by {signal.Signals(-code).name}"

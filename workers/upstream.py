@@ -28,6 +28,7 @@ from bus.errors import (
     bad_request,
     not_found,
     timed_out,
+    unavailable,
     upstream_error,
     upstream_gone,
     upstream_timeout,
@@ -44,7 +45,13 @@ from mesh_config.model import McpServer
 from mesh_config.sources import CliTool, OpenApiSource, SourceRef
 from workers.mcp_client import UpstreamClient
 from workers.tool_source import LocalSource, ToolRefused
-from workers.upstream_types import UpstreamError, UpstreamGone, UpstreamSpec, UpstreamTimeout
+from workers.upstream_types import (
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamGone,
+    UpstreamSpec,
+    UpstreamTimeout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +149,8 @@ class UpstreamService:
             )
         except UpstreamTimeout:
             raise upstream_timeout(f"{self.server.name}.{call.tool}", timeout) from None
+        except UpstreamClosed as exc:  # never sent: the caller may retry (503, not 502)
+            raise unavailable(str(exc)) from None
         except UpstreamGone as exc:
             raise upstream_gone(str(exc)) from None
         except UpstreamError as exc:  # the tool's own failure: the worker and its upstream are fine
@@ -198,6 +207,8 @@ class UpstreamService:
             return {"error": error}
         except UpstreamTimeout:
             raise upstream_timeout(f"{self.server.name} ({call.method})", timeout) from None
+        except UpstreamClosed as exc:
+            raise unavailable(str(exc)) from None
         except UpstreamGone as exc:
             raise upstream_gone(str(exc)) from None
 

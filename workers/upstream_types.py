@@ -43,6 +43,10 @@ class UpstreamGone(UpstreamException):
     """The upstream process exited, the connection dropped, or the client was closed."""
 
 
+class UpstreamClosed(UpstreamGone):
+    """The client was already closed when the request came: it was never sent (a retry is safe)."""
+
+
 @dataclass(frozen=True)
 class UpstreamSpec:
     name: str

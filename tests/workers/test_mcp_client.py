@@ -28,6 +28,7 @@ from tests.support import REPO, npm_server
 from workers import mcp_client
 from workers.mcp_client import UpstreamClient
 from workers.upstream_types import (
+    UpstreamClosed,
     UpstreamError,
     UpstreamException,
     UpstreamGone,
@@ -230,7 +231,11 @@ async def test_sigkill_mid_call(everything: UpstreamClient) -> None:
         await asyncio.wait_for(call, 5)
     assert time.monotonic() - t0 < 1  # noticed at once (process_exited), not by polling
     assert everything.closed.is_set()
-    with pytest.raises(UpstreamGone):
+    # A call after the close is never sent: its own error (the worker answers 503, not 502),
+    # naming why the server went away.
+    with pytest.raises(
+        UpstreamClosed, match=r"^its connection is closed: (killed by SIGKILL|stdout closed)"
+    ):
         await everything.call_tool("echo", {"message": "x"}, timeout=5)
 
 

@@ -12,15 +12,17 @@ a server answer a POST with one JSON body or an SSE stream):
 - nothing for SSE_AFTER seconds (a slow tool, a call waiting for a human) → an SSE stream too,
   with a comment every PING_EVERY seconds, so clients' read timeouts hold as with the SDK.
 
-What the fast path does not own it leaves to the SDK, the body replayed: every other method,
-batches, bad JSON (-32700), unknown or ended sessions (404), odd headers (406, 415), protocol
-revisions without the initialize handshake. It answers itself two messages that concern its own
-requests: `notifications/cancelled` for a call it runs (the call is cancelled, its POST answered
--32800 like the SDK's), and the agent's response to a question it asked (passed to the upstream).
+What the fast path does not own it leaves to gateway/mcp_sessions.py and the SDK, the body
+replayed: every other method, batches, bad JSON (-32700), unknown or ended sessions (404), odd
+headers (406, 415), protocol revisions without the initialize handshake. It answers itself two
+messages that concern its own requests: `notifications/cancelled` for a call it runs (the call
+is cancelled, its POST answered -32800 like the SDK's), and the agent's response to a question
+it asked (passed to the upstream).
 
-State: each session's agent and log level live in `SessionTable` (mcp_http.py), plain data keyed
-by session id; the SDK transport of the session (its GET stream, its idle timer) stays in this
-process. Several gateway processes therefore route a session's requests by its id (affinity).
+State: each session's agent and log level live in its `McpSession` (gateway/mcp_sessions.py),
+plain data keyed by session id; a call holds the session against expiry (the mesh's, and the
+SDK's idle timer when its transport runs). A session lives in one process: several gateway
+processes route a session's requests by its id (affinity, gateway/peers.py).
 """
 
 from __future__ import annotations
@@ -31,34 +33,22 @@ import logging
 import math
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 import orjson
-import pydantic_core
 from mcp.server.streamable_http import REQUEST_CANCELLED, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Message, Send
 
 from gateway.mcp_forward import Caller
 from gateway.mcp_server import MeshMcp
+from gateway.mcp_sessions import McpSession, RequestId, accepted, in_flight, is_id
 
 log = logging.getLogger(__name__)
 
 SSE_AFTER = 1.0  # s a call may run with nothing to say before its answer becomes an SSE stream
 PING_EVERY = 15.0  # s between SSE comments while a call runs (the SDK's sse-starlette pings so)
-
-RequestId = int | str
-
-
-@dataclass
-class McpSession:
-    """What the mesh keeps per /mcp session, by session id (plain data: shareable)."""
-
-    agent: str
-    log_level: int = 0  # index in mcp_forward.LOG_LEVELS (logging/setLevel)
 
 
 class FastPath:
@@ -68,59 +58,38 @@ class FastPath:
         self.calls: dict[tuple[str, RequestId], asyncio.Task[dict[str, Any]]] = {}  # running
         self.asks: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}  # our question ids
 
-    async def __call__(
+    async def answer(
         self,
-        scope: Scope,
-        receive: Receive,
         send: Send,
         headers: Mapping[str, str],
+        session_id: str,
         session: McpSession,
-    ) -> Receive | None:
-        """None: answered here. Else the SDK answers, reading the body from the returned receive."""
-        session_id = headers["mcp-session-id"]
-        transport = self.manager._server_instances.get(session_id)
-        if (
-            scope["method"] != "POST"
-            or "host" not in headers  # the SDK refuses its absence (421)
-            or transport is None
-            or transport.is_terminated
-            or (transport.idle_scope is not None and transport.idle_scope.cancel_called)
-            or headers.get("mcp-protocol-version", "2025-03-26") not in HANDSHAKE_PROTOCOL_VERSIONS
-            or headers.get("content-type", "").split(";")[0].strip() != "application/json"
-            or not _accepts_json_and_sse(headers.get("accept", ""))
-        ):
-            return receive
-        body, replay = await _read_body(receive, self.manager.max_request_body_size)
-        try:  # the SDK's parser: what it refuses (-32700), it answers
-            message = pydantic_core.from_json(body) if body is not None else None
-        except ValueError:
-            return replay
-        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-            return replay
+        message: Mapping[str, Any],
+    ) -> bool:
+        """True: `message` (a POST's, read by mcp_sessions.read_message) is answered here."""
         method, rid, params = message.get("method"), message.get("id"), message.get("params")
-        if method == "tools/call" and _is_id(rid) and isinstance(params, dict):
+        if method == "tools/call" and is_id(rid) and isinstance(params, dict):
             if (session_id, rid) not in self.calls:
-                await self._call(send, transport, session_id, session, rid, params, headers)
-                return None
+                await self._call(send, session_id, session, rid, params, headers)
+                return True
         elif method is None and isinstance(rid, str) and rid in self.asks:
             owner, future = self.asks[rid]  # the agent's answer to a question of ours
             if owner == session_id and not future.done():
-                future.set_result(message)
-                await _accepted(send, session_id)
-                return None
+                future.set_result(dict(message))
+                await accepted(send, session_id)
+                return True
         elif method == "notifications/cancelled" and "id" not in message:
             target = params.get("requestId") if isinstance(params, dict) else None
-            call = self.calls.get((session_id, target)) if _is_id(target) else None
+            call = self.calls.get((session_id, target)) if is_id(target) else None
             if call is not None:
                 call.cancel()
-                await _accepted(send, session_id)
-                return None
-        return replay
+                await accepted(send, session_id)
+                return True
+        return False
 
     async def _call(
         self,
         send: Send,
-        transport: StreamableHTTPServerTransport,
         session_id: str,
         session: McpSession,
         rid: RequestId,
@@ -141,7 +110,7 @@ class FastPath:
         self.calls[key] = call
         timer = asyncio.get_running_loop().call_later(SSE_AFTER, response.keep_alive)
         try:
-            with _holding(transport):
+            with in_flight(session), _holding(self.manager._server_instances.get(session_id)):
                 try:
                     answer = await call
                 except asyncio.CancelledError:
@@ -274,64 +243,13 @@ def _sse(message: dict[str, Any]) -> bytes:
     return b"event: message\r\ndata: " + orjson.dumps(message) + b"\r\n\r\n"
 
 
-def _is_id(value: object) -> TypeGuard[RequestId]:
-    return isinstance(value, int | str) and not isinstance(value, bool)
-
-
-def _accepts_json_and_sse(accept: str) -> bool:
-    """As the SDK's check_accept_headers (wildcards included)."""
-    types_ = {part.split(";")[0].strip().lower() for part in accept.split(",")}
-    if "*/*" in types_:
-        return True
-    return bool(types_ & {"application/json", "application/*"}) and bool(
-        types_ & {"text/event-stream", "text/*"}
-    )
-
-
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, Receive]:
-    """The whole body (None if over `limit`, or the client left), and a receive that replays what
-    was read for the SDK."""
-    messages: list[Message] = []
-    size = 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            break
-        size += len(message.get("body", b""))
-        if size > limit or not message.get("more_body", False):
-            break
-    last = messages[-1]
-    whole = last["type"] == "http.request" and not last.get("more_body", False) and size <= limit
-    body = b"".join(m.get("body", b"") for m in messages) if whole else None
-
-    async def replay() -> Message:
-        return messages.pop(0) if messages else await receive()
-
-    return body, replay
-
-
-async def _accepted(send: Send, session_id: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 202,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"0"),
-                (b"mcp-session-id", session_id.encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": b""})
-
-
 @contextlib.contextmanager
-def _holding(transport: StreamableHTTPServerTransport) -> Iterator[None]:
-    """A request in flight holds its session against the idle timeout, as the SDK's
+def _holding(transport: StreamableHTTPServerTransport | None) -> Iterator[None]:
+    """A request in flight holds the SDK's session (if it runs) against its idle timeout, as
     `StreamableHTTPServerTransport.handle_request` does (its private counters: mcp 2.x)."""
-    idle, timeout = transport.idle_scope, transport._idle_timeout
-    if idle is None or timeout is None:
+    idle = transport.idle_scope if transport is not None else None
+    timeout = transport._idle_timeout if transport is not None else None
+    if transport is None or idle is None or timeout is None:
         yield
         return
     transport._requests_in_flight += 1

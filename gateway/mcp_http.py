@@ -1,12 +1,16 @@
 """MCP Streamable HTTP at `/mcp` (POST / GET / DELETE per the MCP transport spec), for remote and
 cloud agents. The SDK's session manager does the transport, except for `tools/call` on an open
-session (gateway/mcp_fast.py); this module owns the HTTP edge: agent identity from the bearer,
+session (gateway/mcp_fast.py) and sessions that need nothing else (gateway/mcp_sessions.py: the
+SDK's session is started only for what they don't answer); this module owns the HTTP edge:
+agent identity from the bearer,
 Origin/Host checks against DNS rebinding, and a session bound to the agent that opened it. Its
 errors are JSON-RPC errors in JSON, like the SDK's own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,16 +19,18 @@ from urllib.parse import urlsplit
 from mcp.server import ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.frontend import FrontEnd
 from gateway.http_edge import IdentityError, agent_from_authorization
-from gateway.mcp_fast import FastPath, McpSession
+from gateway.mcp_fast import FastPath
 from gateway.mcp_forward import level_index
 from gateway.mcp_sdk import connection, name_sessions
 from gateway.mcp_server import MeshMcp
+from gateway.mcp_sessions import McpSession, Sessions, read_message
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
@@ -61,12 +67,18 @@ class McpHttp:
         )
         self.endpoint = StreamableHTTPASGIApp(self.manager)
         self.fast = FastPath(self.mesh, self.manager)  # tools/call (gateway/mcp_fast.py)
-        self.sessions: dict[str, McpSession] = {}  # by session id: whose, and its log level
+        # By session id: whose, its log level, and whether the SDK's session runs for it.
+        self.sessions = Sessions(self.mesh, self.server, self.manager, self.endpoint)
+        self.sessions.prefix = frontend.session_prefix
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         async with self.manager.run():
-            yield
+            expiry = asyncio.create_task(self.sessions.expire(), name="mcp-session-expiry")
+            try:
+                yield
+            finally:
+                expiry.cancel()
 
     def _identify(self, ctx: ServerRequestContext[Any, Any]) -> tuple[str, str]:
         request = ctx.request
@@ -78,13 +90,8 @@ class McpHttp:
             ctx.session
         ).session_id or ""
 
-    def _bind(self, session: str, agent: str) -> None:
-        if len(self.sessions) >= 100_000:  # bounded: forget the oldest binding
-            del self.sessions[next(iter(self.sessions))]
-        self.sessions[session] = McpSession(agent)
-
     def _set_level(self, session: str, level: str) -> None:
-        if (record := self.sessions.get(session)) is not None:
+        if (record := self.sessions.records.get(session)) is not None:
             record.log_level = level_index(level)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -94,29 +101,82 @@ class McpHttp:
         if problem is not None:
             await problem(scope, receive, send)
             return
-        if "mcp-session-id" in headers:
-            session_id = headers["mcp-session-id"]
-            session = self.sessions.get(session_id)
-            if session is not None and session_id not in self.manager._server_instances:
-                del self.sessions[session_id]  # ended (DELETE, idle): the SDK answers 404
-            elif session is not None:
-                replay = await self.fast(scope, receive, send, headers, session)
-                if replay is None:
-                    return
-                receive = replay
-            await self._sdk(scope, receive, send)
+        session_id = headers.get("mcp-session-id")
+        session = self.sessions.get(session_id) if session_id is not None else None
+        if session_id is not None and (session is None or self._ended(session_id, session)):
+            await self._sdk(scope, receive, send)  # unknown or ended: the SDK's 404
             return
+        message, receive = await read_message(
+            scope, receive, headers, self.manager.max_request_body_size
+        )
+        if session_id is None or session is None:
+            await self._open(scope, receive, send, headers, message)
+            return
+        if await self._answer(scope, send, headers, session_id, session, message):
+            return
+        if not session.sdk:  # what only the SDK answers: its session starts now
+            refusal = await self.sessions.start_sdk(scope, session_id, session)
+            if refusal is not None:
+                await _pass_on(send, *refusal)
+                return
+        await self._sdk(scope, receive, send)
+
+    async def _open(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: Mapping[str, str],
+        message: dict[str, Any] | None,
+    ) -> None:
+        """A request without a session: a plain initialize opens one held by the mesh; anything
+        else is the SDK's (an initialize it takes opens one that is its own from the start)."""
         agent = agent_from_authorization(headers.get("authorization"))
+        if message is not None and await self.sessions.initialize(send, message, agent):
+            return
 
         async def bind_new_session(message: Any) -> None:
             # The session id is born in the initialize response: bind it to the agent that asked.
             if message["type"] == "http.response.start":
                 session = Headers(raw=message.get("headers", [])).get("mcp-session-id")
                 if session:
-                    self._bind(session, agent)
+                    self.sessions.bind(session, agent)
             await send(message)
 
         await self._sdk(scope, receive, bind_new_session)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        send: Send,
+        headers: Mapping[str, str],
+        session_id: str,
+        session: McpSession,
+        message: dict[str, Any] | None,
+    ) -> bool:
+        """True: answered by the mesh (gateway/mcp_fast.py, gateway/mcp_sessions.py)."""
+        session.last_seen = time.monotonic()
+        if message is None:
+            plain_delete = (
+                scope["method"] == "DELETE"
+                and "host" in headers
+                and headers.get("mcp-protocol-version", "2025-03-26") in HANDSHAKE_PROTOCOL_VERSIONS
+            )
+            return plain_delete and await self.sessions.delete(send, session_id, session)
+        if await self.fast.answer(send, headers, session_id, session, message):
+            return True
+        return await self.sessions.answer(send, session_id, session, message)
+
+    def _ended(self, session_id: str, session: McpSession) -> bool:
+        """The SDK's session of it is ending (idle timeout, terminated): the SDK answers."""
+        if not session.sdk:
+            return False
+        transport = self.manager._server_instances.get(session_id)
+        return (
+            transport is None
+            or transport.is_terminated
+            or (transport.idle_scope is not None and transport.idle_scope.cancel_called)
+        )
 
     async def _sdk(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The SDK answers, through a receive and send cut loose once it has: a session keeps its
@@ -150,8 +210,27 @@ class McpHttp:
         except IdentityError as exc:
             return rpc_error(401, -32600, str(exc))
         session = headers.get("mcp-session-id")
-        record = self.sessions.get(session) if session else None
+        record = self.sessions.records.get(session) if session else None
         owner = record.agent if record is not None else None
         if owner is not None and owner != agent:
             return rpc_error(403, -32600, f"session {session} belongs to another agent")
         return None
+
+
+async def _pass_on(send: Send, status: int, sent: list[Message]) -> None:
+    """The SDK's refusal to start a session's machinery, answered as it said it."""
+    if not sent:
+        sent = [
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [(b"content-type", b"application/json")],
+            },
+            {
+                "type": "http.response.body",
+                "body": b'{"jsonrpc":"2.0","id":null,"error":'
+                b'{"code":-32603,"message":"the session could not be resumed"}}',
+            },
+        ]
+    for message in sent:
+        await send(message)

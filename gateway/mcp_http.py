@@ -210,7 +210,7 @@ class McpHttp:
         except IdentityError as exc:
             return rpc_error(401, -32600, str(exc))
         session = headers.get("mcp-session-id")
-        record = self.sessions.records.get(session) if session else None
+        record = self.sessions.get(session) if session else None  # ended: forgotten
         owner = record.agent if record is not None else None
         if owner is not None and owner != agent:
             return rpc_error(403, -32600, f"session {session} belongs to another agent")

@@ -89,7 +89,6 @@ def routes(handlers: Handlers) -> list[ApiRoute]:
                 404: error_answer(
                     "Metrics are off in the config.", "metrics are off in this mesh's config"
                 ),
-                500: INTERNAL,
             },
             tags=["operations"],
         ),
@@ -104,7 +103,6 @@ def routes(handlers: Handlers) -> list[ApiRoute]:
                     "The console page; it reads and acts through this API.",
                     media_type="text/html",
                 ),
-                500: INTERNAL,
             },
             tags=["console"],
         ),
@@ -119,7 +117,6 @@ def routes(handlers: Handlers) -> list[ApiRoute]:
                     "`event: trace`, `data:` a trace record as JSON; the stream stays open.",
                     media_type="text/event-stream",
                 ),
-                500: INTERNAL,
             },
             tags=["console"],
         ),

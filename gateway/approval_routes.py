@@ -24,13 +24,8 @@ from bus.messages import TraceQuery
 from gateway import api_shapes as shapes
 from gateway.api_answers import (
     APPROVALS_DOWN,
-    BAD_BODY,
     BAD_QUERY,
     ID,
-    INTERNAL,
-    NOT_AN_AGENT,
-    NOT_AN_OPERATOR,
-    TOO_LARGE,
     error_answer,
     link,
 )
@@ -161,7 +156,6 @@ class ApprovalRoutes:
                         | link("post_approvals_id_decision", "/0/id"),
                     ),
                     400: BAD_QUERY,
-                    500: INTERNAL,
                     503: APPROVALS_DOWN,
                 },
                 query=ApprovalsQuery,
@@ -182,7 +176,6 @@ class ApprovalRoutes:
                         "approval id 'ab' is too short (at least 4)",
                     ),
                     404: error_answer("No such approval.", "no approval 1a2b3c4d"),
-                    500: INTERNAL,
                     503: APPROVALS_DOWN,
                 },
                 path_params={"id": ID},
@@ -197,16 +190,11 @@ class ApprovalRoutes:
                     200: Answer(
                         shapes.Resolved, "Resolved: the waiting call goes on (or is refused)."
                     ),
-                    400: BAD_BODY,
-                    401: NOT_AN_AGENT,
-                    403: NOT_AN_OPERATOR,
                     404: error_answer(
                         "No such approval, or a decision other than approve / deny.",
                         "no approval 1a2b3c4d",
                     ),
                     409: error_answer("Already resolved.", "approval 1a2b3c4d is already approved"),
-                    413: TOO_LARGE,
-                    500: INTERNAL,
                     503: APPROVALS_DOWN,
                 },
                 body=ResolveBody,
@@ -226,7 +214,6 @@ class ApprovalRoutes:
                         "Grants in force.",
                         links=link("delete_grants_id", "/0/id"),
                     ),
-                    500: INTERNAL,
                     503: APPROVALS_DOWN,
                 },
                 query=GrantsQuery,
@@ -243,11 +230,6 @@ class ApprovalRoutes:
                         "The grant: those calls are allowed until it expires.",
                         links=link("delete_grants_id", "/id"),
                     ),
-                    400: BAD_BODY,
-                    401: NOT_AN_AGENT,
-                    403: NOT_AN_OPERATOR,
-                    413: TOO_LARGE,
-                    500: INTERNAL,
                     503: APPROVALS_DOWN,
                 },
                 body=GrantBody,
@@ -265,10 +247,7 @@ class ApprovalRoutes:
                     400: error_answer(
                         "The prefix names several grants.", "grant id prefix '1a2b' is ambiguous"
                     ),
-                    401: NOT_AN_AGENT,
-                    403: NOT_AN_OPERATOR,
                     404: error_answer("No such grant (or already revoked).", "no grant 1a2b3c4d"),
-                    500: INTERNAL,
                     503: APPROVALS_DOWN,
                 },
                 operator=True,

@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
-from gateway.api_route import ApiRoute
+from gateway.api_answers import BAD_BODY, INTERNAL, NOT_AN_AGENT, NOT_AN_OPERATOR, TOO_LARGE
+from gateway.api_route import Answer, ApiRoute
 from gateway.http_edge import AUTHORIZATION_PATTERN
 
 _PATH_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
@@ -61,7 +62,7 @@ def _schemas(routes: Sequence[ApiRoute]) -> tuple[dict[Key, dict[str, Any]], dic
         for model in (route.query, route.body):
             if model is not None:
                 inputs.setdefault((model, "validation"), TypeAdapter(model))
-        for answer in route.answers.values():
+        for answer in answers(route).values():
             inputs.setdefault((answer.shape, "serialization"), TypeAdapter(answer.shape))
     key_map, definitions = TypeAdapter.json_schemas(
         [(shape, mode, adapter) for (shape, mode), adapter in inputs.items()], ref_template=REF
@@ -89,7 +90,7 @@ def _operation(route: ApiRoute, path: str, key_map: dict[Key, dict[str, Any]]) -
         if route.body_example is not None:
             media["example"] = route.body_example
         operation["requestBody"] = {"required": False, "content": {"application/json": media}}
-    for status, answer in sorted(route.answers.items()):
+    for status, answer in sorted(answers(route).items()):
         content: dict[str, Any] = {"schema": key_map[(answer.shape, "serialization")]}
         if answer.example is not None:
             content["example"] = answer.example
@@ -99,6 +100,20 @@ def _operation(route: ApiRoute, path: str, key_map: dict[Key, dict[str, Any]]) -
             **({"links": answer.links} if answer.links else {}),
         }
     return operation
+
+
+def answers(route: ApiRoute) -> dict[int, Answer]:
+    """A route's answers with those its kind implies (a route's own, with its own words, win):
+    a fault of the mesh on every route, who may not call on routes that read the bearer or need
+    the operator token, a bad or too large body on routes that take one."""
+    implied = {500: INTERNAL}
+    if route.bearer or route.operator:
+        implied[401] = NOT_AN_AGENT
+    if route.operator:
+        implied[403] = NOT_AN_OPERATOR
+    if route.body is not None:
+        implied |= {400: BAD_BODY, 413: TOO_LARGE}
+    return implied | route.answers
 
 
 def _path_parameters(route: ApiRoute, path: str) -> list[dict[str, Any]]:

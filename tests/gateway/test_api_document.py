@@ -211,3 +211,22 @@ def test_a_limit_of_any_length_is_an_integer() -> None:
     assert TracesQuery.model_validate({"limit": "9" * 5000}).limit_or(20) == MAX_LIMIT
     with pytest.raises(ValidationError, match="greater than or equal to 0"):
         TracesQuery.model_validate({"limit": "-" + "9" * 40})
+
+
+async def test_every_route_documents_the_answers_its_kind_implies(
+    client: httpx.AsyncClient,
+) -> None:
+    """Said once in gateway/openapi.py, not per route: 500 everywhere, 401/403 where the
+    operator token is needed, 400/413 where a body is read."""
+    doc = await fetch(client)
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            statuses = set(op["responses"])
+            headers = {p["name"] for p in op["parameters"] if p["in"] == "header"}
+            assert "500" in statuses, (method, path)
+            if "X-Operator-Token" in headers:
+                assert {"401", "403"} <= statuses, (method, path)
+            if "requestBody" in op:
+                assert {"400", "413"} <= statuses, (method, path)
+                too_large = op["responses"]["413"]["content"]["application/json"]["example"]
+                assert too_large["error"].startswith("request body too large"), (method, path)

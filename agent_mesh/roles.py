@@ -10,16 +10,14 @@ import socket
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import uvloop
 
+from agent_mesh.broker_main import exec_broker, log_to_stderr
 from bus.endpoints import CurveClient, CurveServer, Endpoints, KeysError, parse_tcp, use_curve
 from bus.state_dir import StateDir
 from mesh_config.model import LoadedConfig
-
-if TYPE_CHECKING:
-    from bus.broker import Broker
 
 ROLES = ("broker", "gateway", "policy", "tracer", "approval", "upstream", "lifecycle")
 
@@ -58,8 +56,9 @@ def _first(*candidates: tuple[str | Path | None, str]) -> Setting | None:
 
 def _tcp_with_keys(
     address: Setting, keys: Setting | None, keys_options: str, load: Callable[[Path], _K]
-) -> tuple[str, int, _K]:
-    """(host, port, CURVE keys) for a tcp bus address; exits naming the setting that is unusable."""
+) -> tuple[str, int, Path, _K]:
+    """(host, port, keys directory, CURVE keys) for a tcp bus address; exits naming the setting
+    that is unusable."""
     try:
         host, port = parse_tcp(address[0])
     except ValueError as exc:
@@ -73,7 +72,7 @@ def _tcp_with_keys(
     if not directory.is_dir():
         raise SystemExit(f"agent-mesh: {keys[1]}: {directory}: no such directory ({made_by})")
     try:
-        return host, port, load(directory)
+        return host, port, directory, load(directory)
     except KeysError as exc:
         raise SystemExit(f"agent-mesh: {keys[1]}: {exc}") from None
 
@@ -86,7 +85,7 @@ def endpoints_for(
     (default $AGENT_MESH_KEYS). The config's `bus:` section is the broker's, not read here."""
     if not connect:
         return Endpoints.in_dir(loaded.state_dir())
-    host, port, curve = _tcp_with_keys(
+    host, port, _, curve = _tcp_with_keys(
         (connect, "--connect"),
         _first((keys, "--keys"), (os.environ.get(ENV_KEYS), f"${ENV_KEYS}")),
         f"--keys DIR or ${ENV_KEYS}",
@@ -103,6 +102,14 @@ def broker_remote(
     """The tcp endpoint the broker also serves for workers of other hosts, and its CURVE keys
     (None: ipc only). Each setting: the flag, else $AGENT_MESH_LISTEN / $AGENT_MESH_KEYS, else
     `bus.listen` / `bus.keys` in the config. Exits naming the setting that is unusable."""
+    remote = _broker_tcp(loaded, listen, keys)
+    return None if remote is None else (remote[0], remote[2])
+
+
+def _broker_tcp(
+    loaded: LoadedConfig, listen: str | None, keys: str | Path | None
+) -> tuple[str, Path, CurveServer] | None:
+    """`broker_remote`, with the keys' directory."""
     file = loaded.path
     address = _first(
         (listen, "--connect"),
@@ -116,24 +123,11 @@ def broker_remote(
         (os.environ.get(ENV_KEYS), f"${ENV_KEYS}"),
         (loaded.bus_keys_path, f"bus.keys in {file}"),
     )
-    host, port, curve = _tcp_with_keys(
+    host, port, directory, curve = _tcp_with_keys(
         address, keys_dir, f"bus.keys in {file}, --keys DIR or ${ENV_KEYS}", CurveServer.from_dir
     )
     bind_host = "*" if host in ("0.0.0.0", "::") else host
-    return f"tcp://{bind_host}:{port}", curve
-
-
-def broker_for(
-    loaded: LoadedConfig, listen: str | None = None, keys: str | Path | None = None
-) -> Broker:
-    """The broker: always on the local ipc sockets, and on tcp too when `broker_remote` says so."""
-    from bus.broker import Broker
-
-    endpoints = Endpoints.in_dir(loaded.state_dir())
-    remote = broker_remote(loaded, listen, keys)
-    if remote is None:
-        return Broker(endpoints)
-    return Broker(endpoints, remote=remote[0], curve=remote[1])
+    return f"tcp://{bind_host}:{port}", directory, curve
 
 
 def run_role(
@@ -150,17 +144,13 @@ def run_role(
     to serve it on, overriding $AGENT_MESH_LISTEN and `bus.listen`). `keys`: CURVE keys
     (default $AGENT_MESH_KEYS; the broker's also `bus.keys`)."""
     name = f"{role}:{server}:{slot}" if server else f"{role}:{slot}"
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
-    )
+    if role == "broker":  # settings checked here, served by a process image of its own
+        remote = _broker_tcp(loaded, connect, keys)
+        exec_broker(name, loaded.state_dir(), *(remote[:2] if remote else (None, None)))
+    log_to_stderr(name)
     for chatty in ("httpx", "httpx2"):  # a line per HTTP request (remote upstreams' pings): no
         logging.getLogger(chatty).setLevel(logging.WARNING)
     config = loaded.config
-    if role == "broker":
-        broker_for(loaded, connect, keys).run()
-        return
     endpoints = endpoints_for(loaded, connect, keys)
     if role == "tracer":
         from workers import tracer

@@ -18,13 +18,16 @@ import logging
 import struct
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
 
 from bus import frames
 from bus.endpoints import ZAP_DOMAIN, AuthorizedKeys, CurveServer, Endpoints
 from bus.routing import Router
+
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,10 @@ class Broker:
         self._xpub.bind(self.endpoints.events_out)
         log.info("broker listening on %s", self.endpoints.requests)
         if self._remote is not None and self.curve is not None and self.remote is not None:
-            # The ZAP handler must run before the first tcp peer can connect.
+            # The ZAP handler must run before the first tcp peer can connect. Imported here: it
+            # brings asyncio, which a broker serving ipc only does without (~8 MB).
+            from zmq.auth.thread import ThreadAuthenticator
+
             self._auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("bus.broker.zap"))
             self._auth.start()
             keys = _LoggedKeys(self.curve.authorized)

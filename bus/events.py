@@ -8,12 +8,14 @@ through the broker (EVENT) is decided here too (`worker_may_publish`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
-import zmq.asyncio
 
 from bus import frames
+
+if TYPE_CHECKING:
+    from zmq.asyncio import Context as AsyncContext
 
 
 def worker_may_publish(service: str, topic: str) -> bool:
@@ -50,10 +52,10 @@ class Publisher:
 
 
 class Subscriber:
-    def __init__(
-        self, endpoint: str, *prefixes: str, ctx: zmq.asyncio.Context | None = None
-    ) -> None:
-        self._sock = (ctx or zmq.asyncio.Context.instance()).socket(zmq.SUB)
+    def __init__(self, endpoint: str, *prefixes: str, ctx: AsyncContext | None = None) -> None:
+        from zmq.asyncio import Context  # here: the broker imports this module, runs no asyncio
+
+        self._sock = (ctx or Context.instance()).socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         for prefix in prefixes or ("",):
             self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())

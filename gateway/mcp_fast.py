@@ -42,6 +42,7 @@ from mcp.shared.exceptions import MCPError
 from starlette.types import Message, Send
 
 from gateway.mcp_forward import Caller
+from gateway.mcp_sdk import sdk_transport
 from gateway.mcp_server import MeshMcp
 from gateway.mcp_sessions import McpSession, RequestId, accepted, in_flight, is_id
 
@@ -110,7 +111,7 @@ class FastPath:
         self.calls[key] = call
         timer = asyncio.get_running_loop().call_later(SSE_AFTER, response.keep_alive)
         try:
-            with in_flight(session), _holding(self.manager._server_instances.get(session_id)):
+            with in_flight(session), _holding(sdk_transport(self.manager, session_id)):
                 try:
                     answer = await call
                 except asyncio.CancelledError:

@@ -28,7 +28,7 @@ from gateway.frontend import FrontEnd
 from gateway.http_edge import IdentityError, agent_from_authorization
 from gateway.mcp_fast import FastPath
 from gateway.mcp_forward import level_index
-from gateway.mcp_sdk import connection, name_sessions
+from gateway.mcp_sdk import connection, name_sessions, sdk_transport
 from gateway.mcp_server import MeshMcp
 from gateway.mcp_sessions import McpSession, Sessions, read_message
 
@@ -171,7 +171,7 @@ class McpHttp:
         """The SDK's session of it is ending (idle timeout, terminated): the SDK answers."""
         if not session.sdk:
             return False
-        transport = self.manager._server_instances.get(session_id)
+        transport = sdk_transport(self.manager, session_id)
         return (
             transport is None
             or transport.is_terminated

@@ -13,6 +13,8 @@ an SDK upgrade that moves it breaks in this one module, under a name that says w
 - The SDK's answer to `initialize` without a session (gateway/mcp_sessions.py answers it):
   `ServerRunner`'s own negotiation and result building (`_negotiate_initialize`,
   `_handle_initialize`, `_serialize`), so the mesh says exactly what the SDK would.
+- A session's transport by its id: `StreamableHTTPSessionManager._server_instances` (whether the
+  SDK's session still runs, and holding its idle timer while the mesh answers a call on it).
 - `create_mcp_http_client` (`mcp.shared._httpx_utils`): the HTTP client with the MCP transports'
   own timeouts (30 s; reads 300 s, for long-lived SSE streams), for `streamable_http_client`.
 """
@@ -29,6 +31,7 @@ from mcp.server import Server, streamable_http_manager
 from mcp.server.connection import Connection
 from mcp.server.runner import ServerRunner
 from mcp.server.session import ServerSession
+from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import methods
@@ -81,3 +84,10 @@ def initialize_answer(server: Server[Any], params: Mapping[str, Any]) -> dict[st
 def connection(session: ServerSession) -> Connection:
     """The per-client connection behind `session` (see the module docstring)."""
     return session._connection
+
+
+def sdk_transport(
+    manager: streamable_http_manager.StreamableHTTPSessionManager, session_id: str
+) -> StreamableHTTPServerTransport | None:
+    """The SDK's transport of a session, None when the SDK holds no session by that id."""
+    return manager._server_instances.get(session_id)

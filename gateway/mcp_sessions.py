@@ -37,7 +37,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.mcp_sdk import initialize_answer, sdk_session_named
+from gateway.mcp_sdk import initialize_answer, sdk_session_named, sdk_transport
 from gateway.mcp_server import MeshMcp
 
 RequestId = int | str
@@ -82,7 +82,7 @@ class Sessions:
         if (
             record is not None
             and record.sdk
-            and session_id not in self.manager._server_instances
+            and sdk_transport(self.manager, session_id) is None
             and session_id not in self.opening
         ):
             del self.records[session_id]  # ended (DELETE, idle): the SDK answers 404

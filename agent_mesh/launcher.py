@@ -38,6 +38,8 @@ def _quote(*words: str) -> str:
 # (about 1.5 s on a busy 2-core machine), or an early exit (a taken port) would count as a run.
 STARTRETRIES = 3
 STARTSECS = 3
+# The wakeup ticker's program (below): a newline every 0.1 s.
+TICKER = "import itertools, time; any(print() or time.sleep(0.1) for _ in itertools.count())"
 
 
 def _program(
@@ -116,12 +118,8 @@ serverurl=unix://{q(StateDir(state).supervisor_sock)}
     # supervisord reaps a dead child after its transition() pass, then sleeps in poll(1 s):
     # without output from some child, a crashed process waits up to 1 s to be respawned.
     # This ticker's newline every 0.1 s (discarded: stdout_logfile=NONE) bounds that to 0.1 s.
-    ticker = _quote(
-        python,
-        "-u",
-        "-c",
-        "import itertools, time; any(print() or time.sleep(0.1) for _ in itertools.count())",
-    )
+    # -S: no site-packages to set up, it needs none (8.6 instead of 13.6 MB RSS).
+    ticker = _quote(python, "-S", "-u", "-c", TICKER)
     text += f"""
 [program:wakeup]
 command={ticker}

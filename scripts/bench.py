@@ -282,7 +282,7 @@ async def part_agents(args: argparse.Namespace, counter: itertools.count[int], r
     """Issue 12 goals 5 (the idle tree's memory, measured first) and 4 (many agents at once)."""
     with running_mesh("agents", [EVERYTHING_SERVER], rep, args.keep, agent="*") as mesh:
         await asyncio.sleep(2.0)  # idle: the start's allocations settled
-        rep.scale.idle_memory = bs.tree_memory(mesh.tree())
+        rep.scale.idle_memory = bs.tree_memory(mesh.tree(), mesh.home)
         say(f"{bs.SESSIONS} /mcp sessions, {bs.CALLERS} of them calling ...")
         await bs.many_mcp(mesh.port, mesh.tree(), args.duration, counter, rep.scale)
         say(f"{bs.REST_AGENTS} REST agents ...")

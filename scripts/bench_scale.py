@@ -8,7 +8,9 @@
 - Many REST agents: REST_AGENTS callers, each its own agent id and keep-alive connection,
   `POST /tool/everything.echo` concurrently.
 - Memory: RSS, PSS and USS (from /proc/<pid>/smaps_rollup) of each process of an idle tree,
-  the upstream server itself not counted.
+  the upstream server itself not counted. The goal's tree is supervisord, broker, gateway,
+  policy, approval, tracer and one upstream worker: the warm spare upstream worker and
+  supervisord's wakeup ticker are measured and shown too, on lines of their own, not summed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import bench_http as bh
 from bench_conn import HttpConn, McpConn
 from bench_http import Result
 
+from agent_mesh.launcher import TICKER
 from agent_mesh.proctree import cmdline
 
 SESSIONS, CALLERS, REST_AGENTS = 1000, 200, 500
@@ -41,6 +44,7 @@ class ProcMemory:
     rss_kb: int
     pss_kb: int
     uss_kb: int
+    counted: bool = True  # in the goal's tree (not the warm spare, not the ticker)
 
 
 @dataclass
@@ -80,14 +84,26 @@ def smaps(pid: int) -> tuple[int, int, int]:
     return fields.get("Rss", 0), fields.get("Pss", 0), uss
 
 
-def tree_memory(tree: set[int]) -> list[ProcMemory]:
-    """Each process of the mesh tree but the upstream servers (children of upstream workers)."""
+def tree_memory(tree: set[int], home: Path) -> list[ProcMemory]:
+    """Each process of the mesh tree but the upstream servers (children of upstream workers).
+    `home`: the mesh's $AGENT_MESH_HOME, where a warm spare says it is one
+    (workers/upstream_slots.py)."""
+    spares = {int(f.name.rsplit(".", 1)[1]) for f in home.glob("*/slots/*.spare.*")}
     out = []
     for pid in tree:
-        role = bh.role_of(cmdline(pid))
-        if role in MESH_ROLES or role.startswith("upstream:"):  # not node, the server itself
+        command = cmdline(pid)
+        role = bh.role_of(command)
+        if pid in spares:
+            out.append(ProcMemory(f"{role} (warm spare)", pid, *smaps(pid), counted=False))
+        elif TICKER in command:
+            out.append(ProcMemory("wakeup ticker", pid, *smaps(pid), counted=False))
+        elif role in MESH_ROLES or role.startswith("upstream:"):  # not node, the server itself
             out.append(ProcMemory(role, pid, *smaps(pid)))
-    return sorted(out, key=lambda m: m.role)
+    return sorted(out, key=lambda m: (not m.counted, m.role))
+
+
+def counted(memory: list[ProcMemory]) -> list[ProcMemory]:
+    return [m for m in memory if m.counted]
 
 
 def gateway_pids(tree: set[int]) -> list[int]:

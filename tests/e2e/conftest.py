@@ -1,11 +1,16 @@
-"""Fixtures for every end-to-end module (a module's own fixture of the same name wins). The mesh
-itself: tests/e2e/mesh.py (`Mesh`, and `running` for a module's mesh)."""
+"""Fixtures for every end-to-end module (a module's own fixture of the same name wins), and the
+meshes several modules share. The mesh itself: tests/e2e/mesh.py (`Mesh`, `running` for a
+module's own mesh, `SharedMeshes`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.e2e import fidelity
+from tests.e2e.mesh import Mesh, SharedMeshes
 
 
 @pytest.fixture(scope="module")
@@ -14,3 +19,23 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     (root / "a.txt").write_text("alpha")
     return root
+
+
+@pytest.fixture(scope="session")
+def shared_meshes() -> Iterator[SharedMeshes]:
+    meshes = SharedMeshes()
+    yield meshes
+    meshes.close()
+
+
+@pytest.fixture(scope="module")
+def fidelity_mesh(
+    request: pytest.FixtureRequest,
+    shared_meshes: SharedMeshes,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Mesh]:
+    """The mesh of tests/e2e/test_mcp_fidelity*.py (tests/e2e/fidelity.py)."""
+    with shared_meshes.use(
+        request, lambda: fidelity.fidelity_mesh(tmp_path_factory.mktemp("fidelity"))
+    ) as mesh:
+        yield mesh

@@ -1,5 +1,6 @@
 """A real mesh for end-to-end tests: `agent-mesh serve` (supervisord and the whole process tree)
-on a config written to a temp dir, a free port and a private AGENT_MESH_HOME."""
+on a config written to a temp dir, a free port and a private AGENT_MESH_HOME. `running`: a
+module's own mesh; `SharedMeshes`: one mesh for the modules that ask for the same fixture."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -169,3 +171,45 @@ def running(mesh: Mesh, **start: Any) -> Iterator[Mesh]:
     finally:
         leftovers = mesh.stop()
     assert leftovers == set(), f"processes left behind after SIGTERM: {leftovers}"
+
+
+class SharedMeshes:
+    """Meshes several modules share (a module split in two keeps its one mesh start). A
+    module-scoped fixture in tests/e2e/conftest.py asks `use(request, make)`: the first module that
+    asks starts the mesh `make()` gives, the last module of this run that uses the fixture stops it
+    (as `running` does; whatever is still up at the end of the session is stopped too). Only for
+    modules whose tests could as well be one module's: nothing in them restarts or reconfigures it.
+    """
+
+    def __init__(self) -> None:
+        self._meshes: dict[str, Mesh] = {}
+
+    @contextmanager
+    def use(
+        self, request: pytest.FixtureRequest, make: Callable[[], Mesh], **start: Any
+    ) -> Iterator[Mesh]:
+        name = request.fixturename
+        assert name is not None
+        if name not in self._meshes:
+            self._meshes[name] = make().start(**start)
+        try:
+            yield self._meshes[name]
+        finally:
+            if not _used_after(request, name):
+                self._stop(name)
+
+    def close(self) -> None:
+        for name in list(self._meshes):
+            self._stop(name)
+
+    def _stop(self, name: str) -> None:
+        leftovers = self._meshes.pop(name).stop()
+        assert leftovers == set(), f"processes left behind after SIGTERM: {leftovers}"
+
+
+def _used_after(request: pytest.FixtureRequest, fixture: str) -> bool:
+    """Whether a test of this run after the requesting module's last one uses `fixture`."""
+    items = request.session.items
+    module = request.node
+    last = max(i for i, item in enumerate(items) if item.getparent(pytest.Module) is module)
+    return any(fixture in getattr(item, "fixturenames", ()) for item in items[last + 1 :])

@@ -1,39 +1,23 @@
 """MCP fidelity through the mesh (compat.md §4, issue 4): upstream log messages during a call,
-cancellation reaching the upstream, list_changed, resources and prompts under policy, ping and
-logging/setLevel — one real mesh, the official SDK client over /mcp and over `--mcp` stdio.
-
-Upstreams: the real npm server-everything, behind a `tee` of its stdin (to see what the mesh
-sent it, e.g. `notifications/cancelled`), and `dyn`, a minimal MCP server written here (stdio
-JSON-RPC, no SDK: it starts in milliseconds) for what server-everything cannot do on demand: add
-a tool at run time (`tools/list_changed`) and emit log messages at chosen levels, interleaved
-with progress.
+cancellation reaching the upstream, list_changed from a tool added at run time, ping and
+logging/setLevel — over /mcp and over `--mcp` stdio, with the official SDK client. Resources and
+prompts: test_mcp_fidelity_resources.py (the same mesh: tests/e2e/fidelity.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
 import mcp_types as types
 import pytest
-from mcp import Client, StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
+from mcp import Client
 
-from gateway.catalog import ServerView
-from gateway.frontend import FrontEnd
-from gateway.mcp_sdk import create_mcp_http_client
-from gateway.mcp_server import MeshMcp
-from mesh_config.model import Config, LoadedConfig
-from tests.e2e.mesh import Mesh, running
-from tests.support import npm_server, text_of
+from tests.e2e.fidelity import Seen, http_client, stdio_client, until
+from tests.e2e.mesh import Mesh
+from tests.support import text_of
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -42,172 +26,10 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning"),
 ]
 
-DYN_SERVER = r"""
-import json, sys
-
-TOOLS = {
-    "grow": {"name": "grow", "description": "add a tool named `name`",
-             "inputSchema": {"type": "object", "properties": {"name": {"type": "string"}}}},
-    "log": {"name": "log", "description": "log at each of `levels`, with progress after each",
-            "inputSchema": {"type": "object",
-                            "properties": {"levels": {"type": "array"},
-                                           "tag": {"type": "string"}}}},
-}
-
-
-def send(message):
-    sys.stdout.write(json.dumps({"jsonrpc": "2.0", **message}) + "\n")
-    sys.stdout.flush()
-
-
-def text(value):
-    return {"content": [{"type": "text", "text": value}]}
-
-
-def call(params):
-    name, args = params["name"], params.get("arguments") or {}
-    if name == "grow":
-        TOOLS[args["name"]] = {"name": args["name"], "description": "grown",
-                               "inputSchema": {"type": "object"}}
-        send({"method": "notifications/tools/list_changed"})
-        return text("grew " + args["name"])
-    if name == "log":
-        token = (params.get("_meta") or {}).get("progressToken")
-        for i, level in enumerate(args["levels"]):
-            send({"method": "notifications/message",
-                  "params": {"level": level, "logger": "dyn", "data": args["tag"] + " " + level}})
-            if token is not None:
-                send({"method": "notifications/progress",
-                      "params": {"progressToken": token, "progress": i + 1,
-                                 "total": len(args["levels"])}})
-        return text("logged " + args["tag"])
-    return text(name + " called")
-
-
-for line in sys.stdin:
-    request = json.loads(line)
-    method, rid = request.get("method"), request.get("id")
-    if rid is None:
-        continue  # notifications
-    if method == "initialize":
-        result = {"protocolVersion": request["params"]["protocolVersion"],
-                  "capabilities": {"tools": {"listChanged": True}, "logging": {}},
-                  "serverInfo": {"name": "dyn", "version": "1"}}
-    elif method == "tools/list":
-        result = {"tools": list(TOOLS.values())}
-    elif method == "tools/call":
-        result = call(request["params"])
-    elif method in ("ping", "logging/setLevel"):
-        result = {}
-    else:
-        send({"id": rid, "error": {"code": -32601, "message": "Method not found"}})
-        continue
-    send({"id": rid, "result": result})
-"""
-
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    tmp = tmp_path_factory.mktemp("fidelity")
-    wire = tmp / "to-everything.jsonl"
-    dyn = tmp / "dyn_server.py"
-    dyn.write_text(DYN_SERVER)
-    config = {
-        "mcp_servers": [
-            {
-                "name": "everything",
-                "command": "sh",
-                "args": ["-c", 'tee "$0" | exec "$1" stdio', str(wire), npm_server("everything")],
-            },
-            {"name": "dyn", "command": sys.executable, "args": [str(dyn)]},
-        ],
-        "policies": [
-            {
-                "name": "reader",
-                "agent": "reader",
-                "rules": [
-                    {"tools": ["everything.resource:demo://resource/static/*"], "action": "deny"},
-                    {"tools": ["everything.prompt:completable-prompt"], "action": "deny"},
-                    {"tools": ["everything.*", "dyn.*"], "action": "allow"},
-                ],
-            },
-            {"name": "default", "agent": "*", "rules": [{"tools": ["*"], "action": "deny"}]},
-        ],
-    }
-    with running(Mesh(tmp, config)) as m:
-        m.wire = wire  # type: ignore[attr-defined]
-        yield m
-
-
-class Seen:
-    """What one client heard, in order: log messages, progress, other notifications."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
-
-    async def log(self, params: types.LoggingMessageNotificationParams) -> None:
-        self.events.append(("log", (params.level, params.logger, params.data)))
-
-    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
-        self.events.append(("progress", progress))
-
-    async def message(self, message: Any) -> None:
-        if isinstance(message, types.ServerNotification | types.Notification) or hasattr(
-            message, "method"
-        ):
-            self.events.append(("notification", getattr(message, "method", type(message).__name__)))
-
-    def of(self, kind: str) -> list[Any]:
-        return [value for k, value in self.events if k == kind]
-
-    def clear(self) -> None:
-        self.events.clear()
-
-
-@asynccontextmanager
-async def http_client(
-    mesh: Mesh, seen: Seen | None = None, agent: str = "reader"
-) -> AsyncIterator[Client]:
-    seen = seen or Seen()
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer agent:{agent}"})
-    async with (
-        http,
-        Client(
-            streamable_http_client(f"{mesh.url}/mcp", http_client=http),
-            mode="legacy",
-            logging_callback=seen.log,
-            message_handler=seen.message,
-        ) as client,
-    ):
-        yield client
-
-
-@asynccontextmanager
-async def stdio_client(mesh: Mesh, seen: Seen, agent: str = "reader") -> AsyncIterator[Client]:
-    params = StdioServerParameters(
-        command=sys.executable,
-        env={**os.environ, "AGENT_MESH_HOME": str(mesh.home)},
-        args=["-m", "agent_mesh", "--mcp", "--config", str(mesh.config_path), "--mcp-agent", agent],
-    )
-    async with Client(
-        params, mode="legacy", logging_callback=seen.log, message_handler=seen.message
-    ) as client:
-        yield client
-
-
-def traces(mesh: Mesh, **query: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = mesh.http.get("/traces", params=query).json()
-    return found
-
-
-async def until(predicate: Any, timeout: float, what: str) -> Any:
-    """`wait_until` that lets the event loop run (the SDK clients' transports live on it)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if value := predicate():
-            return value
-        await anyio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+def mesh(fidelity_mesh: Mesh) -> Mesh:
+    return fidelity_mesh
 
 
 # -- logs ---------------------------------------------------------------------------------------
@@ -405,165 +227,3 @@ async def test_resources_list_changed_from_the_upstream(mesh: Mesh) -> None:
         assert listed == uris | {"demo://resource/session/fidelity.gz"}
         read = await client.read_resource("demo://resource/session/fidelity.gz")
         assert read.contents[0].mime_type == "application/gzip"
-
-
-# -- resources and prompts ----------------------------------------------------------------------
-
-
-async def test_resources_under_policy(mesh: Mesh) -> None:
-    async with http_client(mesh) as client:
-        resources = (await client.list_resources(cache_mode="bypass")).resources
-        static = [
-            str(r.uri)
-            for r in resources
-            if str(r.uri).startswith("demo://resource/static/document/")
-        ]
-        assert "demo://resource/static/document/features.md" in static
-        templates = {
-            t.uri_template for t in (await client.list_resource_templates()).resource_templates
-        }
-        assert templates == {
-            "demo://resource/dynamic/text/{resourceId}",
-            "demo://resource/dynamic/blob/{resourceId}",
-        }
-
-        # Routed by template (never listed), allowed by `everything.*`.
-        text = await client.read_resource("demo://resource/dynamic/text/7")
-        assert isinstance(text.contents[0], types.TextResourceContents)
-        assert text.contents[0].text.startswith("Resource 7: This is a plaintext resource")
-        blob = await client.read_resource("demo://resource/dynamic/blob/8")
-        assert isinstance(blob.contents[0], types.BlobResourceContents) and blob.contents[0].blob
-
-        # Denied by the rule on `everything.resource:demo://resource/static/*`.
-        with pytest.raises(MCPError) as denied:
-            await client.read_resource("demo://resource/static/document/features.md")
-        assert denied.value.code == -32003
-        assert denied.value.message.startswith("denied by policy reader: ")
-        assert (
-            "everything.resource:demo://resource/static/document/features.md"
-            in denied.value.message
-        )
-        assert denied.value.data["rule"] == "reader" and denied.value.data["policy"] == "deny"
-
-        # An unknown URI goes to the only upstream with resources, whose error passes through.
-        with pytest.raises(MCPError) as unknown:
-            await client.read_resource("demo://resource/nope")
-        assert unknown.value.code == types.INVALID_PARAMS
-        assert "Resource demo://resource/nope not found" in unknown.value.message
-
-    def traced() -> dict[str, dict[str, Any]]:
-        return {t["tool"]: t for t in traces(mesh, agent="reader", tool="everything.resource:*")}
-
-    expected = {
-        f"everything.resource:demo://resource/{path}"
-        for path in ("dynamic/text/7", "dynamic/blob/8", "static/document/features.md", "nope")
-    }
-    await until(lambda: expected <= traced().keys(), 5, "resource reads traced")
-    by_tool = traced()
-    assert by_tool["everything.resource:demo://resource/dynamic/text/7"]["status_code"] == 200
-    denied_trace = by_tool["everything.resource:demo://resource/static/document/features.md"]
-    assert (denied_trace["status_code"], denied_trace["policy"], denied_trace["policy_rule"]) == (
-        403,
-        "deny",
-        "reader",
-    )
-    assert denied_trace["params"] == {"uri": "demo://resource/static/document/features.md"}
-    assert by_tool["everything.resource:demo://resource/nope"]["status_code"] == 400
-
-
-async def test_prompts_under_policy(mesh: Mesh) -> None:
-    async with http_client(mesh) as client:
-        names = [p.name for p in (await client.list_prompts()).prompts]
-        assert {
-            "everything.simple-prompt",
-            "everything.args-prompt",
-            "everything.completable-prompt",
-        } <= set(names)
-        assert all(name.startswith("everything.") for name in names)  # dyn has no prompts
-
-        got = await client.get_prompt("everything.args-prompt", {"city": "Paris"})
-        assert isinstance(got.messages[0].content, types.TextContent)
-        assert got.messages[0].content.text == "What's weather in Paris?"
-
-        with pytest.raises(MCPError) as denied:
-            await client.get_prompt("everything.completable-prompt", {"department": "Engineering"})
-        assert denied.value.code == -32003 and "denied by policy reader" in denied.value.message
-
-        with pytest.raises(MCPError) as unknown:
-            await client.get_prompt("everything.nope")
-        assert (
-            unknown.value.code == types.INVALID_PARAMS
-            and "Prompt nope not found" in unknown.value.message
-        )
-        with pytest.raises(MCPError) as no_server:
-            await client.get_prompt("nosuch.prompt")
-        assert (
-            "unknown prompt nosuch.prompt: no upstream server named 'nosuch'"
-            in no_server.value.message
-        )
-        with pytest.raises(MCPError) as no_prompts:
-            await client.get_prompt("dyn.anything")
-        assert "dyn has no prompts" in no_prompts.value.message
-
-    async with http_client(mesh, agent="stranger") as client:  # default deny covers prompts too
-        with pytest.raises(MCPError) as default:
-            await client.get_prompt("everything.simple-prompt")
-        assert default.value.message.startswith("denied by policy default")
-
-    await until(lambda: traces(mesh, tool="everything.prompt:args-prompt"), 5, "prompt traced")
-    trace = traces(mesh, tool="everything.prompt:args-prompt")[0]
-    assert (trace["agent_id"], trace["status_code"], trace["params"]) == (
-        "reader",
-        200,
-        {"city": "Paris"},
-    )
-
-
-# -- capabilities follow the upstreams ------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "upstream_caps", [{"tools": {}}, {"tools": {}, "resources": {}, "prompts": {}, "logging": {}}]
-)
-async def test_capabilities_follow_the_upstreams(
-    tmp_path: Path, upstream_caps: dict[str, Any]
-) -> None:
-    """The MCP face alone (in-process, no bus): what it advertises depends on the catalogue."""
-    loaded = LoadedConfig(
-        config=Config.model_validate({"mcp_servers": [{"name": "t", "command": "x"}]}),
-        path=tmp_path / "mesh.yaml",
-    )
-    frontend = FrontEnd(loaded, f"ipc://{tmp_path}/nowhere.ipc")
-    frontend.catalog.servers["t"] = ServerView(
-        "t",
-        workers=[{"slot": "t:0"}],
-        tools={"a": {"name": "a", "inputSchema": {"type": "object"}}},
-        server_info={"capabilities": upstream_caps},
-    )
-    frontend.catalog.reindex()
-    server = MeshMcp(frontend, identify=lambda ctx: ("agent", "session")).build()
-    async with Client(server, mode="legacy") as client:
-        caps = client.server_capabilities
-        assert caps.tools is not None and caps.tools.list_changed
-        assert "t.a" in {t.name for t in (await client.list_tools()).tools}
-        await client.send_ping()
-        if "resources" in upstream_caps:
-            assert (
-                caps.resources is not None
-                and caps.resources.list_changed
-                and not caps.resources.subscribe
-            )
-            assert caps.prompts is not None and caps.prompts.list_changed
-            assert caps.logging is not None
-            return
-        assert (caps.resources, caps.prompts, caps.logging) == (None, None, None)
-        for call in (client.list_resources, client.list_resource_templates, client.list_prompts):
-            with pytest.raises(MCPError) as absent:
-                await call()
-            assert absent.value.code == types.METHOD_NOT_FOUND
-        with pytest.raises(MCPError) as absent:
-            await client.read_resource("demo://x")
-        assert absent.value.code == types.METHOD_NOT_FOUND
-        assert isinstance(
-            await client.set_logging_level("info"), types.EmptyResult
-        )  # still accepted

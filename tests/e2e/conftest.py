@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import fidelity
+from tests.e2e import faults, fidelity
 from tests.e2e.mesh import Mesh, SharedMeshes
 
 
@@ -37,5 +37,22 @@ def fidelity_mesh(
     """The mesh of tests/e2e/test_mcp_fidelity*.py (tests/e2e/fidelity.py)."""
     with shared_meshes.use(
         request, lambda: fidelity.fidelity_mesh(tmp_path_factory.mktemp("fidelity"))
+    ) as mesh:
+        yield mesh
+
+
+@pytest.fixture(scope="module")
+def faults_mesh(
+    request: pytest.FixtureRequest,
+    shared_meshes: SharedMeshes,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Mesh]:
+    """The mesh of tests/e2e/test_faults*.py (tests/e2e/faults.py)."""
+    with shared_meshes.use(
+        request,
+        lambda: faults.faults_mesh(
+            tmp_path_factory.mktemp("mesh"), tmp_path_factory.mktemp("demo")
+        ),
+        timeout=60,
     ) as mesh:
         yield mesh

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from bus import frames
+from bus import frames, multipart
 from bus.endpoints import ZAP_DOMAIN, AuthorizedKeys, CurveServer, Endpoints
 from bus.routing import Router
 
@@ -34,8 +34,7 @@ log = logging.getLogger(__name__)
 TICK = 0.05  # deadline resolution, seconds
 # Plain ints: pyzmq's flag enums cost more than the send itself on the hot path.
 _NOBLOCK = int(zmq.NOBLOCK)
-_SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
-_RCVMORE = int(zmq.RCVMORE)
+_recv_frame = multipart.recv_frame
 _SRCFD = int(zmq.SRCFD)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 # libzmq's generated identities start with a zero byte; the remote socket's get this in front.
@@ -168,20 +167,19 @@ class Broker:
         router = self.router
         for _ in range(1000):
             try:
-                identity = sock.recv(_NOBLOCK)
+                frame = _recv_frame(sock)
             except zmq.Again:
                 return
+            identity = frame.bytes
             msg: list[bytes] = []
             fd = -1
-            while sock.getsockopt(_RCVMORE):
-                if len(msg) == 2 and msg[1] == frames.READY:
+            while frame.more:
+                frame = _recv_frame(sock)
+                msg.append(frame.bytes)
+                if len(msg) == 3 and msg[1] == frames.READY:
                     # Which connection a worker registers on (the kernel's fd), so that its
-                    # connection closing can be told apart from a peer's. Only READY pays this.
-                    frame = sock.recv(_NOBLOCK, copy=False)
+                    # connection closing can be told apart from a peer's. Only READY asks.
                     fd = int(frame.get(_SRCFD))
-                    msg.append(frame.bytes)
-                else:
-                    msg.append(sock.recv(_NOBLOCK))
             if fd >= 0:
                 # A disconnect of an earlier holder of this fd number is already queued on the
                 # monitor (libzmq reports it before closing the fd): apply it first.
@@ -224,9 +222,7 @@ class Broker:
                 sock = remote
                 msg[0] = msg[0][1:]
             try:
-                for frame in msg[:-1]:
-                    sock.send(frame, _SNDMORE_NOBLOCK)
-                sock.send(msg[-1], _NOBLOCK)
+                multipart.send(sock, msg)
             except zmq.ZMQError as exc:  # peer gone: drop, the peer's own deadline covers it
                 log.debug("drop message to %r: %s", msg[0], exc)
         router.outbox.clear()

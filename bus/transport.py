@@ -20,14 +20,13 @@ from collections.abc import Callable
 
 import zmq
 
+from bus import multipart
 from bus.endpoints import CurveClient, curve_for
 
 _NOBLOCK = int(zmq.NOBLOCK)
-_SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _EVENTS = int(zmq.EVENTS)
-_RCVMORE = int(zmq.RCVMORE)
 
 DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 HANDSHAKE_FAILED = (
@@ -107,11 +106,8 @@ class AsyncDealer:
 
     def send(self, msg: list[bytes]) -> bool:
         """Send without blocking; False if it cannot go now (no connected peer)."""
-        sock = self._sock
         try:
-            for frame in msg[:-1]:
-                sock.send(frame, _SNDMORE_NOBLOCK)
-            sock.send(msg[-1], _NOBLOCK)
+            multipart.send(self._sock, msg)
         except zmq.Again:
             return False
         finally:
@@ -130,9 +126,7 @@ class AsyncDealer:
         self._drain_scheduled = False
         sock = self._sock
         while not self.closed and sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
-            msg = [sock.recv(_NOBLOCK)]
-            while sock.getsockopt(_RCVMORE):
-                msg.append(sock.recv(_NOBLOCK))
+            msg = multipart.recv(sock)
             try:
                 self._on_message(msg)
             except Exception:  # a bad message must not stop the drain (or the process)

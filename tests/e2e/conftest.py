@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import faults, fidelity
+from tests.e2e import faults, fidelity, go_contract
 from tests.e2e.mesh import Mesh, SharedMeshes
 
 
@@ -54,5 +54,18 @@ def faults_mesh(
             tmp_path_factory.mktemp("mesh"), tmp_path_factory.mktemp("demo")
         ),
         timeout=60,
+    ) as mesh:
+        yield mesh
+
+
+@pytest.fixture(scope="module")
+def go_contract_mesh(
+    request: pytest.FixtureRequest,
+    shared_meshes: SharedMeshes,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Mesh]:
+    """The mesh of tests/e2e/test_go_contract*.py (tests/e2e/go_contract.py)."""
+    with shared_meshes.use(
+        request, lambda: go_contract.go_contract_mesh(tmp_path_factory.mktemp("mesh"))
     ) as mesh:
         yield mesh

@@ -5,227 +5,44 @@ Written from the Go project's `proxy/handler.go` and the types it encodes (`Tool
 `mcp.ServerStatus`): a client written for the Go binary must run unchanged. So: lists are bare
 arrays (`[]` when empty), numbers Go holds as int64 are JSON integers, times are RFC 3339
 strings, optional fields are absent rather than `null`. Our extra fields may ride along; they
-are not checked here.
+are not checked here. The catalogue, traces, sessions and health: test_go_contract_reads.py (the
+same mesh; the shapes: tests/e2e/go_contract.py).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.e2e.mesh import Mesh, running
-from tests.support import npm_server, wait_until
-
-APPROVAL_TIMEOUT = 3
-GO_DURATION = re.compile(r"^(\d+h)?(\d+m)?\d+s$")  # time.Duration.String() of whole seconds
+from tests.e2e.go_contract import (
+    GO_DURATION,
+    GRANT,
+    approval_item,
+    background,
+    call,
+    check,
+    is_rfc3339,
+    pending_for,
+    tool_call,
+    trace_entry,
+    traced,
+    traces,
+)
+from tests.e2e.mesh import Mesh
+from tests.support import wait_until
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Iterator[Mesh]:
-    config = {
-        "approval": {"timeout_seconds": APPROVAL_TIMEOUT, "memory_threshold": 0},
-        "trace_file": "traces.jsonl",
-        "mcp_servers": [{"name": "fs", "command": npm_server("filesystem"), "args": [str(demo)]}],
-        "policies": [
-            {
-                "name": "devs",
-                "agent": "dev-*",
-                "rules": [
-                    {"tools": ["fs.read_*", "fs.list_*", "fs.get_*"], "action": "allow"},
-                    {"tools": ["fs.write_file", "fs.create_directory"], "action": "human_approval"},
-                    {"tools": ["fs.*"], "action": "deny"},
-                ],
-            },
-            {
-                "name": "bursty",
-                "agent": "burst",
-                "rate_limit": {"max_per_minute": 2},
-                "rules": [{"tools": ["fs.*"], "action": "allow"}],
-            },
-            {"name": "default", "agent": "*", "rules": [{"tools": ["*"], "action": "deny"}]},
-        ],
-    }
-    with running(Mesh(tmp_path_factory.mktemp("mesh"), config)) as m:
-        yield m
+def mesh(go_contract_mesh: Mesh) -> Mesh:
+    return go_contract_mesh
 
 
-# -- shape checks ------------------------------------------------------------------------------
-
-Kind = type | tuple[type, ...]
-NUMBER = (int, float)
-
-
-def is_int(value: Any) -> bool:
-    return type(value) is int  # Go int / int64: a JSON integer (not 3.0, not a bool)
-
-
-def is_rfc3339(value: Any) -> bool:
-    return (
-        isinstance(value, str) and "T" in value and datetime.fromisoformat(value).tzinfo is not None
-    )
-
-
-def check(
-    obj: Any, required: Mapping[str, Kind], optional: Mapping[str, Kind] | None = None
-) -> dict[str, Any]:
-    """`obj` is an object with every `required` field, each `optional` one absent or typed, no
-    null."""
-    assert isinstance(obj, dict), obj
-    for key, kind in {**required, **(optional or {})}.items():
-        if key not in obj:
-            assert key not in required, f"missing {key!r} in {obj}"
-            continue
-        value = obj[key]
-        assert value is not None, f"{key!r} is null (Go omits it) in {obj}"
-        if kind is int:
-            assert is_int(value), f"{key!r} = {value!r} is not an integer"
-        else:
-            assert isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)), (
-                key,
-                value,
-            )
-    return obj
-
-
-TOOL_CALL = {"trace_id": str, "policy": str, "latency_ms": int}
-TOOL_CALL_OPTIONAL: dict[str, Kind] = {
-    "approval_id": str,
-    "error": str,
-    "result": (dict, list, str),
-}
-TRACE = {
-    "trace_id": str,
-    "agent_id": str,
-    "tool": str,
-    "params": dict,
-    "policy": str,
-    "policy_rule": str,
-    "status_code": int,
-    "latency_ms": int,
-    "timestamp": str,
-}
-TRACE_OPTIONAL: dict[str, Kind] = {
-    "session_id": str,
-    "error": str,
-    "exit_code": int,
-    "approval_id": str,
-    "approval_status": str,
-    "approved_by": str,
-    "approval_ms": int,
-    "supervisor_reasoning": str,
-    "supervisor_confidence": NUMBER,
-    "estimated_input_tokens": int,
-    "estimated_output_tokens": int,
-    "tokens_source": str,
-}
-APPROVAL = {
-    "id": str,
-    "agent_id": str,
-    "tool": str,
-    "params": dict,
-    "policy_rule": str,
-    "status": str,
-    "created_at": str,
-}
-APPROVAL_OPTIONAL: dict[str, Kind] = {
-    "remaining": str,
-    "resolved_by": str,
-    "resolved_at": str,
-    "reasoning": str,
-    "confidence": NUMBER,
-    "injection_risk": bool,
-}
-GRANT = {
-    "id": str,
-    "agent": str,
-    "tools": str,
-    "expires_at": str,
-    "remaining": str,
-    "granted_by": str,
-}
-
-
-def tool_call(response: httpx.Response, status: int, policy: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = check(response.json(), TOOL_CALL, TOOL_CALL_OPTIONAL)
-    assert body["policy"] == policy
-    assert response.headers["x-trace-id"] == body["trace_id"]
-    return body
-
-
-def trace_entry(entry: dict[str, Any]) -> dict[str, Any]:
-    check(entry, TRACE, TRACE_OPTIONAL)
-    assert is_rfc3339(entry["timestamp"])
-    return entry
-
-
-def approval_item(item: dict[str, Any]) -> dict[str, Any]:
-    check(item, APPROVAL, APPROVAL_OPTIONAL)
-    assert is_rfc3339(item["created_at"])
-    assert ("remaining" in item) == (item["status"] == "pending")
-    assert GO_DURATION.match(item.get("remaining", "0s"))
-    assert is_rfc3339(item.get("resolved_at", "2026-01-01T00:00:00Z"))
-    return item
-
-
-def traces(mesh: Mesh, **query: Any) -> list[dict[str, Any]]:
-    r = mesh.http.get("/traces", params=query)
-    assert r.status_code == 200 and isinstance(r.json(), list), r.text
-    return [trace_entry(t) for t in r.json()]
-
-
-def traced(mesh: Mesh, trace_id: str, final: bool = True) -> dict[str, Any]:
-    found: list[dict[str, Any]] = []
-
-    def look() -> bool:
-        found[:] = [
-            t
-            for t in traces(mesh, limit=500)
-            if t["trace_id"] == trace_id and (not final or t.get("approval_status") != "pending")
-        ]
-        return bool(found)
-
-    wait_until(look, 5, f"trace {trace_id} in /traces")
-    return found[0]
-
-
-def call(
-    mesh: Mesh, tool: str, params: dict[str, Any], agent: str = "dev-1", **kw: Any
-) -> httpx.Response:
-    return mesh.call(tool, params, agent=agent, **kw)
-
-
-def background(mesh: Mesh, tool: str, params: dict[str, Any]) -> Future[httpx.Response]:
-    return ThreadPoolExecutor(1).submit(
-        lambda: httpx.post(
-            f"{mesh.url}/tool/{tool}",
-            json={"params": params},
-            timeout=30,
-            headers={"Authorization": "Bearer agent:dev-1"},
-        )
-    )
-
-
-def pending_for(mesh: Mesh, tool: str) -> dict[str, Any]:
-    found: list[dict[str, Any]] = []
-
-    def look() -> bool:
-        found[:] = [
-            a
-            for a in mesh.http.get("/approvals", params={"status": "pending"}).json()
-            if a["tool"] == tool
-        ]
-        return bool(found)
-
-    wait_until(look, 5, f"a pending approval for {tool}")
-    return approval_item(found[0])
+@pytest.fixture(scope="module")
+def demo(mesh: Mesh) -> Path:
+    """The directory the mesh's filesystem server serves."""
+    return mesh.tmp / "demo"
 
 
 # -- empty stores are empty arrays -------------------------------------------------------------
@@ -436,103 +253,3 @@ def test_grants(mesh: Mesh, demo: Path) -> None:
     for bad in ({"agent": "a", "tools": "x"}, {"agent": "a", "tools": "x", "duration": "soon"}, {}):
         r = mesh.http.post("/grants", json=bad)
         assert r.status_code == 400 and isinstance(r.json()["error"], str)
-
-
-# -- catalogue, traces, sessions, health --------------------------------------------------------
-
-
-def test_tools(mesh: Mesh) -> None:
-    tools = mesh.http.get("/tools").json()
-    assert isinstance(tools, list) and tools
-    for tool in tools:
-        check(
-            tool,
-            {
-                "name": str,
-                "description": str,
-                "method": str,
-                "path": str,
-                "base_url": str,
-                "source": str,
-                "mcp_server": str,
-            },
-            {"params": list},
-        )
-        assert (tool["source"], tool["mcp_server"]) == ("mcp", "fs") and tool["name"].startswith(
-            "fs."
-        )
-        for param in tool.get("params", []):
-            check(param, {"name": str, "in": str, "type": str, "required": bool})
-    (listing,) = [t for t in tools if t["name"] == "fs.list_directory"]
-    assert {"name": "path", "in": "body", "type": "string", "required": True} in listing["params"]
-
-
-def test_mcp_servers(mesh: Mesh) -> None:
-    (server,) = mesh.http.get("/mcp-servers").json()
-    check(server, {"name": str, "transport": str, "status": str, "tools": list}, {"error": str})
-    assert (server["name"], server["transport"], server["status"]) == ("fs", "stdio", "ready")
-    assert "fs.list_directory" in server["tools"] and all(
-        isinstance(t, str) for t in server["tools"]
-    )
-
-
-def test_traces_newest_first_and_filtered(mesh: Mesh, demo: Path) -> None:
-    first = call(mesh, "fs.list_directory", {"path": str(demo)}, agent="dev-filter").json()[
-        "trace_id"
-    ]
-    second = call(
-        mesh, "fs.get_file_info", {"path": str(demo / "a.txt")}, agent="dev-filter"
-    ).json()["trace_id"]
-    wait_until(lambda: len(traces(mesh, agent="dev-filter")) == 2, 5, "both traces")
-    assert [t["trace_id"] for t in traces(mesh, agent="dev-filter")] == [second, first]
-    assert [t["trace_id"] for t in traces(mesh, agent="dev-filter", tool="fs.list_directory")] == [
-        first
-    ]
-    assert len(traces(mesh)) <= 100  # Go's default cap
-
-
-def test_sessions(mesh: Mesh, demo: Path) -> None:
-    ids = [
-        call(mesh, tool, {"path": str(demo), "n": n}, headers={"X-Session-Id": "go-s2"}).json()[
-            "trace_id"
-        ]
-        for n, tool in enumerate(("fs.list_directory", "fs.list_directory", "fs.get_file_info"))
-    ]
-    wait_until(lambda: len(mesh.http.get("/sessions/go-s2").json()) == 3, 5, "the session's traces")
-    events = [trace_entry(e) for e in mesh.http.get("/sessions/go-s2").json()]
-    assert [e["trace_id"] for e in events] == ids[::-1]  # newest first
-    (summary,) = [s for s in mesh.http.get("/sessions").json() if s["session_id"] == "go-s2"]
-    check(
-        summary,
-        {
-            "session_id": str,
-            "agent_id": str,
-            "event_count": int,
-            "first_seen": str,
-            "last_seen": str,
-            "tools": list,
-        },
-    )
-    assert (summary["agent_id"], summary["event_count"]) == ("dev-1", 3)
-    assert sorted(summary["tools"]) == ["fs.get_file_info", "fs.list_directory"]
-    assert is_rfc3339(summary["first_seen"]) and summary["first_seen"] <= summary["last_seen"]
-
-
-def test_health_version_ready(mesh: Mesh) -> None:
-    r = mesh.http.get("/health")
-    health = check(r.json(), {"status": str, "tools": int, "traces": dict, "version": str})
-    assert r.status_code == 200 and health["status"] == "ok"
-    assert health["tools"] == len(mesh.http.get("/tools").json())
-    stats = health["traces"]
-    assert set(stats) == {
-        "total",
-        "allowed",
-        "denied",
-        "human_approval",
-        "errors",
-        "estimated_input_tokens",
-        "estimated_output_tokens",
-    } and all(is_int(n) for n in stats.values())
-    assert stats["total"] >= stats["allowed"] + stats["denied"] + stats["human_approval"]
-    assert mesh.http.get("/ready").status_code == 200
-    check(mesh.http.get("/version").json(), {"version": str, "commit": str, "date": str})

@@ -11,6 +11,7 @@ import pytest
 
 from tests.e2e import faults, fidelity, go_contract
 from tests.e2e.mesh import Mesh, SharedMeshes
+from tests.support import npm_server
 
 
 @pytest.fixture(scope="module")
@@ -68,4 +69,22 @@ def go_contract_mesh(
     with shared_meshes.use(
         request, lambda: go_contract.go_contract_mesh(tmp_path_factory.mktemp("mesh"))
     ) as mesh:
+        yield mesh
+
+
+@pytest.fixture(scope="module")
+def everything_mesh(
+    request: pytest.FixtureRequest,
+    shared_meshes: SharedMeshes,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Mesh]:
+    """server-everything, every tool allowed to every agent: the mesh of test_mcp_fast.py and
+    test_mcp_sampling.py (one start for both; neither reconfigures it)."""
+    config = {
+        "mcp_servers": [
+            {"name": "everything", "command": npm_server("everything"), "args": ["stdio"]}
+        ],
+        "policies": [{"name": "p", "agent": "*", "rules": [{"tools": ["*"], "action": "allow"}]}],
+    }
+    with shared_meshes.use(request, lambda: Mesh(tmp_path_factory.mktemp("mesh"), config)) as mesh:
         yield mesh

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from tests.e2e.mesh import Mesh, running
-from tests.support import npm_server
+from tests.e2e.mesh import Mesh
 
 LONG_OP = "everything.trigger-long-running-operation"
 HEADERS = {
@@ -26,15 +24,8 @@ HEADERS = {
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    config = {
-        "mcp_servers": [
-            {"name": "everything", "command": npm_server("everything"), "args": ["stdio"]}
-        ],
-        "policies": [{"name": "p", "agent": "*", "rules": [{"tools": ["*"], "action": "allow"}]}],
-    }
-    with running(Mesh(tmp_path_factory.mktemp("mesh"), config)) as m:
-        yield m
+def mesh(everything_mesh: Mesh) -> Mesh:
+    return everything_mesh
 
 
 def open_session(mesh: Mesh, agent: str = "fast") -> dict[str, str]:

@@ -4,26 +4,18 @@ cannot answer, makes it fail cleanly instead of hanging."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import mcp_types as types
 import pytest
 
-from tests.e2e.mesh import Mesh, running
-from tests.support import npm_server, text_of
+from tests.e2e.mesh import Mesh
+from tests.support import text_of
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    config = {
-        "mcp_servers": [
-            {"name": "everything", "command": npm_server("everything"), "args": ["stdio"]}
-        ],
-        "policies": [{"name": "p", "agent": "*", "rules": [{"tools": ["*"], "action": "allow"}]}],
-    }
-    with running(Mesh(tmp_path_factory.mktemp("mesh"), config)) as m:
-        yield m
+def mesh(everything_mesh: Mesh) -> Mesh:
+    return everything_mesh
 
 
 asked: list[Any] = []

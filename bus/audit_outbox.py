@@ -2,14 +2,18 @@
 changed or accepted — from the process that did it (a worker or a front-end) to the trace
 writer, which chains them into the trace file beside the call records (docs/audit.md).
 
-    outbox = AuditOutbox(client, state_db)          # once per process; start() in its loop
-    outbox.add(audit_event("grant.created", actor, grant_id, {"agent": ..., "tools": [...]}))
+    outbox = AuditOutbox(client, store.db)          # once per process; start() in its loop
+    with store.transaction():                       # the change and its event: one commit
+        grant = store.grant_create(...)
+        outbox.add(audit_event("grant.created", actor, grant_id, {"agent": ..., "tools": [...]}))
 
-`add` never waits on the trace writer: the event is stored in a table of the caller's SQLite
-database (`audit_outbox`), sent in batches as `AuditBatch` to `traces`, deleted once
-acknowledged, and sent again after a failure or a restart of either side (the trace writer keeps
-each id once). Processes may share one database file: a sender deletes only up to the last row
-of the batch it sent, and an event two of them send is still written once.
+`add` never waits on the trace writer: the event is stored in a table (`audit_outbox`) of the
+database whose change it records, on that change's connection and inside its transaction (a
+crash between two commits would keep the change and lose its event); a task sends the table in
+batches as `AuditBatch` to `traces`, deletes them once acknowledged, and sends them again after a
+failure or a restart of either side (the trace writer keeps each id once). Processes may share
+one database file: a sender deletes only up to the last row of the batch it sent, and an event
+two of them send is still written once.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import logging
 import sqlite3
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -51,12 +54,11 @@ def audit_event(
 
 
 class AuditOutbox:
-    def __init__(self, client: BusClient, db_path: Path) -> None:
+    def __init__(self, client: BusClient, db: sqlite3.Connection) -> None:
+        """`db`: the connection (autocommit, `isolation_level=None`) the caller writes the
+        changes on that the events record."""
         self.client = client
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(db_path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db = db
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS audit_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
             " event BLOB NOT NULL)"

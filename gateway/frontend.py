@@ -37,15 +37,15 @@ class FrontEnd:
         sources = config.sources()  # MCP servers, CLI tools, OpenAPI imports
         self.catalog = Catalog(self.client, [], sources=sources)
         state = StateDir(loaded.state_dir())
-        # tool pin changes and acceptances are audit events (the outbox's table in pins.db)
-        self.audit = AuditOutbox(self.client, state.pins_db)
         self.publisher = Publisher(events_in) if events_in is not None else None
         self.pins = Pins(
             state.pins_db,
             {s.name: s.pinning.mode for s in config.mcp_servers},
-            self.audit,
-            self.publisher.publish if self.publisher is not None else None,
+            publish=self.publisher.publish if self.publisher is not None else None,
         )
+        # tool pin changes and acceptances are audit events: the outbox's table in pins.db,
+        # written on the pins' connection in the same commit as the change
+        self.audit = self.pins.audit = AuditOutbox(self.client, self.pins.db)
         self.catalog.pins = self.pins
         self.outbox = TraceOutbox(
             self.client, StateDir(loaded.state_dir()).trace_journal, type(self).__name__.lower()

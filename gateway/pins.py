@@ -131,7 +131,7 @@ class Pins:
             self._seen[tool] = print_
             recorded = True
             if self._record(server, tool, definition(listed), print_):
-                self._announce("changed", self.held[tool], "mesh")
+                self._tell("changed", self.held[tool], "mesh")
         if recorded:
             self.reload()
 
@@ -157,7 +157,8 @@ class Pins:
                 "INSERT OR REPLACE INTO changes VALUES (?,?,?,?)",
                 (tool, print_, json.dumps(new), now),
             )
-        self.reload()
+            self.reload()
+            self._audit("changed", self.held[tool], "mesh")  # in the change's commit
         return True
 
     def reload(self) -> None:
@@ -221,8 +222,9 @@ class Pins:
                 (row[0], row[1], time.time(), by, tool),
             )
             db.execute("DELETE FROM changes WHERE tool = ?", (tool,))
+            self._audit("accepted", change, by)
         self.held.pop(tool, None)
-        self._announce("accepted", change, by)
+        self._tell("accepted", change, by)
         return change
 
     def status(self, tool: str, server: str, listed: Mapping[str, Any]) -> dict[str, Any]:
@@ -244,19 +246,27 @@ class Pins:
             out["injection_phrases"] = cached[1]
         return out
 
-    def _announce(self, what: str, change: Change, actor: str) -> None:
-        detail = {
-            "server": change.server,
-            "mode": change.mode,
-            "old_fingerprint": change.old_fingerprint,
-            "new_fingerprint": change.new_fingerprint,
-            "diff": change.diff,
-        }
+    def _audit(self, what: str, change: Change, actor: str) -> None:
+        """The audit event, in the transaction that records the change or its acceptance (the
+        outbox writes on this connection: a crash keeps both or neither)."""
+        if self.audit is not None:
+            self.audit.add(audit_event(f"tool.{what}", actor, change.tool, _detail(change)))
+
+    def _tell(self, what: str, change: Change, actor: str) -> None:
+        """The log line and the bus event, once stored."""
         if what == "changed":
             log.warning("%s", change.line())
         else:
             log.info("%s: new definition accepted by %s", change.tool, actor)
         if self.publish is not None:
-            self.publish(f"tool.{change.server}.{what}", {"tool": change.tool, **detail})
-        if self.audit is not None:
-            self.audit.add(audit_event(f"tool.{what}", actor, change.tool, detail))
+            self.publish(f"tool.{change.server}.{what}", {"tool": change.tool, **_detail(change)})
+
+
+def _detail(change: Change) -> dict[str, Any]:
+    return {
+        "server": change.server,
+        "mode": change.mode,
+        "old_fingerprint": change.old_fingerprint,
+        "new_fingerprint": change.new_fingerprint,
+        "diff": change.diff,
+    }

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -47,14 +47,11 @@ from policy.globs import glob_matches
 from workers.approval_store import StateStore
 from workers.audit import AuditOutbox, audit_event
 from workers.freeze_service import FreezeOps
-
-if TYPE_CHECKING:
-    import httpx
+from workers.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
 TICK = 0.25  # timeout resolution, seconds
-WEBHOOK_ATTEMPTS = 4
 
 
 class ApprovalService:
@@ -66,14 +63,15 @@ class ApprovalService:
         audit: AuditOutbox | None = None,
         publisher: Publisher | None = None,
     ) -> None:
+        if audit is not None and audit.db is not store.db:
+            raise ValueError("the audit outbox must write on the store's connection (one commit)")
         self.store = store
         self.freezes = FreezeOps(store, clock, audit, publisher)  # the kill switch
         self.audit = audit  # resolutions and grants, chained into the trace file (docs/audit.md)
         self.config = config
         self.clock = clock
         self.waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
-        self.http: httpx.AsyncClient | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self.webhooks = Webhooks()
         self._ops: dict[type, Callable[[Any], Awaitable[dict[str, Any]]]] = {
             ApprovalSubmit: self.op_submit,
             ApprovalWait: self.op_wait,
@@ -131,13 +129,15 @@ class ApprovalService:
         )
         if frozen is not None:
             why = frozen.decision().reason
-            approval = create(status="denied", resolved_by=f"freeze:{frozen.id}", reasoning=why)
-            self._audit_resolution(approval)
+            with self.store.transaction():  # the approval and its audit event: one commit
+                approval = create(status="denied", resolved_by=f"freeze:{frozen.id}", reasoning=why)
+                self._audit_resolution(approval)
             return {"status": "denied", "id": approval["id"], "approval": approval}
         threshold = self.config.approval.memory_threshold
         if trusted and threshold and self.store.memory_count(agent, tool, shape) >= threshold:
-            approval = create(status="approved", resolved_by="auto:memory")
-            self._audit_resolution(approval)
+            with self.store.transaction():
+                approval = create(status="approved", resolved_by="auto:memory")
+                self._audit_resolution(approval)
             return {
                 "status": "approved",
                 "approved_by": "auto:memory",
@@ -146,7 +146,9 @@ class ApprovalService:
             }
         approval = create()
         if self.config.approval.notify_url:
-            self._post(str(self.config.approval.notify_url), self.notification("pending", approval))
+            self.webhooks.post(
+                str(self.config.approval.notify_url), self.notification("pending", approval)
+            )
         return {"status": "pending", "id": approval["id"], "approval": approval}
 
     async def op_wait(self, body: ApprovalWait) -> dict[str, Any]:
@@ -191,6 +193,23 @@ class ApprovalService:
         reasoning: str | None,
         confidence: float | None,
     ) -> dict[str, Any]:
+        with self.store.transaction():
+            approval = self._store_resolution(
+                approval_id, status, resolved_by, reasoning, confidence
+            )
+        self._tell(approval)
+        return approval
+
+    def _store_resolution(
+        self,
+        approval_id: str,
+        status: str,
+        resolved_by: str,
+        reasoning: str | None,
+        confidence: float | None,
+    ) -> dict[str, Any]:
+        """The resolution, what memory learns from it and its audit event, in the caller's
+        transaction."""
         approval = self.store.resolve(
             approval_id, status, resolved_by, reasoning, confidence, self.clock()
         )
@@ -199,12 +218,16 @@ class ApprovalService:
                 approval["agent_id"], approval["tool"], approval["shape"], status == "approved"
             )
         self._audit_resolution(approval)
+        return approval
+
+    def _tell(self, approval: dict[str, Any]) -> None:
+        """A stored resolution to its waiters and its webhook."""
+        status = approval["status"]
         for future in self.waiters.pop(approval["id"], []):
             if not future.done():
                 future.set_result(approval)
         if approval.get("callback_url"):
-            self._post(approval["callback_url"], self.notification(status, approval))
-        return approval
+            self.webhooks.post(approval["callback_url"], self.notification(status, approval))
 
     async def op_claim_replay(self, body: ApprovalClaimReplay) -> dict[str, Any]:
         approval = self.store.get(body.id)  # approved before a freeze: not run while it holds
@@ -266,36 +289,46 @@ class ApprovalService:
         if seconds <= 0:
             raise bad_request("duration must be positive")
         now = self.clock()
-        grant = self.store.grant_create(
-            body.agent, body.tools, now, now + seconds, body.created_by or "unknown"
-        )
-        if self.audit is not None:
-            detail = {"agent": grant["agent"], "tools": grant["tools"], "duration": body.duration}
-            detail["expires_at"] = rfc3339(grant["expires_at"])
-            self.audit.add(audit_event("grant.created", grant["created_by"], grant["id"], detail))
+        with self.store.transaction():
+            grant = self.store.grant_create(
+                body.agent, body.tools, now, now + seconds, body.created_by or "unknown"
+            )
+            if self.audit is not None:
+                detail = {"agent": grant["agent"], "tools": grant["tools"]}
+                detail |= {"duration": body.duration, "expires_at": rfc3339(grant["expires_at"])}
+                self.audit.add(
+                    audit_event("grant.created", grant["created_by"], grant["id"], detail)
+                )
         return grant
 
     async def op_grant_list(self, body: GrantList) -> dict[str, Any]:
         return {"grants": self.store.grants_active(self.clock(), body.agent)}
 
     async def op_grant_revoke(self, body: GrantRevoke) -> dict[str, Any]:
-        grant = self.store.grant_revoke(body.id, self.clock())
-        if self.audit is not None:
-            detail = {"agent": grant["agent"], "tools": grant["tools"]}
-            actor = body.revoked_by or "unknown"
-            self.audit.add(audit_event("grant.revoked", actor, grant["id"], detail))
+        with self.store.transaction():
+            grant = self.store.grant_revoke(body.id, self.clock())
+            if self.audit is not None:
+                detail = {"agent": grant["agent"], "tools": grant["tools"]}
+                actor = body.revoked_by or "unknown"
+                self.audit.add(audit_event("grant.revoked", actor, grant["id"], detail))
         return grant
 
     # -- freezes (workers/freeze_service.py) ----------------------------------------------
 
     async def op_freeze_create(self, body: FreezeCreate) -> dict[str, Any]:
-        def deny(approval_id: str, by: str, why: str) -> None:
-            try:
-                self.resolve(approval_id, "denied", by, why, None)
-            except BusError:
-                pass  # resolved meanwhile
+        denied: list[dict[str, Any]] = []
 
-        return self.freezes.create(body, deny)
+        def deny(approval_id: str, by: str, why: str) -> bool:  # in the freeze's transaction
+            try:
+                denied.append(self._store_resolution(approval_id, "denied", by, why, None))
+            except BusError:
+                return False  # resolved meanwhile
+            return True
+
+        record = self.freezes.create(body, deny)
+        for approval in denied:  # once stored
+            self._tell(approval)
+        return record
 
     async def op_freeze_list(self, body: FreezeList) -> dict[str, Any]:
         return self.freezes.current().dump()
@@ -314,7 +347,7 @@ class ApprovalService:
         actor = approval.get("resolved_by") or "unknown"
         self.audit.add(audit_event("approval.resolved", actor, approval["id"], detail))
 
-    # -- timeouts and webhooks -------------------------------------------------------------
+    # -- timeouts -------------------------------------------------------------
 
     async def expire_forever(self) -> None:
         while True:
@@ -324,27 +357,6 @@ class ApprovalService:
                 except BusError:
                     pass  # resolved meanwhile
             await asyncio.sleep(TICK)
-
-    def _post(self, url: str, payload: dict[str, Any]) -> None:
-        task = asyncio.create_task(self._deliver(url, payload))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _deliver(self, url: str, payload: dict[str, Any]) -> None:
-        """POST with retries and backoff, off the call path; give up loudly."""
-        import httpx  # here: only webhooks need it, and it costs the process ~15 MB
-
-        if self.http is None:
-            self.http = httpx.AsyncClient(timeout=5.0)
-        for attempt in range(WEBHOOK_ATTEMPTS):
-            try:
-                response = await self.http.post(url, json=payload)
-                if response.status_code < 500:
-                    return
-            except httpx.HTTPError as exc:
-                log.info("webhook %s attempt %d failed: %s", url, attempt + 1, exc)
-            await asyncio.sleep(0.25 * 2**attempt)
-        log.warning("webhook %s: giving up after %d attempts", url, WEBHOOK_ATTEMPTS)
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -356,10 +368,11 @@ def _first_error(exc: ValidationError) -> str:
 async def run(endpoint: str, db_path: Path, config: Config, events_in: str | None = None) -> None:
     client = BusClient(endpoint)  # audit events to the trace writer
     await client.start()
-    audit = AuditOutbox(client, db_path)  # its table in the approvals' database
+    store = StateStore(db_path)
+    audit = AuditOutbox(client, store.db)  # its table in the approvals' database
     audit.start()
     publisher = Publisher(events_in) if events_in is not None else None  # freeze.set.changed
-    service = ApprovalService(StateStore(db_path), config, audit=audit, publisher=publisher)
+    service = ApprovalService(store, config, audit=audit, publisher=publisher)
     expiring = asyncio.create_task(service.expire_forever())
     try:
         # Parked waits hold a request slot each: capacity is about memory, not CPU.

@@ -2,6 +2,8 @@
 
 Owned by the approval worker alone (one writer). Everything survives restarts: pending approvals
 are still pending (or time out on start if their deadline passed), grants keep their expiry.
+The audit outbox shares this connection (`AuditOutbox(client, store.db)`), so a change and its
+audit event are written in one `transaction()`: a crash keeps both or neither.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,21 @@ class StateStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # approvals and grants are decisions: keep them
         self.db.executescript(_SCHEMA)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One SQLite transaction around what the block writes; inside another, part of it. The
+        block must not await: the loop would run other operations inside the transaction."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     # -- approvals -------------------------------------------------------------------------
 

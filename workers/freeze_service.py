@@ -22,8 +22,9 @@ from workers.approval_store import StateStore
 
 log = logging.getLogger(__name__)
 
-# Deny one pending approval: (approval id, resolved_by, reasoning).
-Deny = Callable[[str, str, str], None]
+# Deny one pending approval in the freeze's transaction: (approval id, resolved_by, reasoning);
+# False when it was resolved meanwhile.
+Deny = Callable[[str, str, str], bool]
 
 
 class FreezeOps:
@@ -53,23 +54,27 @@ class FreezeOps:
         if len(targets) != 1 or not targets[0].strip():
             raise bad_request("a freeze names exactly one of: agent (id or glob), tool (glob), all")
         kind = "agent" if body.agent is not None else "tool" if body.tool is not None else "all"
-        record = self.store.freeze_create(
-            kind, targets[0].strip(), body.reason, self.clock(), body.created_by or "unknown"
-        )
-        self._announce()  # first: new calls stop before we look at the waiting ones
-        freeze = Freeze.model_validate(record)
-        denied = 0
-        for approval in self.store.list_approvals("pending", limit=1_000_000):
-            if freeze.stops(approval["agent_id"], approval["tool"]):
-                deny(approval["id"], f"freeze:{freeze.id}", freeze.decision().reason)
-                denied += 1
-        self._audit("freeze.created", record["created_by"], record, denied=denied)
+        # One transaction: the freeze, the approvals it denies, their audit events. No call
+        # slips between the freeze and the denials: this service runs one operation at a time,
+        # and a call submitted after the commit is refused by the stored freeze (op_submit).
+        with self.store.transaction():
+            record = self.store.freeze_create(
+                kind, targets[0].strip(), body.reason, self.clock(), body.created_by or "unknown"
+            )
+            freeze = Freeze.model_validate(record)
+            denied = 0
+            for approval in self.store.list_approvals("pending", limit=1_000_000):
+                if freeze.stops(approval["agent_id"], approval["tool"]):
+                    denied += deny(approval["id"], f"freeze:{freeze.id}", freeze.decision().reason)
+            self._audit("freeze.created", record["created_by"], record, denied=denied)
+        self._announce()  # once stored: a freeze a crash lost is never announced
         return record | {"denied_approvals": denied}
 
     def thaw(self, body: FreezeThaw) -> dict[str, Any]:
-        record = self.store.freeze_thaw(body.id, self.clock(), body.thawed_by or "unknown")
+        with self.store.transaction():
+            record = self.store.freeze_thaw(body.id, self.clock(), body.thawed_by or "unknown")
+            self._audit("freeze.thawed", record["thawed_by"], record)
         self._announce()
-        self._audit("freeze.thawed", record["thawed_by"], record)
         return record
 
     def _announce(self) -> None:

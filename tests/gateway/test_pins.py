@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from bus.approval_messages import GrantCreate
+from bus.audit_outbox import AuditOutbox
+from bus.client import BusClient
 from bus.messages import APPROVAL, POLICY
 from gateway.pins import Pins
 from policy.pinning import fingerprint
@@ -34,6 +36,30 @@ class Announced:
 
 def pins(path: Path, mode: Any = "approve", heard: Announced | None = None) -> Pins:
     return Pins(path / "pins.db", {"fs": mode}, heard, heard.publish if heard else None)  # type: ignore[arg-type]
+
+
+def test_a_change_and_its_acceptance_are_each_one_commit_with_their_audit_event(
+    tmp_path: Path,
+) -> None:
+    """The audit outbox writes on the pins' connection: an acceptance whose event cannot be
+    stored (a crash there) is not stored either."""
+    first = Pins(tmp_path / "pins.db", {"fs": "block"})
+    first.audit = AuditOutbox(BusClient("ipc:///nowhere"), first.db)  # never started: rows stay
+    first.observe("fs", {"fs.read_file": OLD})
+    first.observe("fs", {"fs.read_file": NEW})
+    assert first.audit.backlog == 1  # tool.changed, with the change
+
+    def crash(event: Any) -> None:
+        raise KeyboardInterrupt  # as a kill between the acceptance and its event
+
+    first.audit.add = crash  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        first.accept("fs.read_file", "alice")
+    first.close()
+    again = Pins(tmp_path / "pins.db", {"fs": "block"})
+    again.reload()
+    assert again.hold("fs.read_file") is not None  # still held: the acceptance went with it
+    assert AuditOutbox(BusClient("ipc:///nowhere"), again.db).backlog == 1
 
 
 def test_first_sight_pins_and_a_change_is_held_until_accepted(tmp_path: Path) -> None:

@@ -64,9 +64,10 @@ async def test_resolutions_and_grants_are_chained_into_the_trace_file(
     tracer = Tracer(endpoints, tmp_path)
     await tracer.start()
     async with BusClient(endpoints.requests) as client:
-        outbox = AuditOutbox(client, tmp_path / "state.db")
+        store = StateStore(tmp_path / "state.db")
+        outbox = AuditOutbox(client, store.db)  # on the store's connection: one commit each
         outbox.start()
-        service = ApprovalService(StateStore(tmp_path / "state.db"), Config(), audit=outbox)
+        service = ApprovalService(store, Config(), audit=outbox)
         submitted = await service.op_submit(
             ApprovalSubmit(agent="claude", tool="fs.write_file", trace_id="t1")
         )
@@ -104,7 +105,7 @@ async def test_events_wait_for_the_trace_writer_and_survive_a_restart(
 ) -> None:
     trace = tmp_path / "traces.jsonl"
     async with BusClient(endpoints.requests) as client:
-        outbox = AuditOutbox(client, tmp_path / "state.db")
+        outbox = AuditOutbox(client, StateStore(tmp_path / "state.db").db)
         outbox.start()
         outbox.add(audit_event("grant.created", "ops", "g1"))
         await until(lambda: outbox.backlog == 1, "the event stored")
@@ -114,7 +115,7 @@ async def test_events_wait_for_the_trace_writer_and_survive_a_restart(
     tracer = Tracer(endpoints, tmp_path)
     await tracer.start()
     async with BusClient(endpoints.requests) as client:
-        again = AuditOutbox(client, tmp_path / "state.db")  # its next start
+        again = AuditOutbox(client, StateStore(tmp_path / "state.db").db)  # its next start
         again.start()
         again.add(audit_event("grant.revoked", "ops", "g1"))
         await until(lambda: len(lines(trace)) == 2, "both events written")

@@ -120,6 +120,23 @@ class Mesh:
         ):
             yield client
 
+    def cli(
+        self, *args: str, token: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """The `mesh` CLI as the operator runs it, on this mesh (MESH_URL) in the environment the
+        mesh was started in, with MESH_OPERATOR_TOKEN `token` when one is given."""
+        env = {**self.env, "MESH_URL": self.url}
+        if token is not None:
+            env["MESH_OPERATOR_TOKEN"] = token
+        return subprocess.run(
+            [sys.executable, "-m", "agent_mesh.mesh_cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
     def processes(self) -> dict[int, str]:
         assert self.proc is not None
         return {pid: cmdline(pid) for pid in descendants(self.proc.pid)}

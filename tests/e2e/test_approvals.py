@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -108,20 +107,6 @@ def pending_for(mesh: Mesh, tool: str) -> dict[str, Any]:
     return found[0]
 
 
-def mesh_cli(mesh: Mesh, *args: str, token: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MESH_URL": mesh.url}
-    if token:
-        env["MESH_OPERATOR_TOKEN"] = TOKEN
-    return subprocess.run(
-        [sys.executable, "-c", "from agent_mesh.mesh_cli import main; main()", *args],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 def trace(mesh: Mesh, trace_id: str) -> dict[str, Any]:
     """The final trace of a call (a call that waited was first traced as pending)."""
     found: list[dict[str, Any]] = []
@@ -143,9 +128,9 @@ def test_approve_with_mesh_cli_releases_the_waiting_call(mesh: Mesh, hooks: Webh
     call = background(mesh, "fs.write_file", {"path": str(target), "content": "yes"})
     approval = pending_for(mesh, "fs.write_file")
     assert not call.done() and not target.exists()
-    shown = mesh_cli(mesh, "show", approval["id"][:8])
+    shown = mesh.cli("show", approval["id"][:8], token=TOKEN)
     assert shown.returncode == 0 and "fs.write_file" in shown.stdout
-    done = mesh_cli(mesh, "approve", approval["id"][:8], "--reasoning", "looks fine")
+    done = mesh.cli("approve", approval["id"][:8], "--reasoning", "looks fine", token=TOKEN)
     assert done.returncode == 0, done.stderr
     r = call.result(timeout=10)
     assert r.status_code == 200, r.text
@@ -208,7 +193,7 @@ def test_operator_token_and_unknown_or_ambiguous_ids(mesh: Mesh) -> None:
         headers={"Authorization": "Bearer agent:claude"},
     )
     assert r.status_code == 403 and "operator token" in r.json()["error"]
-    assert mesh_cli(mesh, "approve", approval["id"], token=False).returncode != 0
+    assert mesh.cli("approve", approval["id"]).returncode != 0
     assert (
         mesh.http.post(
             "/approvals/ffffffff/approve", json={}, headers={"X-Operator-Token": TOKEN}
@@ -232,7 +217,7 @@ def test_operator_token_and_unknown_or_ambiguous_ids(mesh: Mesh) -> None:
     assert (
         "injection_risk" not in detail and "active_grants" in detail
     )  # false is omitted, as in Go
-    mesh_cli(mesh, "approve", approval["id"])
+    mesh.cli("approve", approval["id"], token=TOKEN)
     assert call.result(timeout=10).json()["result"]["content"][0]["text"] == "alpha"
 
 
@@ -311,7 +296,7 @@ def test_webhook_callback_url_gets_the_resolution(mesh: Mesh, hooks: Webhooks) -
         mesh, "fs.list_allowed_directories", {}, headers={"X-Callback-URL": hooks.url}
     )
     approval = pending_for(mesh, "fs.list_allowed_directories")
-    mesh_cli(mesh, "approve", approval["id"][:8])
+    mesh.cli("approve", approval["id"][:8], token=TOKEN)
     assert call.result(timeout=10).status_code == 200
     wait_until(
         lambda: any(
@@ -340,7 +325,7 @@ def test_approval_worker_killed_while_a_call_waits(mesh: Mesh) -> None:
         "the approval still pending after the restart",
     )
     assert not call.done()
-    assert mesh_cli(mesh, "approve", approval["id"]).returncode == 0
+    assert mesh.cli("approve", approval["id"], token=TOKEN).returncode == 0
     r = call.result(timeout=10)
     assert r.status_code == 200 and r.json()["approval_status"] == "approved"
 

@@ -40,19 +40,6 @@ def mesh(
     assert m.stop() == set()
 
 
-def mesh_cli(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
-    """The `mesh` CLI as the operator runs it, in the environment the mesh was started in."""
-    env = {**mesh.env, "MESH_URL": mesh.url}
-    return subprocess.run(
-        [sys.executable, "-c", "from agent_mesh.mesh_cli import main; main()", *args],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 def traces(mesh: Mesh) -> list[dict[str, Any]]:
     body = mesh.http.get("/traces", params={"limit": 50}).json()
     found: list[dict[str, Any]] = body if isinstance(body, list) else body["traces"]
@@ -116,7 +103,7 @@ async def test_the_agent_cannot_approve_its_own_call(mesh: Mesh) -> None:
         assert not target.exists()
 
         # The human approves with the mesh CLI; the agent then gets its call run, once.
-        approved = mesh_cli(mesh, "approve", approval_id[:8])
+        approved = mesh.cli("approve", approval_id[:8])
         assert approved.returncode == 0, approved.stderr
         replayed = await client.call_tool(
             "approval.resolve", {"id": approval_id, "decision": "approve"}

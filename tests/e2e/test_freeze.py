@@ -7,7 +7,6 @@ the freeze request to the first refused call under a load of calls is measured."
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -83,25 +82,11 @@ def refused(mesh: Mesh, agent: str) -> httpx.Response:
     return answers[0]
 
 
-def mesh_cli(mesh: Mesh, *args: str, token: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MESH_URL": mesh.url}
-    if token:
-        env["MESH_OPERATOR_TOKEN"] = TOKEN
-    return subprocess.run(
-        [sys.executable, "-c", "from agent_mesh.mesh_cli import main; main()", *args],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 async def test_a_frozen_agent_is_refused_on_rest_and_mcp_others_served_thaw_serves_it(
     mesh: Mesh,
 ) -> None:
     assert mesh.call(LIST, agent="claude").status_code == 200
-    made = mesh_cli(mesh, "freeze", "agent", "claude", "--reason", "leaking secrets")
+    made = mesh.cli("freeze", "agent", "claude", "--reason", "leaking secrets", token=TOKEN)
     assert made.returncode == 0, made.stderr
     (listed,) = mesh.http.get("/freezes").json()
     fid = listed["id"]
@@ -144,17 +129,17 @@ async def test_a_frozen_agent_is_refused_on_rest_and_mcp_others_served_thaw_serv
         10,
         "the freeze an audit event in the trace file",
     )
-    shown = mesh_cli(mesh, "freezes")
+    shown = mesh.cli("freezes", token=TOKEN)
     assert fid[:8] in shown.stdout and "agent claude" in shown.stdout, shown.stdout
     # An agent may not lift a freeze; without the token nobody may.
     anyone = mesh.http.delete(f"/freezes/{fid}")
     assert anyone.status_code == 403 and "operator token required" in anyone.json()["error"]
-    thawed = mesh_cli(mesh, "thaw", "agent", "claude")
+    thawed = mesh.cli("thaw", "agent", "claude", token=TOKEN)
     assert thawed.returncode == 0 and thawed.stdout.strip() == (
         f"freeze {fid[:8]} thawed: agent claude"
     ), thawed.stderr
     wait_until(lambda: mesh.call(LIST, agent="claude").status_code == 200, 5, "claude served")
-    again = mesh_cli(mesh, "thaw", "agent", "claude")
+    again = mesh.cli("thaw", "agent", "claude", token=TOKEN)
     assert again.returncode == 1
     assert again.stderr.strip() == "mesh thaw: no freeze of agent claude (mesh freezes lists them)"
 
@@ -164,14 +149,14 @@ def test_tool_and_all_freezes_and_bad_bodies(mesh: Mesh) -> None:
     refused(mesh, "claude")
     assert mesh.call("fs.list_directory", {"path": "."}, agent="claude").status_code != 403
     mesh.http.delete(f"/freezes/{tool['id']}", headers=OPERATOR)
-    everything = mesh_cli(mesh, "freeze", "--all", "--reason", "incident")
+    everything = mesh.cli("freeze", "--all", "--reason", "incident", token=TOKEN)
     assert everything.returncode == 0, everything.stderr
     assert "every call" in refused(mesh, "anyone").json()["error"]
-    assert mesh_cli(mesh, "thaw", "--all").returncode == 0
+    assert mesh.cli("thaw", "--all", token=TOKEN).returncode == 0
     for body in ({}, {"agent": "a", "tool": "b"}, {"agent": ""}, {"all": "yes"}):
         bad = mesh.http.post("/freezes", json=body, headers=OPERATOR)
         assert bad.status_code == 400, (body, bad.text)
-    no_target = mesh_cli(mesh, "freeze", "agent")
+    no_target = mesh.cli("freeze", "agent", token=TOKEN)
     assert no_target.returncode == 1
     assert no_target.stderr.strip() == "mesh freeze: say what: agent <id>, tool <glob> or --all"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -99,17 +98,6 @@ def trace(mesh: Mesh, trace_id: str) -> dict[str, Any]:
     return dict(found[0])
 
 
-def mesh_cli(mesh: Mesh, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent_mesh.mesh_cli", "--url", mesh.url, *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env=mesh.env,
-    )
-
-
 def test_a_changed_file_decides_the_next_call_and_an_invalid_one_changes_nothing(
     mesh: Mesh,
 ) -> None:
@@ -136,13 +124,13 @@ def test_a_changed_file_decides_the_next_call_and_an_invalid_one_changes_nothing
     assert refused["version"] == second["version"]
     assert "team.yaml: rules[0].condition.operator: Input should be" in refused["error"]
     assert all(list_status(mesh, a) == 403 for a in AGENTS)
-    health = mesh_cli(mesh, "health")
+    health = mesh.cli("health")
     assert (
         health.returncode == 1
         and "last reload REFUSED" in health.stdout
         and "team.yaml" in health.stdout
     )
-    again = mesh_cli(mesh, "reload")
+    again = mesh.cli("reload")
     assert again.returncode == 1 and "policies NOT reloaded" in again.stderr, again
     log = (mesh.state / "logs" / "gateway-0.log").read_text()
     assert "refused, policy set " + second["version"] + " stays" in log
@@ -157,7 +145,9 @@ def test_a_changed_file_decides_the_next_call_and_an_invalid_one_changes_nothing
 def test_mesh_reload_applies_at_once_and_sighup_restarts_nothing(mesh: Mesh) -> None:
     pids = {role: mesh.role_pids(role) for role in ("gateway", "policy", "upstream")}
     write_policy(mesh, rules("deny"))
-    answer = mesh_cli(mesh, "reload")  # the watcher may have been first: then "unchanged"
+    answer = mesh.cli(
+        "--url", mesh.url, "reload"
+    )  # the watcher may have been first: then "unchanged"
     assert answer.returncode == 0, answer
     assert answer.stdout.startswith(("policies reloaded", "policies unchanged"))
     assert all(list_status(mesh, a) == 403 for a in AGENTS)  # no waiting: applied when it answered
@@ -179,7 +169,7 @@ def test_rate_windows_survive_a_reload(mesh: Mesh) -> None:
     assert [list_status(mesh, "bot") for _ in range(2)] == [200, 200]
     before = policy_set(mesh)["version"]
     write_policy(mesh, rules("allow", extra="  - {tools: [x.y], action: deny}\n"))
-    assert mesh_cli(mesh, "reload").returncode == 0
+    assert mesh.cli("reload").returncode == 0
     assert policy_set(mesh)["version"] != before
     third = mesh.call("filesystem.list_directory", {"path": str(mesh.data)}, agent="bot")  # type: ignore[attr-defined]
     assert third.status_code == 429 and "max_per_minute=2" in third.json()["error"], third.text
@@ -187,7 +177,7 @@ def test_rate_windows_survive_a_reload(mesh: Mesh) -> None:
 
 def test_a_call_waiting_for_approval_finishes_under_the_version_that_decided_it(mesh: Mesh) -> None:
     write_policy(mesh, rules("allow"))
-    mesh_cli(mesh, "reload")
+    mesh.cli("reload")
     deciding = policy_set(mesh)["version"]
     target = mesh.data / "approved.txt"  # type: ignore[attr-defined]
     result: dict[str, Any] = {}
@@ -208,7 +198,7 @@ def test_a_call_waiting_for_approval_finishes_under_the_version_that_decided_it(
     (pending,) = mesh.http.get("/approvals", params={"status": "pending"}).json()
     # New rules would deny every write; the waiting call was decided before them.
     write_policy(mesh, rules("allow").replace("action: human_approval", "action: deny"))
-    assert mesh_cli(mesh, "reload").returncode == 0
+    assert mesh.cli("reload").returncode == 0
     assert policy_set(mesh)["version"] != deciding
     approved = mesh.http.post(f"/approvals/{pending['id']}/approve", json={"resolved_by": "test"})
     assert approved.status_code == 200, approved.text
@@ -230,7 +220,7 @@ def test_an_mcp_servers_change_says_a_restart_is_needed(mesh: Mesh) -> None:
     config["mcp_servers"][0]["timeout_seconds"] = 30
     try:
         mesh.config_path.write_text(yaml.safe_dump(config))
-        answer = mesh_cli(mesh, "reload")
+        answer = mesh.cli("reload")
         assert answer.returncode == 0, answer
         needed = (
             "mcp_servers changed (added: memory; changed: filesystem): restart the mesh to apply it"
@@ -243,7 +233,7 @@ def test_an_mcp_servers_change_says_a_restart_is_needed(mesh: Mesh) -> None:
         )  # not started behind our back
     finally:
         mesh.config_path.write_text(original)
-        mesh_cli(mesh, "reload")
+        mesh.cli("reload")
     assert "restart_needed" not in policy_set(mesh)
 
 
@@ -251,7 +241,7 @@ def test_processes_restarting_while_the_file_is_invalid_run_on_the_last_valid_co
     mesh: Mesh,
 ) -> None:
     write_policy(mesh, rules("allow"))
-    assert mesh_cli(mesh, "reload").returncode == 0
+    assert mesh.cli("reload").returncode == 0
     version = policy_set(mesh)["version"]
     write_policy(mesh, rules("allow").replace("action: allow", "action: maybe"))
     wait_until(lambda: policy_set(mesh).get("error"), DEADLINE, "the refused reload")
@@ -287,7 +277,7 @@ async def test_a_stdio_connector_follows_the_reloads(mesh: Mesh) -> None:
     from mcp import Client, StdioServerParameters
 
     write_policy(mesh, rules("allow"))
-    assert mesh_cli(mesh, "reload").returncode == 0
+    assert mesh.cli("reload").returncode == 0
     params = StdioServerParameters(
         command=sys.executable,
         env=mesh.env,

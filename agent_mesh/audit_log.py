@@ -4,10 +4,8 @@ and its signed checkpoints, sign a checkpoint, make a key pair (docs/audit.md)."
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,15 +13,18 @@ import orjson
 
 from agent_mesh.errors import UserError
 from workers.audit_chain import GENESIS, ROTATED, canonical, last_line, line_hash, rotated_files
+from workers.audit_checkpoint import (
+    SIGNED,
+    SigningKeyError,
+    append,
+    checkpoints_of,
+    load_signing_key,
+    sign,
+)
 from workers.audit_verify import verify
 
 if TYPE_CHECKING:  # cryptography is imported when a key is used
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-        Ed25519PrivateKey,
-        Ed25519PublicKey,
-    )
-
-SIGNED = ("file", "line", "hash", "time")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 def expand(files: list[Path]) -> list[Path]:
@@ -36,11 +37,6 @@ def expand(files: list[Path]) -> list[Path]:
             out.extend(rotated)
         out.append(path)
     return out
-
-
-def checkpoints_of(live: Path) -> Path:
-    base = live.with_name(ROTATED.sub("", live.name))
-    return base.with_name(f"{base.stem}.checkpoints.jsonl")
 
 
 def verify_command(
@@ -78,9 +74,10 @@ def verify_command(
 
 def checkpoint(live: Path, key_path: Path) -> str:
     """Sign where the chain is now; append it to the checkpoints file; say what was signed."""
-    from cryptography.hazmat.primitives import serialization
-
-    private = _private_key(key_path)
+    try:
+        private = load_signing_key(key_path)
+    except SigningKeyError as exc:
+        raise UserError(str(exc)) from None
     for path in [live, *reversed(rotated_files(live))]:
         line, whole = last_line(path)
         if line is not None:
@@ -95,18 +92,9 @@ def checkpoint(live: Path, key_path: Path) -> str:
         while left > 0:
             chunk = f.read(min(left, 1 << 20))
             number, left = number + chunk.count(b"\n"), left - len(chunk)
-    now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    point: dict[str, Any] = {"file": path.name, "line": number, "hash": head, "time": now}
-    signature = private.sign(canonical(point))
-    public = private.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    point["key"] = hashlib.sha256(public).hexdigest()
-    point["signature"] = base64.b64encode(signature).decode()
-    target = checkpoints_of(live)
-    with open(target, "ab") as f:
-        f.write(orjson.dumps(point) + b"\n")
-    return f"checkpoint: {path.name}:{number} {head[:16]}… signed at {now} → {target}"
+    point = sign(private, path.name, number, head)
+    target = append(live, point)
+    return f"checkpoint: {path.name}:{number} {head[:16]}… signed at {point['time']} → {target}"
 
 
 def keygen(path: Path) -> int:
@@ -130,21 +118,6 @@ def keygen(path: Path) -> int:
     )
     print(f"{path} (secret: audit.signing_key in the config), {public} (for audit verify --key)")
     return 0
-
-
-def _private_key(path: Path) -> Ed25519PrivateKey:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise UserError(f"audit.signing_key {path}: {exc.strerror}") from None
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"audit.signing_key {path}: not a PEM private key ({exc})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise UserError(f"audit.signing_key {path}: not an Ed25519 key")
-    return key
 
 
 def _public_key(path: Path) -> Ed25519PublicKey:

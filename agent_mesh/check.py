@@ -14,7 +14,21 @@ from workers.commands import command_problem
 
 
 def problems(loaded: LoadedConfig, notes: list[str] | None = None) -> list[str]:
-    return command_problems(loaded) + _openapi_problems(loaded, notes)
+    return audit_key_problems(loaded) + command_problems(loaded) + _openapi_problems(loaded, notes)
+
+
+def audit_key_problems(loaded: LoadedConfig) -> list[str]:
+    """The signing key the trace writer will load for `audit.checkpoint_every`, if unusable."""
+    key = loaded.audit_key_path
+    if loaded.config.audit.checkpoint_every is None or key is None:
+        return []
+    from workers.audit_checkpoint import SigningKeyError, load_signing_key
+
+    try:
+        load_signing_key(key)
+    except SigningKeyError as exc:
+        return [f"{loaded.path}: {exc}"]
+    return []
 
 
 def command_problems(loaded: LoadedConfig) -> list[str]:

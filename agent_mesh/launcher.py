@@ -186,6 +186,10 @@ def serve(loaded: LoadedConfig, port: int | None = None, embedded: bool = False)
             f"agent-mesh: a mesh for {loaded.path} is already running (supervisord pid {pid}, "
             f"state {state})"
         )
+    from agent_mesh.check import audit_key_problems, command_problems, warnings
+
+    for problem in audit_key_problems(loaded):  # the trace writer's, not in its log: a restart loop
+        sys.exit(f"agent-mesh: {problem}")
     host, shown_port = loaded.config.host, port or loaded.config.port
     # Before anything starts: a taken port would otherwise only show in the gateway's log.
     taken = ports.problem(host, shown_port, f"set port: in {loaded.path} or --port")
@@ -193,10 +197,9 @@ def serve(loaded: LoadedConfig, port: int | None = None, embedded: bool = False)
         sys.exit(f"agent-mesh: {taken}")
     # The broker's tcp settings now, not in its log: supervisord would restart it in a loop.
     remote = broker_remote(loaded)
+
     conf = state / CONF_NAME
     conf.write_text(supervisor_conf(loaded, state, port, embedded, logs=logs_dir(state)))
-    from agent_mesh.check import command_problems, warnings
-
     # A server that cannot start does not stop the others: say so now (its workers retry with a
     # back-off, and /health says why meanwhile).
     down = [f"{problem}: it stays down until that is fixed" for problem in command_problems(loaded)]

@@ -164,6 +164,9 @@ def run_role(
                 metrics=config.metrics,
                 otel_endpoint=config.otel_endpoint,
                 rotate_bytes=config.audit.rotate_bytes,
+                checkpoints=(loaded.audit_key_path, config.audit.checkpoint_seconds)
+                if loaded.audit_key_path is not None and config.audit.checkpoint_seconds
+                else None,
             )
         )
     elif role == "approval":

@@ -27,7 +27,9 @@ from mesh_config.sources import (
     OpenApiSource,
     SourceRef,
     cli_ref,
+    duplicate_names,
     openapi_ref,
+    source_clashes,
 )
 from policy.durations import parse_duration
 from policy.model import Policy
@@ -142,10 +144,25 @@ class AuditConfig(_Section):
     rotate_mb: float | None = Field(default=None, gt=0)
     # Ed25519 private key (PEM) that signs `agent-mesh audit checkpoint` (config-relative)
     signing_key: str | None = None
+    # the trace writer signs a checkpoint this often (when the chain moved) and at each rotation
+    checkpoint_every: Duration | None = None
+
+    @model_validator(mode="after")
+    def _key_for_checkpoints(self) -> AuditConfig:
+        if self.checkpoint_every is not None and self.signing_key is None:
+            raise ValueError(
+                "checkpoint_every needs signing_key, the key that signs them "
+                "(make one: agent-mesh audit keygen FILE)"
+            )
+        return self
 
     @property
     def rotate_bytes(self) -> int | None:
         return None if self.rotate_mb is None else max(1, int(self.rotate_mb * 1_000_000))
+
+    @property
+    def checkpoint_seconds(self) -> float | None:
+        return None if self.checkpoint_every is None else parse_duration(self.checkpoint_every)
 
 
 class BusConfig(_Section):
@@ -270,12 +287,16 @@ class Config(_Section):
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
         problems = (
-            _duplicates("policies", "policy", [p.name for p in self.policies])
-            + _duplicates("mcp_servers", "server", [s.name for s in self.mcp_servers])
-            + _duplicates(
+            ["audit.checkpoint_every: needs trace_file (the chain it signs)"]
+            if self.audit.checkpoint_every is not None and self.trace_file is None
+            else []
+        ) + (
+            duplicate_names("policies", "policy", [p.name for p in self.policies])
+            + duplicate_names("mcp_servers", "server", [s.name for s in self.mcp_servers])
+            + duplicate_names(
                 "mcp_servers", "tool prefix", [s.exposed_prefix for s in self.mcp_servers]
             )
-            + _source_clashes(self.sources())
+            + source_clashes(self.sources())
         )
         if problems:
             raise ValueError("\n".join(problems))
@@ -316,40 +337,6 @@ class Config(_Section):
 
     def source(self, name: str) -> SourceRef | None:
         return next((s for s in self.sources() if s.name == name), None)
-
-
-def _duplicates(section: str, kind: str, names: list[str]) -> list[str]:
-    first: dict[str, int] = {}
-    problems = []
-    for i, name in enumerate(names):
-        if name in first:
-            problems.append(
-                f"{section}[{i}] (name={name}): duplicate {kind} name {name!r} "
-                f"(also {section}[{first[name]}])"
-            )
-        first.setdefault(name, i)
-    return problems
-
-
-_SECTION = {"mcp": "mcp_servers", "cli": "cli_tools", "openapi": "openapi"}
-
-
-def _source_clashes(sources: list[SourceRef]) -> list[str]:
-    """A name is one bus service and one tool prefix: it must be unique across every section."""
-    first: dict[str, tuple[str, int]] = {}
-    index: dict[str, int] = {}
-    problems = []
-    for ref in sources:
-        section = _SECTION[ref.kind]
-        i = index[section] = index.get(section, -1) + 1
-        seen = first.setdefault(ref.name, (section, i))
-        if seen != (section, i) and (section != seen[0] or section != "mcp_servers"):
-            kind = "cli tool" if section == "cli_tools" and seen[0] == section else "source"
-            problems.append(
-                f"{section}[{i}] (name={ref.name}): duplicate {kind} name {ref.name!r} "
-                f"(also {seen[0]}[{seen[1]}])"
-            )
-    return problems
 
 
 def _absolute(base: Path, value: str) -> Path:

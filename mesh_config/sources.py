@@ -200,3 +200,38 @@ def default_action_policies(tools: list[CliTool]) -> list[Policy]:
         for t in tools
         if t.default_action != "deny"
     ]  # deny: what no match means anyway
+
+
+def duplicate_names(section: str, kind: str, names: list[str]) -> list[str]:
+    """Each name of a config section that an earlier entry has (`<section>[i] (name=...)`)."""
+    first: dict[str, int] = {}
+    problems = []
+    for i, name in enumerate(names):
+        if name in first:
+            problems.append(
+                f"{section}[{i}] (name={name}): duplicate {kind} name {name!r} "
+                f"(also {section}[{first[name]}])"
+            )
+        first.setdefault(name, i)
+    return problems
+
+
+_SECTION = {"mcp": "mcp_servers", "cli": "cli_tools", "openapi": "openapi"}
+
+
+def source_clashes(sources: list[SourceRef]) -> list[str]:
+    """A name is one bus service and one tool prefix: it must be unique across every section."""
+    first: dict[str, tuple[str, int]] = {}
+    index: dict[str, int] = {}
+    problems = []
+    for ref in sources:
+        section = _SECTION[ref.kind]
+        i = index[section] = index.get(section, -1) + 1
+        seen = first.setdefault(ref.name, (section, i))
+        if seen != (section, i) and (section != seen[0] or section != "mcp_servers"):
+            kind = "cli tool" if section == "cli_tools" and seen[0] == section else "source"
+            problems.append(
+                f"{section}[{i}] (name={ref.name}): duplicate {kind} name {ref.name!r} "
+                f"(also {seen[0]}[{seen[1]}])"
+            )
+    return problems

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,19 @@ class ChainFile:
         self._mend()
         self._fd = self._open()
         self.size = os.fstat(self._fd).st_size
+        self.lines: int | None = None  # of the live file, once counted (count_lines)
+        # (rotated file, its lines, its last hash), before the new file starts: checkpoints
+        self.on_rotate: Callable[[Path, int, str], None] | None = None
+
+    def count_lines(self) -> int:
+        """The live file's lines, counted now and kept up to date from then on."""
+        if self.lines is None:
+            count = 0
+            with open(self.path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    count += chunk.count(b"\n")
+            self.lines = count
+        return self.lines
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -155,6 +169,8 @@ class ChainFile:
         os.write(self._fd, data)
         self.size += len(data)
         self.head = head
+        if self.lines is not None:
+            self.lines += len(lines)
 
     def rotate(self) -> Path:
         """Rename the live file to the next `<name>.NNNNNN` and start a new one."""
@@ -165,6 +181,10 @@ class ChainFile:
         os.rename(self.path, target)
         self._fd = self._open()
         self.size = 0
+        if self.lines is not None:
+            if self.on_rotate is not None:
+                self.on_rotate(target, self.lines, self.head)
+            self.lines = 0
         log.info("trace file rotated: %s (chain goes on from %s)", target.name, self.head[:16])
         return target
 

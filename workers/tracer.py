@@ -37,6 +37,7 @@ from workers.audit_chain import ChainFile, chained
 if TYPE_CHECKING:
     from observe.call_metrics import CallMetrics
     from observe.otel_export import SpanExport
+    from workers.audit_checkpoint import Checkpoints
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS traces (
@@ -336,14 +337,28 @@ async def run(
     metrics: MetricsConfig | None = None,
     otel_endpoint: str | None = None,
     rotate_bytes: int | None = None,
+    checkpoints: tuple[Path, float] | None = None,
 ) -> None:
+    """`checkpoints`: (signing key, seconds) — sign checkpoints of the chain that often and at
+    each rotation (`audit.checkpoint_every`; workers/audit_checkpoint.py)."""
     events = (
         Publisher(events_endpoint) if events_endpoint is not None else None
     )  # None: on another host
     counting: Callable[[], CallMetrics] | None = None
     if metrics is not None and metrics.enabled:
         counting = functools.partial(_call_metrics, metrics.max_agents, metrics.max_tools)
-    service = TraceService(TraceStore(db_path, jsonl_path, rotate_bytes), events, counting)
+    store = TraceStore(db_path, jsonl_path, rotate_bytes)
+    service = TraceService(store, events, counting)
+    signing: Checkpoints | None = None
+    if checkpoints is not None and store.chain is not None:
+        from workers.audit_checkpoint import Checkpoints, SigningKeyError, load_signing_key
+
+        try:
+            key = load_signing_key(checkpoints[0])
+        except SigningKeyError as exc:
+            raise SystemExit(f"trace writer: {exc}") from None
+        signing = Checkpoints(store.chain, key, checkpoints[1])
+        signing.start()
     spans = None
     if otel_endpoint is not None:  # the SDK is imported only when export is on
 
@@ -359,5 +374,7 @@ async def run(
         # One at a time: SQLite has one writer, and ordering in the JSONL file follows arrival.
         await BusWorker(endpoint, TRACES, service.handle, capacity=1, slot="traces").run()
     finally:
+        if signing is not None:  # and where the chain ends now, on a clean stop
+            await signing.stop()
         if spans is not None:  # flush what is queued (bounded by the export timeout)
             await asyncio.to_thread(spans.shutdown)

@@ -2,8 +2,9 @@
 calls, an approval resolved and a grant made and revoked are chained into the trace file, which
 rotates by size; the chain goes on when the trace writer is killed and restarted; `agent-mesh
 audit verify` (the real command) passes on the log as written and names the right line after
-each kind of tampering; a signed checkpoint verifies with its key, fails with another, and
-catches lines cut from the end."""
+each kind of tampering; the trace writer signs each file it rotates away (audit.checkpoint_every);
+a signed checkpoint verifies with its key, fails with another, and catches lines cut from the
+end."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         "auth": {"operator_token": TOKEN},
         "approval": {"timeout_seconds": 30, "memory_threshold": 0},
         "trace_file": "traces.jsonl",
-        "audit": {"rotate_mb": 0.004, "signing_key": "audit.key"},
+        "audit": {"rotate_mb": 0.004, "signing_key": "audit.key", "checkpoint_every": "1h"},
         "mcp_servers": [{"name": "fs", "command": npm_server("filesystem"), "args": [str(demo)]}],
         "policies": [
             {
@@ -174,11 +175,29 @@ def test_a_killed_trace_writer_goes_on_with_the_chain(mesh: Mesh) -> None:
     assert audit("verify", "traces.jsonl", cwd=mesh.tmp).returncode == 0
 
 
+def signed(mesh: Mesh) -> list[dict[str, Any]]:
+    path = mesh.tmp / "traces.checkpoints.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_the_trace_writer_signs_each_rotated_file_at_its_end(mesh: Mesh) -> None:
+    if len(chain_files(mesh)) < 2:  # run on its own: make the log rotate once
+        calls(mesh, 10, start=400)
+    rotated = chain_files(mesh)[:-1]
+    wait_until(lambda: len(signed(mesh)) >= len(rotated), 10, "the rotations' checkpoints")
+    ends = {p["file"]: (p["line"], p["hash"]) for p in signed(mesh)}
+    for path in rotated:  # audit.checkpoint_every: the trace writer signed it as it rotated it
+        last = path.read_text().splitlines()
+        assert ends[path.name] == (len(last), json.loads(last[-1])["hash"]), path
+    good = audit("verify", "--key", "audit.pub", "traces.jsonl", cwd=mesh.tmp)
+    assert good.returncode == 0 and f"{len(signed(mesh))} signed checkpoints" in good.stdout, good
+
+
 def test_a_checkpoint_verifies_with_its_key_only(mesh: Mesh) -> None:
     made = audit("checkpoint", "--config", str(mesh.config_path), cwd=mesh.tmp)
     assert made.returncode == 0, made.stderr
     good = audit("verify", "--key", "audit.pub", "traces.jsonl", cwd=mesh.tmp)
-    assert good.returncode == 0 and "1 signed checkpoints" in good.stdout, good
+    assert good.returncode == 0 and f"{len(signed(mesh))} signed checkpoints" in good.stdout, good
     bad = audit("verify", "--key", "other.pub", "traces.jsonl", cwd=mesh.tmp)
     assert bad.returncode == 1 and "bad signature — not signed by this key" in bad.stderr
 

@@ -299,6 +299,21 @@ ERROR_CASES = [
         id="loop-threshold-typo",
     ),
     pytest.param(
+        "trace_file: t.jsonl\naudit: {checkpoint_every: 1x, signing_key: k.pem}\n",
+        ["audit.checkpoint_every: invalid duration '1x': unknown unit 'x'"],
+        id="checkpoint-every-bad-duration",
+    ),
+    pytest.param(
+        "trace_file: t.jsonl\naudit: {checkpoint_every: 1h}\n",
+        ["audit: checkpoint_every needs signing_key, the key that signs them"],
+        id="checkpoint-every-without-key",
+    ),
+    pytest.param(
+        "audit: {checkpoint_every: 1h, signing_key: k.pem}\n",
+        ["audit.checkpoint_every: needs trace_file (the chain it signs)"],
+        id="checkpoint-every-without-trace-file",
+    ),
+    pytest.param(
         "policies:\n  - {agent: a}\n",
         ["policies[0].name: Field required"],
         id="policy-without-name",

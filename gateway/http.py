@@ -81,6 +81,9 @@ class Gateway(FrontEnd):
         reloads: set[asyncio.Task[Any]] = set()
 
         def on_hup() -> None:  # `kill -HUP`, or `agent-mesh serve` passing its SIGHUP on
+            if isinstance(self.reloader, ForwardedReload):  # to process 0, as a signal
+                self.reloader.pass_signal()  # a local unix socket's connect: no wait
+                return
             task = loop.create_task(self.reloader.reload("SIGHUP"))
             reloads.add(task)
             task.add_done_callback(reloads.discard)

@@ -8,7 +8,9 @@ hands each new connection to any of them. What must still have one home:
   is gone answers 404 (unknown session), on which the MCP client opens a new session.
 - The policy set in force: process 0 holds the reloader (gateway/reload.py: it serves
   `policyset` on the bus and watches the config). The others follow it (PolicyFollower) and
-  pass `POST /reload` to it (`ForwardedReload`); their /health shows what it stored.
+  pass `POST /reload` to it with the caller's headers, which it checks (`ForwardedReload`); a
+  SIGHUP they get is passed on as a SIGHUP (the kernel checks who may send it), never as a
+  request without the operator token; their /health shows what process 0 stored.
 
 Everything else is on the bus already (traces, approvals, metrics' counters in the trace writer)
 or per process by design (the trace outbox's journal is named by pid).
@@ -19,6 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
+import signal
+import socket
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +36,8 @@ from gateway.policy_follower import PolicyFollower
 
 if TYPE_CHECKING:
     import httpx
+
+log = logging.getLogger(__name__)
 
 SESSION_HEADER = b"mcp-session-id"
 HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length"}
@@ -185,6 +194,21 @@ class ForwardedReload:
             }
         return answer
 
+    def pass_signal(self) -> None:
+        """A SIGHUP this process got (a local operator's `kill -HUP`): sent on to process 0,
+        whose reloader takes it as its own. Process 0's pid is the peer credential of its unix
+        socket (SO_PEERCRED: the process listening on it now, never a stale pid file's)."""
+        path = self.peers.state.gateway_sock(0)
+        try:
+            pid = listener_pid(path)
+            os.kill(pid, signal.SIGHUP)
+        except OSError as exc:
+            log.error(
+                "SIGHUP not passed on to gateway process 0 (%s): %s; nothing reloaded", path, exc
+            )
+            return
+        log.info("SIGHUP passed on to gateway process 0 (pid %d), which holds the policy set", pid)
+
     def view(self) -> dict[str, Any]:
         stored: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError):
@@ -200,3 +224,15 @@ class ForwardedReload:
             if stored.get(key):
                 out[key] = stored[key]
         return out
+
+
+def listener_pid(path: Path) -> int:
+    """The pid of the process listening on the unix socket `path`, as the kernel knows it."""
+    peercred = getattr(socket, "SO_PEERCRED", None)
+    if peercred is None:  # not Linux
+        raise OSError("no SO_PEERCRED here: send SIGHUP to gateway process 0 itself")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        sock.connect(str(path))
+        pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, peercred, 12))
+    return int(pid)

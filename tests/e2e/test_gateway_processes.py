@@ -1,13 +1,15 @@
 """`gateway: {processes: 2}`: two gateway processes on one port (SO_REUSEPORT) under the real
 supervisord, both serving; REST calls, approvals and policy reloads whichever process a
 connection lands on; an /mcp session (the SDK's client, a new connection per request) whose
-requests land on both processes; one process killed, the other serves on (gateway/peers.py).
+requests land on both processes; a SIGHUP to either process reloads, and a reload without the
+operator token is refused on either; one process killed, the other serves on (gateway/peers.py).
 
 A new connection per request: the kernel picks the process per connection, so a client that
 keeps its connection alive would stay on one."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -26,6 +28,8 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.e2e.mesh import Mesh, running
 from tests.support import alive, cmdline, npm_server, text_of, wait_until
 
+TOKEN = "processes-operator-token"
+OPS = {"X-Operator-Token": TOKEN}
 POLICIES = [
     {
         "name": "p",
@@ -42,6 +46,7 @@ POLICIES = [
 def mesh(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Iterator[Mesh]:
     config = {
         "gateway": {"processes": 2},
+        "auth": {"operator_token": TOKEN},
         "approval": {"timeout_seconds": 30, "memory_threshold": 0},
         "mcp_servers": [
             {"name": "everything", "command": npm_server("everything"), "args": ["stdio"]},
@@ -137,7 +142,9 @@ def test_rest_calls_and_approvals_on_either_process(mesh: Mesh) -> None:
         wait_until(look, 15, "the write's pending approval")
         assert not call.done(), call.result().text
         assert not call.done() and not target.exists()
-        approve = fresh(mesh, "POST", f"/approvals/{pending[0]['id']}/approve", None, json={})
+        approve = fresh(
+            mesh, "POST", f"/approvals/{pending[0]['id']}/approve", None, json={}, headers=OPS
+        )
         assert approve.status_code == 200, approve.text
         assert call.result(timeout=30).status_code == 200
     assert target.read_text() == "ok"
@@ -155,7 +162,7 @@ def test_reload_reaches_every_process(mesh: Mesh) -> None:
     ]
     mesh.config_path.write_text(yaml.safe_dump(config))
     try:
-        statuses = [fresh(mesh, "POST", "/reload", agent=None) for _ in range(6)]
+        statuses = [fresh(mesh, "POST", "/reload", agent=None, headers=OPS) for _ in range(6)]
         assert all(r.status_code == 200 for r in statuses), [r.text for r in statuses]
         assert {r.json()["status"] for r in statuses} <= {"reloaded", "unchanged"}
         generation = statuses[-1].json()["generation"]
@@ -168,7 +175,31 @@ def test_reload_reaches_every_process(mesh: Mesh) -> None:
     finally:
         config["policies"] = POLICIES
         mesh.config_path.write_text(yaml.safe_dump(config))
-        assert fresh(mesh, "POST", "/reload", agent=None).status_code == 200
+        assert fresh(mesh, "POST", "/reload", agent=None, headers=OPS).status_code == 200
+
+
+def test_a_sighup_to_either_process_reloads_and_no_request_without_the_token(mesh: Mesh) -> None:
+    log = mesh.state / "logs" / "gateway-0.log"
+
+    def reloads() -> int:  # process 0's reloader, on a SIGHUP (its own or passed on)
+        return log.read_text().count("reload (SIGHUP)")
+
+    for slot in (0, 1):  # a local operator's signal: `kill -HUP`, `supervisorctl signal HUP`
+        before = reloads()
+        os.kill(gateways(mesh)[slot], signal.SIGHUP)
+        wait_until(
+            functools.partial(lambda b: reloads() > b, before),
+            15,
+            f"the reload of a SIGHUP to process {slot}",
+        )
+    assert (
+        "SIGHUP passed on to gateway process 0"
+        in (mesh.state / "logs" / "gateway-1.log").read_text()
+    )
+    # Over HTTP, on either process (process 1 passes the request on), the token is still needed.
+    for _ in range(6):
+        refused = fresh(mesh, "POST", "/reload", agent=None)
+        assert refused.status_code == 403 and "operator token required" in refused.text
 
 
 async def test_mcp_session_on_both_processes(mesh: Mesh) -> None:

@@ -25,7 +25,9 @@ import itertools
 import json
 import logging
 import os
+import re
 import signal
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from subprocess import PIPE
@@ -43,6 +45,12 @@ _KILL_GRACE = 1.0  # s the process group gets after SIGTERM, before SIGKILL
 _GROUP_POLL = 0.01  # s between probes of the group while it shuts down (only then)
 _STDERR_GRACE = 0.5  # s for the child's last stderr lines to arrive after it exited
 _REASON_CHARS = 300  # of a stderr line kept in exit_reason()
+# A line that says what went wrong (`Error: Cannot find module ...`, `ModuleNotFoundError: ...`,
+# `error: ...`, `panic: ...`): exit_reason() prefers the last of these among the child's last
+# stderr lines to its very last line, which after a crash is often a stack frame, a `}` or a
+# runtime's footer (node ends every uncaught error with `Node.js v20.20.2`).
+_ERROR_LINE = re.compile(rb"^\s*(?:[\w.]*(?:error|exception)|fatal|panic)\b", re.IGNORECASE)
+_RECENT_LINES = 30  # of stderr searched for it
 
 NotificationHandler = Callable[[str, Any], object]  # (method, params)
 # (method, params) -> the result, or raise RpcError
@@ -100,7 +108,7 @@ class StdioPeer(asyncio.SubprocessProtocol):
         self._answering: dict[int | str, asyncio.Task[None]] = {}  # the child's requests, by id
         self._exited: asyncio.Future[None] = self._loop.create_future()
         self._gone: str | None = None  # why, once gone
-        self._last_stderr = b""  # the child's last non-empty stderr line (for exit_reason)
+        self._recent_stderr: deque[bytes] = deque(maxlen=_RECENT_LINES)  # non-empty lines
         self._stderr_tail = b""  # its stderr since the last newline
         self._stderr_closed: asyncio.Future[None] = self._loop.create_future()
         self._stopping = False
@@ -229,7 +237,11 @@ class StdioPeer(asyncio.SubprocessProtocol):
                 how = f"killed by signal {-code}"
         else:
             how = f"exited with code {code}"
-        last = (self._last_stderr or self._stderr_tail).decode(errors="replace").strip()
+        lines = [*self._recent_stderr, self._stderr_tail]
+        said = next((line for line in reversed(lines) if _ERROR_LINE.match(line)), None)
+        if said is None:
+            said = next((line for line in reversed(lines) if line.strip()), b"")
+        last = said.decode(errors="replace").strip()
         return f"{how}: {last[:_REASON_CHARS]}" if last else how
 
     def _stderr(self, data: bytes) -> None:
@@ -237,10 +249,7 @@ class StdioPeer(asyncio.SubprocessProtocol):
             os.write(2, data)  # the worker's log: what the server says stays visible
         lines = (self._stderr_tail + data).split(b"\n")
         self._stderr_tail = lines.pop()[-_REASON_CHARS * 4 :]
-        for line in reversed(lines):
-            if line.strip():
-                self._last_stderr = line[-_REASON_CHARS * 4 :]
-                break
+        self._recent_stderr.extend(line[-_REASON_CHARS * 4 :] for line in lines if line.strip())
 
     # -- inbound -----------------------------------------------------------------------------
 

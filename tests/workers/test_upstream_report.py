@@ -56,6 +56,19 @@ async def test_an_exit_says_its_code_and_last_stderr_line() -> None:
     assert err.reason == "exited with code 3: fatal: no such table: tools"
 
 
+async def test_an_exit_names_the_error_line_not_the_runtimes_footer(tmp_path: Path) -> None:
+    # A wrong path to a node server: node prints the error, its stack, then "Node.js v20...".
+    missing = tmp_path / "dist" / "indx.js"
+    err = await _start_failure(McpServer(name="fs", command="node", args=[str(missing)]))
+    assert err.reason == f"exited with code 1: Error: Cannot find module '{missing}'"
+    # A Python server's traceback ends with its error line: that one.
+    script = "import no_such_module_here"
+    err = await _start_failure(McpServer(name="py", command="python3", args=["-c", script]))
+    assert err.reason == (
+        "exited with code 1: ModuleNotFoundError: No module named 'no_such_module_here'"
+    )
+
+
 async def test_an_immediate_exit_is_an_exit_not_a_pipe_error() -> None:
     for _ in range(5):  # whether it is gone before or after we write initialize
         err = await _start_failure(McpServer(name="quick", command="false"))

@@ -144,6 +144,14 @@ def reload_view(body: Any) -> str:
     return "\n".join(lines)
 
 
+def freeze_lines(body: dict[str, Any]) -> list[str]:
+    freezes = body.get("freezes")
+    if not isinstance(freezes, dict) or not freezes.get("count"):
+        return []
+    everything = "; everything is frozen (`mesh freeze --all`)" if freezes.get("all") else ""
+    return [f"freezes: {freezes['count']} in force{everything} (`mesh freezes`)"]
+
+
 def health_view(body: Any, width: int) -> str:
     if not isinstance(body, dict):
         return text(body)
@@ -154,7 +162,9 @@ def health_view(body: Any, width: int) -> str:
     ]
     head = f"health: {body.get('status')}" + (f" ({', '.join(extras)})" if extras else "")
     changes = [c["line"] for c in body.get("tool_changes") or [] if isinstance(c, dict)]
-    head = "\n".join([head, *policy_lines(body.get("policy_set")), *map(text, changes)])
+    head = "\n".join(
+        [head, *policy_lines(body.get("policy_set")), *freeze_lines(body), *map(text, changes)]
+    )
     rows = _services(body) + _upstreams(body)
     if not rows:
         return head

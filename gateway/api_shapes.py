@@ -245,6 +245,13 @@ class Ready(TypedDict):
     pid: int
 
 
+class FreezeSummary(TypedDict):
+    """The kill switch: freezes in force (GET /freezes, an operator's view, says whom and why)."""
+
+    count: int
+    all: bool  # a freeze of everything (`mesh freeze --all`) holds
+
+
 class Health(Ready):
     """Go's {status, tools, traces, version}, our detail beside."""
 
@@ -253,6 +260,7 @@ class Health(Ready):
     version: str
     policy_set: PolicySetView
     tool_changes: NotRequired[list[ToolChange]]  # changed tools not accepted yet (pinning)
+    freezes: NotRequired[FreezeSummary]  # absent when the approval service did not answer
 
 
 class Version(TypedDict):

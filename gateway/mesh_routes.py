@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from importlib.metadata import version
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bus.errors import BusError
+from bus.approval_messages import FreezeList
 from bus.messages import APPROVAL, POLICY, TRACES
 from gateway import api_shapes as shapes
 from gateway import last_resort, upstream_health
@@ -133,10 +134,22 @@ class MeshRoutes:
     async def health(self, request: Request) -> Response:
         """Go's {status, tools, traces, version}: 200 whenever the gateway answers."""
         ok, detail = await self._status()
-        try:
-            stats = await self.frontend.client.request(TRACES, {"op": "stats"}, timeout=2.0)
-        except BusError:
+        client = self.frontend.client
+        answers: tuple[Any, Any] = await asyncio.gather(
+            client.request(TRACES, {"op": "stats"}, timeout=2.0),
+            client.request(APPROVAL, FreezeList().dump(), timeout=2.0),
+            return_exceptions=True,
+        )
+        stats, frozen = answers
+        if isinstance(stats, BaseException):
             stats, ok = {}, False
+        # How many freezes hold, not whom they stop nor why: /health is public (GET /freezes
+        # says the rest); absent when the approval service did not answer.
+        freezes = (
+            {}
+            if isinstance(frozen, BaseException)
+            else {"freezes": {"count": len(frozen["freezes"]), "all": _all(frozen["freezes"])}}
+        )
         changes = [c.view() for c in self.frontend.pins.held.values()]
         return JSONResponse(
             {
@@ -147,6 +160,7 @@ class MeshRoutes:
                 **detail,
                 "policy_set": self.reloader.view(),
                 **({"tool_changes": changes} if changes else {}),
+                **freezes,
             }
         )
 
@@ -300,3 +314,7 @@ class MeshRoutes:
                 tags=["operations"],
             ),
         ]
+
+
+def _all(freezes: list[dict[str, Any]]) -> bool:
+    return any(f["kind"] == "all" for f in freezes)

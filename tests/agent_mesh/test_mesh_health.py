@@ -65,3 +65,14 @@ def test_a_held_tool_change_is_a_line_and_mesh_tools_notes_it() -> None:
         "flagged: you are now"
     )
     assert tool_note({"name": "git.status"}) == ""
+
+
+def test_freezes_in_force_are_a_line_and_none_is_no_line() -> None:
+    body = _body(fs={"state": "up", "instances": []})
+    assert "freezes" not in health_view({**body, "freezes": {"count": 0, "all": False}}, 120)
+    lines = health_view({**body, "freezes": {"count": 2, "all": False}}, 120).splitlines()
+    assert "freezes: 2 in force (`mesh freezes`)" in lines
+    lines = health_view({**body, "freezes": {"count": 1, "all": True}}, 120).splitlines()
+    assert (
+        "freezes: 1 in force; everything is frozen (`mesh freeze --all`) (`mesh freezes`)" in lines
+    )

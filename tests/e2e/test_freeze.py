@@ -148,11 +148,19 @@ def test_tool_and_all_freezes_and_bad_bodies(mesh: Mesh) -> None:
     tool = freeze(mesh, tool="fs.list_allowed_*", reason="audit")
     refused(mesh, "claude")
     assert mesh.call("fs.list_directory", {"path": "."}, agent="claude").status_code != 403
+    health = mesh.http.get("/health")  # public: how many, not what nor why
+    assert health.json()["freezes"] == {"count": 1, "all": False}
+    assert "list_allowed" not in health.text and "audit" not in health.text
     mesh.http.delete(f"/freezes/{tool['id']}", headers=OPERATOR)
     everything = mesh.cli("freeze", "--all", "--reason", "incident", token=TOKEN)
     assert everything.returncode == 0, everything.stderr
     assert "every call" in refused(mesh, "anyone").json()["error"]
+    assert mesh.http.get("/health").json()["freezes"] == {"count": 1, "all": True}
+    shown = mesh.cli("health").stdout
+    assert "freezes: 1 in force; everything is frozen (`mesh freeze --all`)" in shown, shown
     assert mesh.cli("thaw", "--all", token=TOKEN).returncode == 0
+    assert mesh.http.get("/health").json()["freezes"] == {"count": 0, "all": False}
+    assert "freezes:" not in mesh.cli("health").stdout
     for body in ({}, {"agent": "a", "tool": "b"}, {"agent": ""}, {"all": "yes"}):
         bad = mesh.http.post("/freezes", json=body, headers=OPERATOR)
         assert bad.status_code == 400, (body, bad.text)

@@ -13,9 +13,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 from mcp.server import ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
@@ -97,7 +99,7 @@ class McpHttp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A dict once (the first of repeated headers wins, as in Starlette's `Headers`).
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
-        problem = self._check(headers)
+        problem = self._check(scope["method"], headers)
         if problem is not None:
             await problem(scope, receive, send)
             return
@@ -192,11 +194,16 @@ class McpHttp:
                 await links[1](message)
 
         try:
-            await self.endpoint(scope, receive_, send_)
+            await self.endpoint(scope, receive_, _json_refusals(send_))
         finally:
             links.clear()
 
-    def _check(self, headers: Mapping[str, str]) -> JSONResponse | None:
+    def _check(self, method: str, headers: Mapping[str, str]) -> JSONResponse | None:
+        content_type = headers.get("content-type")
+        if method == "POST" and not (content_type or "").lower().startswith("application/json"):
+            got = f"not {content_type!r}" if content_type else "none given"
+            # (the SDK checks it too, but answers in plain text)
+            return rpc_error(415, -32600, f"Content-Type must be application/json ({got})")
         origin = headers.get("origin")
         if origin is not None and origin not in self.allowed_origins:
             return rpc_error(
@@ -215,6 +222,46 @@ class McpHttp:
         if owner is not None and owner != agent:
             return rpc_error(403, -32600, f"session {session} belongs to another agent")
         return None
+
+
+def _json_refusals(send: Send) -> Send:
+    """The SDK answers a few refusals in plain text (`Request body too large`): passed on as
+    JSON-RPC errors in JSON, as every other answer of the mesh."""
+    held: list[Message] = []
+
+    async def send_(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            content_type = Headers(raw=message.get("headers", [])).get("content-type", "")
+            if not content_type.startswith(("application/json", "text/event-stream")):
+                held.append(message)
+                return
+        if not held:
+            await send(message)
+            return
+        held.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            status = held[0]["status"]
+            text = b"".join(m.get("body", b"") for m in held[1:]).decode(errors="replace")
+            body = orjson.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {"code": -32600, "message": text.strip() or HTTPStatus(status).phrase},
+                }
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+    return send_
 
 
 async def _pass_on(send: Send, status: int, sent: list[Message]) -> None:

@@ -3,6 +3,7 @@ and the HTTP edge's failure paths (bad Origin, bad auth, missing session id, gar
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -150,6 +151,39 @@ def test_allowed_origin_missing_session_and_garbage(mesh: Mesh) -> None:
     assert stolen.status_code == 403
     assert "belongs to another agent" in stolen.json()["error"]["message"]
     # The mesh keeps serving.
+    assert mesh.http.get("/health").status_code == 200
+
+
+def test_refusals_before_a_session_are_json_rpc_errors_too(mesh: Mesh) -> None:
+    # curl -d sends application/x-www-form-urlencoded: named, in JSON, not the SDK's plain text.
+    form = mesh.http.post(
+        "/mcp",
+        content=json.dumps(INIT),
+        headers={**MCP_HEADERS, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert form.status_code == 415
+    assert form.json()["error"] == {
+        "code": -32600,
+        "message": "Content-Type must be application/json "
+        "(not 'application/x-www-form-urlencoded')",
+    }
+    missing = mesh.http.post(
+        "/mcp", content=json.dumps(INIT), headers={"Accept": MCP_HEADERS["Accept"]}
+    )
+    assert missing.status_code == 415
+    assert (
+        missing.json()["error"]["message"] == "Content-Type must be application/json (none given)"
+    )
+    # Over the SDK's body limit (4 MiB): its 413, as a JSON-RPC error.
+    huge = json.dumps(INIT).replace('"raw"', json.dumps("x" * (5 << 20)))
+    too_large = mesh.http.post("/mcp", content=huge, headers=MCP_HEADERS)
+    assert too_large.status_code == 413
+    assert too_large.headers["content-type"] == "application/json"
+    assert too_large.json() == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": -32600, "message": "Request body too large"},
+    }
     assert mesh.http.get("/health").status_code == 200
 
 

@@ -236,6 +236,7 @@ def _gateway(loaded: LoadedConfig, endpoints: Endpoints, port: int, slot: int) -
     import uvicorn
 
     from gateway.http import create_app
+    from gateway.rest_protocol import rest_protocol
 
     app = create_app(
         loaded, endpoints.requests, endpoints.events_out, endpoints.events_in, slot=slot
@@ -249,7 +250,7 @@ def _gateway(loaded: LoadedConfig, endpoints: Endpoints, port: int, slot: int) -
             access_log=False,
             lifespan="on",
             loop="uvloop",
-            http="httptools",
+            http=rest_protocol(app),  # uvicorn's httptools protocol, POST /tool/ without ASGI
             ws="none",  # no websockets served: wsproto not imported
         )
     )

@@ -111,9 +111,14 @@ class Call:
             if isinstance(timing, list) and len(timing) == 2:
                 self.span[step] = timing
 
-    def record(self, outcome: Outcome) -> dict[str, Any]:
-        """The final trace record (the call's span ends now)."""
+    def ended(self) -> None:
+        """The call's span ends now (its final record may be made later)."""
         self.span["end"] = time.time_ns()
+
+    def record(self, outcome: Outcome) -> dict[str, Any]:
+        """The final trace record (the call's span ends now, if it has not ended)."""
+        if "end" not in self.span:
+            self.ended()
         tokens = token_fields(self.tool, self.params, outcome.result) if outcome.forwarded else {}
         return self._record(
             outcome,
@@ -192,6 +197,8 @@ class Outcome:
     trace_extra: dict[str, Any] | None = None  # e.g. a CLI tool's exit_code
     rpc_code: int | None = None  # the upstream's own JSON-RPC error code (passed-through requests)
     rpc_data: Any = None
+    # A call whose trace record is still to be made (Pipeline.trace).
+    untraced: Call | None = field(default=None, repr=False, compare=False)
 
     def body(self) -> dict[str, Any]:
         """The REST response body (compat.md §3): empty fields omitted."""

@@ -131,7 +131,7 @@ def create_app(
     events_in: str | None = None,
     *,
     slot: int = 0,
-) -> ASGIApp:
+) -> EdgeRoutes:
     gw = Gateway(loaded, bus_endpoint, events_endpoint, events_in, slot)
     console = Console(gw)
     table = api.routes(

@@ -4,7 +4,9 @@ that cannot be served (`HttpError(status, message)` → `{"error": message}` wit
 
 `EdgeRoutes` answers the two hot routes before the Starlette app, whose middleware stack and
 router would cost a third of the gateway's CPU per call: `POST /tool/{server.tool}` (every REST
-agent's call) and `/mcp` (handed to its endpoint). Everything else, and every other method on
+agent's call) and `/mcp` (handed to its endpoint). In the gateway process `POST /tool/` does not
+even come through ASGI: gateway/rest_protocol.py answers it on uvicorn's connection with
+`EdgeRoutes.answer_tool`, the same answer this module's ASGI path gives. Everything else, and every other method on
 /tool/..., goes to the Starlette app. Same contract: every answer to `POST /tool/...`, a refused
 request included, is Go's tool-call response ({trace_id, policy, latency_ms, error, ...}) with
 the trace id also in the `X-Trace-Id` header; the trace id comes from a W3C `traceparent`, else
@@ -16,14 +18,15 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import last_resort
-from gateway.call import TraceParent, parse_traceparent
+from gateway.call import Outcome, TraceParent, parse_traceparent
 
 if TYPE_CHECKING:
     from gateway.pipeline import Pipeline
@@ -89,7 +92,11 @@ async def read_json(headers: Mapping[str, str], receive: Receive) -> Any:
         chunks.append(chunk)
         if not message.get("more_body"):
             break
-    raw = b"".join(chunks)
+    return parse_json(b"".join(chunks))
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON (an empty body is `{}`); HttpError(400) naming what is wrong."""
     if not raw.strip():
         return {}
     try:
@@ -102,6 +109,21 @@ async def read_json(headers: Mapping[str, str], receive: Receive) -> Any:
 
 _PREFIX = "/tool/"
 _HEADERS = [(b"content-type", b"application/json")]
+
+
+@dataclass(slots=True)
+class ToolAnswer:
+    """What a `POST /tool/...` is answered: status, JSON body, X-Trace-Id, and the call it made
+    (None: refused before it was one), whose trace is recorded once the answer is written."""
+
+    status: int
+    payload: bytes
+    trace_header: bytes
+    outcome: Outcome | None
+
+    def traced(self, pipeline: Pipeline) -> None:
+        if self.outcome is not None:  # traced once answered: not in the caller's latency
+            pipeline.trace(self.outcome)
 
 
 class EdgeRoutes:
@@ -122,54 +144,68 @@ class EdgeRoutes:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        answer = await self.answer_tool(
+            scope["path"][len(_PREFIX) :], headers, lambda: read_json(headers, receive)
+        )
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": answer.status,
+                    "headers": [
+                        *_HEADERS,
+                        (b"content-length", str(len(answer.payload)).encode()),
+                        (b"x-trace-id", answer.trace_header),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": answer.payload})
+        finally:
+            answer.traced(self.pipeline)
+
+    async def answer_tool(
+        self, tool: str, headers: dict[str, str], body: Callable[[], Awaitable[Any]]
+    ) -> ToolAnswer:
+        """The answer to `POST /tool/<tool>` with these headers (names lower case) and `body`
+        (reads the request body as JSON): served here (ASGI) and by gateway/rest_protocol.py."""
         parent = parse_traceparent(headers.get("traceparent"))
         trace_id = (
             parent.trace_id if parent is not None else headers.get("x-trace-id") or uuid.uuid4().hex
         )
+        outcome: Outcome | None = None
         try:
             try:
-                status, body = await self._call(
-                    scope["path"][len(_PREFIX) :], headers, receive, trace_id, parent
-                )
+                outcome = await self._call(tool, headers, body, trace_id, parent)
+                status, answer = outcome.status, outcome.body()
             except HttpError as exc:  # refused before it was a call: not traced (as in Go)
-                status, body = (
+                status, answer = (
                     exc.status,
                     {"trace_id": trace_id, "policy": "error", "latency_ms": 0, "error": str(exc)},
                 )
             # A lone surrogate (an upstream's; never valid UTF-8) is written as its JSON escape.
             payload = json.dumps(
-                body, separators=(",", ":"), ensure_ascii=False, default=str
+                answer, separators=(",", ":"), ensure_ascii=False, default=str
             ).encode("utf-8", "backslashreplace")
         except Exception as exc:  # noqa: BLE001 — the last resort: logged with the trace id, no traceback sent
-            last_resort.record(exc, trace_id, "POST", scope["path"])
-            status, body = 500, {"policy": "error", "latency_ms": 0, **last_resort.body(trace_id)}
-            payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    *_HEADERS,
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"x-trace-id", str(body["trace_id"]).encode("latin-1", "replace")),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+            last_resort.record(exc, trace_id, "POST", _PREFIX + tool)
+            status, answer = 500, {"policy": "error", "latency_ms": 0, **last_resort.body(trace_id)}
+            payload = json.dumps(answer).encode()
+        trace_header = str(answer["trace_id"]).encode("latin-1", "replace")
+        return ToolAnswer(status, payload, trace_header, outcome)
 
     async def _call(
         self,
         tool: str,
         headers: dict[str, str],
-        receive: Receive,
+        read_body: Callable[[], Awaitable[Any]],
         trace_id: str,
         parent: TraceParent | None,
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> Outcome:
         try:
             agent = agent_from_authorization(headers.get("authorization"))
         except IdentityError as exc:
             raise HttpError(401, str(exc)) from None
-        body = await read_json(headers, receive)
+        body = await read_body()
         params = body.get("params", {}) if isinstance(body, dict) else None
         if not isinstance(params, dict):
             raise HttpError(
@@ -177,7 +213,7 @@ class EdgeRoutes:
             )
         if not tool:
             raise HttpError(404, "unknown tool: name it as /tool/<server>.<tool>")
-        outcome = await self.pipeline.call_tool(
+        return await self.pipeline.call_tool(
             agent,
             tool,
             params,
@@ -185,5 +221,5 @@ class EdgeRoutes:
             trace_id=trace_id,
             callback_url=headers.get("x-callback-url") or None,
             parent=parent,
+            trace_after_answer=True,
         )
-        return outcome.status, outcome.body()

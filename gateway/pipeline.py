@@ -51,6 +51,9 @@ class How(TypedDict, total=False):
     callback_url: str | None  # POSTed the approval's result (X-Callback-URL)
     parent: TraceParent | None  # the caller's W3C trace context
     params_name: str  # what the front-end calls the params, for a refusal naming their path
+    # True: the call's trace record is made when the front-end calls `trace(outcome)`, once it
+    # has answered (REST: its few dozen microseconds are then not in the caller's latency)
+    trace_after_answer: bool
 
 
 class Pipeline:
@@ -169,13 +172,23 @@ class Pipeline:
                 call, Outcome(499, "error", call.trace_id, error="cancelled by the client"), started
             )
             raise
-        return self._finish(call, outcome, started)
+        return self._finish(call, outcome, started, how.get("trace_after_answer", False))
 
-    def _finish(self, call: Call, outcome: Outcome, started: float) -> Outcome:
+    def _finish(self, call: Call, outcome: Outcome, started: float, later: bool = False) -> Outcome:
         outcome.latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        if outcome.traced:
+        call.ended()
+        if later and outcome.traced:
+            outcome.untraced = call
+        elif outcome.traced:
             self.outbox.add(call.record(outcome))
         return outcome
+
+    def trace(self, outcome: Outcome) -> None:
+        """Record the trace of a call made with `trace_after_answer` (once; nothing if it was
+        traced already or is not a call)."""
+        call, outcome.untraced = outcome.untraced, None
+        if call is not None:
+            self.outbox.add(call.record(outcome))
 
     def _provisional(self, call: Call, outcome: Outcome, approval_id: str) -> None:
         """The trace of a call now waiting for approval, so `/traces` shows it while it waits."""

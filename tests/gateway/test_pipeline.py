@@ -131,3 +131,20 @@ async def test_a_grant_turns_approval_into_allow(mesh: Governed) -> None:
     outcome = await mesh.call("write_file")
     assert (outcome.status, outcome.policy, outcome.rule) == (200, "allow", f"grant:{grant['id']}")
     assert outcome.result == RESULT and outcome.approval_id == ""
+
+
+async def test_a_call_traced_after_its_answer_is_recorded_once_when_asked(mesh: Governed) -> None:
+    outcome = await mesh.call("read_file", trace_id="t-3", trace_after_answer=True)
+    assert outcome.status == 200 and mesh.traces.records == []  # not yet: the REST edge answers
+    mesh.pipeline.trace(outcome)
+    mesh.pipeline.trace(outcome)  # (a second time records nothing)
+    (trace,) = mesh.traces.records
+    assert (trace["trace_id"], trace["status_code"], trace["latency_ms"]) == (
+        "t-3",
+        200,
+        round(outcome.latency_ms),
+    )
+    assert trace["span"]["start"] <= trace["span"]["end"]  # it ended with the call, not later
+    refused = await mesh.call("move_file", trace_after_answer=True)
+    mesh.pipeline.trace(refused)
+    assert [t["policy"] for t in mesh.traces.records] == ["allow", "deny"]

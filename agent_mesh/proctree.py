@@ -1,11 +1,18 @@
 """A process tree read from /proc (Linux): what the benchmarks and the fault tests need to find,
-watch and measure the mesh's processes (supervisord and its descendants)."""
+watch and measure the mesh's processes (supervisord and its descendants); and what a process
+that runs supervisord (`serve`, the supervisor's mesh_process) needs to stop the processes a
+killed supervisord leaves behind."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
+import time
 from pathlib import Path
+
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def _stat(pid: int | str) -> list[str]:
@@ -66,3 +73,41 @@ def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) the process has used so far; 0.0 if it is gone."""
     stat = _stat(pid)
     return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK") if stat else 0.0
+
+
+def become_subreaper() -> None:
+    """Orphans of our descendants become our children, not init's (Linux): a kill -9 of
+    supervisord leaves its processes to us, to stop. Only for a process that runs a tree: a
+    test process that became one would collect every orphan of the suite as a zombie."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: orphans go to init
+
+
+def stop_descendants(grace: float = 2.0) -> int:
+    """SIGTERM every process below us (an upstream worker closes its MCP server), SIGKILL what
+    is left after `grace`, and reap them; how many there were."""
+    first = descendants(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = descendants(os.getpid())
+        if not left:
+            break
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            _reap(left)
+            if not any(alive(pid) for pid in left):
+                break
+            time.sleep(0.05)
+    _reap(descendants(os.getpid()))
+    return len(first)
+
+
+def _reap(pids: set[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):  # not our child: its parent reaps it
+            os.waitpid(pid, os.WNOHANG)

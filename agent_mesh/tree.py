@@ -3,7 +3,9 @@
 supervisord gives up on a program whose start keeps failing (FATAL, after `startretries`). A
 mesh with a role given up on is not the mesh the user asked for: we say which role and the last
 line of its log (e.g. the gateway's "port 9090 is in use"), stop the tree and exit 1. Ctrl-C and
-SIGTERM are passed on to supervisord, which stops the tree; we exit with its status. SIGHUP
+SIGTERM are passed on to supervisord, which stops the tree; we exit with its status. A supervisord
+killed outright (kill -9, the OOM killer) leaves its processes to us (we are their subreaper):
+we stop them, say so and exit 1, rather than leave a headless mesh on the port. SIGHUP
 reloads the policies: it goes to the gateway (gateway/reload.py), not to supervisord, whose
 own SIGHUP would restart every process.
 """
@@ -19,6 +21,8 @@ import xmlrpc.client
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from agent_mesh.proctree import become_subreaper, stop_descendants
 
 POLL = 0.5  # s between looks at the tree
 STOP_TIMEOUT = 60.0  # s supervisord gets to stop the tree
@@ -84,6 +88,25 @@ def given_up(sock: Path) -> list[str]:
     return out
 
 
+def _ended(status: int, pid: int, asked: bool) -> int:
+    """Our exit status once supervisord has exited with `status`; what it left is stopped."""
+    left = stop_descendants()
+    if status >= 0:
+        return status
+    if asked:  # a stop signal reached it before its handlers (Ctrl-C as it started)
+        return 0
+    try:
+        how = signal.Signals(-status).name
+    except ValueError:
+        how = f"signal {-status}"
+    print(
+        f"agent-mesh: supervisord (pid {pid}) was killed by {how}: "
+        f"stopped the {left} processes it left",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def run(conf: Path, sock: Path) -> int:
     """Run supervisord on `conf` until it exits (its status) or gives up on a program (1)."""
     # The handlers come first: a SIGTERM between the start of supervisord and their installation
@@ -104,12 +127,13 @@ def run(conf: Path, sock: Path) -> int:
         signal.signal(sig, forward)
     if stopping:  # asked to stop before anything started
         return 0
+    become_subreaper()
     proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)])
     if stopping:  # asked while it started
         proc.send_signal(signal.SIGTERM)
     while True:
         try:
-            return proc.wait(timeout=POLL)
+            return _ended(proc.wait(timeout=POLL), proc.pid, asked=bool(stopping))
         except subprocess.TimeoutExpired:
             pass
         failed = given_up(sock)
@@ -122,4 +146,5 @@ def run(conf: Path, sock: Path) -> int:
                 proc.wait(timeout=STOP_TIMEOUT)
             if proc.poll() is None:
                 proc.kill()
+            stop_descendants()
             return 1

@@ -109,7 +109,8 @@ async def _serve(loaded: Loaded, dry_run: bool) -> int:
         cleanup.push_async_callback(api.aclose)
         process = None
         if settings.mesh_process.enabled:
-            from autoresolve.mesh_process import MeshProcess, become_subreaper
+            from agent_mesh.proctree import become_subreaper
+            from autoresolve.mesh_process import MeshProcess
 
             process = MeshProcess(loaded, api)  # a bad mesh config: one line, before anything runs
             become_subreaper()  # orphans of a kill -9 of the mesh are ours to stop

@@ -19,7 +19,6 @@ one that already runs for that config (config 6: started by Claude's `agent-mesh
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import fcntl
 import json
 import logging
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from agent_mesh.attach import live_clients, release_lease, take_lease
-from agent_mesh.proctree import alive, descendants
+from agent_mesh.proctree import stop_descendants
 from autoresolve.config import Loaded
 from autoresolve.mesh_api import MeshApi
 from bus.state_dir import StateDir, running_pid
@@ -42,7 +41,6 @@ from policy.durations import parse_duration
 
 log = logging.getLogger("autoresolve.mesh")
 
-PR_SET_CHILD_SUBREAPER = 36
 STOP_GRACE = 20.0  # seconds for supervisord to stop its tree
 
 
@@ -269,19 +267,7 @@ class MeshProcess:
             self.proc.wait()
         # Orphans of a killed supervisord: SIGTERM lets an upstream worker close its MCP server;
         # the gateway may hold connections of callers waiting on approvals, so not for long.
-        for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
-            left = descendants(os.getpid())
-            if not left:
-                return
-            for pid in left:
-                _signal(pid, sig)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                _reap(left)
-                if not any(alive(pid) for pid in left):
-                    break
-                time.sleep(0.05)
-        _reap(descendants(os.getpid()))
+        stop_descendants(grace=2.0)
 
 
 def _state_dir(config: Path) -> Path:
@@ -292,31 +278,6 @@ def _state_dir(config: Path) -> Path:
         raise MeshProcessError(
             f"mesh_process.config: {str(exc).splitlines()[-1].strip()}"
         ) from None
-
-
-def become_subreaper() -> None:
-    """Called by the supervisor's process only (cli.py), never on construction: a test process
-    that became a subreaper would collect every orphan of the suite as an unreaped zombie."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: orphans of a killed mesh go to init, as without a supervisor
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _reap(pids: set[int]) -> None:
-    for pid in pids:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass  # not our child (its parent reaps it)
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

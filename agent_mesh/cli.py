@@ -11,12 +11,15 @@ import os
 import sys
 from typing import NoReturn
 
-import agent_mesh
-from agent_mesh import audit, keys
-from agent_mesh.errors import UserError
-from agent_mesh.roles import ROLES
-from mesh_config.file import ENV_OPENAPI, ENV_OPENAPI_BACKEND, load_config
-from mesh_config.model import ConfigError, LoadedConfig
+try:  # Ctrl-C while these load (a second on a busy machine): a quiet exit, as in main()
+    import agent_mesh
+    from agent_mesh import audit, keys
+    from agent_mesh.errors import UserError
+    from agent_mesh.roles import ROLES
+    from mesh_config.file import ENV_OPENAPI, ENV_OPENAPI_BACKEND, load_config
+    from mesh_config.model import ConfigError, LoadedConfig
+except KeyboardInterrupt:
+    raise SystemExit(130) from None
 
 DEFAULT_CONFIG = "agent-mesh.yaml"
 CONFIG_HELP = f"the mesh's config file (default {DEFAULT_CONFIG})"

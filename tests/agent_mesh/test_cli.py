@@ -248,3 +248,14 @@ def test_serve_warns_of_a_server_that_cannot_start_and_serves_the_others(tmp_pat
         if str(tmp_path) in cmdline(pid) and alive(pid)
     ]
     assert left == [], "serve stopped, its tree did not"
+
+
+def test_ctrl_c_while_it_still_imports_is_a_quiet_exit(tmp_path: Path) -> None:
+    # Ctrl-C in the second or so `agent-mesh serve` takes to import on a busy machine: a module
+    # it imports is interrupted (here, deterministically, a `yaml` that raises it).
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "yaml.py").write_text("raise KeyboardInterrupt\n")
+    path = os.pathsep.join([str(fake), str(REPO), os.environ.get("PYTHONPATH", "")])
+    result = agent_mesh("serve", "--config", "mesh.yaml", tmp=tmp_path, PYTHONPATH=path)
+    assert (result.returncode, result.stderr) == (130, "")

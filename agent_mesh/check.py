@@ -5,6 +5,7 @@ missing is a warning: a config written for another machine (the Go project's exa
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 
@@ -85,8 +86,36 @@ def _openapi_problems(loaded: LoadedConfig, notes: list[str] | None = None) -> l
     return out
 
 
+# Tools of the mesh's own (MCP front-ends): `mesh.catalog`, `grant.create`, `approval.resolve`...
+OWN_PREFIXES = {"mesh", "grant", "approval"}
+
+
+def rule_warnings(loaded: LoadedConfig) -> list[str]:
+    """A rule's glob whose `<server>.` names no tool source (a typo: `filesytem.*`) matches no
+    tool, so the rule never applies. Not said when an unnamed OpenAPI import's tools (no
+    `<server>.`, their names known at run time only) could be meant."""
+    refs = loaded.config.sources()
+    if any(not ref.prefix for ref in refs):
+        return []
+    servers = {ref.name for ref in refs}
+    out = []
+    for i, policy in enumerate(loaded.config.policies):
+        for j, rule in enumerate(policy.rules):
+            for k, glob in enumerate(rule.tools):
+                server, dot, _ = glob.partition(".")
+                if not dot or any(c in server for c in "*?[") or server in servers | OWN_PREFIXES:
+                    continue
+                close = difflib.get_close_matches(server, sorted(servers), n=1)
+                out.append(
+                    f"policies[{i}] (name={policy.name}).rules[{j}].tools[{k}]: {glob!r} matches "
+                    f"no tool: no server is named {server!r}"
+                    + (f" (did you mean {close[0]!r}?)" if close else "")
+                )
+    return out
+
+
 def warnings(loaded: LoadedConfig) -> list[str]:
-    out = list(loaded.warnings)
+    out = list(loaded.warnings) + rule_warnings(loaded)
     for i, tool in enumerate(loaded.config.cli_tools):
         cwd = tool.working_dir or "."
         path = cli_runner.environment(tool.env)["PATH"]

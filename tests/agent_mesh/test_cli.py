@@ -259,3 +259,38 @@ def test_ctrl_c_while_it_still_imports_is_a_quiet_exit(tmp_path: Path) -> None:
     path = os.pathsep.join([str(fake), str(REPO), os.environ.get("PYTHONPATH", "")])
     result = agent_mesh("serve", "--config", "mesh.yaml", tmp=tmp_path, PYTHONPATH=path)
     assert (result.returncode, result.stderr) == (130, "")
+
+
+def test_check_warns_of_a_rule_naming_no_server(tmp_path: Path) -> None:
+    # A typo in a rule's server name matches no tool: the rule silently never applies.
+    path = tmp_path / "mesh.yaml"
+    rules = [
+        {
+            "tools": ["filesytem.read_*", "filesystem.*", "*.list_*", "mesh.catalog"],
+            "action": "allow",
+        }
+    ]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "mcp_servers": [{"name": "filesystem", "command": "sh"}],
+                "cli_tools": [{"name": "git", "bin": "sh"}],
+                "policies": [
+                    {
+                        "name": "dev",
+                        "agent": "*",
+                        "rules": [{"tools": ["git.log"], "action": "allow"}],
+                    },
+                    {"name": "claude", "agent": "claude", "rules": rules},
+                ],
+            }
+        )
+    )
+    result = agent_mesh("check", "--config", str(path), tmp=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("warning")] == [
+        (
+            "warning: policies[1] (name=claude).rules[0].tools[0]: 'filesytem.read_*' matches no "
+            "tool: no server is named 'filesytem' (did you mean 'filesystem'?)"
+        )
+    ]

@@ -2,16 +2,15 @@
 Bearer agent:<id>`, compat.md §3), the JSON body (within 1 MiB), and the answer to a request
 that cannot be served (`HttpError(status, message)` → `{"error": message}` with that status).
 
-`EdgeRoutes` answers the two hot routes before the Starlette app, whose middleware stack and
-router would cost a third of the gateway's CPU per call: `POST /tool/{server.tool}` (every REST
-agent's call) and `/mcp` (handed to its endpoint). In the gateway process `POST /tool/` does not
-even come through ASGI: gateway/rest_protocol.py answers it on uvicorn's connection with
-`EdgeRoutes.answer_tool`, the same answer this module's ASGI path gives. Everything else, and every other method on
-/tool/..., goes to the Starlette app. Same contract: every answer to `POST /tool/...`, a refused
-request included, is Go's tool-call response ({trace_id, policy, latency_ms, error, ...}) with
-the trace id also in the `X-Trace-Id` header; the trace id comes from a W3C `traceparent`, else
-`X-Trace-Id`, else a new one.
-"""
+`EdgeRoutes` answers the two hot routes before the Starlette app, whose middleware stack and router
+would cost a third of the gateway's CPU per call: `POST /tool/{server.tool}` (every REST agent's
+call) and `/mcp` (handed to its endpoint). In the gateway process `POST /tool/` does not even come
+through ASGI: gateway/rest_protocol.py answers it on uvicorn's connection with
+`EdgeRoutes.answer_tool`, the same answer this module's ASGI path gives. Everything else, and every
+other method on /tool/..., goes to the Starlette app. Same contract: every answer to `POST
+/tool/...`, a refused request included, is Go's tool-call response ({trace_id, policy, latency_ms,
+error, ...}) with the trace id also in the `X-Trace-Id` header; the trace id comes from a W3C
+`traceparent`, else `X-Trace-Id`, else a new one."""
 
 from __future__ import annotations
 

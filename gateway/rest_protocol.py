@@ -1,15 +1,14 @@
 """`POST /tool/...` answered on uvicorn's HTTP connection without ASGI: the REST hot path.
 
-uvicorn's request cycle (a scope, an ASGI task waiting on an event for the body, the response
-start and body as two messages, checked and written as two socket writes) cost 25 µs of CPU per
-call at 16 concurrent callers and 54 µs at one (docs/profiling.md), and a socket write. `RestProtocol` is uvicorn's own httptools protocol (pinned
-version: parser, keep-alive and its timeout, pipelining, flow control, shutdown, a malformed
-request's 400 are all its own) with one change: a request that is `POST /tool/...` (no upgrade)
-gets a `ToolCycle` instead of uvicorn's cycle. It takes the body as the parser gives it, asks
-`EdgeRoutes.answer_tool` (the same answer as the ASGI path: status, Go's body, X-Trace-Id) and
-writes the response in one write, with uvicorn's default headers (date, server) and its
-`connection: close` rule. Every other request is uvicorn's, unchanged.
-"""
+uvicorn's request cycle (a scope, an ASGI task waiting on an event for the body, the response start
+and body as two messages, checked and written as two socket writes) cost 25 µs of CPU per call at
+16 concurrent callers and 54 µs at one (docs/profiling.md), and a socket write. `RestProtocol` is
+uvicorn's own httptools protocol (pinned version: parser, keep-alive and its timeout, pipelining,
+flow control, shutdown, a malformed request's 400 are all its own) with one change: a request that
+is `POST /tool/...` (no upgrade) gets a `ToolCycle` instead of uvicorn's cycle. It takes the body
+as the parser gives it, asks `EdgeRoutes.answer_tool` (the same answer as the ASGI path: status,
+Go's body, X-Trace-Id) and writes the response in one write, with uvicorn's default headers (date,
+server) and its `connection: close` rule. Every other request is uvicorn's, unchanged."""
 
 from __future__ import annotations
 

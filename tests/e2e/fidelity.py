@@ -101,7 +101,14 @@ def fidelity_mesh(tmp: Path) -> Mesh:
             {
                 "name": "everything",
                 "command": "sh",
-                "args": ["-c", 'tee "$0" | exec "$1" stdio', str(wire), npm_server("everything")],
+                # -a: the worker and its warm spare each run a tee on the one file; without
+                # O_APPEND each writes at its own offset, over the other's lines.
+                "args": [
+                    "-c",
+                    'tee -a "$0" | exec "$1" stdio',
+                    str(wire),
+                    npm_server("everything"),
+                ],
             },
             {"name": "dyn", "command": sys.executable, "args": [str(dyn)]},
         ],

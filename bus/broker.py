@@ -3,8 +3,9 @@ reach XPUB from XSUB (local publishers), from the routing state (its own) and as
 on the ROUTER sockets (the way in for workers on other hosts).
 
 Routing decisions are made by `bus.routing.Router` on plain data; this module only moves frames.
-The broker waits on nothing but its own sockets, so it runs one plain `zmq.Poller` loop: faster
-than asyncio for a pure switch, and free of edge-triggered wakeup pitfalls.
+The broker waits on nothing but its own sockets, so it runs one plain loop, faster than asyncio for
+a pure switch: epoll on the sockets' ZMQ_FDs, and ZMQ_EVENTS asked of a socket only when its
+FD signalled or after a send on it (ZMQ_FD is edge-triggered: see `run`).
 
 Workers on other hosts reach it on a second ROUTER socket, bound on tcp with CURVE: only clients
 whose public key is in the authorised directory get through the handshake (ZAP, in a thread of
@@ -15,6 +16,7 @@ one-byte prefix so the two sockets' generated identities can never collide.
 from __future__ import annotations
 
 import logging
+import select
 import struct
 import time
 from pathlib import Path
@@ -36,6 +38,8 @@ TICK = 0.05  # deadline resolution, seconds
 _NOBLOCK = int(zmq.NOBLOCK)
 _recv_frame = multipart.recv_frame
 _SRCFD = int(zmq.SRCFD)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 # libzmq's generated identities start with a zero byte; the remote socket's get this in front.
 REMOTE = b"\x01"
@@ -122,28 +126,38 @@ class Broker:
         # Connection monitors: a peer process that dies closes its connection at once, long
         # before it misses its heartbeats; its requests are failed then (PROTOCOL.md).
         monitors = [sock.get_monitor_socket(zmq.EVENT_DISCONNECTED) for sock in self._routers()]
-        poller = zmq.Poller()
-        for sock in (*self._routers(), *monitors, self._xsub, self._xpub):
-            poller.register(sock, zmq.POLLIN)
         self._monitors = monitors
+        # Sleep in epoll on the sockets' ZMQ_FDs, then look at the ones that signalled (and the
+        # routers, always). Before sleeping again, ask ZMQ_EVENTS of the sockets sent on: a send
+        # can take in the signal of a message that arrived meanwhile. (zmq.Poller asked every
+        # socket's ZMQ_EVENTS twice per wakeup, two system calls each.)
+        watched = {
+            int(sock.getsockopt(zmq.FD)): sock
+            for sock in (*self._routers(), *monitors, self._xsub, self._xpub)
+        }
+        epoll = select.epoll()
+        for fd in watched:
+            epoll.register(fd, select.EPOLLIN)
         router = self.router
         next_tick = time.monotonic() + TICK
         next_heartbeat = time.monotonic() + frames.HEARTBEAT_INTERVAL
+        woken = set(watched.values())  # the first time round: everything
         while self._running:
-            timeout_ms = max(0, int((next_tick - time.monotonic()) * 1000))
-            ready = dict(poller.poll(timeout_ms))
+            if not woken:
+                timeout = max(0.0, next_tick - time.monotonic())
+                woken = {watched[fd] for fd, _ in epoll.poll(timeout)}
             now = time.monotonic()
             # What peers sent before a connection closed is read before the close is applied:
             # a worker's last answers reach their callers instead of a "worker died".
-            if self._socket in ready:
-                self._receive(self._socket, b"", now)
-            if self._remote is not None and self._remote in ready:
+            self._receive(self._socket, b"", now)
+            if self._remote is not None:
                 self._receive(self._remote, REMOTE, now)
-            if any(m in ready for m in monitors):
+            if any(m in woken for m in monitors):
                 self._poll_monitors(now)
-            if self._xsub in ready:
+            events = self._xsub in woken or self._xpub in woken
+            if self._xsub in woken:
                 self._forward(self._xsub, self._xpub)
-            if self._xpub in ready:
+            if self._xpub in woken:
                 self._forward(self._xpub, self._xsub)  # subscriptions flow upstream
             if now >= next_tick:
                 router.tick(now)
@@ -151,7 +165,12 @@ class Broker:
                 if now >= next_heartbeat:
                     router.heartbeat()
                     next_heartbeat = now + frames.HEARTBEAT_INTERVAL
+            events = events or bool(router.events)
             self._flush()
+            woken = {sock for sock in self._routers() if _readable(sock)}
+            if events:
+                woken.update(sock for sock in (self._xsub, self._xpub) if _readable(sock))
+        epoll.close()
         for sock in self._routers():
             sock.disable_monitor()
         for sock in (*monitors, *self._routers(), self._xsub, self._xpub):
@@ -233,6 +252,10 @@ class Broker:
             except zmq.Again:
                 pass
         router.events.clear()
+
+
+def _readable(sock: zmq.Socket[bytes]) -> bool:
+    return bool(sock.getsockopt(_EVENTS) & _POLLIN)  # type: ignore[operator]
 
 
 class _LoggedKeys(AuthorizedKeys):

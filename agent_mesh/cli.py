@@ -215,10 +215,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str) -> LoadedConfig:
+    if path == DEFAULT_CONFIG and not os.path.exists(path):
+        raise UserError(_no_config())
     try:
         return load_config(path)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+
+
+def _no_config() -> str:
+    """No --config, and no agent-mesh.yaml here: where we looked, and how to name one."""
+    examples = os.path.join(os.path.dirname(os.path.dirname(agent_mesh.__file__)), "examples")
+    shown = os.path.relpath(examples) if examples.startswith(os.getcwd() + os.sep) else examples
+    start = os.path.join(shown, "filesystem.yaml")
+    return (
+        f"no config: {DEFAULT_CONFIG} (the default) is not in {os.getcwd()}; name one with "
+        "--config PATH"
+        + (
+            f", e.g. --config {start} (the shipped examples: {shown}/)"
+            if os.path.exists(start)
+            else ""
+        )
+    )
 
 
 def _load_for_role(path: str) -> LoadedConfig:

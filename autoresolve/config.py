@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
 from autoresolve.conditions import Call, Condition, parse
-from mesh_config.file import _read_mapping, _where
-from mesh_config.model import ConfigError, Duration, HttpUrl, _Section
+from mesh_config.file import SUPERVISOR_FILE_KEYS, _read_mapping, _where
+from mesh_config.model import Config, ConfigError, Duration, HttpUrl, _Section
 from policy.durations import parse_duration
 from policy.globs import glob_matches
 
@@ -194,11 +194,29 @@ def load(path: str | Path) -> Loaded:
     data, node = _read_mapping(absolute, shown, problems)
     if data is None:
         raise ConfigError(path, problems)
+    if (other := _mesh_file_problem(data, shown)) is not None:
+        raise ConfigError(path, [other])
     try:
         parsed = SupervisorFile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(path, [_problem(error, node, shown) for error in exc.errors()]) from None
     return Loaded(parsed.supervisor, absolute)
+
+
+def _mesh_file_problem(data: dict[str, Any], shown: str) -> str | None:
+    """A mesh config given where a supervisor config goes (both have a `supervisor:`): one line
+    saying so, rather than an `unknown key` per mesh setting."""
+    section = data.get("supervisor")
+    if isinstance(section, dict) and SUPERVISOR_FILE_KEYS & set(section):
+        return None
+    mesh = [str(k) for k in data if k in Config.model_fields and k != "supervisor"]
+    if not mesh:
+        return None
+    return (
+        f"{shown}: this is a mesh config ({', '.join(mesh[:3])}{', ...' if len(mesh) > 3 else ''}"
+        f"), not a supervisor config: run it with `agent-mesh serve --config {shown}`, or name it "
+        "in a supervisor config's mesh_process.config (examples/supervisor.yaml)"
+    )
 
 
 def _problem(error: Any, node: Any, shown: str) -> str:

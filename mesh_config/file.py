@@ -36,6 +36,8 @@ def load_config(path: str | Path) -> LoadedConfig:
     data, node = _read_mapping(absolute, shown, problems)
     if data is None:
         raise ConfigError(path, problems)
+    if (other := supervisor_file_problem(data, shown)) is not None:
+        raise ConfigError(path, [other])
     data = _expanded(data, node, shown, problems)
     config = _validate(Config, data, node, shown, problems)
     extra: list[tuple[str, Policy]] = []
@@ -74,6 +76,38 @@ def load_config(path: str | Path) -> LoadedConfig:
         }
     )
     return LoadedConfig(config=config, path=absolute, warnings=warnings)
+
+
+# Keys of the supervisor's own config file (autoresolve/config.py) under its top-level
+# `supervisor:`, which the mesh's `supervisor:` section (enabled, expose_content) does not have.
+SUPERVISOR_FILE_KEYS = frozenset(
+    {"mesh_url", "poll_interval", "tool_filter", "operator_token", "agent"}
+    | {"mesh_process", "llm", "ollama", "memory", "rules"}
+)
+
+
+def supervisor_file_problem(data: dict[str, Any], shown: str) -> str | None:
+    """A supervisor config given where a mesh config goes: one line saying so and what takes
+    it, rather than an `unknown key` per supervisor setting."""
+    section = data.get("supervisor")
+    if set(data) != {"supervisor"} or not isinstance(section, dict):
+        return None
+    keys = [str(k) for k in section if k in SUPERVISOR_FILE_KEYS]
+    if not keys:
+        return None
+    process = section.get("mesh_process")
+    mesh = process.get("config") if isinstance(process, dict) else None
+    its_mesh = (
+        f"; its mesh config (mesh_process.config) is "
+        f"{os.path.normpath(os.path.join(os.path.dirname(shown), os.path.expanduser(mesh)))}"
+        if isinstance(mesh, str)
+        else ""
+    )
+    return (
+        f"{shown}: this is a supervisor config (supervisor: {', '.join(keys[:3])}"
+        f"{', ...' if len(keys) > 3 else ''}), not a mesh config: run it with "
+        f"`agent-mesh supervisor --config {shown}`{its_mesh}"
+    )
 
 
 # `agent-mesh --openapi SPEC [--backend URL]` (compat.md §5): one more `openapi:` source, set in

@@ -123,6 +123,31 @@ def test_config_file_missing_or_bad(tmp_path: Path, command: list[str]) -> None:
     assert bad.startswith("agent-mesh: bad.yaml: invalid YAML: line 2, column 1")
 
 
+@pytest.mark.parametrize("command", [["serve"], ["check"], ["discover"], ["--mcp"]])
+def test_no_config_says_where_it_looked_and_how_to_name_one(
+    tmp_path: Path, command: list[str]
+) -> None:
+    line = one_line_failure(agent_mesh(*command, tmp=tmp_path))
+    examples = REPO / "examples"
+    assert line == (
+        f"agent-mesh: no config: agent-mesh.yaml (the default) is not in {tmp_path}; name one "
+        f"with --config PATH, e.g. --config {examples / 'filesystem.yaml'} (the shipped examples: "
+        f"{examples}/)"
+    )
+    assert (examples / "filesystem.yaml").exists()
+
+
+def test_check_of_a_supervisor_config_names_the_command_that_takes_it(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    result = agent_mesh(
+        "check", "--config", "examples/supervisor.yaml", tmp=REPO, AGENT_MESH_HOME=home
+    )
+    line = one_line_failure(result)
+    assert line.startswith("agent-mesh: examples/supervisor.yaml: this is a supervisor config")
+    assert "`agent-mesh supervisor --config examples/supervisor.yaml`" in line
+    assert "unknown key" not in result.stderr
+
+
 @pytest.mark.parametrize("command", [["serve"], ["--mcp"]])
 def test_unusable_state_directory_is_one_line(tmp_path: Path, command: list[str]) -> None:
     (tmp_path / "home").write_text("a file, not a directory")

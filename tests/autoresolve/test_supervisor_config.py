@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from autoresolve.config import load
-from mesh_config.file import load_config
-from mesh_config.model import ConfigError
+from autoresolve.config import Settings, load
+from mesh_config.file import SUPERVISOR_FILE_KEYS, load_config
+from mesh_config.model import ConfigError, SupervisorConfig
 from tests.support import REPO
 
 
@@ -174,3 +174,24 @@ def test_mistakes_are_reported_with_file_path_and_line(
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         load(tmp_path / "nope.yaml")
+
+
+def test_a_mesh_config_is_named_as_one() -> None:
+    """The shipped mesh config where the supervisor's goes: one problem saying what it is and
+    what takes it, not an `unknown key` per mesh setting."""
+    shown = str(REPO / "examples" / "supervised.yaml")
+    with pytest.raises(ConfigError) as caught:
+        load(shown)
+    expected = (
+        f"{shown}: this is a mesh config (port, trace_file, auth, ...), not a supervisor config: "
+        f"run it with `agent-mesh serve --config {shown}`, or name it in a supervisor config's "
+        "mesh_process.config (examples/supervisor.yaml)"
+    )
+    assert caught.value.problems == [expected]
+
+
+def test_the_mesh_loader_knows_the_supervisor_files_keys() -> None:
+    """mesh_config tells a supervisor config by these keys (it may not import autoresolve)."""
+    mesh_section = set(SupervisorConfig.model_fields)
+    assert set(Settings.model_fields) - mesh_section == SUPERVISOR_FILE_KEYS
+    assert not SUPERVISOR_FILE_KEYS & mesh_section

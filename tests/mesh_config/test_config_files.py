@@ -10,6 +10,7 @@ import pytest
 from mesh_config.file import load_config
 from mesh_config.model import ConfigError
 from tests.mesh_config.config_files import ACTION_PROBLEM, load_error, write
+from tests.support import REPO
 
 
 @pytest.mark.parametrize(
@@ -51,6 +52,35 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nope.yaml: file not found") as info:
         load_config(tmp_path / "nope.yaml")
     assert info.value.file == tmp_path / "nope.yaml"
+
+
+def test_a_supervisor_config_is_named_as_one() -> None:
+    """The shipped supervisor config where a mesh config goes: one problem saying what it is,
+    what takes it and which mesh config it names, not an `unknown key` per setting."""
+    shown = str(REPO / "examples" / "supervisor.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_config(shown)
+    expected = (
+        f"{shown}: this is a supervisor config (supervisor: poll_interval, mesh_process, rules, "
+        f"...), not a mesh config: run it with `agent-mesh supervisor --config {shown}`; its mesh "
+        f"config (mesh_process.config) is {REPO / 'examples' / 'supervised.yaml'}"
+    )
+    assert info.value.problems == [expected]
+
+
+def test_a_mesh_supervisor_section_with_a_typo_is_still_a_mesh_config(tmp_path: Path) -> None:
+    error = load_error(tmp_path, "supervisor:\n  enabled: true\n  expose_contnt: false\n")
+    expected = (
+        f"{tmp_path / 'mesh.yaml'}: supervisor.expose_contnt: unknown key; "
+        "did you mean 'expose_content'? (line 3)"
+    )
+    assert error.problems == [expected]
+    only_rules = load_error(tmp_path, "supervisor:\n  rules: []\n", name="s.yaml")
+    expected = (
+        f"{tmp_path / 's.yaml'}: this is a supervisor config (supervisor: rules), not a mesh "
+        f"config: run it with `agent-mesh supervisor --config {tmp_path / 's.yaml'}`"
+    )
+    assert only_rules.problems == [expected]
 
 
 def test_config_path_is_a_directory(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 server-everything in its `sse` and `streamableHttp` modes (behind a byte-for-byte TCP relay that
 records what the mesh sent, to see the configured headers), tools listed and called through the
 mesh; the server killed → calls answer 503 naming it and /health shows it backing off with the
-reason; the server started again → calls served again, nothing restarted."""
+reason; the server started again → calls served again, nothing restarted. Both upstreams are in
+one mesh (one start for the module); each test runs once per transport, against its own server.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.mesh import Mesh
@@ -77,6 +80,10 @@ class Everything:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.spawn()
+        self.wait()
+
+    def spawn(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(NODE_BIN / "mcp-server-everything"), self.mode],
@@ -85,6 +92,8 @@ class Everything:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def wait(self) -> None:
         wait_until(self.listening, 20, f"server-everything {self.mode} on port {self.port}")
 
     def listening(self) -> bool:
@@ -101,97 +110,131 @@ class Everything:
             self.proc = None
 
 
-@pytest.fixture(
-    scope="module",
-    params=[("sse", "sse", "/sse"), ("streamable_http", "streamableHttp", "/mcp")],
-    ids=["sse", "streamable_http"],
-)
-def remote(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Mesh, Everything, Relay]]:
-    transport, mode, path = request.param
-    tmp = tmp_path_factory.mktemp(transport)
-    server = Everything(mode, tmp)
-    server.start()
-    relay = Relay(server.port)
+# (transport, server-everything's mode, its endpoint path): one upstream of each in one mesh
+TRANSPORTS = {"sse": ("sse", "/sse"), "streamable_http": ("streamableHttp", "/mcp")}
+
+
+class Remote:
+    """One remote upstream of the shared mesh: its server name, server-everything and relay."""
+
+    def __init__(self, transport: str, tmp: Path) -> None:
+        self.transport, self.name = transport, f"everything-{transport}"
+        mode, self.path = TRANSPORTS[transport]
+        self.server = Everything(mode, tmp)
+        self.relay: Relay | None = None
+
+    def config(self) -> dict[str, object]:
+        assert self.relay is not None
+        return {
+            "name": self.name,
+            "transport": self.transport,
+            "url": f"http://127.0.0.1:{self.relay.port}{self.path}",
+            "headers": {"Authorization": SECRET, "X-Mesh-Test": self.transport},
+            "timeout_seconds": 10,
+        }
+
+
+@pytest.fixture(scope="module")
+def remotes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, dict[str, Remote]]]:
+    """One mesh with both remote upstreams (one mesh start for the module): each test is run
+    once per transport against its own server; the other stays up and serving beside it."""
+    tmp = tmp_path_factory.mktemp("remote")
+    remotes = {t: Remote(t, tmp) for t in TRANSPORTS}
+    for r in remotes.values():
+        r.server.spawn()
+    for r in remotes.values():
+        r.server.wait()
+        r.relay = Relay(r.server.port)
+    names = [r.name for r in remotes.values()]
     config = {
-        "mcp_servers": [
-            {
-                "name": "everything",
-                "transport": transport,
-                "url": f"http://127.0.0.1:{relay.port}{path}",
-                "headers": {"Authorization": SECRET, "X-Mesh-Test": transport},
-                "timeout_seconds": 10,
-            }
-        ],
+        "mcp_servers": [r.config() for r in remotes.values()],
         "policies": [
             {
                 "name": "claude",
                 "agent": "claude",
                 "rules": [
-                    {"tools": ["everything.echo", "everything.get-sum"], "action": "allow"},
-                    {"tools": ["everything.*"], "action": "deny"},
+                    {
+                        "tools": [f"{n}.{tool}" for n in names for tool in ("echo", "get-sum")],
+                        "action": "allow",
+                    },
+                    {"tools": [f"{n}.*" for n in names], "action": "deny"},
                 ],
             }
         ],
     }
     mesh = Mesh(tmp, config).start(timeout=60)  # a busy machine: node + the SDK import
     try:
-        yield mesh, server, relay
+        yield mesh, remotes
     finally:
-        server.kill()
-        relay.listener.close()
+        for r in remotes.values():
+            r.server.kill()
+            if r.relay is not None:
+                r.relay.listener.close()
         assert mesh.stop() == set()
 
 
-def echo(mesh: Mesh, text: str = "hi") -> object:
-    return mesh.call("everything.echo", {"message": text})
+@pytest.fixture(params=list(TRANSPORTS))
+def remote(
+    request: pytest.FixtureRequest, remotes: tuple[Mesh, dict[str, Remote]]
+) -> tuple[Mesh, Remote]:
+    mesh, by_transport = remotes
+    return mesh, by_transport[request.param]
 
 
-def test_tools_calls_and_headers(remote: tuple[Mesh, Everything, Relay]) -> None:
-    mesh, _server, relay = remote
+def echo(mesh: Mesh, server: str, text: str = "hi") -> httpx.Response:
+    return mesh.call(f"{server}.echo", {"message": text})
+
+
+def test_tools_calls_and_headers(remote: tuple[Mesh, Remote]) -> None:
+    mesh, r = remote
     tools = {t["name"] for t in mesh.http.get("/tools").json()}
-    assert {"everything.echo", "everything.get-sum", "everything.get-tiny-image"} <= tools
-    response = echo(mesh, "over the network")
-    assert response.status_code == 200, response.text  # type: ignore[attr-defined]
-    assert response.json()["result"]["content"][0]["text"] == "Echo: over the network"  # type: ignore[attr-defined]
-    summed = mesh.call("everything.get-sum", {"a": 2, "b": 40})
+    assert {f"{r.name}.{t}" for t in ("echo", "get-sum", "get-tiny-image")} <= tools
+    response = echo(mesh, r.name, "over the network")
+    assert response.status_code == 200, response.text
+    assert response.json()["result"]["content"][0]["text"] == "Echo: over the network"
+    summed = mesh.call(f"{r.name}.get-sum", {"a": 2, "b": 40})
     assert summed.status_code == 200 and "42" in summed.text, summed.text
-    denied = mesh.call("everything.get-env", {})
+    denied = mesh.call(f"{r.name}.get-env", {})
     assert denied.status_code == 403  # governed like any upstream
-    seen = relay.headers_seen()
-    assert f"authorization: {SECRET.lower()}" in seen and "x-mesh-test: " in seen
+    assert r.relay is not None
+    seen = r.relay.headers_seen()  # this server's relay: only what was sent to this server
+    assert f"authorization: {SECRET.lower()}" in seen and f"x-mesh-test: {r.transport}" in seen
 
 
 def test_down_is_a_clear_503_and_back_up_serves_again(
-    remote: tuple[Mesh, Everything, Relay],
+    remote: tuple[Mesh, Remote], remotes: tuple[Mesh, dict[str, Remote]]
 ) -> None:
-    mesh, server, relay = remote
-    workers = set(mesh.role_pids("upstream"))  # the worker and its warm spare
-    server.kill()
+    mesh, r = remote
+    assert r.relay is not None
+    relay = r.relay
+    (other,) = [o.name for o in remotes[1].values() if o is not r]
+    workers = set(mesh.role_pids("upstream"))  # both servers' workers and their warm spares
+    r.server.kill()
 
     seen: list[str] = []
 
     def refused_saying_why() -> bool:
         # 503 at once; the cause is in it from the first failed reconnection attempt on
-        r = echo(mesh)
-        seen.append(f"{r.status_code} {r.json().get('error')}")  # type: ignore[attr-defined]
+        response = echo(mesh, r.name)
+        seen.append(f"{response.status_code} {response.json().get('error')}")
         # (through the relay: it accepts, then closes since the server is gone)
-        return r.status_code == 503 and f":{relay.port}/" in seen[-1]  # type: ignore[attr-defined]
+        return response.status_code == 503 and f":{relay.port}/" in seen[-1]
 
     try:
         wait_until(refused_saying_why, 20, "calls refused with the cause while the server is down")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last answers: {seen[-3:]}") from None
-    body = echo(mesh).json()  # type: ignore[attr-defined]
-    assert body["error"].startswith("upstream unavailable: everything"), body
+    body = echo(mesh, r.name).json()
+    assert body["error"].startswith(f"upstream unavailable: {r.name}"), body
     health = mesh.http.get("/health").json()
-    assert health["status"] == "degraded" and health["upstreams"]["everything"] != "up", health
-    reason = health.get("upstream_errors", {}).get("everything", "")
+    assert health["status"] == "degraded" and health["upstreams"][r.name] != "up", health
+    reason = health.get("upstream_errors", {}).get(r.name, "")
     assert f":{relay.port}/" in str(reason), health
     assert mesh.http.get("/ready").status_code == 503
+    assert health["upstreams"][other] == "up", health  # one server down: the other serves on
+    assert echo(mesh, other).status_code == 200
 
-    server.start()
-    wait_until(lambda: echo(mesh).status_code == 200, BACK_DEADLINE, "served again")  # type: ignore[attr-defined]
-    assert mesh.http.get("/health").json()["upstreams"]["everything"] == "up"
+    r.server.start()
+    wait_until(lambda: echo(mesh, r.name).status_code == 200, BACK_DEADLINE, "served again")
+    assert mesh.http.get("/health").json()["upstreams"][r.name] == "up"
     assert set(mesh.role_pids("upstream")) == workers  # the same workers reconnected: no restart

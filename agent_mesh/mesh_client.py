@@ -109,7 +109,7 @@ TRACES = [
             "" if v is None else f"{float(v):.0f}" if float(v) >= 10 else f"{float(v):.1f}"
         ),
     ),
-    Column("detail", "PARAMS / ERROR", min=0, shrink=0),
+    Column("detail", "PARAMS / ERROR", min=0, shrink=0, wrap="error"),
 ]
 GRANTS = [
     Column("id", "ID", min=8, shrink=None, render=id8),

@@ -2,12 +2,15 @@
 
 Each column says how far it may shrink (`min`, 0 = may be dropped) and in which order columns
 give up width (`shrink`, lowest first); a column with `shrink=None` is never cut (tool names).
-Cells that lose width end with `…`. Times are shown as local `HH:MM:SS`.
+Cells that lose width end with `…`, except a column's `wrap` cells (errors): one that does not fit
+goes whole on the lines below its row, indented past the first column and as wide as the terminal
+allows. Times are shown as local `HH:MM:SS`.
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +32,8 @@ class Column:
     shrink: int | None = 0  # order in which columns give up width (lowest first); None: never
     render: Callable[[Any], str] | None = None  # the cell's text from the row's value
     right: bool = False  # right-aligned (numbers)
+    # a row key: in a row where it is set (an error), a cell too wide is wrapped below, not cut
+    wrap: str | None = None
 
 
 def clock(value: Any) -> str:
@@ -106,7 +111,16 @@ def render(
             parts.append(pad + cell if column.right else cell + pad)
         return GAP.join(parts).rstrip()
 
+    indent = " " * (sizes[shown[0][0]] + len(GAP)) if shown else ""
     out = [title] if title else []
     out.append(line([c.header for c in columns]))
-    out.extend(line(row) for row in cells)
+    for row, values in zip(rows, cells, strict=True):
+        below: list[str] = []
+        for i, column in enumerate(columns):
+            if column.wrap and row.get(column.wrap) and cell_len(values[i]) > sizes[i]:
+                room = max(total - len(indent), 20)
+                below += [indent + part for part in textwrap.wrap(values[i], room)]
+                values[i] = ""
+        out.append(line(values))
+        out.extend(below)
     return "\n".join(out)

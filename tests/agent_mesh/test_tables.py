@@ -53,3 +53,35 @@ def test_errors_show_instead_of_params() -> None:
 def test_a_table_too_narrow_for_whole_tool_names_stays_whole() -> None:
     line = render(TRACES, trace_rows([TRACE]), 30).splitlines()[1]
     assert "filesystem.list_allowed_directories" in line
+
+
+ERROR = (
+    "upstream filesystem: Access denied - path outside allowed directories: /etc/passwd not in "
+    "/tmp/mesh-demo"
+)
+
+
+def test_an_error_too_long_for_its_cell_is_wrapped_whole_below_its_row() -> None:
+    ok = {**TRACE, "agent_id": "claude", "tool": "filesystem.write_file", "policy": "allow"}
+    failed = {**ok, "status_code": 502, "error": ERROR}
+    lines = render(TRACES, trace_rows([failed, ok]), 80).splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert lines[1].startswith(clock(TRACE["timestamp"])) and lines[1].endswith("502  12")
+    below = lines[2:4]
+    assert all(line.startswith(" " * 10) and line[10] != " " for line in below), below
+    assert " ".join(line.strip() for line in below) == ERROR
+    assert lines[4].startswith(clock(TRACE["timestamp"])) and lines[4].endswith("…")  # params cut
+    assert len(lines) == 5
+
+
+def test_an_error_that_fits_stays_in_its_row() -> None:
+    failed = {**TRACE, "status_code": 502, "error": ERROR}
+    lines = render(TRACES, trace_rows([failed]), 200).splitlines()
+    assert len(lines) == 2 and lines[1].endswith(ERROR)
+
+
+def test_an_error_is_shown_when_the_terminal_has_no_room_for_its_column() -> None:
+    failed = {**TRACE, "status_code": 403, "error": "denied by policy claude: rule 2: deny"}
+    lines = render(TRACES, trace_rows([failed]), 30).splitlines()
+    assert "PARAMS" not in lines[0]
+    assert " ".join(line.strip() for line in lines[2:]) == failed["error"]

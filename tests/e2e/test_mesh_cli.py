@@ -1,7 +1,7 @@
 """The `mesh` command through its real entry point (`python -m agent_mesh.mesh_cli`) against a
 real mesh: --json on either side of the subcommand, grant and revoke, traces that fit 80
-columns, `show` with the agent's recent traces, and `mesh watch` in a pseudo-terminal (skip,
-reasons)."""
+columns (an error whole, wrapped below its row), `show` with the agent's recent traces, and
+`mesh watch` in a pseudo-terminal (skip, reasons)."""
 
 from __future__ import annotations
 
@@ -173,6 +173,18 @@ def test_traces_fit_80_columns(mesh: Mesh) -> None:
     assert CLOCK.match(lines[1]) and "filesystem.list_allowed_directories" in lines[1], lines[1]
     wide = mesh_cli(mesh, "traces", "--limit", "1", columns=200).stdout.splitlines()
     assert '{"padding":"xxxx' in wide[1] and wide[1].endswith("…") and len(wide[1]) <= 200
+
+
+def test_an_error_is_shown_whole_at_80_columns(mesh: Mesh) -> None:
+    denied = mesh.call("filesystem.list_allowed_directories", {"why": "a long error"}, agent="x")
+    assert denied.status_code == 403
+    error = items(mesh.http.get("/traces", params={"agent": "x", "limit": 1}).json())[0]["error"]
+    assert len(error) > 40, error  # longer than the room an 80-column row has left for it
+    out = mesh_cli(mesh, "traces", "--agent", "x", "--limit", "1", columns=80)
+    lines = out.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert CLOCK.match(lines[1]) and "403" in lines[1].split(), lines
+    assert " ".join(line.strip() for line in lines[2:]) == error, lines
 
 
 def test_show_has_the_recent_traces_it_promises(mesh: Mesh) -> None:

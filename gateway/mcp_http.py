@@ -30,6 +30,7 @@ from gateway.frontend import FrontEnd
 from gateway.http_edge import IdentityError, agent_from_authorization
 from gateway.mcp_fast import FastPath
 from gateway.mcp_forward import level_index
+from gateway.mcp_messages import NotOneMessage
 from gateway.mcp_sdk import connection, name_sessions, sdk_transport
 from gateway.mcp_server import MeshMcp
 from gateway.mcp_sessions import McpSession, Sessions, read_message
@@ -108,9 +109,13 @@ class McpHttp:
         if session_id is not None and (session is None or self._ended(session_id, session)):
             await self._sdk(scope, receive, send)  # unknown or ended: the SDK's 404
             return
-        message, receive = await read_message(
-            scope, receive, headers, self.manager.max_request_body_size
-        )
+        try:
+            message, receive = await read_message(
+                scope, receive, headers, self.manager.max_request_body_size
+            )
+        except NotOneMessage as exc:
+            await rpc_error(400, -32600, str(exc))(scope, receive, send)
+            return
         if session_id is None or session is None:
             await self._open(scope, receive, send, headers, message)
             return

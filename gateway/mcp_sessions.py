@@ -37,6 +37,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.mcp_messages import NotOneMessage, message_problem
 from gateway.mcp_sdk import initialize_answer, sdk_session_named, sdk_transport
 from gateway.mcp_server import MeshMcp
 
@@ -252,7 +253,8 @@ async def read_message(
     scope: Scope, receive: Receive, headers: Mapping[str, str], limit: int
 ) -> tuple[dict[str, Any] | None, Receive]:
     """A POST the SDK would take (its headers, a body its parser reads), parsed: a JSON-RPC
-    message the mesh may answer. None: the SDK answers, reading the body from the receive."""
+    message the mesh may answer. None: the SDK answers, reading the body from the receive.
+    NotOneMessage: JSON, but not one JSON-RPC message (a batch `[]`, a number...)."""
     if (
         scope["method"] != "POST"
         or "host" not in headers  # the SDK refuses its absence (421)
@@ -262,12 +264,14 @@ async def read_message(
     ):
         return None, receive
     body, replay = await _read_body(receive, limit)
+    if body is None:  # too large (the SDK's 413), or the client left
+        return None, replay
     try:  # the SDK's parser: what it refuses (-32700), it answers
-        message = pydantic_core.from_json(body) if body is not None else None
+        message = pydantic_core.from_json(body)
     except ValueError:
         return None, replay
-    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-        return None, replay
+    if (problem := message_problem(message)) is not None:
+        raise NotOneMessage(problem)
     return message, replay
 
 

@@ -1,5 +1,6 @@
 """MCP Streamable HTTP at /mcp with the official SDK client, plus REST on the same mesh (config 5),
-and the HTTP edge's failure paths (bad Origin, bad auth, missing session id, garbage JSON-RPC)."""
+and the HTTP edge's failure paths (bad Origin, bad auth, missing session id, garbage JSON-RPC, a
+batch)."""
 
 from __future__ import annotations
 
@@ -152,6 +153,41 @@ def test_allowed_origin_missing_session_and_garbage(mesh: Mesh) -> None:
     assert "belongs to another agent" in stolen.json()["error"]["message"]
     # The mesh keeps serving.
     assert mesh.http.get("/health").status_code == 200
+
+
+BATCH = "batch requests are not supported: send one JSON-RPC message per POST"
+
+
+def test_a_batch_or_a_body_that_is_no_message_is_one_json_rpc_error(mesh: Mesh) -> None:
+    """Not the SDK's pydantic validation text: one -32600 naming the mistake, before a session,
+    on a session the mesh holds and on one the SDK's machinery serves; the session goes on."""
+    refused = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": BATCH}}
+    before = mesh.http.post("/mcp", content=b"[]", headers=MCP_HEADERS)
+    assert (before.status_code, before.json()) == (400, refused)
+    opened = mesh.http.post("/mcp", json=INIT, headers=MCP_HEADERS)
+    session = {**MCP_HEADERS, "mcp-session-id": opened.headers["mcp-session-id"]}
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    for held in ("by the mesh", "by the SDK"):
+        if held == "by the SDK":  # resources/list starts the SDK's session
+            started = mesh.http.post(
+                "/mcp",
+                json={"jsonrpc": "2.0", "id": 3, "method": "resources/list"},
+                headers=session,
+            )
+            assert started.status_code == 200, started.text
+        batch = mesh.http.post("/mcp", content=json.dumps([listing]), headers=session)
+        assert (batch.status_code, batch.json()) == (400, refused), held
+        number = mesh.http.post("/mcp", content=b"42", headers=session)
+        assert number.json()["error"] == {
+            "code": -32600,
+            "message": "the body must be one JSON-RPC 2.0 message (an object), not a number",
+        }
+        old = mesh.http.post("/mcp", json={**listing, "jsonrpc": "1.0"}, headers=session)
+        assert (
+            old.json()["error"]["message"] == 'not a JSON-RPC 2.0 message: "jsonrpc" must be "2.0"'
+        )
+        listed = mesh.http.post("/mcp", json=listing, headers=session)
+        assert listed.status_code == 200 and "everything." in listed.text, held
 
 
 def test_refusals_before_a_session_are_json_rpc_errors_too(mesh: Mesh) -> None:

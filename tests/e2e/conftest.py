@@ -4,8 +4,9 @@ module's own mesh, `SharedMeshes`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,62 +30,54 @@ def shared_meshes() -> Iterator[SharedMeshes]:
     meshes.close()
 
 
-@pytest.fixture(scope="module")
-def fidelity_mesh(
-    request: pytest.FixtureRequest,
-    shared_meshes: SharedMeshes,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Mesh]:
-    """The mesh of tests/e2e/test_mcp_fidelity*.py (tests/e2e/fidelity.py)."""
-    with shared_meshes.use(
-        request, lambda: fidelity.fidelity_mesh(tmp_path_factory.mktemp("fidelity"))
-    ) as mesh:
-        yield mesh
+def _shared_mesh(
+    name: str, doc: str, make: Callable[[pytest.TempPathFactory], Mesh], **start: Any
+) -> Any:
+    """The module-scoped fixture `name` (`doc`): the mesh `make(tmp_path_factory)` gives (not
+    started), started once for every module of this run that asks for `name`
+    (`SharedMeshes.use`, `start`: `Mesh.start`'s options)."""
+
+    def fixture(
+        request: pytest.FixtureRequest,
+        shared_meshes: SharedMeshes,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Iterator[Mesh]:
+        with shared_meshes.use(request, lambda: make(tmp_path_factory), **start) as mesh:
+            yield mesh
+
+    fixture.__doc__ = doc
+    return pytest.fixture(fixture, scope="module", name=name)
 
 
-@pytest.fixture(scope="module")
-def faults_mesh(
-    request: pytest.FixtureRequest,
-    shared_meshes: SharedMeshes,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Mesh]:
-    """The mesh of tests/e2e/test_faults*.py (tests/e2e/faults.py)."""
-    with shared_meshes.use(
-        request,
-        lambda: faults.faults_mesh(
-            tmp_path_factory.mktemp("mesh"), tmp_path_factory.mktemp("demo")
-        ),
-        timeout=60,
-    ) as mesh:
-        yield mesh
-
-
-@pytest.fixture(scope="module")
-def go_contract_mesh(
-    request: pytest.FixtureRequest,
-    shared_meshes: SharedMeshes,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Mesh]:
-    """The mesh of tests/e2e/test_go_contract*.py (tests/e2e/go_contract.py)."""
-    with shared_meshes.use(
-        request, lambda: go_contract.go_contract_mesh(tmp_path_factory.mktemp("mesh"))
-    ) as mesh:
-        yield mesh
-
-
-@pytest.fixture(scope="module")
-def everything_mesh(
-    request: pytest.FixtureRequest,
-    shared_meshes: SharedMeshes,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Mesh]:
-    """server-everything, every tool allowed to every agent: the mesh of test_mcp_fast.py and
-    test_mcp_sampling.py (one start for both; neither reconfigures it)."""
+def _everything(tmp_path_factory: pytest.TempPathFactory) -> Mesh:
     config = {
         "mcp_servers": [
             {"name": "everything", "command": npm_server("everything"), "args": ["stdio"]}
         ],
         "policies": [{"name": "p", "agent": "*", "rules": [{"tools": ["*"], "action": "allow"}]}],
     }
-    with shared_meshes.use(request, lambda: Mesh(tmp_path_factory.mktemp("mesh"), config)) as mesh:
-        yield mesh
+    return Mesh(tmp_path_factory.mktemp("mesh"), config)
+
+
+fidelity_mesh = _shared_mesh(
+    "fidelity_mesh",
+    "The mesh of tests/e2e/test_mcp_fidelity*.py (tests/e2e/fidelity.py).",
+    lambda tmp: fidelity.fidelity_mesh(tmp.mktemp("fidelity")),
+)
+faults_mesh = _shared_mesh(
+    "faults_mesh",
+    "The mesh of tests/e2e/test_faults*.py (tests/e2e/faults.py).",
+    lambda tmp: faults.faults_mesh(tmp.mktemp("mesh"), tmp.mktemp("demo")),
+    timeout=60,
+)
+go_contract_mesh = _shared_mesh(
+    "go_contract_mesh",
+    "The mesh of tests/e2e/test_go_contract*.py (tests/e2e/go_contract.py).",
+    lambda tmp: go_contract.go_contract_mesh(tmp.mktemp("mesh")),
+)
+everything_mesh = _shared_mesh(
+    "everything_mesh",
+    "server-everything, every tool allowed to every agent: the mesh of test_mcp_fast.py and "
+    "test_mcp_sampling.py (one start for both; neither reconfigures it).",
+    _everything,
+)

@@ -26,6 +26,9 @@ BASELINE = {
     "mcpo-rest": "mesh-rest",
 }
 COLUMNS = ["conc", "calls/s", "p50 ms", "p99 ms", "errors"]
+# Issue 12's measure of the Go agent-mesh's REST at c=16 on this machine (4.9-5.3k calls/s), for
+# the goal's line when no Go binary is given to compare in the same run.
+GO_REST_C16_ISSUE = 5100.0
 
 
 @dataclass
@@ -103,6 +106,13 @@ def goals(rep: Report) -> list[str]:
             f"- issue 12: REST throughput at c=16 at least 0.5x the Go agent-mesh's: "
             f"{met(ratio >= 0.5)} ({ratio:.2f}x: {rest16.calls_per_s:.0f} / "
             f"{go16.calls_per_s:.0f} calls/s)"
+        )
+    elif rest16:  # never silent: said against the issue's own Go figure, marked as such
+        ratio = rest16.calls_per_s / GO_REST_C16_ISSUE
+        out.append(
+            f"- issue 12: REST throughput at c=16 at least 0.5x the Go agent-mesh's: not measured "
+            f"in this run (no --go-bin); against the issue's figure for Go on this machine "
+            f"(~{GO_REST_C16_ISSUE:.0f} calls/s) {met(ratio >= 0.5)} ({ratio:.2f}x)"
         )
     out += scale_goals(rep.scale)
     if len(rep.scaling) == 2 and rep.scaling[0].calls_per_s:

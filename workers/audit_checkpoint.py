@@ -111,11 +111,13 @@ class Checkpoints:
             self._sign(self.chain.path.name, self.chain.lines, self.chain.head)
 
     def _rotated(self, rotated: Path, lines: int, head: str) -> None:
+        # Always: the rotated file is signed under its own name, even when its last line is the
+        # head this process started from (a file rotated at the first write after a restart).
         if lines:
-            self._sign(rotated.name, lines, head)
+            self._sign(rotated.name, lines, head, again=True)
 
-    def _sign(self, file: str, line: int, head: str) -> None:
-        if head in (self.signed, GENESIS):
+    def _sign(self, file: str, line: int, head: str, again: bool = False) -> None:
+        if head == GENESIS or (head == self.signed and not again):
             return
         try:
             append(self.chain.path, sign(self.key, file, line, head))

@@ -111,7 +111,13 @@ async def test_kill_upstream_server_process(mesh: Mesh) -> None:
         # (process N exited with -9, or its stdout closed: whichever the worker saw first)
         gone = o.status == 502 and o.error.startswith("upstream 'fs' went away during tools/call (")
         unavailable = o.status == 503 and o.error.startswith("upstream unavailable: fs (")
-        assert gone or unavailable, (o.status, o.error)
+        # In transit to the worker in the instant it leaves the bus (after its drain, before
+        # the broker has its DISCONNECT): the broker fails it as the worker's, by that name.
+        # (A known race: the protocol has no "leaving" step that would make this a 503.)
+        left = o.status == 502 and o.error == (
+            "upstream fs: its worker died during the call (upstream.fs: worker disconnected)"
+        )
+        assert gone or unavailable or left, (o.status, o.error)
     assert_no_trace_lost(mesh, run)
     report(run)
     assert run.recovery < TAKEOVER, run.summary()
